@@ -1,0 +1,535 @@
+//! The op set. Each op is one idea at the level that linalg/tensor express well, and each has a
+//! derivative (the autodiff pass will need one rule per op).
+
+use forgec_runtime::{DType, Tensor};
+
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident { $($v:ident = $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($v),* }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v),*];
+            pub fn name(self) -> &'static str { match self { $($name::$v => $s),* } }
+            pub fn from_name(s: &str) -> Option<$name> {
+                match s { $($s => Some($name::$v),)* _ => None }
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// Elementwise unary ops.
+    UnaryOp {
+        Neg = "neg", Abs = "abs", Exp = "exp", Log = "log", Sqrt = "sqrt", Rsqrt = "rsqrt",
+        Reciprocal = "reciprocal", Tanh = "tanh", Sigmoid = "sigmoid", Relu = "relu",
+        Softplus = "softplus", Erf = "erf", Sin = "sin", Cos = "cos", Floor = "floor",
+        Ceil = "ceil", Round = "round", Sign = "sign", Not = "not",
+    }
+);
+
+named_enum!(
+    /// Elementwise binary ops with NumPy broadcasting. Comparisons yield bool.
+    BinaryOp {
+        Add = "add", Sub = "sub", Mul = "mul", Div = "div", Pow = "pow", Max = "max",
+        Min = "min", Eq = "eq", Ne = "ne", Lt = "lt", Le = "le", Gt = "gt", Ge = "ge",
+        And = "and", Or = "or",
+    }
+);
+
+impl BinaryOp {
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
+        )
+    }
+
+    pub fn is_logical(self) -> bool {
+        matches!(self, BinaryOp::And | BinaryOp::Or)
+    }
+}
+
+named_enum!(ReduceKind { Sum = "sum", Mean = "mean", Max = "max", Min = "min", Prod = "prod" });
+named_enum!(PoolKind { Max = "max", Avg = "avg" });
+named_enum!(
+    /// Where the channels are: `last` is NHWC data with an HWIO kernel (Keras), `first` is
+    /// NCHW data with an OIHW kernel (ONNX).
+    Layout { ChannelsLast = "last", ChannelsFirst = "first" }
+);
+named_enum!(PadMode { Constant = "constant", Reflect = "reflect", Edge = "edge" });
+named_enum!(RnnCell { Lstm = "lstm", Gru = "gru", Simple = "simple" });
+named_enum!(
+    /// Activations inside recurrent cells.
+    Activation {
+        Linear = "linear", Tanh = "tanh", Sigmoid = "sigmoid", Relu = "relu",
+        HardSigmoid = "hard_sigmoid",
+    }
+);
+
+/// Convolution attributes, shared by `conv` and `conv_transpose`. Kernel layouts:
+/// conv, `last`: `[k..., C_in/groups, C_out]`; conv, `first`: `[C_out, C_in/groups, k...]`;
+/// conv_transpose, `last`: `[k..., C_out/groups, C_in]`; conv_transpose, `first`:
+/// `[C_in, C_out/groups, k...]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvAttrs {
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// (begin, end) padding per spatial dim.
+    pub pads: Vec<(usize, usize)>,
+    pub groups: usize,
+    pub layout: Layout,
+    /// Extra size added at the end of each spatial dim (conv_transpose only).
+    pub output_padding: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolAttrs {
+    pub kind: PoolKind,
+    pub window: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub pads: Vec<(usize, usize)>,
+    pub layout: Layout,
+    /// Average pooling: whether padded positions count in the divisor.
+    pub count_include_pad: bool,
+}
+
+/// A recurrent layer over a whole sequence. Inputs: x `[B, T, F]`, kernel `[F, gates*U]`,
+/// recurrent kernel `[U, gates*U]`, bias `[gates*U]` (GRU with reset_after: `[2, 3U]`).
+/// Gate order: LSTM i, f, c, o; GRU z, r, h. Output: `[B, T, U]` or `[B, U]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RnnAttrs {
+    pub cell: RnnCell,
+    pub units: usize,
+    pub activation: Activation,
+    pub recurrent_activation: Activation,
+    pub return_sequences: bool,
+    pub go_backwards: bool,
+    pub reset_after: bool,
+}
+
+impl RnnCell {
+    pub fn gates(self) -> usize {
+        match self {
+            RnnCell::Lstm => 4,
+            RnnCell::Gru => 3,
+            RnnCell::Simple => 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A constant. `weight` marks a model parameter (its value name is the parameter name).
+    Const {
+        value: Tensor,
+        weight: Option<Weight>,
+    },
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// `select(cond, a, b)`: elementwise `cond ? a : b`, broadcasting all three.
+    Select,
+    Cast {
+        to: DType,
+    },
+    /// NumPy matmul: `[..., M, K] x [..., K, N]`, batch dims broadcast.
+    MatMul,
+    /// Inputs: x, kernel.
+    Conv(ConvAttrs),
+    /// Inputs: x, kernel.
+    ConvTranspose(ConvAttrs),
+    Pool(PoolAttrs),
+    Reduce {
+        kind: ReduceKind,
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    Softmax {
+        axis: usize,
+        log: bool,
+    },
+    /// ONNX Reshape rules: 0 copies the input dim at that position, -1 is inferred.
+    Reshape {
+        shape: Vec<i64>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Concat {
+        axis: usize,
+    },
+    /// Static slice; negative starts/ends count from the end, ends are clamped.
+    Slice {
+        axes: Vec<usize>,
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        steps: Vec<i64>,
+    },
+    Pad {
+        pads: Vec<(usize, usize)>,
+        mode: PadMode,
+        value: f64,
+    },
+    /// Inputs: data, indices (integer). Output: data.shape[..axis] + indices.shape + data.shape[axis+1..].
+    Gather {
+        axis: usize,
+    },
+    /// NumPy broadcast of the input against `shape` (ONNX Expand: a 1 keeps the input dim).
+    Broadcast {
+        shape: Vec<usize>,
+    },
+    /// Inference-form batch normalization. Inputs: x, gamma, beta, moving_mean, moving_var,
+    /// each of the size of x's `axis`.
+    BatchNorm {
+        axis: usize,
+        epsilon: f64,
+    },
+    /// Inputs: x, gamma, beta, each of the shape of x's `axes`.
+    LayerNorm {
+        axes: Vec<usize>,
+        epsilon: f64,
+    },
+    /// Identity at inference; the training graph will draw a mask.
+    Dropout {
+        rate: f64,
+    },
+    Rnn(RnnAttrs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weight {
+    pub trainable: bool,
+}
+
+impl Op {
+    /// The op's name in the text form.
+    pub fn name(&self) -> String {
+        match self {
+            Op::Const { .. } => "const".into(),
+            Op::Unary(u) => u.name().into(),
+            Op::Binary(b) => b.name().into(),
+            Op::Select => "select".into(),
+            Op::Cast { .. } => "cast".into(),
+            Op::MatMul => "matmul".into(),
+            Op::Conv(_) => "conv".into(),
+            Op::ConvTranspose(_) => "conv_transpose".into(),
+            Op::Pool(_) => "pool".into(),
+            Op::Reduce { .. } => "reduce".into(),
+            Op::Softmax { .. } => "softmax".into(),
+            Op::Reshape { .. } => "reshape".into(),
+            Op::Transpose { .. } => "transpose".into(),
+            Op::Concat { .. } => "concat".into(),
+            Op::Slice { .. } => "slice".into(),
+            Op::Pad { .. } => "pad".into(),
+            Op::Gather { .. } => "gather".into(),
+            Op::Broadcast { .. } => "broadcast".into(),
+            Op::BatchNorm { .. } => "batch_norm".into(),
+            Op::LayerNorm { .. } => "layer_norm".into(),
+            Op::Dropout { .. } => "dropout".into(),
+            Op::Rnn(_) => "rnn".into(),
+        }
+    }
+
+    /// How many inputs the op takes: `(min, max)`.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Const { .. } => (0, 0),
+            Op::Unary(_)
+            | Op::Cast { .. }
+            | Op::Pool(_)
+            | Op::Reduce { .. }
+            | Op::Softmax { .. } => (1, 1),
+            Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Pad { .. } => (1, 1),
+            Op::Broadcast { .. } | Op::Dropout { .. } => (1, 1),
+            Op::Binary(_) | Op::MatMul | Op::Conv(_) | Op::ConvTranspose(_) | Op::Gather { .. } => {
+                (2, 2)
+            }
+            Op::Select | Op::LayerNorm { .. } => (3, 3),
+            Op::BatchNorm { .. } => (5, 5),
+            Op::Rnn(_) => (4, 4),
+            Op::Concat { .. } => (1, usize::MAX),
+        }
+    }
+}
+
+/// An attribute value in the text form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Ident(String),
+    Ints(Vec<i64>),
+    Floats(Vec<f64>),
+}
+
+fn ints<T: Copy + Into<i64>>(v: &[T]) -> Attr {
+    Attr::Ints(v.iter().map(|&x| x.into()).collect())
+}
+
+fn usizes(v: &[usize]) -> Attr {
+    Attr::Ints(v.iter().map(|&x| x as i64).collect())
+}
+
+fn pairs(v: &[(usize, usize)]) -> Attr {
+    Attr::Ints(v.iter().flat_map(|&(a, b)| [a as i64, b as i64]).collect())
+}
+
+impl Op {
+    /// The op's attributes, in the canonical order of the text form. A constant's data is
+    /// printed by the text module, not here.
+    pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
+        use Attr::*;
+        match self {
+            Op::Const { weight, .. } => match weight {
+                Some(w) => vec![("weight", Bool(true)), ("trainable", Bool(w.trainable))],
+                None => vec![],
+            },
+            Op::Unary(_) | Op::Binary(_) | Op::Select | Op::MatMul => vec![],
+            Op::Cast { to } => vec![("to", Ident(to.name().into()))],
+            Op::Conv(c) | Op::ConvTranspose(c) => {
+                let mut v = vec![
+                    ("strides", usizes(&c.strides)),
+                    ("dilations", usizes(&c.dilations)),
+                    ("pads", pairs(&c.pads)),
+                    ("groups", Int(c.groups as i64)),
+                    ("layout", Ident(c.layout.name().into())),
+                ];
+                if matches!(self, Op::ConvTranspose(_)) {
+                    v.push(("output_padding", usizes(&c.output_padding)));
+                }
+                v
+            }
+            Op::Pool(p) => vec![
+                ("kind", Ident(p.kind.name().into())),
+                ("window", usizes(&p.window)),
+                ("strides", usizes(&p.strides)),
+                ("pads", pairs(&p.pads)),
+                ("layout", Ident(p.layout.name().into())),
+                ("count_include_pad", Bool(p.count_include_pad)),
+            ],
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims,
+            } => vec![
+                ("kind", Ident(kind.name().into())),
+                ("axes", usizes(axes)),
+                ("keepdims", Bool(*keepdims)),
+            ],
+            Op::Softmax { axis, log } => vec![("axis", Int(*axis as i64)), ("log", Bool(*log))],
+            Op::Reshape { shape } => vec![("shape", ints(shape))],
+            Op::Transpose { perm } => vec![("perm", usizes(perm))],
+            Op::Concat { axis } => vec![("axis", Int(*axis as i64))],
+            Op::Slice {
+                axes,
+                starts,
+                ends,
+                steps,
+            } => vec![
+                ("axes", usizes(axes)),
+                ("starts", ints(starts)),
+                ("ends", ints(ends)),
+                ("steps", ints(steps)),
+            ],
+            Op::Pad { pads, mode, value } => vec![
+                ("pads", pairs(pads)),
+                ("mode", Ident(mode.name().into())),
+                ("value", Float(*value)),
+            ],
+            Op::Gather { axis } => vec![("axis", Int(*axis as i64))],
+            Op::Broadcast { shape } => vec![("shape", usizes(shape))],
+            Op::BatchNorm { axis, epsilon } => {
+                vec![("axis", Int(*axis as i64)), ("epsilon", Float(*epsilon))]
+            }
+            Op::LayerNorm { axes, epsilon } => {
+                vec![("axes", usizes(axes)), ("epsilon", Float(*epsilon))]
+            }
+            Op::Dropout { rate } => vec![("rate", Float(*rate))],
+            Op::Rnn(r) => vec![
+                ("cell", Ident(r.cell.name().into())),
+                ("units", Int(r.units as i64)),
+                ("activation", Ident(r.activation.name().into())),
+                (
+                    "recurrent_activation",
+                    Ident(r.recurrent_activation.name().into()),
+                ),
+                ("return_sequences", Bool(r.return_sequences)),
+                ("go_backwards", Bool(r.go_backwards)),
+                ("reset_after", Bool(r.reset_after)),
+            ],
+        }
+    }
+
+    /// Rebuilds an op from its name and attributes (the inverse of `name` + `attrs`).
+    /// `const` is built by the text parser, which owns the data.
+    pub fn from_parts(name: &str, attrs: &[(String, Attr)]) -> Result<Op, String> {
+        let a = AttrReader { attrs };
+        let op = if let Some(u) = UnaryOp::from_name(name) {
+            Op::Unary(u)
+        } else if let Some(b) = BinaryOp::from_name(name) {
+            Op::Binary(b)
+        } else {
+            match name {
+                "select" => Op::Select,
+                "matmul" => Op::MatMul,
+                "cast" => Op::Cast {
+                    to: a.parse_ident("to", DType::from_name)?,
+                },
+                "conv" | "conv_transpose" => {
+                    let c = ConvAttrs {
+                        strides: a.usizes("strides")?,
+                        dilations: a.usizes("dilations")?,
+                        pads: a.pairs("pads")?,
+                        groups: a.usize("groups")?,
+                        layout: a.parse_ident("layout", Layout::from_name)?,
+                        output_padding: if name == "conv" {
+                            vec![]
+                        } else {
+                            a.usizes("output_padding")?
+                        },
+                    };
+                    if name == "conv" {
+                        Op::Conv(c)
+                    } else {
+                        Op::ConvTranspose(c)
+                    }
+                }
+                "pool" => Op::Pool(PoolAttrs {
+                    kind: a.parse_ident("kind", PoolKind::from_name)?,
+                    window: a.usizes("window")?,
+                    strides: a.usizes("strides")?,
+                    pads: a.pairs("pads")?,
+                    layout: a.parse_ident("layout", Layout::from_name)?,
+                    count_include_pad: a.bool("count_include_pad")?,
+                }),
+                "reduce" => Op::Reduce {
+                    kind: a.parse_ident("kind", ReduceKind::from_name)?,
+                    axes: a.usizes("axes")?,
+                    keepdims: a.bool("keepdims")?,
+                },
+                "softmax" => Op::Softmax {
+                    axis: a.usize("axis")?,
+                    log: a.bool("log")?,
+                },
+                "reshape" => Op::Reshape {
+                    shape: a.ints("shape")?,
+                },
+                "transpose" => Op::Transpose {
+                    perm: a.usizes("perm")?,
+                },
+                "concat" => Op::Concat {
+                    axis: a.usize("axis")?,
+                },
+                "slice" => Op::Slice {
+                    axes: a.usizes("axes")?,
+                    starts: a.ints("starts")?,
+                    ends: a.ints("ends")?,
+                    steps: a.ints("steps")?,
+                },
+                "pad" => Op::Pad {
+                    pads: a.pairs("pads")?,
+                    mode: a.parse_ident("mode", PadMode::from_name)?,
+                    value: a.float("value")?,
+                },
+                "gather" => Op::Gather {
+                    axis: a.usize("axis")?,
+                },
+                "broadcast" => Op::Broadcast {
+                    shape: a.usizes("shape")?,
+                },
+                "batch_norm" => Op::BatchNorm {
+                    axis: a.usize("axis")?,
+                    epsilon: a.float("epsilon")?,
+                },
+                "layer_norm" => Op::LayerNorm {
+                    axes: a.usizes("axes")?,
+                    epsilon: a.float("epsilon")?,
+                },
+                "dropout" => Op::Dropout {
+                    rate: a.float("rate")?,
+                },
+                "rnn" => Op::Rnn(RnnAttrs {
+                    cell: a.parse_ident("cell", RnnCell::from_name)?,
+                    units: a.usize("units")?,
+                    activation: a.parse_ident("activation", Activation::from_name)?,
+                    recurrent_activation: a
+                        .parse_ident("recurrent_activation", Activation::from_name)?,
+                    return_sequences: a.bool("return_sequences")?,
+                    go_backwards: a.bool("go_backwards")?,
+                    reset_after: a.bool("reset_after")?,
+                }),
+                _ => return Err(format!("unknown op '{name}'")),
+            }
+        };
+        // Reject attributes the op does not have: a typo must not pass silently.
+        let known: Vec<&str> = op.attrs().iter().map(|(k, _)| *k).collect();
+        for (k, _) in attrs {
+            if !known.contains(&k.as_str()) {
+                return Err(format!("op '{name}' has no attribute '{k}'"));
+            }
+        }
+        Ok(op)
+    }
+}
+
+struct AttrReader<'a> {
+    attrs: &'a [(String, Attr)],
+}
+
+impl AttrReader<'_> {
+    fn get(&self, k: &str) -> Result<&Attr, String> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("missing attribute '{k}'"))
+    }
+    fn ints(&self, k: &str) -> Result<Vec<i64>, String> {
+        match self.get(k)? {
+            Attr::Ints(v) => Ok(v.clone()),
+            _ => Err(format!("attribute '{k}' must be a list of integers")),
+        }
+    }
+    fn usizes(&self, k: &str) -> Result<Vec<usize>, String> {
+        self.ints(k)?
+            .into_iter()
+            .map(|x| {
+                usize::try_from(x).map_err(|_| format!("attribute '{k}' must not be negative"))
+            })
+            .collect()
+    }
+    fn pairs(&self, k: &str) -> Result<Vec<(usize, usize)>, String> {
+        let v = self.usizes(k)?;
+        if v.len() % 2 != 0 {
+            return Err(format!("attribute '{k}' must hold (begin, end) pairs"));
+        }
+        Ok(v.chunks(2).map(|c| (c[0], c[1])).collect())
+    }
+    fn usize(&self, k: &str) -> Result<usize, String> {
+        match self.get(k)? {
+            Attr::Int(v) if *v >= 0 => Ok(*v as usize),
+            _ => Err(format!("attribute '{k}' must be a non-negative integer")),
+        }
+    }
+    fn float(&self, k: &str) -> Result<f64, String> {
+        match self.get(k)? {
+            Attr::Float(v) => Ok(*v),
+            Attr::Int(v) => Ok(*v as f64),
+            _ => Err(format!("attribute '{k}' must be a number")),
+        }
+    }
+    fn bool(&self, k: &str) -> Result<bool, String> {
+        match self.get(k)? {
+            Attr::Bool(v) => Ok(*v),
+            _ => Err(format!("attribute '{k}' must be true or false")),
+        }
+    }
+    fn parse_ident<T>(&self, k: &str, f: impl Fn(&str) -> Option<T>) -> Result<T, String> {
+        match self.get(k)? {
+            Attr::Ident(s) => f(s).ok_or_else(|| format!("attribute '{k}': unknown value '{s}'")),
+            _ => Err(format!("attribute '{k}' must be a name")),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! forgec-passes: IR-to-IR passes. Each pass is one idea; each keeps the verifier's invariants.
+//!
+//! | pass | what it does |
+//! |---|---|
+//! | `shape-inference` | re-derives every value's type from the graph inputs, reporting every mismatch with the layer it came from |
+//! | `strip-dropout` | removes inference-time no-ops (Dropout) |
+//! | `dce` | removes nodes whose results nothing uses |
+//!
+//! [`run_pipeline`] runs passes by name; the golden tests drive it from text IR.
+
+pub mod cleanup;
+pub mod shape;
+
+use forgec_ir::Graph;
+
+/// Names of the passes [`run_pipeline`] knows.
+pub const PASSES: &[&str] = &["shape-inference", "strip-dropout", "dce"];
+
+/// Runs the named passes in order. Errors list every problem found.
+pub fn run_pipeline(g: &mut Graph, passes: &[&str]) -> Result<(), Vec<String>> {
+    for p in passes {
+        match *p {
+            "shape-inference" => shape::infer_shapes(g)
+                .map_err(|ds| ds.iter().map(|d| d.to_string()).collect::<Vec<_>>())?,
+            "strip-dropout" => cleanup::strip_dropout(g),
+            "dce" => cleanup::dce(g),
+            other => {
+                return Err(vec![format!(
+                    "unknown pass '{other}' (known: {})",
+                    PASSES.join(", ")
+                )])
+            }
+        }
+    }
+    Ok(())
+}

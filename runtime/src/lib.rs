@@ -1,0 +1,11 @@
+//! forgec-runtime: the small crate an application needs to feed and read compiled models.
+//!
+//! It owns the host [`Tensor`] type and `.npy` / `.npz` I/O. It never depends on LLVM or MLIR.
+
+mod npy;
+mod tensor;
+
+pub use npy::{
+    read_npy, read_npy_bytes, read_npz, write_npy, write_npy_bytes, write_npz, NpyError,
+};
+pub use tensor::{DType, Data, Tensor, TensorError};

@@ -1,0 +1,409 @@
+//! NumPy `.npy` and `.npz` reading and writing.
+//!
+//! Reading accepts little- and big-endian floats and integers, booleans, unsigned integers
+//! (widened to the next signed type) and Fortran order (returned in C order).
+
+use crate::tensor::{checked_numel, DType, Data, Tensor};
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyError(pub String);
+
+impl fmt::Display for NpyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NpyError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, NpyError> {
+    Err(NpyError(msg.into()))
+}
+
+/// Reads one `.npy` file. Errors name the file.
+pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| NpyError(format!("{}: cannot read: {e}", path.display())))?;
+    read_npy_bytes(&bytes).map_err(|e| NpyError(format!("{}: {}", path.display(), e.0)))
+}
+
+/// Reads every array of an `.npz` archive, in archive order, named without the `.npy` suffix.
+pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| NpyError(format!("{}: cannot read: {e}", path.display())))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| {
+        NpyError(format!(
+            "{}: not a valid .npz (zip) archive: {e}",
+            path.display()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).map_err(|e| {
+            NpyError(format!(
+                "{}: broken archive member #{i}: {e}",
+                path.display()
+            ))
+        })?;
+        let name = f
+            .name()
+            .map_err(|e| {
+                NpyError(format!(
+                    "{}: member #{i} has a bad name: {e}",
+                    path.display()
+                ))
+            })?
+            .to_string();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).map_err(|e| {
+            NpyError(format!(
+                "{}: cannot read member {name}: {e}",
+                path.display()
+            ))
+        })?;
+        let t = read_npy_bytes(&bytes)
+            .map_err(|e| NpyError(format!("{}: member {name}: {}", path.display(), e.0)))?;
+        out.push((name.trim_end_matches(".npy").to_string(), t));
+    }
+    Ok(out)
+}
+
+struct Header {
+    descr: String,
+    fortran: bool,
+    shape: Vec<usize>,
+}
+
+fn parse_header(h: &str) -> Result<Header, NpyError> {
+    // The header is a Python dict literal: {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }
+    let field = |key: &str| -> Result<&str, NpyError> {
+        let pat = format!("'{key}':");
+        let at = h
+            .find(&pat)
+            .ok_or_else(|| NpyError(format!("header has no '{key}' field")))?;
+        Ok(h[at + pat.len()..].trim_start())
+    };
+    let d = field("descr")?;
+    let descr = d
+        .strip_prefix('\'')
+        .and_then(|s| s.split('\'').next())
+        .ok_or_else(|| {
+            NpyError("header 'descr' is not a string (structured arrays are not supported)".into())
+        })?
+        .to_string();
+    let f = field("fortran_order")?;
+    let fortran = if f.starts_with("True") {
+        true
+    } else if f.starts_with("False") {
+        false
+    } else {
+        return err("header 'fortran_order' is neither True nor False");
+    };
+    let s = field("shape")?;
+    let s = s
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| NpyError("header 'shape' is not a tuple".into()))?;
+    let mut shape = Vec::new();
+    for part in s.split(',') {
+        let p = part.trim();
+        if p.is_empty() {
+            continue;
+        }
+        let p = p.trim_end_matches('L');
+        shape.push(
+            p.parse::<usize>()
+                .map_err(|_| NpyError(format!("header shape entry '{p}' is not a size")))?,
+        );
+    }
+    Ok(Header {
+        descr,
+        fortran,
+        shape,
+    })
+}
+
+/// Parses the bytes of one `.npy` file.
+pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor, NpyError> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return err("not a .npy file (missing the \\x93NUMPY magic)");
+    }
+    let major = bytes[6];
+    let (hlen, start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return err("truncated .npy header");
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => return err(format!("unsupported .npy format version {v}")),
+    };
+    let end = start
+        .checked_add(hlen)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| NpyError("truncated .npy header".into()))?;
+    let header = std::str::from_utf8(&bytes[start..end])
+        .map_err(|_| NpyError("the .npy header is not text".into()))?;
+    let h = parse_header(header)?;
+    let body = &bytes[end..];
+    let n = checked_numel(&h.shape)
+        .ok_or_else(|| NpyError(format!("shape {:?} is too large", h.shape)))?;
+    let (endian, code) = match h.descr.chars().next() {
+        Some(c @ ('<' | '>' | '|' | '=')) => (c, &h.descr[1..]),
+        _ => ('<', h.descr.as_str()),
+    };
+    let big = endian == '>';
+    let width: usize = match code {
+        "f4" | "i4" | "u4" => 4,
+        "f8" | "i8" | "u8" => 8,
+        "f2" | "i2" | "u2" => 2,
+        "i1" | "u1" | "b1" => 1,
+        other => {
+            return err(format!(
+                "unsupported dtype '{other}' (supported: float16/32/64, int8/16/32/64, uint8/16/32/64, bool)"
+            ))
+        }
+    };
+    let need = n
+        .checked_mul(width)
+        .ok_or_else(|| NpyError(format!("shape {:?} is too large", h.shape)))?;
+    if body.len() < need {
+        return err(format!(
+            "truncated data: shape {:?} of {} needs {} bytes, the file has {}",
+            h.shape,
+            h.descr,
+            need,
+            body.len()
+        ));
+    }
+    let body = &body[..need];
+    let chunk = |i: usize| -> [u8; 8] {
+        let mut b = [0u8; 8];
+        let src = &body[i * width..(i + 1) * width];
+        if big {
+            for (k, &x) in src.iter().rev().enumerate() {
+                b[k] = x;
+            }
+        } else {
+            b[..width].copy_from_slice(src);
+        }
+        b
+    };
+    let data = match code {
+        "f4" => Data::F32(
+            (0..n)
+                .map(|i| f32::from_le_bytes(chunk(i)[..4].try_into().unwrap()))
+                .collect(),
+        ),
+        "f8" => Data::F64((0..n).map(|i| f64::from_le_bytes(chunk(i))).collect()),
+        "f2" => Data::F16(
+            (0..n)
+                .map(|i| u16::from_le_bytes(chunk(i)[..2].try_into().unwrap()))
+                .collect(),
+        ),
+        "i1" => Data::I8(body.iter().map(|&b| b as i8).collect()),
+        "u1" => Data::I32(body.iter().map(|&b| b as i32).collect()),
+        "b1" => Data::Bool(body.iter().map(|&b| b != 0).collect()),
+        "i2" => Data::I32(
+            (0..n)
+                .map(|i| i16::from_le_bytes(chunk(i)[..2].try_into().unwrap()) as i32)
+                .collect(),
+        ),
+        "u2" => Data::I32(
+            (0..n)
+                .map(|i| u16::from_le_bytes(chunk(i)[..2].try_into().unwrap()) as i32)
+                .collect(),
+        ),
+        "i4" => Data::I32(
+            (0..n)
+                .map(|i| i32::from_le_bytes(chunk(i)[..4].try_into().unwrap()))
+                .collect(),
+        ),
+        "u4" => Data::I64(
+            (0..n)
+                .map(|i| u32::from_le_bytes(chunk(i)[..4].try_into().unwrap()) as i64)
+                .collect(),
+        ),
+        "i8" => Data::I64((0..n).map(|i| i64::from_le_bytes(chunk(i))).collect()),
+        "u8" => Data::I64(
+            (0..n)
+                .map(|i| u64::from_le_bytes(chunk(i)) as i64)
+                .collect(),
+        ),
+        _ => unreachable!("checked above"),
+    };
+    let t = Tensor::new(h.shape.clone(), data).map_err(|e| NpyError(e.0))?;
+    if h.fortran && h.shape.len() > 1 {
+        Ok(fortran_to_c(t))
+    } else {
+        Ok(t)
+    }
+}
+
+fn fortran_to_c(t: Tensor) -> Tensor {
+    // A Fortran-ordered array is the C-ordered array of the reversed shape, transposed.
+    let shape = t.shape().to_vec();
+    let rank = shape.len();
+    let n = t.numel();
+    let mut idx = vec![0usize; rank];
+    let src = t.to_f64_vec();
+    let isrc = t.to_i64_vec();
+    let mut fv = vec![0f64; n];
+    let mut iv = vec![0i64; n];
+    for c in 0..n {
+        // C-order index `c` -> multi-index -> Fortran offset.
+        let mut rem = c;
+        for d in (0..rank).rev() {
+            idx[d] = rem % shape[d];
+            rem /= shape[d];
+        }
+        let mut off = 0;
+        let mut stride = 1;
+        for d in 0..rank {
+            off += idx[d] * stride;
+            stride *= shape[d];
+        }
+        fv[c] = src[off];
+        iv[c] = isrc[off];
+    }
+    let dtype = t.dtype();
+    if dtype.is_float() {
+        Tensor::from_f64_values(dtype, shape, &fv).expect("same count")
+    } else {
+        Tensor::from_i64_values(dtype, shape, &iv).expect("same count")
+    }
+}
+
+/// Serializes a tensor as `.npy` (format 1.0, little-endian, C order).
+pub fn write_npy_bytes(t: &Tensor) -> Vec<u8> {
+    let descr = match t.dtype() {
+        DType::F32 => "<f4",
+        DType::F64 => "<f8",
+        DType::F16 => "<f2",
+        // NumPy has no bfloat16: write it widened to float32.
+        DType::BF16 => return write_npy_bytes(&t.cast(DType::F32)),
+        DType::I8 => "|i1",
+        DType::I32 => "<i4",
+        DType::I64 => "<i8",
+        DType::Bool => "|b1",
+    };
+    let shape = match t.shape().len() {
+        0 => "()".to_string(),
+        1 => format!("({},)", t.shape()[0]),
+        _ => format!(
+            "({})",
+            t.shape()
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Pad so that the data starts on a 64-byte boundary, ending with a newline.
+    let total = 10 + header.len() + 1;
+    let pad = (64 - total % 64) % 64;
+    header.push_str(&" ".repeat(pad));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + t.size_bytes());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    match t.data() {
+        Data::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::F64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::F16(v) | Data::BF16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I8(v) => v.iter().for_each(|x| out.push(*x as u8)),
+        Data::I32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::Bool(v) => v.iter().for_each(|x| out.push(*x as u8)),
+    }
+    out
+}
+
+pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
+    std::fs::write(path, write_npy_bytes(t))
+        .map_err(|e| NpyError(format!("{}: cannot write: {e}", path.display())))
+}
+
+/// Writes named arrays into one uncompressed `.npz` archive.
+pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> Result<(), NpyError> {
+    let werr = |e: &dyn fmt::Display| NpyError(format!("{}: cannot write: {e}", path.display()));
+    let file = std::fs::File::create(path).map_err(|e| werr(&e))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip::DateTime::default());
+    for (name, t) in arrays {
+        zip.start_file(format!("{name}.npy"), opts)
+            .map_err(|e| werr(&e))?;
+        zip.write_all(&write_npy_bytes(t)).map_err(|e| werr(&e))?;
+    }
+    zip.finish().map_err(|e| werr(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_all_dtypes() {
+        for dt in DType::ALL {
+            let t = Tensor::from_f64_values(dt, vec![2, 3], &[0.0, 1.0, -2.0, 3.5, 4.0, -5.25])
+                .unwrap();
+            let back = read_npy_bytes(&write_npy_bytes(&t)).unwrap();
+            if dt == DType::BF16 {
+                assert_eq!(back, t.cast(DType::F32));
+            } else {
+                assert_eq!(back, t, "{dt}");
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_and_fortran() {
+        let s = Tensor::scalar_f32(2.5);
+        assert_eq!(read_npy_bytes(&write_npy_bytes(&s)).unwrap(), s);
+        // A 2x3 Fortran-ordered int32 array [[0,1,2],[3,4,5]] is stored column by column.
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        let h = "{'descr': '<i4', 'fortran_order': True, 'shape': (2, 3), }\n";
+        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        b.extend_from_slice(h.as_bytes());
+        for v in [0i32, 3, 1, 4, 2, 5] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let t = read_npy_bytes(&b).unwrap();
+        assert_eq!(t.to_i64_vec(), vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn rejects_garbage_and_truncation() {
+        assert!(read_npy_bytes(b"hello").unwrap_err().0.contains("magic"));
+        let full = write_npy_bytes(&Tensor::from_f32(vec![4], vec![1.0; 4]).unwrap());
+        let e = read_npy_bytes(&full[..full.len() - 3]).unwrap_err();
+        assert!(e.0.contains("truncated data"), "{e}");
+        let mut huge = b"\x93NUMPY\x01\x00".to_vec();
+        let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }\n";
+        huge.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        huge.extend_from_slice(h.as_bytes());
+        assert!(read_npy_bytes(&huge).unwrap_err().0.contains("too large"));
+    }
+}

@@ -1,0 +1,110 @@
+//! The `forgec` command line: `summary`, `check`, `run`.
+
+pub mod check;
+pub mod run;
+pub mod summary;
+
+use crate::UserError;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "forgec",
+    version,
+    about = "Graph compiler and ahead-of-time exporter for Keras and ONNX models"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the model's layers, output shapes and parameter counts, as Keras's model.summary() does.
+    Summary {
+        /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5
+        model: PathBuf,
+        /// The weights file, when it is not next to the JSON
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Also print forgec's IR of the model (weights elided)
+        #[arg(long)]
+        ir: bool,
+    },
+    /// Find the classic Keras mistakes before training: activation/loss mismatches, label
+    /// encodings that do not fit the loss, data shapes that do not fit the model.
+    Check {
+        model: PathBuf,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// The loss (default: the one the model was compiled with)
+        #[arg(long)]
+        loss: Option<String>,
+        /// Whether the loss takes logits (default: from the compile config, else false)
+        #[arg(long)]
+        from_logits: Option<bool>,
+        /// The shape of one sample of the data, without the batch dim: 28,28,1
+        #[arg(long, value_delimiter = ',')]
+        input_shape: Option<Vec<usize>>,
+        /// The training data (.npy), whose shape is checked against the model's input
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The training labels (.npy), checked against the loss and the output
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
+    /// Run the model on inputs and write its outputs as .npy files.
+    Run {
+        model: PathBuf,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// An input as [NAME=]FILE.npy, or an .npz holding inputs by name (repeatable)
+        #[arg(long = "input", short = 'i', required = true)]
+        inputs: Vec<String>,
+        /// Where to write <output name>.npy for every model output
+        #[arg(long, short = 'o')]
+        output_dir: PathBuf,
+        /// Also write all outputs into DIR/outputs.npz
+        #[arg(long)]
+        npz: bool,
+    },
+}
+
+/// Runs the command; returns the exit code.
+pub fn main_with(cli: Cli) -> i32 {
+    let res: Result<i32, UserError> = match cli.command {
+        Command::Summary { model, weights, ir } => summary::cmd(&model, weights, ir),
+        Command::Check {
+            model,
+            weights,
+            loss,
+            from_logits,
+            input_shape,
+            data,
+            labels,
+        } => check::cmd(check::Args {
+            model,
+            weights,
+            loss,
+            from_logits,
+            input_shape,
+            data,
+            labels,
+        }),
+        Command::Run {
+            model,
+            weights,
+            inputs,
+            output_dir,
+            npz,
+        } => run::cmd(&model, weights, &inputs, &output_dir, npz),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message.replace('\n', "\nerror: "));
+            e.code
+        }
+    }
+}

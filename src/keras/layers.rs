@@ -1,0 +1,1332 @@
+//! Keras layers lowered to IR ops. Each layer reads its config, asks for its weights (checked
+//! against the shapes its config implies) and emits nodes that carry its origin.
+
+use super::activations::{self, leaky_relu};
+use super::build::{Lb, R};
+use super::json::*;
+use forgec_ir::{
+    Activation, BinaryOp as B, ConvAttrs, Dim, Layout, Op, PadMode, PoolAttrs, PoolKind,
+    ReduceKind, RnnAttrs, RnnCell, Tensor, UnaryOp as U, ValueId,
+};
+use serde_json::Value;
+
+/// One weight a layer expects: its Keras name, shape, and whether training updates it.
+#[derive(Clone, Debug)]
+pub struct WSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub trainable: bool,
+}
+
+pub fn w(name: &str, shape: Vec<usize>) -> WSpec {
+    WSpec {
+        name: name.into(),
+        shape,
+        trainable: true,
+    }
+}
+
+pub fn w_fixed(name: &str, shape: Vec<usize>) -> WSpec {
+    WSpec {
+        name: name.into(),
+        shape,
+        trainable: false,
+    }
+}
+
+/// What a layer needs from the importer while it lowers itself.
+pub trait LayerCx {
+    /// The layer's weights, in Keras's order, as graph constants.
+    fn weights(&mut self, b: &mut Lb, specs: &[WSpec]) -> R<Vec<ValueId>>;
+    /// Whether tf.keras 2 semantics apply.
+    fn legacy(&self) -> bool;
+}
+
+/// The layers forgec lowers (besides InputLayer and nested models).
+pub const SUPPORTED: &[&str] = &[
+    "Dense",
+    "Activation",
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Flatten",
+    "Reshape",
+    "Permute",
+    "RepeatVector",
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "MaxPooling3D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "AveragePooling3D",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D",
+    "BatchNormalization",
+    "LayerNormalization",
+    "Concatenate",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+    "Dot",
+    "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "Softmax",
+    "Rescaling",
+    "Normalization",
+    "Embedding",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
+    "ZeroPadding3D",
+    "Cropping1D",
+    "Cropping2D",
+    "Cropping3D",
+    "UpSampling1D",
+    "UpSampling2D",
+    "UpSampling3D",
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "Bidirectional",
+    "TimeDistributed",
+    "Identity",
+];
+
+/// Keras 3 sub-groups of a layer's weights in `.weights.h5`.
+pub fn k3_groups(class: &str, cfg: &Value) -> Vec<String> {
+    match class {
+        "LSTM" | "GRU" | "SimpleRNN" => vec!["vars".into(), "cell/vars".into()],
+        "Bidirectional" => vec![
+            "forward_layer/cell/vars".into(),
+            "backward_layer/cell/vars".into(),
+        ],
+        "TimeDistributed" => {
+            let inner = get(cfg, "layer")
+                .and_then(|l| l.get("class_name"))
+                .and_then(|c| c.as_str())
+                .unwrap_or("");
+            k3_groups(inner, &Value::Null)
+                .into_iter()
+                .map(|g| format!("layer/{g}"))
+                .collect()
+        }
+        _ => vec!["vars".into()],
+    }
+}
+
+fn data_format(cfg: &Value) -> R<Layout> {
+    match str_or(cfg, "data_format", "channels_last")? {
+        "channels_last" => Ok(Layout::ChannelsLast),
+        "channels_first" => Ok(Layout::ChannelsFirst),
+        other => Err(format!("unknown data_format '{other}'")),
+    }
+}
+
+fn spatial_dims(b: &Lb, x: ValueId, layout: Layout) -> Vec<Dim> {
+    let s = &b.g.ty(x).shape;
+    match layout {
+        Layout::ChannelsLast => s[1..s.len() - 1].to_vec(),
+        Layout::ChannelsFirst => s[2..].to_vec(),
+    }
+}
+
+fn channels(b: &Lb, x: ValueId, layout: Layout) -> R<usize> {
+    let s = &b.g.ty(x).shape;
+    let d = match layout {
+        Layout::ChannelsLast => s.last().cloned(),
+        Layout::ChannelsFirst => s.get(1).cloned(),
+    };
+    d.and_then(|d| d.known())
+        .ok_or_else(|| "the channel dim must be known".to_string())
+}
+
+fn check_rank(b: &Lb, x: ValueId, rank: usize, what: &str) -> R<()> {
+    let t = b.g.ty(x);
+    if t.rank() != rank {
+        return Err(format!(
+            "expects a rank-{rank} input {what} but gets {}",
+            t.keras_shape()
+        ));
+    }
+    Ok(())
+}
+
+/// TF-style padding: `same` pads so the output is ceil(in / stride), the extra on the end.
+fn pads_for(
+    padding: &str,
+    spatial: &[Dim],
+    k: &[usize],
+    s: &[usize],
+    d: &[usize],
+) -> R<Vec<(usize, usize)>> {
+    let mut out = Vec::new();
+    for i in 0..k.len() {
+        out.push(match padding {
+            "valid" => (0, 0),
+            "same" => {
+                let n = spatial[i]
+                    .known()
+                    .ok_or("padding='same' needs known spatial dims")?;
+                let o = n.div_ceil(s[i]);
+                let eff = (k[i] - 1) * d[i] + 1;
+                let total = ((o.max(1) - 1) * s[i] + eff).saturating_sub(n);
+                (total / 2, total - total / 2)
+            }
+            "causal" => ((k[i] - 1) * d[i], 0),
+            other => return Err(format!("unknown padding '{other}'")),
+        });
+    }
+    Ok(out)
+}
+
+fn add_bias(b: &mut Lb, y: ValueId, bias: ValueId, layout: Layout) -> R<ValueId> {
+    let r = b.rank(y);
+    let bias = if layout == Layout::ChannelsFirst && r > 2 {
+        let n = b.g.ty(bias).shape[0].known().unwrap_or(0) as i64;
+        let mut shape = vec![n];
+        shape.extend(std::iter::repeat_n(1, r - 2));
+        b.op(Op::Reshape { shape }, &[bias], "bias_reshape")?
+    } else {
+        bias
+    };
+    b.bin(B::Add, y, bias)
+}
+
+fn activation_of(cx: &dyn LayerCx, b: &mut Lb, cfg: &Value, x: ValueId) -> R<ValueId> {
+    let name = activations::name_of(cfg.get("activation"))?;
+    activations::apply(b, &name, x, cx.legacy())
+}
+
+/// Lowers one call of a layer. `class` is the Keras class name; `ins` its input tensors.
+pub fn lower(
+    cx: &mut dyn LayerCx,
+    b: &mut Lb,
+    class: &str,
+    cfg: &Value,
+    ins: &[ValueId],
+) -> R<Vec<ValueId>> {
+    let merge = matches!(
+        class,
+        "Concatenate" | "Add" | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" | "Dot"
+    );
+    if !merge && ins.len() != 1 {
+        return Err(format!("takes one input tensor, got {}", ins.len()));
+    }
+    if merge && ins.len() < 2 {
+        return Err(format!("merges two or more tensors, got {}", ins.len()));
+    }
+    let x = ins[0];
+    let one = |v: ValueId| Ok(vec![v]);
+    match class {
+        "Identity"
+        | "GaussianNoise"
+        | "GaussianDropout"
+        | "AlphaDropout"
+        | "ActivityRegularization" => one(x),
+        "Dropout" | "SpatialDropout1D" | "SpatialDropout2D" | "SpatialDropout3D" => {
+            let rate = f64_or(cfg, "rate", 0.0)?;
+            one(b.op(Op::Dropout { rate }, &[x], "dropout")?)
+        }
+        "Dense" => {
+            let units = usize_req(cfg, "units")?;
+            let t = b.g.ty(x).clone();
+            if t.rank() < 2 {
+                return Err(format!(
+                    "expects at least a rank-2 input, gets {}",
+                    t.keras_shape()
+                ));
+            }
+            let fin = t.shape[t.rank() - 1]
+                .known()
+                .ok_or("the last input dim must be known")?;
+            let use_bias = bool_or(cfg, "use_bias", true)?;
+            let mut specs = vec![w("kernel", vec![fin, units])];
+            if use_bias {
+                specs.push(w("bias", vec![units]));
+            }
+            let ws = cx.weights(b, &specs)?;
+            let mut y = b.op(Op::MatMul, &[x, ws[0]], "matmul")?;
+            if use_bias {
+                y = b.bin(B::Add, y, ws[1])?;
+            }
+            one(activation_of(cx, b, cfg, y)?)
+        }
+        "Activation" => one(activation_of(cx, b, cfg, x)?),
+        "Flatten" => {
+            let layout = data_format(cfg)?;
+            let r = b.rank(x);
+            let x = if layout == Layout::ChannelsFirst && r > 2 {
+                let mut perm = vec![0];
+                perm.extend(2..r);
+                perm.push(1);
+                b.op(Op::Transpose { perm }, &[x], "to_channels_last")?
+            } else {
+                x
+            };
+            one(b.op(Op::Reshape { shape: vec![0, -1] }, &[x], "flatten")?)
+        }
+        "Reshape" => {
+            let target = int_list(cfg, "target_shape")?.ok_or("config has no `target_shape`")?;
+            let mut shape = vec![0];
+            for t in target {
+                if t == 0 || t < -1 {
+                    return Err(format!("target_shape entry {t} is not a size"));
+                }
+                shape.push(t);
+            }
+            one(b.op(Op::Reshape { shape }, &[x], "reshape")?)
+        }
+        "Permute" => {
+            let dims = int_list(cfg, "dims")?.ok_or("config has no `dims`")?;
+            let mut perm = vec![0];
+            for d in dims {
+                perm.push(usize::try_from(d).map_err(|_| "dims must be positive".to_string())?);
+            }
+            one(b.op(Op::Transpose { perm }, &[x], "permute")?)
+        }
+        "RepeatVector" => {
+            let n = usize_req(cfg, "n")?;
+            check_rank(b, x, 2, "(batch, features)")?;
+            let r = b.op(
+                Op::Reshape {
+                    shape: vec![0, 1, -1],
+                },
+                &[x],
+                "expand",
+            )?;
+            one(b.op(
+                Op::Broadcast {
+                    shape: vec![1, n, 1],
+                },
+                &[r],
+                "repeat",
+            )?)
+        }
+        "Conv1D" | "Conv2D" | "Conv3D" | "Conv1DTranspose" | "Conv2DTranspose"
+        | "Conv3DTranspose" => {
+            let nd = class.as_bytes()[4] as usize - b'0' as usize;
+            let transpose = class.ends_with("Transpose");
+            conv(cx, b, cfg, x, nd, transpose)
+        }
+        "DepthwiseConv1D" | "DepthwiseConv2D" | "SeparableConv1D" | "SeparableConv2D" => {
+            let nd = if class.contains("1D") { 1 } else { 2 };
+            depthwise(cx, b, cfg, x, nd, class.starts_with("Separable"))
+        }
+        c if c.starts_with("MaxPooling") || c.starts_with("AveragePooling") => {
+            let nd = c.as_bytes()[c.len() - 2] as usize - b'0' as usize;
+            let kind = if c.starts_with("Max") {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            };
+            let layout = data_format(cfg)?;
+            check_rank(
+                b,
+                x,
+                nd + 2,
+                &format!("({}D data with batch and channels)", nd),
+            )?;
+            let window = tuple(cfg, "pool_size", nd, Some(2))?;
+            let strides = match get(cfg, "strides") {
+                None => window.clone(),
+                Some(_) => tuple(cfg, "strides", nd, None)?,
+            };
+            let padding = str_or(cfg, "padding", "valid")?.to_lowercase();
+            let sp = spatial_dims(b, x, layout);
+            let pads = pads_for(&padding, &sp, &window, &strides, &vec![1; nd])?;
+            let p = PoolAttrs {
+                kind,
+                window,
+                strides,
+                pads,
+                layout,
+                count_include_pad: false,
+            };
+            one(b.op(Op::Pool(p), &[x], "pool")?)
+        }
+        c if c.starts_with("GlobalAveragePooling") || c.starts_with("GlobalMaxPooling") => {
+            let nd = c.as_bytes()[c.len() - 2] as usize - b'0' as usize;
+            let layout = data_format(cfg)?;
+            check_rank(
+                b,
+                x,
+                nd + 2,
+                &format!("({}D data with batch and channels)", nd),
+            )?;
+            let axes: Vec<usize> = match layout {
+                Layout::ChannelsLast => (1..=nd).collect(),
+                Layout::ChannelsFirst => (2..nd + 2).collect(),
+            };
+            let kind = if c.starts_with("GlobalMax") {
+                ReduceKind::Max
+            } else {
+                ReduceKind::Mean
+            };
+            let keepdims = bool_or(cfg, "keepdims", false)?;
+            one(b.op(
+                Op::Reduce {
+                    kind,
+                    axes,
+                    keepdims,
+                },
+                &[x],
+                "global_pool",
+            )?)
+        }
+        "BatchNormalization" => {
+            let r = b.rank(x);
+            let axis = norm_axis(int_list(cfg, "axis")?.map(|v| v[0]).unwrap_or(-1), r)?;
+            let c = b.g.ty(x).shape[axis]
+                .known()
+                .ok_or("the normalized axis must be known")?;
+            let eps = f64_or(cfg, "epsilon", 1e-3)?;
+            let center = bool_or(cfg, "center", true)?;
+            let scale = bool_or(cfg, "scale", true)?;
+            let mut specs = Vec::new();
+            if scale {
+                specs.push(w("gamma", vec![c]));
+            }
+            if center {
+                specs.push(w("beta", vec![c]));
+            }
+            specs.push(w_fixed("moving_mean", vec![c]));
+            specs.push(w_fixed("moving_variance", vec![c]));
+            let mut ws = cx.weights(b, &specs)?.into_iter();
+            let dt = b.g.ty(x).dtype;
+            let mut fixed = |b: &mut Lb, v: f64, n: &str| {
+                let t = Tensor::full(dt, vec![c], v).expect("small");
+                let name = format!("{}.{n}", b.base);
+                b.g.add_const(t, None, &name, &b.origin.clone())
+            };
+            let gamma = if scale {
+                ws.next().unwrap()
+            } else {
+                fixed(b, 1.0, "gamma")
+            };
+            let beta = if center {
+                ws.next().unwrap()
+            } else {
+                fixed(b, 0.0, "beta")
+            };
+            let mean = ws.next().unwrap();
+            let var = ws.next().unwrap();
+            one(b.op(
+                Op::BatchNorm { axis, epsilon: eps },
+                &[x, gamma, beta, mean, var],
+                "batch_norm",
+            )?)
+        }
+        "LayerNormalization" => {
+            if bool_or(cfg, "rms_scaling", false)? {
+                return Err("rms_scaling=True is not supported yet".into());
+            }
+            let r = b.rank(x);
+            let mut axes: Vec<usize> = int_list(cfg, "axis")?
+                .unwrap_or(vec![-1])
+                .into_iter()
+                .map(|a| norm_axis(a, r))
+                .collect::<R<_>>()?;
+            axes.sort();
+            let shape: Vec<usize> = axes
+                .iter()
+                .map(|&a| {
+                    b.g.ty(x).shape[a]
+                        .known()
+                        .ok_or("the normalized axes must be known".to_string())
+                })
+                .collect::<R<_>>()?;
+            let eps = f64_or(cfg, "epsilon", 1e-3)?;
+            let center = bool_or(cfg, "center", true)?;
+            let scale = bool_or(cfg, "scale", true)?;
+            let mut specs = Vec::new();
+            if scale {
+                specs.push(w("gamma", shape.clone()));
+            }
+            if center {
+                specs.push(w("beta", shape.clone()));
+            }
+            let mut ws = cx.weights(b, &specs)?.into_iter();
+            let dt = b.g.ty(x).dtype;
+            let mut fixed = |b: &mut Lb, v: f64, n: &str| {
+                let t = Tensor::full(dt, shape.clone(), v).expect("small");
+                let name = format!("{}.{n}", b.base);
+                b.g.add_const(t, None, &name, &b.origin.clone())
+            };
+            let gamma = if scale {
+                ws.next().unwrap()
+            } else {
+                fixed(b, 1.0, "gamma")
+            };
+            let beta = if center {
+                ws.next().unwrap()
+            } else {
+                fixed(b, 0.0, "beta")
+            };
+            one(b.op(
+                Op::LayerNorm { axes, epsilon: eps },
+                &[x, gamma, beta],
+                "layer_norm",
+            )?)
+        }
+        "Concatenate" => {
+            let r = b.rank(x);
+            let axis = norm_axis(
+                get(cfg, "axis")
+                    .map(|v| i64_of(v, "axis"))
+                    .transpose()?
+                    .unwrap_or(-1),
+                r,
+            )?;
+            one(b.op(Op::Concat { axis }, ins, "concat")?)
+        }
+        "Add" | "Multiply" | "Maximum" | "Minimum" | "Average" => {
+            let op = match class {
+                "Multiply" => B::Mul,
+                "Maximum" => B::Max,
+                "Minimum" => B::Min,
+                _ => B::Add,
+            };
+            let mut acc = x;
+            for &y in &ins[1..] {
+                acc = b.bin(op, acc, y)?;
+            }
+            if class == "Average" {
+                acc = b.bin_s(B::Div, acc, ins.len() as f64)?;
+            }
+            one(acc)
+        }
+        "Subtract" => {
+            if ins.len() != 2 {
+                return Err(format!("subtracts exactly two tensors, got {}", ins.len()));
+            }
+            one(b.bin(B::Sub, ins[0], ins[1])?)
+        }
+        "Dot" => dot(b, cfg, ins),
+        "ReLU" => {
+            let max = get(cfg, "max_value")
+                .map(|v| v.as_f64().ok_or("max_value must be a number"))
+                .transpose()?;
+            let slope = f64_or(cfg, "negative_slope", 0.0)?;
+            let th = f64_or(cfg, "threshold", 0.0)?;
+            // Keras: x >= max -> max; threshold <= x < max -> x; x < threshold -> slope * (x - threshold).
+            let mut y = if slope == 0.0 && th == 0.0 {
+                b.un(U::Relu, x)?
+            } else {
+                let c = b.bin_s(B::Ge, x, th)?;
+                let xt = b.bin_s(B::Sub, x, th)?;
+                let n = b.bin_s(B::Mul, xt, slope)?;
+                b.select(c, x, n)?
+            };
+            if let Some(m) = max {
+                y = b.bin_s(B::Min, y, m)?;
+            }
+            one(y)
+        }
+        "LeakyReLU" => {
+            // Keras 3 calls it negative_slope (default 0.3); tf.keras 2 called it alpha.
+            let slope = match get(cfg, "negative_slope") {
+                Some(v) => v.as_f64().ok_or("negative_slope must be a number")?,
+                None => f64_or(cfg, "alpha", 0.3)?,
+            };
+            one(leaky_relu(b, x, slope)?)
+        }
+        "ELU" => one(activations::elu(b, x, f64_or(cfg, "alpha", 1.0)?)?),
+        "PReLU" => {
+            let t = b.g.ty(x).clone();
+            let mut shape: Vec<usize> = t.shape[1..]
+                .iter()
+                .map(|d| {
+                    d.known()
+                        .ok_or("PReLU needs known non-batch dims".to_string())
+                })
+                .collect::<R<_>>()?;
+            if let Some(shared) = int_list(cfg, "shared_axes")? {
+                for a in shared {
+                    let i = usize::try_from(a - 1).map_err(|_| format!("bad shared axis {a}"))?;
+                    *shape
+                        .get_mut(i)
+                        .ok_or(format!("shared axis {a} is out of range"))? = 1;
+                }
+            }
+            let ws = cx.weights(b, &[w("alpha", shape)])?;
+            // relu(x) - alpha * relu(-x)
+            let p = b.un(U::Relu, x)?;
+            let n = b.un(U::Neg, x)?;
+            let rn = b.un(U::Relu, n)?;
+            let an = b.bin(B::Mul, ws[0], rn)?;
+            one(b.bin(B::Sub, p, an)?)
+        }
+        "Softmax" => {
+            let r = b.rank(x);
+            let axis = norm_axis(int_list(cfg, "axis")?.map(|v| v[0]).unwrap_or(-1), r)?;
+            one(b.op(Op::Softmax { axis, log: false }, &[x], "softmax")?)
+        }
+        "Rescaling" => {
+            let scale = f64_or(cfg, "scale", 1.0)?;
+            let offset = f64_or(cfg, "offset", 0.0)?;
+            let x = if b.g.ty(x).dtype.is_float() {
+                x
+            } else {
+                b.op(
+                    Op::Cast {
+                        to: forgec_ir::DType::F32,
+                    },
+                    &[x],
+                    "cast",
+                )?
+            };
+            let m = b.bin_s(B::Mul, x, scale)?;
+            one(b.bin_s(B::Add, m, offset)?)
+        }
+        "Normalization" => normalization(cx, b, cfg, x),
+        "Embedding" => {
+            let input_dim = usize_req(cfg, "input_dim")?;
+            let output_dim = usize_req(cfg, "output_dim")?;
+            let ws = cx.weights(b, &[w("embeddings", vec![input_dim, output_dim])])?;
+            let idx = if b.g.ty(x).dtype.is_int() {
+                x
+            } else {
+                b.op(
+                    Op::Cast {
+                        to: forgec_ir::DType::I32,
+                    },
+                    &[x],
+                    "indices",
+                )?
+            };
+            one(b.op(Op::Gather { axis: 0 }, &[ws[0], idx], "lookup")?)
+        }
+        c if c.starts_with("ZeroPadding") || c.starts_with("Cropping") => {
+            let nd = c.as_bytes()[c.len() - 2] as usize - b'0' as usize;
+            let key = if c.starts_with("Zero") {
+                "padding"
+            } else {
+                "cropping"
+            };
+            let layout = if nd == 1 {
+                Layout::ChannelsLast
+            } else {
+                data_format(cfg)?
+            };
+            check_rank(
+                b,
+                x,
+                nd + 2,
+                &format!("({}D data with batch and channels)", nd),
+            )?;
+            let pairs = pad_pairs(cfg, key, nd)?;
+            let r = nd + 2;
+            let first = if layout == Layout::ChannelsLast { 1 } else { 2 };
+            if key == "padding" {
+                let mut pads = vec![(0, 0); r];
+                for (i, p) in pairs.into_iter().enumerate() {
+                    pads[first + i] = p;
+                }
+                one(b.op(
+                    Op::Pad {
+                        pads,
+                        mode: PadMode::Constant,
+                        value: 0.0,
+                    },
+                    &[x],
+                    "pad",
+                )?)
+            } else {
+                let sp = spatial_dims(b, x, layout);
+                let (mut axes, mut starts, mut ends) = (vec![], vec![], vec![]);
+                for (i, (lo, hi)) in pairs.into_iter().enumerate() {
+                    let n = sp[i].known().ok_or("cropping needs known spatial dims")?;
+                    if lo + hi >= n {
+                        return Err(format!(
+                            "cropping ({lo}, {hi}) removes all {n} positions of spatial dim {i}"
+                        ));
+                    }
+                    axes.push(first + i);
+                    starts.push(lo as i64);
+                    ends.push((n - hi) as i64);
+                }
+                let steps = vec![1; axes.len()];
+                one(b.op(
+                    Op::Slice {
+                        axes,
+                        starts,
+                        ends,
+                        steps,
+                    },
+                    &[x],
+                    "crop",
+                )?)
+            }
+        }
+        c if c.starts_with("UpSampling") => {
+            let nd = c.as_bytes()[c.len() - 2] as usize - b'0' as usize;
+            let interp = str_or(cfg, "interpolation", "nearest")?;
+            if interp != "nearest" {
+                return Err(format!(
+                    "interpolation='{interp}' is not supported yet (only 'nearest')"
+                ));
+            }
+            let layout = if nd == 1 {
+                Layout::ChannelsLast
+            } else {
+                data_format(cfg)?
+            };
+            check_rank(
+                b,
+                x,
+                nd + 2,
+                &format!("({}D data with batch and channels)", nd),
+            )?;
+            let key = if nd == 1 { "size" } else { "size" };
+            let size = tuple(cfg, key, nd, Some(2))?;
+            upsample_nearest(b, x, &size, layout)
+        }
+        "LSTM" | "GRU" | "SimpleRNN" => {
+            let (y, _) = rnn(cx, b, class, cfg, x, None)?;
+            one(y)
+        }
+        "Bidirectional" => bidirectional(cx, b, cfg, x),
+        "TimeDistributed" => {
+            let inner = get(cfg, "layer").ok_or("config has no `layer`")?;
+            let iclass = inner
+                .get("class_name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?");
+            let icfg = inner.get("config").cloned().unwrap_or(Value::Null);
+            // Layers that act on the last axis alone apply to (batch, time, ...) as they are.
+            if matches!(
+                iclass,
+                "Dense" | "Activation" | "Dropout" | "ReLU" | "LeakyReLU" | "ELU" | "Softmax"
+            ) {
+                lower(cx, b, iclass, &icfg, ins)
+            } else {
+                Err(format!(
+                    "TimeDistributed({iclass}) is not supported yet: forgec lowers TimeDistributed around Dense and activations"
+                ))
+            }
+        }
+        other => Err(format!("unsupported layer class {other}")),
+    }
+}
+
+fn norm_axis(a: i64, rank: usize) -> R<usize> {
+    let r = rank as i64;
+    let v = if a < 0 { a + r } else { a };
+    if (0..r).contains(&v) {
+        Ok(v as usize)
+    } else {
+        Err(format!("axis {a} is out of range for rank {rank}"))
+    }
+}
+
+fn pad_pairs(cfg: &Value, key: &str, nd: usize) -> R<Vec<(usize, usize)>> {
+    let v = get(cfg, key).ok_or(format!("config has no `{key}`"))?;
+    let pair = |v: &Value| -> R<(usize, usize)> {
+        match v {
+            Value::Array(a) if a.len() == 2 => Ok((as_usize(&a[0], key)?, as_usize(&a[1], key)?)),
+            v => {
+                let n = as_usize(v, key)?;
+                Ok((n, n))
+            }
+        }
+    };
+    match v {
+        Value::Array(a) if nd == 1 && a.len() == 2 && !a[0].is_array() => Ok(vec![pair(v)?]),
+        Value::Array(a) if a.len() == nd => a.iter().map(pair).collect(),
+        v if !v.is_array() => Ok(vec![pair(v)?; nd]),
+        v => Err(format!("config `{key}` {v} does not fit {nd} spatial dims")),
+    }
+}
+
+fn conv(
+    cx: &mut dyn LayerCx,
+    b: &mut Lb,
+    cfg: &Value,
+    x: ValueId,
+    nd: usize,
+    transpose: bool,
+) -> R<Vec<ValueId>> {
+    let layout = data_format(cfg)?;
+    check_rank(
+        b,
+        x,
+        nd + 2,
+        &format!("({}D data with batch and channels)", nd),
+    )?;
+    let filters = usize_req(cfg, "filters")?;
+    let k = tuple(cfg, "kernel_size", nd, None)?;
+    let strides = tuple(cfg, "strides", nd, Some(1))?;
+    let dil = tuple(cfg, "dilation_rate", nd, Some(1))?;
+    let groups = usize_or(cfg, "groups", 1)?;
+    let padding = str_or(cfg, "padding", "valid")?.to_lowercase();
+    let cin = channels(b, x, layout)?;
+    let sp = spatial_dims(b, x, layout);
+    let use_bias = bool_or(cfg, "use_bias", true)?;
+    if groups == 0 || cin % groups != 0 || filters % groups != 0 {
+        return Err(format!(
+            "groups={groups} must divide the input channels ({cin}) and filters ({filters})"
+        ));
+    }
+    let mut kshape = k.clone();
+    if transpose {
+        kshape.extend([filters / groups, cin]);
+    } else {
+        kshape.extend([cin / groups, filters]);
+    }
+    let mut specs = vec![w("kernel", kshape)];
+    if use_bias {
+        specs.push(w("bias", vec![filters]));
+    }
+    let ws = cx.weights(b, &specs)?;
+    let y = if !transpose {
+        let pads = pads_for(&padding, &sp, &k, &strides, &dil)?;
+        let c = ConvAttrs {
+            strides,
+            dilations: dil,
+            pads,
+            groups,
+            layout,
+            output_padding: vec![],
+        };
+        // The IR keeps the Keras kernel layout (HWIO) for channels_last; channels_first data
+        // with an HWIO kernel is handled by transposing the kernel to OIHW.
+        let kern = if layout == Layout::ChannelsFirst {
+            let mut perm = vec![nd + 1, nd];
+            perm.extend(0..nd);
+            b.op(Op::Transpose { perm }, &[ws[0]], "kernel_oihw")?
+        } else {
+            ws[0]
+        };
+        b.op(Op::Conv(c), &[x, kern], "conv")?
+    } else {
+        let out_pad = match get(cfg, "output_padding") {
+            None => None,
+            Some(_) => Some(tuple(cfg, "output_padding", nd, None)?),
+        };
+        let mut pads = Vec::new();
+        let mut opad = Vec::new();
+        for i in 0..nd {
+            let n = sp[i]
+                .known()
+                .ok_or("conv transpose needs known spatial dims")?;
+            let eff = (k[i] - 1) * dil[i] + 1;
+            // Keras's deconv_output_length, then TF's padding for that output size.
+            let target = match (&out_pad, padding.as_str()) {
+                (None, "valid") => n * strides[i] + eff.saturating_sub(strides[i]),
+                (None, _) => n * strides[i],
+                (Some(op), p) => {
+                    let pad = if p == "same" { eff / 2 } else { 0 };
+                    ((n - 1) * strides[i] + eff + op[i]).saturating_sub(2 * pad)
+                }
+            };
+            let begin = if padding == "same" {
+                ((n - 1) * strides[i] + eff).saturating_sub(target) / 2
+            } else {
+                0
+            };
+            let full = (n - 1) * strides[i] + eff;
+            if target + begin <= full {
+                pads.push((begin, full - begin - target));
+                opad.push(0);
+            } else {
+                pads.push((begin, 0));
+                opad.push(target + begin - full);
+            }
+        }
+        let c = ConvAttrs {
+            strides,
+            dilations: dil,
+            pads,
+            groups,
+            layout,
+            output_padding: opad,
+        };
+        let kern = if layout == Layout::ChannelsFirst {
+            // [k..., Cout/g, Cin] -> [Cin, Cout/g, k...]
+            let mut perm = vec![nd + 1, nd];
+            perm.extend(0..nd);
+            b.op(Op::Transpose { perm }, &[ws[0]], "kernel_io")?
+        } else {
+            ws[0]
+        };
+        b.op(Op::ConvTranspose(c), &[x, kern], "conv_transpose")?
+    };
+    let y = if use_bias {
+        add_bias(b, y, ws[1], layout)?
+    } else {
+        y
+    };
+    Ok(vec![activation_of(cx, b, cfg, y)?])
+}
+
+fn depthwise(
+    cx: &mut dyn LayerCx,
+    b: &mut Lb,
+    cfg: &Value,
+    x: ValueId,
+    nd: usize,
+    separable: bool,
+) -> R<Vec<ValueId>> {
+    let layout = data_format(cfg)?;
+    check_rank(
+        b,
+        x,
+        nd + 2,
+        &format!("({}D data with batch and channels)", nd),
+    )?;
+    let k = tuple(cfg, "kernel_size", nd, None)?;
+    let strides = tuple(cfg, "strides", nd, Some(1))?;
+    let dil = tuple(cfg, "dilation_rate", nd, Some(1))?;
+    let m = usize_or(cfg, "depth_multiplier", 1)?;
+    let padding = str_or(cfg, "padding", "valid")?.to_lowercase();
+    let cin = channels(b, x, layout)?;
+    let sp = spatial_dims(b, x, layout);
+    let use_bias = bool_or(cfg, "use_bias", true)?;
+    let mut dshape = k.clone();
+    dshape.extend([cin, m]);
+    let mut specs = vec![w(
+        if separable {
+            "depthwise_kernel"
+        } else {
+            "kernel"
+        },
+        dshape,
+    )];
+    let filters = if separable {
+        usize_req(cfg, "filters")?
+    } else {
+        cin * m
+    };
+    if separable {
+        let mut pshape = vec![1; nd];
+        pshape.extend([cin * m, filters]);
+        specs.push(w("pointwise_kernel", pshape));
+    }
+    if use_bias {
+        specs.push(w("bias", vec![filters]));
+    }
+    let ws = cx.weights(b, &specs)?;
+    // (k..., C, M) -> (k..., 1, C*M): a grouped conv with one group per input channel.
+    let mut rs: Vec<i64> = k.iter().map(|&v| v as i64).collect();
+    rs.extend([1, (cin * m) as i64]);
+    let mut kern = b.op(Op::Reshape { shape: rs }, &[ws[0]], "depthwise_kernel")?;
+    if layout == Layout::ChannelsFirst {
+        let mut perm = vec![nd + 1, nd];
+        perm.extend(0..nd);
+        kern = b.op(Op::Transpose { perm }, &[kern], "kernel_oihw")?;
+    }
+    let pads = pads_for(&padding, &sp, &k, &strides, &dil)?;
+    let c = ConvAttrs {
+        strides,
+        dilations: dil,
+        pads,
+        groups: cin,
+        layout,
+        output_padding: vec![],
+    };
+    let mut y = b.op(Op::Conv(c), &[x, kern], "depthwise")?;
+    if separable {
+        let mut pk = ws[1];
+        if layout == Layout::ChannelsFirst {
+            let mut perm = vec![nd + 1, nd];
+            perm.extend(0..nd);
+            pk = b.op(Op::Transpose { perm }, &[pk], "pointwise_oihw")?;
+        }
+        let c = ConvAttrs {
+            strides: vec![1; nd],
+            dilations: vec![1; nd],
+            pads: vec![(0, 0); nd],
+            groups: 1,
+            layout,
+            output_padding: vec![],
+        };
+        y = b.op(Op::Conv(c), &[y, pk], "pointwise")?;
+    }
+    if use_bias {
+        y = add_bias(b, y, *ws.last().unwrap(), layout)?;
+    }
+    Ok(vec![activation_of(cx, b, cfg, y)?])
+}
+
+fn dot(b: &mut Lb, cfg: &Value, ins: &[ValueId]) -> R<Vec<ValueId>> {
+    if ins.len() != 2 {
+        return Err(format!("takes exactly two tensors, got {}", ins.len()));
+    }
+    let (mut x, mut y) = (ins[0], ins[1]);
+    let (rx, ry) = (b.rank(x), b.rank(y));
+    let axes = int_list(cfg, "axes")?.ok_or("config has no `axes`")?;
+    let (ax, ay) = match axes.as_slice() {
+        [a] => (norm_axis(*a, rx)?, norm_axis(*a, ry)?),
+        [a, c] => (norm_axis(*a, rx)?, norm_axis(*c, ry)?),
+        _ => return Err("axes must be one or two integers".into()),
+    };
+    if bool_or(cfg, "normalize", false)? {
+        x = l2_normalize(b, x, ax)?;
+        y = l2_normalize(b, y, ay)?;
+    }
+    match (rx, ry) {
+        (2, 2) if ax == 1 && ay == 1 => {
+            let p = b.bin(B::Mul, x, y)?;
+            let s = b.op(
+                Op::Reduce {
+                    kind: ReduceKind::Sum,
+                    axes: vec![1],
+                    keepdims: true,
+                },
+                &[p],
+                "dot",
+            )?;
+            Ok(vec![s])
+        }
+        (3, 3) if ax >= 1 && ay >= 1 => {
+            // Batched matmul: x contracted on ax, y on ay.
+            let xm = if ax == 2 {
+                x
+            } else {
+                b.op(
+                    Op::Transpose {
+                        perm: vec![0, 2, 1],
+                    },
+                    &[x],
+                    "dot_lhs",
+                )?
+            };
+            let ym = if ay == 1 {
+                y
+            } else {
+                b.op(
+                    Op::Transpose {
+                        perm: vec![0, 2, 1],
+                    },
+                    &[y],
+                    "dot_rhs",
+                )?
+            };
+            Ok(vec![b.op(Op::MatMul, &[xm, ym], "dot")?])
+        }
+        _ => Err(format!(
+            "Dot of ranks {rx} and {ry} on axes ({ax}, {ay}) is not supported yet"
+        )),
+    }
+}
+
+fn l2_normalize(b: &mut Lb, x: ValueId, axis: usize) -> R<ValueId> {
+    let sq = b.bin(B::Mul, x, x)?;
+    let s = b.op(
+        Op::Reduce {
+            kind: ReduceKind::Sum,
+            axes: vec![axis],
+            keepdims: true,
+        },
+        &[sq],
+        "l2_sum",
+    )?;
+    let s = b.bin_s(B::Max, s, 1e-12)?;
+    let r = b.un(U::Rsqrt, s)?;
+    b.bin(B::Mul, x, r)
+}
+
+fn normalization(cx: &mut dyn LayerCx, b: &mut Lb, cfg: &Value, x: ValueId) -> R<Vec<ValueId>> {
+    let t = b.g.ty(x).clone();
+    let r = t.rank();
+    let axes: Vec<usize> = int_list(cfg, "axis")?
+        .unwrap_or(vec![-1])
+        .into_iter()
+        .map(|a| norm_axis(a, r))
+        .collect::<R<_>>()?;
+    let kept: Vec<usize> = axes
+        .iter()
+        .map(|&a| {
+            t.shape[a]
+                .known()
+                .ok_or("the normalized axes must be known".to_string())
+        })
+        .collect::<R<_>>()?;
+    // Broadcast shape: 1 everywhere but the kept axes.
+    let bshape: Vec<i64> = (0..r)
+        .map(|i| {
+            axes.iter()
+                .position(|&a| a == i)
+                .map(|k| kept[k] as i64)
+                .unwrap_or(1)
+        })
+        .collect();
+    let invert = bool_or(cfg, "invert", false)?;
+    let (mean, var) = match (get(cfg, "mean"), get(cfg, "variance")) {
+        (Some(m), Some(v)) => {
+            // Values given in the config; no weights are stored.
+            let n: usize = kept.iter().product();
+            let vals = |v: &Value, k: &str| -> R<Vec<f64>> {
+                let flat: Vec<f64> = match v {
+                    Value::Array(a) => flatten_numbers(a),
+                    Value::Number(x) => vec![x.as_f64().unwrap_or(0.0); n],
+                    _ => return Err(format!("config `{k}` must be numbers")),
+                };
+                if flat.len() == 1 {
+                    Ok(vec![flat[0]; n])
+                } else if flat.len() == n {
+                    Ok(flat)
+                } else {
+                    Err(format!(
+                        "config `{k}` has {} values for {n} features",
+                        flat.len()
+                    ))
+                }
+            };
+            let mt = Tensor::from_f64_values(t.dtype, kept.clone(), &vals(m, "mean")?)
+                .map_err(|e| e.0)?;
+            let vt = Tensor::from_f64_values(t.dtype, kept.clone(), &vals(v, "variance")?)
+                .map_err(|e| e.0)?;
+            let o = b.origin.clone();
+            let base = b.base.clone();
+            (
+                b.g.add_const(mt, None, &format!("{base}.mean"), &o),
+                b.g.add_const(vt, None, &format!("{base}.variance"), &o),
+            )
+        }
+        _ => {
+            let ws = cx.weights(
+                b,
+                &[
+                    w_fixed("mean", kept.clone()),
+                    w_fixed("variance", kept.clone()),
+                    w_fixed("count", vec![]),
+                ],
+            )?;
+            (ws[0], ws[1])
+        }
+    };
+    let mean = b.op(
+        Op::Reshape {
+            shape: bshape.clone(),
+        },
+        &[mean],
+        "mean",
+    )?;
+    let var = b.op(Op::Reshape { shape: bshape }, &[var], "variance")?;
+    let sd = b.un(U::Sqrt, var)?;
+    // Keras: (x - mean) / max(sqrt(var), 1e-7); invert: mean + x * max(sqrt(var), 1e-7).
+    let sd = b.bin_s(B::Max, sd, 1e-7)?;
+    let x = if t.dtype.is_float() {
+        x
+    } else {
+        b.op(
+            Op::Cast {
+                to: forgec_ir::DType::F32,
+            },
+            &[x],
+            "cast",
+        )?
+    };
+    let y = if invert {
+        let m = b.bin(B::Mul, x, sd)?;
+        b.bin(B::Add, mean, m)?
+    } else {
+        let d = b.bin(B::Sub, x, mean)?;
+        b.bin(B::Div, d, sd)?
+    };
+    Ok(vec![y])
+}
+
+fn flatten_numbers(a: &[Value]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for v in a {
+        match v {
+            Value::Array(inner) => out.extend(flatten_numbers(inner)),
+            v => out.push(v.as_f64().unwrap_or(f64::NAN)),
+        }
+    }
+    out
+}
+
+fn upsample_nearest(b: &mut Lb, x: ValueId, size: &[usize], layout: Layout) -> R<Vec<ValueId>> {
+    // (N, d1, ..., C) -> (N, d1, 1, d2, 1, ..., C) -> broadcast -> (N, d1*s1, d2*s2, ..., C)
+    let t = b.g.ty(x).clone();
+    let nd = size.len();
+    let first = if layout == Layout::ChannelsLast { 1 } else { 2 };
+    let dims: Vec<usize> = t.shape[1..]
+        .iter()
+        .map(|d| {
+            d.known()
+                .ok_or("upsampling needs known non-batch dims".to_string())
+        })
+        .collect::<R<_>>()?;
+    let mut expanded = vec![0i64];
+    let mut bshape = vec![1usize];
+    let mut out = vec![0i64];
+    for (i, &d) in dims.iter().enumerate() {
+        let axis = i + 1;
+        expanded.push(d as i64);
+        bshape.push(1);
+        if axis >= first && axis < first + nd {
+            let s = size[axis - first];
+            expanded.push(1);
+            bshape.push(s);
+            out.push((d * s) as i64);
+        } else {
+            out.push(d as i64);
+        }
+    }
+    let e = b.op(Op::Reshape { shape: expanded }, &[x], "upsample_expand")?;
+    let r = b.op(Op::Broadcast { shape: bshape }, &[e], "upsample_repeat")?;
+    Ok(vec![b.op(Op::Reshape { shape: out }, &[r], "upsample")?])
+}
+
+fn rnn_activation(cfg: &Value, key: &str, default: &str, legacy: bool) -> R<Activation> {
+    let name = match get(cfg, key) {
+        None => default.to_string(),
+        v => activations::name_of(v)?,
+    };
+    match name.as_str() {
+        "linear" => Ok(Activation::Linear),
+        "tanh" => Ok(Activation::Tanh),
+        "sigmoid" => Ok(Activation::Sigmoid),
+        "relu" => Ok(Activation::Relu),
+        "hard_sigmoid" if !legacy => Ok(Activation::HardSigmoid),
+        "hard_sigmoid" => Err("tf.keras 2's hard_sigmoid inside a recurrent cell is not supported yet".into()),
+        other => Err(format!("{key}='{other}' inside a recurrent cell is not supported (use tanh, sigmoid, relu, hard_sigmoid or linear)")),
+    }
+}
+
+/// Lowers LSTM / GRU / SimpleRNN. `go_backwards` overrides the config (Bidirectional).
+fn rnn(
+    cx: &mut dyn LayerCx,
+    b: &mut Lb,
+    class: &str,
+    cfg: &Value,
+    x: ValueId,
+    go_backwards: Option<bool>,
+) -> R<(ValueId, bool)> {
+    check_rank(b, x, 3, "(batch, timesteps, features)")?;
+    for (k, what) in [
+        ("return_state", "return_state=True"),
+        ("stateful", "stateful=True"),
+    ] {
+        if bool_or(cfg, k, false)? {
+            return Err(format!("{what} is not supported yet"));
+        }
+    }
+    let cell = match class {
+        "LSTM" => RnnCell::Lstm,
+        "GRU" => RnnCell::Gru,
+        _ => RnnCell::Simple,
+    };
+    let units = usize_req(cfg, "units")?;
+    let legacy = cx.legacy();
+    let activation = rnn_activation(cfg, "activation", "tanh", legacy)?;
+    let recurrent_activation = if cell == RnnCell::Simple {
+        Activation::Sigmoid
+    } else {
+        rnn_activation(cfg, "recurrent_activation", "sigmoid", legacy)?
+    };
+    let reset_after = cell == RnnCell::Gru && bool_or(cfg, "reset_after", true)?;
+    let fin = b.g.ty(x).shape[2]
+        .known()
+        .ok_or("the feature dim must be known")?;
+    let gu = cell.gates() * units;
+    let use_bias = bool_or(cfg, "use_bias", true)?;
+    let mut specs = vec![
+        w("kernel", vec![fin, gu]),
+        w("recurrent_kernel", vec![units, gu]),
+    ];
+    if use_bias {
+        specs.push(w("bias", if reset_after { vec![2, gu] } else { vec![gu] }));
+    }
+    let ws = cx.weights(b, &specs)?;
+    let bias = if use_bias {
+        ws[2]
+    } else {
+        let shape = if reset_after { vec![2, gu] } else { vec![gu] };
+        let t = Tensor::full(b.g.ty(x).dtype, shape, 0.0).expect("small");
+        let (o, n) = (b.origin.clone(), format!("{}.bias", b.base));
+        b.g.add_const(t, None, &n, &o)
+    };
+    let return_sequences = bool_or(cfg, "return_sequences", false)?;
+    let go_backwards = go_backwards.unwrap_or(bool_or(cfg, "go_backwards", false)?);
+    let a = RnnAttrs {
+        cell,
+        units,
+        activation,
+        recurrent_activation,
+        return_sequences,
+        go_backwards,
+        reset_after,
+    };
+    Ok((
+        b.op(Op::Rnn(a), &[x, ws[0], ws[1], bias], class)?,
+        return_sequences,
+    ))
+}
+
+fn bidirectional(cx: &mut dyn LayerCx, b: &mut Lb, cfg: &Value, x: ValueId) -> R<Vec<ValueId>> {
+    let layer = get(cfg, "layer").ok_or("config has no `layer`")?;
+    let class = layer
+        .get("class_name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_string();
+    if !matches!(class.as_str(), "LSTM" | "GRU" | "SimpleRNN") {
+        return Err(format!(
+            "Bidirectional({class}) is not supported (LSTM, GRU and SimpleRNN are)"
+        ));
+    }
+    let fcfg = layer.get("config").cloned().unwrap_or(Value::Null);
+    let bcfg = get(cfg, "backward_layer")
+        .and_then(|l| l.get("config"))
+        .cloned()
+        .unwrap_or_else(|| fcfg.clone());
+    let fwd_back = bool_or(&fcfg, "go_backwards", false)?;
+    let (f, seq) = rnn(cx, b, &class, &fcfg, x, Some(fwd_back))?;
+    let (mut r, _) = rnn(cx, b, &class, &bcfg, x, Some(!fwd_back))?;
+    if seq {
+        // The backward pass emits its outputs in processing order: flip them back in time.
+        let t = b.g.ty(x).shape[1]
+            .known()
+            .ok_or("Bidirectional with return_sequences needs a known number of timesteps")?;
+        r = b.op(
+            Op::Slice {
+                axes: vec![1],
+                starts: vec![t as i64 - 1],
+                ends: vec![-(t as i64) - 1],
+                steps: vec![-1],
+            },
+            &[r],
+            "reverse_time",
+        )?;
+    }
+    let last = b.rank(f) - 1;
+    let y = match str_or(cfg, "merge_mode", "concat")? {
+        "concat" => b.op(Op::Concat { axis: last }, &[f, r], "concat")?,
+        "sum" => b.bin(B::Add, f, r)?,
+        "mul" => b.bin(B::Mul, f, r)?,
+        "ave" => {
+            let s = b.bin(B::Add, f, r)?;
+            b.bin_s(B::Mul, s, 0.5)?
+        }
+        other => return Err(format!("merge_mode='{other}' is not supported")),
+    };
+    Ok(vec![y])
+}

@@ -1,0 +1,21 @@
+use clap::Parser;
+
+fn main() {
+    // A panic is forgec's bug: say so plainly, without a backtrace, and exit non-zero.
+    std::panic::set_hook(Box::new(|info| {
+        let loc = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("error: internal error in forgec{loc}: {msg}\nerror: this is a bug in forgec, not in your model; please report it with the model file");
+    }));
+    let cli = forgec::cli::Cli::parse();
+    let code = std::panic::catch_unwind(|| forgec::cli::main_with(cli)).unwrap_or(101);
+    std::process::exit(code);
+}

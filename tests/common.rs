@@ -1,0 +1,62 @@
+//! Shared helpers: fixture paths, running the forgec binary, comparing tensors.
+
+use forgec_runtime::{read_npy, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn model_file(name: &str) -> PathBuf {
+    fixtures().join("models").join(name)
+}
+
+pub fn manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(model_file("manifest.json"))
+        .expect("manifest.json is in the fixtures");
+    serde_json::from_str(&text).expect("manifest.json parses")
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the forgec binary with `args`.
+pub fn forgec(args: &[&str]) -> Out {
+    let o = Command::new(env!("CARGO_BIN_EXE_forgec"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("the forgec binary runs");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+pub fn npy(path: &Path) -> Tensor {
+    read_npy(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Asserts `got` matches `want` within `tol` relative to `want`'s largest magnitude.
+pub fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
+    let d = got
+        .max_rel_diff(want)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        d <= tol,
+        "{what}: max difference {d:e} relative to the reference's max magnitude exceeds {tol:e}"
+    );
+}
+
+/// A fresh scratch directory under the target dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

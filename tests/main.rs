@@ -1,0 +1,8 @@
+//! The one integration-test crate (every binary linking the compiler is large).
+
+mod common;
+
+mod bad_input;
+mod check;
+mod golden;
+mod keras_models;
