@@ -1,1 +1,310 @@
+//! Bad input never panics: one clear message naming the file and the place, exit code 2.
+
 use crate::common::*;
+use forgec_runtime::{write_npy, Tensor};
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Asserts a clean failure: exit 2, every needle in stderr, no panic or backtrace.
+fn fails_with(out: &Out, needles: &[&str]) {
+    assert_eq!(
+        out.code, 2,
+        "exit code; stderr:\n{}\nstdout:\n{}",
+        out.stderr, out.stdout
+    );
+    for n in needles {
+        assert!(
+            out.stderr.contains(n),
+            "expected `{n}` in stderr:\n{}",
+            out.stderr
+        );
+    }
+    for bad in [
+        "panicked",
+        "stack backtrace",
+        "RUST_BACKTRACE",
+        "internal error",
+    ] {
+        assert!(
+            !out.stderr.contains(bad),
+            "stderr shows `{bad}`:\n{}",
+            out.stderr
+        );
+    }
+}
+
+fn read_json(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(model_file(name)).unwrap()).unwrap()
+}
+
+#[test]
+fn truncated_json() {
+    let d = scratch("bad_truncated_json");
+    let text = std::fs::read_to_string(model_file("mlp_binary.json")).unwrap();
+    let f = d.join("m.json");
+    std::fs::write(&f, &text[..text.len() / 2]).unwrap();
+    std::fs::copy(model_file("mlp_binary.weights.h5"), d.join("m.weights.h5")).unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &["m.json", "malformed JSON at line"],
+    );
+}
+
+#[test]
+fn truncated_keras_archive() {
+    let d = scratch("bad_truncated_zip");
+    let bytes = std::fs::read(model_file("mlp_binary.keras")).unwrap();
+    let f = d.join("m.keras");
+    std::fs::write(&f, &bytes[..bytes.len() / 3]).unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &["m.keras", "not a valid .keras archive"],
+    );
+}
+
+#[test]
+fn truncated_hdf5_weights() {
+    let d = scratch("bad_truncated_h5");
+    std::fs::copy(model_file("mlp_binary.json"), d.join("m.json")).unwrap();
+    let bytes = std::fs::read(model_file("mlp_binary.weights.h5")).unwrap();
+    std::fs::write(d.join("m.weights.h5"), &bytes[..bytes.len() / 2]).unwrap();
+    let out = forgec(&[
+        "run",
+        s(&d.join("m.json")),
+        "-i",
+        s(&model_file("mlp_binary.input.npy")),
+        "-o",
+        s(&d.join("out")),
+    ]);
+    fails_with(&out, &["m.weights.h5"]);
+}
+
+#[test]
+fn garbage_model_file() {
+    let d = scratch("bad_garbage");
+    let f = d.join("m.h5");
+    std::fs::write(&f, b"\x89HDF\r\n\x1a\nthis is not really hdf5").unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &["m.h5", "not a readable HDF5 file"],
+    );
+    let f = d.join("m.bin");
+    std::fs::write(&f, [0xffu8, 0xfe, 0x00, 0x12]).unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &["m.bin", "not a Keras model file"],
+    );
+    fails_with(
+        &forgec(&["summary", s(&d.join("absent.keras"))]),
+        &["absent.keras", "cannot read"],
+    );
+}
+
+#[test]
+fn weights_only_h5_is_explained() {
+    fails_with(
+        &forgec(&["summary", s(&model_file("mlp_binary.tfkeras.h5"))]),
+        &["mlp_binary.tfkeras.h5", "holds weights only", "--weights"],
+    );
+}
+
+#[test]
+fn missing_weights_file() {
+    let d = scratch("bad_missing_weights");
+    std::fs::copy(model_file("mlp_binary.json"), d.join("m.json")).unwrap();
+    let out = forgec(&[
+        "run",
+        s(&d.join("m.json")),
+        "-i",
+        s(&model_file("mlp_binary.input.npy")),
+        "-o",
+        s(&d.join("out")),
+    ]);
+    fails_with(
+        &out,
+        &[
+            "m.json",
+            "no weights file found",
+            "m.weights.h5",
+            "--weights",
+        ],
+    );
+    // summary needs only the config, and says so.
+    let out = forgec(&["summary", s(&d.join("m.json"))]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("Total params: 2,177")
+            && out.stdout.contains("no weights file was found")
+    );
+}
+
+#[test]
+fn weights_of_the_wrong_shape() {
+    // mlp_dropout's weights do not fit mlp_binary: every mismatching layer is named.
+    let out = forgec(&[
+        "summary",
+        s(&model_file("mlp_binary.json")),
+        "--weights",
+        s(&model_file("mlp_dropout.weights.h5")),
+    ]);
+    fails_with(
+        &out,
+        &[
+            "Dense `dense`",
+            "layers/dense/vars/0",
+            "has shape [10, 64] but the layer's config needs [32, 64]",
+            "Dense `dense_1`",
+        ],
+    );
+}
+
+#[test]
+fn weights_from_another_keras_version() {
+    let out = forgec(&[
+        "summary",
+        s(&model_file("mlp_binary.json")),
+        "--weights",
+        s(&model_file("mlp_binary.tfkeras.h5")),
+    ]);
+    fails_with(&out, &["tf.keras 2 weights but", "Keras 3 model"]);
+}
+
+#[test]
+fn unsupported_layers_are_all_reported() {
+    let d = scratch("bad_unsupported");
+    let mut j = read_json("cnn_mnist.json");
+    let layers = j["config"]["layers"].as_array_mut().unwrap();
+    layers[2]["class_name"] = "Lambda".into();
+    layers[5]["class_name"] = "MyCustomLayer".into();
+    let f = d.join("m.json");
+    std::fs::write(&f, j.to_string()).unwrap();
+    std::fs::copy(model_file("cnn_mnist.weights.h5"), d.join("m.weights.h5")).unwrap();
+    let out = forgec(&["summary", s(&f)]);
+    fails_with(
+        &out,
+        &[
+            "$.config.layers[2]: Lambda `max_pooling2d`: a Lambda layer holds Python code",
+            "$.config.layers[5]: MyCustomLayer `flatten`",
+            "does not support the layer class `MyCustomLayer`",
+        ],
+    );
+}
+
+#[test]
+fn subclassed_model_is_explained() {
+    let d = scratch("bad_subclassed");
+    let mut j = read_json("mlp_binary.json");
+    j["class_name"] = "MyModel".into();
+    let f = d.join("m.json");
+    std::fs::write(&f, j.to_string()).unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &["`MyModel` is a subclassed model", "Functional API"],
+    );
+}
+
+#[test]
+fn dangling_functional_reference() {
+    let d = scratch("bad_dangling");
+    let mut j = read_json("functional_two_in_two_out.json");
+    j["config"]["layers"][2]["inbound_nodes"][0]["args"][0]["config"]["keras_history"][0] =
+        "nowhere".into();
+    let f = d.join("m.json");
+    std::fs::write(&f, j.to_string()).unwrap();
+    std::fs::copy(
+        model_file("functional_two_in_two_out.weights.h5"),
+        d.join("m.weights.h5"),
+    )
+    .unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &["layer `branch_a_dense` reads nowhere[0][0] which no layer makes"],
+    );
+}
+
+#[test]
+fn inputs_of_the_wrong_dtype_or_shape() {
+    let d = scratch("bad_inputs");
+    let model = model_file("mlp_binary.keras");
+    let f64_in = d.join("x64.npy");
+    write_npy(
+        &f64_in,
+        &Tensor::from_f64_values(forgec_runtime::DType::F64, vec![2, 32], &[0.5; 64]).unwrap(),
+    )
+    .unwrap();
+    let out = forgec(&["run", s(&model), "-i", s(&f64_in), "-o", s(&d)]);
+    fails_with(
+        &out,
+        &[
+            "input `input_layer` expects float32",
+            "the data is float64",
+            "astype('float32')",
+        ],
+    );
+    let wrong = d.join("x.npy");
+    write_npy(
+        &wrong,
+        &Tensor::from_f32(vec![2, 31], vec![0.5; 62]).unwrap(),
+    )
+    .unwrap();
+    let out = forgec(&["run", s(&model), "-i", s(&wrong), "-o", s(&d)]);
+    fails_with(
+        &out,
+        &["expects shape (None, 32) but the data has shape [2, 31]"],
+    );
+    let garbage = d.join("g.npy");
+    std::fs::write(&garbage, b"not numpy").unwrap();
+    fails_with(
+        &forgec(&["run", s(&model), "-i", s(&garbage), "-o", s(&d)]),
+        &["g.npy", "not a .npy file"],
+    );
+    let out = forgec(&[
+        "run",
+        s(&model),
+        "-i",
+        &format!("nope={}", s(&wrong)),
+        "-o",
+        s(&d),
+    ]);
+    fails_with(
+        &out,
+        &["the model has no input `nope`", "input `input_layer`"],
+    );
+}
+
+#[test]
+fn embedding_index_out_of_range_names_the_layer() {
+    let d = scratch("bad_embedding");
+    let x = d.join("x.npy");
+    write_npy(
+        &x,
+        &Tensor::from_i64_values(forgec_runtime::DType::I32, vec![1, 50], &[5000; 50]).unwrap(),
+    )
+    .unwrap();
+    let out = forgec(&[
+        "run",
+        s(&model_file("text_embed.keras")),
+        "-i",
+        s(&x),
+        "-o",
+        s(&d),
+    ]);
+    fails_with(
+        &out,
+        &[
+            "Embedding `",
+            "index 5000 is out of range for a dim of size 1000",
+        ],
+    );
+}
+
+#[test]
+fn onnx_is_refused_clearly_for_now() {
+    fails_with(
+        &forgec(&["summary", s(&model_file("mlp_binary.onnx"))]),
+        &["ONNX import is not available yet"],
+    );
+}

@@ -567,16 +567,17 @@ pub fn parse(src: &str) -> Result<Graph, String> {
                             return Err(format!("{op_at}: op 'const' has no attribute '{k}'"));
                         }
                     }
-                    let weight =
-                        match (get("weight"), get("trainable")) {
-                            (None, None) => None,
-                            (Some(Attr::Bool(true)), Some(Attr::Bool(t))) => {
-                                Some(Weight { trainable: t })
-                            }
-                            _ => return Err(format!(
+                    let weight = match (get("weight"), get("trainable")) {
+                        (None, None) => None,
+                        (Some(Attr::Bool(true)), Some(Attr::Bool(t))) => {
+                            Some(Weight { trainable: t })
+                        }
+                        _ => {
+                            return Err(format!(
                                 "{op_at}: a weight needs 'weight = true, trainable = true|false'"
-                            )),
-                        };
+                            ))
+                        }
+                    };
                     Op::Const { value, weight }
                 } else {
                     lx.expect('(')?;

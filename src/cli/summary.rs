@@ -53,14 +53,13 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut cur = String::new();
     for word in text.split(' ') {
         let mut word = word.to_string();
-        // A word longer than the column is cut.
-        while word.chars().count() > width {
-            if !cur.is_empty() {
-                lines.push(std::mem::take(&mut cur));
-            }
-            let head: String = word.chars().take(width).collect();
-            word = word.chars().skip(width).collect();
-            lines.push(head);
+        // A word longer than the column is cut with an ellipsis, as rich does.
+        if word.chars().count() > width {
+            word = word
+                .chars()
+                .take(width.saturating_sub(1))
+                .collect::<String>()
+                + "…";
         }
         if cur.is_empty() {
             cur = word;
@@ -106,16 +105,24 @@ pub fn render(m: &KerasModel) -> String {
         &["Layer (type)", "Output Shape", "Param #"]
     };
     let ncol = header.len();
-    // Content widths: the line minus borders and one space of padding each side.
-    let avail = line - (ncol + 1) - 2 * ncol;
+    // Keras asks rich for columns of int(position * line) - previous; with borders and
+    // padding that overflows the line, and rich shrinks the columns by `ratio_reduce`.
     let mut widths = Vec::new();
-    let mut prev = 0.0;
+    let mut current = 0usize;
     for p in positions {
-        widths.push(((p - prev) * avail as f64).floor() as usize);
-        prev = *p;
+        let w = (p * line as f64) as usize - current;
+        widths.push(w);
+        current += w;
     }
-    let used: usize = widths.iter().sum();
-    widths[0] += avail - used;
+    let excess = (widths.iter().sum::<usize>() + 3 * ncol + 1).saturating_sub(line);
+    let mut remaining = excess as f64;
+    let mut ratio = ncol as f64;
+    for w in widths.iter_mut() {
+        let d = (remaining / ratio).round_ties_even().min(*w as f64);
+        *w -= d as usize;
+        remaining -= d;
+        ratio -= 1.0;
+    }
     let right = |c: usize| c == 2;
     let border = |l: &str, m: &str, r: &str, f: &str| -> String {
         let parts: Vec<String> = widths.iter().map(|w| f.repeat(w + 2)).collect();

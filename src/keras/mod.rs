@@ -47,6 +47,8 @@ pub struct LayerInfo {
     pub connected: Vec<String>,
     /// The activation applied last (`softmax`, `sigmoid`, `linear`, ...), for `check`.
     pub activation: Option<String>,
+    /// The layer's position in the model config (Keras's summary order).
+    pub order: usize,
 }
 
 /// A model output and the layer that makes it.
@@ -225,6 +227,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
         input_shape: opts.input_shape.clone(),
         cur: None,
         shape_problems: Vec::new(),
+        weight_cache: HashMap::new(),
     };
     let class = root
         .get("class_name")
@@ -248,7 +251,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
     let (outs, sequential_like) = match result {
         Ok(r) => r,
         Err(e) => {
-            problems.push(e);
+            // An empty error means the problems were recorded where they arose.
+            if !e.is_empty() {
+                problems.push(e);
+            }
             (vec![], true)
         }
     };
@@ -440,6 +446,8 @@ struct CurLayer {
     group_note: Option<String>,
     cursor: usize,
     used: Vec<WSpec>,
+    /// The weight constants this call made.
+    created: Vec<ValueId>,
     params: (usize, usize, usize, usize),
 }
 
@@ -454,6 +462,9 @@ struct Importer<'a> {
     cur: Option<CurLayer>,
     /// Layers called on tensors of another shape than the one they were built for.
     shape_problems: Vec<String>,
+    /// The weight constants of each layer already lowered, by its config place: a shared
+    /// layer called again reuses them.
+    weight_cache: HashMap<String, Vec<ValueId>>,
 }
 
 type TensorKey = (String, usize, usize);
@@ -468,6 +479,16 @@ impl LayerCx for Importer<'_> {
             .cur
             .as_mut()
             .expect("weights are asked for inside a layer");
+        if let Some(cached) = self.weight_cache.get(&cur.place) {
+            // A shared layer's later call: the same parameters, counted once.
+            let v = cached
+                .get(cur.cursor..cur.cursor + specs.len())
+                .map(|v| v.to_vec());
+            cur.cursor += specs.len();
+            return v.ok_or_else(|| {
+                "a shared layer asks for other weights on a later call".to_string()
+            });
+        }
         let mut out = Vec::new();
         let mut errs = Vec::new();
         for s in specs {
@@ -491,8 +512,12 @@ impl LayerCx for Importer<'_> {
                 }
                 (Some(_), Some((path, t))) => {
                     if t.shape() != s.shape.as_slice() {
+                        let store = self
+                            .store
+                            .map(|s| s.display().to_string())
+                            .unwrap_or_default();
                         errs.push(format!(
-                            "weight `{}` at {path} has shape {:?} but the layer's config needs {:?}: the weights do not belong to this model (or the config changed since they were saved)",
+                            "weight `{}` at {store}:{path} has shape {:?} but the layer's config needs {:?}: the weights do not belong to this model (or the config changed since they were saved)",
                             s.name,
                             t.shape(),
                             s.shape
@@ -520,11 +545,19 @@ impl LayerCx for Importer<'_> {
                 t
             };
             let name = format!("{}/{}", cur.name, s.name);
-            out.push(b.g.add_const(t, Some(Weight { trainable }), &name, &b.origin.clone()));
+            let id =
+                b.g.add_const(t, Some(Weight { trainable }), &name, &b.origin.clone());
+            out.push(id);
+            cur.created.push(id);
             cur.used.push(s.clone());
         }
-        if !errs.is_empty() {
-            return Err(errs.join("; "));
+        // Record weight problems and go on with zeros, so every layer of the model is checked.
+        for e in errs {
+            let msg = format!(
+                "{}: {}: {} `{}`: {e}",
+                self.config_disp, cur.place, cur.class, cur.name
+            );
+            self.problems.push(msg);
         }
         Ok(out)
     }
@@ -771,7 +804,7 @@ impl Importer<'_> {
                 continue;
             }
             let prev = self.g.value(x).name.clone();
-            match self.call_layer(l, &[x], &k3, scope, &lpath(i), vec![prev]) {
+            match self.call_layer(l, &[x], &k3, scope, &lpath(i), vec![prev], i) {
                 Some(out) if out.len() == 1 => x = out[0],
                 _ => poisoned = true,
             }
@@ -851,6 +884,7 @@ impl Importer<'_> {
         scope: &Scope,
         place: &str,
         connected: Vec<String>,
+        order: usize,
     ) -> Option<Vec<ValueId>> {
         let class = l
             .get("class_name")
@@ -893,6 +927,7 @@ impl Importer<'_> {
                             non_trainable_bytes: sum(|i| i.non_trainable_bytes),
                             connected,
                             activation: nested.last().and_then(|i| i.activation.clone()),
+                            order,
                         });
                     } else {
                         self.infos.extend(nested);
@@ -951,6 +986,7 @@ impl Importer<'_> {
             group_note,
             cursor: 0,
             used: Vec::new(),
+            created: Vec::new(),
             params: (0, 0, 0, 0),
         });
         let mut b_graph = std::mem::take(&mut self.g);
@@ -964,9 +1000,13 @@ impl Importer<'_> {
         };
         self.g = b_graph;
         let cur = self.cur.take().expect("set above");
+        if !cur.created.is_empty() {
+            self.weight_cache
+                .insert(cur.place.clone(), cur.created.clone());
+        }
         let res = res.and_then(|outs| {
             // Every stored weight must have been used: extra weights mean a config mismatch.
-            if let Some(st) = &cur.stored {
+            if let (Some(st), true) = (&cur.stored, cur.created.len() == cur.cursor) {
                 if st.len() > cur.cursor {
                     let extra: Vec<&str> = st[cur.cursor..].iter().map(|(p, _)| p.as_str()).collect();
                     return Err(format!(
@@ -1006,10 +1046,22 @@ impl Importer<'_> {
                         _ => None,
                     };
                     let (t, nt, tb, ntb) = cur.params;
+                    let outputs: Vec<TensorType> =
+                        outs.iter().map(|&v| self.g.ty(v).clone()).collect();
+                    // A shared layer is one row: its connections from every call, the shape of the last.
+                    if let Some(prev) = self
+                        .infos
+                        .iter_mut()
+                        .find(|i| i.order == order && i.name == name)
+                    {
+                        prev.connected.extend(connected);
+                        prev.outputs = outputs;
+                        return Some(outs);
+                    }
                     self.infos.push(LayerInfo {
                         name: name.clone(),
                         class: class.clone(),
-                        outputs: outs.iter().map(|&v| self.g.ty(v).clone()).collect(),
+                        outputs,
                         params: t + nt,
                         trainable_params: t,
                         non_trainable_params: nt,
@@ -1017,6 +1069,7 @@ impl Importer<'_> {
                         non_trainable_bytes: ntb,
                         connected,
                         activation,
+                        order,
                     });
                 }
                 Some(outs)
@@ -1092,6 +1145,7 @@ impl Importer<'_> {
                     non_trainable_bytes: 0,
                     connected: vec![],
                     activation: None,
+                    order: i,
                 });
             }
         }
@@ -1146,7 +1200,7 @@ impl Importer<'_> {
                             .iter()
                             .map(|r| format!("{}[{}][{}]", r.0, r.1, r.2))
                             .collect();
-                        self.call_layer(l, &ins, &k3[*li], scope, &place, connected)
+                        self.call_layer(l, &ins, &k3[*li], scope, &place, connected, *li)
                     }
                     None => {
                         self.check_supported(l, &place);
@@ -1200,6 +1254,9 @@ impl Importer<'_> {
         }
         if !ok {
             return Err(String::new());
+        }
+        if scope.depth == 0 {
+            self.infos.sort_by_key(|i| i.order);
         }
         Ok((outs, sequential_like))
     }
