@@ -107,7 +107,7 @@ fn summary_layer_rows_and_output_shapes() {
 }
 
 /// Runs `forgec run` on the model's shared input and compares each output with Keras's.
-fn run_and_compare(model: &PathBuf, name: &str, info: &serde_json::Value) {
+fn run_and_compare(model: &std::path::Path, name: &str, info: &serde_json::Value) {
     let dir = scratch(&format!(
         "run_{}",
         model.file_name().unwrap().to_string_lossy()

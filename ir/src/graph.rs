@@ -134,6 +134,7 @@ impl Graph {
     }
 
     /// Appends a node, inferring its output types. `name` seeds the output value names.
+    #[allow(clippy::result_large_err)]
     pub fn add_node(
         &mut self,
         op: Op,
@@ -162,6 +163,7 @@ impl Graph {
     }
 
     /// Appends a single-output node.
+    #[allow(clippy::result_large_err)]
     pub fn add(
         &mut self,
         op: Op,

@@ -275,7 +275,7 @@ fn reshape(x: &TensorType, shape: &[i64]) -> R<Vec<Dim>> {
     let out_known: usize = out.iter().flatten().filter_map(Dim::known).product();
     match infer_at {
         Some(i) => {
-            if out_known == 0 || in_known % out_known != 0 {
+            if out_known == 0 || !in_known.is_multiple_of(out_known) {
                 return Err(format!(
                     "cannot reshape {} into {:?}: {} elements do not divide by {}",
                     shape_str(&x.shape),
@@ -429,8 +429,8 @@ pub fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             )?;
             let (n, c, spatial) = split_layout(&x.shape, p.layout);
             let mut out = Vec::new();
-            for i in 0..ns {
-                let s = known(&spatial[i], "a spatial dim")?;
+            for (i, d) in spatial.iter().enumerate() {
+                let s = known(d, "a spatial dim")?;
                 out.push(Dim::Known(window_out(
                     s,
                     p.window[i],

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | ':' | '-')
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-')
 }
 
 fn quote(s: &str) -> String {
@@ -99,10 +99,12 @@ fn fmt_node(g: &Graph, n: &Node, out: &mut String, elide_over: Option<usize>) {
             .collect();
         let _ = write!(out, " {{{}}}", a.join(", "));
     }
+    let mut comment = String::new();
     if let Op::Const { value, .. } = &n.op {
         match elide_over {
             Some(k) if value.numel() > k => {
-                let _ = write!(out, " [...] # {} values elided", value.numel());
+                out.push_str(" [...]");
+                comment = format!(" # {} values elided", value.numel());
             }
             _ => {
                 let _ = write!(out, " {}", fmt_data(value));
@@ -126,6 +128,7 @@ fn fmt_node(g: &Graph, n: &Node, out: &mut String, elide_over: Option<usize>) {
             quote(&o.name)
         );
     }
+    out.push_str(&comment);
     out.push('\n');
 }
 
@@ -245,9 +248,12 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize, usize)>, String> {
         } else if c.is_ascii_digit() || c == '-' || c == '+' {
             let st = i;
             i += 1;
+            // Digits, letters (inf, e), '.', and a sign only right after an exponent 'e'.
+            let sign_ok = |i: usize| matches!(chars[i - 1], 'e' | 'E');
             while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '+'))
-                && !(matches!(chars[i], '-' | '+') && !matches!(chars[i - 1], 'e' | 'E'))
+                && (chars[i].is_ascii_alphanumeric()
+                    || chars[i] == '.'
+                    || (matches!(chars[i], '-' | '+') && sign_ok(i)))
             {
                 i += 1;
             }
@@ -540,17 +546,15 @@ pub fn parse(src: &str) -> Result<Graph, String> {
                 let op_at = lx.at();
                 let opname = lx.word()?;
                 let mut attrs: Vec<(String, Attr)> = Vec::new();
-                if lx.eat('{') {
-                    if !lx.eat('}') {
-                        loop {
-                            let k = lx.word()?;
-                            lx.expect('=')?;
-                            attrs.push((k, lx.attr()?));
-                            if lx.eat('}') {
-                                break;
-                            }
-                            lx.expect(',')?;
+                if lx.eat('{') && !lx.eat('}') {
+                    loop {
+                        let k = lx.word()?;
+                        lx.expect('=')?;
+                        attrs.push((k, lx.attr()?));
+                        if lx.eat('}') {
+                            break;
                         }
+                        lx.expect(',')?;
                     }
                 }
                 let mut inputs = Vec::new();

@@ -416,7 +416,7 @@ pub fn lower(
             specs.push(w_fixed("moving_variance", vec![c]));
             let mut ws = cx.weights(b, &specs)?.into_iter();
             let dt = b.g.ty(x).dtype;
-            let mut fixed = |b: &mut Lb, v: f64, n: &str| {
+            let fixed = |b: &mut Lb, v: f64, n: &str| {
                 let t = Tensor::full(dt, vec![c], v).expect("small");
                 let name = format!("{}.{n}", b.base);
                 b.g.add_const(t, None, &name, &b.origin.clone())
@@ -470,7 +470,7 @@ pub fn lower(
             }
             let mut ws = cx.weights(b, &specs)?.into_iter();
             let dt = b.g.ty(x).dtype;
-            let mut fixed = |b: &mut Lb, v: f64, n: &str| {
+            let fixed = |b: &mut Lb, v: f64, n: &str| {
                 let t = Tensor::full(dt, shape.clone(), v).expect("small");
                 let name = format!("{}.{n}", b.base);
                 b.g.add_const(t, None, &name, &b.origin.clone())
@@ -700,8 +700,7 @@ pub fn lower(
                 nd + 2,
                 &format!("({}D data with batch and channels)", nd),
             )?;
-            let key = if nd == 1 { "size" } else { "size" };
-            let size = tuple(cfg, key, nd, Some(2))?;
+            let size = tuple(cfg, "size", nd, Some(2))?;
             upsample_nearest(b, x, &size, layout)
         }
         "LSTM" | "GRU" | "SimpleRNN" => {

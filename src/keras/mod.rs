@@ -876,6 +876,7 @@ impl Importer<'_> {
     }
 
     /// Lowers one call of a layer; records problems and returns None on failure.
+    #[allow(clippy::too_many_arguments)]
     fn call_layer(
         &mut self,
         l: &Value,
