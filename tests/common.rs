@@ -51,6 +51,8 @@ pub fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
         d <= tol,
         "{what}: max difference {d:e} relative to the reference's max magnitude exceeds {tol:e}"
     );
+    // Shown with --nocapture: how close forgec really is.
+    println!("{what}: max relative difference {d:.2e}");
 }
 
 /// A fresh scratch directory under the target dir.
