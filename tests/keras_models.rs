@@ -228,3 +228,71 @@ fn layer_zoo_runs_match_keras() {
         );
     }
 }
+
+#[test]
+fn run_reads_and_writes_npz_bundles() {
+    let d = scratch("npz_bundle");
+    let a = npy(&model_file("functional_two_in_two_out.input.input_a.npy"));
+    let b = npy(&model_file("functional_two_in_two_out.input.input_b.npy"));
+    let bundle = d.join("inputs.npz");
+    forgec_runtime::write_npz(&bundle, &[("input_b".into(), b), ("input_a".into(), a)]).unwrap();
+    let out_dir = d.join("out");
+    let model = model_file("functional_two_in_two_out.keras");
+    let out = forgec(&[
+        "run",
+        model.to_str().unwrap(),
+        "-i",
+        bundle.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--npz",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let outs = forgec_runtime::read_npz(&out_dir.join("outputs.npz")).unwrap();
+    let names: Vec<&str> = outs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["class_out", "bin_out"]);
+    for (n, t) in &outs {
+        assert_close(
+            t,
+            &npy(&model_file(&format!(
+                "functional_two_in_two_out.keras_out.{n}.npy"
+            ))),
+            1e-4,
+            n,
+        );
+    }
+}
+
+/// tf.keras 2 models made by scripts/gen_tfkeras_fixtures.py: nested and shared layers,
+/// Bidirectional and GRU weights, tf.keras's hard_sigmoid, from both of their files.
+#[test]
+fn tf_keras_models_match_tf_keras() {
+    for name in ["tf_nested_recurrent", "tf_conv"] {
+        let dir = fixtures().join("tfkeras");
+        for file in [
+            format!("{name}.tfkeras.json"),
+            format!("{name}.tfkeras.full.h5"),
+        ] {
+            let out_dir = scratch(&format!("tfk_{file}"));
+            let model = dir.join(&file);
+            let input = dir.join(format!("{name}.input.npy"));
+            let out = forgec(&[
+                "run",
+                model.to_str().unwrap(),
+                "-i",
+                input.to_str().unwrap(),
+                "-o",
+                out_dir.to_str().unwrap(),
+            ]);
+            assert_eq!(out.code, 0, "{file}: {}", out.stderr);
+            let m = load(&model, &LoadOptions::default()).unwrap();
+            let got = npy(&out_dir.join(format!("{}.npy", m.outputs[0].name)));
+            assert_close(
+                &got,
+                &npy(&dir.join(format!("{name}.keras_out.npy"))),
+                1e-4,
+                &file,
+            );
+        }
+    }
+}

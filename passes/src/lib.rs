@@ -16,10 +16,27 @@ use forgec_ir::Graph;
 /// Names of the passes [`run_pipeline`] knows.
 pub const PASSES: &[&str] = &["shape-inference", "strip-dropout", "dce"];
 
-/// Runs the named passes in order. Errors list every problem found.
+/// Runs the named passes in order. Errors list every problem found. In debug builds (and so
+/// in the tests) the verifier runs after every pass: a pass that breaks an invariant is named.
 pub fn run_pipeline(g: &mut Graph, passes: &[&str]) -> Result<(), Vec<String>> {
     for p in passes {
-        match *p {
+        run_one(g, p)?;
+        if cfg!(debug_assertions) {
+            let errs = forgec_ir::verify::verify(g);
+            if !errs.is_empty() {
+                return Err(errs
+                    .into_iter()
+                    .map(|e| format!("internal error: the graph is invalid after pass '{p}': {e}"))
+                    .collect());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_one(g: &mut Graph, p: &str) -> Result<(), Vec<String>> {
+    {
+        match p {
             "shape-inference" => shape::infer_shapes(g)
                 .map_err(|ds| ds.iter().map(|d| d.to_string()).collect::<Vec<_>>())?,
             "strip-dropout" => cleanup::strip_dropout(g),

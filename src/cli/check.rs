@@ -209,6 +209,47 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             l.from_logits = fl;
         }
     }
+    let source = if a.loss.is_some() {
+        "--loss"
+    } else {
+        "the model's compile config"
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for (out, l) in &losses {
+        if seen.insert(out.clone()) {
+            let logits = if l.from_logits {
+                ", from_logits=True"
+            } else {
+                ""
+            };
+            println!(
+                "note: output `{out}`: loss {}{logits} (from {source})",
+                l.name
+            );
+        }
+    }
+    if let Some(opt) = m
+        .compile
+        .as_ref()
+        .and_then(|c| c.get("optimizer").or_else(|| c.get("optimizer_config")))
+    {
+        let name = opt
+            .get("class_name")
+            .and_then(|v| v.as_str())
+            .or(opt.as_str())
+            .unwrap_or("?");
+        let name = name.trim_start_matches("Custom>");
+        let lr = opt
+            .get("config")
+            .and_then(|c| c.get("learning_rate"))
+            .and_then(|v| v.as_f64());
+        match lr {
+            Some(lr) => println!(
+                "note: optimizer {name}, learning rate {lr} (from the model's compile config)"
+            ),
+            None => println!("note: optimizer {name} (from the model's compile config)"),
+        }
+    }
     if losses.is_empty() {
         findings.push(Finding {
             severity: Severity::Warning,

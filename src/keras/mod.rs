@@ -866,6 +866,27 @@ impl Importer<'_> {
         None
     }
 
+    /// tf.keras numbers the calls of a nested model that was built on its own Input from 1:
+    /// its construction call is node 0 and is left out of the config.
+    fn node_offset(&self, l: &Value) -> usize {
+        if !self.legacy {
+            return 0;
+        }
+        match l.get("class_name").and_then(|c| c.as_str()) {
+            Some("Functional" | "Model") => 1,
+            Some("Sequential") => {
+                let first = l
+                    .get("config")
+                    .and_then(|c| c.get("layers"))
+                    .and_then(|ls| ls.get(0))
+                    .and_then(|f| f.get("class_name"))
+                    .and_then(|c| c.as_str());
+                usize::from(first == Some("InputLayer"))
+            }
+            _ => 0,
+        }
+    }
+
     /// Reports an unsupported layer without lowering it (after an earlier failure).
     fn check_supported(&mut self, l: &Value, place: &str) {
         let class = l.get("class_name").and_then(|c| c.as_str()).unwrap_or("?");
@@ -1176,7 +1197,7 @@ impl Importer<'_> {
                 if refs.len() > 1 {
                     sequential_like = false;
                 }
-                calls.push((i, ni, refs));
+                calls.push((i, ni + self.node_offset(l), refs));
             }
         }
         if input_refs.len() > 1 || output_refs.len() > 1 {
@@ -1234,8 +1255,9 @@ impl Importer<'_> {
                     .map(|r| format!("{}[{}][{}]", r.0, r.1, r.2))
                     .collect();
                 self.problem(format!(
-                    "{disp}: {}.config.layers[{li}].inbound_nodes[{ni}]: layer `{}` reads {} which no layer makes",
+                    "{disp}: {}.config.layers[{li}].inbound_nodes[{}]: layer `{}` reads {} which no layer makes",
                     scope.json_path,
+                    ni - self.node_offset(&layers[*li]),
                     layer_name(&layers[*li]),
                     missing.join(", ")
                 ));
