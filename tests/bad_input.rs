@@ -308,3 +308,33 @@ fn onnx_is_refused_clearly_for_now() {
         &["ONNX import is not available yet"],
     );
 }
+
+#[test]
+fn absurd_sizes_are_refused_before_allocating() {
+    let d = scratch("bad_absurd");
+    let mut j = read_json("mlp_binary.json");
+    j["config"]["layers"][1]["config"]["units"] = serde_json::json!(1u64 << 40);
+    let f = d.join("m.json");
+    std::fs::write(&f, j.to_string()).unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &["Dense `dense`", "over 2^31 elements"],
+    );
+    // A RepeatVector of 2^40 copies has no weights: the interpreter refuses it at run time.
+    let mut j = read_json("mlp_binary.json");
+    let layers = j["config"]["layers"].as_array_mut().unwrap();
+    layers.push(serde_json::json!({"class_name": "RepeatVector", "config": {"name": "rep", "n": 1u64 << 40}}));
+    layers.push(serde_json::json!({"class_name": "Flatten", "config": {"name": "fl"}}));
+    let f = d.join("r.json");
+    std::fs::write(&f, j.to_string()).unwrap();
+    std::fs::copy(model_file("mlp_binary.weights.h5"), d.join("r.weights.h5")).unwrap();
+    let out = forgec(&[
+        "run",
+        s(&f),
+        "-i",
+        s(&model_file("mlp_binary.input.npy")),
+        "-o",
+        s(&d),
+    ]);
+    fails_with(&out, &["RepeatVector `rep`", "over 2^31 elements"]);
+}

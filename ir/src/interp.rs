@@ -352,6 +352,17 @@ fn eval(node: &Node, ins: &[&Tensor]) -> R<Vec<Tensor>> {
     let oshape = ot
         .known_shape()
         .expect("concrete inputs give concrete outputs");
+    // The interpreter works in f64: refuse results it cannot hold instead of aborting.
+    const MAX_ELEMS: usize = 1 << 31;
+    for t in &out_ty {
+        let shape = t.known_shape().expect("concrete");
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n.is_none_or(|n| n > MAX_ELEMS) {
+            return Err(format!(
+                "the result would have shape {shape:?}, over 2^31 elements: too large for the reference interpreter"
+            ));
+        }
+    }
     let one = |t: Tensor| Ok(vec![t]);
     match &node.op {
         Op::Const { value, .. } => one(value.clone()),

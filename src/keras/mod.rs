@@ -489,6 +489,17 @@ impl LayerCx for Importer<'_> {
                 "a shared layer asks for other weights on a later call".to_string()
             });
         }
+        // Guard against absurd configs before any allocation.
+        const MAX_WEIGHT_ELEMS: usize = 1 << 31;
+        for s in specs {
+            let n = s.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if n.is_none_or(|n| n > MAX_WEIGHT_ELEMS) {
+                return Err(format!(
+                    "weight `{}` would have shape {:?}, over 2^31 elements: the layer's config is not plausible",
+                    s.name, s.shape
+                ));
+            }
+        }
         let mut out = Vec::new();
         let mut errs = Vec::new();
         for s in specs {
