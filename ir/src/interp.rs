@@ -476,26 +476,21 @@ fn eval(node: &Node, ins: &[&Tensor]) -> R<Vec<Tensor>> {
         Op::Concat { axis } => {
             let outer = numel(&oshape[..*axis]);
             let inner = numel(&oshape[axis + 1..]);
+            let widths: Vec<usize> = ins.iter().map(|t| t.shape()[*axis] * inner).collect();
             if ot.dtype.is_float() {
                 let parts: Vec<Vec<f64>> = ins.iter().map(|t| t.to_f64_vec()).collect();
-                let mut out = Vec::with_capacity(numel(&oshape));
-                for o in 0..outer {
-                    for (t, p) in ins.iter().zip(&parts) {
-                        let w = t.shape()[*axis] * inner;
-                        out.extend_from_slice(&p[o * w..(o + 1) * w]);
-                    }
-                }
-                one(float_t(ot.dtype, oshape, &out)?)
+                one(float_t(
+                    ot.dtype,
+                    oshape,
+                    &interleave(&parts, &widths, outer),
+                )?)
             } else {
                 let parts: Vec<Vec<i64>> = ins.iter().map(|t| t.to_i64_vec()).collect();
-                let mut out = Vec::with_capacity(numel(&oshape));
-                for o in 0..outer {
-                    for (t, p) in ins.iter().zip(&parts) {
-                        let w = t.shape()[*axis] * inner;
-                        out.extend_from_slice(&p[o * w..(o + 1) * w]);
-                    }
-                }
-                one(int_t(ot.dtype, oshape, &out)?)
+                one(int_t(
+                    ot.dtype,
+                    oshape,
+                    &interleave(&parts, &widths, outer),
+                )?)
             }
         }
         Op::Slice {
@@ -622,6 +617,17 @@ fn eval(node: &Node, ins: &[&Tensor]) -> R<Vec<Tensor>> {
         Op::LayerNorm { axes, epsilon } => one(layer_norm(ins, axes, *epsilon, ot.dtype, oshape)?),
         Op::Rnn(r) => one(rnn(r, ins, ot.dtype, oshape)?),
     }
+}
+
+/// Concatenation: for each of `outer` rows, `widths[k]` elements of each part in turn.
+fn interleave<T: Copy>(parts: &[Vec<T>], widths: &[usize], outer: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for o in 0..outer {
+        for (p, &w) in parts.iter().zip(widths) {
+            out.extend_from_slice(&p[o * w..(o + 1) * w]);
+        }
+    }
+    out
 }
 
 /// Iterates the multi-indices of `shape` in row-major order.

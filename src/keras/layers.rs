@@ -145,6 +145,26 @@ fn data_format(cfg: &Value) -> R<Layout> {
     }
 }
 
+/// For an N-d layer (`Conv2D`, `Cropping1D`, ...): N from the class name, the data layout
+/// (channels_last unless the config says otherwise), and a check that `x` has rank N + 2.
+fn spatial_setup(b: &Lb, x: ValueId, class: &str, cfg: &Value) -> R<(usize, Layout)> {
+    let nd = class
+        .trim_end_matches("Transpose")
+        .chars()
+        .rev()
+        .nth(1)
+        .and_then(|c| c.to_digit(10))
+        .ok_or_else(|| format!("{class} has no dimension in its name"))? as usize;
+    let layout = data_format(cfg)?;
+    check_rank(
+        b,
+        x,
+        nd + 2,
+        &format!("({nd}D data with batch and channels)"),
+    )?;
+    Ok((nd, layout))
+}
+
 fn spatial_dims(b: &Lb, x: ValueId, layout: Layout) -> Vec<Dim> {
     let s = &b.g.ty(x).shape;
     match layout {
@@ -327,28 +347,19 @@ pub fn lower(
         }
         "Conv1D" | "Conv2D" | "Conv3D" | "Conv1DTranspose" | "Conv2DTranspose"
         | "Conv3DTranspose" => {
-            let nd = class.as_bytes()[4] as usize - b'0' as usize;
             let transpose = class.ends_with("Transpose");
-            conv(cx, b, cfg, x, nd, transpose)
+            conv(cx, b, class, cfg, x, transpose)
         }
         "DepthwiseConv1D" | "DepthwiseConv2D" | "SeparableConv1D" | "SeparableConv2D" => {
-            let nd = if class.contains("1D") { 1 } else { 2 };
-            depthwise(cx, b, cfg, x, nd, class.starts_with("Separable"))
+            depthwise(cx, b, class, cfg, x, class.starts_with("Separable"))
         }
         c if c.starts_with("MaxPooling") || c.starts_with("AveragePooling") => {
-            let nd = c.as_bytes()[c.len() - 2] as usize - b'0' as usize;
+            let (nd, layout) = spatial_setup(b, x, c, cfg)?;
             let kind = if c.starts_with("Max") {
                 PoolKind::Max
             } else {
                 PoolKind::Avg
             };
-            let layout = data_format(cfg)?;
-            check_rank(
-                b,
-                x,
-                nd + 2,
-                &format!("({}D data with batch and channels)", nd),
-            )?;
             let window = tuple(cfg, "pool_size", nd, Some(2))?;
             let strides = match get(cfg, "strides") {
                 None => window.clone(),
@@ -368,14 +379,7 @@ pub fn lower(
             one(b.op(Op::Pool(p), &[x], "pool")?)
         }
         c if c.starts_with("GlobalAveragePooling") || c.starts_with("GlobalMaxPooling") => {
-            let nd = c.as_bytes()[c.len() - 2] as usize - b'0' as usize;
-            let layout = data_format(cfg)?;
-            check_rank(
-                b,
-                x,
-                nd + 2,
-                &format!("({}D data with batch and channels)", nd),
-            )?;
+            let (nd, layout) = spatial_setup(b, x, c, cfg)?;
             let axes: Vec<usize> = match layout {
                 Layout::ChannelsLast => (1..=nd).collect(),
                 Layout::ChannelsFirst => (2..nd + 2).collect(),
@@ -620,23 +624,12 @@ pub fn lower(
             one(b.op(Op::Gather { axis: 0 }, &[ws[0], idx], "lookup")?)
         }
         c if c.starts_with("ZeroPadding") || c.starts_with("Cropping") => {
-            let nd = c.as_bytes()[c.len() - 2] as usize - b'0' as usize;
+            let (nd, layout) = spatial_setup(b, x, c, cfg)?;
             let key = if c.starts_with("Zero") {
                 "padding"
             } else {
                 "cropping"
             };
-            let layout = if nd == 1 {
-                Layout::ChannelsLast
-            } else {
-                data_format(cfg)?
-            };
-            check_rank(
-                b,
-                x,
-                nd + 2,
-                &format!("({}D data with batch and channels)", nd),
-            )?;
             let pairs = pad_pairs(cfg, key, nd)?;
             let r = nd + 2;
             let first = if layout == Layout::ChannelsLast { 1 } else { 2 };
@@ -682,24 +675,13 @@ pub fn lower(
             }
         }
         c if c.starts_with("UpSampling") => {
-            let nd = c.as_bytes()[c.len() - 2] as usize - b'0' as usize;
             let interp = str_or(cfg, "interpolation", "nearest")?;
             if interp != "nearest" {
                 return Err(format!(
                     "interpolation='{interp}' is not supported yet (only 'nearest')"
                 ));
             }
-            let layout = if nd == 1 {
-                Layout::ChannelsLast
-            } else {
-                data_format(cfg)?
-            };
-            check_rank(
-                b,
-                x,
-                nd + 2,
-                &format!("({}D data with batch and channels)", nd),
-            )?;
+            let (nd, layout) = spatial_setup(b, x, c, cfg)?;
             let size = tuple(cfg, "size", nd, Some(2))?;
             upsample_nearest(b, x, &size, layout)
         }
@@ -763,18 +745,12 @@ fn pad_pairs(cfg: &Value, key: &str, nd: usize) -> R<Vec<(usize, usize)>> {
 fn conv(
     cx: &mut dyn LayerCx,
     b: &mut Lb,
+    class: &str,
     cfg: &Value,
     x: ValueId,
-    nd: usize,
     transpose: bool,
 ) -> R<Vec<ValueId>> {
-    let layout = data_format(cfg)?;
-    check_rank(
-        b,
-        x,
-        nd + 2,
-        &format!("({}D data with batch and channels)", nd),
-    )?;
+    let (nd, layout) = spatial_setup(b, x, class, cfg)?;
     let filters = usize_req(cfg, "filters")?;
     let k = tuple(cfg, "kernel_size", nd, None)?;
     let strides = tuple(cfg, "strides", nd, Some(1))?;
@@ -884,18 +860,12 @@ fn conv(
 fn depthwise(
     cx: &mut dyn LayerCx,
     b: &mut Lb,
+    class: &str,
     cfg: &Value,
     x: ValueId,
-    nd: usize,
     separable: bool,
 ) -> R<Vec<ValueId>> {
-    let layout = data_format(cfg)?;
-    check_rank(
-        b,
-        x,
-        nd + 2,
-        &format!("({}D data with batch and channels)", nd),
-    )?;
+    let (nd, layout) = spatial_setup(b, x, class, cfg)?;
     let k = tuple(cfg, "kernel_size", nd, None)?;
     let strides = tuple(cfg, "strides", nd, Some(1))?;
     let dil = tuple(cfg, "dilation_rate", nd, Some(1))?;
