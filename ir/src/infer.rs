@@ -572,13 +572,10 @@ pub fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             s.extend(x.shape[axis + 1..].iter().cloned());
             one(TensorType::new(x.dtype, s))
         }
-        Op::Broadcast { shape } => {
-            let target: Vec<Dim> = shape.iter().map(|&d| Dim::Known(d)).collect();
-            one(TensorType::new(
-                ins[0].dtype,
-                broadcast_shapes(&ins[0].shape, &target)?,
-            ))
-        }
+        Op::Broadcast { shape } => one(TensorType::new(
+            ins[0].dtype,
+            broadcast_shapes(&ins[0].shape, shape)?,
+        )),
         Op::BatchNorm { axis, .. } => {
             let x = &ins[0];
             need_float(x, "the input")?;

@@ -2,7 +2,7 @@
 //! over speed: floats are computed in f64 and rounded to the result's element type per op.
 //! It is the oracle that passes and code generators are tested against.
 
-use crate::graph::{Graph, Node, ValueId};
+use crate::graph::{Graph, ValueId};
 use crate::infer::{infer, slice_range};
 use crate::op::*;
 use crate::types::{Dim, TensorType};
@@ -284,8 +284,18 @@ pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>, Interp
     }
     for node in &g.nodes {
         let ins: Vec<&Tensor> = node.inputs.iter().map(|i| &env[i]).collect();
-        let outs = eval(node, &ins)
-            .map_err(|e| InterpError(format!("{} ({}): {e}", node.origin, node.op.name())))?;
+        let where_ = || format!("{} ({})", node.origin, node.op.name());
+        let bound;
+        let op = if node.op.has_symbolic_attrs() {
+            bound = node
+                .op
+                .bind_symbols(&syms)
+                .map_err(|e| InterpError(format!("{}: {e}", where_())))?;
+            &bound
+        } else {
+            &node.op
+        };
+        let outs = eval_op(op, &ins).map_err(|e| InterpError(format!("{}: {e}", where_())))?;
         for (id, t) in node.outputs.iter().zip(outs) {
             env.insert(*id, t);
         }
@@ -342,12 +352,17 @@ pub fn check_input(
     Ok(())
 }
 
-fn eval(node: &Node, ins: &[&Tensor]) -> R<Vec<Tensor>> {
+/// Evaluates one op on concrete tensors (symbolic attributes must be bound first). Used by
+/// `run`, and by importers to fold constants.
+pub fn eval_op(op: &Op, ins: &[&Tensor]) -> R<Vec<Tensor>> {
+    if op.has_symbolic_attrs() {
+        return Err(format!("{} has unbound symbolic dims", op.name()));
+    }
     let types: Vec<TensorType> = ins
         .iter()
         .map(|t| TensorType::known(t.dtype(), t.shape()))
         .collect();
-    let out_ty = infer(&node.op, &types)?;
+    let out_ty = infer(op, &types)?;
     let ot = &out_ty[0];
     let oshape = ot
         .known_shape()
@@ -364,7 +379,7 @@ fn eval(node: &Node, ins: &[&Tensor]) -> R<Vec<Tensor>> {
         }
     }
     let one = |t: Tensor| Ok(vec![t]);
-    match &node.op {
+    match op {
         Op::Const { value, .. } => one(value.clone()),
         Op::Unary(u) => {
             let x = ins[0];

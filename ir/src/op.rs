@@ -1,7 +1,9 @@
 //! The op set. Each op is one idea at the level that linalg/tensor express well, and each has a
 //! derivative (the autodiff pass will need one rule per op).
 
+use crate::types::Dim;
 use forgec_runtime::{DType, Tensor};
+use std::collections::HashMap;
 
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident { $($v:ident = $s:literal),* $(,)? }) => {
@@ -175,8 +177,9 @@ pub enum Op {
         axis: usize,
     },
     /// NumPy broadcast of the input against `shape` (ONNX Expand: a 1 keeps the input dim).
+    /// Symbolic dims (the batch) take their size from the graph inputs at run time.
     Broadcast {
-        shape: Vec<usize>,
+        shape: Vec<Dim>,
     },
     /// Inference-form batch normalization. Inputs: x, gamma, beta, moving_mean, moving_var,
     /// each of the size of x's `axis`.
@@ -194,6 +197,31 @@ pub enum Op {
         rate: f64,
     },
     Rnn(RnnAttrs),
+}
+
+impl Op {
+    /// The op with its symbolic attribute dims replaced by their sizes (for running it).
+    pub fn bind_symbols(&self, syms: &HashMap<String, usize>) -> Result<Op, String> {
+        match self {
+            Op::Broadcast { shape } => Ok(Op::Broadcast {
+                shape: shape
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Sym(s) => syms.get(s).map(|&n| Dim::Known(n)).ok_or_else(|| {
+                            format!("the size of `{s}` is not known: no graph input has it")
+                        }),
+                        d => Ok(d.clone()),
+                    })
+                    .collect::<Result<_, _>>()?,
+            }),
+            op => Ok(op.clone()),
+        }
+    }
+
+    /// Whether an attribute holds a symbolic dim.
+    pub fn has_symbolic_attrs(&self) -> bool {
+        matches!(self, Op::Broadcast { shape } if shape.iter().any(|d| d.known().is_none()))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,6 +290,8 @@ pub enum Attr {
     Ident(String),
     Ints(Vec<i64>),
     Floats(Vec<f64>),
+    /// A shape whose entries may be symbols: `[batch, 32]`.
+    Dims(Vec<Dim>),
 }
 
 fn ints<T: Copy + Into<i64>>(v: &[T]) -> Attr {
@@ -339,7 +369,7 @@ impl Op {
                 ("value", Float(*value)),
             ],
             Op::Gather { axis } => vec![("axis", Int(*axis as i64))],
-            Op::Broadcast { shape } => vec![("shape", usizes(shape))],
+            Op::Broadcast { shape } => vec![("shape", Attr::Dims(shape.clone()))],
             Op::BatchNorm { axis, epsilon } => {
                 vec![("axis", Int(*axis as i64)), ("epsilon", Float(*epsilon))]
             }
@@ -437,7 +467,7 @@ impl Op {
                     axis: a.usize("axis")?,
                 },
                 "broadcast" => Op::Broadcast {
-                    shape: a.usizes("shape")?,
+                    shape: a.dims("shape")?,
                 },
                 "batch_norm" => Op::BatchNorm {
                     axis: a.usize("axis")?,
@@ -506,6 +536,20 @@ impl AttrReader<'_> {
             return Err(format!("attribute '{k}' must hold (begin, end) pairs"));
         }
         Ok(v.chunks(2).map(|c| (c[0], c[1])).collect())
+    }
+    fn dims(&self, k: &str) -> Result<Vec<Dim>, String> {
+        match self.get(k)? {
+            Attr::Dims(v) => Ok(v.clone()),
+            Attr::Ints(v) => v
+                .iter()
+                .map(|&x| {
+                    usize::try_from(x)
+                        .map(Dim::Known)
+                        .map_err(|_| format!("attribute '{k}' must not be negative"))
+                })
+                .collect(),
+            _ => Err(format!("attribute '{k}' must be a list of dims")),
+        }
     }
     fn usize(&self, k: &str) -> Result<usize, String> {
         match self.get(k)? {

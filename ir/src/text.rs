@@ -62,6 +62,13 @@ fn fmt_attr(a: &Attr) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        Attr::Dims(v) => format!(
+            "[{}]",
+            v.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Attr::Floats(v) => format!(
             "[{}]",
             v.iter().map(|x| fmt_f64(*x)).collect::<Vec<_>>().join(", ")
@@ -375,7 +382,8 @@ impl Lexer {
             let at = self.at();
             items.push(match self.next()? {
                 Tok::Num(n) => n,
-                Tok::Word(w) if matches!(w.as_str(), "true" | "false" | "inf" | "NaN") => w,
+                // Other words are symbolic dims, kept for a `Dims` attribute.
+                Tok::Word(w) => w,
                 t => return Err(format!("{at}: expected a number, found {t:?}")),
             });
             if self.eat(']') {
@@ -390,7 +398,25 @@ impl Lexer {
         match self.peek() {
             Some(Tok::P('[')) => {
                 let items = self.raw_list()?;
-                if items.iter().all(|s| s.parse::<i64>().is_ok()) {
+                let is_sym = |s: &String| {
+                    s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                        && !matches!(s.as_str(), "true" | "false" | "inf" | "NaN")
+                };
+                if items.iter().any(is_sym) {
+                    items
+                        .iter()
+                        .map(|s| {
+                            if is_sym(s) {
+                                Ok(Dim::Sym(s.clone()))
+                            } else {
+                                s.parse::<usize>()
+                                    .map(Dim::Known)
+                                    .map_err(|_| format!("{at}: bad dim '{s}'"))
+                            }
+                        })
+                        .collect::<Result<_, _>>()
+                        .map(Attr::Dims)
+                } else if items.iter().all(|s| s.parse::<i64>().is_ok()) {
                     Ok(Attr::Ints(
                         items.iter().map(|s| s.parse().unwrap()).collect(),
                     ))

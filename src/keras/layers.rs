@@ -339,7 +339,7 @@ pub fn lower(
             )?;
             one(b.op(
                 Op::Broadcast {
-                    shape: vec![1, n, 1],
+                    shape: vec![Dim::Known(1), Dim::Known(n), Dim::Known(1)],
                 },
                 &[r],
                 "repeat",
@@ -1160,7 +1160,8 @@ fn upsample_nearest(b: &mut Lb, x: ValueId, size: &[usize], layout: Layout) -> R
         }
     }
     let e = b.op(Op::Reshape { shape: expanded }, &[x], "upsample_expand")?;
-    let r = b.op(Op::Broadcast { shape: bshape }, &[e], "upsample_repeat")?;
+    let shape = bshape.into_iter().map(Dim::Known).collect();
+    let r = b.op(Op::Broadcast { shape }, &[e], "upsample_repeat")?;
     Ok(vec![b.op(Op::Reshape { shape: out }, &[r], "upsample")?])
 }
 
