@@ -302,14 +302,6 @@ fn embedding_index_out_of_range_names_the_layer() {
 }
 
 #[test]
-fn onnx_is_refused_clearly_for_now() {
-    fails_with(
-        &forgec(&["summary", s(&model_file("mlp_binary.onnx"))]),
-        &["ONNX import is not available yet"],
-    );
-}
-
-#[test]
 fn absurd_sizes_are_refused_before_allocating() {
     let d = scratch("bad_absurd");
     let mut j = read_json("mlp_binary.json");

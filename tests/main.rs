@@ -6,3 +6,4 @@ mod bad_input;
 mod check;
 mod golden;
 mod keras_models;
+mod onnx_models;

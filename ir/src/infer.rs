@@ -266,13 +266,21 @@ fn reshape(x: &TensorType, shape: &[i64]) -> R<Vec<Dim>> {
             }
         }
     }
+    let out_known: usize = out.iter().flatten().filter_map(Dim::known).product();
     if !in_syms.is_empty() {
+        // One symbol not copied in place may move to the -1 entry when the known factors
+        // agree: the -1 dim is then exactly that symbol.
+        if let (Some(i), [sym]) = (infer_at, in_syms.as_slice()) {
+            if in_known == out_known {
+                out[i] = Some((*sym).clone());
+                return Ok(out.into_iter().map(|d| d.expect("filled")).collect());
+            }
+        }
         return Err(format!(
             "the symbolic dim `{}` cannot be regrouped into a fixed shape",
             in_syms[0]
         ));
     }
-    let out_known: usize = out.iter().flatten().filter_map(Dim::known).product();
     match infer_at {
         Some(i) => {
             if out_known == 0 || !in_known.is_multiple_of(out_known) {

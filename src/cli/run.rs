@@ -62,8 +62,8 @@ pub fn cmd(
         allow_missing_weights: false,
         input_shape: None,
     };
-    let m = crate::load_model(model, &opts).map_err(|e| UserError::new(e.to_string()))?;
-    let mut g = m.graph;
+    let m = crate::load_any(model, &opts).map_err(|e| UserError::new(e.to_string()))?;
+    let mut g = m.into_graph();
     forgec_passes::run_pipeline(&mut g, &["strip-dropout", "dce"])
         .map_err(|e| UserError::new(e.join("\n")))?;
     let names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();

@@ -10,7 +10,17 @@ pub fn cmd(model: &Path, weights: Option<PathBuf>, ir: bool) -> Result<i32, User
         allow_missing_weights: true,
         input_shape: None,
     };
-    let m = crate::load_model(model, &opts).map_err(|e| UserError::new(e.to_string()))?;
+    let m = match crate::load_any(model, &opts).map_err(|e| UserError::new(e.to_string()))? {
+        crate::Model::Keras(m) => m,
+        crate::Model::Onnx(m) => {
+            print!("{}", render_onnx(&m));
+            if ir {
+                println!();
+                print!("{}", forgec_ir::text::print_with(&m.graph, Some(16)));
+            }
+            return Ok(0);
+        }
+    };
     print!("{}", render(&m));
     if !m.has_weights {
         println!("(no weights file was found: the counts come from the layer configs)");
@@ -196,6 +206,47 @@ pub fn render(m: &KerasModel) -> String {
         " Non-trainable params: {} ({})\n",
         thousands(nt),
         readable_size(ntb)
+    ));
+    out
+}
+
+/// An ONNX model: producer, opset, inputs and outputs with symbolic dims, op table, params.
+pub fn render_onnx(m: &crate::onnx::OnnxModel) -> String {
+    let g = &m.graph;
+    let mut out = format!(
+        "Model: \"{}\" (ONNX IR version {}, opset {}, from {})\n",
+        g.name,
+        m.ir_version,
+        m.opset,
+        if m.producer.is_empty() {
+            "an unknown producer"
+        } else {
+            &m.producer
+        }
+    );
+    out.push_str("Inputs:\n");
+    for &i in &g.inputs {
+        out.push_str(&format!("  {}: {}\n", g.value(i).name, g.ty(i)));
+    }
+    out.push_str("Outputs:\n");
+    for &o in &g.outputs {
+        out.push_str(&format!("  {}: {}\n", g.value(o).name, g.ty(o)));
+    }
+    let w = m
+        .op_counts
+        .keys()
+        .map(|k| k.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    out.push_str(&format!("{:<w$}  {:>5}\n", "Op type", "Count"));
+    for (op, n) in &m.op_counts {
+        out.push_str(&format!("{op:<w$}  {n:>5}\n"));
+    }
+    out.push_str(&format!(
+        " Total params: {} ({})\n",
+        thousands(m.params),
+        readable_size(m.param_bytes)
     ));
     out
 }

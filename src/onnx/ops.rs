@@ -1,0 +1,1910 @@
+//! ONNX ops lowered to IR ops, by the rules of the model's opset.
+
+use super::{proto, Cx, Val};
+use forgec_ir::{
+    Activation, BinaryOp as B, ConvAttrs, DType, Dim, Layout, Op, Origin, PadMode, PoolAttrs,
+    PoolKind, ReduceKind, RnnAttrs, RnnCell, Tensor, UnaryOp as U, ValueId,
+};
+use onnx_protobuf::{AttributeProto, NodeProto};
+
+type R<T> = Result<T, String>;
+
+/// The default-domain op types forgec imports.
+pub const SUPPORTED: &[&str] = &[
+    "Abs",
+    "Acosh",
+    "Add",
+    "And",
+    "Asinh",
+    "Atanh",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "CastLike",
+    "Ceil",
+    "Celu",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "Cos",
+    "Cosh",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "GRU",
+    "Gather",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Greater",
+    "GreaterOrEqual",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
+    "LSTM",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "LogSoftmax",
+    "LpNormalization",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Mean",
+    "Min",
+    "Mish",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "PRelu",
+    "Pad",
+    "Pow",
+    "RNN",
+    "Range",
+    "Reciprocal",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "Relu",
+    "Reshape",
+    "Round",
+    "Selu",
+    "Shape",
+    "Shrink",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Size",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Softsign",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tan",
+    "Tanh",
+    "ThresholdedRelu",
+    "Tile",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+    "Xor",
+];
+
+fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+
+fn ai(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map(|a| a.i).unwrap_or(default)
+}
+
+fn af(n: &NodeProto, name: &str, default: f64) -> f64 {
+    attr(n, name).map(|a| a.f as f64).unwrap_or(default)
+}
+
+fn aints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+
+fn astr(n: &NodeProto, name: &str) -> Option<String> {
+    attr(n, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+}
+
+fn norm_axis(a: i64, rank: usize) -> R<usize> {
+    let r = rank as i64;
+    let v = if a < 0 { a + r } else { a };
+    if (0..r).contains(&v) {
+        Ok(v as usize)
+    } else {
+        Err(format!("axis {a} is out of range for rank {rank}"))
+    }
+}
+
+struct L<'c, 'a> {
+    cx: &'c mut Cx<'a>,
+    n: &'c NodeProto,
+    o: &'c Origin,
+}
+
+impl L<'_, '_> {
+    fn has(&self, k: usize) -> bool {
+        self.n.input.get(k).is_some_and(|s| !s.is_empty())
+    }
+
+    fn val(&self, k: usize) -> R<Val> {
+        let name = self
+            .n
+            .input
+            .get(k)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("input {k} is missing"))?;
+        self.cx
+            .val(name)
+            .ok_or_else(|| format!("input `{name}` is not defined"))
+    }
+
+    /// Input `k` as a graph value.
+    fn t(&mut self, k: usize) -> R<ValueId> {
+        let v = self.val(k)?;
+        self.cx.materialize(v, self.o)
+    }
+
+    /// Input `k`'s constant value, if it is a constant (a symbolic shape vector is not).
+    fn konst(&mut self, k: usize) -> R<Option<Tensor>> {
+        if !self.has(k) {
+            return Ok(None);
+        }
+        match self.val(k)? {
+            Val::T(id) => Ok(self.cx.const_of(id).cloned()),
+            Val::Shape { .. } => Ok(None),
+        }
+    }
+
+    fn konst_req(&mut self, k: usize, what: &str) -> R<Tensor> {
+        self.konst(k)?
+            .ok_or_else(|| format!("the {what} (input {k}) must be a constant"))
+    }
+
+    fn ints_input(&mut self, k: usize, what: &str) -> R<Option<Vec<i64>>> {
+        if !self.has(k) {
+            return Ok(None);
+        }
+        Ok(Some(self.konst_req(k, what)?.to_i64_vec()))
+    }
+
+    /// Input `k` as a shape: constant ints or a symbolic shape vector.
+    fn dims_input(&mut self, k: usize) -> R<Vec<Dim>> {
+        match self.val(k)? {
+            Val::Shape { dims, .. } => Ok(dims),
+            Val::T(id) => {
+                let t = self
+                    .cx
+                    .const_of(id)
+                    .cloned()
+                    .ok_or("the shape input must be a constant or computed from shapes")?;
+                t.to_i64_vec()
+                    .into_iter()
+                    .map(|v| {
+                        if v < 0 {
+                            Err(format!("negative size {v}"))
+                        } else {
+                            Ok(Dim::Known(v as usize))
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The shape vector of input `k` with -1 / 0 entries allowed (Reshape).
+    fn reshape_target(&mut self, k: usize) -> R<Vec<Result<i64, Dim>>> {
+        match self.val(k)? {
+            Val::Shape { dims, .. } => Ok(dims
+                .into_iter()
+                .map(|d| match d {
+                    Dim::Known(n) => Ok(n as i64),
+                    s => Err(s),
+                })
+                .collect()),
+            Val::T(_) => Ok(self
+                .konst_req(k, "shape")?
+                .to_i64_vec()
+                .into_iter()
+                .map(Ok)
+                .collect()),
+        }
+    }
+
+    fn op(&mut self, op: Op, ins: &[ValueId]) -> R<ValueId> {
+        self.cx.op(op, ins, self.o)
+    }
+
+    fn un(&mut self, u: U, x: ValueId) -> R<ValueId> {
+        self.op(Op::Unary(u), &[x])
+    }
+
+    fn bin(&mut self, b: B, x: ValueId, y: ValueId) -> R<ValueId> {
+        self.op(Op::Binary(b), &[x, y])
+    }
+
+    fn scalar(&mut self, v: f64, like: ValueId) -> ValueId {
+        let dt = self.cx.ty(like).dtype;
+        let t = Tensor::from_f64_values(dt, vec![], &[v]).expect("a scalar");
+        self.cx.literal(t, self.o)
+    }
+
+    fn bin_s(&mut self, b: B, x: ValueId, v: f64) -> R<ValueId> {
+        let c = self.scalar(v, x);
+        self.bin(b, x, c)
+    }
+
+    fn select(&mut self, c: ValueId, a: ValueId, b: ValueId) -> R<ValueId> {
+        self.op(Op::Select, &[c, a, b])
+    }
+
+    fn rank(&self, x: ValueId) -> usize {
+        self.cx.ty(x).rank()
+    }
+
+    fn dims(&self, x: ValueId) -> Vec<Dim> {
+        self.cx.ty(x).shape.clone()
+    }
+
+    /// Reshapes to `target` (dims of the result). A symbol stays where it is (0) or, alone,
+    /// moves (-1).
+    fn reshape_to(&mut self, x: ValueId, target: &[Dim]) -> R<ValueId> {
+        let src = self.dims(x);
+        if src == target {
+            return Ok(x);
+        }
+        let mut spec = Vec::with_capacity(target.len());
+        let mut inferred = false;
+        for (i, d) in target.iter().enumerate() {
+            match d {
+                Dim::Known(0) => return Err("reshaping to a zero-size dim is not supported".into()),
+                Dim::Known(n) => spec.push(*n as i64),
+                Dim::Sym(_) if src.get(i) == Some(d) => spec.push(0),
+                Dim::Sym(s) => {
+                    if inferred {
+                        return Err(format!(
+                            "cannot move two symbolic dims (`{s}` and another) in one reshape"
+                        ));
+                    }
+                    inferred = true;
+                    spec.push(-1);
+                }
+            }
+        }
+        self.op(Op::Reshape { shape: spec }, &[x])
+    }
+
+    fn axes(&mut self, attr_name: &str, input: usize, since: i64) -> R<Option<Vec<i64>>> {
+        if self.cx.opset >= since {
+            self.ints_input(input, "axes")
+        } else {
+            Ok(aints(self.n, attr_name))
+        }
+    }
+}
+
+/// Lowers one node; returns its outputs in order.
+pub(crate) fn lower(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
+    let mut l = L { cx, n, o };
+    let opset = l.cx.opset;
+    let one = |v: ValueId| Ok(vec![Val::T(v)]);
+    let unary = match n.op_type.as_str() {
+        "Abs" => Some(U::Abs),
+        "Neg" => Some(U::Neg),
+        "Exp" => Some(U::Exp),
+        "Log" => Some(U::Log),
+        "Sqrt" => Some(U::Sqrt),
+        "Reciprocal" => Some(U::Reciprocal),
+        "Tanh" => Some(U::Tanh),
+        "Sigmoid" => Some(U::Sigmoid),
+        "Relu" => Some(U::Relu),
+        "Erf" => Some(U::Erf),
+        "Sin" => Some(U::Sin),
+        "Cos" => Some(U::Cos),
+        "Floor" => Some(U::Floor),
+        "Ceil" => Some(U::Ceil),
+        "Round" => Some(U::Round),
+        "Sign" => Some(U::Sign),
+        "Not" => Some(U::Not),
+        "Softplus" => Some(U::Softplus),
+        _ => None,
+    };
+    if let Some(u) = unary {
+        let x = l.t(0)?;
+        return one(l.un(u, x)?);
+    }
+    let binary = match n.op_type.as_str() {
+        "Add" => Some(B::Add),
+        "Sub" => Some(B::Sub),
+        "Mul" => Some(B::Mul),
+        "Div" => Some(B::Div),
+        "Equal" => Some(B::Eq),
+        "Less" => Some(B::Lt),
+        "LessOrEqual" => Some(B::Le),
+        "Greater" => Some(B::Gt),
+        "GreaterOrEqual" => Some(B::Ge),
+        "And" => Some(B::And),
+        "Or" => Some(B::Or),
+        "Xor" => Some(B::Ne),
+        _ => None,
+    };
+    if let Some(b) = binary {
+        // Shape vectors: element-wise arithmetic with constants stays symbolic-free only if known.
+        let x = l.t(0)?;
+        let y = l.t(1)?;
+        return one(l.bin(b, x, y)?);
+    }
+    match n.op_type.as_str() {
+        "Identity" | "Dropout" => {
+            if n.op_type == "Dropout" && n.output.get(1).is_some_and(|s| l.cx.is_used(s)) {
+                return Err("the mask output of Dropout is not supported".into());
+            }
+            if n.op_type == "Dropout" && l.has(2) {
+                if let Some(t) = l.konst(2)? {
+                    if t.to_i64_vec().first() == Some(&1) {
+                        return Err("training_mode=True: forgec imports inference graphs".into());
+                    }
+                }
+            }
+            Ok(vec![l.val(0)?])
+        }
+        "Pow" => {
+            let x = l.t(0)?;
+            let mut y = l.t(1)?;
+            let dt = l.cx.ty(x).dtype;
+            if l.cx.ty(y).dtype != dt {
+                y = l.op(Op::Cast { to: dt }, &[y])?;
+            }
+            one(l.bin(B::Pow, x, y)?)
+        }
+        "Max" | "Min" | "Sum" | "Mean" => {
+            let b = match n.op_type.as_str() {
+                "Max" => B::Max,
+                "Min" => B::Min,
+                _ => B::Add,
+            };
+            let mut acc = l.t(0)?;
+            for k in 1..n.input.len() {
+                let y = l.t(k)?;
+                acc = l.bin(b, acc, y)?;
+            }
+            if n.op_type == "Mean" {
+                acc = l.bin_s(B::Div, acc, n.input.len() as f64)?;
+            }
+            one(acc)
+        }
+        "Where" => {
+            let (c, a, b) = (l.t(0)?, l.t(1)?, l.t(2)?);
+            one(l.select(c, a, b)?)
+        }
+        "Cast" | "CastLike" => {
+            let to = if n.op_type == "Cast" {
+                proto::dtype_of(ai(n, "to", 1) as i32)?
+            } else {
+                let t = l.t(1)?;
+                l.cx.ty(t).dtype
+            };
+            if let Val::Shape { dims, scalar } = l.val(0)? {
+                if to.is_int() {
+                    return Ok(vec![Val::Shape { dims, scalar }]);
+                }
+            }
+            let x = l.t(0)?;
+            one(l.op(Op::Cast { to }, &[x])?)
+        }
+        "Softsign" => {
+            let x = l.t(0)?;
+            let a = l.un(U::Abs, x)?;
+            let d = l.bin_s(B::Add, a, 1.0)?;
+            one(l.bin(B::Div, x, d)?)
+        }
+        "Tan" => {
+            let x = l.t(0)?;
+            let s = l.un(U::Sin, x)?;
+            let c = l.un(U::Cos, x)?;
+            one(l.bin(B::Div, s, c)?)
+        }
+        "Sinh" | "Cosh" => {
+            let x = l.t(0)?;
+            let e = l.un(U::Exp, x)?;
+            let nx = l.un(U::Neg, x)?;
+            let en = l.un(U::Exp, nx)?;
+            let s = l.bin(if n.op_type == "Sinh" { B::Sub } else { B::Add }, e, en)?;
+            one(l.bin_s(B::Mul, s, 0.5)?)
+        }
+        "Asinh" | "Acosh" => {
+            // log(x + sqrt(x^2 +/- 1))
+            let x = l.t(0)?;
+            let sq = l.bin(B::Mul, x, x)?;
+            let s = l.bin_s(if n.op_type == "Asinh" { B::Add } else { B::Sub }, sq, 1.0)?;
+            let r = l.un(U::Sqrt, s)?;
+            let a = l.bin(B::Add, x, r)?;
+            one(l.un(U::Log, a)?)
+        }
+        "Atanh" => {
+            // 0.5 * log((1 + x) / (1 - x))
+            let x = l.t(0)?;
+            let p = l.bin_s(B::Add, x, 1.0)?;
+            let one_ = l.scalar(1.0, x);
+            let m = l.bin(B::Sub, one_, x)?;
+            let d = l.bin(B::Div, p, m)?;
+            let lg = l.un(U::Log, d)?;
+            one(l.bin_s(B::Mul, lg, 0.5)?)
+        }
+        "IsNaN" => {
+            let x = l.t(0)?;
+            one(l.bin(B::Ne, x, x)?)
+        }
+        "IsInf" => {
+            let x = l.t(0)?;
+            let (pos, neg) = (
+                ai(n, "detect_positive", 1) != 0,
+                ai(n, "detect_negative", 1) != 0,
+            );
+            let p = l.bin_s(B::Eq, x, f64::INFINITY)?;
+            let q = l.bin_s(B::Eq, x, f64::NEG_INFINITY)?;
+            one(match (pos, neg) {
+                (true, true) => l.bin(B::Or, p, q)?,
+                (true, false) => p,
+                (false, true) => q,
+                (false, false) => {
+                    let f = l.bin(B::Ne, x, x)?;
+                    l.bin(B::And, f, p)?
+                }
+            })
+        }
+        "HardSigmoid" | "HardSwish" => {
+            let x = l.t(0)?;
+            let (a, b) = if n.op_type == "HardSwish" {
+                (1.0 / 6.0, 0.5)
+            } else {
+                (af(n, "alpha", 0.2), af(n, "beta", 0.5))
+            };
+            let m = l.bin_s(B::Mul, x, a)?;
+            let s = l.bin_s(B::Add, m, b)?;
+            let lo = l.bin_s(B::Max, s, 0.0)?;
+            let h = l.bin_s(B::Min, lo, 1.0)?;
+            one(if n.op_type == "HardSwish" {
+                l.bin(B::Mul, x, h)?
+            } else {
+                h
+            })
+        }
+        "LeakyRelu" => {
+            let x = l.t(0)?;
+            let c = l.bin_s(B::Lt, x, 0.0)?;
+            let m = l.bin_s(B::Mul, x, af(n, "alpha", 0.01))?;
+            one(l.select(c, m, x)?)
+        }
+        "PRelu" => {
+            let x = l.t(0)?;
+            let slope = l.t(1)?;
+            let c = l.bin_s(B::Lt, x, 0.0)?;
+            let m = l.bin(B::Mul, x, slope)?;
+            one(l.select(c, m, x)?)
+        }
+        "ThresholdedRelu" => {
+            let x = l.t(0)?;
+            let c = l.bin_s(B::Gt, x, af(n, "alpha", 1.0))?;
+            let z = l.scalar(0.0, x);
+            one(l.select(c, x, z)?)
+        }
+        "Elu" | "Selu" => {
+            let x = l.t(0)?;
+            let (alpha, gamma) = if n.op_type == "Elu" {
+                (af(n, "alpha", 1.0), 1.0)
+            } else {
+                (
+                    af(n, "alpha", 1.673_263_192_176_818_8),
+                    af(n, "gamma", 1.050_701_022_148_132_3),
+                )
+            };
+            let c = l.bin_s(B::Gt, x, 0.0)?;
+            let e = l.un(U::Exp, x)?;
+            let em = l.bin_s(B::Sub, e, 1.0)?;
+            let neg = l.bin_s(B::Mul, em, alpha)?;
+            let y = l.select(c, x, neg)?;
+            one(if gamma != 1.0 {
+                l.bin_s(B::Mul, y, gamma)?
+            } else {
+                y
+            })
+        }
+        "Celu" => {
+            let x = l.t(0)?;
+            let alpha = af(n, "alpha", 1.0);
+            let p = l.un(U::Relu, x)?;
+            let d = l.bin_s(B::Div, x, alpha)?;
+            let e = l.un(U::Exp, d)?;
+            let em = l.bin_s(B::Sub, e, 1.0)?;
+            let am = l.bin_s(B::Mul, em, alpha)?;
+            let mn = l.bin_s(B::Min, am, 0.0)?;
+            one(l.bin(B::Add, p, mn)?)
+        }
+        "Mish" => {
+            let x = l.t(0)?;
+            let sp = l.un(U::Softplus, x)?;
+            let t = l.un(U::Tanh, sp)?;
+            one(l.bin(B::Mul, x, t)?)
+        }
+        "Gelu" => {
+            let x = l.t(0)?;
+            let approx = astr(n, "approximate").unwrap_or_else(|| "none".into());
+            let h = l.bin_s(B::Mul, x, 0.5)?;
+            let inner = if approx == "tanh" {
+                // tanh(sqrt(2/pi) * (x + 0.044715 x^3))
+                let x2 = l.bin(B::Mul, x, x)?;
+                let x3 = l.bin(B::Mul, x2, x)?;
+                let k = l.bin_s(B::Mul, x3, 0.044715)?;
+                let s = l.bin(B::Add, x, k)?;
+                let s = l.bin_s(B::Mul, s, (2.0 / std::f64::consts::PI).sqrt())?;
+                l.un(U::Tanh, s)?
+            } else {
+                let s = l.bin_s(B::Mul, x, std::f64::consts::FRAC_1_SQRT_2)?;
+                l.un(U::Erf, s)?
+            };
+            let e1 = l.bin_s(B::Add, inner, 1.0)?;
+            one(l.bin(B::Mul, h, e1)?)
+        }
+        "Shrink" => {
+            let x = l.t(0)?;
+            let (bias, lambd) = (af(n, "bias", 0.0), af(n, "lambd", 0.5));
+            let lo = l.bin_s(B::Lt, x, -lambd)?;
+            let hi = l.bin_s(B::Gt, x, lambd)?;
+            let xp = l.bin_s(B::Add, x, bias)?;
+            let xm = l.bin_s(B::Sub, x, bias)?;
+            let z = l.scalar(0.0, x);
+            let inner = l.select(hi, xm, z)?;
+            one(l.select(lo, xp, inner)?)
+        }
+        "Clip" => {
+            let mut x = l.t(0)?;
+            let (lo, hi) = if opset < 11 {
+                (
+                    attr(n, "min").map(|a| a.f as f64),
+                    attr(n, "max").map(|a| a.f as f64),
+                )
+            } else {
+                let f = |t: Option<Tensor>| t.map(|t| t.to_f64_vec()[0]);
+                (f(l.konst(1)?), f(l.konst(2)?))
+            };
+            if opset >= 11 && ((l.has(1) && lo.is_none()) || (l.has(2) && hi.is_none())) {
+                // Bounds computed at run time.
+                if l.has(1) {
+                    let m = l.t(1)?;
+                    x = l.bin(B::Max, x, m)?;
+                }
+                if l.has(2) {
+                    let m = l.t(2)?;
+                    x = l.bin(B::Min, x, m)?;
+                }
+                return one(x);
+            }
+            if let Some(v) = lo {
+                x = l.bin_s(B::Max, x, v)?;
+            }
+            if let Some(v) = hi {
+                x = l.bin_s(B::Min, x, v)?;
+            }
+            one(x)
+        }
+        "MatMul" => {
+            let (a, b) = (l.t(0)?, l.t(1)?);
+            let (ra, rb) = (l.rank(a), l.rank(b));
+            if ra == 0 || rb == 0 {
+                return Err("MatMul of a scalar".into());
+            }
+            // NumPy: a 1-D operand gains a dim for the product and loses it after.
+            let a2 = if ra == 1 {
+                l.op(Op::Reshape { shape: vec![1, -1] }, &[a])?
+            } else {
+                a
+            };
+            let b2 = if rb == 1 {
+                l.op(Op::Reshape { shape: vec![-1, 1] }, &[b])?
+            } else {
+                b
+            };
+            let mut y = l.op(Op::MatMul, &[a2, b2])?;
+            if ra == 1 || rb == 1 {
+                let mut d = l.dims(y);
+                let r = d.len();
+                if rb == 1 {
+                    d.remove(r - 1);
+                }
+                if ra == 1 {
+                    d.remove(d.len() - if rb == 1 { 1 } else { 2 });
+                }
+                y = l.reshape_to(y, &d)?;
+            }
+            one(y)
+        }
+        "Gemm" => {
+            let (mut a, mut b) = (l.t(0)?, l.t(1)?);
+            if ai(n, "transA", 0) != 0 {
+                a = l.op(Op::Transpose { perm: vec![1, 0] }, &[a])?;
+            }
+            if ai(n, "transB", 0) != 0 {
+                b = l.op(Op::Transpose { perm: vec![1, 0] }, &[b])?;
+            }
+            let mut y = l.op(Op::MatMul, &[a, b])?;
+            let alpha = af(n, "alpha", 1.0);
+            if alpha != 1.0 {
+                y = l.bin_s(B::Mul, y, alpha)?;
+            }
+            if l.has(2) {
+                let mut c = l.t(2)?;
+                let beta = af(n, "beta", 1.0);
+                if beta != 1.0 {
+                    c = l.bin_s(B::Mul, c, beta)?;
+                }
+                y = l.bin(B::Add, y, c)?;
+            }
+            one(y)
+        }
+        "Conv" | "ConvTranspose" => conv(&mut l),
+        "MaxPool" | "AveragePool" => pool(&mut l),
+        "GlobalAveragePool" | "GlobalMaxPool" => {
+            let x = l.t(0)?;
+            let r = l.rank(x);
+            let kind = if n.op_type == "GlobalMaxPool" {
+                ReduceKind::Max
+            } else {
+                ReduceKind::Mean
+            };
+            one(l.op(
+                Op::Reduce {
+                    kind,
+                    axes: (2..r).collect(),
+                    keepdims: true,
+                },
+                &[x],
+            )?)
+        }
+        t if t.starts_with("Reduce") => reduce(&mut l),
+        "Softmax" | "LogSoftmax" => {
+            let x = l.t(0)?;
+            let r = l.rank(x);
+            let log = n.op_type == "LogSoftmax";
+            let default = if opset < 13 { 1 } else { -1 };
+            let axis = norm_axis(ai(n, "axis", default), r.max(1))?;
+            if opset >= 13 || axis == r - 1 {
+                return one(l.op(Op::Softmax { axis, log }, &[x])?);
+            }
+            // Before opset 13: softmax over the flattened dims from `axis` on.
+            let d = l.dims(x);
+            let mut flat: Vec<Dim> = d[..axis].to_vec();
+            let rest: Option<usize> = d[axis..].iter().map(|d| d.known()).product();
+            flat.push(Dim::Known(rest.ok_or("softmax over a symbolic dim")?));
+            let f = l.reshape_to(x, &flat)?;
+            let s = l.op(Op::Softmax { axis, log }, &[f])?;
+            one(l.reshape_to(s, &d)?)
+        }
+        "Reshape" => {
+            let x = l.t(0)?;
+            let target = l.reshape_target(1)?;
+            let allowzero = ai(n, "allowzero", 0) != 0;
+            let src = l.dims(x);
+            let mut spec = Vec::new();
+            let mut moved_sym = false;
+            for (i, t) in target.iter().enumerate() {
+                match t {
+                    Ok(0) if allowzero => return Err("allowzero with a zero dim is not supported".into()),
+                    Ok(v) => spec.push(*v),
+                    Err(d) if src.get(i) == Some(d) => spec.push(0),
+                    Err(_) if !moved_sym && !target.iter().any(|t| t == &Ok(-1)) => {
+                        moved_sym = true;
+                        spec.push(-1)
+                    }
+                    Err(d) => return Err(format!("the target shape moves the symbolic dim `{d}`, which forgec cannot express")),
+                }
+            }
+            one(l.op(Op::Reshape { shape: spec }, &[x])?)
+        }
+        "Flatten" => {
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            let axis = norm_axis(ai(n, "axis", 1), d.len() + 1)?;
+            let pre: Option<usize> = d[..axis].iter().map(|d| d.known()).product();
+            let post: Option<usize> = d[axis..].iter().map(|d| d.known()).product();
+            let target = match (pre, post) {
+                (Some(a), Some(b)) => vec![Dim::Known(a), Dim::Known(b)],
+                (None, Some(b)) if axis == 1 => vec![d[0].clone(), Dim::Known(b)],
+                (Some(a), None) if axis == d.len() - 1 => vec![Dim::Known(a), d[axis].clone()],
+                _ => return Err("flattening symbolic dims together is not supported".into()),
+            };
+            one(l.reshape_to(x, &target)?)
+        }
+        "Squeeze" | "Unsqueeze" => {
+            let v = l.val(0)?;
+            let axes = l.axes("axes", 1, 13)?;
+            if let Val::Shape { dims, scalar } = &v {
+                // Shape vectors: a 1-element vector <-> a scalar.
+                if n.op_type == "Unsqueeze" && *scalar {
+                    return Ok(vec![Val::Shape {
+                        dims: dims.clone(),
+                        scalar: false,
+                    }]);
+                }
+                if n.op_type == "Squeeze" && dims.len() == 1 {
+                    return Ok(vec![Val::Shape {
+                        dims: dims.clone(),
+                        scalar: true,
+                    }]);
+                }
+            }
+            let x = l.cx.materialize(v, o)?;
+            let d = l.dims(x);
+            let target: Vec<Dim> = if n.op_type == "Squeeze" {
+                let axes: Vec<usize> = match axes {
+                    Some(a) => a.iter().map(|&a| norm_axis(a, d.len())).collect::<R<_>>()?,
+                    None => (0..d.len()).filter(|&i| d[i] == Dim::Known(1)).collect(),
+                };
+                for &a in &axes {
+                    if d[a] != Dim::Known(1) {
+                        return Err(format!("cannot squeeze axis {a} of size {}", d[a]));
+                    }
+                }
+                d.iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, d)| d.clone())
+                    .collect()
+            } else {
+                let axes = axes.ok_or("Unsqueeze needs axes")?;
+                let r = d.len() + axes.len();
+                let axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?;
+                let mut it = d.into_iter();
+                (0..r)
+                    .map(|i| {
+                        if axes.contains(&i) {
+                            Dim::Known(1)
+                        } else {
+                            it.next().unwrap()
+                        }
+                    })
+                    .collect()
+            };
+            one(l.reshape_to(x, &target)?)
+        }
+        "Transpose" => {
+            let x = l.t(0)?;
+            let r = l.rank(x);
+            let perm: Vec<usize> = match aints(n, "perm") {
+                Some(p) => p.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?,
+                None => (0..r).rev().collect(),
+            };
+            one(l.op(Op::Transpose { perm }, &[x])?)
+        }
+        "Concat" => {
+            let vals: Vec<Val> = (0..n.input.len()).map(|k| l.val(k)).collect::<R<_>>()?;
+            if vals.iter().any(|v| matches!(v, Val::Shape { .. })) {
+                let mut dims = Vec::new();
+                for (k, v) in vals.into_iter().enumerate() {
+                    match v {
+                        Val::Shape { dims: d, .. } => dims.extend(d),
+                        Val::T(_) => {
+                            let t = l.konst_req(k, "shape part")?;
+                            dims.extend(
+                                t.to_i64_vec()
+                                    .into_iter()
+                                    .map(|v| Dim::Known(v.max(0) as usize)),
+                            );
+                            if t.to_i64_vec().iter().any(|&v| v < 0) {
+                                // -1 / 0 entries of a Reshape target: keep them as data.
+                                return concat_with_specials(&mut l);
+                            }
+                        }
+                    }
+                }
+                return Ok(vec![Val::Shape {
+                    dims,
+                    scalar: false,
+                }]);
+            }
+            let ins: Vec<ValueId> = (0..n.input.len()).map(|k| l.t(k)).collect::<R<_>>()?;
+            let r = l.rank(ins[0]);
+            let axis = norm_axis(ai(n, "axis", 0), r)?;
+            one(l.op(Op::Concat { axis }, &ins)?)
+        }
+        "Split" => {
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            let axis = norm_axis(ai(n, "axis", 0), d.len())?;
+            let len = d[axis].known().ok_or("split along a symbolic dim")?;
+            let parts = if opset >= 13 {
+                l.ints_input(1, "split")?
+            } else {
+                aints(n, "split")
+            };
+            let outs = n.output.len();
+            let sizes: Vec<usize> = match parts {
+                Some(p) => p.iter().map(|&v| v.max(0) as usize).collect(),
+                None => {
+                    let k = if opset >= 18 {
+                        ai(n, "num_outputs", outs as i64) as usize
+                    } else {
+                        outs
+                    };
+                    let each = len.div_ceil(k);
+                    (0..k)
+                        .map(|i| each.min(len.saturating_sub(i * each)))
+                        .collect()
+                }
+            };
+            if sizes.iter().sum::<usize>() != len {
+                return Err(format!("split sizes {sizes:?} do not add up to {len}"));
+            }
+            let mut start = 0i64;
+            let mut res = Vec::new();
+            for s in sizes {
+                let e = start + s as i64;
+                res.push(Val::T(l.op(
+                    Op::Slice {
+                        axes: vec![axis],
+                        starts: vec![start],
+                        ends: vec![e],
+                        steps: vec![1],
+                    },
+                    &[x],
+                )?));
+                start = e;
+            }
+            Ok(res)
+        }
+        "Slice" => slice(&mut l),
+        "Pad" => pad(&mut l),
+        "Gather" => {
+            let axis_attr = ai(n, "axis", 0);
+            if let Val::Shape { dims, .. } = l.val(0)? {
+                let idx = l.konst_req(1, "indices")?;
+                let len = dims.len() as i64;
+                let pick = |i: i64| -> R<Dim> {
+                    let j = if i < 0 { i + len } else { i };
+                    dims.get(j as usize)
+                        .cloned()
+                        .filter(|_| j >= 0)
+                        .ok_or_else(|| format!("index {i} out of range"))
+                };
+                let iv = idx.to_i64_vec();
+                let picked: Vec<Dim> = iv.iter().map(|&i| pick(i)).collect::<R<_>>()?;
+                return Ok(vec![Val::Shape {
+                    dims: picked,
+                    scalar: idx.shape().is_empty(),
+                }]);
+            }
+            let x = l.t(0)?;
+            let idx = l.t(1)?;
+            let axis = norm_axis(axis_attr, l.rank(x))?;
+            one(l.op(Op::Gather { axis }, &[x, idx])?)
+        }
+        "Expand" => {
+            let x = l.t(0)?;
+            let dims = l.dims_input(1)?;
+            one(l.op(Op::Broadcast { shape: dims }, &[x])?)
+        }
+        "Tile" => {
+            let x = l.t(0)?;
+            let reps = l.konst_req(1, "repeats")?.to_i64_vec();
+            let d = l.dims(x);
+            if reps.len() != d.len() {
+                return Err(format!("{} repeats for rank {}", reps.len(), d.len()));
+            }
+            let mut expanded = Vec::new();
+            let mut bshape = Vec::new();
+            let mut out = Vec::new();
+            for (dim, &r) in d.iter().zip(&reps) {
+                let r = r.max(0) as usize;
+                expanded.extend([Dim::Known(1), dim.clone()]);
+                bshape.extend([Dim::Known(r), Dim::Known(1)]);
+                out.push(match dim {
+                    Dim::Known(k) => Dim::Known(k * r),
+                    s if r == 1 => s.clone(),
+                    s => return Err(format!("tiling the symbolic dim `{s}` is not supported")),
+                });
+            }
+            let e = l.reshape_to(x, &expanded)?;
+            let b = l.op(Op::Broadcast { shape: bshape }, &[e])?;
+            one(l.reshape_to(b, &out)?)
+        }
+        "Shape" => {
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            let r = d.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let (s, e) = if opset >= 15 {
+                (clamp(ai(n, "start", 0)), clamp(ai(n, "end", r)))
+            } else {
+                (0, d.len())
+            };
+            let dims = d[s..e.max(s)].to_vec();
+            let v = Val::Shape {
+                dims,
+                scalar: false,
+            };
+            // Known shapes become constants at once.
+            if let Val::Shape { dims, .. } = &v {
+                if dims.iter().all(|d| d.known().is_some()) {
+                    return Ok(vec![Val::T(l.cx.materialize(v.clone(), o)?)]);
+                }
+            }
+            Ok(vec![v])
+        }
+        "Size" => {
+            let x = l.t(0)?;
+            let n_: Option<usize> = l.dims(x).iter().map(|d| d.known()).product();
+            let n_ = n_.ok_or("Size of a tensor with a symbolic dim")?;
+            let t = Tensor::from_i64_values(DType::I64, vec![], &[n_ as i64]).map_err(|e| e.0)?;
+            one(l.cx.literal(t, o))
+        }
+        "ConstantOfShape" => {
+            let dims = l.dims_input(0)?;
+            let value = match attr(n, "value").and_then(|a| a.t.as_ref()) {
+                Some(t) => proto::tensor(t, l.cx.base_dir)?,
+                None => Tensor::from_f64_values(DType::F32, vec![1], &[0.0]).map_err(|e| e.0)?,
+            };
+            let scalar = value.clone().reshaped(vec![]).map_err(|e| e.0)?;
+            if let Some(shape) = dims
+                .iter()
+                .map(|d| d.known())
+                .collect::<Option<Vec<usize>>>()
+            {
+                let n_: usize = shape.iter().product();
+                if n_ as u64 > proto::MAX_ELEMS {
+                    return Err(format!("a constant of shape {shape:?} is too large"));
+                }
+                let t = if value.dtype().is_float() {
+                    Tensor::from_f64_values(value.dtype(), shape, &vec![scalar.to_f64_vec()[0]; n_])
+                } else {
+                    Tensor::from_i64_values(value.dtype(), shape, &vec![scalar.to_i64_vec()[0]; n_])
+                }
+                .map_err(|e| e.0)?;
+                return one(l.cx.literal(t, o));
+            }
+            let c = l.cx.literal(scalar, o);
+            one(l.op(Op::Broadcast { shape: dims }, &[c])?)
+        }
+        "Constant" => {
+            let a = n.attribute.first().ok_or("a Constant without a value")?;
+            let t = match a.name.as_str() {
+                "value" => proto::tensor(a.t.as_ref().ok_or("empty value")?, l.cx.base_dir)?,
+                "value_float" => {
+                    Tensor::from_f64_values(DType::F32, vec![], &[a.f as f64]).map_err(|e| e.0)?
+                }
+                "value_floats" => {
+                    Tensor::from_f32(vec![a.floats.len()], a.floats.clone()).map_err(|e| e.0)?
+                }
+                "value_int" => {
+                    Tensor::from_i64_values(DType::I64, vec![], &[a.i]).map_err(|e| e.0)?
+                }
+                "value_ints" => Tensor::from_i64_values(DType::I64, vec![a.ints.len()], &a.ints)
+                    .map_err(|e| e.0)?,
+                other => return Err(format!("Constant with `{other}` is not supported")),
+            };
+            one(l.cx.literal(t, o))
+        }
+        "Range" => {
+            let (s, lim, d) = (
+                l.konst_req(0, "start")?,
+                l.konst_req(1, "limit")?,
+                l.konst_req(2, "delta")?,
+            );
+            let dt = s.dtype();
+            let (a, b, c) = (s.to_f64_vec()[0], lim.to_f64_vec()[0], d.to_f64_vec()[0]);
+            if c == 0.0 {
+                return Err("Range with delta 0".into());
+            }
+            let count = ((b - a) / c).ceil().max(0.0) as u64;
+            if count > proto::MAX_ELEMS {
+                return Err(format!("Range of {count} elements is too large"));
+            }
+            let v: Vec<f64> = (0..count).map(|i| a + i as f64 * c).collect();
+            one(l.cx.literal(
+                Tensor::from_f64_values(dt, vec![v.len()], &v).map_err(|e| e.0)?,
+                o,
+            ))
+        }
+        "BatchNormalization" => {
+            if ai(n, "training_mode", 0) != 0 || n.output.iter().skip(1).any(|s| l.cx.is_used(s)) {
+                return Err("training-mode BatchNormalization (running statistics outputs) is not supported".into());
+            }
+            let x = l.t(0)?;
+            let ins: Vec<ValueId> = (1..5).map(|k| l.t(k)).collect::<R<_>>()?;
+            let eps = af(n, "epsilon", 1e-5);
+            one(l.op(
+                Op::BatchNorm {
+                    axis: 1.min(l.rank(x) - 1),
+                    epsilon: eps,
+                },
+                &[x, ins[0], ins[1], ins[2], ins[3]],
+            )?)
+        }
+        "InstanceNormalization" => {
+            let x = l.t(0)?;
+            let (scale, bias) = (l.t(1)?, l.t(2)?);
+            let r = l.rank(x);
+            let eps = af(n, "epsilon", 1e-5);
+            let axes: Vec<usize> = (2..r).collect();
+            let mean = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: axes.clone(),
+                    keepdims: true,
+                },
+                &[x],
+            )?;
+            let d = l.bin(B::Sub, x, mean)?;
+            let sq = l.bin(B::Mul, d, d)?;
+            let var = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes,
+                    keepdims: true,
+                },
+                &[sq],
+            )?;
+            let ve = l.bin_s(B::Add, var, eps)?;
+            let inv = l.un(U::Rsqrt, ve)?;
+            let nrm = l.bin(B::Mul, d, inv)?;
+            let c = l.cx.ty(scale).shape[0].clone();
+            let mut bshape = vec![c];
+            bshape.extend(std::iter::repeat_n(Dim::Known(1), r - 2));
+            let s = l.reshape_to(scale, &bshape)?;
+            let b = l.reshape_to(bias, &bshape)?;
+            let y = l.bin(B::Mul, nrm, s)?;
+            one(l.bin(B::Add, y, b)?)
+        }
+        "LayerNormalization" => {
+            if n.output.iter().skip(1).any(|s| l.cx.is_used(s)) {
+                return Err(
+                    "the Mean / InvStdDev outputs of LayerNormalization are not supported".into(),
+                );
+            }
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            let axis = norm_axis(ai(n, "axis", -1), d.len())?;
+            let axes: Vec<usize> = (axis..d.len()).collect();
+            let want: Vec<Dim> = d[axis..].to_vec();
+            let mut scale = l.t(1)?;
+            if l.dims(scale) != want {
+                scale = l.op(
+                    Op::Broadcast {
+                        shape: want.clone(),
+                    },
+                    &[scale],
+                )?;
+            }
+            let bias = if l.has(2) {
+                let b = l.t(2)?;
+                if l.dims(b) != want {
+                    l.op(
+                        Op::Broadcast {
+                            shape: want.clone(),
+                        },
+                        &[b],
+                    )?
+                } else {
+                    b
+                }
+            } else {
+                let z = l.scalar(0.0, x);
+                l.op(Op::Broadcast { shape: want }, &[z])?
+            };
+            one(l.op(
+                Op::LayerNorm {
+                    axes,
+                    epsilon: af(n, "epsilon", 1e-5),
+                },
+                &[x, scale, bias],
+            )?)
+        }
+        "LpNormalization" => {
+            let x = l.t(0)?;
+            let axis = norm_axis(ai(n, "axis", -1), l.rank(x))?;
+            let p = ai(n, "p", 2);
+            let norm = if p == 1 {
+                let a = l.un(U::Abs, x)?;
+                l.op(
+                    Op::Reduce {
+                        kind: ReduceKind::Sum,
+                        axes: vec![axis],
+                        keepdims: true,
+                    },
+                    &[a],
+                )?
+            } else if p == 2 {
+                let sq = l.bin(B::Mul, x, x)?;
+                let s = l.op(
+                    Op::Reduce {
+                        kind: ReduceKind::Sum,
+                        axes: vec![axis],
+                        keepdims: true,
+                    },
+                    &[sq],
+                )?;
+                l.un(U::Sqrt, s)?
+            } else {
+                return Err(format!("p={p} (only 1 and 2 exist)"));
+            };
+            one(l.bin(B::Div, x, norm)?)
+        }
+        "LSTM" | "GRU" | "RNN" => recurrent(&mut l),
+        other => Err(format!("op {other} is not supported")),
+    }
+}
+
+/// A Concat mixing symbolic shape parts with -1/0 entries: only Reshape can use it, so keep
+/// it symbolic with the special values encoded (0 and -1 cannot be dims; error out).
+fn concat_with_specials(_l: &mut L) -> R<Vec<Val>> {
+    Err("a shape built from symbolic dims and -1 / 0 entries is not supported".into())
+}
+
+fn conv(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let transpose = n.op_type == "ConvTranspose";
+    let x = l.t(0)?;
+    let w = l.t(1)?;
+    let r = l.rank(x);
+    if r < 3 {
+        return Err(format!("the input must have rank 3 or more, got {r}"));
+    }
+    let ns = r - 2;
+    let xd = l.dims(x);
+    let wd = l.dims(w);
+    let kernel: Vec<usize> = match aints(n, "kernel_shape") {
+        Some(k) => k.iter().map(|&v| v as usize).collect(),
+        None => wd[2..]
+            .iter()
+            .map(|d| {
+                d.known()
+                    .ok_or_else(|| "the kernel shape must be known".to_string())
+            })
+            .collect::<R<_>>()?,
+    };
+    let strides: Vec<usize> = aints(n, "strides")
+        .map(|v| v.iter().map(|&s| s as usize).collect())
+        .unwrap_or(vec![1; ns]);
+    let dil: Vec<usize> = aints(n, "dilations")
+        .map(|v| v.iter().map(|&s| s as usize).collect())
+        .unwrap_or(vec![1; ns]);
+    let group = ai(n, "group", 1) as usize;
+    if kernel.len() != ns || strides.len() != ns || dil.len() != ns {
+        return Err(
+            "kernel_shape, strides and dilations must have one entry per spatial dim".into(),
+        );
+    }
+    let auto = astr(n, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let spatial: Vec<usize> = xd[2..]
+        .iter()
+        .map(|d| {
+            d.known()
+                .ok_or_else(|| "spatial dims must be known".to_string())
+        })
+        .collect::<R<_>>()?;
+    let explicit: Vec<i64> = aints(n, "pads").unwrap_or(vec![0; 2 * ns]);
+    if explicit.len() != 2 * ns {
+        return Err(format!(
+            "pads has {} entries for {ns} spatial dims",
+            explicit.len()
+        ));
+    }
+    let mut pads: Vec<(usize, usize)> = (0..ns)
+        .map(|i| {
+            (
+                explicit[i].max(0) as usize,
+                explicit[i + ns].max(0) as usize,
+            )
+        })
+        .collect();
+    let mut opad = vec![0usize; ns];
+    if !transpose {
+        if auto == "SAME_UPPER" || auto == "SAME_LOWER" {
+            for i in 0..ns {
+                let out = spatial[i].div_ceil(strides[i]);
+                let eff = (kernel[i] - 1) * dil[i] + 1;
+                let total = ((out - 1) * strides[i] + eff).saturating_sub(spatial[i]);
+                let small = total / 2;
+                pads[i] = if auto == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
+            }
+        } else if auto == "VALID" {
+            pads = vec![(0, 0); ns];
+        }
+    } else {
+        let op_attr: Vec<usize> = aints(n, "output_padding")
+            .map(|v| v.iter().map(|&s| s as usize).collect())
+            .unwrap_or(vec![0; ns]);
+        let out_shape = aints(n, "output_shape");
+        for i in 0..ns {
+            let eff = (kernel[i] - 1) * dil[i] + 1;
+            let full = strides[i] * (spatial[i] - 1) + op_attr[i] + eff;
+            let target = match &out_shape {
+                Some(s) => Some(
+                    *s.get(i + s.len().saturating_sub(ns))
+                        .ok_or("bad output_shape")? as usize,
+                ),
+                None if auto == "SAME_UPPER" || auto == "SAME_LOWER" => {
+                    Some(spatial[i] * strides[i])
+                }
+                None => None,
+            };
+            match target {
+                Some(t) => {
+                    let total = full as i64 - t as i64;
+                    if total >= 0 {
+                        let total = total as usize;
+                        let half = total / 2;
+                        pads[i] = if auto == "SAME_UPPER" {
+                            (half, total - half)
+                        } else {
+                            (total - half, half)
+                        };
+                        opad[i] = op_attr[i];
+                        // The output padding is part of `full`: keep it in the op, add it back to the end pad.
+                        pads[i].1 += 0;
+                    } else {
+                        pads[i] = (0, 0);
+                        opad[i] = op_attr[i] + (-total) as usize;
+                    }
+                }
+                None => opad[i] = op_attr[i],
+            }
+        }
+    }
+    let c = ConvAttrs {
+        strides,
+        dilations: dil,
+        pads,
+        groups: group,
+        layout: Layout::ChannelsFirst,
+        output_padding: if transpose { opad } else { vec![] },
+    };
+    let mut y = l.op(
+        if transpose {
+            Op::ConvTranspose(c)
+        } else {
+            Op::Conv(c)
+        },
+        &[x, w],
+    )?;
+    if l.has(2) {
+        let b = l.t(2)?;
+        let mut shape = vec![l.dims(b)[0].clone()];
+        shape.extend(std::iter::repeat_n(Dim::Known(1), ns));
+        let b = l.reshape_to(b, &shape)?;
+        y = l.bin(B::Add, y, b)?;
+    }
+    Ok(vec![Val::T(y)])
+}
+
+fn pool(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    if n.output.get(1).is_some_and(|s| l.cx.is_used(s)) {
+        return Err("the Indices output of MaxPool is not supported".into());
+    }
+    let x = l.t(0)?;
+    let r = l.rank(x);
+    let ns = r
+        .checked_sub(2)
+        .filter(|&v| v > 0)
+        .ok_or("the input must have rank 3 or more")?;
+    let window: Vec<usize> = aints(n, "kernel_shape")
+        .ok_or("kernel_shape is required")?
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let strides: Vec<usize> = aints(n, "strides")
+        .map(|v| v.iter().map(|&s| s as usize).collect())
+        .unwrap_or(vec![1; ns]);
+    if let Some(d) = aints(n, "dilations") {
+        if d.iter().any(|&v| v != 1) {
+            return Err("pooling with dilations is not supported".into());
+        }
+    }
+    if window.len() != ns || strides.len() != ns {
+        return Err("kernel_shape and strides must have one entry per spatial dim".into());
+    }
+    let xd = l.dims(x);
+    let spatial: Vec<usize> = xd[2..]
+        .iter()
+        .map(|d| {
+            d.known()
+                .ok_or_else(|| "spatial dims must be known".to_string())
+        })
+        .collect::<R<_>>()?;
+    let auto = astr(n, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let explicit: Vec<i64> = aints(n, "pads").unwrap_or(vec![0; 2 * ns]);
+    if explicit.len() != 2 * ns {
+        return Err(format!(
+            "pads has {} entries for {ns} spatial dims",
+            explicit.len()
+        ));
+    }
+    let mut pads: Vec<(usize, usize)> = (0..ns)
+        .map(|i| {
+            (
+                explicit[i].max(0) as usize,
+                explicit[i + ns].max(0) as usize,
+            )
+        })
+        .collect();
+    let ceil = ai(n, "ceil_mode", 0) != 0;
+    let count_include_pad = ai(n, "count_include_pad", 0) != 0;
+    for i in 0..ns {
+        if auto == "SAME_UPPER" || auto == "SAME_LOWER" {
+            let out = spatial[i].div_ceil(strides[i]);
+            let total = ((out - 1) * strides[i] + window[i]).saturating_sub(spatial[i]);
+            let small = total / 2;
+            pads[i] = if auto == "SAME_UPPER" {
+                (small, total - small)
+            } else {
+                (total - small, small)
+            };
+        } else if auto == "VALID" {
+            pads[i] = (0, 0);
+        }
+        if ceil {
+            // Extra end padding so that the last, partial window counts; a window may not
+            // start inside the end padding.
+            let padded = spatial[i] + pads[i].0 + pads[i].1;
+            if padded >= window[i] {
+                let mut out = (padded - window[i]).div_ceil(strides[i]) + 1;
+                if (out - 1) * strides[i] >= spatial[i] + pads[i].0 {
+                    out -= 1;
+                }
+                let need = (out - 1) * strides[i] + window[i];
+                if need > padded {
+                    if count_include_pad && n.op_type == "AveragePool" {
+                        return Err("ceil_mode with count_include_pad is not supported".into());
+                    }
+                    pads[i].1 += need - padded;
+                }
+            }
+        }
+    }
+    let kind = if n.op_type == "MaxPool" {
+        PoolKind::Max
+    } else {
+        PoolKind::Avg
+    };
+    let p = PoolAttrs {
+        kind,
+        window,
+        strides,
+        pads,
+        layout: Layout::ChannelsFirst,
+        count_include_pad,
+    };
+    Ok(vec![Val::T(l.op(Op::Pool(p), &[x])?)])
+}
+
+fn reduce(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let opset = l.cx.opset;
+    let x = l.t(0)?;
+    let r = l.rank(x);
+    let since = if n.op_type == "ReduceSum" { 13 } else { 18 };
+    let axes = l.axes("axes", 1, since)?;
+    let keepdims = ai(n, "keepdims", 1) != 0;
+    let noop = opset >= since && ai(n, "noop_with_empty_axes", 0) != 0;
+    let axes: Vec<usize> = match axes {
+        Some(a) if !a.is_empty() => {
+            let mut v: Vec<usize> = a.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?;
+            v.sort();
+            v.dedup();
+            v
+        }
+        _ if noop => return Ok(vec![Val::T(x)]),
+        _ => (0..r).collect(),
+    };
+    let red = |l: &mut L, kind, v: ValueId| {
+        l.op(
+            Op::Reduce {
+                kind,
+                axes: axes.clone(),
+                keepdims,
+            },
+            &[v],
+        )
+    };
+    let y = match n.op_type.as_str() {
+        "ReduceSum" => red(l, ReduceKind::Sum, x)?,
+        "ReduceMean" => red(l, ReduceKind::Mean, x)?,
+        "ReduceMax" => red(l, ReduceKind::Max, x)?,
+        "ReduceMin" => red(l, ReduceKind::Min, x)?,
+        "ReduceProd" => red(l, ReduceKind::Prod, x)?,
+        "ReduceL1" => {
+            let a = l.un(U::Abs, x)?;
+            red(l, ReduceKind::Sum, a)?
+        }
+        "ReduceL2" | "ReduceSumSquare" => {
+            let sq = l.bin(B::Mul, x, x)?;
+            let s = red(l, ReduceKind::Sum, sq)?;
+            if n.op_type == "ReduceL2" {
+                l.un(U::Sqrt, s)?
+            } else {
+                s
+            }
+        }
+        "ReduceLogSum" => {
+            let s = red(l, ReduceKind::Sum, x)?;
+            l.un(U::Log, s)?
+        }
+        "ReduceLogSumExp" => {
+            // max + log(sum(exp(x - max))), with the max kept for broadcasting.
+            let m = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Max,
+                    axes: axes.clone(),
+                    keepdims: true,
+                },
+                &[x],
+            )?;
+            let d = l.bin(B::Sub, x, m)?;
+            let e = l.un(U::Exp, d)?;
+            let s = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Sum,
+                    axes: axes.clone(),
+                    keepdims: true,
+                },
+                &[e],
+            )?;
+            let lg = l.un(U::Log, s)?;
+            let y = l.bin(B::Add, lg, m)?;
+            if keepdims {
+                y
+            } else {
+                let dims: Vec<Dim> = l
+                    .dims(x)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, d)| d)
+                    .collect();
+                l.reshape_to(y, &dims)?
+            }
+        }
+        other => return Err(format!("op {other} is not supported")),
+    };
+    Ok(vec![Val::T(y)])
+}
+
+fn slice(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let (starts, ends, axes, steps) = if l.cx.opset < 10 {
+        (
+            aints(n, "starts").ok_or("starts is required")?,
+            aints(n, "ends").ok_or("ends is required")?,
+            aints(n, "axes"),
+            None,
+        )
+    } else {
+        (
+            l.ints_input(1, "starts")?.ok_or("starts is required")?,
+            l.ints_input(2, "ends")?.ok_or("ends is required")?,
+            l.ints_input(3, "axes")?,
+            l.ints_input(4, "steps")?,
+        )
+    };
+    let k = starts.len();
+    let steps = steps.unwrap_or(vec![1; k]);
+    if let Val::Shape { dims, .. } = l.val(0)? {
+        // Slicing a shape vector.
+        let (s, c) = forgec_ir::infer::slice_range(dims.len(), starts[0], ends[0], steps[0])?;
+        let picked: Vec<Dim> = (0..c)
+            .map(|i| dims[(s + i as i64 * steps[0]) as usize].clone())
+            .collect();
+        return Ok(vec![Val::Shape {
+            dims: picked,
+            scalar: false,
+        }]);
+    }
+    let x = l.t(0)?;
+    let r = l.rank(x);
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?,
+        None => (0..k).collect(),
+    };
+    if ends.len() != k || axes.len() != k || steps.len() != k {
+        return Err("starts, ends, axes and steps must have the same length".into());
+    }
+    Ok(vec![Val::T(l.op(
+        Op::Slice {
+            axes,
+            starts,
+            ends,
+            steps,
+        },
+        &[x],
+    )?)])
+}
+
+fn pad(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let x = l.t(0)?;
+    let r = l.rank(x);
+    let mode = astr(n, "mode").unwrap_or_else(|| "constant".into());
+    let mode = match mode.as_str() {
+        "constant" => PadMode::Constant,
+        "reflect" => PadMode::Reflect,
+        "edge" => PadMode::Edge,
+        other => return Err(format!("mode '{other}' is not supported")),
+    };
+    let (raw, value, axes) = if l.cx.opset < 11 {
+        (
+            aints(n, "pads").ok_or("pads is required")?,
+            af(n, "value", 0.0),
+            None,
+        )
+    } else {
+        let p = l.ints_input(1, "pads")?.ok_or("pads is required")?;
+        let v = l
+            .konst(2)?
+            .map(|t| t.to_f64_vec().first().copied().unwrap_or(0.0))
+            .unwrap_or(0.0);
+        (p, v, l.ints_input(3, "axes")?)
+    };
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?,
+        None => (0..r).collect(),
+    };
+    let k = axes.len();
+    if raw.len() != 2 * k {
+        return Err(format!("{} pads for {k} axes", raw.len()));
+    }
+    let mut pads = vec![(0usize, 0usize); r];
+    let mut crop = Vec::new();
+    for (i, &a) in axes.iter().enumerate() {
+        let (b, e) = (raw[i], raw[i + k]);
+        pads[a] = (b.max(0) as usize, e.max(0) as usize);
+        if b < 0 || e < 0 {
+            crop.push((a, (-b).max(0), (-e).max(0)));
+        }
+    }
+    let mut y = l.op(Op::Pad { pads, mode, value }, &[x])?;
+    if !crop.is_empty() {
+        // Negative pads crop.
+        let d = l.dims(y);
+        let mut axes = vec![];
+        let mut starts = vec![];
+        let mut ends = vec![];
+        for (a, b, e) in crop {
+            let len = d[a].known().ok_or("cropping a symbolic dim")? as i64;
+            axes.push(a);
+            starts.push(b);
+            ends.push(len - e);
+        }
+        let steps = vec![1; axes.len()];
+        y = l.op(
+            Op::Slice {
+                axes,
+                starts,
+                ends,
+                steps,
+            },
+            &[y],
+        )?;
+    }
+    Ok(vec![Val::T(y)])
+}
+
+fn activation(name: &str) -> R<Activation> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        "relu" => Activation::Relu,
+        other => return Err(format!("recurrent activation '{other}' is not supported")),
+    })
+}
+
+/// ONNX LSTM / GRU / RNN with constant weights, converted to the IR's Keras-style layout.
+fn recurrent(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let o = l.o;
+    let cell = match n.op_type.as_str() {
+        "LSTM" => RnnCell::Lstm,
+        "GRU" => RnnCell::Gru,
+        _ => RnnCell::Simple,
+    };
+    let h = ai(n, "hidden_size", 0) as usize;
+    if h == 0 {
+        return Err("hidden_size is required".into());
+    }
+    if attr(n, "clip").is_some() {
+        return Err("clip is not supported".into());
+    }
+    if ai(n, "input_forget", 0) != 0 {
+        return Err("input_forget is not supported".into());
+    }
+    if l.has(4) {
+        return Err("sequence_lens is not supported".into());
+    }
+    let layout = ai(n, "layout", 0);
+    // Initial states must be absent or zero.
+    for k in [5usize, 6] {
+        if l.has(k) {
+            let zero = match l.val(k)? {
+                Val::T(id) => {
+                    let c =
+                        l.cx.const_of(id)
+                            .map(|t| t.to_f64_vec().iter().all(|&v| v == 0.0));
+                    c.unwrap_or_else(|| is_broadcast_zero(l.cx, id))
+                }
+                Val::Shape { .. } => false,
+            };
+            if !zero {
+                return Err("non-zero initial states are not supported".into());
+            }
+        }
+    }
+    if cell == RnnCell::Lstm && l.has(7) {
+        return Err("peepholes are not supported".into());
+    }
+    let used: Vec<bool> = (0..3)
+        .map(|k| n.output.get(k).is_some_and(|s| l.cx.is_used(s)))
+        .collect();
+    let used = |k: usize| used[k];
+    if used(2) {
+        return Err("the Y_c output is not supported".into());
+    }
+    let dirs = astr(n, "direction").unwrap_or_else(|| "forward".into());
+    let nd = if dirs == "bidirectional" { 2 } else { 1 };
+    let acts: Vec<String> = attr(n, "activations")
+        .map(|a| {
+            a.strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let gates = cell.gates();
+    let per_dir = if cell == RnnCell::Simple {
+        1
+    } else {
+        if cell == RnnCell::Gru {
+            2
+        } else {
+            3
+        }
+    };
+    let w = l.konst_req(1, "W")?;
+    let rr = l.konst_req(2, "R")?;
+    let b = l.konst(3)?;
+    let x = l.t(0)?;
+    let xs = if layout == 0 {
+        l.op(
+            Op::Transpose {
+                perm: vec![1, 0, 2],
+            },
+            &[x],
+        )?
+    } else {
+        x
+    };
+    let fin = l.dims(xs)[2]
+        .known()
+        .ok_or("the feature dim must be known")?;
+    if w.shape() != [nd, gates * h, fin] || rr.shape() != [nd, gates * h, h] {
+        return Err(format!(
+            "W {:?} / R {:?} do not fit hidden_size {h}, {nd} direction(s), {fin} features",
+            w.shape(),
+            rr.shape()
+        ));
+    }
+    let reset_after = cell == RnnCell::Gru && ai(n, "linear_before_reset", 0) != 0;
+    let wv = w.to_f64_vec();
+    let rv = rr.to_f64_vec();
+    let bv = b
+        .map(|t| t.to_f64_vec())
+        .unwrap_or(vec![0.0; nd * 2 * gates * h]);
+    // ONNX gate order -> Keras order: LSTM iofc -> ifco; GRU and RNN keep theirs.
+    let order: Vec<usize> = match cell {
+        RnnCell::Lstm => vec![0, 2, 3, 1],
+        RnnCell::Gru => vec![0, 1, 2],
+        RnnCell::Simple => vec![0],
+    };
+    let mut seq_outs = Vec::new();
+    let mut last_outs = Vec::new();
+    let want_y = used(0);
+    let want_h = used(1);
+    let dt = l.cx.ty(x).dtype;
+    for d in 0..nd {
+        let act = |i: usize, default: &str| {
+            activation(
+                acts.get(d * per_dir + i)
+                    .map(|s| s.as_str())
+                    .unwrap_or(default),
+            )
+        };
+        let (ract, actv) = match cell {
+            RnnCell::Simple => (Activation::Sigmoid, act(0, "Tanh")?),
+            _ => (act(0, "Sigmoid")?, act(1, "Tanh")?),
+        };
+        if cell == RnnCell::Lstm && act(2, "Tanh")? != actv {
+            return Err("LSTM with different cell and hidden activations is not supported".into());
+        }
+        // kernel [F, gates*H], recurrent [H, gates*H] in Keras gate order.
+        let mut k = vec![0.0; fin * gates * h];
+        let mut rk = vec![0.0; h * gates * h];
+        for (kg, &og) in order.iter().enumerate() {
+            for j in 0..h {
+                for i in 0..fin {
+                    k[i * gates * h + kg * h + j] = wv[(d * gates * h + og * h + j) * fin + i];
+                }
+                for i in 0..h {
+                    rk[i * gates * h + kg * h + j] = rv[(d * gates * h + og * h + j) * h + i];
+                }
+            }
+        }
+        let base = d * 2 * gates * h;
+        let reorder = |src: &[f64]| -> Vec<f64> {
+            let mut out = vec![0.0; gates * h];
+            for (kg, &og) in order.iter().enumerate() {
+                out[kg * h..(kg + 1) * h].copy_from_slice(&src[og * h..(og + 1) * h]);
+            }
+            out
+        };
+        let wb = reorder(&bv[base..base + gates * h]);
+        let rb = reorder(&bv[base + gates * h..base + 2 * gates * h]);
+        let (bias, bshape) = if reset_after {
+            ([wb, rb].concat(), vec![2, gates * h])
+        } else {
+            (
+                wb.iter().zip(&rb).map(|(a, b)| a + b).collect(),
+                vec![gates * h],
+            )
+        };
+        let mk = |l: &mut L, v: &[f64], shape: Vec<usize>, what: &str| -> R<ValueId> {
+            let t = Tensor::from_f64_values(dt, shape, v).map_err(|e| e.0)?;
+            let name = format!("{}/{what}_{d}", o.name);
+            Ok(l.cx
+                .g
+                .add_const(t, Some(forgec_ir::Weight { trainable: true }), &name, o))
+        };
+        let kv = mk(l, &k, vec![fin, gates * h], "kernel")?;
+        let rkv = mk(l, &rk, vec![h, gates * h], "recurrent_kernel")?;
+        let bvv = mk(l, &bias, bshape, "bias")?;
+        let backwards = dirs == "reverse" || d == 1;
+        let attrs = |seq: bool| RnnAttrs {
+            cell,
+            units: h,
+            activation: actv,
+            recurrent_activation: ract,
+            return_sequences: seq,
+            go_backwards: backwards,
+            reset_after,
+        };
+        if want_y {
+            let mut y = l.op(Op::Rnn(attrs(true)), &[xs, kv, rkv, bvv])?;
+            if backwards {
+                let t = l.dims(y)[1]
+                    .known()
+                    .ok_or("a reverse RNN's sequence output needs a known sequence length")?
+                    as i64;
+                y = l.op(
+                    Op::Slice {
+                        axes: vec![1],
+                        starts: vec![t - 1],
+                        ends: vec![-t - 1],
+                        steps: vec![-1],
+                    },
+                    &[y],
+                )?;
+            }
+            seq_outs.push(y);
+        }
+        if want_h {
+            last_outs.push(l.op(Op::Rnn(attrs(false)), &[xs, kv, rkv, bvv])?);
+        }
+    }
+    let mut outs = Vec::new();
+    if want_y {
+        // [B, T, H] per direction -> Y [T, D, B, H] (layout 0) or [B, T, D, H] (layout 1).
+        let mut parts = Vec::new();
+        for y in seq_outs {
+            let d = l.dims(y);
+            let y4 = l.reshape_to(
+                y,
+                &[d[0].clone(), d[1].clone(), Dim::Known(1), d[2].clone()],
+            )?;
+            parts.push(y4);
+        }
+        let y = if parts.len() == 1 {
+            parts[0]
+        } else {
+            l.op(Op::Concat { axis: 2 }, &parts)?
+        };
+        let y = if layout == 0 {
+            l.op(
+                Op::Transpose {
+                    perm: vec![1, 2, 0, 3],
+                },
+                &[y],
+            )?
+        } else {
+            y
+        };
+        outs.push(Val::T(y));
+    } else {
+        outs.push(Val::T(x)); // placeholder for an unused output
+    }
+    if want_h {
+        // [B, H] per direction -> Y_h [D, B, H] (layout 0) or [B, D, H] (layout 1).
+        let mut parts = Vec::new();
+        for y in last_outs {
+            let d = l.dims(y);
+            parts.push(l.reshape_to(y, &[d[0].clone(), Dim::Known(1), d[1].clone()])?);
+        }
+        let y = if parts.len() == 1 {
+            parts[0]
+        } else {
+            l.op(Op::Concat { axis: 1 }, &parts)?
+        };
+        let y = if layout == 0 {
+            l.op(
+                Op::Transpose {
+                    perm: vec![1, 0, 2],
+                },
+                &[y],
+            )?
+        } else {
+            y
+        };
+        outs.push(Val::T(y));
+    }
+    Ok(outs)
+}
+
+/// Whether `v` is all zeros: a zero constant, or one reshaped, broadcast or cast
+/// (tf2onnx's zero initial states: Expand(0, shape) then Unsqueeze).
+fn is_broadcast_zero(cx: &Cx, v: ValueId) -> bool {
+    if let Some(t) = cx.const_of(v) {
+        return t.to_f64_vec().iter().all(|&x| x == 0.0);
+    }
+    cx.g.nodes
+        .iter()
+        .rev()
+        .find(|node| node.outputs.contains(&v))
+        .is_some_and(|node| {
+            matches!(
+                node.op,
+                Op::Broadcast { .. } | Op::Reshape { .. } | Op::Transpose { .. } | Op::Cast { .. }
+            ) && is_broadcast_zero(cx, node.inputs[0])
+        })
+}

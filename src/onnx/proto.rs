@@ -1,0 +1,281 @@
+//! Decoding ONNX tensors and types: every storage form, checked before allocating.
+
+use forgec_ir::{Dim, TensorType};
+use forgec_runtime::{DType, Data, Tensor};
+use onnx_protobuf::{TensorProto, TypeProto};
+use std::path::Path;
+
+/// ONNX element type codes.
+pub fn dtype_of(code: i32) -> Result<DType, String> {
+    Ok(match code {
+        1 => DType::F32,
+        2 | 4 | 5 | 6 => DType::I32, // uint8, uint16, int16 widen to int32
+        3 => DType::I8,
+        7 | 12 | 13 => DType::I64, // uint32 and uint64 widen to int64
+        9 => DType::Bool,
+        10 => DType::F16,
+        11 => DType::F64,
+        16 => DType::BF16,
+        8 => return Err("string tensors are not supported".into()),
+        14 | 15 => return Err("complex tensors are not supported".into()),
+        17..=20 => return Err("float8 tensors are not supported".into()),
+        21 | 22 => return Err("4-bit integer tensors are not supported".into()),
+        c => return Err(format!("unknown element type code {c}")),
+    })
+}
+
+pub fn dtype_name(code: i32) -> &'static str {
+    match code {
+        1 => "float",
+        2 => "uint8",
+        3 => "int8",
+        4 => "uint16",
+        5 => "int16",
+        6 => "int32",
+        7 => "int64",
+        8 => "string",
+        9 => "bool",
+        10 => "float16",
+        11 => "double",
+        12 => "uint32",
+        13 => "uint64",
+        14 => "complex64",
+        15 => "complex128",
+        16 => "bfloat16",
+        _ => "other",
+    }
+}
+
+/// Tensors forgec will hold in memory: 2^31 elements.
+pub const MAX_ELEMS: u64 = 1 << 31;
+
+fn le<const N: usize>(b: &[u8], i: usize) -> [u8; N] {
+    b[i * N..(i + 1) * N].try_into().expect("length checked")
+}
+
+/// Decodes a TensorProto (typed fields, raw_data, or external data under `base_dir`).
+pub fn tensor(t: &TensorProto, base_dir: &Path) -> Result<Tensor, String> {
+    let code = t.data_type;
+    let dtype = dtype_of(code)?;
+    let mut n: u64 = 1;
+    let mut shape = Vec::with_capacity(t.dims.len());
+    for &d in &t.dims {
+        if d < 0 {
+            return Err(format!("negative dim {d} in {:?}", t.dims));
+        }
+        n = n
+            .checked_mul(d as u64)
+            .filter(|&n| n <= MAX_ELEMS)
+            .ok_or_else(|| {
+                format!(
+                    "dims {:?} hold more than 2^31 elements: refusing to allocate",
+                    t.dims
+                )
+            })?;
+        shape.push(d as usize);
+    }
+    let n = n as usize;
+    let external;
+    let raw: Option<&[u8]> = if t.data_location.value() == 1 {
+        external = read_external(t, base_dir, n, code)?;
+        Some(&external)
+    } else if !t.raw_data.is_empty() || (n == 0) {
+        Some(&t.raw_data)
+    } else {
+        None
+    };
+    let width = match code {
+        1 | 6 | 12 => 4,
+        7 | 11 | 13 => 8,
+        10 | 16 | 4 | 5 => 2,
+        2 | 3 | 9 => 1,
+        _ => 0,
+    };
+    let count_err = |got: usize| {
+        format!(
+            "dims {:?} need {n} elements but the data holds {got}",
+            t.dims
+        )
+    };
+    let data = if let Some(b) = raw {
+        if b.len() != n * width {
+            return Err(format!(
+                "dims {:?} of {} need {} bytes of raw data but {} are stored",
+                t.dims,
+                dtype_name(code),
+                n * width,
+                b.len()
+            ));
+        }
+        match code {
+            1 => Data::F32((0..n).map(|i| f32::from_le_bytes(le(b, i))).collect()),
+            11 => Data::F64((0..n).map(|i| f64::from_le_bytes(le(b, i))).collect()),
+            10 => Data::F16((0..n).map(|i| u16::from_le_bytes(le(b, i))).collect()),
+            16 => Data::BF16((0..n).map(|i| u16::from_le_bytes(le(b, i))).collect()),
+            3 => Data::I8(b.iter().map(|&x| x as i8).collect()),
+            2 => Data::I32(b.iter().map(|&x| x as i32).collect()),
+            9 => Data::Bool(b.iter().map(|&x| x != 0).collect()),
+            4 => Data::I32(
+                (0..n)
+                    .map(|i| u16::from_le_bytes(le(b, i)) as i32)
+                    .collect(),
+            ),
+            5 => Data::I32(
+                (0..n)
+                    .map(|i| i16::from_le_bytes(le(b, i)) as i32)
+                    .collect(),
+            ),
+            6 => Data::I32((0..n).map(|i| i32::from_le_bytes(le(b, i))).collect()),
+            12 => Data::I64(
+                (0..n)
+                    .map(|i| u32::from_le_bytes(le(b, i)) as i64)
+                    .collect(),
+            ),
+            7 => Data::I64((0..n).map(|i| i64::from_le_bytes(le(b, i))).collect()),
+            13 => Data::I64(
+                (0..n)
+                    .map(|i| u64::from_le_bytes(le(b, i)) as i64)
+                    .collect(),
+            ),
+            _ => unreachable!("dtype_of accepted it"),
+        }
+    } else {
+        match code {
+            1 => {
+                if t.float_data.len() != n {
+                    return Err(count_err(t.float_data.len()));
+                }
+                Data::F32(t.float_data.clone())
+            }
+            11 => {
+                if t.double_data.len() != n {
+                    return Err(count_err(t.double_data.len()));
+                }
+                Data::F64(t.double_data.clone())
+            }
+            // int32_data also carries int8/uint8/int16/uint16/bool/float16/bfloat16 values.
+            2..=6 | 9 | 10 | 16 => {
+                if t.int32_data.len() != n {
+                    return Err(count_err(t.int32_data.len()));
+                }
+                let v = &t.int32_data;
+                match code {
+                    3 => Data::I8(v.iter().map(|&x| x as i8).collect()),
+                    9 => Data::Bool(v.iter().map(|&x| x != 0).collect()),
+                    10 => Data::F16(v.iter().map(|&x| x as u16).collect()),
+                    16 => Data::BF16(v.iter().map(|&x| x as u16).collect()),
+                    _ => Data::I32(v.clone()),
+                }
+            }
+            7 => {
+                if t.int64_data.len() != n {
+                    return Err(count_err(t.int64_data.len()));
+                }
+                Data::I64(t.int64_data.clone())
+            }
+            12 | 13 => {
+                if t.uint64_data.len() != n {
+                    return Err(count_err(t.uint64_data.len()));
+                }
+                Data::I64(t.uint64_data.iter().map(|&x| x as i64).collect())
+            }
+            _ => unreachable!("dtype_of accepted it"),
+        }
+    };
+    debug_assert_eq!(data.dtype(), dtype);
+    Tensor::new(shape, data).map_err(|e| e.0)
+}
+
+fn read_external(t: &TensorProto, base_dir: &Path, n: usize, code: i32) -> Result<Vec<u8>, String> {
+    let get = |k: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| e.value.clone())
+    };
+    let loc = get("location").ok_or("external data without a `location`")?;
+    let rel = Path::new(&loc);
+    // Refuse paths that leave the model's directory.
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "external data path `{loc}` leaves the model's directory: refused (keep the data file next to the model)"
+        ));
+    }
+    let path = base_dir.join(rel);
+    let offset: u64 = get("offset")
+        .map(|s| s.parse().map_err(|_| format!("bad offset `{s}`")))
+        .transpose()?
+        .unwrap_or(0);
+    let width = match code {
+        1 | 6 | 12 => 4,
+        7 | 11 | 13 => 8,
+        10 | 16 | 4 | 5 => 2,
+        _ => 1,
+    };
+    let want = (n * width) as u64;
+    let length: u64 = get("length")
+        .map(|s| s.parse().map_err(|_| format!("bad length `{s}`")))
+        .transpose()?
+        .unwrap_or(want);
+    let bytes =
+        std::fs::read(&path).map_err(|e| format!("external data file {}: {e}", path.display()))?;
+    let end = offset
+        .checked_add(length)
+        .filter(|&e| e <= bytes.len() as u64)
+        .ok_or_else(|| {
+            format!(
+                "external data file {} has {} bytes, fewer than offset {offset} + length {length}",
+                path.display(),
+                bytes.len()
+            )
+        })?;
+    Ok(bytes[offset as usize..end as usize].to_vec())
+}
+
+/// A value's declared tensor type. Unnamed dims become fresh symbols from `fresh`.
+pub fn value_type(tp: &TypeProto, fresh: &mut dyn FnMut() -> String) -> Result<TensorType, String> {
+    use onnx_protobuf::tensor_shape_proto::dimension::Value as D;
+    use onnx_protobuf::type_proto::Value;
+    let Some(Value::TensorType(t)) = &tp.value else {
+        return Err(
+            "only tensor inputs and outputs are supported (not sequences, maps or optionals)"
+                .into(),
+        );
+    };
+    let dtype = dtype_of(t.elem_type)?;
+    let Some(shape) = t.shape.as_ref() else {
+        return Err("the input has no shape: forgec needs the rank of every graph input".into());
+    };
+    let dims = shape
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(D::DimValue(v)) if *v >= 0 => Dim::Known(*v as usize),
+            Some(D::DimParam(p)) if !p.is_empty() => Dim::Sym(sanitize(p)),
+            _ => Dim::Sym(fresh()),
+        })
+        .collect();
+    Ok(TensorType::new(dtype, dims))
+}
+
+/// Symbols must be plain identifiers in the text form.
+pub fn sanitize(p: &str) -> String {
+    let mut s: String = p
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}

@@ -1,0 +1,284 @@
+//! ONNX import: every shared ONNX model runs and matches onnxruntime's outputs.
+
+use crate::common::*;
+
+#[test]
+fn every_shared_onnx_model_matches_onnxruntime() {
+    let m = manifest();
+    let mut checked = 0;
+    for (name, info) in m["models"].as_object().unwrap() {
+        let model = model_file(&format!("{name}.onnx"));
+        let dir = scratch(&format!("onnx_run_{name}"));
+        let mut args = vec!["run".to_string(), model.to_string_lossy().into()];
+        for i in info["inputs"].as_array().unwrap() {
+            args.push("-i".into());
+            args.push(format!(
+                "{}={}",
+                i["name"].as_str().unwrap(),
+                model_file(i["file"].as_str().unwrap()).display()
+            ));
+        }
+        args.extend(["-o".into(), dir.to_string_lossy().into()]);
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = forgec(&argv);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        for o in info["outputs"].as_array().unwrap() {
+            let got = npy(&dir.join(format!("{}.npy", o["ort_name"].as_str().unwrap())));
+            let want = npy(&model_file(o["ort_file"].as_str().unwrap()));
+            assert_close(&got, &want, 1e-4, &format!("{name}.onnx {}", o["ort_name"]));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9);
+}
+
+#[test]
+fn onnx_summary_shows_symbolic_dims_ops_and_params() {
+    let out = forgec(&[
+        "summary",
+        model_file("functional_two_in_two_out.onnx")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // tf2onnx names each input's batch on its own; the Concat makes them one symbol.
+    assert!(
+        out.stdout
+            .contains("  input_a: f32[unk__66,16]\n  input_b: f32[unk__66,8]\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("opset 15, from tf2onnx"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("MatMul       5"), "{}", out.stdout);
+    // The manifest's trainable + non-trainable count (BatchNorm's statistics are initializers too).
+    assert!(out.stdout.contains(" Total params: "), "{}", out.stdout);
+}
+
+#[test]
+fn shape_subgraphs_are_folded() {
+    // cnn_mnist.onnx computes its Flatten target from Shape -> Slice -> Concat; lstm_seq.onnx
+    // builds its zero initial state from the batch size. Neither survives import.
+    for name in ["cnn_mnist", "lstm_seq"] {
+        let m = forgec::onnx::load(&model_file(&format!("{name}.onnx"))).unwrap();
+        let ops: Vec<String> = m.graph.nodes.iter().map(|n| n.op.name()).collect();
+        for bad in ["cast", "concat", "gather"] {
+            assert!(
+                !ops.contains(&bad.to_string()),
+                "{name}: `{bad}` left in {ops:?}"
+            );
+        }
+    }
+}
+
+mod bad {
+    //! Bad ONNX input: a clear error, exit 2, no panic.
+    use crate::common::*;
+    use onnx_protobuf::{
+        Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+        ValueInfoProto,
+    };
+
+    fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
+        use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
+        use onnx_protobuf::type_proto::{Tensor, Value};
+        let mut shape = onnx_protobuf::TensorShapeProto::new();
+        for &d in dims {
+            let mut dim = Dimension::new();
+            dim.value = Some(if d < 0 {
+                dimension::Value::DimParam("N".into())
+            } else {
+                dimension::Value::DimValue(d)
+            });
+            shape.dim.push(dim);
+        }
+        let mut t = Tensor::new();
+        t.elem_type = 1;
+        t.shape = Some(shape).into();
+        let mut tp = onnx_protobuf::TypeProto::new();
+        tp.value = Some(Value::TensorType(t));
+        let mut v = ValueInfoProto::new();
+        v.name = name.into();
+        v.type_ = Some(tp).into();
+        v
+    }
+
+    fn node(op: &str, name: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.name = name.into();
+        n.input = ins.iter().map(|s| s.to_string()).collect();
+        n.output = outs.iter().map(|s| s.to_string()).collect();
+        n
+    }
+
+    /// x: f32[N, 4] -> nodes -> y
+    fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> ModelProto {
+        let mut m = ModelProto::new();
+        m.ir_version = 8;
+        let mut o = OperatorSetIdProto::new();
+        o.version = 17;
+        m.opset_import.push(o);
+        let mut g = onnx_protobuf::GraphProto::new();
+        g.name = "bad".into();
+        g.input.push(vi("x", &[-1, 4]));
+        g.output.push(vi("y", &[-1, 4]));
+        g.node = nodes;
+        g.initializer = inits;
+        m.graph = Some(g).into();
+        m
+    }
+
+    fn write(m: &ModelProto, name: &str) -> std::path::PathBuf {
+        let d = scratch(&format!("onnx_bad_{name}"));
+        let f = d.join("model.onnx");
+        std::fs::write(&f, m.write_to_bytes().unwrap()).unwrap();
+        f
+    }
+
+    fn fails(f: &std::path::Path, needles: &[&str]) {
+        let out = forgec(&["summary", f.to_str().unwrap()]);
+        assert_eq!(
+            out.code, 2,
+            "stderr:\n{}\nstdout:\n{}",
+            out.stderr, out.stdout
+        );
+        for n in needles {
+            assert!(out.stderr.contains(n), "expected `{n}` in:\n{}", out.stderr);
+        }
+        assert!(
+            !out.stderr.contains("panicked") && !out.stderr.contains("internal error"),
+            "{}",
+            out.stderr
+        );
+    }
+
+    fn f32_init(name: &str, dims: &[i64], n: usize) -> TensorProto {
+        let mut t = TensorProto::new();
+        t.name = name.into();
+        t.data_type = 1;
+        t.dims = dims.to_vec();
+        t.float_data = vec![1.0; n];
+        t
+    }
+
+    #[test]
+    fn truncated_and_garbage_protobuf() {
+        let bytes = std::fs::read(model_file("mlp_binary.onnx")).unwrap();
+        let d = scratch("onnx_bad_trunc");
+        let f = d.join("t.onnx");
+        std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+        fails(&f, &["t.onnx", "not a valid ONNX model"]);
+        let g = d.join("g.onnx");
+        std::fs::write(&g, [0xffu8; 64]).unwrap();
+        fails(&g, &["g.onnx", "not a valid ONNX model"]);
+    }
+
+    #[test]
+    fn unsupported_ops_are_listed_together() {
+        let mut custom = node("MyOp", "c1", &["x"], &["a"]);
+        custom.domain = "com.microsoft".into();
+        let m = model(
+            vec![
+                node("Relu", "r", &["x"], &["b"]),
+                node("FancyOp", "f1", &["b"], &["c"]),
+                custom,
+                node("Gremlin", "f2", &["c"], &["y"]),
+            ],
+            vec![],
+        );
+        fails(
+            &write(&m, "unsupported"),
+            &[
+                "node `f1`: op FancyOp (domain ai.onnx, opset 17) is not supported",
+                "node `f2`: op Gremlin",
+                "node `c1`: com.microsoft::MyOp",
+                "non-default domain `com.microsoft`",
+            ],
+        );
+    }
+
+    #[test]
+    fn cycles_and_dangling_names() {
+        let m = model(
+            vec![
+                node("Relu", "a", &["z"], &["w"]),
+                node("Relu", "b", &["w"], &["z"]),
+                node("Relu", "c", &["z"], &["y"]),
+            ],
+            vec![],
+        );
+        fails(
+            &write(&m, "cycle"),
+            &[
+                "node `a` (Relu): input `z` is made by a later node",
+                "cycle",
+            ],
+        );
+        let m = model(vec![node("Relu", "a", &["nowhere"], &["y"])], vec![]);
+        fails(
+            &write(&m, "dangling"),
+            &["node `a` (Relu): input `nowhere` is defined nowhere"],
+        );
+    }
+
+    #[test]
+    fn initializer_data_length_and_absurd_dims() {
+        let m = model(
+            vec![node("Add", "add", &["x", "w"], &["y"])],
+            vec![f32_init("w", &[4], 3)],
+        );
+        fails(
+            &write(&m, "length"),
+            &["initializer `w`", "need 4 elements but the data holds 3"],
+        );
+        let mut raw = f32_init("w", &[4], 0);
+        raw.raw_data = vec![0u8; 10];
+        let m = model(vec![node("Add", "add", &["x", "w"], &["y"])], vec![raw]);
+        fails(
+            &write(&m, "raw"),
+            &["need 16 bytes of raw data but 10 are stored"],
+        );
+        let m = model(
+            vec![node("Add", "add", &["x", "w"], &["y"])],
+            vec![f32_init("w", &[1 << 20, 1 << 20, 1 << 20], 0)],
+        );
+        fails(
+            &write(&m, "absurd"),
+            &["more than 2^31 elements: refusing to allocate"],
+        );
+    }
+
+    #[test]
+    fn external_data_may_not_leave_the_model_directory() {
+        let mut t = f32_init("w", &[4], 0);
+        t.data_location = onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into();
+        let mut e = StringStringEntryProto::new();
+        e.key = "location".into();
+        e.value = "../../etc/passwd".into();
+        t.external_data.push(e);
+        let m = model(
+            vec![node("Add", "add", &["x", "w"], &["y"])],
+            vec![t.clone()],
+        );
+        fails(
+            &write(&m, "escape"),
+            &["leaves the model's directory: refused"],
+        );
+        // Inside the directory it is read.
+        t.external_data[0].value = "w.bin".into();
+        let m = model(vec![node("Add", "add", &["x", "w"], &["y"])], vec![t]);
+        let f = write(&m, "external");
+        let bytes: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        std::fs::write(f.parent().unwrap().join("w.bin"), bytes).unwrap();
+        let out = forgec(&["summary", f.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains("Total params: 4 "), "{}", out.stdout);
+    }
+}
