@@ -80,6 +80,7 @@ pub fn load_model(
                 path.display()
             )],
             shape_only: false,
+            needs_const: vec![],
         });
     }
     keras::load(path, opts)

@@ -1,6 +1,7 @@
 //! The `forgec` command line: `summary`, `check`, `run`.
 
 pub mod check;
+pub mod conformance;
 pub mod run;
 pub mod summary;
 
@@ -54,6 +55,24 @@ pub enum Command {
         #[arg(long)]
         labels: Option<PathBuf>,
     },
+    /// Run an ONNX test suite (standard layout) through import and the interpreter.
+    Conformance {
+        /// A directory of cases: <suite>/<case>/model.onnx + test_data_set_N/
+        dir: PathBuf,
+        /// Where to write the JSON report
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[arg(long, default_value_t = 1e-3)]
+        rtol: f64,
+        #[arg(long, default_value_t = 1e-7)]
+        atol: f64,
+        /// Only cases whose path contains this text
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print every case that does not pass
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Run the model on inputs and write its outputs as .npy files.
     Run {
         model: PathBuf,
@@ -91,6 +110,21 @@ pub fn main_with(cli: Cli) -> i32 {
             input_shape,
             data,
             labels,
+        }),
+        Command::Conformance {
+            dir,
+            report,
+            rtol,
+            atol,
+            filter,
+            verbose,
+        } => conformance::cmd(conformance::Args {
+            dir,
+            report,
+            rtol,
+            atol,
+            filter,
+            verbose,
         }),
         Command::Run {
             model,

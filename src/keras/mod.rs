@@ -94,6 +94,9 @@ pub struct ImportError {
     /// True when every problem is a layer fed a shape it was not built for (the data's
     /// shape, for `check`), not a broken or unsupported file.
     pub shape_only: bool,
+    /// ONNX: graph inputs the importer needs as constants (shapes, axes, RNN weights fed as
+    /// data); binding them (`onnx::load_with`) makes the model importable.
+    pub needs_const: Vec<String>,
 }
 
 impl std::fmt::Display for ImportError {
@@ -106,6 +109,7 @@ fn fail<T>(msg: String) -> Result<T, ImportError> {
     Err(ImportError {
         problems: vec![msg],
         shape_only: false,
+        needs_const: vec![],
     })
 }
 
@@ -130,6 +134,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
         let wf = WeightFile::open(path, disp.clone()).map_err(|e| ImportError {
             problems: vec![e],
             shape_only: false,
+            needs_const: vec![],
         })?;
         let Some(cfg) = wf.model_config() else {
             return fail(format!(
@@ -166,6 +171,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
                 WeightFile::open(&w, w.display().to_string()).map_err(|e| ImportError {
                     problems: vec![e],
                     shape_only: false,
+                    needs_const: vec![],
                 })?,
             ),
             _ if opts.allow_missing_weights => None,
@@ -263,12 +269,14 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
         return Err(ImportError {
             problems,
             shape_only: false,
+            needs_const: vec![],
         });
     }
     if !cx.shape_problems.is_empty() {
         return Err(ImportError {
             problems: std::mem::take(&mut cx.shape_problems),
             shape_only: true,
+            needs_const: vec![],
         });
     }
     let mut g = cx.g;
@@ -288,6 +296,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
     if !errs.is_empty() {
         return Err(ImportError {
             shape_only: false,
+            needs_const: vec![],
             problems: errs
                 .into_iter()
                 .map(|e| format!("{disp}: internal error, the imported graph is invalid: {e}"))
@@ -401,6 +410,7 @@ fn open_archive(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Archive
             WeightFile::open(w, w.display().to_string()).map_err(|e| ImportError {
                 problems: vec![e],
                 shape_only: false,
+                needs_const: vec![],
             })?,
         ),
         None => match read("model.weights.h5")? {
@@ -409,6 +419,7 @@ fn open_archive(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Archive
                     ImportError {
                         problems: vec![e],
                         shape_only: false,
+                        needs_const: vec![],
                     }
                 })?,
             ),
@@ -419,6 +430,7 @@ fn open_archive(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Archive
     let cfg = String::from_utf8(cfg).map_err(|_| ImportError {
         problems: vec![format!("{disp}:config.json is not UTF-8 text")],
         shape_only: false,
+        needs_const: vec![],
     })?;
     Ok((cfg, store, version))
 }

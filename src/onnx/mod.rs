@@ -44,12 +44,15 @@ pub(crate) struct Cx<'a> {
     fresh: usize,
     /// Names some node or graph output reads: outputs nobody reads need not be made.
     used: std::collections::HashSet<String>,
+    /// Values an op needed as constants but got as data.
+    pub wanted: Vec<String>,
 }
 
 fn fail<T>(msg: String) -> Result<T, ImportError> {
     Err(ImportError {
         problems: vec![msg],
         shape_only: false,
+        needs_const: vec![],
     })
 }
 
@@ -58,11 +61,48 @@ pub fn supported_ops() -> &'static [&'static str] {
     ops::SUPPORTED
 }
 
+/// The op types of a model file (for reports when the import fails).
+pub fn op_types(path: &Path) -> Option<Vec<String>> {
+    let m = ModelProto::parse_from_bytes(&std::fs::read(path).ok()?).ok()?;
+    let mut ops: Vec<String> = m
+        .graph
+        .as_ref()?
+        .node
+        .iter()
+        .map(|n| n.op_type.clone())
+        .collect();
+    ops.sort();
+    ops.dedup();
+    Some(ops)
+}
+
 pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
+    load_with(path, &HashMap::new())
+}
+
+/// The names of the graph inputs that are not initializers, in order.
+pub fn input_names(path: &Path) -> Option<Vec<String>> {
+    let m = ModelProto::parse_from_bytes(&std::fs::read(path).ok()?).ok()?;
+    let g = m.graph.as_ref()?;
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    Some(
+        g.input
+            .iter()
+            .filter(|i| !inits.contains(i.name.as_str()))
+            .map(|i| i.name.clone())
+            .collect(),
+    )
+}
+
+/// Loads with some graph inputs bound to constants: what a compiler does with inputs that
+/// fix shapes (axes, target shapes, pads) and are fed as data.
+pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxModel, ImportError> {
     let disp = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| ImportError {
         problems: vec![format!("{disp}: cannot read: {e}")],
         shape_only: false,
+        needs_const: vec![],
     })?;
     let model = match ModelProto::parse_from_bytes(&bytes) {
         Ok(m) => m,
@@ -115,6 +155,7 @@ pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
         return Err(ImportError {
             problems,
             shape_only: false,
+            needs_const: vec![],
         });
     }
     let base_dir = path.parent().unwrap_or(Path::new("."));
@@ -135,6 +176,7 @@ pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
             .flat_map(|n| n.input.iter().cloned())
             .chain(graph.output.iter().map(|o| o.name.clone()))
             .collect(),
+        wanted: Vec::new(),
     };
     let mut params = 0;
     let mut param_bytes = 0;
@@ -143,6 +185,7 @@ pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
         let t = proto::tensor(init, base_dir).map_err(|e| ImportError {
             problems: vec![format!("{disp}: initializer `{}`: {e}", init.name)],
             shape_only: false,
+            needs_const: vec![],
         })?;
         let weight = t.dtype().is_float();
         if weight {
@@ -167,6 +210,16 @@ pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
         if cx.vals.contains_key(&inp.name) {
             continue; // an initializer listed as an input (IR < 4): a constant here
         }
+        if let Some(t) = bound.get(&inp.name) {
+            let origin = Origin {
+                framework: "onnx".into(),
+                kind: "bound input".into(),
+                name: inp.name.clone(),
+            };
+            let id = cx.literal(t.clone(), &origin);
+            cx.vals.insert(inp.name.clone(), Val::T(id));
+            continue;
+        }
         let Some(tp) = inp.type_.as_ref() else {
             return fail(format!("{disp}: graph input `{}` has no type", inp.name));
         };
@@ -177,6 +230,7 @@ pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
         let ty = proto::value_type(tp, &mut fresh).map_err(|e| ImportError {
             problems: vec![format!("{disp}: graph input `{}`: {e}", inp.name)],
             shape_only: false,
+            needs_const: vec![],
         })?;
         let id = cx.g.add_input(&inp.name, ty);
         cx.vals.insert(inp.name.clone(), Val::T(id));
@@ -211,12 +265,14 @@ pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
             kind: n.op_type.clone(),
             name: name.clone(),
         };
+        let first_new = cx.g.values.len();
         match ops::lower(&mut cx, n, &origin) {
             Ok(outs) => {
                 for (k, v) in outs.into_iter().enumerate() {
                     if let Some(out_name) = n.output.get(k).filter(|s| !s.is_empty()) {
+                        // Name values this node made after its outputs (not values it passed through).
                         if let Val::T(id) = &v {
-                            if cx.g.find_value(out_name).is_none() {
+                            if id.0 >= first_new && cx.g.find_value(out_name).is_none() {
                                 cx.g.values[id.0].name = out_name.clone();
                             }
                         }
@@ -234,6 +290,7 @@ pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
         return Err(ImportError {
             problems,
             shape_only: false,
+            needs_const: std::mem::take(&mut cx.wanted),
         });
     }
     for out in &graph.output {
@@ -244,6 +301,7 @@ pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
                     .map_err(|e| ImportError {
                         problems: vec![format!("{disp}: graph output `{}`: {e}", out.name)],
                         shape_only: false,
+                        needs_const: vec![],
                     })?;
                 cx.g.outputs.push(id);
             }
@@ -275,6 +333,7 @@ pub fn load(path: &Path) -> Result<OnnxModel, ImportError> {
                 .map(|e| format!("{disp}: internal error, the imported graph is invalid: {e}"))
                 .collect(),
             shape_only: false,
+            needs_const: vec![],
         });
     }
     Ok(OnnxModel {

@@ -189,8 +189,16 @@ impl L<'_, '_> {
     }
 
     fn konst_req(&mut self, k: usize, what: &str) -> R<Tensor> {
-        self.konst(k)?
-            .ok_or_else(|| format!("the {what} (input {k}) must be a constant"))
+        match self.konst(k)? {
+            Some(t) => Ok(t),
+            None => {
+                let name = self.n.input[k].clone();
+                self.cx.wanted.push(name.clone());
+                Err(format!(
+                    "the {what} (input {k}, `{name}`) must be a constant"
+                ))
+            }
+        }
     }
 
     fn ints_input(&mut self, k: usize, what: &str) -> R<Option<Vec<i64>>> {
@@ -205,11 +213,12 @@ impl L<'_, '_> {
         match self.val(k)? {
             Val::Shape { dims, .. } => Ok(dims),
             Val::T(id) => {
-                let t = self
-                    .cx
-                    .const_of(id)
-                    .cloned()
-                    .ok_or("the shape input must be a constant or computed from shapes")?;
+                let t = self.cx.const_of(id).cloned();
+                let Some(t) = t else {
+                    let name = self.n.input[k].clone();
+                    self.cx.wanted.push(name.clone());
+                    return Err(format!("the shape (input {k}, `{name}`) must be a constant or computed from shapes"));
+                };
                 t.to_i64_vec()
                     .into_iter()
                     .map(|v| {
