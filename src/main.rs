@@ -3,6 +3,15 @@ use clap::Parser;
 fn main() {
     // A panic is forgec's bug: say so plainly, without a backtrace, and exit non-zero.
     std::panic::set_hook(Box::new(|info| {
+        // A closed pipe (`forgec ... | head`) is not a bug: stop quietly.
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(|s| s.as_str())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
         let loc = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))

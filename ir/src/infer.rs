@@ -439,11 +439,12 @@ pub fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             let mut out = Vec::new();
             for (i, d) in spatial.iter().enumerate() {
                 let s = known(d, "a spatial dim")?;
+                let dil = p.dilations.get(i).copied().unwrap_or(1);
                 out.push(Dim::Known(window_out(
                     s,
                     p.window[i],
                     p.strides[i],
-                    1,
+                    dil,
                     p.pads[i],
                 )?));
             }
@@ -627,6 +628,40 @@ pub fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
                 return Err(format!("rate {rate} is not in [0, 1)"));
             }
             one(ins[0].clone())
+        }
+        Op::ArgReduce {
+            kind,
+            axis,
+            keepdims,
+            ..
+        }
+        | Op::Cumulative {
+            kind,
+            axis,
+            exclusive: keepdims,
+            ..
+        } => {
+            let x = &ins[0];
+            check_axis(*axis, x.rank())?;
+            if x.dtype == DType::Bool {
+                return Err(format!("{} does not take bool", op.name()));
+            }
+            if let Op::Cumulative { .. } = op {
+                if !matches!(kind, ReduceKind::Sum | ReduceKind::Prod) {
+                    return Err("cumulative takes sum or prod".into());
+                }
+                return one(x.clone());
+            }
+            if !matches!(kind, ReduceKind::Max | ReduceKind::Min) {
+                return Err("arg_reduce takes max or min".into());
+            }
+            let mut s = x.shape.clone();
+            if *keepdims {
+                s[*axis] = Dim::Known(1);
+            } else {
+                s.remove(*axis);
+            }
+            one(TensorType::new(DType::I64, s))
         }
         Op::Rnn(r) => {
             let (x, k, rk, b) = (&ins[0], &ins[1], &ins[2], &ins[3]);

@@ -174,6 +174,7 @@ fn unary_f(u: UnaryOp, x: f64) -> f64 {
             }
         }
         UnaryOp::Not => (x == 0.0) as i64 as f64,
+        UnaryOp::Atan => x.atan(),
     }
 }
 
@@ -218,6 +219,16 @@ fn binary_f(b: BinaryOp, x: f64, y: f64) -> f64 {
         BinaryOp::Ge => t(x >= y),
         BinaryOp::And => t(x != 0.0 && y != 0.0),
         BinaryOp::Or => t(x != 0.0 || y != 0.0),
+        // Python's %: the sign of the divisor.
+        BinaryOp::Mod => {
+            let r = x % y;
+            if r != 0.0 && (r < 0.0) != (y < 0.0) {
+                r + y
+            } else {
+                r
+            }
+        }
+        BinaryOp::Rem => x % y,
     }
 }
 
@@ -249,6 +260,17 @@ fn binary_i(b: BinaryOp, x: i64, y: i64) -> R<i64> {
         BinaryOp::Ge => (x >= y) as i64,
         BinaryOp::And => (x != 0 && y != 0) as i64,
         BinaryOp::Or => (x != 0 || y != 0) as i64,
+        BinaryOp::Mod | BinaryOp::Rem => {
+            if y == 0 {
+                return Err("integer modulo by zero".into());
+            }
+            let r = x.wrapping_rem(y);
+            if b == BinaryOp::Mod && r != 0 && (r < 0) != (y < 0) {
+                r + y
+            } else {
+                r
+            }
+        }
     })
 }
 
@@ -631,6 +653,83 @@ pub fn eval_op(op: &Op, ins: &[&Tensor]) -> R<Vec<Tensor>> {
         }
         Op::LayerNorm { axes, epsilon } => one(layer_norm(ins, axes, *epsilon, ot.dtype, oshape)?),
         Op::Rnn(r) => one(rnn(r, ins, ot.dtype, oshape)?),
+        Op::ArgReduce {
+            kind,
+            axis,
+            select_last,
+            ..
+        } => {
+            let x = ins[0];
+            let shape = x.shape();
+            let v = x.to_f64_vec();
+            let (outer, n, inner) = (
+                numel(&shape[..*axis]),
+                shape[*axis],
+                numel(&shape[axis + 1..]),
+            );
+            let mut out = Vec::with_capacity(outer * inner);
+            for o in 0..outer {
+                for i in 0..inner {
+                    let mut best = 0usize;
+                    for k in 1..n {
+                        let (a, b) = (
+                            v[o * n * inner + k * inner + i],
+                            v[o * n * inner + best * inner + i],
+                        );
+                        let better = match kind {
+                            ReduceKind::Max => a > b || (*select_last && a == b),
+                            _ => a < b || (*select_last && a == b),
+                        };
+                        if better {
+                            best = k;
+                        }
+                    }
+                    out.push(best as i64);
+                }
+            }
+            one(int_t(DType::I64, oshape, &out)?)
+        }
+        Op::Cumulative {
+            kind,
+            axis,
+            exclusive,
+            reverse,
+        } => {
+            let x = ins[0];
+            let shape = x.shape();
+            let (outer, n, inner) = (
+                numel(&shape[..*axis]),
+                shape[*axis],
+                numel(&shape[axis + 1..]),
+            );
+            let prod = *kind == ReduceKind::Prod;
+            let scan = |v: &[f64]| -> Vec<f64> {
+                let mut out = vec![0.0; v.len()];
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let mut acc = if prod { 1.0 } else { 0.0 };
+                        for step in 0..n {
+                            let k = if *reverse { n - 1 - step } else { step };
+                            let at = o * n * inner + k * inner + i;
+                            if *exclusive {
+                                out[at] = acc;
+                            }
+                            acc = if prod { acc * v[at] } else { acc + v[at] };
+                            if !*exclusive {
+                                out[at] = acc;
+                            }
+                        }
+                    }
+                }
+                out
+            };
+            if ot.dtype.is_float() {
+                one(float_t(ot.dtype, oshape, &scan(&x.to_f64_vec()))?)
+            } else {
+                let r: Vec<i64> = scan(&x.to_f64_vec()).iter().map(|&f| f as i64).collect();
+                one(int_t(ot.dtype, oshape, &r)?)
+            }
+        }
     }
 }
 
@@ -917,7 +1016,8 @@ fn pool(p: &PoolAttrs, x: &Tensor, dtype: DType, oshape: &[usize]) -> R<Tensor> 
                 let mut inside = true;
                 let mut in_padded = true;
                 for d in 0..ns {
-                    let q = (oidx[d] * p.strides[d] + kidx[d]) as i64 - p.pads[d].0 as i64;
+                    let dil = p.dilations.get(d).copied().unwrap_or(1);
+                    let q = (oidx[d] * p.strides[d] + kidx[d] * dil) as i64 - p.pads[d].0 as i64;
                     if q < 0 || q >= in_sp[d] as i64 {
                         inside = false;
                         if q < -(p.pads[d].0 as i64) || q >= (in_sp[d] + p.pads[d].1) as i64 {

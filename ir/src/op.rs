@@ -26,7 +26,7 @@ named_enum!(
         Neg = "neg", Abs = "abs", Exp = "exp", Log = "log", Sqrt = "sqrt", Rsqrt = "rsqrt",
         Reciprocal = "reciprocal", Tanh = "tanh", Sigmoid = "sigmoid", Relu = "relu",
         Softplus = "softplus", Erf = "erf", Sin = "sin", Cos = "cos", Floor = "floor",
-        Ceil = "ceil", Round = "round", Sign = "sign", Not = "not",
+        Ceil = "ceil", Round = "round", Sign = "sign", Not = "not", Atan = "atan",
     }
 );
 
@@ -35,7 +35,7 @@ named_enum!(
     BinaryOp {
         Add = "add", Sub = "sub", Mul = "mul", Div = "div", Pow = "pow", Max = "max",
         Min = "min", Eq = "eq", Ne = "ne", Lt = "lt", Le = "le", Gt = "gt", Ge = "ge",
-        And = "and", Or = "or",
+        And = "and", Or = "or", Mod = "mod", Rem = "rem",
     }
 );
 
@@ -94,6 +94,7 @@ pub struct PoolAttrs {
     pub layout: Layout,
     /// Average pooling: whether padded positions count in the divisor.
     pub count_include_pad: bool,
+    pub dilations: Vec<usize>,
 }
 
 /// A recurrent layer over a whole sequence. Inputs: x `[B, T, F]`, kernel `[F, gates*U]`,
@@ -197,6 +198,21 @@ pub enum Op {
         rate: f64,
     },
     Rnn(RnnAttrs),
+    /// Index (i64) of the largest (`max`) or smallest (`min`) element along `axis`; ties go to
+    /// the first index unless `select_last`.
+    ArgReduce {
+        kind: ReduceKind,
+        axis: usize,
+        keepdims: bool,
+        select_last: bool,
+    },
+    /// Running sum or product along `axis` (`exclusive`: shifted by one; `reverse`: from the end).
+    Cumulative {
+        kind: ReduceKind,
+        axis: usize,
+        exclusive: bool,
+        reverse: bool,
+    },
 }
 
 impl Op {
@@ -255,6 +271,8 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm".into(),
             Op::Dropout { .. } => "dropout".into(),
             Op::Rnn(_) => "rnn".into(),
+            Op::ArgReduce { .. } => "arg_reduce".into(),
+            Op::Cumulative { .. } => "cumulative".into(),
         }
     }
 
@@ -269,6 +287,7 @@ impl Op {
             | Op::Softmax { .. } => (1, 1),
             Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Pad { .. } => (1, 1),
             Op::Broadcast { .. } | Op::Dropout { .. } => (1, 1),
+            Op::ArgReduce { .. } | Op::Cumulative { .. } => (1, 1),
             Op::Binary(_) | Op::MatMul | Op::Conv(_) | Op::ConvTranspose(_) | Op::Gather { .. } => {
                 (2, 2)
             }
@@ -338,6 +357,7 @@ impl Op {
                 ("pads", pairs(&p.pads)),
                 ("layout", Ident(p.layout.name().into())),
                 ("count_include_pad", Bool(p.count_include_pad)),
+                ("dilations", usizes(&p.dilations)),
             ],
             Op::Reduce {
                 kind,
@@ -389,6 +409,28 @@ impl Op {
                 ("go_backwards", Bool(r.go_backwards)),
                 ("reset_after", Bool(r.reset_after)),
             ],
+            Op::ArgReduce {
+                kind,
+                axis,
+                keepdims,
+                select_last,
+            } => vec![
+                ("kind", Ident(kind.name().into())),
+                ("axis", Int(*axis as i64)),
+                ("keepdims", Bool(*keepdims)),
+                ("select_last", Bool(*select_last)),
+            ],
+            Op::Cumulative {
+                kind,
+                axis,
+                exclusive,
+                reverse,
+            } => vec![
+                ("kind", Ident(kind.name().into())),
+                ("axis", Int(*axis as i64)),
+                ("exclusive", Bool(*exclusive)),
+                ("reverse", Bool(*reverse)),
+            ],
         }
     }
 
@@ -433,6 +475,7 @@ impl Op {
                     pads: a.pairs("pads")?,
                     layout: a.parse_ident("layout", Layout::from_name)?,
                     count_include_pad: a.bool("count_include_pad")?,
+                    dilations: a.usizes("dilations")?,
                 }),
                 "reduce" => Op::Reduce {
                     kind: a.parse_ident("kind", ReduceKind::from_name)?,
@@ -479,6 +522,18 @@ impl Op {
                 },
                 "dropout" => Op::Dropout {
                     rate: a.float("rate")?,
+                },
+                "arg_reduce" => Op::ArgReduce {
+                    kind: a.parse_ident("kind", ReduceKind::from_name)?,
+                    axis: a.usize("axis")?,
+                    keepdims: a.bool("keepdims")?,
+                    select_last: a.bool("select_last")?,
+                },
+                "cumulative" => Op::Cumulative {
+                    kind: a.parse_ident("kind", ReduceKind::from_name)?,
+                    axis: a.usize("axis")?,
+                    exclusive: a.bool("exclusive")?,
+                    reverse: a.bool("reverse")?,
                 },
                 "rnn" => Op::Rnn(RnnAttrs {
                     cell: a.parse_ident("cell", RnnCell::from_name)?,

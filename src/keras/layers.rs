@@ -375,6 +375,7 @@ pub fn lower(
                 pads,
                 layout,
                 count_include_pad: false,
+                dilations: vec![1; nd],
             };
             one(b.op(Op::Pool(p), &[x], "pool")?)
         }

@@ -12,10 +12,15 @@ type R<T> = Result<T, String>;
 /// The default-domain op types forgec imports.
 pub const SUPPORTED: &[&str] = &[
     "Abs",
+    "Acos",
     "Acosh",
     "Add",
     "And",
+    "ArgMax",
+    "ArgMin",
+    "Asin",
     "Asinh",
+    "Atan",
     "Atanh",
     "AveragePool",
     "BatchNormalization",
@@ -31,6 +36,9 @@ pub const SUPPORTED: &[&str] = &[
     "ConvTranspose",
     "Cos",
     "Cosh",
+    "CumProd",
+    "CumSum",
+    "DepthToSpace",
     "Div",
     "Dropout",
     "Elu",
@@ -38,6 +46,7 @@ pub const SUPPORTED: &[&str] = &[
     "Erf",
     "Exp",
     "Expand",
+    "EyeLike",
     "Flatten",
     "Floor",
     "GRU",
@@ -48,12 +57,15 @@ pub const SUPPORTED: &[&str] = &[
     "GlobalMaxPool",
     "Greater",
     "GreaterOrEqual",
+    "GroupNormalization",
     "HardSigmoid",
     "HardSwish",
+    "Hardmax",
     "Identity",
     "InstanceNormalization",
     "IsInf",
     "IsNaN",
+    "LRN",
     "LSTM",
     "LayerNormalization",
     "LeakyRelu",
@@ -66,15 +78,19 @@ pub const SUPPORTED: &[&str] = &[
     "Max",
     "MaxPool",
     "Mean",
+    "MeanVarianceNormalization",
     "Min",
     "Mish",
+    "Mod",
     "Mul",
     "Neg",
     "Not",
+    "OneHot",
     "Or",
     "PRelu",
     "Pad",
     "Pow",
+    "RMSNormalization",
     "RNN",
     "Range",
     "Reciprocal",
@@ -103,16 +119,19 @@ pub const SUPPORTED: &[&str] = &[
     "Softmax",
     "Softplus",
     "Softsign",
+    "SpaceToDepth",
     "Split",
     "Sqrt",
     "Squeeze",
     "Sub",
     "Sum",
+    "Swish",
     "Tan",
     "Tanh",
     "ThresholdedRelu",
     "Tile",
     "Transpose",
+    "Trilu",
     "Unsqueeze",
     "Where",
     "Xor",
@@ -324,8 +343,82 @@ impl L<'_, '_> {
     }
 }
 
+/// Ops decomposed into several IR ops: on f16 / bf16 data they are computed in f32 and
+/// rounded once, as the reference implementations do.
+const UPCAST: &[&str] = &[
+    "Acos",
+    "Acosh",
+    "Asin",
+    "Asinh",
+    "Atanh",
+    "Celu",
+    "Cosh",
+    "Elu",
+    "Gelu",
+    "GroupNormalization",
+    "HardSigmoid",
+    "HardSwish",
+    "InstanceNormalization",
+    "LRN",
+    "LayerNormalization",
+    "LeakyRelu",
+    "LogSoftmax",
+    "LpNormalization",
+    "MeanVarianceNormalization",
+    "Mish",
+    "RMSNormalization",
+    "ReduceLogSumExp",
+    "Selu",
+    "Shrink",
+    "Sinh",
+    "Softmax",
+    "Softsign",
+    "Swish",
+    "Tan",
+    "ThresholdedRelu",
+];
+
 /// Lowers one node; returns its outputs in order.
 pub(crate) fn lower(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
+    if UPCAST.contains(&n.op_type.as_str()) {
+        let half = n
+            .input
+            .first()
+            .and_then(|s| cx.val(s))
+            .and_then(|v| match v {
+                Val::T(id) => {
+                    Some(cx.ty(id).dtype).filter(|d| matches!(d, DType::F16 | DType::BF16))
+                }
+                Val::Shape { .. } => None,
+            });
+        if let Some(dt) = half {
+            let mut wide = n.clone();
+            for (k, name) in n.input.iter().enumerate() {
+                if let Some(Val::T(id)) = cx.val(name) {
+                    if cx.ty(id).dtype == dt {
+                        let c = cx.op(Op::Cast { to: DType::F32 }, &[id], o)?;
+                        let tmp = format!("{name}.f32");
+                        cx.vals.insert(tmp.clone(), Val::T(c));
+                        wide.input[k] = tmp;
+                    }
+                }
+            }
+            let outs = lower_node(cx, &wide, o)?;
+            return outs
+                .into_iter()
+                .map(|v| match v {
+                    Val::T(id) if cx.ty(id).dtype == DType::F32 => {
+                        cx.op(Op::Cast { to: dt }, &[id], o).map(Val::T)
+                    }
+                    v => Ok(v),
+                })
+                .collect();
+        }
+    }
+    lower_node(cx, n, o)
+}
+
+fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
     let mut l = L { cx, n, o };
     let opset = l.cx.opset;
     let one = |v: ValueId| Ok(vec![Val::T(v)]);
@@ -377,17 +470,23 @@ pub(crate) fn lower(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
     }
     match n.op_type.as_str() {
         "Identity" | "Dropout" => {
-            if n.op_type == "Dropout" && n.output.get(1).is_some_and(|s| l.cx.is_used(s)) {
-                return Err("the mask output of Dropout is not supported".into());
-            }
             if n.op_type == "Dropout" && l.has(2) {
-                if let Some(t) = l.konst(2)? {
-                    if t.to_i64_vec().first() == Some(&1) {
-                        return Err("training_mode=True: forgec imports inference graphs".into());
-                    }
+                // Training mode draws a random mask: only a constant `false` is inference.
+                let training = l.konst(2)?.map(|t| t.to_i64_vec().first() == Some(&1));
+                if training != Some(false) {
+                    return Err("training_mode (random masks) is not supported: forgec imports inference graphs".into());
                 }
             }
-            Ok(vec![l.val(0)?])
+            let v = l.val(0)?;
+            if n.op_type == "Dropout" && n.output.get(1).is_some_and(|s| l.cx.is_used(s)) {
+                // At inference nothing is dropped: the mask is all true.
+                let x = l.cx.materialize(v.clone(), o)?;
+                let t = Tensor::from_i64_values(DType::Bool, vec![], &[1]).map_err(|e| e.0)?;
+                let c = l.cx.literal(t, o);
+                let mask = l.op(Op::Broadcast { shape: l.dims(x) }, &[c])?;
+                return Ok(vec![v, Val::T(mask)]);
+            }
+            Ok(vec![v])
         }
         "Pow" => {
             let x = l.t(0)?;
@@ -519,7 +618,14 @@ pub(crate) fn lower(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
         }
         "PRelu" => {
             let x = l.t(0)?;
-            let slope = l.t(1)?;
+            let mut slope = l.t(1)?;
+            // Before opset 7 a 1-D slope applies per channel (axis 1), not per last dim.
+            let (xd, sd) = (l.dims(x), l.dims(slope));
+            if sd.len() == 1 && xd.len() > 2 && sd[0] == xd[1] && sd[0] != xd[xd.len() - 1] {
+                let mut shape = vec![sd[0].clone()];
+                shape.extend(std::iter::repeat_n(Dim::Known(1), xd.len() - 2));
+                slope = l.reshape_to(slope, &shape)?;
+            }
             let c = l.bin_s(B::Lt, x, 0.0)?;
             let m = l.bin(B::Mul, x, slope)?;
             one(l.select(c, m, x)?)
@@ -745,7 +851,13 @@ pub(crate) fn lower(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
         "Flatten" => {
             let x = l.t(0)?;
             let d = l.dims(x);
-            let axis = norm_axis(ai(n, "axis", 1), d.len() + 1)?;
+            // Flatten's axis ranges over [-r, r]: a negative one counts from the rank.
+            let a = ai(n, "axis", 1);
+            let axis = if a < 0 { a + d.len() as i64 } else { a };
+            if !(0..=d.len() as i64).contains(&axis) {
+                return Err(format!("axis {a} is out of range for rank {}", d.len()));
+            }
+            let axis = axis as usize;
             let pre: Option<usize> = d[..axis].iter().map(|d| d.known()).product();
             let post: Option<usize> = d[axis..].iter().map(|d| d.known()).product();
             let target = match (pre, post) {
@@ -1096,13 +1208,42 @@ pub(crate) fn lower(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             one(l.bin(B::Add, y, b)?)
         }
         "LayerNormalization" => {
-            if n.output.iter().skip(1).any(|s| l.cx.is_used(s)) {
-                return Err(
-                    "the Mean / InvStdDev outputs of LayerNormalization are not supported".into(),
-                );
-            }
             let x = l.t(0)?;
             let d = l.dims(x);
+            if n.output.iter().skip(1).any(|s| l.cx.is_used(s)) {
+                // Mean and InvStdDev are wanted too: the decomposed form gives all three.
+                let axis = norm_axis(ai(n, "axis", -1), d.len())?;
+                let axes: Vec<usize> = (axis..d.len()).collect();
+                let eps = af(n, "epsilon", 1e-5);
+                let mean = l.op(
+                    Op::Reduce {
+                        kind: ReduceKind::Mean,
+                        axes: axes.clone(),
+                        keepdims: true,
+                    },
+                    &[x],
+                )?;
+                let dd = l.bin(B::Sub, x, mean)?;
+                let sq = l.bin(B::Mul, dd, dd)?;
+                let var = l.op(
+                    Op::Reduce {
+                        kind: ReduceKind::Mean,
+                        axes,
+                        keepdims: true,
+                    },
+                    &[sq],
+                )?;
+                let ve = l.bin_s(B::Add, var, eps)?;
+                let inv = l.un(U::Rsqrt, ve)?;
+                let nrm = l.bin(B::Mul, dd, inv)?;
+                let scale = l.t(1)?;
+                let mut y = l.bin(B::Mul, nrm, scale)?;
+                if l.has(2) {
+                    let b = l.t(2)?;
+                    y = l.bin(B::Add, y, b)?;
+                }
+                return Ok(vec![Val::T(y), Val::T(mean), Val::T(inv)]);
+            }
             let axis = norm_axis(ai(n, "axis", -1), d.len())?;
             let axes: Vec<usize> = (axis..d.len()).collect();
             let want: Vec<Dim> = d[axis..].to_vec();
@@ -1167,9 +1308,421 @@ pub(crate) fn lower(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             } else {
                 return Err(format!("p={p} (only 1 and 2 exist)"));
             };
-            one(l.bin(B::Div, x, norm)?)
+            // A zero vector stays zero (not 0 / 0).
+            let q = l.bin(B::Div, x, norm)?;
+            let zero = l.bin_s(B::Eq, norm, 0.0)?;
+            let z = l.scalar(0.0, x);
+            one(l.select(zero, z, q)?)
         }
         "LSTM" | "GRU" | "RNN" => recurrent(&mut l),
+        "Mod" => {
+            let (x, y) = (l.t(0)?, l.t(1)?);
+            let fmod = ai(n, "fmod", 0) != 0;
+            if !fmod && l.cx.ty(x).dtype.is_float() {
+                return Err("Mod of floats needs fmod=1".into());
+            }
+            one(l.bin(if fmod { B::Rem } else { B::Mod }, x, y)?)
+        }
+        "Atan" => {
+            let x = l.t(0)?;
+            one(l.un(U::Atan, x)?)
+        }
+        "Asin" => {
+            // atan(x / sqrt(1 - x^2))
+            let x = l.t(0)?;
+            let sq = l.bin(B::Mul, x, x)?;
+            let one_ = l.scalar(1.0, x);
+            let d = l.bin(B::Sub, one_, sq)?;
+            let r = l.un(U::Sqrt, d)?;
+            let q = l.bin(B::Div, x, r)?;
+            one(l.un(U::Atan, q)?)
+        }
+        "Acos" => {
+            // 2 atan(sqrt((1 - x) / (1 + x)))
+            let x = l.t(0)?;
+            let one_ = l.scalar(1.0, x);
+            let a = l.bin(B::Sub, one_, x)?;
+            let b = l.bin_s(B::Add, x, 1.0)?;
+            let q = l.bin(B::Div, a, b)?;
+            let r = l.un(U::Sqrt, q)?;
+            let t = l.un(U::Atan, r)?;
+            one(l.bin_s(B::Mul, t, 2.0)?)
+        }
+        "ArgMax" | "ArgMin" => {
+            let x = l.t(0)?;
+            let axis = norm_axis(ai(n, "axis", 0), l.rank(x))?;
+            let kind = if n.op_type == "ArgMax" {
+                ReduceKind::Max
+            } else {
+                ReduceKind::Min
+            };
+            one(l.op(
+                Op::ArgReduce {
+                    kind,
+                    axis,
+                    keepdims: ai(n, "keepdims", 1) != 0,
+                    select_last: ai(n, "select_last_index", 0) != 0,
+                },
+                &[x],
+            )?)
+        }
+        "Hardmax" => {
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            let r = d.len();
+            let axis = norm_axis(ai(n, "axis", if opset < 13 { 1 } else { -1 }), r)?;
+            if opset < 13 && axis != r - 1 {
+                return Err("Hardmax before opset 13 over several axes is not supported".into());
+            }
+            let len = d[axis].known().ok_or("Hardmax over a symbolic dim")?;
+            let am = l.op(
+                Op::ArgReduce {
+                    kind: ReduceKind::Max,
+                    axis,
+                    keepdims: true,
+                    select_last: false,
+                },
+                &[x],
+            )?;
+            let mut ishape = vec![1usize; r];
+            ishape[axis] = len;
+            let iota =
+                Tensor::from_i64_values(DType::I64, ishape, &(0..len as i64).collect::<Vec<_>>())
+                    .map_err(|e| e.0)?;
+            let iota = l.cx.literal(iota, o);
+            let eq = l.bin(B::Eq, am, iota)?;
+            let dt = l.cx.ty(x).dtype;
+            one(l.op(Op::Cast { to: dt }, &[eq])?)
+        }
+        "CumSum" | "CumProd" => {
+            let x = l.t(0)?;
+            let a = l.konst_req(1, "axis")?.to_i64_vec()[0];
+            let axis = norm_axis(a, l.rank(x))?;
+            let kind = if n.op_type == "CumSum" {
+                ReduceKind::Sum
+            } else {
+                ReduceKind::Prod
+            };
+            one(l.op(
+                Op::Cumulative {
+                    kind,
+                    axis,
+                    exclusive: ai(n, "exclusive", 0) != 0,
+                    reverse: ai(n, "reverse", 0) != 0,
+                },
+                &[x],
+            )?)
+        }
+        "RMSNormalization" => {
+            let x = l.t(0)?;
+            let r = l.rank(x);
+            let axis = norm_axis(ai(n, "axis", -1), r)?;
+            let sq = l.bin(B::Mul, x, x)?;
+            let ms = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: (axis..r).collect(),
+                    keepdims: true,
+                },
+                &[sq],
+            )?;
+            let e = l.bin_s(B::Add, ms, af(n, "epsilon", 1e-5))?;
+            let inv = l.un(U::Rsqrt, e)?;
+            let y = l.bin(B::Mul, x, inv)?;
+            let scale = l.t(1)?;
+            one(l.bin(B::Mul, y, scale)?)
+        }
+        "Trilu" => {
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            let r = d.len();
+            if r < 2 {
+                return Err("Trilu needs rank 2 or more".into());
+            }
+            let k = if l.has(1) {
+                l.konst_req(1, "k")?.to_i64_vec()[0]
+            } else {
+                0
+            };
+            let (rows, cols) = (
+                d[r - 2].known().ok_or("Trilu over symbolic dims")?,
+                d[r - 1].known().ok_or("Trilu over symbolic dims")?,
+            );
+            let upper = ai(n, "upper", 1) != 0;
+            let mask: Vec<i64> = (0..rows * cols)
+                .map(|p| {
+                    let (i, j) = ((p / cols) as i64, (p % cols) as i64);
+                    (if upper { j - i >= k } else { j - i <= k }) as i64
+                })
+                .collect();
+            let m =
+                Tensor::from_i64_values(DType::Bool, vec![rows, cols], &mask).map_err(|e| e.0)?;
+            let m = l.cx.literal(m, o);
+            let z = l.scalar(0.0, x);
+            one(l.select(m, x, z)?)
+        }
+        "Swish" => {
+            let x = l.t(0)?;
+            let ax = l.bin_s(B::Mul, x, af(n, "alpha", 1.0))?;
+            let s = l.un(U::Sigmoid, ax)?;
+            one(l.bin(B::Mul, x, s)?)
+        }
+        "EyeLike" => {
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            let (rows, cols) = match d.as_slice() {
+                [Dim::Known(a), Dim::Known(b)] => (*a, *b),
+                _ => return Err("EyeLike needs a 2-D input of known shape".into()),
+            };
+            let k = ai(n, "k", 0);
+            let dt = match attr(n, "dtype") {
+                Some(a) => proto::dtype_of(a.i as i32)?,
+                None => l.cx.ty(x).dtype,
+            };
+            let v: Vec<f64> = (0..rows * cols)
+                .map(|p| ((p % cols) as i64 - (p / cols) as i64 == k) as i64 as f64)
+                .collect();
+            let t = Tensor::from_f64_values(dt, vec![rows, cols], &v).map_err(|e| e.0)?;
+            one(l.cx.literal(t, o))
+        }
+        "OneHot" => {
+            let idx = l.t(0)?;
+            let depth = l.konst_req(1, "depth")?.to_f64_vec()[0] as i64;
+            let values = l.t(2)?;
+            let r = l.rank(idx) + 1;
+            let axis = norm_axis(ai(n, "axis", -1), r)?;
+            let idx = l.op(Op::Cast { to: DType::I64 }, &[idx])?;
+            let neg = l.bin_s(B::Lt, idx, 0.0)?;
+            let wrapped = l.bin_s(B::Add, idx, depth as f64)?;
+            let idx = l.select(neg, wrapped, idx)?;
+            let mut target = l.dims(idx);
+            target.insert(axis, Dim::Known(1));
+            let idx = l.reshape_to(idx, &target)?;
+            let mut ishape = vec![1usize; r];
+            ishape[axis] = depth.max(0) as usize;
+            let iota =
+                Tensor::from_i64_values(DType::I64, ishape, &(0..depth.max(0)).collect::<Vec<_>>())
+                    .map_err(|e| e.0)?;
+            let iota = l.cx.literal(iota, o);
+            let eq = l.bin(B::Eq, idx, iota)?;
+            let off = l.op(
+                Op::Slice {
+                    axes: vec![0],
+                    starts: vec![0],
+                    ends: vec![1],
+                    steps: vec![1],
+                },
+                &[values],
+            )?;
+            let on = l.op(
+                Op::Slice {
+                    axes: vec![0],
+                    starts: vec![1],
+                    ends: vec![2],
+                    steps: vec![1],
+                },
+                &[values],
+            )?;
+            let off = l.reshape_to(off, &[])?;
+            let on = l.reshape_to(on, &[])?;
+            one(l.select(eq, on, off)?)
+        }
+        "DepthToSpace" | "SpaceToDepth" => {
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            if d.len() != 4 {
+                return Err("a 4-D (N, C, H, W) input is needed".into());
+            }
+            let b = ai(n, "blocksize", 0) as usize;
+            let (c, h, w) = match (&d[1], &d[2], &d[3]) {
+                (Dim::Known(c), Dim::Known(h), Dim::Known(w)) => (*c, *h, *w),
+                _ => return Err("C, H and W must be known".into()),
+            };
+            if b == 0 {
+                return Err("blocksize must be positive".into());
+            }
+            let k = |v: usize| Dim::Known(v);
+            let nn = d[0].clone();
+            let (six, perm, out) = if n.op_type == "DepthToSpace" {
+                if c % (b * b) != 0 {
+                    return Err(format!(
+                        "{c} channels do not divide by blocksize^2 = {}",
+                        b * b
+                    ));
+                }
+                let cb = c / (b * b);
+                if astr(n, "mode").as_deref() == Some("CRD") {
+                    (
+                        vec![nn.clone(), k(cb), k(b), k(b), k(h), k(w)],
+                        vec![0, 1, 4, 2, 5, 3],
+                        vec![nn, k(cb), k(h * b), k(w * b)],
+                    )
+                } else {
+                    (
+                        vec![nn.clone(), k(b), k(b), k(cb), k(h), k(w)],
+                        vec![0, 3, 4, 1, 5, 2],
+                        vec![nn, k(cb), k(h * b), k(w * b)],
+                    )
+                }
+            } else {
+                if h % b != 0 || w % b != 0 {
+                    return Err(format!("H {h} and W {w} must divide by blocksize {b}"));
+                }
+                // Channels come out as (row in block, column in block, channel) in DCR mode,
+                // (channel, row, column) in CRD mode (opset 28).
+                let perm = if astr(n, "mode").as_deref() == Some("CRD") {
+                    vec![0, 1, 3, 5, 2, 4]
+                } else {
+                    vec![0, 3, 5, 1, 2, 4]
+                };
+                (
+                    vec![nn.clone(), k(c), k(h / b), k(b), k(w / b), k(b)],
+                    perm,
+                    vec![nn, k(c * b * b), k(h / b), k(w / b)],
+                )
+            };
+            let r6 = l.reshape_to(x, &six)?;
+            let t = l.op(Op::Transpose { perm }, &[r6])?;
+            one(l.reshape_to(t, &out)?)
+        }
+        "GroupNormalization" => {
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            let g = ai(n, "num_groups", 0) as usize;
+            let c = d
+                .get(1)
+                .and_then(|c| c.known())
+                .ok_or("the channel dim must be known")?;
+            if g == 0 || c % g != 0 {
+                return Err(format!("{c} channels do not split into {g} groups"));
+            }
+            let grouped = l.reshape_to(
+                x,
+                &[
+                    d[0].clone(),
+                    Dim::Known(g),
+                    Dim::Known(
+                        d[1..]
+                            .iter()
+                            .map(|v| v.known().unwrap_or(0))
+                            .product::<usize>()
+                            / g,
+                    ),
+                ],
+            )?;
+            let mean = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: vec![2],
+                    keepdims: true,
+                },
+                &[grouped],
+            )?;
+            let dd = l.bin(B::Sub, grouped, mean)?;
+            let sq = l.bin(B::Mul, dd, dd)?;
+            let var = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: vec![2],
+                    keepdims: true,
+                },
+                &[sq],
+            )?;
+            let ve = l.bin_s(B::Add, var, af(n, "epsilon", 1e-5))?;
+            let inv = l.un(U::Rsqrt, ve)?;
+            let mut y = l.bin(B::Mul, dd, inv)?;
+            let (scale, bias) = (l.t(1)?, l.t(2)?);
+            let per_group = l.dims(scale) == [Dim::Known(g)] && g != c;
+            if per_group {
+                let s = l.reshape_to(scale, &[Dim::Known(g), Dim::Known(1)])?;
+                let b = l.reshape_to(bias, &[Dim::Known(g), Dim::Known(1)])?;
+                y = l.bin(B::Mul, y, s)?;
+                y = l.bin(B::Add, y, b)?;
+                return one(l.reshape_to(y, &d)?);
+            }
+            y = l.reshape_to(y, &d)?;
+            let mut cs = vec![Dim::Known(c)];
+            cs.extend(std::iter::repeat_n(Dim::Known(1), d.len() - 2));
+            let s = l.reshape_to(scale, &cs)?;
+            let b = l.reshape_to(bias, &cs)?;
+            let y = l.bin(B::Mul, y, s)?;
+            one(l.bin(B::Add, y, b)?)
+        }
+        "MeanVarianceNormalization" => {
+            let x = l.t(0)?;
+            let r = l.rank(x);
+            let axes: Vec<usize> = aints(n, "axes")
+                .unwrap_or(vec![0, 2, 3])
+                .iter()
+                .map(|&a| norm_axis(a, r))
+                .collect::<R<_>>()?;
+            let mean = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: axes.clone(),
+                    keepdims: true,
+                },
+                &[x],
+            )?;
+            let sq = l.bin(B::Mul, x, x)?;
+            let msq = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes,
+                    keepdims: true,
+                },
+                &[sq],
+            )?;
+            let m2 = l.bin(B::Mul, mean, mean)?;
+            let var = l.bin(B::Sub, msq, m2)?;
+            let sd = l.un(U::Sqrt, var)?;
+            let sde = l.bin_s(B::Add, sd, 1e-9)?;
+            let dd = l.bin(B::Sub, x, mean)?;
+            one(l.bin(B::Div, dd, sde)?)
+        }
+        "LRN" => {
+            let x = l.t(0)?;
+            let d = l.dims(x);
+            if d.len() < 3 {
+                return Err("LRN needs (N, C, ...) input".into());
+            }
+            let size = ai(n, "size", 0) as usize;
+            if size == 0 {
+                return Err("size is required".into());
+            }
+            let (alpha, beta, bias) = (
+                af(n, "alpha", 1e-4),
+                af(n, "beta", 0.75),
+                af(n, "bias", 1.0),
+            );
+            let rest: usize = d[2..]
+                .iter()
+                .map(|v| v.known())
+                .product::<Option<usize>>()
+                .ok_or("LRN needs known spatial dims")?;
+            let c = d[1].known().ok_or("the channel dim must be known")?;
+            let sq = l.bin(B::Mul, x, x)?;
+            let r4 = l.reshape_to(
+                sq,
+                &[d[0].clone(), Dim::Known(1), Dim::Known(c), Dim::Known(rest)],
+            )?;
+            let p = PoolAttrs {
+                kind: PoolKind::Avg,
+                window: vec![size, 1],
+                strides: vec![1, 1],
+                pads: vec![((size - 1) / 2, size / 2), (0, 0)],
+                layout: Layout::ChannelsFirst,
+                count_include_pad: true,
+                dilations: vec![1, 1],
+            };
+            let avg = l.op(Op::Pool(p), &[r4])?;
+            let sum = l.bin_s(B::Mul, avg, size as f64)?;
+            let sum = l.reshape_to(sum, &d)?;
+            let s = l.bin_s(B::Mul, sum, alpha / size as f64)?;
+            let s = l.bin_s(B::Add, s, bias)?;
+            let pw = l.bin_s(B::Pow, s, beta)?;
+            one(l.bin(B::Div, x, pw)?)
+        }
         other => Err(format!("op {other} is not supported")),
     }
 }
@@ -1340,11 +1893,16 @@ fn pool(l: &mut L) -> R<Vec<Val>> {
     let strides: Vec<usize> = aints(n, "strides")
         .map(|v| v.iter().map(|&s| s as usize).collect())
         .unwrap_or(vec![1; ns]);
-    if let Some(d) = aints(n, "dilations") {
-        if d.iter().any(|&v| v != 1) {
-            return Err("pooling with dilations is not supported".into());
-        }
+    let dilations: Vec<usize> = aints(n, "dilations")
+        .map(|v| v.iter().map(|&s| s.max(1) as usize).collect())
+        .unwrap_or(vec![1; ns]);
+    if dilations.len() != ns {
+        return Err("dilations must have one entry per spatial dim".into());
     }
+    // The window's extent with its dilation.
+    let eff: Vec<usize> = (0..ns)
+        .map(|i| (window[i] - 1) * dilations[i] + 1)
+        .collect();
     if window.len() != ns || strides.len() != ns {
         return Err("kernel_shape and strides must have one entry per spatial dim".into());
     }
@@ -1377,7 +1935,7 @@ fn pool(l: &mut L) -> R<Vec<Val>> {
     for i in 0..ns {
         if auto == "SAME_UPPER" || auto == "SAME_LOWER" {
             let out = spatial[i].div_ceil(strides[i]);
-            let total = ((out - 1) * strides[i] + window[i]).saturating_sub(spatial[i]);
+            let total = ((out - 1) * strides[i] + eff[i]).saturating_sub(spatial[i]);
             let small = total / 2;
             pads[i] = if auto == "SAME_UPPER" {
                 (small, total - small)
@@ -1391,12 +1949,12 @@ fn pool(l: &mut L) -> R<Vec<Val>> {
             // Extra end padding so that the last, partial window counts; a window may not
             // start inside the end padding.
             let padded = spatial[i] + pads[i].0 + pads[i].1;
-            if padded >= window[i] {
-                let mut out = (padded - window[i]).div_ceil(strides[i]) + 1;
+            if padded >= eff[i] {
+                let mut out = (padded - eff[i]).div_ceil(strides[i]) + 1;
                 if (out - 1) * strides[i] >= spatial[i] + pads[i].0 {
                     out -= 1;
                 }
-                let need = (out - 1) * strides[i] + window[i];
+                let need = (out - 1) * strides[i] + eff[i];
                 if need > padded {
                     if count_include_pad && n.op_type == "AveragePool" {
                         return Err("ceil_mode with count_include_pad is not supported".into());
@@ -1418,6 +1976,7 @@ fn pool(l: &mut L) -> R<Vec<Val>> {
         pads,
         layout: Layout::ChannelsFirst,
         count_include_pad,
+        dilations,
     };
     Ok(vec![Val::T(l.op(Op::Pool(p), &[x])?)])
 }
@@ -1583,10 +2142,15 @@ fn pad(l: &mut L) -> R<Vec<Val>> {
         )
     } else {
         let p = l.ints_input(1, "pads")?.ok_or("pads is required")?;
-        let v = l
-            .konst(2)?
-            .map(|t| t.to_f64_vec().first().copied().unwrap_or(0.0))
-            .unwrap_or(0.0);
+        let v = if l.has(2) {
+            l.konst_req(2, "constant_value")?
+                .to_f64_vec()
+                .first()
+                .copied()
+                .unwrap_or(0.0)
+        } else {
+            0.0
+        };
         (p, v, l.ints_input(3, "axes")?)
     };
     let axes: Vec<usize> = match axes {
@@ -1714,7 +2278,11 @@ fn recurrent(l: &mut L) -> R<Vec<Val>> {
     };
     let w = l.konst_req(1, "W")?;
     let rr = l.konst_req(2, "R")?;
-    let b = l.konst(3)?;
+    let b = if l.has(3) {
+        Some(l.konst_req(3, "B")?)
+    } else {
+        None
+    };
     let x = l.t(0)?;
     let xs = if layout == 0 {
         l.op(
