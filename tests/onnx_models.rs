@@ -282,3 +282,62 @@ mod bad {
         assert!(out.stdout.contains("Total params: 4 "), "{}", out.stdout);
     }
 }
+
+/// `forgec conformance` on real cases of the official suite (copied from onnx 1.23.2's
+/// generated node tests): passes, a failure with its worst error, an unsupported op with its
+/// reason, inputs bound as compile-time constants, per-op totals, and the regression floor.
+#[test]
+fn conformance_runner_reports_every_case() {
+    let dir = fixtures().join("onnx-suite");
+    let report = scratch("conformance").join("report.json");
+    let out = forgec(&[
+        "conformance",
+        dir.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("total                      5       1            1"),
+        "{}",
+        out.stdout
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let case = |n: &str| {
+        r["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == format!("node/{n}"))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(case("test_abs")["status"], "passed");
+    assert_eq!(case("test_abs")["ops"], serde_json::json!(["Abs"]));
+    assert_eq!(
+        case("test_reshape_negative_dim")["bound_inputs"],
+        serde_json::json!(["shape"])
+    );
+    let dft = case("test_dft");
+    assert_eq!(dft["status"], "unsupported");
+    assert!(dft["reason"]
+        .as_str()
+        .unwrap()
+        .contains("op DFT (domain ai.onnx, opset 20) is not supported"));
+    let att = case("test_attention_4d_causal_bf16_expanded");
+    assert_eq!(att["status"], "failed");
+    assert!(att["error"].as_str().unwrap().contains("max abs error"));
+    assert_eq!(r["ops"]["Abs"]["passed"], 1);
+    assert_eq!(r["ops"]["Abs"]["claimed"], true);
+    // The floor fails the run.
+    let out = forgec(&["conformance", dir.to_str().unwrap(), "--min-passed", "6"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("5 cases passed, fewer than the required 6"),
+        "{}",
+        out.stderr
+    );
+}

@@ -16,6 +16,10 @@ pub struct Args {
     pub atol: f64,
     pub filter: Option<String>,
     pub verbose: bool,
+    /// Fail (exit 1) when fewer cases pass: a floor against regressions.
+    pub min_passed: Option<usize>,
+    /// Fail (exit 1) when more cases fail.
+    pub max_failed: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -346,5 +350,24 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     if let Some(r) = &a.report {
         println!("report: {}", r.display());
     }
-    Ok(0)
+    let mut code = 0;
+    if let Some(min) = a.min_passed {
+        if all[0] < min {
+            eprintln!(
+                "error: {} cases passed, fewer than the required {min}",
+                all[0]
+            );
+            code = 1;
+        }
+    }
+    if let Some(max) = a.max_failed {
+        if all[1] > max {
+            eprintln!(
+                "error: {} cases failed, more than the allowed {max}",
+                all[1]
+            );
+            code = 1;
+        }
+    }
+    Ok(code)
 }

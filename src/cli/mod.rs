@@ -72,6 +72,12 @@ pub enum Command {
         /// Print every case that does not pass
         #[arg(long, short)]
         verbose: bool,
+        /// Exit 1 when fewer cases pass
+        #[arg(long)]
+        min_passed: Option<usize>,
+        /// Exit 1 when more cases fail
+        #[arg(long)]
+        max_failed: Option<usize>,
     },
     /// Run the model on inputs and write its outputs as .npy files.
     Run {
@@ -118,6 +124,8 @@ pub fn main_with(cli: Cli) -> i32 {
             atol,
             filter,
             verbose,
+            min_passed,
+            max_failed,
         } => conformance::cmd(conformance::Args {
             dir,
             report,
@@ -125,6 +133,8 @@ pub fn main_with(cli: Cli) -> i32 {
             atol,
             filter,
             verbose,
+            min_passed,
+            max_failed,
         }),
         Command::Run {
             model,
