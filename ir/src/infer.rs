@@ -663,6 +663,80 @@ pub fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             }
             one(TensorType::new(DType::I64, s))
         }
+        Op::GatherElements { axis } | Op::ScatterElements { axis, .. } => {
+            let (x, idx) = (&ins[0], &ins[1]);
+            check_axis(*axis, x.rank())?;
+            if !idx.dtype.is_int() {
+                return Err(format!("indices must be integers, got {}", idx.dtype));
+            }
+            if idx.rank() != x.rank() {
+                return Err(format!(
+                    "indices have rank {} but the data has rank {}",
+                    idx.rank(),
+                    x.rank()
+                ));
+            }
+            if let Op::ScatterElements { .. } = op {
+                if ins[2].shape != idx.shape || ins[2].dtype != x.dtype {
+                    return Err(format!(
+                        "updates {} must have the indices' shape and the data's type",
+                        ins[2]
+                    ));
+                }
+                return one(x.clone());
+            }
+            one(TensorType::new(x.dtype, idx.shape.clone()))
+        }
+        Op::GatherNd { .. } | Op::ScatterNd { .. } => {
+            let (x, idx) = (&ins[0], &ins[1]);
+            let b = if let Op::GatherNd { batch_dims } = op {
+                *batch_dims
+            } else {
+                0
+            };
+            if !idx.dtype.is_int() {
+                return Err(format!("indices must be integers, got {}", idx.dtype));
+            }
+            let q = idx.rank();
+            if q == 0 {
+                return Err("indices need rank 1 or more".into());
+            }
+            let k = known(&idx.shape[q - 1], "the index tuple length")?;
+            if b + k > x.rank() || b >= q {
+                return Err(format!(
+                    "index tuples of length {k} (batch dims {b}) do not fit data of rank {}",
+                    x.rank()
+                ));
+            }
+            let mut s = idx.shape[..q - 1].to_vec();
+            s.extend(x.shape[b + k..].iter().cloned());
+            if let Op::ScatterNd { .. } = op {
+                if ins[2].shape != s || ins[2].dtype != x.dtype {
+                    return Err(format!(
+                        "updates {} must have shape {} and the data's type",
+                        ins[2],
+                        shape_str(&s)
+                    ));
+                }
+                return one(x.clone());
+            }
+            one(TensorType::new(x.dtype, s))
+        }
+        Op::TopK { axis, k, .. } => {
+            let x = &ins[0];
+            check_axis(*axis, x.rank())?;
+            if let Some(n) = x.shape[*axis].known() {
+                if *k > n {
+                    return Err(format!("k = {k} but the axis has only {n} elements"));
+                }
+            }
+            let mut s = x.shape.clone();
+            s[*axis] = Dim::Known(*k);
+            Ok(vec![
+                TensorType::new(x.dtype, s.clone()),
+                TensorType::new(DType::I64, s),
+            ])
+        }
         Op::Rnn(r) => {
             let (x, k, rk, b) = (&ins[0], &ins[1], &ins[2], &ins[3]);
             need_float(x, "the input")?;

@@ -653,6 +653,104 @@ pub fn eval_op(op: &Op, ins: &[&Tensor]) -> R<Vec<Tensor>> {
         }
         Op::LayerNorm { axes, epsilon } => one(layer_norm(ins, axes, *epsilon, ot.dtype, oshape)?),
         Op::Rnn(r) => one(rnn(r, ins, ot.dtype, oshape)?),
+        Op::GatherElements { axis } => {
+            let (x, idx) = (ins[0], ins[1]);
+            let xs = strides(x.shape());
+            let n = x.shape()[*axis] as i64;
+            let iv = idx.to_i64_vec();
+            let map: Vec<usize> = index_iter(&oshape)
+                .zip(&iv)
+                .map(|(pos, &i)| {
+                    let i = norm_index(i, n)?;
+                    Ok(pos
+                        .iter()
+                        .enumerate()
+                        .map(|(d, &p)| if d == *axis { i } else { p } * xs[d])
+                        .sum())
+                })
+                .collect::<R<_>>()?;
+            one(gather_elems(x, &map, ot.dtype, oshape)?)
+        }
+        Op::ScatterElements { axis, reduction } => {
+            let (x, idx, upd) = (ins[0], ins[1], ins[2]);
+            let xs = strides(x.shape());
+            let n = x.shape()[*axis] as i64;
+            let iv = idx.to_i64_vec();
+            let targets: Vec<usize> = index_iter(idx.shape())
+                .zip(&iv)
+                .map(|(pos, &i)| {
+                    let i = norm_index(i, n)?;
+                    Ok(pos
+                        .iter()
+                        .enumerate()
+                        .map(|(d, &p)| if d == *axis { i } else { p } * xs[d])
+                        .sum())
+                })
+                .collect::<R<_>>()?;
+            one(scatter(x, &targets, upd, 1, reduction, ot.dtype)?)
+        }
+        Op::ScatterNd { reduction } => {
+            let (x, idx, upd) = (ins[0], ins[1], ins[2]);
+            let (targets, slice) = nd_offsets(x.shape(), idx, 0)?;
+            let starts: Vec<usize> = targets.into_iter().map(|(_, off)| off).collect();
+            one(scatter(x, &starts, upd, slice, reduction, ot.dtype)?)
+        }
+        Op::GatherNd { batch_dims } => {
+            let (x, idx) = (ins[0], ins[1]);
+            let (targets, slice) = nd_offsets(x.shape(), idx, *batch_dims)?;
+            let map: Vec<usize> = targets
+                .iter()
+                .flat_map(|&(_, off)| off..off + slice)
+                .collect();
+            one(gather_elems(x, &map, ot.dtype, oshape)?)
+        }
+        Op::TopK {
+            axis,
+            k,
+            largest,
+            sorted: _,
+        } => {
+            // Always sorted (an unsorted order is any order): ties keep the lower index first.
+            let x = ins[0];
+            let shape = x.shape();
+            let v = x.to_f64_vec();
+            let (outer, n, inner) = (
+                numel(&shape[..*axis]),
+                shape[*axis],
+                numel(&shape[axis + 1..]),
+            );
+            let mut vals = vec![0.0; outer * k * inner];
+            let mut idxs = vec![0i64; outer * k * inner];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let mut order: Vec<usize> = (0..n).collect();
+                    let at = |j: usize| v[o * n * inner + j * inner + i];
+                    order.sort_by(|&a, &b| {
+                        let (x, y) = (at(a), at(b));
+                        let c = if *largest {
+                            y.partial_cmp(&x)
+                        } else {
+                            x.partial_cmp(&y)
+                        };
+                        c.unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+                    });
+                    for (r, &j) in order.iter().take(*k).enumerate() {
+                        vals[o * k * inner + r * inner + i] = at(j);
+                        idxs[o * k * inner + r * inner + i] = j as i64;
+                    }
+                }
+            }
+            let values = if ot.dtype.is_float() {
+                float_t(ot.dtype, oshape.clone(), &vals)?
+            } else {
+                int_t(
+                    ot.dtype,
+                    oshape.clone(),
+                    &vals.iter().map(|&f| f as i64).collect::<Vec<_>>(),
+                )?
+            };
+            Ok(vec![values, int_t(DType::I64, oshape, &idxs)?])
+        }
         Op::ArgReduce {
             kind,
             axis,
@@ -742,6 +840,76 @@ fn interleave<T: Copy>(parts: &[Vec<T>], widths: &[usize], outer: usize) -> Vec<
         }
     }
     out
+}
+
+fn norm_index(i: i64, n: i64) -> R<usize> {
+    let j = if i < 0 { i + n } else { i };
+    if (0..n).contains(&j) {
+        Ok(j as usize)
+    } else {
+        Err(format!("index {i} is out of range for a dim of size {n}"))
+    }
+}
+
+/// For ND indexing: each index tuple's (tuple number, element offset into data), and the
+/// number of elements in the slice each tuple addresses.
+fn nd_offsets(shape: &[usize], idx: &Tensor, batch_dims: usize) -> R<(Vec<(usize, usize)>, usize)> {
+    let q = idx.shape().len();
+    let k = idx.shape()[q - 1];
+    let xs = strides(shape);
+    let slice = numel(&shape[batch_dims + k..]);
+    let tuples = numel(&idx.shape()[..q - 1]);
+    let per_batch = numel(&idx.shape()[batch_dims..q - 1]).max(1);
+    let batch_stride = if batch_dims > 0 {
+        xs[batch_dims - 1]
+    } else {
+        0
+    };
+    let iv = idx.to_i64_vec();
+    let mut out = Vec::with_capacity(tuples);
+    for t in 0..tuples {
+        let mut off = (t / per_batch) * batch_stride;
+        for j in 0..k {
+            let d = batch_dims + j;
+            off += norm_index(iv[t * k + j], shape[d] as i64)? * xs[d];
+        }
+        out.push((t, off));
+    }
+    Ok((out, slice))
+}
+
+/// A copy of `x` with `upd`'s elements (in runs of `run`) written or combined at `starts`.
+fn scatter(
+    x: &Tensor,
+    starts: &[usize],
+    upd: &Tensor,
+    run: usize,
+    reduction: &str,
+    dtype: DType,
+) -> R<Tensor> {
+    let mut v = x.to_f64_vec();
+    let u = upd.to_f64_vec();
+    for (t, &s) in starts.iter().enumerate() {
+        for j in 0..run {
+            let (a, b) = (&mut v[s + j], u[t * run + j]);
+            *a = match reduction {
+                "add" => *a + b,
+                "mul" => *a * b,
+                "max" => a.max(b),
+                "min" => a.min(b),
+                _ => b,
+            };
+        }
+    }
+    if dtype.is_float() {
+        float_t(dtype, x.shape().to_vec(), &v)
+    } else {
+        int_t(
+            dtype,
+            x.shape().to_vec(),
+            &v.iter().map(|&f| f as i64).collect::<Vec<_>>(),
+        )
+    }
 }
 
 /// Iterates the multi-indices of `shape` in row-major order.

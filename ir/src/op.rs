@@ -206,6 +206,32 @@ pub enum Op {
         keepdims: bool,
         select_last: bool,
     },
+    /// `out[i..] = data[.., indices[i..], ..]` along `axis`; indices have data's rank.
+    GatherElements {
+        axis: usize,
+    },
+    /// Inputs: data, indices (rank of data), updates (shape of indices): a copy of data with
+    /// updates written (or combined by `reduction`: none, add, mul, max, min) at the indices.
+    ScatterElements {
+        axis: usize,
+        reduction: String,
+    },
+    /// Inputs: data, indices `[..., k]`, updates: writes slices of data addressed by index tuples.
+    ScatterNd {
+        reduction: String,
+    },
+    /// Inputs: data, indices `[..., k]`: gathers the slices addressed by index tuples, the first
+    /// `batch_dims` dims shared.
+    GatherNd {
+        batch_dims: usize,
+    },
+    /// The `k` largest (or smallest) elements along `axis`, and their i64 indices (two results).
+    TopK {
+        axis: usize,
+        k: usize,
+        largest: bool,
+        sorted: bool,
+    },
     /// Running sum or product along `axis` (`exclusive`: shifted by one; `reverse`: from the end).
     Cumulative {
         kind: ReduceKind,
@@ -272,6 +298,11 @@ impl Op {
             Op::Dropout { .. } => "dropout".into(),
             Op::Rnn(_) => "rnn".into(),
             Op::ArgReduce { .. } => "arg_reduce".into(),
+            Op::GatherElements { .. } => "gather_elements".into(),
+            Op::ScatterElements { .. } => "scatter_elements".into(),
+            Op::ScatterNd { .. } => "scatter_nd".into(),
+            Op::GatherNd { .. } => "gather_nd".into(),
+            Op::TopK { .. } => "top_k".into(),
             Op::Cumulative { .. } => "cumulative".into(),
         }
     }
@@ -287,7 +318,9 @@ impl Op {
             | Op::Softmax { .. } => (1, 1),
             Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Pad { .. } => (1, 1),
             Op::Broadcast { .. } | Op::Dropout { .. } => (1, 1),
-            Op::ArgReduce { .. } | Op::Cumulative { .. } => (1, 1),
+            Op::ArgReduce { .. } | Op::Cumulative { .. } | Op::TopK { .. } => (1, 1),
+            Op::GatherElements { .. } | Op::GatherNd { .. } => (2, 2),
+            Op::ScatterElements { .. } | Op::ScatterNd { .. } => (3, 3),
             Op::Binary(_) | Op::MatMul | Op::Conv(_) | Op::ConvTranspose(_) | Op::Gather { .. } => {
                 (2, 2)
             }
@@ -420,6 +453,26 @@ impl Op {
                 ("keepdims", Bool(*keepdims)),
                 ("select_last", Bool(*select_last)),
             ],
+            Op::GatherElements { axis } => vec![("axis", Int(*axis as i64))],
+            Op::ScatterElements { axis, reduction } => {
+                vec![
+                    ("axis", Int(*axis as i64)),
+                    ("reduction", Ident(reduction.clone())),
+                ]
+            }
+            Op::ScatterNd { reduction } => vec![("reduction", Ident(reduction.clone()))],
+            Op::GatherNd { batch_dims } => vec![("batch_dims", Int(*batch_dims as i64))],
+            Op::TopK {
+                axis,
+                k,
+                largest,
+                sorted,
+            } => vec![
+                ("axis", Int(*axis as i64)),
+                ("k", Int(*k as i64)),
+                ("largest", Bool(*largest)),
+                ("sorted", Bool(*sorted)),
+            ],
             Op::Cumulative {
                 kind,
                 axis,
@@ -529,6 +582,25 @@ impl Op {
                     keepdims: a.bool("keepdims")?,
                     select_last: a.bool("select_last")?,
                 },
+                "gather_elements" => Op::GatherElements {
+                    axis: a.usize("axis")?,
+                },
+                "scatter_elements" => Op::ScatterElements {
+                    axis: a.usize("axis")?,
+                    reduction: a.parse_ident("reduction", reduction_name)?,
+                },
+                "scatter_nd" => Op::ScatterNd {
+                    reduction: a.parse_ident("reduction", reduction_name)?,
+                },
+                "gather_nd" => Op::GatherNd {
+                    batch_dims: a.usize("batch_dims")?,
+                },
+                "top_k" => Op::TopK {
+                    axis: a.usize("axis")?,
+                    k: a.usize("k")?,
+                    largest: a.bool("largest")?,
+                    sorted: a.bool("sorted")?,
+                },
                 "cumulative" => Op::Cumulative {
                     kind: a.parse_ident("kind", ReduceKind::from_name)?,
                     axis: a.usize("axis")?,
@@ -557,6 +629,13 @@ impl Op {
         }
         Ok(op)
     }
+}
+
+/// The scatter reductions.
+pub const REDUCTIONS: &[&str] = &["none", "add", "mul", "max", "min"];
+
+fn reduction_name(s: &str) -> Option<String> {
+    REDUCTIONS.contains(&s).then(|| s.to_string())
 }
 
 struct AttrReader<'a> {

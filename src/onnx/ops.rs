@@ -51,6 +51,8 @@ pub const SUPPORTED: &[&str] = &[
     "Floor",
     "GRU",
     "Gather",
+    "GatherElements",
+    "GatherND",
     "Gelu",
     "Gemm",
     "GlobalAveragePool",
@@ -84,6 +86,7 @@ pub const SUPPORTED: &[&str] = &[
     "Mod",
     "Mul",
     "Neg",
+    "NegativeLogLikelihoodLoss",
     "Not",
     "OneHot",
     "Or",
@@ -107,6 +110,9 @@ pub const SUPPORTED: &[&str] = &[
     "Relu",
     "Reshape",
     "Round",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
     "Selu",
     "Shape",
     "Shrink",
@@ -117,6 +123,7 @@ pub const SUPPORTED: &[&str] = &[
     "Size",
     "Slice",
     "Softmax",
+    "SoftmaxCrossEntropyLoss",
     "Softplus",
     "Softsign",
     "SpaceToDepth",
@@ -130,6 +137,7 @@ pub const SUPPORTED: &[&str] = &[
     "Tanh",
     "ThresholdedRelu",
     "Tile",
+    "TopK",
     "Transpose",
     "Trilu",
     "Unsqueeze",
@@ -1315,6 +1323,63 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             one(l.select(zero, z, q)?)
         }
         "LSTM" | "GRU" | "RNN" => recurrent(&mut l),
+        "GatherElements" => {
+            let (x, idx) = (l.t(0)?, l.t(1)?);
+            let axis = norm_axis(ai(n, "axis", 0), l.rank(x))?;
+            one(l.op(Op::GatherElements { axis }, &[x, idx])?)
+        }
+        "ScatterElements" | "Scatter" => {
+            let (x, idx, upd) = (l.t(0)?, l.t(1)?, l.t(2)?);
+            let axis = norm_axis(ai(n, "axis", 0), l.rank(x))?;
+            let reduction = astr(n, "reduction").unwrap_or_else(|| "none".into());
+            one(l.op(Op::ScatterElements { axis, reduction }, &[x, idx, upd])?)
+        }
+        "ScatterND" => {
+            let (x, idx, upd) = (l.t(0)?, l.t(1)?, l.t(2)?);
+            let reduction = astr(n, "reduction").unwrap_or_else(|| "none".into());
+            one(l.op(Op::ScatterNd { reduction }, &[x, idx, upd])?)
+        }
+        "GatherND" => {
+            let (x, idx) = (l.t(0)?, l.t(1)?);
+            one(l.op(
+                Op::GatherNd {
+                    batch_dims: ai(n, "batch_dims", 0).max(0) as usize,
+                },
+                &[x, idx],
+            )?)
+        }
+        "TopK" => {
+            let x = l.t(0)?;
+            let k = if opset >= 10 {
+                l.konst_req(1, "k")?.to_i64_vec()[0]
+            } else {
+                ai(n, "k", 0)
+            };
+            let axis = norm_axis(ai(n, "axis", -1), l.rank(x))?;
+            let outs = l.cx.op_n(
+                Op::TopK {
+                    axis,
+                    k: k.max(0) as usize,
+                    largest: ai(n, "largest", 1) != 0,
+                    sorted: ai(n, "sorted", 1) != 0,
+                },
+                &[x],
+                o,
+            )?;
+            Ok(outs.into_iter().map(Val::T).collect())
+        }
+        "NegativeLogLikelihoodLoss" => {
+            let (x, t) = (l.t(0)?, l.t(1)?);
+            let w = if l.has(2) { Some(l.t(2)?) } else { None };
+            one(nll(&mut l, x, t, w)?)
+        }
+        "SoftmaxCrossEntropyLoss" => {
+            let (x, t) = (l.t(0)?, l.t(1)?);
+            let w = if l.has(2) { Some(l.t(2)?) } else { None };
+            let lp = l.op(Op::Softmax { axis: 1, log: true }, &[x])?;
+            let loss = nll(&mut l, lp, t, w)?;
+            Ok(vec![Val::T(loss), Val::T(lp)])
+        }
         "Mod" => {
             let (x, y) = (l.t(0)?, l.t(1)?);
             let fmod = ai(n, "fmod", 0) != 0;
@@ -1731,6 +1796,94 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
 /// it symbolic with the special values encoded (0 and -1 cannot be dims; error out).
 fn concat_with_specials(_l: &mut L) -> R<Vec<Val>> {
     Err("a shape built from symbolic dims and -1 / 0 entries is not supported".into())
+}
+
+/// The negative log-likelihood of `x` (N, C, d...) at the class indices `t` (N, d...), with
+/// optional class weights, `ignore_index` and `reduction`, as ONNX defines it.
+fn nll(l: &mut L, x: ValueId, t: ValueId, w: Option<ValueId>) -> R<ValueId> {
+    let n = l.n;
+    let reduction = astr(n, "reduction").unwrap_or_else(|| "mean".into());
+    let t = l.op(Op::Cast { to: DType::I64 }, &[t])?;
+    let ignore = attr(n, "ignore_index").map(|a| a.i);
+    // Ignored targets read class 0 and weigh nothing.
+    let (t_safe, keep) = match ignore {
+        Some(ig) => {
+            let keep = l.bin_s(B::Ne, t, ig as f64)?;
+            let zero = l.scalar(0.0, t);
+            (l.select(keep, t, zero)?, Some(keep))
+        }
+        None => (t, None),
+    };
+    let mut td = l.dims(t_safe);
+    td.insert(1, Dim::Known(1));
+    let idx = l.reshape_to(t_safe, &td)?;
+    let picked = l.op(Op::GatherElements { axis: 1 }, &[x, idx])?;
+    let mut pd = l.dims(picked);
+    pd.remove(1);
+    let picked = l.reshape_to(picked, &pd)?;
+    let mut loss = l.un(U::Neg, picked)?;
+    let mut weight = match w {
+        Some(w) => Some(l.op(Op::Gather { axis: 0 }, &[w, t_safe])?),
+        None => None,
+    };
+    if let Some(keep) = keep {
+        let kf = l.op(
+            Op::Cast {
+                to: l.cx.ty(x).dtype,
+            },
+            &[keep],
+        )?;
+        weight = Some(match weight {
+            Some(wt) => l.bin(B::Mul, wt, kf)?,
+            None => kf,
+        });
+    }
+    if let Some(wt) = weight {
+        loss = l.bin(B::Mul, loss, wt)?;
+    }
+    let r = l.rank(loss);
+    let all: Vec<usize> = (0..r).collect();
+    Ok(match reduction.as_str() {
+        "none" => loss,
+        "sum" => l.op(
+            Op::Reduce {
+                kind: ReduceKind::Sum,
+                axes: all,
+                keepdims: false,
+            },
+            &[loss],
+        )?,
+        "mean" => match weight {
+            None => l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: all,
+                    keepdims: false,
+                },
+                &[loss],
+            )?,
+            Some(wt) => {
+                let s = l.op(
+                    Op::Reduce {
+                        kind: ReduceKind::Sum,
+                        axes: all.clone(),
+                        keepdims: false,
+                    },
+                    &[loss],
+                )?;
+                let ws = l.op(
+                    Op::Reduce {
+                        kind: ReduceKind::Sum,
+                        axes: all,
+                        keepdims: false,
+                    },
+                    &[wt],
+                )?;
+                l.bin(B::Div, s, ws)?
+            }
+        },
+        other => return Err(format!("reduction '{other}' is not supported")),
+    })
 }
 
 fn conv(l: &mut L) -> R<Vec<Val>> {
