@@ -22,6 +22,7 @@ pub const SUPPORTED: &[&str] = &[
     "Asinh",
     "Atan",
     "Atanh",
+    "Attention",
     "AveragePool",
     "BatchNormalization",
     "Cast",
@@ -1368,6 +1369,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             )?;
             Ok(outs.into_iter().map(Val::T).collect())
         }
+        "Attention" => attention(&mut l),
         "NegativeLogLikelihoodLoss" => {
             let (x, t) = (l.t(0)?, l.t(1)?);
             let w = if l.has(2) { Some(l.t(2)?) } else { None };
@@ -1796,6 +1798,319 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
 /// it symbolic with the special values encoded (0 and -1 cannot be dims; error out).
 fn concat_with_specials(_l: &mut L) -> R<Vec<Val>> {
     Err("a shape built from symbolic dims and -1 / 0 entries is not supported".into())
+}
+
+/// ONNX Attention (opset 23+), decomposed the way the reference computes it.
+fn attention(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let o = l.o;
+    let (mut q, mut k, mut v) = (l.t(0)?, l.t(1)?, l.t(2)?);
+    let dt = l.cx.ty(q).dtype;
+    let rank = l.rank(q);
+    let three_d = rank == 3;
+    let known = |d: &Dim, what: &str| d.known().ok_or_else(|| format!("the {what} must be known"));
+    if three_d {
+        let qh = ai(n, "q_num_heads", 0) as usize;
+        let kvh = ai(n, "kv_num_heads", 0) as usize;
+        if qh == 0 || kvh == 0 {
+            return Err("3-D inputs need q_num_heads and kv_num_heads".into());
+        }
+        let split = |l: &mut L, x: ValueId, heads: usize| -> R<ValueId> {
+            let d = l.dims(x);
+            let hidden = known(&d[2], "hidden size")?;
+            let r = l.reshape_to(
+                x,
+                &[
+                    d[0].clone(),
+                    d[1].clone(),
+                    Dim::Known(heads),
+                    Dim::Known(hidden / heads),
+                ],
+            )?;
+            l.op(
+                Op::Transpose {
+                    perm: vec![0, 2, 1, 3],
+                },
+                &[r],
+            )
+        };
+        q = split(l, q, qh)?;
+        k = split(l, k, kvh)?;
+        v = split(l, v, kvh)?;
+    } else if rank != 4 {
+        return Err(format!("Q must have rank 3 or 4, got {rank}"));
+    }
+    let head = known(&l.dims(q)[3], "head size")?;
+    let scale = attr(n, "scale")
+        .map(|a| a.f as f64)
+        .unwrap_or(1.0 / (head as f64).sqrt());
+    // The reference scales Q and K^T by sqrt(scale), rounded to the input type.
+    let s = Tensor::from_f64_values(dt, vec![], &[scale.sqrt()]).map_err(|e| e.0)?;
+    let s = l.cx.literal(s, o);
+    let past_len = if l.has(4) {
+        let pk = l.t(4)?;
+        let pv = l.t(5)?;
+        let pl = known(&l.dims(pk)[2], "past sequence length")?;
+        k = l.op(Op::Concat { axis: 2 }, &[pk, k])?;
+        v = l.op(Op::Concat { axis: 2 }, &[pv, v])?;
+        Some(pl)
+    } else {
+        None
+    };
+    let (present_k, present_v) = (k, v);
+    let q_len = known(&l.dims(q)[2], "query sequence length")?;
+    let kv_len = known(&l.dims(k)[2], "key sequence length")?;
+    let neg_inf = |l: &mut L| {
+        let t = Tensor::from_f64_values(dt, vec![], &[f64::NEG_INFINITY]).expect("scalar");
+        l.cx.literal(t, o)
+    };
+    let zero = |l: &mut L| {
+        let t = Tensor::from_f64_values(dt, vec![], &[0.0]).expect("scalar");
+        l.cx.literal(t, o)
+    };
+    // The mask, padded to the key length (-inf, or false for a boolean mask).
+    let mut mask = if l.has(3) { Some(l.t(3)?) } else { None };
+    if let Some(m) = mask {
+        let md = l.dims(m);
+        let last = known(&md[md.len() - 1], "mask length")?;
+        if last < kv_len {
+            let mut pads = vec![(0, 0); md.len()];
+            pads[md.len() - 1] = (0, kv_len - last);
+            let value = if l.cx.ty(m).dtype == DType::Bool {
+                0.0
+            } else {
+                f64::NEG_INFINITY
+            };
+            mask = Some(l.op(
+                Op::Pad {
+                    pads,
+                    mode: PadMode::Constant,
+                    value,
+                },
+                &[m],
+            )?);
+        }
+    }
+    let mask_bias = |l: &mut L, m: ValueId| -> R<ValueId> {
+        if l.cx.ty(m).dtype == DType::Bool {
+            let (z, ni) = (zero(l), neg_inf(l));
+            l.select(m, z, ni)
+        } else {
+            Ok(m)
+        }
+    };
+    let nonpad = if l.has(6) {
+        Some(l.konst_req(6, "nonpad_kv_seqlen")?.to_i64_vec())
+    } else {
+        None
+    };
+    // A (batch?, q, kv) grid of 0 / -inf from a predicate on (batch, query row, key column).
+    let grid =
+        |l: &mut L, batches: Option<&[i64]>, f: &dyn Fn(i64, i64, i64) -> bool| -> R<ValueId> {
+            let nb = batches.map(|b| b.len()).unwrap_or(1);
+            let mut vals = Vec::with_capacity(nb * q_len * kv_len);
+            for b in 0..nb {
+                let off = batches.map(|bs| bs[b]).unwrap_or(0);
+                for i in 0..q_len as i64 {
+                    for j in 0..kv_len as i64 {
+                        vals.push(if f(off, i, j) { 0.0 } else { f64::NEG_INFINITY });
+                    }
+                }
+            }
+            let shape = if batches.is_some() {
+                vec![nb, 1, q_len, kv_len]
+            } else {
+                vec![q_len, kv_len]
+            };
+            let t = Tensor::from_f64_values(dt, shape, &vals).map_err(|e| e.0)?;
+            Ok(l.cx.literal(t, o))
+        };
+    let per_batch: Option<Vec<i64>> = match (&nonpad, past_len) {
+        (Some(np), None) => Some(np.iter().map(|&x| x - q_len as i64).collect()),
+        _ => None,
+    };
+    let offset = past_len.unwrap_or(0) as i64;
+    let mut bias: Option<ValueId> = None;
+    let add_bias = |l: &mut L, bias: Option<ValueId>, b: ValueId| -> R<Option<ValueId>> {
+        Ok(Some(match bias {
+            None => b,
+            Some(a) => l.bin(B::Add, a, b)?,
+        }))
+    };
+    if ai(n, "is_causal", 0) != 0 {
+        let base = match mask {
+            Some(m) => Some(mask_bias(l, m)?),
+            None => None,
+        };
+        let causal = match &per_batch {
+            Some(pb) => grid(l, Some(pb), &|off, i, j| j <= i + off)?,
+            None => grid(l, None, &|_, i, j| j <= i + offset)?,
+        };
+        bias = add_bias(l, base, causal)?;
+    } else if let Some(m) = mask {
+        let mb = mask_bias(l, m)?;
+        bias = add_bias(l, None, mb)?;
+    }
+    let (left, right) = (
+        ai(n, "left_window_size", -1),
+        ai(n, "right_window_size", -1),
+    );
+    if left >= 0 || right >= 0 {
+        let win = |off: i64, i: i64, j: i64| {
+            let d = i + off - j;
+            (left < 0 || d <= left) && (right < 0 || -d <= right)
+        };
+        let w = match &per_batch {
+            Some(pb) => grid(l, Some(pb), &win)?,
+            None => grid(l, None, &|_, i, j| win(offset, i, j))?,
+        };
+        bias = add_bias(l, bias, w)?;
+    }
+    if let Some(np) = &nonpad {
+        let mut vals = Vec::new();
+        for &len in np {
+            for j in 0..kv_len as i64 {
+                vals.push(if j < len { 0.0 } else { f64::NEG_INFINITY });
+            }
+        }
+        let t =
+            Tensor::from_f64_values(dt, vec![np.len(), 1, 1, kv_len], &vals).map_err(|e| e.0)?;
+        let p = l.cx.literal(t, o);
+        bias = add_bias(l, bias, p)?;
+    }
+    // Grouped-query attention: each KV head serves q_heads / kv_heads query heads.
+    let (qh, kvh) = (
+        known(&l.dims(q)[1], "head count")?,
+        known(&l.dims(k)[1], "head count")?,
+    );
+    if qh != kvh && kvh > 0 && qh % kvh == 0 {
+        let rep = qh / kvh;
+        let repeat = |l: &mut L, x: ValueId| -> R<ValueId> {
+            let d = l.dims(x);
+            let e = l.reshape_to(
+                x,
+                &[
+                    d[0].clone(),
+                    d[1].clone(),
+                    Dim::Known(1),
+                    d[2].clone(),
+                    d[3].clone(),
+                ],
+            )?;
+            let b = l.op(
+                Op::Broadcast {
+                    shape: vec![
+                        Dim::Known(1),
+                        Dim::Known(1),
+                        Dim::Known(rep),
+                        Dim::Known(1),
+                        Dim::Known(1),
+                    ],
+                },
+                &[e],
+            )?;
+            l.reshape_to(
+                b,
+                &[d[0].clone(), Dim::Known(qh), d[2].clone(), d[3].clone()],
+            )
+        };
+        k = repeat(l, k)?;
+        v = repeat(l, v)?;
+    }
+    let qs = l.bin(B::Mul, q, s)?;
+    let kt = l.op(
+        Op::Transpose {
+            perm: vec![0, 1, 3, 2],
+        },
+        &[k],
+    )?;
+    let ks = l.bin(B::Mul, kt, s)?;
+    let mut qk = l.op(Op::MatMul, &[qs, ks])?;
+    let softcap = af(n, "softcap", 0.0);
+    if softcap > 0.0 {
+        let d = l.bin_s(B::Div, qk, softcap)?;
+        let t = l.un(U::Tanh, d)?;
+        qk = l.bin_s(B::Mul, t, softcap)?;
+    }
+    let with_bias = match bias {
+        Some(b) => l.bin(B::Add, qk, b)?,
+        None => qk,
+    };
+    let mode = ai(n, "qk_matmul_output_mode", 0);
+    let mut logits = with_bias;
+    let sp = attr(n, "softmax_precision")
+        .map(|a| proto::dtype_of(a.i as i32))
+        .transpose()?;
+    if let Some(p) = sp.filter(|p| *p != dt) {
+        logits = l.op(Op::Cast { to: p }, &[logits])?;
+    }
+    // The reference's softmax, step by step (each step rounds to the working type, which
+    // matters for f16 / bf16): a row that is all -inf uses 0 as its max and 1 as its sum.
+    let mx = l.op(
+        Op::Reduce {
+            kind: ReduceKind::Max,
+            axes: vec![3],
+            keepdims: true,
+        },
+        &[logits],
+    )?;
+    let masked_row = l.bin_s(B::Eq, mx, f64::NEG_INFINITY)?;
+    let z = l.scalar(0.0, mx);
+    let safe = l.select(masked_row, z, mx)?;
+    let shifted = l.bin(B::Sub, logits, safe)?;
+    let e = l.un(U::Exp, shifted)?;
+    let sum = l.op(
+        Op::Reduce {
+            kind: ReduceKind::Sum,
+            axes: vec![3],
+            keepdims: true,
+        },
+        &[e],
+    )?;
+    let empty = l.bin_s(B::Eq, sum, 0.0)?;
+    let one_ = l.scalar(1.0, sum);
+    let sum = l.select(empty, one_, sum)?;
+    let mut probs = l.bin(B::Div, e, sum)?;
+    if let Some(b) = bias {
+        // Rows whose every key is masked give zeros, not NaN.
+        let mx = l.op(
+            Op::Reduce {
+                kind: ReduceKind::Max,
+                axes: vec![l.rank(b) - 1],
+                keepdims: true,
+            },
+            &[b],
+        )?;
+        let all_masked = l.bin_s(B::Eq, mx, f64::NEG_INFINITY)?;
+        let z = l.scalar(0.0, probs);
+        probs = l.select(all_masked, z, probs)?;
+    }
+    if l.cx.ty(probs).dtype != dt {
+        probs = l.op(Op::Cast { to: dt }, &[probs])?;
+    }
+    let qk_out = match mode {
+        2 => with_bias,
+        3 => probs,
+        _ => qk,
+    };
+    let mut y = l.op(Op::MatMul, &[probs, v])?;
+    if three_d {
+        let t = l.op(
+            Op::Transpose {
+                perm: vec![0, 2, 1, 3],
+            },
+            &[y],
+        )?;
+        let d = l.dims(t);
+        let hv = known(&d[2], "heads")? * known(&d[3], "value head size")?;
+        y = l.reshape_to(t, &[d[0].clone(), d[1].clone(), Dim::Known(hv)])?;
+    }
+    Ok(vec![
+        Val::T(y),
+        Val::T(present_k),
+        Val::T(present_v),
+        Val::T(qk_out),
+    ])
 }
 
 /// The negative log-likelihood of `x` (N, C, d...) at the class indices `t` (N, d...), with
