@@ -722,6 +722,19 @@ pub fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             }
             one(TensorType::new(x.dtype, s))
         }
+        Op::Resize(r) => {
+            let x = &ins[0];
+            need_float(x, "the input")?;
+            if r.sizes.len() != x.rank() || r.scales.len() != x.rank() {
+                return Err(format!("sizes and scales need {} entries", x.rank()));
+            }
+            for (i, (s, d)) in r.sizes.iter().zip(&x.shape).enumerate() {
+                if s.known().is_none() && s != d {
+                    return Err(format!("axis {i}: a symbolic size must be the input's own"));
+                }
+            }
+            one(TensorType::new(x.dtype, r.sizes.clone()))
+        }
         Op::TopK { axis, k, .. } => {
             let x = &ins[0];
             check_axis(*axis, x.rank())?;

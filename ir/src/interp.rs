@@ -704,6 +704,26 @@ pub fn eval_op(op: &Op, ins: &[&Tensor]) -> R<Vec<Tensor>> {
                 .collect();
             one(gather_elems(x, &map, ot.dtype, oshape)?)
         }
+        Op::Resize(r) => {
+            let x = ins[0];
+            let mut shape = x.shape().to_vec();
+            let mut v = x.to_f64_vec();
+            let rank = shape.len();
+            for axis in 0..rank {
+                let out = oshape[axis];
+                let roi =
+                    (r.coord == "tf_crop_and_resize").then(|| (r.roi[axis], r.roi[axis + rank]));
+                let identity = (r.scales[axis] - 1.0).abs() < 1e-9
+                    && out == shape[axis]
+                    && roi.is_none_or(|(a, b)| a == 0.0 && b == 1.0);
+                if identity {
+                    continue;
+                }
+                v = resize_axis(&v, &shape, axis, r.scales[axis], out, r, roi);
+                shape[axis] = out;
+            }
+            one(float_t(ot.dtype, oshape, &v)?)
+        }
         Op::TopK {
             axis,
             k,
@@ -837,6 +857,172 @@ fn interleave<T: Copy>(parts: &[Vec<T>], widths: &[usize], outer: usize) -> Vec<
     for o in 0..outer {
         for (p, &w) in parts.iter().zip(widths) {
             out.extend_from_slice(&p[o * w..(o + 1) * w]);
+        }
+    }
+    out
+}
+
+/// The weights of the neighbours of a source coordinate whose fractional part is `ratio`.
+fn resize_coeffs(r: &ResizeAttrs, ratio: f64, scale: f64) -> Vec<f64> {
+    match r.mode.as_str() {
+        "nearest" => {
+            if ratio.fract() == 0.0 {
+                return vec![0.0, 1.0];
+            }
+            let b = |c: bool| c as i64 as f64;
+            match r.nearest_mode.as_str() {
+                "round_prefer_ceil" => vec![b(ratio < 0.5), b(ratio >= 0.5)],
+                "floor" => vec![1.0, 0.0],
+                "ceil" => vec![0.0, 1.0],
+                _ => vec![b(ratio <= 0.5), b(ratio > 0.5)],
+            }
+        }
+        "linear" if r.antialias => {
+            let scale = scale.min(1.0);
+            let start = (-1.0 / scale).floor() as i64 + 1;
+            let footprint = 2 - 2 * start;
+            let c: Vec<f64> = (start..start + footprint)
+                .map(|i| (1.0 - ((i as f64 - ratio) * scale).abs()).clamp(0.0, 1.0))
+                .collect();
+            let s: f64 = c.iter().sum();
+            c.into_iter().map(|x| x / s).collect()
+        }
+        "linear" => vec![1.0 - ratio, ratio],
+        _ if r.antialias => {
+            let a = r.cubic_a;
+            let scale = scale.min(1.0);
+            let f = |x: f64| {
+                let x = x.abs();
+                if x <= 1.0 {
+                    (a + 2.0) * x * x * x - (a + 3.0) * x * x + 1.0
+                } else if x < 2.0 {
+                    a * x * x * x - 5.0 * a * x * x + 8.0 * a * x - 4.0 * a
+                } else {
+                    0.0
+                }
+            };
+            let start = (-2.0 / scale).floor() as i64 + 1;
+            let end = 2 - start;
+            let c: Vec<f64> = (start..end)
+                .map(|i| f(scale * (i as f64 - ratio)))
+                .collect();
+            let s: f64 = c.iter().sum();
+            c.into_iter().map(|x| x / s).collect()
+        }
+        _ => {
+            let a = r.cubic_a;
+            let (p, q) = (ratio + 1.0, 2.0 - ratio);
+            vec![
+                ((a * p - 5.0 * a) * p + 8.0 * a) * p - 4.0 * a,
+                ((a + 2.0) * ratio - (a + 3.0)) * ratio * ratio + 1.0,
+                ((a + 2.0) * (1.0 - ratio) - (a + 3.0)) * (1.0 - ratio) * (1.0 - ratio) + 1.0,
+                ((a * q - 5.0 * a) * q + 8.0 * a) * q - 4.0 * a,
+            ]
+        }
+    }
+}
+
+/// Resizes one axis: a port of the ONNX reference's `_interpolate_1d_along_axis`.
+fn resize_axis(
+    data: &[f64],
+    shape: &[usize],
+    axis: usize,
+    scale: f64,
+    out_w: usize,
+    r: &ResizeAttrs,
+    roi: Option<(f64, f64)>,
+) -> Vec<f64> {
+    let in_w = shape[axis];
+    let out_f = scale * in_w as f64;
+    let (outer, inner) = (numel(&shape[..axis]), numel(&shape[axis + 1..]));
+    let mut out = vec![0.0; outer * out_w * inner];
+    for y in 0..out_w {
+        let yf = y as f64;
+        let mut extrapolated = false;
+        let x_ori = match r.coord.as_str() {
+            "align_corners" => {
+                if out_f == 1.0 {
+                    0.0
+                } else {
+                    yf * (in_w as f64 - 1.0) / (out_f - 1.0)
+                }
+            }
+            "asymmetric" => yf / scale,
+            "tf_crop_and_resize" => {
+                let (a, b) = roi.unwrap_or((0.0, 1.0));
+                let x = if out_f == 1.0 {
+                    (b - a) * (in_w as f64 - 1.0) / 2.0
+                } else {
+                    yf * (b - a) * (in_w as f64 - 1.0) / (out_f - 1.0)
+                } + a * (in_w as f64 - 1.0);
+                extrapolated = x < 0.0 || x > in_w as f64 - 1.0;
+                x
+            }
+            "pytorch_half_pixel" => {
+                if out_f == 1.0 {
+                    -0.5
+                } else {
+                    (yf + 0.5) / scale - 0.5
+                }
+            }
+            "half_pixel_symmetric" => {
+                let adjustment = out_w as f64 / out_f;
+                let center = in_w as f64 / 2.0;
+                center * (1.0 - adjustment) + (yf + 0.5) / scale - 0.5
+            }
+            _ => (yf + 0.5) / scale - 0.5,
+        };
+        let fl = x_ori.floor();
+        let ratio = if x_ori == fl { 1.0 } else { x_ori - fl };
+        let mut coeffs = resize_coeffs(r, ratio, scale);
+        let n = coeffs.len() as i64;
+        let pad = (n + 1) / 2;
+        let xp = x_ori + pad as f64;
+        let p = xp.floor() as i64;
+        let frac = xp - p as f64;
+        // The n source indices nearest to the coordinate, ties to the smaller.
+        let offset = if n % 2 == 0 {
+            if frac == 0.0 {
+                -(n / 2)
+            } else {
+                -(n / 2) + 1
+            }
+        } else {
+            let base = -((n - 1) / 2);
+            if frac <= 0.5 {
+                base
+            } else {
+                base + 1
+            }
+        };
+        let start = p + offset - pad;
+        if r.exclude_outside {
+            for (k, c) in coeffs.iter_mut().enumerate() {
+                let idx = start + k as i64;
+                if idx < 0 || idx >= in_w as i64 {
+                    *c = 0.0;
+                }
+            }
+            let s: f64 = coeffs.iter().sum();
+            let s = if s == 0.0 { 1.0 } else { s };
+            coeffs.iter_mut().for_each(|c| *c /= s);
+        }
+        for o in 0..outer {
+            for i in 0..inner {
+                let val = if extrapolated {
+                    r.extrapolation
+                } else {
+                    coeffs
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| {
+                            let idx = (start + k as i64).clamp(0, in_w as i64 - 1) as usize;
+                            c * data[(o * in_w + idx) * inner + i]
+                        })
+                        .sum()
+                };
+                out[(o * out_w + y) * inner + i] = val;
+            }
         }
     }
     out

@@ -97,6 +97,25 @@ pub struct PoolAttrs {
     pub dilations: Vec<usize>,
 }
 
+/// Separable resizing (ONNX Resize semantics), with the output size and scale of every axis
+/// fixed. `mode`: nearest, linear, cubic; `coord`: half_pixel, half_pixel_symmetric,
+/// pytorch_half_pixel, align_corners, asymmetric, tf_crop_and_resize; `nearest_mode`:
+/// round_prefer_floor, round_prefer_ceil, floor, ceil. `roi` (begins then ends, one per axis)
+/// only for tf_crop_and_resize.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResizeAttrs {
+    pub sizes: Vec<Dim>,
+    pub scales: Vec<f64>,
+    pub mode: String,
+    pub coord: String,
+    pub nearest_mode: String,
+    pub cubic_a: f64,
+    pub exclude_outside: bool,
+    pub extrapolation: f64,
+    pub antialias: bool,
+    pub roi: Vec<f64>,
+}
+
 /// A recurrent layer over a whole sequence. Inputs: x `[B, T, F]`, kernel `[F, gates*U]`,
 /// recurrent kernel `[U, gates*U]`, bias `[gates*U]` (GRU with reset_after: `[2, 3U]`).
 /// Gate order: LSTM i, f, c, o; GRU z, r, h. Output: `[B, T, U]` or `[B, U]`.
@@ -232,6 +251,7 @@ pub enum Op {
         largest: bool,
         sorted: bool,
     },
+    Resize(ResizeAttrs),
     /// Running sum or product along `axis` (`exclusive`: shifted by one; `reverse`: from the end).
     Cumulative {
         kind: ReduceKind,
@@ -299,6 +319,7 @@ impl Op {
             Op::Rnn(_) => "rnn".into(),
             Op::ArgReduce { .. } => "arg_reduce".into(),
             Op::GatherElements { .. } => "gather_elements".into(),
+            Op::Resize(_) => "resize".into(),
             Op::ScatterElements { .. } => "scatter_elements".into(),
             Op::ScatterNd { .. } => "scatter_nd".into(),
             Op::GatherNd { .. } => "gather_nd".into(),
@@ -318,7 +339,9 @@ impl Op {
             | Op::Softmax { .. } => (1, 1),
             Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Pad { .. } => (1, 1),
             Op::Broadcast { .. } | Op::Dropout { .. } => (1, 1),
-            Op::ArgReduce { .. } | Op::Cumulative { .. } | Op::TopK { .. } => (1, 1),
+            Op::ArgReduce { .. } | Op::Cumulative { .. } | Op::TopK { .. } | Op::Resize(_) => {
+                (1, 1)
+            }
             Op::GatherElements { .. } | Op::GatherNd { .. } => (2, 2),
             Op::ScatterElements { .. } | Op::ScatterNd { .. } => (3, 3),
             Op::Binary(_) | Op::MatMul | Op::Conv(_) | Op::ConvTranspose(_) | Op::Gather { .. } => {
@@ -454,6 +477,18 @@ impl Op {
                 ("select_last", Bool(*select_last)),
             ],
             Op::GatherElements { axis } => vec![("axis", Int(*axis as i64))],
+            Op::Resize(r) => vec![
+                ("sizes", Attr::Dims(r.sizes.clone())),
+                ("scales", Floats(r.scales.clone())),
+                ("mode", Ident(r.mode.clone())),
+                ("coord", Ident(r.coord.clone())),
+                ("nearest_mode", Ident(r.nearest_mode.clone())),
+                ("cubic_a", Float(r.cubic_a)),
+                ("exclude_outside", Bool(r.exclude_outside)),
+                ("extrapolation", Float(r.extrapolation)),
+                ("antialias", Bool(r.antialias)),
+                ("roi", Floats(r.roi.clone())),
+            ],
             Op::ScatterElements { axis, reduction } => {
                 vec![
                     ("axis", Int(*axis as i64)),
@@ -585,6 +620,26 @@ impl Op {
                 "gather_elements" => Op::GatherElements {
                     axis: a.usize("axis")?,
                 },
+                "resize" => Op::Resize(ResizeAttrs {
+                    sizes: a.dims("sizes")?,
+                    scales: a.floats("scales")?,
+                    mode: a.parse_ident("mode", |s| {
+                        ["nearest", "linear", "cubic"]
+                            .contains(&s)
+                            .then(|| s.to_string())
+                    })?,
+                    coord: a.parse_ident("coord", |s| {
+                        COORD_MODES.contains(&s).then(|| s.to_string())
+                    })?,
+                    nearest_mode: a.parse_ident("nearest_mode", |s| {
+                        NEAREST_MODES.contains(&s).then(|| s.to_string())
+                    })?,
+                    cubic_a: a.float("cubic_a")?,
+                    exclude_outside: a.bool("exclude_outside")?,
+                    extrapolation: a.float("extrapolation")?,
+                    antialias: a.bool("antialias")?,
+                    roi: a.floats("roi")?,
+                }),
                 "scatter_elements" => Op::ScatterElements {
                     axis: a.usize("axis")?,
                     reduction: a.parse_ident("reduction", reduction_name)?,
@@ -630,6 +685,18 @@ impl Op {
         Ok(op)
     }
 }
+
+/// Resize's coordinate transformation modes.
+pub const COORD_MODES: &[&str] = &[
+    "half_pixel",
+    "half_pixel_symmetric",
+    "pytorch_half_pixel",
+    "align_corners",
+    "asymmetric",
+    "tf_crop_and_resize",
+];
+/// Resize's rounding of nearest-neighbour coordinates.
+pub const NEAREST_MODES: &[&str] = &["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"];
 
 /// The scatter reductions.
 pub const REDUCTIONS: &[&str] = &["none", "add", "mul", "max", "min"];
@@ -683,6 +750,13 @@ impl AttrReader<'_> {
                 })
                 .collect(),
             _ => Err(format!("attribute '{k}' must be a list of dims")),
+        }
+    }
+    fn floats(&self, k: &str) -> Result<Vec<f64>, String> {
+        match self.get(k)? {
+            Attr::Floats(v) => Ok(v.clone()),
+            Attr::Ints(v) => Ok(v.iter().map(|&x| x as f64).collect()),
+            _ => Err(format!("attribute '{k}' must be a list of numbers")),
         }
     }
     fn usize(&self, k: &str) -> Result<usize, String> {

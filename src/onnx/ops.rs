@@ -110,6 +110,7 @@ pub const SUPPORTED: &[&str] = &[
     "ReduceSumSquare",
     "Relu",
     "Reshape",
+    "Resize",
     "Round",
     "Scatter",
     "ScatterElements",
@@ -142,6 +143,7 @@ pub const SUPPORTED: &[&str] = &[
     "Transpose",
     "Trilu",
     "Unsqueeze",
+    "Upsample",
     "Where",
     "Xor",
 ];
@@ -1370,6 +1372,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             Ok(outs.into_iter().map(Val::T).collect())
         }
         "Attention" => attention(&mut l),
+        "Resize" | "Upsample" => resize(&mut l),
         "NegativeLogLikelihoodLoss" => {
             let (x, t) = (l.t(0)?, l.t(1)?);
             let w = if l.has(2) { Some(l.t(2)?) } else { None };
@@ -1798,6 +1801,143 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
 /// it symbolic with the special values encoded (0 and -1 cannot be dims; error out).
 fn concat_with_specials(_l: &mut L) -> R<Vec<Val>> {
     Err("a shape built from symbolic dims and -1 / 0 entries is not supported".into())
+}
+
+/// ONNX Resize (and the older Upsample): output sizes and scales fixed at import.
+fn resize(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let opset = l.cx.opset;
+    let x = l.t(0)?;
+    let d = l.dims(x);
+    let r = d.len();
+    let upsample = n.op_type == "Upsample";
+    let axes: Vec<usize> = match aints(n, "axes") {
+        Some(a) => a.iter().map(|&v| norm_axis(v, r)).collect::<R<_>>()?,
+        None => (0..r).collect(),
+    };
+    let (scales_in, sizes_in, roi_in) = if upsample {
+        let s = if opset >= 9 {
+            l.konst_req(1, "scales")?.to_f64_vec()
+        } else {
+            attr(n, "scales")
+                .map(|a| a.floats.iter().map(|&f| f as f64).collect())
+                .ok_or("scales is required")?
+        };
+        (Some(s), None, None)
+    } else if opset < 11 {
+        (Some(l.konst_req(1, "scales")?.to_f64_vec()), None, None)
+    } else {
+        let roi = if l.has(1) {
+            Some(l.konst_req(1, "roi")?.to_f64_vec()).filter(|v| !v.is_empty())
+        } else {
+            None
+        };
+        let scales = if l.has(2) {
+            Some(l.konst_req(2, "scales")?.to_f64_vec()).filter(|v| !v.is_empty())
+        } else {
+            None
+        };
+        let sizes = if l.has(3) {
+            Some(l.konst_req(3, "sizes")?.to_i64_vec()).filter(|v| !v.is_empty())
+        } else {
+            None
+        };
+        (scales, sizes, roi)
+    };
+    let known_in = |i: usize| d[i].known();
+    let mut scales = vec![1.0f64; r];
+    let mut sizes: Vec<Dim> = d.clone();
+    match (scales_in, sizes_in) {
+        (_, Some(sz)) => {
+            if sz.len() != axes.len() {
+                return Err(format!("{} sizes for {} axes", sz.len(), axes.len()));
+            }
+            for (k, &a) in axes.iter().enumerate() {
+                let inw = known_in(a).ok_or("resizing a symbolic dim")? as f64;
+                scales[a] = sz[k] as f64 / inw;
+                sizes[a] = Dim::Known(sz[k].max(0) as usize);
+            }
+            let policy = astr(n, "keep_aspect_ratio_policy").unwrap_or_else(|| "stretch".into());
+            if policy != "stretch" {
+                let pick = axes.iter().map(|&a| scales[a]);
+                let s = if policy == "not_larger" {
+                    pick.fold(f64::INFINITY, f64::min)
+                } else {
+                    pick.fold(f64::NEG_INFINITY, f64::max)
+                };
+                for &a in &axes {
+                    scales[a] = s;
+                    sizes[a] = Dim::Known((s * known_in(a).unwrap_or(0) as f64 + 0.5) as usize);
+                }
+            }
+        }
+        (Some(sc), None) => {
+            if sc.len() != axes.len() {
+                return Err(format!("{} scales for {} axes", sc.len(), axes.len()));
+            }
+            for (k, &a) in axes.iter().enumerate() {
+                scales[a] = sc[k];
+                if (sc[k] - 1.0).abs() > 0.0 {
+                    let inw = known_in(a).ok_or("resizing a symbolic dim")?;
+                    sizes[a] = Dim::Known((sc[k] * inw as f64) as usize);
+                }
+            }
+        }
+        (None, None) => return Err("either scales or sizes is required".into()),
+    }
+    let mut roi = vec![0.0; r];
+    roi.extend(vec![1.0; r]);
+    if let Some(rv) = roi_in {
+        let k = axes.len();
+        if rv.len() == 2 * k {
+            for (i, &a) in axes.iter().enumerate() {
+                roi[a] = rv[i];
+                roi[a + r] = rv[i + k];
+            }
+        }
+    }
+    let mode = astr(n, "mode").unwrap_or_else(|| "nearest".into());
+    let legacy = upsample || opset < 11;
+    let (coord, nearest_mode) = if legacy {
+        ("asymmetric".to_string(), "floor".to_string())
+    } else {
+        (
+            astr(n, "coordinate_transformation_mode").unwrap_or_else(|| "half_pixel".into()),
+            astr(n, "nearest_mode").unwrap_or_else(|| "round_prefer_floor".into()),
+        )
+    };
+    let mode = if mode == "bilinear" || mode == "trilinear" {
+        "linear".to_string()
+    } else {
+        mode
+    };
+    if !["nearest", "linear", "cubic"].contains(&mode.as_str()) {
+        return Err(format!("mode '{mode}' is not supported"));
+    }
+    if !forgec_ir::COORD_MODES.contains(&coord.as_str())
+        || !forgec_ir::NEAREST_MODES.contains(&nearest_mode.as_str())
+    {
+        return Err(format!(
+            "coordinate mode '{coord}' / nearest mode '{nearest_mode}' is not supported"
+        ));
+    }
+    let antialias = ai(n, "antialias", 0) != 0;
+    if antialias && mode == "nearest" {
+        return Err("antialias with nearest is not defined".into());
+    }
+    let attrs = forgec_ir::ResizeAttrs {
+        sizes,
+        scales,
+        mode,
+        coord,
+        nearest_mode,
+        cubic_a: af(n, "cubic_coeff_a", -0.75),
+        exclude_outside: ai(n, "exclude_outside", 0) != 0,
+        extrapolation: af(n, "extrapolation_value", 0.0),
+        antialias,
+        roi,
+    };
+    Ok(vec![Val::T(l.op(Op::Resize(attrs), &[x])?)])
 }
 
 /// ONNX Attention (opset 23+), decomposed the way the reference computes it.
