@@ -357,6 +357,11 @@ pub fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
                         return Err(format!("not takes bool, got {}", x.dtype));
                     }
                 }
+                UnaryOp::BitNot => {
+                    if !x.dtype.is_int() {
+                        return Err(format!("bit_not takes integers, got {}", x.dtype));
+                    }
+                }
                 UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign | UnaryOp::Relu => {
                     if x.dtype == DType::Bool {
                         return Err(format!("{} does not take bool", u.name()));
@@ -370,6 +375,9 @@ pub fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             let dt = same_dtype(ins)?;
             if b.is_logical() && dt != DType::Bool {
                 return Err(format!("{} takes bool, got {dt}", b.name()));
+            }
+            if b.is_bitwise() && !dt.is_int() {
+                return Err(format!("{} takes integers, got {dt}", b.name()));
             }
             if !b.is_logical() && !b.is_comparison() && dt == DType::Bool {
                 return Err(format!("{} does not take bool", b.name()));

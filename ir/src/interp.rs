@@ -175,6 +175,7 @@ fn unary_f(u: UnaryOp, x: f64) -> f64 {
         }
         UnaryOp::Not => (x == 0.0) as i64 as f64,
         UnaryOp::Atan => x.atan(),
+        UnaryOp::BitNot => f64::NAN,
     }
 }
 
@@ -229,6 +230,10 @@ fn binary_f(b: BinaryOp, x: f64, y: f64) -> f64 {
             }
         }
         BinaryOp::Rem => x % y,
+        // Integer-only: the type rules keep floats away.
+        BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::Shl | BinaryOp::Shr => {
+            f64::NAN
+        }
     }
 }
 
@@ -260,6 +265,25 @@ fn binary_i(b: BinaryOp, x: i64, y: i64) -> R<i64> {
         BinaryOp::Ge => (x >= y) as i64,
         BinaryOp::And => (x != 0 && y != 0) as i64,
         BinaryOp::Or => (x != 0 || y != 0) as i64,
+        BinaryOp::BitAnd => x & y,
+        BinaryOp::BitOr => x | y,
+        BinaryOp::BitXor => x ^ y,
+        // Shifts of non-negative values (unsigned data is widened on import).
+        BinaryOp::Shl => {
+            if (0..64).contains(&y) {
+                x.wrapping_shl(y as u32)
+            } else {
+                0
+            }
+        }
+        // Arithmetic: out-of-range amounts fill with the sign.
+        BinaryOp::Shr => {
+            if (0..64).contains(&y) {
+                x >> y
+            } else {
+                x >> 63
+            }
+        }
         BinaryOp::Mod | BinaryOp::Rem => {
             if y == 0 {
                 return Err("integer modulo by zero".into());
@@ -418,6 +442,7 @@ pub fn eval_op(op: &Op, ins: &[&Tensor]) -> R<Vec<Tensor>> {
                         UnaryOp::Sign => a.signum(),
                         UnaryOp::Relu => a.max(0),
                         UnaryOp::Not => (a == 0) as i64,
+                        UnaryOp::BitNot => !a,
                         _ => a,
                     })
                     .collect();

@@ -27,6 +27,7 @@ named_enum!(
         Reciprocal = "reciprocal", Tanh = "tanh", Sigmoid = "sigmoid", Relu = "relu",
         Softplus = "softplus", Erf = "erf", Sin = "sin", Cos = "cos", Floor = "floor",
         Ceil = "ceil", Round = "round", Sign = "sign", Not = "not", Atan = "atan",
+        BitNot = "bit_not",
     }
 );
 
@@ -35,7 +36,8 @@ named_enum!(
     BinaryOp {
         Add = "add", Sub = "sub", Mul = "mul", Div = "div", Pow = "pow", Max = "max",
         Min = "min", Eq = "eq", Ne = "ne", Lt = "lt", Le = "le", Gt = "gt", Ge = "ge",
-        And = "and", Or = "or", Mod = "mod", Rem = "rem",
+        And = "and", Or = "or", Mod = "mod", Rem = "rem", BitAnd = "bit_and", BitOr = "bit_or",
+        BitXor = "bit_xor", Shl = "shl", Shr = "shr",
     }
 );
 
@@ -44,6 +46,14 @@ impl BinaryOp {
         matches!(
             self,
             BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
+        )
+    }
+
+    /// Integer-only bit operations.
+    pub fn is_bitwise(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::Shl | BinaryOp::Shr
         )
     }
 

@@ -46,6 +46,8 @@ pub(crate) struct Cx<'a> {
     used: std::collections::HashSet<String>,
     /// Values an op needed as constants but got as data.
     pub wanted: Vec<String>,
+    /// Graph inputs and initializers of unsigned ONNX types (widened on import), by bit width.
+    pub unsigned: HashMap<ValueId, u32>,
 }
 
 fn fail<T>(msg: String) -> Result<T, ImportError> {
@@ -177,6 +179,7 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
             .chain(graph.output.iter().map(|o| o.name.clone()))
             .collect(),
         wanted: Vec::new(),
+        unsigned: HashMap::new(),
     };
     let mut params = 0;
     let mut param_bytes = 0;
@@ -233,6 +236,9 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
             needs_const: vec![],
         })?;
         let id = cx.g.add_input(&inp.name, ty);
+        if let Some(bits) = unsigned_bits(tp) {
+            cx.unsigned.insert(id, bits);
+        }
         cx.vals.insert(inp.name.clone(), Val::T(id));
     }
     let mut problems = Vec::new();
@@ -348,6 +354,20 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
         params,
         param_bytes,
     })
+}
+
+/// The bit width of an unsigned integer type (forgec holds it in a wider signed type).
+fn unsigned_bits(tp: &onnx_protobuf::TypeProto) -> Option<u32> {
+    match &tp.value {
+        Some(onnx_protobuf::type_proto::Value::TensorType(t)) => match t.elem_type {
+            2 => Some(8),
+            4 => Some(16),
+            12 => Some(32),
+            13 => Some(64),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn node_name(n: &NodeProto, i: usize) -> String {

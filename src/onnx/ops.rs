@@ -25,6 +25,11 @@ pub const SUPPORTED: &[&str] = &[
     "Attention",
     "AveragePool",
     "BatchNormalization",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseNot",
+    "BitwiseOr",
+    "BitwiseXor",
     "Cast",
     "CastLike",
     "Ceil",
@@ -452,6 +457,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
         "Sign" => Some(U::Sign),
         "Not" => Some(U::Not),
         "Softplus" => Some(U::Softplus),
+
         _ => None,
     };
     if let Some(u) = unary {
@@ -471,6 +477,9 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
         "And" => Some(B::And),
         "Or" => Some(B::Or),
         "Xor" => Some(B::Ne),
+        "BitwiseAnd" => Some(B::BitAnd),
+        "BitwiseOr" => Some(B::BitOr),
+        "BitwiseXor" => Some(B::BitXor),
         _ => None,
     };
     if let Some(b) = binary {
@@ -1373,6 +1382,26 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
         }
         "Attention" => attention(&mut l),
         "Resize" | "Upsample" => resize(&mut l),
+        "BitwiseNot" => {
+            let x = l.t(0)?;
+            let y = l.un(U::BitNot, x)?;
+            // An unsigned input keeps its width: ~x within those bits.
+            match l.cx.unsigned.get(&x).copied() {
+                Some(bits) if bits < 64 => {
+                    one(l.bin_s(B::BitAnd, y, ((1u64 << bits) - 1) as f64)?)
+                }
+                _ => one(y),
+            }
+        }
+        "BitShift" => {
+            let (x, y) = (l.t(0)?, l.t(1)?);
+            let b = match astr(n, "direction").as_deref() {
+                Some("LEFT") => B::Shl,
+                Some("RIGHT") => B::Shr,
+                other => return Err(format!("direction {other:?} must be LEFT or RIGHT")),
+            };
+            one(l.bin(b, x, y)?)
+        }
         "NegativeLogLikelihoodLoss" => {
             let (x, t) = (l.t(0)?, l.t(1)?);
             let w = if l.has(2) { Some(l.t(2)?) } else { None };
