@@ -197,14 +197,16 @@ impl Tensor {
         let data = match dtype {
             DType::F32 => Data::F32(v.iter().map(|&x| x as f32).collect()),
             DType::F64 => Data::F64(v.to_vec()),
+            // Half types round through f32, as half-precision kernels (and NumPy) compute in f32
+            // and round the result: rounding f64 straight to 16 bits can differ at ties.
             DType::F16 => Data::F16(
                 v.iter()
-                    .map(|&x| half::f16::from_f64(x).to_bits())
+                    .map(|&x| half::f16::from_f32(x as f32).to_bits())
                     .collect(),
             ),
             DType::BF16 => Data::BF16(
                 v.iter()
-                    .map(|&x| half::bf16::from_f64(x).to_bits())
+                    .map(|&x| half::bf16::from_f32(x as f32).to_bits())
                     .collect(),
             ),
             DType::I8 => Data::I8(v.iter().map(|&x| x as i8).collect()),

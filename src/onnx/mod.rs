@@ -46,8 +46,9 @@ pub(crate) struct Cx<'a> {
     used: std::collections::HashSet<String>,
     /// Values an op needed as constants but got as data.
     pub wanted: Vec<String>,
-    /// Graph inputs and initializers of unsigned ONNX types (widened on import), by bit width.
-    pub unsigned: HashMap<ValueId, u32>,
+    /// The ONNX element type code of graph inputs, initializers and constants: forgec widens
+    /// unsigned and 16-bit integers, and some ops need the original range.
+    pub elem_code: HashMap<ValueId, i32>,
 }
 
 fn fail<T>(msg: String) -> Result<T, ImportError> {
@@ -179,7 +180,7 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
             .chain(graph.output.iter().map(|o| o.name.clone()))
             .collect(),
         wanted: Vec::new(),
-        unsigned: HashMap::new(),
+        elem_code: HashMap::new(),
     };
     let mut params = 0;
     let mut param_bytes = 0;
@@ -206,6 +207,7 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
             &init.name,
             &origin,
         );
+        cx.elem_code.insert(id, init.data_type);
         cx.consts.insert(id, (t, weight));
         cx.vals.insert(init.name.clone(), Val::T(id));
     }
@@ -220,6 +222,9 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
                 name: inp.name.clone(),
             };
             let id = cx.literal(t.clone(), &origin);
+            if let Some(code) = inp.type_.as_ref().and_then(elem_code) {
+                cx.elem_code.insert(id, code);
+            }
             cx.vals.insert(inp.name.clone(), Val::T(id));
             continue;
         }
@@ -236,8 +241,8 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
             needs_const: vec![],
         })?;
         let id = cx.g.add_input(&inp.name, ty);
-        if let Some(bits) = unsigned_bits(tp) {
-            cx.unsigned.insert(id, bits);
+        if let Some(code) = elem_code(tp) {
+            cx.elem_code.insert(id, code);
         }
         cx.vals.insert(inp.name.clone(), Val::T(id));
     }
@@ -356,16 +361,9 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
     })
 }
 
-/// The bit width of an unsigned integer type (forgec holds it in a wider signed type).
-fn unsigned_bits(tp: &onnx_protobuf::TypeProto) -> Option<u32> {
+fn elem_code(tp: &onnx_protobuf::TypeProto) -> Option<i32> {
     match &tp.value {
-        Some(onnx_protobuf::type_proto::Value::TensorType(t)) => match t.elem_type {
-            2 => Some(8),
-            4 => Some(16),
-            12 => Some(32),
-            13 => Some(64),
-            _ => None,
-        },
+        Some(onnx_protobuf::type_proto::Value::TensorType(t)) => Some(t.elem_type),
         _ => None,
     }
 }
@@ -513,6 +511,26 @@ impl Cx<'_> {
                 }
             }
         }
+    }
+
+    /// The names of the graph inputs `v` is computed from.
+    pub fn input_roots(&self, v: ValueId) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![v];
+        let mut roots = Vec::new();
+        while let Some(x) = stack.pop() {
+            if !seen.insert(x) {
+                continue;
+            }
+            if self.g.inputs.contains(&x) {
+                roots.push(self.g.value(x).name.clone());
+                continue;
+            }
+            if let Some(node) = self.g.nodes.iter().rev().find(|nd| nd.outputs.contains(&x)) {
+                stack.extend(node.inputs.iter().copied());
+            }
+        }
+        roots
     }
 
     /// Whether the node output `name` is read by anything.

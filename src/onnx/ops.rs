@@ -30,11 +30,14 @@ pub const SUPPORTED: &[&str] = &[
     "BitwiseNot",
     "BitwiseOr",
     "BitwiseXor",
+    "BlackmanWindow",
     "Cast",
     "CastLike",
     "Ceil",
     "Celu",
+    "CenterCropPad",
     "Clip",
+    "Compress",
     "Concat",
     "Constant",
     "ConstantOfShape",
@@ -45,8 +48,11 @@ pub const SUPPORTED: &[&str] = &[
     "CumProd",
     "CumSum",
     "DepthToSpace",
+    "DequantizeLinear",
     "Div",
     "Dropout",
+    "DynamicQuantizeLinear",
+    "Einsum",
     "Elu",
     "Equal",
     "Erf",
@@ -66,6 +72,8 @@ pub const SUPPORTED: &[&str] = &[
     "Greater",
     "GreaterOrEqual",
     "GroupNormalization",
+    "HammingWindow",
+    "HannWindow",
     "HardSigmoid",
     "HardSwish",
     "Hardmax",
@@ -82,6 +90,7 @@ pub const SUPPORTED: &[&str] = &[
     "Log",
     "LogSoftmax",
     "LpNormalization",
+    "LpPool",
     "MatMul",
     "Max",
     "MaxPool",
@@ -93,12 +102,14 @@ pub const SUPPORTED: &[&str] = &[
     "Mul",
     "Neg",
     "NegativeLogLikelihoodLoss",
+    "NonZero",
     "Not",
     "OneHot",
     "Or",
     "PRelu",
     "Pad",
     "Pow",
+    "QuantizeLinear",
     "RMSNormalization",
     "RNN",
     "Range",
@@ -116,6 +127,7 @@ pub const SUPPORTED: &[&str] = &[
     "Relu",
     "Reshape",
     "Resize",
+    "ReverseSequence",
     "Round",
     "Scatter",
     "ScatterElements",
@@ -147,6 +159,7 @@ pub const SUPPORTED: &[&str] = &[
     "TopK",
     "Transpose",
     "Trilu",
+    "Unique",
     "Unsqueeze",
     "Upsample",
     "Where",
@@ -229,6 +242,11 @@ impl L<'_, '_> {
             None => {
                 let name = self.n.input[k].clone();
                 self.cx.wanted.push(name.clone());
+                // A value computed from graph inputs: those are what must be fixed.
+                if let Some(Val::T(id)) = self.cx.val(&name) {
+                    let roots = self.cx.input_roots(id);
+                    self.cx.wanted.extend(roots);
+                }
                 Err(format!(
                     "the {what} (input {k}, `{name}`) must be a constant"
                 ))
@@ -252,6 +270,8 @@ impl L<'_, '_> {
                 let Some(t) = t else {
                     let name = self.n.input[k].clone();
                     self.cx.wanted.push(name.clone());
+                    let roots = self.cx.input_roots(id);
+                    self.cx.wanted.extend(roots);
                     return Err(format!("the shape (input {k}, `{name}`) must be a constant or computed from shapes"));
                 };
                 t.to_i64_vec()
@@ -1154,7 +1174,15 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
                     .map_err(|e| e.0)?,
                 other => return Err(format!("Constant with `{other}` is not supported")),
             };
-            one(l.cx.literal(t, o))
+            let id = l.cx.literal(t, o);
+            if let Some(code) =
+                a.t.as_ref()
+                    .filter(|_| a.name == "value")
+                    .map(|t| t.data_type)
+            {
+                l.cx.elem_code.insert(id, code);
+            }
+            one(id)
         }
         "Range" => {
             let (s, lim, d) = (
@@ -1382,11 +1410,246 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
         }
         "Attention" => attention(&mut l),
         "Resize" | "Upsample" => resize(&mut l),
+        "QuantizeLinear" | "DequantizeLinear" => quantize(&mut l),
+        "Einsum" => einsum(&mut l),
+        "LpPool" => {
+            // (sum |x|^p over the window)^(1/p): an average over the whole window, times its size.
+            let x = l.t(0)?;
+            let p = ai(n, "p", 2) as f64;
+            let a = l.un(U::Abs, x)?;
+            let ap = l.bin_s(B::Pow, a, p)?;
+            let window: usize = aints(n, "kernel_shape")
+                .ok_or("kernel_shape is required")?
+                .iter()
+                .map(|&v| v.max(1) as usize)
+                .product();
+            let mut avg = n.clone();
+            avg.op_type = "AveragePool".into();
+            avg.attribute.retain(|a| a.name != "p");
+            let mut cip = onnx_protobuf::AttributeProto::new();
+            cip.name = "count_include_pad".into();
+            cip.i = 1;
+            cip.type_ = onnx_protobuf::attribute_proto::AttributeType::INT.into();
+            avg.attribute.push(cip);
+            avg.input[0] = format!("{}.lp_pow", n.input[0]);
+            l.cx.vals.insert(avg.input[0].clone(), Val::T(ap));
+            let pooled = match pool(&mut L {
+                cx: l.cx,
+                n: &avg,
+                o,
+            })?
+            .remove(0)
+            {
+                Val::T(v) => v,
+                Val::Shape { .. } => unreachable!("pool makes tensors"),
+            };
+            let s = l.bin_s(B::Mul, pooled, window as f64)?;
+            one(l.bin_s(B::Pow, s, 1.0 / p)?)
+        }
+        "CenterCropPad" => {
+            let x = l.t(0)?;
+            let target = l.konst_req(1, "shape")?.to_i64_vec();
+            let d = l.dims(x);
+            let axes: Vec<usize> = match aints(n, "axes") {
+                Some(a) => a.iter().map(|&v| norm_axis(v, d.len())).collect::<R<_>>()?,
+                None => (0..d.len()).collect(),
+            };
+            if axes.len() != target.len() {
+                return Err(format!(
+                    "{} target sizes for {} axes",
+                    target.len(),
+                    axes.len()
+                ));
+            }
+            let mut y = x;
+            for (&a, &t) in axes.iter().zip(&target) {
+                let cur = d[a].known().ok_or("cropping a symbolic dim")? as i64;
+                if t < cur {
+                    let s = (cur - t) / 2;
+                    y = l.op(
+                        Op::Slice {
+                            axes: vec![a],
+                            starts: vec![s],
+                            ends: vec![s + t],
+                            steps: vec![1],
+                        },
+                        &[y],
+                    )?;
+                } else if t > cur {
+                    let mut pads = vec![(0, 0); d.len()];
+                    let b = (t - cur) / 2;
+                    pads[a] = (b as usize, (t - cur - b) as usize);
+                    y = l.op(
+                        Op::Pad {
+                            pads,
+                            mode: PadMode::Constant,
+                            value: 0.0,
+                        },
+                        &[y],
+                    )?;
+                }
+            }
+            one(y)
+        }
+        "HannWindow" | "HammingWindow" | "BlackmanWindow" => {
+            let size = l.konst_req(0, "size")?.to_i64_vec()[0].max(0) as usize;
+            let periodic = ai(n, "periodic", 1) != 0;
+            let dt = proto::dtype_of(ai(n, "output_datatype", 1) as i32)?;
+            let denom = if periodic {
+                size as f64
+            } else {
+                (size as f64 - 1.0).max(1.0)
+            };
+            let v: Vec<f64> = (0..size)
+                .map(|i| {
+                    let t = 2.0 * std::f64::consts::PI * i as f64 / denom;
+                    match n.op_type.as_str() {
+                        "HannWindow" => 0.5 - 0.5 * t.cos(),
+                        "HammingWindow" => 25.0 / 46.0 - (21.0 / 46.0) * t.cos(),
+                        _ => 0.42 - 0.5 * t.cos() + 0.08 * (2.0 * t).cos(),
+                    }
+                })
+                .collect();
+            one(l.cx.literal(
+                Tensor::from_f64_values(dt, vec![size], &v).map_err(|e| e.0)?,
+                o,
+            ))
+        }
+        "ReverseSequence" => {
+            let x = l.t(0)?;
+            let lens = l.konst_req(1, "sequence_lens")?.to_i64_vec();
+            let d = l.dims(x);
+            let shape: Vec<usize> = d
+                .iter()
+                .map(|v| v.known())
+                .collect::<Option<_>>()
+                .ok_or("ReverseSequence needs a known shape")?;
+            let (ba, ta) = (
+                ai(n, "batch_axis", 1) as usize,
+                ai(n, "time_axis", 0) as usize,
+            );
+            // Indices along the time axis: reversed within each batch entry's length.
+            let total: usize = shape.iter().product();
+            let mut idx = Vec::with_capacity(total);
+            let st = {
+                let mut s = vec![1usize; shape.len()];
+                for i in (0..shape.len().saturating_sub(1)).rev() {
+                    s[i] = s[i + 1] * shape[i + 1];
+                }
+                s
+            };
+            for flat in 0..total {
+                let b = (flat / st[ba]) % shape[ba];
+                let t = ((flat / st[ta]) % shape[ta]) as i64;
+                let len = *lens
+                    .get(b)
+                    .ok_or("sequence_lens is shorter than the batch")?;
+                idx.push(if t < len { len - 1 - t } else { t });
+            }
+            let it = l.cx.literal(
+                Tensor::from_i64_values(DType::I64, shape, &idx).map_err(|e| e.0)?,
+                o,
+            );
+            one(l.op(Op::GatherElements { axis: ta }, &[x, it])?)
+        }
+        "Compress" => {
+            let x = l.t(0)?;
+            let cond = l.konst_req(1, "condition")?.to_i64_vec();
+            let (x, axis) = match attr(n, "axis") {
+                Some(a) => (x, norm_axis(a.i, l.rank(x))?),
+                None => {
+                    let total = l
+                        .dims(x)
+                        .iter()
+                        .map(|v| v.known())
+                        .product::<Option<usize>>()
+                        .ok_or("Compress of a symbolic tensor")?;
+                    (l.reshape_to(x, &[Dim::Known(total)])?, 0)
+                }
+            };
+            let len = l.dims(x)[axis]
+                .known()
+                .ok_or("Compress along a symbolic dim")?;
+            let keep: Vec<i64> = (0..len.min(cond.len()))
+                .filter(|&i| cond[i] != 0)
+                .map(|i| i as i64)
+                .collect();
+            let it = l.cx.literal(
+                Tensor::from_i64_values(DType::I64, vec![keep.len()], &keep).map_err(|e| e.0)?,
+                o,
+            );
+            one(l.op(Op::Gather { axis }, &[x, it])?)
+        }
+        "NonZero" => {
+            // Data-dependent shape: only a compile-time constant input has one.
+            let t = l.konst_req(0, "input (its non-zero count fixes the output shape)")?;
+            let shape = t.shape().to_vec();
+            let v = t.to_f64_vec();
+            let nz: Vec<usize> = (0..v.len()).filter(|&i| v[i] != 0.0).collect();
+            let r = shape.len();
+            let mut out = vec![0i64; r * nz.len()];
+            for (k, &flat) in nz.iter().enumerate() {
+                let mut rem = flat;
+                for dd in (0..r).rev() {
+                    out[dd * nz.len() + k] = (rem % shape[dd]) as i64;
+                    rem /= shape[dd];
+                }
+            }
+            one(l.cx.literal(
+                Tensor::from_i64_values(DType::I64, vec![r, nz.len()], &out).map_err(|e| e.0)?,
+                o,
+            ))
+        }
+        "Unique" => unique(&mut l),
+        "DynamicQuantizeLinear" => {
+            // scale = (max(x, 0) - min(x, 0)) / 255; zero point = saturate(round(-min / scale)).
+            let x = l.t(0)?;
+            let r = l.rank(x);
+            let all: Vec<usize> = (0..r).collect();
+            let mx = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Max,
+                    axes: all.clone(),
+                    keepdims: false,
+                },
+                &[x],
+            )?;
+            let mn = l.op(
+                Op::Reduce {
+                    kind: ReduceKind::Min,
+                    axes: all,
+                    keepdims: false,
+                },
+                &[x],
+            )?;
+            let mx = l.bin_s(B::Max, mx, 0.0)?;
+            let mn = l.bin_s(B::Min, mn, 0.0)?;
+            let range = l.bin(B::Sub, mx, mn)?;
+            let scale = l.bin_s(B::Div, range, 255.0)?;
+            let neg = l.un(U::Neg, mn)?;
+            let z = l.bin(B::Div, neg, scale)?;
+            let z = l.un(U::Round, z)?;
+            let z = l.bin_s(B::Max, z, 0.0)?;
+            let z = l.bin_s(B::Min, z, 255.0)?;
+            let q = l.bin(B::Div, x, scale)?;
+            let q = l.un(U::Round, q)?;
+            let q = l.bin(B::Add, q, z)?;
+            let q = l.bin_s(B::Max, q, 0.0)?;
+            let q = l.bin_s(B::Min, q, 255.0)?;
+            let y = l.op(Op::Cast { to: DType::I32 }, &[q])?;
+            let zi = l.op(Op::Cast { to: DType::I32 }, &[z])?;
+            Ok(vec![Val::T(y), Val::T(scale), Val::T(zi)])
+        }
         "BitwiseNot" => {
             let x = l.t(0)?;
             let y = l.un(U::BitNot, x)?;
             // An unsigned input keeps its width: ~x within those bits.
-            match l.cx.unsigned.get(&x).copied() {
+            match l
+                .cx
+                .elem_code
+                .get(&x)
+                .and_then(|&c| proto::unsigned_bits(c))
+            {
                 Some(bits) if bits < 64 => {
                     one(l.bin_s(B::BitAnd, y, ((1u64 << bits) - 1) as f64)?)
                 }
@@ -1830,6 +2093,273 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
 /// it symbolic with the special values encoded (0 and -1 cannot be dims; error out).
 fn concat_with_specials(_l: &mut L) -> R<Vec<Val>> {
     Err("a shape built from symbolic dims and -1 / 0 entries is not supported".into())
+}
+
+/// QuantizeLinear: saturate(round_half_even(x / scale) + zero_point); DequantizeLinear:
+/// (x - zero_point) * scale. Per tensor or per axis; the integer range is the zero point's.
+fn quantize(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let o = l.o;
+    let x = l.t(0)?;
+    let mut scale = l.t(1)?;
+    let zp = if l.has(2) { Some(l.t(2)?) } else { None };
+    if ai(n, "block_size", 0) > 0 {
+        return Err("blocked quantization is not supported".into());
+    }
+    let r = l.rank(x);
+    let axis_attr = ai(n, "axis", 1);
+    // A 1-D scale (and zero point) of several values runs along `axis`.
+    let along = |l: &mut L, v: ValueId| -> R<ValueId> {
+        let d = l.dims(v);
+        if d.len() == 1 && r > 1 && d[0] != Dim::Known(1) {
+            let axis = norm_axis(axis_attr, r)?;
+            let mut shape = vec![Dim::Known(1); r];
+            shape[axis] = d[0].clone();
+            l.reshape_to(v, &shape)
+        } else {
+            Ok(v)
+        }
+    };
+    scale = along(l, scale)?;
+    let zp = match zp {
+        Some(z) => Some(along(l, z)?),
+        None => None,
+    };
+    let sdt = l.cx.ty(scale).dtype;
+    if n.op_type == "DequantizeLinear" {
+        let xf = l.op(Op::Cast { to: sdt }, &[x])?;
+        let centered = match zp {
+            Some(z) => {
+                let zf = l.op(Op::Cast { to: sdt }, &[z])?;
+                l.bin(B::Sub, xf, zf)?
+            }
+            None => xf,
+        };
+        return Ok(vec![Val::T(l.bin(B::Mul, centered, scale)?)]);
+    }
+    // The output type: the zero point's, else output_dtype, else uint8.
+    let code = match zp {
+        Some(z) => l.cx.elem_code.get(&z).copied().unwrap_or(2),
+        None => attr(n, "output_dtype")
+            .map(|a| a.i as i32)
+            .filter(|&c| c != 0)
+            .unwrap_or(2),
+    };
+    let (lo, hi) = proto::int_range(code)
+        .ok_or_else(|| format!("quantizing to {} is not supported", proto::dtype_name(code)))?;
+    let out_dt = proto::dtype_of(code)?;
+    // x / scale in the input's float type (rounding there decides ties, as in the reference),
+    // then round half to even and add the zero point exactly.
+    let xdt = l.cx.ty(x).dtype;
+    let sx = if sdt != xdt {
+        l.op(Op::Cast { to: xdt }, &[scale])?
+    } else {
+        scale
+    };
+    let q = l.bin(B::Div, x, sx)?;
+    let q = l.op(Op::Cast { to: DType::F64 }, &[q])?;
+    let mut q = l.un(U::Round, q)?;
+    if let Some(z) = zp {
+        let zf = l.op(Op::Cast { to: DType::F64 }, &[z])?;
+        q = l.bin(B::Add, q, zf)?;
+    }
+    let q = l.bin_s(B::Max, q, lo)?;
+    let q = l.bin_s(B::Min, q, hi)?;
+    let _ = o;
+    Ok(vec![Val::T(l.op(Op::Cast { to: out_dt }, &[q])?)])
+}
+
+/// Einsum without repeated letters in one operand: operands are aligned on the union of
+/// their letters, multiplied with broadcasting, summed over the letters the output drops.
+fn einsum(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let eq: String = astr(n, "equation")
+        .ok_or("equation is required")?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((a, b)) => (a.to_string(), Some(b.to_string())),
+        None => (eq.clone(), None),
+    };
+    let mut ops: Vec<ValueId> = (0..n.input.len()).map(|k| l.t(k)).collect::<R<_>>()?;
+    let mut specs: Vec<Vec<char>> = lhs.split(',').map(|s| s.chars().collect()).collect();
+    if specs.len() != ops.len() {
+        return Err(format!("{} operands for {} inputs", specs.len(), ops.len()));
+    }
+    // Expand "..." into fresh capital letters, right-aligned across operands.
+    let ell_rank = specs
+        .iter()
+        .zip(&ops)
+        .filter(|(s, _)| s.contains(&'.'))
+        .map(|(s, &v)| l.rank(v) + 3 - s.len())
+        .max()
+        .unwrap_or(0);
+    let fresh: Vec<char> = ('A'..='Z').take(ell_rank).collect();
+    for (s, &v) in specs.iter_mut().zip(&ops) {
+        if let Some(p) = s.iter().collect::<String>().find("...") {
+            let k = l.rank(v) + 3 - s.len();
+            let mut e = s[..p].to_vec();
+            e.extend_from_slice(&fresh[ell_rank - k..]);
+            e.extend_from_slice(&s[p + 3..]);
+            *s = e;
+        }
+    }
+    for (s, &v) in specs.iter().zip(&ops) {
+        if s.len() != l.rank(v) {
+            return Err(format!(
+                "operand `{}` does not match rank {}",
+                s.iter().collect::<String>(),
+                l.rank(v)
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if s.iter().any(|c| !seen.insert(*c)) {
+            return Err(
+                "a letter repeated within one operand (a diagonal) is not supported".into(),
+            );
+        }
+    }
+    let out: Vec<char> = match rhs {
+        Some(r) => {
+            let r = r.replace("...", &fresh.iter().collect::<String>());
+            r.chars().collect()
+        }
+        None => {
+            // Implicit output: the ellipsis letters, then letters used once, alphabetically.
+            let mut counts = std::collections::BTreeMap::new();
+            for s in &specs {
+                for c in s {
+                    *counts.entry(*c).or_insert(0) += 1;
+                }
+            }
+            let mut o: Vec<char> = fresh.clone();
+            o.extend(
+                counts
+                    .iter()
+                    .filter(|(c, &k)| k == 1 && !fresh.contains(c))
+                    .map(|(c, _)| *c),
+            );
+            o
+        }
+    };
+    let mut all: Vec<char> = out.clone();
+    for s in &specs {
+        for c in s {
+            if !all.contains(c) {
+                all.push(*c);
+            }
+        }
+    }
+    // Each operand to the order of `all`, with size-1 dims for missing letters.
+    for (s, v) in specs.iter().zip(ops.iter_mut()) {
+        let present: Vec<char> = all.iter().filter(|c| s.contains(c)).copied().collect();
+        let perm: Vec<usize> = present
+            .iter()
+            .map(|c| s.iter().position(|x| x == c).unwrap())
+            .collect();
+        if perm.iter().enumerate().any(|(i, &p)| i != p) {
+            *v = l.op(Op::Transpose { perm }, &[*v])?;
+        }
+        let d = l.dims(*v);
+        let mut it = d.into_iter();
+        let full: Vec<Dim> = all
+            .iter()
+            .map(|c| {
+                if s.contains(c) {
+                    it.next().unwrap()
+                } else {
+                    Dim::Known(1)
+                }
+            })
+            .collect();
+        *v = l.reshape_to(*v, &full)?;
+    }
+    let mut acc = ops[0];
+    for &v in &ops[1..] {
+        acc = l.bin(B::Mul, acc, v)?;
+    }
+    let drop: Vec<usize> = (out.len()..all.len()).collect();
+    if !drop.is_empty() {
+        acc = l.op(
+            Op::Reduce {
+                kind: ReduceKind::Sum,
+                axes: drop,
+                keepdims: false,
+            },
+            &[acc],
+        )?;
+    }
+    Ok(vec![Val::T(acc)])
+}
+
+/// Unique on a compile-time constant (its output shape depends on the data).
+fn unique(l: &mut L) -> R<Vec<Val>> {
+    let n = l.n;
+    let o = l.o;
+    let t = l.konst_req(0, "input (its distinct values fix the output shape)")?;
+    if attr(n, "axis").is_some() {
+        return Err("Unique along an axis is not supported".into());
+    }
+    let sorted = ai(n, "sorted", 1) != 0;
+    let v = t.to_f64_vec();
+    let mut firsts: Vec<usize> = Vec::new();
+    let mut inverse = Vec::with_capacity(v.len());
+    for (i, &x) in v.iter().enumerate() {
+        match firsts
+            .iter()
+            .position(|&f| v[f] == x || (v[f].is_nan() && x.is_nan()))
+        {
+            Some(p) => inverse.push(p),
+            None => {
+                firsts.push(i);
+                inverse.push(firsts.len() - 1);
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..firsts.len()).collect();
+    if sorted {
+        order.sort_by(|&a, &b| {
+            v[firsts[a]]
+                .partial_cmp(&v[firsts[b]])
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    }
+    let mut rank_of = vec![0usize; firsts.len()];
+    for (r, &u) in order.iter().enumerate() {
+        rank_of[u] = r;
+    }
+    let k = firsts.len();
+    let y: Vec<f64> = order.iter().map(|&u| v[firsts[u]]).collect();
+    let idx: Vec<i64> = order.iter().map(|&u| firsts[u] as i64).collect();
+    let inv: Vec<i64> = inverse.iter().map(|&u| rank_of[u] as i64).collect();
+    let mut counts = vec![0i64; k];
+    for &u in &inv {
+        counts[u as usize] += 1;
+    }
+    let yt = if t.dtype().is_float() {
+        Tensor::from_f64_values(t.dtype(), vec![k], &y)
+    } else {
+        Tensor::from_i64_values(
+            t.dtype(),
+            vec![k],
+            &y.iter().map(|&f| f as i64).collect::<Vec<_>>(),
+        )
+    }
+    .map_err(|e| e.0)?;
+    let mk = |l: &mut L, v: Vec<i64>| -> R<Val> {
+        let len = v.len();
+        Ok(Val::T(l.cx.literal(
+            Tensor::from_i64_values(DType::I64, vec![len], &v).map_err(|e| e.0)?,
+            o,
+        )))
+    };
+    Ok(vec![
+        Val::T(l.cx.literal(yt, o)),
+        mk(l, idx)?,
+        mk(l, inv)?,
+        mk(l, counts)?,
+    ])
 }
 
 /// ONNX Resize (and the older Upsample): output sizes and scales fixed at import.

@@ -46,6 +46,32 @@ pub fn dtype_name(code: i32) -> &'static str {
     }
 }
 
+/// The value range of an integer element type code.
+pub fn int_range(code: i32) -> Option<(f64, f64)> {
+    Some(match code {
+        2 => (0.0, 255.0),
+        3 => (-128.0, 127.0),
+        4 => (0.0, 65535.0),
+        5 => (-32768.0, 32767.0),
+        6 => (i32::MIN as f64, i32::MAX as f64),
+        12 => (0.0, u32::MAX as f64),
+        7 => (i64::MIN as f64, i64::MAX as f64),
+        13 => (0.0, u64::MAX as f64),
+        _ => return None,
+    })
+}
+
+/// The bit width of an unsigned integer type code.
+pub fn unsigned_bits(code: i32) -> Option<u32> {
+    match code {
+        2 => Some(8),
+        4 => Some(16),
+        12 => Some(32),
+        13 => Some(64),
+        _ => None,
+    }
+}
+
 /// Tensors forgec will hold in memory: 2^31 elements.
 pub const MAX_ELEMS: u64 = 1 << 31;
 
