@@ -167,11 +167,13 @@ fn run_case(case: &Path, rtol: f64, atol: f64) -> (Vec<String>, Vec<String>, Sta
                         .split_once(".onnx: ")
                         .map(|(_, r)| r.to_string())
                         .unwrap_or(reason);
-                    let new: Vec<String> = e
+                    let mut new: Vec<String> = e
                         .needs_const
                         .into_iter()
                         .filter(|n| names.contains(n) && !bound_names.contains(n))
                         .collect();
+                    new.sort();
+                    new.dedup();
                     if new.is_empty() {
                         break;
                     }
