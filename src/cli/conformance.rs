@@ -16,6 +16,8 @@ pub struct Args {
     pub atol: f64,
     pub filter: Option<String>,
     pub verbose: bool,
+    /// Write the claimed-op table as Markdown (for the README).
+    pub markdown: Option<PathBuf>,
     /// Fail (exit 1) when fewer cases pass: a floor against regressions.
     pub min_passed: Option<usize>,
     /// Fail (exit 1) when more cases fail.
@@ -217,6 +219,27 @@ fn run_case(case: &Path, rtol: f64, atol: f64) -> (Vec<String>, Vec<String>, Sta
     (ops, bound_names, Status::Passed)
 }
 
+fn markdown_table(
+    per_suite: &BTreeMap<String, [usize; 3]>,
+    per_op: &BTreeMap<String, [usize; 3]>,
+    claimed: &[&str],
+) -> String {
+    let mut out = String::from("| suite | passed | failed | unsupported |\n|---|---:|---:|---:|\n");
+    for (s, v) in per_suite {
+        out.push_str(&format!("| {s} | {} | {} | {} |\n", v[0], v[1], v[2]));
+    }
+    out.push_str(&format!(
+        "\n{} op types claimed. Cases per claimed op type (a case counts for every op in its graph):\n\n",
+        claimed.len()
+    ));
+    out.push_str("| op | passed | failed | unsupported |\n|---|---:|---:|---:|\n");
+    for op in claimed {
+        let v = per_op.get(*op).copied().unwrap_or_default();
+        out.push_str(&format!("| {op} | {} | {} | {} |\n", v[0], v[1], v[2]));
+    }
+    out
+}
+
 pub fn cmd(a: Args) -> Result<i32, UserError> {
     if !a.dir.is_dir() {
         return Err(UserError::new(format!(
@@ -351,6 +374,10 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     );
     if let Some(r) = &a.report {
         println!("report: {}", r.display());
+    }
+    if let Some(md) = &a.markdown {
+        std::fs::write(md, markdown_table(&per_suite, &per_op, claimed))
+            .map_err(|e| UserError::new(format!("{}: cannot write: {e}", md.display())))?;
     }
     let mut code = 0;
     if let Some(min) = a.min_passed {

@@ -72,6 +72,9 @@ pub enum Command {
         /// Print every case that does not pass
         #[arg(long, short)]
         verbose: bool,
+        /// Write the claimed-op table as Markdown
+        #[arg(long)]
+        markdown: Option<PathBuf>,
         /// Exit 1 when fewer cases pass
         #[arg(long)]
         min_passed: Option<usize>,
@@ -124,6 +127,7 @@ pub fn main_with(cli: Cli) -> i32 {
             atol,
             filter,
             verbose,
+            markdown,
             min_passed,
             max_failed,
         } => conformance::cmd(conformance::Args {
@@ -133,6 +137,7 @@ pub fn main_with(cli: Cli) -> i32 {
             atol,
             filter,
             verbose,
+            markdown,
             min_passed,
             max_failed,
         }),
