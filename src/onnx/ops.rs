@@ -342,6 +342,37 @@ impl L<'_, '_> {
         self.cx.ty(x).shape.clone()
     }
 
+    /// (x - mean) / sqrt(var + eps) over `axes` (biased variance); also the mean and the
+    /// inverse standard deviation, both with the axes kept.
+    fn standardize(
+        &mut self,
+        x: ValueId,
+        axes: Vec<usize>,
+        eps: f64,
+    ) -> R<(ValueId, ValueId, ValueId)> {
+        let mean = self.op(
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes: axes.clone(),
+                keepdims: true,
+            },
+            &[x],
+        )?;
+        let d = self.bin(B::Sub, x, mean)?;
+        let sq = self.bin(B::Mul, d, d)?;
+        let var = self.op(
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes,
+                keepdims: true,
+            },
+            &[sq],
+        )?;
+        let ve = self.bin_s(B::Add, var, eps)?;
+        let inv = self.un(U::Rsqrt, ve)?;
+        Ok((self.bin(B::Mul, d, inv)?, mean, inv))
+    }
+
     /// Reshapes to `target` (dims of the result). A symbol stays where it is (0) or, alone,
     /// moves (-1).
     fn reshape_to(&mut self, x: ValueId, target: &[Dim]) -> R<ValueId> {
@@ -1226,27 +1257,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             let r = l.rank(x);
             let eps = af(n, "epsilon", 1e-5);
             let axes: Vec<usize> = (2..r).collect();
-            let mean = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes: axes.clone(),
-                    keepdims: true,
-                },
-                &[x],
-            )?;
-            let d = l.bin(B::Sub, x, mean)?;
-            let sq = l.bin(B::Mul, d, d)?;
-            let var = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes,
-                    keepdims: true,
-                },
-                &[sq],
-            )?;
-            let ve = l.bin_s(B::Add, var, eps)?;
-            let inv = l.un(U::Rsqrt, ve)?;
-            let nrm = l.bin(B::Mul, d, inv)?;
+            let (nrm, _, _) = l.standardize(x, axes, eps)?;
             let c = l.cx.ty(scale).shape[0].clone();
             let mut bshape = vec![c];
             bshape.extend(std::iter::repeat_n(Dim::Known(1), r - 2));
@@ -1263,27 +1274,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
                 let axis = norm_axis(ai(n, "axis", -1), d.len())?;
                 let axes: Vec<usize> = (axis..d.len()).collect();
                 let eps = af(n, "epsilon", 1e-5);
-                let mean = l.op(
-                    Op::Reduce {
-                        kind: ReduceKind::Mean,
-                        axes: axes.clone(),
-                        keepdims: true,
-                    },
-                    &[x],
-                )?;
-                let dd = l.bin(B::Sub, x, mean)?;
-                let sq = l.bin(B::Mul, dd, dd)?;
-                let var = l.op(
-                    Op::Reduce {
-                        kind: ReduceKind::Mean,
-                        axes,
-                        keepdims: true,
-                    },
-                    &[sq],
-                )?;
-                let ve = l.bin_s(B::Add, var, eps)?;
-                let inv = l.un(U::Rsqrt, ve)?;
-                let nrm = l.bin(B::Mul, dd, inv)?;
+                let (nrm, mean, inv) = l.standardize(x, axes, eps)?;
                 let scale = l.t(1)?;
                 let mut y = l.bin(B::Mul, nrm, scale)?;
                 if l.has(2) {
@@ -1972,27 +1963,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
                     ),
                 ],
             )?;
-            let mean = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes: vec![2],
-                    keepdims: true,
-                },
-                &[grouped],
-            )?;
-            let dd = l.bin(B::Sub, grouped, mean)?;
-            let sq = l.bin(B::Mul, dd, dd)?;
-            let var = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes: vec![2],
-                    keepdims: true,
-                },
-                &[sq],
-            )?;
-            let ve = l.bin_s(B::Add, var, af(n, "epsilon", 1e-5))?;
-            let inv = l.un(U::Rsqrt, ve)?;
-            let mut y = l.bin(B::Mul, dd, inv)?;
+            let (mut y, _, _) = l.standardize(grouped, vec![2], af(n, "epsilon", 1e-5))?;
             let (scale, bias) = (l.t(1)?, l.t(2)?);
             let per_group = l.dims(scale) == [Dim::Known(g)] && g != c;
             if per_group {
