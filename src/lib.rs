@@ -4,6 +4,7 @@
 //! in `forgec-ir`, the passes in `forgec-passes`, tensors and `.npy` I/O in `forgec-runtime`.
 
 pub mod cli;
+pub mod codegen;
 pub mod keras;
 pub mod onnx;
 

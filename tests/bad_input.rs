@@ -291,6 +291,9 @@ fn embedding_index_out_of_range_names_the_layer() {
         s(&x),
         "-o",
         s(&d),
+        // The interpreter checks indices; compiled code clamps them (memory-safe, no error yet).
+        "--engine",
+        "interp",
     ]);
     fails_with(
         &out,
@@ -327,6 +330,21 @@ fn absurd_sizes_are_refused_before_allocating() {
         s(&model_file("mlp_binary.input.npy")),
         "-o",
         s(&d),
+    ]);
+    // The compiled engine refuses the output buffer; the interpreter names the layer.
+    fails_with(
+        &out,
+        &["output 0 would have shape [16, 1099511627776], over 2^31 elements"],
+    );
+    let out = forgec(&[
+        "run",
+        s(&f),
+        "-i",
+        s(&model_file("mlp_binary.input.npy")),
+        "-o",
+        s(&d),
+        "--engine",
+        "interp",
     ]);
     fails_with(&out, &["RepeatVector `rep`", "over 2^31 elements"]);
 }

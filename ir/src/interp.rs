@@ -298,11 +298,15 @@ fn binary_i(b: BinaryOp, x: i64, y: i64) -> R<i64> {
     })
 }
 
-/// Runs `g` on named inputs; returns the outputs in graph order.
-pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>, InterpError> {
-    let mut env: HashMap<ValueId, Tensor> = HashMap::new();
+/// Checks named inputs against the graph's inputs (missing, unknown, dtype, shape, consistent
+/// symbols, every problem at once); returns them in graph order and the symbols' sizes.
+pub fn check_inputs<'a>(
+    g: &Graph,
+    inputs: &'a [(String, Tensor)],
+) -> Result<(Vec<&'a Tensor>, HashMap<String, usize>), InterpError> {
     let mut syms: HashMap<String, usize> = HashMap::new();
     let mut problems = Vec::new();
+    let mut ordered = Vec::new();
     for &id in &g.inputs {
         let v = g.value(id);
         let Some((_, t)) = inputs.iter().find(|(n, _)| *n == v.name) else {
@@ -310,9 +314,7 @@ pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>, Interp
             continue;
         };
         match check_input(&v.name, &v.ty, t, &mut syms) {
-            Ok(()) => {
-                env.insert(id, t.clone());
-            }
+            Ok(()) => ordered.push(t),
             Err(e) => problems.push(e),
         }
     }
@@ -325,9 +327,22 @@ pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>, Interp
             ));
         }
     }
-    if !problems.is_empty() {
-        return Err(InterpError(problems.join("\n")));
+    if problems.is_empty() {
+        Ok((ordered, syms))
+    } else {
+        Err(InterpError(problems.join("\n")))
     }
+}
+
+/// Runs `g` on named inputs; returns the outputs in graph order.
+pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>, InterpError> {
+    let (ordered, syms) = check_inputs(g, inputs)?;
+    let mut env: HashMap<ValueId, Tensor> = g
+        .inputs
+        .iter()
+        .copied()
+        .zip(ordered.into_iter().cloned())
+        .collect();
     for node in &g.nodes {
         let ins: Vec<&Tensor> = node.inputs.iter().map(|i| &env[i]).collect();
         let where_ = || format!("{} ({})", node.origin, node.op.name());

@@ -2,6 +2,7 @@
 //!
 //! It owns the host [`Tensor`] type and `.npy` / `.npz` I/O. It never depends on LLVM or MLIR.
 
+pub mod compiled;
 mod npy;
 mod tensor;
 

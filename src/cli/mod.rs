@@ -1,6 +1,7 @@
 //! The `forgec` command line: `summary`, `check`, `run`.
 
 pub mod check;
+pub mod compile;
 pub mod conformance;
 pub mod run;
 pub mod summary;
@@ -55,6 +56,27 @@ pub enum Command {
         #[arg(long)]
         labels: Option<PathBuf>,
     },
+    /// Compile the model to a native library with a C API: libNAME.a, libNAME.so, NAME.h, NAME.json.
+    Compile {
+        model: PathBuf,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// The output directory
+        #[arg(long, short = 'o')]
+        out: PathBuf,
+        /// The library's name (default: the model file's name)
+        #[arg(long)]
+        name: Option<String>,
+        /// native, x86-64-v2 (portable), x86-64-v3, x86-64-v4, or any LLVM CPU name
+        #[arg(long, default_value = "x86-64-v2")]
+        cpu: String,
+        /// An LLVM target triple, e.g. aarch64-unknown-linux-gnu (default: this machine)
+        #[arg(long)]
+        target: Option<String>,
+        /// Stop at a stage: mlir, llvm, asm, obj; lib (the default) writes the artifact
+        #[arg(long, default_value = "lib")]
+        emit: String,
+    },
     /// Run an ONNX test suite (standard layout) through import and the interpreter.
     Conformance {
         /// A directory of cases: <suite>/<case>/model.onnx + test_data_set_N/
@@ -96,6 +118,10 @@ pub enum Command {
         /// Also write all outputs into DIR/outputs.npz
         #[arg(long)]
         npz: bool,
+        /// compiled (a native library built on the fly), interp (the reference interpreter),
+        /// or auto: compiled when the compiler lowers every op, else the interpreter
+        #[arg(long, default_value = "auto")]
+        engine: String,
     },
 }
 
@@ -119,6 +145,23 @@ pub fn main_with(cli: Cli) -> i32 {
             input_shape,
             data,
             labels,
+        }),
+        Command::Compile {
+            model,
+            weights,
+            out,
+            name,
+            cpu,
+            target,
+            emit,
+        } => compile::cmd(compile::Args {
+            model,
+            weights,
+            out,
+            name,
+            cpu,
+            target,
+            emit,
         }),
         Command::Conformance {
             dir,
@@ -147,7 +190,8 @@ pub fn main_with(cli: Cli) -> i32 {
             inputs,
             output_dir,
             npz,
-        } => run::cmd(&model, weights, &inputs, &output_dir, npz),
+            engine,
+        } => run::cmd(&model, weights, &inputs, &output_dir, npz, &engine),
     };
     match res {
         Ok(code) => code,

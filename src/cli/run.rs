@@ -50,13 +50,54 @@ pub fn read_inputs(
     Ok(named)
 }
 
+/// Which engine runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Compiled when every op lowers, else the interpreter (with a note).
+    Auto,
+    Compiled,
+    Interp,
+}
+
+impl Engine {
+    pub fn parse(s: &str) -> Option<Engine> {
+        Some(match s {
+            "auto" => Engine::Auto,
+            "compiled" => Engine::Compiled,
+            "interp" => Engine::Interp,
+            _ => return None,
+        })
+    }
+}
+
+/// Compiles `g` into a scratch library and runs it on `ins` (matched to the graph's inputs).
+pub fn run_compiled(g: &forgec_ir::Graph, ins: &[(String, Tensor)]) -> Result<Vec<Tensor>, String> {
+    // The interpreter's checks give the clear messages (missing, unknown, dtype, shape).
+    let (ordered, _) = forgec_ir::interp::check_inputs(g, ins).map_err(|e| e.0)?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let opts = crate::codegen::Options {
+        name: "model".into(),
+        cpu: "native".into(),
+        target: None,
+        emit: crate::codegen::Emit::Lib,
+    };
+    crate::codegen::compile(g.clone(), &opts, dir.path(), "")?;
+    let lib =
+        forgec_runtime::compiled::CompiledModel::load(&dir.path().join("libmodel.so"), "model")?;
+    lib.run(&ordered)
+}
+
 pub fn cmd(
     model: &Path,
     weights: Option<PathBuf>,
     inputs: &[String],
     out_dir: &Path,
     npz: bool,
+    engine: &str,
 ) -> Result<i32, UserError> {
+    let engine = Engine::parse(engine).ok_or_else(|| {
+        UserError::new(format!("--engine {engine}: use auto, compiled or interp"))
+    })?;
     let opts = LoadOptions {
         weights,
         allow_missing_weights: false,
@@ -68,8 +109,26 @@ pub fn cmd(
         .map_err(|e| UserError::new(e.join("\n")))?;
     let names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();
     let ins = read_inputs(inputs, &names)?;
-    let outs = forgec_ir::interp::run(&g, &ins)
-        .map_err(|e| UserError::new(format!("{}: {}", model.display(), e.0)))?;
+    let interp = |g: &forgec_ir::Graph| {
+        forgec_ir::interp::run(g, &ins)
+            .map_err(|e| UserError::new(format!("{}: {}", model.display(), e.0)))
+    };
+    let outs = match engine {
+        Engine::Interp => interp(&g)?,
+        Engine::Compiled => run_compiled(&g, &ins)
+            .map_err(|e| UserError::new(format!("{}: {e}", model.display())))?,
+        Engine::Auto => match run_compiled(&g, &ins) {
+            Ok(o) => o,
+            Err(e) if e.contains("does not lower") => {
+                eprintln!(
+                    "note: running the reference interpreter: {}",
+                    e.lines().next().unwrap_or("")
+                );
+                interp(&g)?
+            }
+            Err(e) => return Err(UserError::new(format!("{}: {e}", model.display()))),
+        },
+    };
     std::fs::create_dir_all(out_dir)
         .map_err(|e| UserError::new(format!("{}: cannot create: {e}", out_dir.display())))?;
     let mut bundle = Vec::new();

@@ -1,0 +1,224 @@
+//! Loading and running a library made by `forgec compile` (graph mode: one call runs the whole
+//! model). The library describes itself (`NAME_input_shape`, `NAME_input_dtype`, ...), so
+//! nothing but the library file and its name is needed.
+
+use crate::tensor::{DType, Tensor};
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::path::Path;
+
+type Create = unsafe extern "C" fn() -> *mut c_void;
+type Destroy = unsafe extern "C" fn(*mut c_void);
+type LastError = unsafe extern "C" fn(*const c_void) -> *const c_char;
+type RunV =
+    unsafe extern "C" fn(*mut c_void, i64, *const *const c_void, *const *mut c_void) -> c_int;
+type Shape = unsafe extern "C" fn(c_int, i64, *mut i64) -> c_int;
+type Dtype = unsafe extern "C" fn(c_int) -> c_int;
+
+/// A compiled model.
+pub struct CompiledModel {
+    lib: libloading::Library,
+    name: String,
+    pub num_inputs: usize,
+    pub num_outputs: usize,
+}
+
+fn dtype(code: c_int) -> Option<DType> {
+    Some(match code {
+        0 => DType::F32,
+        1 => DType::F64,
+        2 => DType::F16,
+        3 => DType::BF16,
+        4 => DType::I8,
+        5 => DType::I32,
+        6 => DType::I64,
+        7 => DType::Bool,
+        _ => return None,
+    })
+}
+
+impl CompiledModel {
+    /// Loads `libNAME.so`.
+    pub fn load(path: &Path, name: &str) -> Result<CompiledModel, String> {
+        let lib = unsafe { libloading::Library::new(path) }
+            .map_err(|e| format!("{}: cannot load: {e}", path.display()))?;
+        let mut m = CompiledModel {
+            lib,
+            name: name.to_string(),
+            num_inputs: 0,
+            num_outputs: 0,
+        };
+        let shape: Shape = m.sym("input_shape")?;
+        let oshape: Shape = m.sym("output_shape")?;
+        let mut dims = [0i64; 16];
+        m.num_inputs = (0..)
+            .take_while(|&i| unsafe { shape(i, 1, dims.as_mut_ptr()) } >= 0)
+            .count();
+        m.num_outputs = (0..)
+            .take_while(|&i| unsafe { oshape(i, 1, dims.as_mut_ptr()) } >= 0)
+            .count();
+        Ok(m)
+    }
+
+    fn sym<T: Copy>(&self, what: &str) -> Result<T, String> {
+        let s = format!("{}_{what}\0", self.name);
+        unsafe { self.lib.get::<T>(s.as_bytes()) }
+            .map(|f| *f)
+            .map_err(|e| format!("the library has no `{}_{what}`: {e}", self.name))
+    }
+
+    fn shape_of(&self, output: bool, i: usize, batch: i64) -> Result<(Vec<usize>, DType), String> {
+        let f: Shape = self.sym(if output {
+            "output_shape"
+        } else {
+            "input_shape"
+        })?;
+        let d: Dtype = self.sym(if output {
+            "output_dtype"
+        } else {
+            "input_dtype"
+        })?;
+        let mut dims = [0i64; 16];
+        let r = unsafe { f(i as c_int, batch, dims.as_mut_ptr()) };
+        if !(0..=16).contains(&r) {
+            return Err(format!(
+                "the library reports no shape for {} {i}",
+                if output { "output" } else { "input" }
+            ));
+        }
+        let dt = dtype(unsafe { d(i as c_int) }).ok_or("unknown element type")?;
+        Ok((dims[..r as usize].iter().map(|&x| x as usize).collect(), dt))
+    }
+
+    /// Runs on `inputs` (in order); the batch is the first dim of the first input.
+    pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+        if inputs.len() != self.num_inputs {
+            return Err(format!(
+                "the model takes {} inputs, got {}",
+                self.num_inputs,
+                inputs.len()
+            ));
+        }
+        let batch = inputs
+            .first()
+            .and_then(|t| t.shape().first().copied())
+            .unwrap_or(1) as i64;
+        let mut in_bufs: Vec<Vec<u8>> = Vec::new();
+        for (i, t) in inputs.iter().enumerate() {
+            let (shape, dt) = self.shape_of(false, i, batch)?;
+            if t.shape() != shape.as_slice() || t.dtype() != dt {
+                return Err(format!(
+                    "input {i} must be {dt} {shape:?} for batch {batch}, got {} {:?}",
+                    t.dtype(),
+                    t.shape()
+                ));
+            }
+            in_bufs.push(bytes_of(t));
+        }
+        let mut outs: Vec<(Vec<usize>, DType, Vec<u8>)> = Vec::new();
+        for i in 0..self.num_outputs {
+            let (shape, dt) = self.shape_of(true, i, batch)?;
+            let n = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= 1 << 31)
+                .ok_or_else(|| {
+                    format!("output {i} would have shape {shape:?}, over 2^31 elements")
+                })?;
+            outs.push((shape, dt, vec![0u8; n * dt.size_bytes()]));
+        }
+        let create: Create = self.sym("create")?;
+        let destroy: Destroy = self.sym("destroy")?;
+        let last: LastError = self.sym("last_error")?;
+        let run: RunV = self.sym("run_v")?;
+        let in_ptrs: Vec<*const c_void> = in_bufs
+            .iter()
+            .map(|b| b.as_ptr() as *const c_void)
+            .collect();
+        let out_ptrs: Vec<*mut c_void> = outs
+            .iter_mut()
+            .map(|o| o.2.as_mut_ptr() as *mut c_void)
+            .collect();
+        unsafe {
+            let ctx = create();
+            if ctx.is_null() {
+                return Err("the model could not allocate its context".into());
+            }
+            let rc = run(ctx, batch, in_ptrs.as_ptr(), out_ptrs.as_ptr());
+            let msg = CStr::from_ptr(last(ctx)).to_string_lossy().into_owned();
+            destroy(ctx);
+            if rc != 0 {
+                return Err(format!("the compiled model failed ({rc}): {msg}"));
+            }
+        }
+        outs.into_iter()
+            .map(|(shape, dt, b)| from_bytes(shape, dt, &b))
+            .collect()
+    }
+}
+
+fn bytes_of(t: &Tensor) -> Vec<u8> {
+    use crate::tensor::Data;
+    let mut out = Vec::with_capacity(t.size_bytes());
+    match t.data() {
+        Data::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
+        Data::F64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
+        Data::F16(v) | Data::BF16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
+        Data::I8(v) => v.iter().for_each(|x| out.push(*x as u8)),
+        Data::I32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
+        Data::I64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
+        Data::Bool(v) => v.iter().for_each(|x| out.push(*x as u8)),
+    }
+    out
+}
+
+fn from_bytes(shape: Vec<usize>, dt: DType, b: &[u8]) -> Result<Tensor, String> {
+    use crate::tensor::Data;
+    let w = dt.size_bytes();
+    let n = b.len() / w;
+    let at = |i: usize| &b[i * w..(i + 1) * w];
+    let data = match dt {
+        DType::F32 => Data::F32(
+            (0..n)
+                .map(|i| f32::from_ne_bytes(at(i).try_into().unwrap()))
+                .collect(),
+        ),
+        DType::F64 => Data::F64(
+            (0..n)
+                .map(|i| f64::from_ne_bytes(at(i).try_into().unwrap()))
+                .collect(),
+        ),
+        DType::F16 => Data::F16(
+            (0..n)
+                .map(|i| u16::from_ne_bytes(at(i).try_into().unwrap()))
+                .collect(),
+        ),
+        DType::BF16 => Data::BF16(
+            (0..n)
+                .map(|i| u16::from_ne_bytes(at(i).try_into().unwrap()))
+                .collect(),
+        ),
+        DType::I8 => Data::I8(b.iter().map(|&x| x as i8).collect()),
+        DType::I32 => Data::I32(
+            (0..n)
+                .map(|i| i32::from_ne_bytes(at(i).try_into().unwrap()))
+                .collect(),
+        ),
+        DType::I64 => Data::I64(
+            (0..n)
+                .map(|i| i64::from_ne_bytes(at(i).try_into().unwrap()))
+                .collect(),
+        ),
+        DType::Bool => Data::Bool(b.iter().map(|&x| x != 0).collect()),
+    };
+    Tensor::new(shape, data).map_err(|e| e.0)
+}

@@ -1,0 +1,72 @@
+//! `forgec compile`: a model file in, a native library (and its C header) out.
+
+use crate::codegen::{self, Emit, Options};
+use crate::keras::LoadOptions;
+use crate::UserError;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+pub struct Args {
+    pub model: PathBuf,
+    pub weights: Option<PathBuf>,
+    pub out: PathBuf,
+    pub name: Option<String>,
+    pub cpu: String,
+    pub target: Option<String>,
+    pub emit: String,
+}
+
+/// The SHA-256 of the model's file(s), hex.
+pub fn sha256_of(paths: &[&Path]) -> Result<String, UserError> {
+    let mut h = Sha256::new();
+    for p in paths {
+        let bytes = std::fs::read(p)
+            .map_err(|e| UserError::new(format!("{}: cannot read: {e}", p.display())))?;
+        h.update(&bytes);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn cmd(a: Args) -> Result<i32, UserError> {
+    let emit = Emit::parse(&a.emit).ok_or_else(|| {
+        UserError::new(format!(
+            "--emit {}: use mlir, llvm, asm, obj or lib",
+            a.emit
+        ))
+    })?;
+    let opts = LoadOptions {
+        weights: a.weights.clone(),
+        allow_missing_weights: false,
+        input_shape: None,
+    };
+    let m = crate::load_any(&a.model, &opts).map_err(|e| UserError::new(e.to_string()))?;
+    let stem = a
+        .model
+        .file_name()
+        .map(|f| {
+            f.to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap_or("model")
+                .to_string()
+        })
+        .unwrap_or_else(|| "model".into());
+    let name = codegen::artifact_name(a.name.as_deref().unwrap_or(&stem));
+    let mut files: Vec<&Path> = vec![&a.model];
+    if let Some(w) = &a.weights {
+        files.push(w);
+    }
+    let sha = sha256_of(&files)?;
+    let o = Options {
+        name,
+        cpu: a.cpu.clone(),
+        target: a.target.clone(),
+        emit,
+    };
+    let written = codegen::compile(m.into_graph(), &o, &a.out, &sha)
+        .map_err(|e| UserError::new(format!("{}: {e}", a.model.display())))?;
+    for f in written {
+        println!("{}", f.display());
+    }
+    Ok(0)
+}

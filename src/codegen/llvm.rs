@@ -1,0 +1,129 @@
+//! MLIR text → MLIR passes → LLVM IR (inkwell, in memory) → O3 → object code.
+
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple,
+};
+use inkwell::OptimizationLevel;
+use melior::dialect::DialectRegistry;
+use melior::ir::operation::OperationLike;
+use melior::ir::Module;
+use melior::pass::PassManager;
+use melior::utility::{register_all_dialects, register_all_llvm_translations, register_all_passes};
+use melior::Context;
+
+/// Lowers linalg on tensors to the LLVM dialect with plain loops. The `llvm.emit_c_interface`
+/// wrapper takes one memref descriptor pointer per argument.
+pub const PIPELINE: &str = "builtin.module(\
+eliminate-empty-tensors,\
+one-shot-bufferize{bufferize-function-boundaries=1 function-boundary-type-conversion=identity-layout-map},\
+canonicalize,buffer-deallocation-pipeline,\
+func.func(convert-linalg-to-loops),\
+convert-scf-to-cf,expand-strided-metadata,lower-affine,\
+convert-math-to-funcs,finalize-memref-to-llvm,convert-arith-to-llvm,convert-math-to-llvm,convert-math-to-libm,\
+convert-func-to-llvm,convert-cf-to-llvm,convert-index-to-llvm,reconcile-unrealized-casts)";
+
+pub struct Target_ {
+    pub triple: String,
+    pub cpu: String,
+    pub features: String,
+}
+
+/// Resolves `--target` and `--cpu` (native, x86-64-v2/v3/v4, or any LLVM CPU name).
+pub fn target(triple: Option<&str>, cpu: &str) -> Target_ {
+    let host = TargetMachine::get_default_triple()
+        .as_str()
+        .to_string_lossy()
+        .into_owned();
+    let triple = triple.map(|t| t.to_string()).unwrap_or(host);
+    let (cpu, features) = if cpu == "native" {
+        (
+            TargetMachine::get_host_cpu_name().to_string(),
+            TargetMachine::get_host_cpu_features().to_string(),
+        )
+    } else {
+        (cpu.to_string(), String::new())
+    };
+    Target_ {
+        triple,
+        cpu,
+        features,
+    }
+}
+
+/// Which stage's text to return instead of object code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    LoweredMlir,
+    Llvm,
+    Asm,
+    Object,
+}
+
+/// Runs the pipeline on `mlir`; returns the requested stage (text or object bytes).
+pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String> {
+    let registry = DialectRegistry::new();
+    register_all_dialects(&registry);
+    let ctx = Context::new();
+    ctx.append_dialect_registry(&registry);
+    ctx.load_all_available_dialects();
+    register_all_passes();
+    register_all_llvm_translations(&ctx);
+    let mut module = Module::parse(&ctx, mlir).ok_or("the generated MLIR does not parse")?;
+    if !module.as_operation().verify() {
+        return Err("the generated MLIR does not verify".into());
+    }
+    let pm = PassManager::new(&ctx);
+    melior::utility::parse_pass_pipeline(pm.as_operation_pass_manager(), PIPELINE)
+        .map_err(|e| format!("the pass pipeline does not parse: {e}"))?;
+    pm.run(&mut module)
+        .map_err(|e| format!("an MLIR pass failed: {e}"))?;
+    if stage == Stage::LoweredMlir {
+        return Ok(module.as_operation().to_string().into_bytes());
+    }
+    let llctx = inkwell::context::Context::create();
+    let raw = unsafe {
+        mlir_sys::mlirTranslateModuleToLLVMIR(module.as_operation().to_raw(), llctx.raw() as _)
+    };
+    if raw.is_null() {
+        return Err("translating the LLVM dialect to LLVM IR failed".into());
+    }
+    let llmod = unsafe { inkwell::module::Module::new(raw as _) };
+    Target::initialize_all(&InitializationConfig::default());
+    let triple = TargetTriple::create(&t.triple);
+    let target = Target::from_triple(&triple).map_err(|e| format!("target `{}`: {e}", t.triple))?;
+    let tm = target
+        .create_target_machine(
+            &triple,
+            &t.cpu,
+            &t.features,
+            OptimizationLevel::Aggressive,
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| {
+            format!(
+                "LLVM cannot make a machine for `{}` / cpu `{}`",
+                t.triple, t.cpu
+            )
+        })?;
+    llmod.set_triple(&triple);
+    llmod.set_data_layout(&tm.get_target_data().get_data_layout());
+    llmod
+        .run_passes(
+            "default<O3>",
+            &tm,
+            inkwell::passes::PassBuilderOptions::create(),
+        )
+        .map_err(|e| format!("LLVM optimization failed: {e}"))?;
+    match stage {
+        Stage::Llvm => Ok(llmod.print_to_string().to_string().into_bytes()),
+        Stage::Asm => tm
+            .write_to_memory_buffer(&llmod, FileType::Assembly)
+            .map(|b| b.as_slice().to_vec())
+            .map_err(|e| format!("code generation failed: {e}")),
+        _ => tm
+            .write_to_memory_buffer(&llmod, FileType::Object)
+            .map(|b| b.as_slice().to_vec())
+            .map_err(|e| format!("code generation failed: {e}")),
+    }
+}

@@ -1,0 +1,1404 @@
+//! IR → MLIR text: linalg on tensors, `arith`/`math` in the bodies. The entry point takes one
+//! memref per graph input and per graph output (destination-passing style): inputs become
+//! tensors with `bufferization.to_tensor`, results are written with
+//! `bufferization.materialize_in_destination`. Symbolic dims (the batch) are dynamic (`?`) and
+//! read from the first input that carries them.
+
+use forgec_ir::{
+    BinaryOp, ConvAttrs, DType, Dim, Graph, Layout, Node, Op, PadMode, PoolKind, ReduceKind,
+    Tensor, TensorType, UnaryOp, ValueId,
+};
+use forgec_runtime::Data;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+type R<T> = Result<T, String>;
+
+pub const ENTRY: &str = "forgec_main";
+
+fn elem(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::I8 => "i8",
+        DType::I32 => "i32",
+        DType::I64 => "i64",
+        DType::Bool => "i1",
+    }
+}
+
+fn dims_str(shape: &[Dim]) -> String {
+    shape
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => format!("{n}x"),
+            Dim::Sym(_) => "?x".to_string(),
+        })
+        .collect()
+}
+
+pub fn tensor_ty(t: &TensorType) -> String {
+    format!("tensor<{}{}>", dims_str(&t.shape), elem(t.dtype))
+}
+
+pub fn memref_ty(t: &TensorType) -> String {
+    format!("memref<{}{}>", dims_str(&t.shape), elem(t.dtype))
+}
+
+/// Hex literal of a constant's bytes (little-endian), for `dense<"0x...">`.
+fn dense_hex(t: &Tensor) -> String {
+    let mut s = String::with_capacity(2 + t.size_bytes() * 2);
+    s.push_str("0x");
+    let mut push = |b: &[u8]| {
+        for x in b {
+            let _ = write!(s, "{x:02X}");
+        }
+    };
+    match t.data() {
+        Data::F32(v) => v.iter().for_each(|x| push(&x.to_le_bytes())),
+        Data::F64(v) => v.iter().for_each(|x| push(&x.to_le_bytes())),
+        Data::F16(v) | Data::BF16(v) => v.iter().for_each(|x| push(&x.to_le_bytes())),
+        Data::I8(v) => v.iter().for_each(|x| push(&x.to_le_bytes())),
+        Data::I32(v) => v.iter().for_each(|x| push(&x.to_le_bytes())),
+        Data::I64(v) => v.iter().for_each(|x| push(&x.to_le_bytes())),
+        Data::Bool(v) => v.iter().for_each(|x| push(&[*x as u8])),
+    }
+    s
+}
+
+struct E<'g> {
+    g: &'g Graph,
+    body: String,
+    names: HashMap<ValueId, String>,
+    n: usize,
+    /// Symbol -> SSA `index` value holding its size.
+    syms: HashMap<String, String>,
+    consts: HashMap<i64, String>,
+}
+
+/// A scalar value in a linalg body: its SSA name.
+type S = String;
+
+/// Writes a linalg body: gets the block's input arguments and the accumulator, returns the
+/// yielded value.
+type Body<'a> = dyn FnMut(&mut Vec<String>, &[S], &str) -> S + 'a;
+
+impl E<'_> {
+    fn fresh(&mut self) -> String {
+        self.n += 1;
+        format!("%v{}", self.n)
+    }
+
+    fn line(&mut self, s: &str) {
+        self.body.push_str("    ");
+        self.body.push_str(s);
+        self.body.push('\n');
+    }
+
+    fn idx(&mut self, v: i64) -> String {
+        if let Some(s) = self.consts.get(&v) {
+            return s.clone();
+        }
+        let s = format!(
+            "%c{}",
+            if v < 0 {
+                format!("m{}", -v)
+            } else {
+                v.to_string()
+            }
+        );
+        self.line(&format!("{s} = arith.constant {v} : index"));
+        self.consts.insert(v, s.clone());
+        s
+    }
+
+    fn dim_val(&mut self, d: &Dim) -> R<String> {
+        match d {
+            Dim::Known(n) => Ok(self.idx(*n as i64)),
+            Dim::Sym(s) => self
+                .syms
+                .get(s)
+                .cloned()
+                .ok_or_else(|| format!("the size of `{s}` is not known at run time")),
+        }
+    }
+
+    /// `tensor.empty` of a type, with its dynamic sizes.
+    fn empty(&mut self, t: &TensorType) -> R<String> {
+        let mut dyns = Vec::new();
+        for d in &t.shape {
+            if d.known().is_none() {
+                dyns.push(self.dim_val(d)?);
+            }
+        }
+        let v = self.fresh();
+        self.line(&format!(
+            "{v} = tensor.empty({}) : {}",
+            dyns.join(", "),
+            tensor_ty(t)
+        ));
+        Ok(v)
+    }
+
+    /// A scalar constant in a body, of element type `d`.
+    fn scalar_const(d: DType, x: f64) -> String {
+        if d.is_float() {
+            // Exact bit patterns: no decimal round trip, and NaN / infinities need them anyway.
+            let lit = match d {
+                DType::F64 => format!("0x{:016X}", x.to_bits()),
+                DType::F16 => format!("0x{:04X}", half::f16::from_f32(x as f32).to_bits()),
+                DType::BF16 => format!("0x{:04X}", half::bf16::from_f32(x as f32).to_bits()),
+                _ => format!("0x{:08X}", (x as f32).to_bits()),
+            };
+            format!("arith.constant {lit} : {}", elem(d))
+        } else if d == DType::Bool {
+            format!("arith.constant {} : i1", x != 0.0)
+        } else {
+            format!("arith.constant {} : {}", x as i64, elem(d))
+        }
+    }
+
+    /// Emits `linalg.generic` over the output type `out` (all-parallel, identity output map).
+    /// `ins`: (value, its type); `body` gets the block arguments and writes lines into a
+    /// buffer, returning the yielded scalar.
+    fn elementwise(
+        &mut self,
+        out: &TensorType,
+        ins: &[(String, TensorType)],
+        body: &mut dyn FnMut(&mut Vec<String>, &[S]) -> S,
+    ) -> R<String> {
+        let r = out.rank();
+        let dvars: Vec<String> = (0..r).map(|i| format!("d{i}")).collect();
+        let mut maps = Vec::new();
+        for (_, t) in ins {
+            let off = r - t.rank();
+            let exprs: Vec<String> = (0..t.rank())
+                .map(|i| {
+                    if t.shape[i] == Dim::Known(1) && out.shape[off + i] != Dim::Known(1) {
+                        "0".to_string()
+                    } else {
+                        dvars[off + i].clone()
+                    }
+                })
+                .collect();
+            maps.push(format!(
+                "affine_map<({}) -> ({})>",
+                dvars.join(", "),
+                exprs.join(", ")
+            ));
+        }
+        maps.push(format!(
+            "affine_map<({}) -> ({})>",
+            dvars.join(", "),
+            dvars.join(", ")
+        ));
+        let e = self.empty(out)?;
+        let v = self.fresh();
+        let in_vals: Vec<&str> = ins.iter().map(|(v, _)| v.as_str()).collect();
+        let in_tys: Vec<String> = ins.iter().map(|(_, t)| tensor_ty(t)).collect();
+        let args: Vec<String> = (0..ins.len()).map(|i| format!("%a{i}")).collect();
+        let mut lines = Vec::new();
+        let y = body(&mut lines, &args);
+        let mut text = format!(
+            "{v} = linalg.generic {{indexing_maps = [{}], iterator_types = [{}]}} ins({} : {}) outs({e} : {}) {{\n",
+            maps.join(", "),
+            vec!["\"parallel\""; r].join(", "),
+            in_vals.join(", "),
+            in_tys.join(", "),
+            tensor_ty(out)
+        );
+        let block_args: Vec<String> = ins
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| format!("%a{i}: {}", elem(t.dtype)))
+            .chain(std::iter::once(format!("%out: {}", elem(out.dtype))))
+            .collect();
+        let _ = writeln!(text, "    ^bb0({}):", block_args.join(", "));
+        for l in lines {
+            let _ = writeln!(text, "      {l}");
+        }
+        let _ = write!(
+            text,
+            "      linalg.yield {y} : {}\n    }} -> {}",
+            elem(out.dtype),
+            tensor_ty(out)
+        );
+        self.line(&text);
+        Ok(v)
+    }
+
+    fn name(&self, v: ValueId) -> String {
+        self.names[&v].clone()
+    }
+
+    fn ty(&self, v: ValueId) -> TensorType {
+        self.g.ty(v).clone()
+    }
+}
+
+/// A fresh SSA name inside a body.
+fn bvar(lines: &[String]) -> String {
+    format!("%t{}", lines.len())
+}
+
+fn push(lines: &mut Vec<String>, rhs: String) -> String {
+    let v = bvar(lines);
+    lines.push(format!("{v} = {rhs}"));
+    v
+}
+
+/// Scalar code for a unary op on `x` of type `d`.
+fn unary_body(lines: &mut Vec<String>, u: UnaryOp, x: &str, d: DType) -> R<String> {
+    let t = elem(d);
+    let f = d.is_float();
+    let c = |lines: &mut Vec<String>, v: f64| push(lines, E::scalar_const(d, v));
+    Ok(match u {
+        UnaryOp::Neg if f => push(lines, format!("arith.negf {x} : {t}")),
+        UnaryOp::Neg => {
+            let z = c(lines, 0.0);
+            push(lines, format!("arith.subi {z}, {x} : {t}"))
+        }
+        UnaryOp::Abs if f => push(lines, format!("math.absf {x} : {t}")),
+        UnaryOp::Abs => push(lines, format!("math.absi {x} : {t}")),
+        UnaryOp::Exp => push(lines, format!("math.exp {x} : {t}")),
+        UnaryOp::Log => push(lines, format!("math.log {x} : {t}")),
+        UnaryOp::Sqrt => push(lines, format!("math.sqrt {x} : {t}")),
+        UnaryOp::Rsqrt => push(lines, format!("math.rsqrt {x} : {t}")),
+        UnaryOp::Reciprocal => {
+            let one = c(lines, 1.0);
+            push(lines, format!("arith.divf {one}, {x} : {t}"))
+        }
+        UnaryOp::Tanh => push(lines, format!("math.tanh {x} : {t}")),
+        UnaryOp::Sigmoid => {
+            let n = push(lines, format!("arith.negf {x} : {t}"));
+            let e = push(lines, format!("math.exp {n} : {t}"));
+            let one = c(lines, 1.0);
+            let s = push(lines, format!("arith.addf {one}, {e} : {t}"));
+            push(lines, format!("arith.divf {one}, {s} : {t}"))
+        }
+        UnaryOp::Relu if f => {
+            let z = c(lines, 0.0);
+            push(lines, format!("arith.maximumf {x}, {z} : {t}"))
+        }
+        UnaryOp::Relu => {
+            let z = c(lines, 0.0);
+            push(lines, format!("arith.maxsi {x}, {z} : {t}"))
+        }
+        UnaryOp::Softplus => {
+            // max(x, 0) + log1p(exp(-|x|))
+            let a = push(lines, format!("math.absf {x} : {t}"));
+            let n = push(lines, format!("arith.negf {a} : {t}"));
+            let e = push(lines, format!("math.exp {n} : {t}"));
+            let l = push(lines, format!("math.log1p {e} : {t}"));
+            let z = c(lines, 0.0);
+            let m = push(lines, format!("arith.maximumf {x}, {z} : {t}"));
+            push(lines, format!("arith.addf {m}, {l} : {t}"))
+        }
+        UnaryOp::Erf => push(lines, format!("math.erf {x} : {t}")),
+        UnaryOp::Sin => push(lines, format!("math.sin {x} : {t}")),
+        UnaryOp::Cos => push(lines, format!("math.cos {x} : {t}")),
+        UnaryOp::Floor => push(lines, format!("math.floor {x} : {t}")),
+        UnaryOp::Ceil => push(lines, format!("math.ceil {x} : {t}")),
+        UnaryOp::Round => push(lines, format!("math.roundeven {x} : {t}")),
+        UnaryOp::Atan => push(lines, format!("math.atan {x} : {t}")),
+        UnaryOp::Sign if f => {
+            let z = c(lines, 0.0);
+            let one = c(lines, 1.0);
+            let m1 = c(lines, -1.0);
+            let gt = push(lines, format!("arith.cmpf ogt, {x}, {z} : {t}"));
+            let lt = push(lines, format!("arith.cmpf olt, {x}, {z} : {t}"));
+            let a = push(lines, format!("arith.select {lt}, {m1}, {x} : {t}"));
+            push(lines, format!("arith.select {gt}, {one}, {a} : {t}"))
+        }
+        UnaryOp::Sign => {
+            let z = c(lines, 0.0);
+            let one = c(lines, 1.0);
+            let m1 = c(lines, -1.0);
+            let gt = push(lines, format!("arith.cmpi sgt, {x}, {z} : {t}"));
+            let lt = push(lines, format!("arith.cmpi slt, {x}, {z} : {t}"));
+            let a = push(lines, format!("arith.select {lt}, {m1}, {z} : {t}"));
+            push(lines, format!("arith.select {gt}, {one}, {a} : {t}"))
+        }
+        UnaryOp::Not => {
+            let tr = push(lines, "arith.constant true".into());
+            push(lines, format!("arith.xori {x}, {tr} : i1"))
+        }
+        UnaryOp::BitNot => {
+            let m = c(lines, -1.0);
+            push(lines, format!("arith.xori {x}, {m} : {t}"))
+        }
+    })
+}
+
+/// Scalar code for a binary op on `x`, `y` of input type `d`.
+fn binary_body(lines: &mut Vec<String>, b: BinaryOp, x: &str, y: &str, d: DType) -> R<String> {
+    let t = elem(d);
+    let f = d.is_float();
+    let cmp = |p_f: &str, p_i: &str| {
+        if f {
+            format!("arith.cmpf {p_f}, {x}, {y} : {t}")
+        } else {
+            format!("arith.cmpi {p_i}, {x}, {y} : {t}")
+        }
+    };
+    Ok(match b {
+        BinaryOp::Add => push(
+            lines,
+            format!("arith.add{} {x}, {y} : {t}", if f { "f" } else { "i" }),
+        ),
+        BinaryOp::Sub => push(
+            lines,
+            format!("arith.sub{} {x}, {y} : {t}", if f { "f" } else { "i" }),
+        ),
+        BinaryOp::Mul => push(
+            lines,
+            format!("arith.mul{} {x}, {y} : {t}", if f { "f" } else { "i" }),
+        ),
+        BinaryOp::Div => push(
+            lines,
+            format!("arith.div{} {x}, {y} : {t}", if f { "f" } else { "si" }),
+        ),
+        BinaryOp::Pow if f => push(lines, format!("math.powf {x}, {y} : {t}")),
+        BinaryOp::Pow => push(lines, format!("math.ipowi {x}, {y} : {t}")),
+        BinaryOp::Max => push(
+            lines,
+            format!(
+                "arith.{} {x}, {y} : {t}",
+                if f { "maximumf" } else { "maxsi" }
+            ),
+        ),
+        BinaryOp::Min => push(
+            lines,
+            format!(
+                "arith.{} {x}, {y} : {t}",
+                if f { "minimumf" } else { "minsi" }
+            ),
+        ),
+        BinaryOp::Eq => push(lines, cmp("oeq", "eq")),
+        BinaryOp::Ne => push(lines, cmp("une", "ne")),
+        BinaryOp::Lt => push(lines, cmp("olt", "slt")),
+        BinaryOp::Le => push(lines, cmp("ole", "sle")),
+        BinaryOp::Gt => push(lines, cmp("ogt", "sgt")),
+        BinaryOp::Ge => push(lines, cmp("oge", "sge")),
+        BinaryOp::And | BinaryOp::BitAnd => push(lines, format!("arith.andi {x}, {y} : {t}")),
+        BinaryOp::Or | BinaryOp::BitOr => push(lines, format!("arith.ori {x}, {y} : {t}")),
+        BinaryOp::BitXor => push(lines, format!("arith.xori {x}, {y} : {t}")),
+        BinaryOp::Shl => push(lines, format!("arith.shli {x}, {y} : {t}")),
+        BinaryOp::Shr => push(lines, format!("arith.shrsi {x}, {y} : {t}")),
+        BinaryOp::Rem => push(
+            lines,
+            format!("arith.rem{} {x}, {y} : {t}", if f { "f" } else { "si" }),
+        ),
+        BinaryOp::Mod => {
+            // The sign of the divisor: r + y when r and y have opposite signs.
+            let r = push(
+                lines,
+                format!("arith.rem{} {x}, {y} : {t}", if f { "f" } else { "si" }),
+            );
+            let z = push(lines, E::scalar_const(d, 0.0));
+            let (rneg, yneg, rnz) = if f {
+                (
+                    push(lines, format!("arith.cmpf olt, {r}, {z} : {t}")),
+                    push(lines, format!("arith.cmpf olt, {y}, {z} : {t}")),
+                    push(lines, format!("arith.cmpf one, {r}, {z} : {t}")),
+                )
+            } else {
+                (
+                    push(lines, format!("arith.cmpi slt, {r}, {z} : {t}")),
+                    push(lines, format!("arith.cmpi slt, {y}, {z} : {t}")),
+                    push(lines, format!("arith.cmpi ne, {r}, {z} : {t}")),
+                )
+            };
+            let diff = push(lines, format!("arith.xori {rneg}, {yneg} : i1"));
+            let fix = push(lines, format!("arith.andi {diff}, {rnz} : i1"));
+            let s = push(
+                lines,
+                format!("arith.add{} {r}, {y} : {t}", if f { "f" } else { "i" }),
+            );
+            push(lines, format!("arith.select {fix}, {s}, {r} : {t}"))
+        }
+    })
+}
+
+/// Scalar conversion from `from` to `to`.
+fn cast_body(lines: &mut Vec<String>, x: &str, from: DType, to: DType) -> String {
+    if from == to {
+        return x.to_string();
+    }
+    let (a, b) = (elem(from), elem(to));
+    let width = |d: DType| match d {
+        DType::F64 | DType::I64 => 64,
+        DType::F32 | DType::I32 => 32,
+        DType::F16 | DType::BF16 => 16,
+        DType::I8 => 8,
+        DType::Bool => 1,
+    };
+    if to == DType::Bool {
+        let z = push(lines, E::scalar_const(from, 0.0));
+        return if from.is_float() {
+            push(lines, format!("arith.cmpf une, {x}, {z} : {a}"))
+        } else {
+            push(lines, format!("arith.cmpi ne, {x}, {z} : {a}"))
+        };
+    }
+    match (from.is_float(), to.is_float()) {
+        (true, true) => {
+            if from == DType::BF16 || to == DType::BF16 || from == DType::F16 || to == DType::F16 {
+                // Through f32 when one side is a 16-bit float.
+                let mid = if width(from) < width(to) {
+                    push(lines, format!("arith.extf {x} : {a} to {b}"))
+                } else if width(from) > width(to) {
+                    push(lines, format!("arith.truncf {x} : {a} to {b}"))
+                } else {
+                    let w = push(lines, format!("arith.extf {x} : {a} to f32"));
+                    push(lines, format!("arith.truncf {w} : f32 to {b}"))
+                };
+                mid
+            } else if width(from) < width(to) {
+                push(lines, format!("arith.extf {x} : {a} to {b}"))
+            } else {
+                push(lines, format!("arith.truncf {x} : {a} to {b}"))
+            }
+        }
+        (false, true) if from == DType::Bool => {
+            push(lines, format!("arith.uitofp {x} : {a} to {b}"))
+        }
+        (false, true) => push(lines, format!("arith.sitofp {x} : {a} to {b}")),
+        (true, false) => push(lines, format!("arith.fptosi {x} : {a} to {b}")),
+        (false, false) => {
+            if from == DType::Bool {
+                push(lines, format!("arith.extui {x} : {a} to {b}"))
+            } else if width(from) < width(to) {
+                push(lines, format!("arith.extsi {x} : {a} to {b}"))
+            } else {
+                push(lines, format!("arith.trunci {x} : {a} to {b}"))
+            }
+        }
+    }
+}
+
+/// The whole module for `g`.
+pub fn emit(g: &Graph) -> R<String> {
+    let mut e = E {
+        g,
+        body: String::new(),
+        names: HashMap::new(),
+        n: 0,
+        syms: HashMap::new(),
+        consts: HashMap::new(),
+    };
+    let mut params = Vec::new();
+    for (k, &i) in g.inputs.iter().enumerate() {
+        params.push(format!("%in{k}: {}", memref_ty(g.ty(i))));
+    }
+    for (k, &o) in g.outputs.iter().enumerate() {
+        params.push(format!("%out{k}: {}", memref_ty(g.ty(o))));
+    }
+    // Symbol sizes from the first input carrying each symbol.
+    for (k, &i) in g.inputs.iter().enumerate() {
+        for (dpos, d) in g.ty(i).shape.iter().enumerate() {
+            if let Dim::Sym(s) = d {
+                if !e.syms.contains_key(s) {
+                    let c = e.idx(dpos as i64);
+                    let v = format!("%sym_{}", s);
+                    e.line(&format!(
+                        "{v} = memref.dim %in{k}, {c} : {}",
+                        memref_ty(g.ty(i))
+                    ));
+                    e.syms.insert(s.clone(), v);
+                }
+            }
+        }
+        let t = e.fresh();
+        e.line(&format!(
+            "{t} = bufferization.to_tensor %in{k} restrict : {} to {}",
+            memref_ty(g.ty(i)),
+            tensor_ty(g.ty(i))
+        ));
+        e.names.insert(i, t);
+    }
+    for node in &g.nodes {
+        let outs = lower(&mut e, node)
+            .map_err(|m| format!("{} ({}): {m}", node.origin, node.op.name()))?;
+        for (o, v) in node.outputs.iter().zip(outs) {
+            e.names.insert(*o, v);
+        }
+    }
+    for (k, &o) in g.outputs.iter().enumerate() {
+        let v = e.name(o);
+        e.line(&format!(
+            "bufferization.materialize_in_destination {v} in restrict writable %out{k} : ({}, {}) -> ()",
+            tensor_ty(g.ty(o)),
+            memref_ty(g.ty(o))
+        ));
+    }
+    e.line("return");
+    Ok(format!(
+        "module {{\n  func.func @{ENTRY}({}) attributes {{llvm.emit_c_interface}} {{\n{}  }}\n}}\n",
+        params.join(", "),
+        e.body
+    ))
+}
+
+fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
+    let ins: Vec<(String, TensorType)> =
+        node.inputs.iter().map(|&i| (e.name(i), e.ty(i))).collect();
+    let out_ty: Vec<TensorType> = node.outputs.iter().map(|&o| e.ty(o)).collect();
+    let ot = &out_ty[0];
+    let one = |v: String| Ok(vec![v]);
+    match &node.op {
+        Op::Const { value, .. } => {
+            let v = e.fresh();
+            let t = tensor_ty(ot);
+            e.line(&format!("{v} = arith.constant dense<\"{}\"> : {t}", dense_hex(value)));
+            one(v)
+        }
+        Op::Unary(u) => {
+            let d = ins[0].1.dtype;
+            let mut err = None;
+            let v = e.elementwise(ot, &ins, &mut |lines, a| match unary_body(lines, *u, &a[0], d) {
+                Ok(v) => v,
+                Err(m) => {
+                    err = Some(m);
+                    a[0].clone()
+                }
+            })?;
+            if let Some(m) = err {
+                return Err(m);
+            }
+            one(v)
+        }
+        Op::Binary(b) => {
+            let d = ins[0].1.dtype;
+            let v = e.elementwise(ot, &ins, &mut |lines, a| binary_body(lines, *b, &a[0], &a[1], d).unwrap_or_default())?;
+            one(v)
+        }
+        Op::Select => {
+            let t = elem(ot.dtype);
+            let v = e.elementwise(ot, &ins, &mut |lines, a| push(lines, format!("arith.select {}, {}, {} : {t}", a[0], a[1], a[2])))?;
+            one(v)
+        }
+        Op::Cast { to } => {
+            let from = ins[0].1.dtype;
+            let v = e.elementwise(ot, &ins, &mut |lines, a| cast_body(lines, &a[0], from, *to))?;
+            one(v)
+        }
+        Op::Dropout { .. } => one(ins[0].0.clone()),
+        Op::MatMul => one(matmul(e, &ins, ot)?),
+        Op::Reshape { .. } => one(reshape(e, &ins[0], ot)?),
+        Op::Transpose { perm } => {
+            let out = e.empty(ot)?;
+            let v = e.fresh();
+            let p: Vec<String> = perm.iter().map(|p| p.to_string()).collect();
+            e.line(&format!(
+                "{v} = linalg.transpose ins({} : {}) outs({out} : {}) permutation = [{}]",
+                ins[0].0,
+                tensor_ty(&ins[0].1),
+                tensor_ty(ot),
+                p.join(", ")
+            ));
+            one(v)
+        }
+        Op::Broadcast { .. } => {
+            let v = e.elementwise(ot, &ins, &mut |_, a| a[0].clone())?;
+            one(v)
+        }
+        Op::Reduce { kind, axes, keepdims } => one(reduce(e, &ins[0], *kind, axes, *keepdims, ot)?),
+        Op::Softmax { axis, log } => one(softmax(e, &ins[0], *axis, *log, ot)?),
+        Op::Concat { axis } => one(concat(e, &ins, *axis, ot)?),
+        Op::Slice { axes, starts, ends, steps } => {
+            let x = &ins[0];
+            let r = x.1.rank();
+            let mut offs = vec!["0".to_string(); r];
+            let mut sizes: Vec<String> = Vec::new();
+            let mut strides = vec!["1".to_string(); r];
+            for d in &ot.shape {
+                sizes.push(match d {
+                    Dim::Known(n) => n.to_string(),
+                    s => e.dim_val(s)?,
+                });
+            }
+            for (k, &a) in axes.iter().enumerate() {
+                let n = x.1.shape[a].known().ok_or("slicing a symbolic dim")?;
+                let (s, _) = forgec_ir::infer::slice_range(n, starts[k], ends[k], steps[k])?;
+                if steps[k] < 0 {
+                    return Err("slices with negative steps are not compiled yet".into());
+                }
+                offs[a] = s.to_string();
+                strides[a] = steps[k].to_string();
+            }
+            let v = e.fresh();
+            e.line(&format!(
+                "{v} = tensor.extract_slice {}[{}] [{}] [{}] : {} to {}",
+                x.0,
+                offs.join(", "),
+                sizes.join(", "),
+                strides.join(", "),
+                tensor_ty(&x.1),
+                tensor_ty(ot)
+            ));
+            one(v)
+        }
+        Op::Pad { pads, mode, value } => {
+            if *mode != PadMode::Constant {
+                return Err(format!("{} padding is not compiled yet", mode.name()));
+            }
+            one(pad(e, &ins[0], pads, *value, ot)?)
+        }
+        Op::Gather { axis } => one(gather(e, &ins[0], &ins[1], *axis, ot)?),
+        Op::BatchNorm { axis, epsilon } => one(batch_norm(e, node, &ins, *axis, *epsilon, ot)?),
+        Op::LayerNorm { axes, epsilon } => one(layer_norm(e, &ins, axes, *epsilon, ot)?),
+        Op::Conv(c) => one(conv(e, &ins[0], &ins[1], c, ot)?),
+        Op::Pool(p) => one(pool(e, &ins[0], p, ot)?),
+        other => Err(format!("the compiler does not lower `{}` yet (the reference interpreter runs it: forgec run --engine interp)", other.name())),
+    }
+}
+
+/// A generic with explicit maps and iterator types (for contractions and windows).
+#[allow(clippy::too_many_arguments)]
+fn generic(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    maps: &[String],
+    iters: &[&str],
+    init: String,
+    out: &TensorType,
+    body: &mut Body,
+) -> String {
+    let v = e.fresh();
+    let in_vals: Vec<&str> = ins.iter().map(|(v, _)| v.as_str()).collect();
+    let in_tys: Vec<String> = ins.iter().map(|(_, t)| tensor_ty(t)).collect();
+    let args: Vec<String> = (0..ins.len()).map(|i| format!("%a{i}")).collect();
+    let mut lines = Vec::new();
+    let y = body(&mut lines, &args, "%out");
+    let iters: Vec<String> = iters.iter().map(|i| format!("\"{i}\"")).collect();
+    let mut text = format!(
+        "{v} = linalg.generic {{indexing_maps = [{}], iterator_types = [{}]}} ins({} : {}) outs({init} : {}) {{\n",
+        maps.join(", "),
+        iters.join(", "),
+        in_vals.join(", "),
+        in_tys.join(", "),
+        tensor_ty(out)
+    );
+    let block_args: Vec<String> = ins
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| format!("%a{i}: {}", elem(t.dtype)))
+        .chain(std::iter::once(format!("%out: {}", elem(out.dtype))))
+        .collect();
+    let _ = writeln!(text, "    ^bb0({}):", block_args.join(", "));
+    for l in lines {
+        let _ = writeln!(text, "      {l}");
+    }
+    let _ = write!(
+        text,
+        "      linalg.yield {y} : {}\n    }} -> {}",
+        elem(out.dtype),
+        tensor_ty(out)
+    );
+    e.line(&text);
+    v
+}
+
+/// A tensor of `t` filled with `x`.
+fn filled(e: &mut E, t: &TensorType, x: f64) -> R<String> {
+    let empty = e.empty(t)?;
+    let c = e.fresh();
+    e.line(&format!("{c} = {}", E::scalar_const(t.dtype, x)));
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = linalg.fill ins({c} : {}) outs({empty} : {}) -> {}",
+        elem(t.dtype),
+        tensor_ty(t),
+        tensor_ty(t)
+    ));
+    Ok(v)
+}
+
+fn map(n: usize, exprs: &[String]) -> String {
+    let d: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+    format!("affine_map<({}) -> ({})>", d.join(", "), exprs.join(", "))
+}
+
+fn matmul(e: &mut E, ins: &[(String, TensorType)], ot: &TensorType) -> R<String> {
+    // Iterators: output dims (batch..., m, n), then k.
+    let r = ot.rank();
+    let k = r;
+    let d = |i: usize| format!("d{i}");
+    let operand = |t: &TensorType, last_two: [String; 2]| -> Vec<String> {
+        let off = r - 2 - (t.rank() - 2);
+        let mut ex: Vec<String> = (0..t.rank() - 2)
+            .map(|i| {
+                if t.shape[i] == Dim::Known(1) && ot.shape[off + i] != Dim::Known(1) {
+                    "0".into()
+                } else {
+                    d(off + i)
+                }
+            })
+            .collect();
+        ex.extend(last_two);
+        ex
+    };
+    let a = operand(&ins[0].1, [d(r - 2), d(k)]);
+    let b = operand(&ins[1].1, [d(k), d(r - 1)]);
+    let o: Vec<String> = (0..r).map(d).collect();
+    let maps = [map(r + 1, &a), map(r + 1, &b), map(r + 1, &o)];
+    let mut iters = vec!["parallel"; r];
+    iters.push("reduction");
+    let init = filled(e, ot, 0.0)?;
+    let dt = ot.dtype;
+    Ok(generic(
+        e,
+        ins,
+        &maps,
+        &iters,
+        init,
+        ot,
+        &mut |lines, a, out| {
+            let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
+            binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
+        },
+    ))
+}
+
+fn shape_tensor(e: &mut E, t: &TensorType) -> R<String> {
+    let mut vals = Vec::new();
+    for d in &t.shape {
+        vals.push(e.dim_val(d)?);
+    }
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.from_elements {} : tensor<{}xindex>",
+        vals.join(", "),
+        t.rank()
+    ));
+    Ok(v)
+}
+
+fn reshape(e: &mut E, x: &(String, TensorType), ot: &TensorType) -> R<String> {
+    if x.1.shape == ot.shape {
+        return Ok(x.0.clone());
+    }
+    let s = shape_tensor(e, ot)?;
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.reshape {}({s}) : ({}, tensor<{}xindex>) -> {}",
+        x.0,
+        tensor_ty(&x.1),
+        ot.rank(),
+        tensor_ty(ot)
+    ));
+    Ok(v)
+}
+
+fn reduce(
+    e: &mut E,
+    x: &(String, TensorType),
+    kind: ReduceKind,
+    axes: &[usize],
+    keepdims: bool,
+    ot: &TensorType,
+) -> R<String> {
+    let r = x.1.rank();
+    let dt = x.1.dtype;
+    // Reduce into the keepdims shape, then reshape if needed.
+    let kept: Vec<Dim> =
+        x.1.shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if axes.contains(&i) {
+                    Dim::Known(1)
+                } else {
+                    d.clone()
+                }
+            })
+            .collect();
+    let kt = TensorType::new(dt, kept);
+    let init_v = match kind {
+        ReduceKind::Sum | ReduceKind::Mean => 0.0,
+        ReduceKind::Prod => 1.0,
+        ReduceKind::Max => {
+            if dt.is_float() {
+                f64::NEG_INFINITY
+            } else {
+                i64::MIN as f64
+            }
+        }
+        ReduceKind::Min => {
+            if dt.is_float() {
+                f64::INFINITY
+            } else {
+                i64::MAX as f64
+            }
+        }
+    };
+    let init = filled(e, &kt, init_v)?;
+    let in_map = map(r, &(0..r).map(|i| format!("d{i}")).collect::<Vec<_>>());
+    let out_map = map(
+        r,
+        &(0..r)
+            .map(|i| {
+                if axes.contains(&i) {
+                    "0".into()
+                } else {
+                    format!("d{i}")
+                }
+            })
+            .collect::<Vec<_>>(),
+    );
+    let iters: Vec<&str> = (0..r)
+        .map(|i| {
+            if axes.contains(&i) {
+                "reduction"
+            } else {
+                "parallel"
+            }
+        })
+        .collect();
+    let op = match kind {
+        ReduceKind::Sum | ReduceKind::Mean => BinaryOp::Add,
+        ReduceKind::Prod => BinaryOp::Mul,
+        ReduceKind::Max => BinaryOp::Max,
+        ReduceKind::Min => BinaryOp::Min,
+    };
+    let mut v = generic(
+        e,
+        std::slice::from_ref(x),
+        &[in_map, out_map],
+        &iters,
+        init,
+        &kt,
+        &mut |lines, a, out| binary_body(lines, op, out, &a[0], dt).unwrap_or_default(),
+    );
+    if kind == ReduceKind::Mean {
+        let count: usize = axes
+            .iter()
+            .map(|&a| x.1.shape[a].known().unwrap_or(1))
+            .product();
+        let mut has_sym = None;
+        for &a in axes {
+            if x.1.shape[a].known().is_none() {
+                has_sym = Some(a);
+            }
+        }
+        if has_sym.is_some() {
+            return Err("a mean over a symbolic dim is not compiled yet".into());
+        }
+        let kt2 = kt.clone();
+        v = e.elementwise(&kt2, &[(v, kt.clone())], &mut |lines, a| {
+            let c = push(lines, E::scalar_const(dt, count as f64));
+            binary_body(lines, BinaryOp::Div, &a[0], &c, dt).unwrap_or_default()
+        })?;
+    }
+    if !keepdims {
+        v = reshape(e, &(v, kt), ot)?;
+    }
+    Ok(v)
+}
+
+fn softmax(
+    e: &mut E,
+    x: &(String, TensorType),
+    axis: usize,
+    log: bool,
+    ot: &TensorType,
+) -> R<String> {
+    let dt = x.1.dtype;
+    let mx = reduce(e, x, ReduceKind::Max, &[axis], true, ot)?;
+    let kt = TensorType::new(
+        dt,
+        x.1.shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| if i == axis { Dim::Known(1) } else { d.clone() })
+            .collect(),
+    );
+    let ex = e.elementwise(
+        ot,
+        &[x.clone(), (mx.clone(), kt.clone())],
+        &mut |lines, a| {
+            let s = binary_body(lines, BinaryOp::Sub, &a[0], &a[1], dt).unwrap_or_default();
+            push(lines, format!("math.exp {s} : {}", elem(dt)))
+        },
+    )?;
+    let sum = reduce(
+        e,
+        &(ex.clone(), ot.clone()),
+        ReduceKind::Sum,
+        &[axis],
+        true,
+        ot,
+    )?;
+    if log {
+        // x - max - log(sum)
+        e.elementwise(
+            ot,
+            &[x.clone(), (mx, kt.clone()), (sum, kt)],
+            &mut |lines, a| {
+                let s = binary_body(lines, BinaryOp::Sub, &a[0], &a[1], dt).unwrap_or_default();
+                let l = push(lines, format!("math.log {} : {}", a[2], elem(dt)));
+                binary_body(lines, BinaryOp::Sub, &s, &l, dt).unwrap_or_default()
+            },
+        )
+    } else {
+        e.elementwise(ot, &[(ex, ot.clone()), (sum, kt)], &mut |lines, a| {
+            binary_body(lines, BinaryOp::Div, &a[0], &a[1], dt).unwrap_or_default()
+        })
+    }
+}
+
+fn concat(e: &mut E, ins: &[(String, TensorType)], axis: usize, ot: &TensorType) -> R<String> {
+    let mut acc = e.empty(ot)?;
+    let mut offset = 0usize;
+    for (v, t) in ins {
+        let r = t.rank();
+        let mut offs = vec!["0".to_string(); r];
+        offs[axis] = offset.to_string();
+        let mut sizes = Vec::new();
+        for d in &t.shape {
+            sizes.push(match d {
+                Dim::Known(n) => n.to_string(),
+                s => e.dim_val(s)?,
+            });
+        }
+        let n = e.fresh();
+        e.line(&format!(
+            "{n} = tensor.insert_slice {v} into {acc}[{}] [{}] [{}] : {} into {}",
+            offs.join(", "),
+            sizes.join(", "),
+            vec!["1"; r].join(", "),
+            tensor_ty(t),
+            tensor_ty(ot)
+        ));
+        acc = n;
+        offset += t.shape[axis].known().ok_or("concat along a symbolic dim")?;
+    }
+    Ok(acc)
+}
+
+fn pad(
+    e: &mut E,
+    x: &(String, TensorType),
+    pads: &[(usize, usize)],
+    value: f64,
+    ot: &TensorType,
+) -> R<String> {
+    let v = e.fresh();
+    let lo: Vec<String> = pads.iter().map(|p| p.0.to_string()).collect();
+    let hi: Vec<String> = pads.iter().map(|p| p.1.to_string()).collect();
+    let idx: Vec<String> = (0..pads.len()).map(|i| format!("%p{i}: index")).collect();
+    let c = e.fresh();
+    e.line(&format!("{c} = {}", E::scalar_const(x.1.dtype, value)));
+    e.line(&format!(
+        "{v} = tensor.pad {} low[{}] high[{}] {{\n    ^bb0({}):\n      tensor.yield {c} : {}\n    }} : {} to {}",
+        x.0,
+        lo.join(", "),
+        hi.join(", "),
+        idx.join(", "),
+        elem(x.1.dtype),
+        tensor_ty(&x.1),
+        tensor_ty(ot)
+    ));
+    Ok(v)
+}
+
+fn gather(
+    e: &mut E,
+    data: &(String, TensorType),
+    idx: &(String, TensorType),
+    axis: usize,
+    ot: &TensorType,
+) -> R<String> {
+    // Iterate the output; read the index, wrap negatives, extract from data.
+    let r = ot.rank();
+    let q = idx.1.rank();
+    let idx_map = map(
+        r,
+        &(axis..axis + q)
+            .map(|i| format!("d{i}"))
+            .collect::<Vec<_>>(),
+    );
+    let out_map = map(r, &(0..r).map(|i| format!("d{i}")).collect::<Vec<_>>());
+    let init = e.empty(ot)?;
+    let n = data.1.shape[axis]
+        .known()
+        .ok_or("gathering along a symbolic dim")?;
+    let it = elem(idx.1.dtype);
+    let data_v = data.0.clone();
+    let data_t = tensor_ty(&data.1);
+    let drank = data.1.rank();
+    Ok(generic(
+        e,
+        std::slice::from_ref(idx),
+        &[idx_map, out_map],
+        &vec!["parallel"; r],
+        init,
+        ot,
+        &mut |lines, a, _| {
+            let i = push(lines, format!("arith.index_cast {} : {it} to index", a[0]));
+            let nn = push(lines, format!("arith.constant {n} : index"));
+            let z = push(lines, "arith.constant 0 : index".into());
+            let neg = push(lines, format!("arith.cmpi slt, {i}, {z} : index"));
+            let w = push(lines, format!("arith.addi {i}, {nn} : index"));
+            let j = push(lines, format!("arith.select {neg}, {w}, {i} : index"));
+            // Out-of-range indices read the nearest row instead of foreign memory.
+            let last = push(
+                lines,
+                format!("arith.constant {} : index", n.saturating_sub(1)),
+            );
+            let j = push(lines, format!("arith.maxsi {j}, {z} : index"));
+            let j = push(lines, format!("arith.minsi {j}, {last} : index"));
+            let mut coords = Vec::new();
+            for dpos in 0..drank {
+                if dpos < axis {
+                    coords.push(push(lines, format!("linalg.index {dpos} : index")));
+                } else if dpos == axis {
+                    coords.push(j.clone());
+                } else {
+                    coords.push(push(
+                        lines,
+                        format!("linalg.index {} : index", dpos - 1 + q),
+                    ));
+                }
+            }
+            push(
+                lines,
+                format!("tensor.extract {data_v}[{}] : {data_t}", coords.join(", ")),
+            )
+        },
+    ))
+}
+
+fn const_of<'a>(e: &'a E, v: ValueId) -> Option<&'a Tensor> {
+    e.g.nodes
+        .iter()
+        .find(|n| n.outputs.contains(&v))
+        .and_then(|n| match &n.op {
+            Op::Const { value, .. } => Some(value),
+            _ => None,
+        })
+}
+
+fn batch_norm(
+    e: &mut E,
+    node: &Node,
+    ins: &[(String, TensorType)],
+    axis: usize,
+    eps: f64,
+    ot: &TensorType,
+) -> R<String> {
+    let dt = ot.dtype;
+    let r = ot.rank();
+    // y = x * a + b with a = gamma / sqrt(var + eps), b = beta - mean * a; folded when constant.
+    let params: Option<Vec<Vec<f64>>> = node.inputs[1..]
+        .iter()
+        .map(|&i| const_of(e, i).map(|t| t.to_f64_vec()))
+        .collect();
+    let Some(p) = params else {
+        return Err("batch normalization with computed statistics is not compiled yet".into());
+    };
+    let c = p[0].len();
+    let a: Vec<f64> = (0..c).map(|i| p[0][i] / (p[3][i] + eps).sqrt()).collect();
+    let b: Vec<f64> = (0..c).map(|i| p[1][i] - p[2][i] * a[i]).collect();
+    let mut bshape = vec![Dim::Known(1); r];
+    bshape[axis] = Dim::Known(c);
+    let bt = TensorType::new(dt, bshape);
+    let mut mk = |vals: &[f64]| -> R<String> {
+        let t = Tensor::from_f64_values(dt, bt.known_shape().unwrap(), vals).map_err(|e| e.0)?;
+        let v = e.fresh();
+        e.line(&format!(
+            "{v} = arith.constant dense<\"{}\"> : {}",
+            dense_hex(&t),
+            tensor_ty(&bt)
+        ));
+        Ok(v)
+    };
+    let av = mk(&a)?;
+    let bv = mk(&b)?;
+    e.elementwise(
+        ot,
+        &[ins[0].clone(), (av, bt.clone()), (bv, bt)],
+        &mut |lines, a| {
+            let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
+            binary_body(lines, BinaryOp::Add, &m, &a[2], dt).unwrap_or_default()
+        },
+    )
+}
+
+fn layer_norm(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    axes: &[usize],
+    eps: f64,
+    ot: &TensorType,
+) -> R<String> {
+    let dt = ot.dtype;
+    let x = &ins[0];
+    let kt = TensorType::new(
+        dt,
+        x.1.shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if axes.contains(&i) {
+                    Dim::Known(1)
+                } else {
+                    d.clone()
+                }
+            })
+            .collect(),
+    );
+    let mean = reduce(e, x, ReduceKind::Mean, axes, true, &kt)?;
+    let centered = e.elementwise(ot, &[x.clone(), (mean, kt.clone())], &mut |lines, a| {
+        binary_body(lines, BinaryOp::Sub, &a[0], &a[1], dt).unwrap_or_default()
+    })?;
+    let sq = e.elementwise(ot, &[(centered.clone(), ot.clone())], &mut |lines, a| {
+        binary_body(lines, BinaryOp::Mul, &a[0], &a[0], dt).unwrap_or_default()
+    })?;
+    let var = reduce(e, &(sq, ot.clone()), ReduceKind::Mean, axes, true, &kt)?;
+    // gamma / beta have the normalized axes' shape: broadcast them by reshaping.
+    let gshape: Vec<Dim> =
+        x.1.shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if axes.contains(&i) {
+                    d.clone()
+                } else {
+                    Dim::Known(1)
+                }
+            })
+            .collect();
+    let gt = TensorType::new(dt, gshape);
+    let g = reshape(e, &ins[1], &gt)?;
+    let b = reshape(e, &ins[2], &gt)?;
+    e.elementwise(
+        ot,
+        &[(centered, ot.clone()), (var, kt), (g, gt.clone()), (b, gt)],
+        &mut |lines, a| {
+            let c = push(lines, E::scalar_const(dt, eps));
+            let ve = binary_body(lines, BinaryOp::Add, &a[1], &c, dt).unwrap_or_default();
+            let inv = push(lines, format!("math.rsqrt {ve} : {}", elem(dt)));
+            let n = binary_body(lines, BinaryOp::Mul, &a[0], &inv, dt).unwrap_or_default();
+            let s = binary_body(lines, BinaryOp::Mul, &n, &a[2], dt).unwrap_or_default();
+            binary_body(lines, BinaryOp::Add, &s, &a[3], dt).unwrap_or_default()
+        },
+    )
+}
+
+/// Channels-last data: which axes are batch, spatial, channel.
+fn layout_axes(rank: usize, layout: Layout) -> (usize, Vec<usize>, usize) {
+    match layout {
+        Layout::ChannelsLast => (0, (1..rank - 1).collect(), rank - 1),
+        Layout::ChannelsFirst => (0, (2..rank).collect(), 1),
+    }
+}
+
+fn conv(
+    e: &mut E,
+    x: &(String, TensorType),
+    w: &(String, TensorType),
+    c: &ConvAttrs,
+    ot: &TensorType,
+) -> R<String> {
+    let r = x.1.rank();
+    let ns = r - 2;
+    let (_, sp, ch) = layout_axes(r, c.layout);
+    // Pad the input first.
+    let x = if c.pads.iter().any(|p| p.0 > 0 || p.1 > 0) {
+        let mut pads = vec![(0, 0); r];
+        for (i, &a) in sp.iter().enumerate() {
+            pads[a] = c.pads[i];
+        }
+        let mut shape = x.1.shape.clone();
+        for (i, &a) in sp.iter().enumerate() {
+            shape[a] = Dim::Known(
+                x.1.shape[a].known().ok_or("symbolic spatial dim")? + c.pads[i].0 + c.pads[i].1,
+            );
+        }
+        let pt = TensorType::new(x.1.dtype, shape);
+        (pad(e, x, &pads, 0.0, &pt)?, pt)
+    } else {
+        x.clone()
+    };
+    // Iterators: output dims (r), then kernel spatial (ns), then input channel per group (1).
+    let wk: Vec<usize> = w.1.known_shape().ok_or("the kernel shape must be known")?;
+    let (kdims, cpg, cout) = match c.layout {
+        Layout::ChannelsLast => (wk[..ns].to_vec(), wk[ns], wk[ns + 1]),
+        Layout::ChannelsFirst => (wk[2..].to_vec(), wk[1], wk[0]),
+    };
+    let opg = cout / c.groups;
+    let n_it = r + ns + 1;
+    let d = |i: usize| format!("d{i}");
+    let kd = |i: usize| d(r + i);
+    let cid = d(r + ns);
+    // Input index: batch, spatial o*s + k*dil, channel = group(co) * cpg + ci.
+    let co = d(ch);
+    let mut xe = vec![String::new(); r];
+    xe[0] = d(0);
+    for (i, &a) in sp.iter().enumerate() {
+        xe[a] = format!(
+            "{} * {} + {} * {}",
+            d(a),
+            c.strides[i],
+            kd(i),
+            c.dilations[i]
+        );
+    }
+    xe[ch] = if c.groups == 1 {
+        cid.clone()
+    } else {
+        format!("({co} floordiv {opg}) * {cpg} + {cid}")
+    };
+    let we: Vec<String> = match c.layout {
+        Layout::ChannelsLast => (0..ns).map(kd).chain([cid.clone(), co.clone()]).collect(),
+        Layout::ChannelsFirst => [co.clone(), cid.clone()]
+            .into_iter()
+            .chain((0..ns).map(kd))
+            .collect(),
+    };
+    let oe: Vec<String> = (0..r).map(d).collect();
+    let maps = [map(n_it, &xe), map(n_it, &we), map(n_it, &oe)];
+    let mut iters = vec!["parallel"; r];
+    iters.extend(vec!["reduction"; ns + 1]);
+    let _ = kdims;
+    let init = filled(e, ot, 0.0)?;
+    let dt = ot.dtype;
+    Ok(generic(
+        e,
+        &[x, w.clone()],
+        &maps,
+        &iters,
+        init,
+        ot,
+        &mut |lines, a, out| {
+            let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
+            binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
+        },
+    ))
+}
+
+fn pool(
+    e: &mut E,
+    x: &(String, TensorType),
+    p: &forgec_ir::PoolAttrs,
+    ot: &TensorType,
+) -> R<String> {
+    let r = x.1.rank();
+    let ns = r - 2;
+    let (_, sp, _) = layout_axes(r, p.layout);
+    let dt = x.1.dtype;
+    let max = p.kind == PoolKind::Max;
+    let padded = p.pads.iter().any(|q| q.0 > 0 || q.1 > 0);
+    let xin = if padded {
+        let mut pads = vec![(0, 0); r];
+        let mut shape = x.1.shape.clone();
+        for (i, &a) in sp.iter().enumerate() {
+            pads[a] = p.pads[i];
+            shape[a] = Dim::Known(
+                x.1.shape[a].known().ok_or("symbolic spatial dim")? + p.pads[i].0 + p.pads[i].1,
+            );
+        }
+        let pt = TensorType::new(dt, shape);
+        (
+            pad(e, x, &pads, if max { f64::NEG_INFINITY } else { 0.0 }, &pt)?,
+            pt,
+        )
+    } else {
+        x.clone()
+    };
+    // The window as a second (shape-only) operand, as linalg's pooling ops do.
+    let wt = TensorType::known(dt, &p.window);
+    let win = e.empty(&wt)?;
+    let n_it = r + ns;
+    let d = |i: usize| format!("d{i}");
+    let mut xe: Vec<String> = (0..r).map(d).collect();
+    for (i, &a) in sp.iter().enumerate() {
+        xe[a] = format!(
+            "{} * {} + {} * {}",
+            d(a),
+            p.strides[i],
+            d(r + i),
+            p.dilations.get(i).copied().unwrap_or(1)
+        );
+    }
+    let we: Vec<String> = (0..ns).map(|i| d(r + i)).collect();
+    let oe: Vec<String> = (0..r).map(d).collect();
+    let maps = [map(n_it, &xe), map(n_it, &we), map(n_it, &oe)];
+    let mut iters = vec!["parallel"; r];
+    iters.extend(vec!["reduction"; ns]);
+    let init = filled(e, ot, if max { f64::NEG_INFINITY } else { 0.0 })?;
+    let acc = generic(
+        e,
+        &[xin, (win, wt)],
+        &maps,
+        &iters,
+        init,
+        ot,
+        &mut |lines, a, out| {
+            binary_body(
+                lines,
+                if max { BinaryOp::Max } else { BinaryOp::Add },
+                out,
+                &a[0],
+                dt,
+            )
+            .unwrap_or_default()
+        },
+    );
+    if max {
+        return Ok(acc);
+    }
+    // Average: divide by the number of positions counted (a constant per output position).
+    let in_sp: Vec<usize> = sp
+        .iter()
+        .map(|&a| x.1.shape[a].known().unwrap_or(0))
+        .collect();
+    let out_sp: Vec<usize> = sp
+        .iter()
+        .map(|&a| ot.shape[a].known().unwrap_or(0))
+        .collect();
+    let total: usize = out_sp.iter().product();
+    let mut counts = Vec::with_capacity(total);
+    for flat in 0..total {
+        let mut rem = flat;
+        let mut idx = vec![0usize; ns];
+        for i in (0..ns).rev() {
+            idx[i] = rem % out_sp[i];
+            rem /= out_sp[i];
+        }
+        let mut cnt = 1usize;
+        for i in 0..ns {
+            let dil = p.dilations.get(i).copied().unwrap_or(1);
+            let mut k = 0;
+            for w in 0..p.window[i] {
+                let q = (idx[i] * p.strides[i] + w * dil) as i64 - p.pads[i].0 as i64;
+                let inside = q >= 0 && q < in_sp[i] as i64;
+                let in_padded = q >= -(p.pads[i].0 as i64) && q < (in_sp[i] + p.pads[i].1) as i64;
+                if inside || (p.count_include_pad && in_padded) {
+                    k += 1;
+                }
+            }
+            cnt *= k;
+        }
+        counts.push(cnt.max(1) as f64);
+    }
+    let mut cshape = vec![Dim::Known(1); r];
+    for (i, &a) in sp.iter().enumerate() {
+        cshape[a] = Dim::Known(out_sp[i]);
+    }
+    let ct = TensorType::new(dt, cshape);
+    let t = Tensor::from_f64_values(dt, ct.known_shape().unwrap(), &counts).map_err(|e| e.0)?;
+    let cv = e.fresh();
+    e.line(&format!(
+        "{cv} = arith.constant dense<\"{}\"> : {}",
+        dense_hex(&t),
+        tensor_ty(&ct)
+    ));
+    e.elementwise(ot, &[(acc, ot.clone()), (cv, ct)], &mut |lines, a| {
+        binary_body(lines, BinaryOp::Div, &a[0], &a[1], dt).unwrap_or_default()
+    })
+}

@@ -1,0 +1,150 @@
+//! `forgec compile`: IR → MLIR (linalg on tensors) → LLVM → object code, wrapped in a C API.
+
+pub mod capi;
+pub mod llvm;
+pub mod mlir;
+
+use forgec_ir::Graph;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub name: String,
+    /// `native`, `x86-64-v2` (the portable default), `x86-64-v3`, `x86-64-v4`, or an LLVM CPU.
+    pub cpu: String,
+    /// An LLVM target triple (default: this machine's).
+    pub target: Option<String>,
+    pub emit: Emit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    Mlir,
+    Llvm,
+    Asm,
+    Obj,
+    Lib,
+}
+
+impl Emit {
+    pub fn parse(s: &str) -> Option<Emit> {
+        Some(match s {
+            "mlir" => Emit::Mlir,
+            "llvm" => Emit::Llvm,
+            "asm" => Emit::Asm,
+            "obj" => Emit::Obj,
+            "lib" => Emit::Lib,
+            _ => return None,
+        })
+    }
+}
+
+/// The graph as the compiler takes it: inference clean-ups applied, checked.
+pub fn prepare(mut g: Graph) -> Result<Graph, String> {
+    forgec_passes::run_pipeline(&mut g, &["strip-dropout", "dce"]).map_err(|e| e.join("\n"))?;
+    capi::batch_symbol(&g)?;
+    Ok(g)
+}
+
+/// A valid C identifier for the artifact's name.
+pub fn artifact_name(s: &str) -> String {
+    capi::c_ident(s).to_lowercase()
+}
+
+/// Compiles `g` into `out`; returns the files written. `source_sha256` and `flags` go into
+/// `NAME.json`.
+pub fn compile(
+    g: Graph,
+    opts: &Options,
+    out: &Path,
+    source_sha256: &str,
+) -> Result<Vec<PathBuf>, String> {
+    let g = prepare(g)?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create: {e}", out.display()))?;
+    let name = &opts.name;
+    let text = mlir::emit(&g)?;
+    let write = |file: PathBuf, bytes: &[u8]| -> Result<PathBuf, String> {
+        std::fs::write(&file, bytes)
+            .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
+        Ok(file)
+    };
+    if opts.emit == Emit::Mlir {
+        return Ok(vec![write(
+            out.join(format!("{name}.mlir")),
+            text.as_bytes(),
+        )?]);
+    }
+    let target = llvm::target(opts.target.as_deref(), &opts.cpu);
+    let internal = |e: String| {
+        format!(
+            "internal error in forgec's code generator: {e}\nthis is a bug in forgec; `forgec compile --emit mlir` shows the MLIR it made, and `forgec run --engine interp` runs the model meanwhile"
+        )
+    };
+    let stage = match opts.emit {
+        Emit::Llvm => llvm::Stage::Llvm,
+        Emit::Asm => llvm::Stage::Asm,
+        _ => llvm::Stage::Object,
+    };
+    let bytes = llvm::compile(&text, &target, stage).map_err(internal)?;
+    match opts.emit {
+        Emit::Llvm => return Ok(vec![write(out.join(format!("{name}.ll")), &bytes)?]),
+        Emit::Asm => return Ok(vec![write(out.join(format!("{name}.s")), &bytes)?]),
+        Emit::Obj => return Ok(vec![write(out.join(format!("{name}.o")), &bytes)?]),
+        _ => {}
+    }
+    let scratch =
+        tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+    let version = env!("CARGO_PKG_VERSION");
+    std::fs::write(scratch.path().join("kernel.o"), &bytes).map_err(|e| e.to_string())?;
+    let header = capi::header(&g, name, version);
+    std::fs::write(scratch.path().join(format!("{name}.h")), &header).map_err(|e| e.to_string())?;
+    std::fs::write(
+        scratch.path().join("wrapper.c"),
+        capi::wrapper(&g, name, mlir::ENTRY),
+    )
+    .map_err(|e| e.to_string())?;
+    capi::link(scratch.path(), name, out)?;
+    let h = write(out.join(format!("{name}.h")), header.as_bytes())?;
+    let meta = metadata(&g, name, version, source_sha256, opts, &target);
+    let j = write(out.join(format!("{name}.json")), meta.as_bytes())?;
+    Ok(vec![
+        out.join(format!("lib{name}.a")),
+        out.join(format!("lib{name}.so")),
+        h,
+        j,
+    ])
+}
+
+fn metadata(
+    g: &Graph,
+    name: &str,
+    version: &str,
+    sha: &str,
+    opts: &Options,
+    t: &llvm::Target_,
+) -> String {
+    let tensors = |ids: &[forgec_ir::ValueId]| -> Vec<serde_json::Value> {
+        ids.iter()
+            .map(|&i| {
+                let ty = g.ty(i);
+                serde_json::json!({
+                    "name": g.value(i).name,
+                    "dtype": ty.dtype.numpy_name(),
+                    "shape": ty.shape.iter().map(|d| match d {
+                        forgec_ir::Dim::Known(n) => serde_json::json!(n),
+                        forgec_ir::Dim::Sym(_) => serde_json::json!("batch"),
+                    }).collect::<Vec<_>>(),
+                })
+            })
+            .collect()
+    };
+    let v = serde_json::json!({
+        "name": name,
+        "forgec_version": version,
+        "source_sha256": sha,
+        "inputs": tensors(&g.inputs),
+        "outputs": tensors(&g.outputs),
+        "flags": { "cpu": opts.cpu, "target": t.triple, "weights": "embedded" },
+    });
+    serde_json::to_string_pretty(&v).expect("json") + "\n"
+}
