@@ -4,6 +4,7 @@ mod common;
 
 mod bad_input;
 mod check;
+mod compile;
 mod golden;
 mod keras_models;
 mod onnx_models;

@@ -1,0 +1,239 @@
+//! `forgec compile`: differential tests against the interpreter and Keras, the C API's
+//! errors, reproducible artifacts, cross-compilation.
+
+use crate::common::*;
+use forgec::codegen::{self, Emit, Options};
+use forgec::keras::{load, LoadOptions};
+use forgec_runtime::compiled::CompiledModel;
+use forgec_runtime::Tensor;
+
+fn opts(name: &str) -> Options {
+    Options {
+        name: name.into(),
+        cpu: "native".into(),
+        target: None,
+        emit: Emit::Lib,
+    }
+}
+
+/// The first `n` rows of `t` (repeating rows when `n` is larger).
+fn rows(t: &Tensor, n: usize) -> Tensor {
+    let per: usize = t.shape()[1..].iter().product();
+    let have = t.shape()[0];
+    let v = t.to_f64_vec();
+    let out: Vec<f64> = (0..n)
+        .flat_map(|r| v[(r % have) * per..(r % have + 1) * per].to_vec())
+        .collect();
+    let mut shape = t.shape().to_vec();
+    shape[0] = n;
+    Tensor::from_f64_values(t.dtype(), shape, &out).unwrap()
+}
+
+#[test]
+fn compiled_models_match_the_interpreter_and_keras_at_batch_1_3_32() {
+    let m = manifest();
+    let mut checked = 0;
+    for (name, info) in m["models"].as_object().unwrap() {
+        if name == "lstm_seq" {
+            continue; // rnn is not lowered yet: see compiler_names_the_op_it_cannot_lower
+        }
+        let model = load(
+            &model_file(&format!("{name}.keras")),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let g = codegen::prepare(model.graph.clone()).unwrap();
+        let dir = scratch(&format!("compile_{name}"));
+        codegen::compile(model.graph.clone(), &opts(name), &dir, "")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let lib = CompiledModel::load(&dir.join(format!("lib{name}.so")), name).unwrap();
+        let inputs: Vec<Tensor> = info["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| npy(&model_file(i["file"].as_str().unwrap())))
+            .collect();
+        for batch in [1usize, 3, 32] {
+            let ins: Vec<Tensor> = inputs.iter().map(|t| rows(t, batch)).collect();
+            let named: Vec<(String, Tensor)> = g
+                .inputs
+                .iter()
+                .map(|&i| g.value(i).name.clone())
+                .zip(ins.iter().cloned())
+                .collect();
+            let want = forgec_ir::interp::run(&g, &named).unwrap();
+            let refs: Vec<&Tensor> = ins.iter().collect();
+            let got = lib
+                .run(&refs)
+                .unwrap_or_else(|e| panic!("{name} batch {batch}: {e}"));
+            for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_close(
+                    a,
+                    b,
+                    1e-4,
+                    &format!("{name} batch {batch} output {k}: compiled vs interpreter"),
+                );
+            }
+            // Keras's reference rows (the fixture holds 16).
+            for (k, o) in info["outputs"].as_array().unwrap().iter().enumerate() {
+                let keras = npy(&model_file(o["keras_file"].as_str().unwrap()));
+                let n = batch.min(keras.shape()[0]);
+                assert_close(
+                    &rows(&got[k], n),
+                    &rows(&keras, n),
+                    1e-4,
+                    &format!("{name} batch {batch} output {k}: compiled vs Keras"),
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 7 * 3);
+}
+
+#[test]
+fn artifacts_are_byte_identical_across_builds() {
+    let model = model_file("cnn_mnist.keras");
+    let a = scratch("repro_a");
+    let b = scratch("repro_b");
+    for d in [&a, &b] {
+        let out = forgec(&[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            d.to_str().unwrap(),
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    for f in [
+        "libcnn_mnist.a",
+        "libcnn_mnist.so",
+        "cnn_mnist.h",
+        "cnn_mnist.json",
+    ] {
+        let (x, y) = (
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+        );
+        assert!(x == y, "{f} differs between two builds of the same model");
+    }
+    // No scratch paths leak into the artifact.
+    let so = std::fs::read(a.join("libcnn_mnist.so")).unwrap();
+    assert!(
+        !so.windows(5).any(|w| w == b"/tmp/"),
+        "a temporary path is embedded in the library"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("cnn_mnist.json")).unwrap()).unwrap();
+    assert_eq!(
+        json["inputs"][0]["shape"],
+        serde_json::json!(["batch", 28, 28, 1])
+    );
+    assert_eq!(json["source_sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn the_c_api_reports_bad_calls() {
+    let dir = scratch("capi_errors");
+    codegen::compile(
+        load(&model_file("mlp_binary.keras"), &LoadOptions::default())
+            .unwrap()
+            .graph,
+        &opts("m"),
+        &dir,
+        "",
+    )
+    .unwrap();
+    let lib = CompiledModel::load(&dir.join("libm.so"), "m").unwrap();
+    let wrong = Tensor::from_f32(vec![2, 31], vec![0.0; 62]).unwrap();
+    let e = lib.run(&[&wrong]).unwrap_err();
+    assert!(e.contains("input 0 must be f32 [2, 32] for batch 2"), "{e}");
+    let header = std::fs::read_to_string(dir.join("m.h")).unwrap();
+    assert!(
+        header.contains(
+            "int m_run(m_ctx *ctx, int64_t batch, const float *input_layer, float *output_0);"
+        ),
+        "{header}"
+    );
+}
+
+#[test]
+fn cross_compiles_an_aarch64_object() {
+    let dir = scratch("cross");
+    let out = forgec(&[
+        "compile",
+        model_file("mlp_mnist.keras").to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+        "--target",
+        "aarch64-unknown-linux-gnu",
+        "--cpu",
+        "generic",
+        "--emit",
+        "obj",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let obj = std::fs::read(dir.join("mlp_mnist.o")).unwrap();
+    // ELF, machine EM_AARCH64 (183).
+    assert_eq!(&obj[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([obj[18], obj[19]]), 183);
+}
+
+#[test]
+fn every_stage_can_be_emitted() {
+    let dir = scratch("emit");
+    for (emit, file, needle) in [
+        ("mlir", "m.mlir", "linalg.generic"),
+        ("llvm", "m.ll", "define void @forgec_main"),
+        ("asm", "m.s", "forgec_main"),
+    ] {
+        let out = forgec(&[
+            "compile",
+            model_file("mlp_binary.keras").to_str().unwrap(),
+            "-o",
+            dir.to_str().unwrap(),
+            "--name",
+            "m",
+            "--emit",
+            emit,
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains(needle), "{emit}: no `{needle}`");
+    }
+}
+
+#[test]
+fn compiler_names_the_op_it_cannot_lower() {
+    let dir = scratch("unlowered");
+    let out = forgec(&[
+        "compile",
+        model_file("lstm_seq.keras").to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("LSTM `lstm` (rnn): the compiler does not lower `rnn` yet"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"));
+    // `run` falls back to the interpreter, and says so.
+    let out = forgec(&[
+        "run",
+        model_file("lstm_seq.keras").to_str().unwrap(),
+        "-i",
+        model_file("lstm_seq.input.npy").to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("note: running the reference interpreter"),
+        "{}",
+        out.stderr
+    );
+}
