@@ -237,3 +237,85 @@ fn compiler_names_the_op_it_cannot_lower() {
         out.stderr
     );
 }
+
+/// The examples (a C program and a Rust crate linking the generated static library) build,
+/// run, and print the interpreter's outputs.
+#[test]
+fn examples_build_and_run() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = scratch("examples");
+    let out = forgec(&[
+        "compile",
+        model_file("mlp_binary.keras").to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+        "--name",
+        "mlp_binary",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let x = npy(&model_file("mlp_binary.input.npy"));
+    let raw: Vec<u8> = x
+        .to_f64_vec()
+        .iter()
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect();
+    let input = dir.join("input.f32");
+    std::fs::write(&input, raw).unwrap();
+    let want = npy(&model_file("mlp_binary.keras_out.npy")).to_f64_vec();
+    let check = |stdout: &[u8], what: &str| {
+        let got: Vec<f64> = String::from_utf8_lossy(stdout)
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4, "{what}: {a} vs {b}");
+        }
+    };
+    // C
+    let exe = dir.join("demo_c");
+    let cc = std::process::Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Werror", "-I"])
+        .arg(&dir)
+        .arg(root.join("examples/c/main.c"))
+        .arg("-L")
+        .arg(&dir)
+        .args(["-l:libmlp_binary.a", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let run = std::process::Command::new(&exe)
+        .arg(&input)
+        .arg("16")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    check(&run.stdout, "C example");
+    // Rust
+    let run = std::process::Command::new(env!("CARGO"))
+        .args(["run", "-q", "--offline", "--manifest-path"])
+        .arg(root.join("examples/rust/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(dir.join("rust-target"))
+        .arg("--")
+        .arg(&input)
+        .arg("16")
+        .env("FORGEC_ARTIFACT_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    check(&run.stdout, "Rust example");
+}
