@@ -1,5 +1,6 @@
 //! The `forgec` command line: `summary`, `check`, `run`.
 
+pub mod bench;
 pub mod check;
 pub mod compile;
 pub mod conformance;
@@ -77,6 +78,22 @@ pub enum Command {
         #[arg(long, default_value = "lib")]
         emit: String,
     },
+    /// Measure the compiled model: latency (median, p90) and throughput per batch size.
+    Bench {
+        model: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        batch: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        threads: Vec<usize>,
+        /// Write the records as JSON
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value = "native")]
+        cpu: String,
+        /// Seconds of measurement per batch size
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
     /// Run an ONNX test suite (standard layout) through import and the interpreter.
     Conformance {
         /// A directory of cases: <suite>/<case>/model.onnx + test_data_set_N/
@@ -145,6 +162,21 @@ pub fn main_with(cli: Cli) -> i32 {
             input_shape,
             data,
             labels,
+        }),
+        Command::Bench {
+            model,
+            batch,
+            threads,
+            json,
+            cpu,
+            seconds,
+        } => bench::cmd(bench::Args {
+            model,
+            batches: batch,
+            threads,
+            json,
+            cpu,
+            seconds,
         }),
         Command::Compile {
             model,
