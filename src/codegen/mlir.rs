@@ -723,9 +723,10 @@ fn map(n: usize, exprs: &[String]) -> String {
 }
 
 fn matmul(e: &mut E, ins: &[(String, TensorType)], ot: &TensorType) -> R<String> {
-    // Iterators: output dims (batch..., m, n), then k.
+    // Loops (batch..., m, k, n): n innermost runs along contiguous rows of B and of the
+    // output, which LLVM's loop vectorizer turns into vector code.
     let r = ot.rank();
-    let k = r;
+    let (m_, k, n_) = (r - 2, r - 1, r);
     let d = |i: usize| format!("d{i}");
     let operand = |t: &TensorType, last_two: [String; 2]| -> Vec<String> {
         let off = r - 2 - (t.rank() - 2);
@@ -741,12 +742,13 @@ fn matmul(e: &mut E, ins: &[(String, TensorType)], ot: &TensorType) -> R<String>
         ex.extend(last_two);
         ex
     };
-    let a = operand(&ins[0].1, [d(r - 2), d(k)]);
-    let b = operand(&ins[1].1, [d(k), d(r - 1)]);
-    let o: Vec<String> = (0..r).map(d).collect();
+    let a = operand(&ins[0].1, [d(m_), d(k)]);
+    let b = operand(&ins[1].1, [d(k), d(n_)]);
+    let o: Vec<String> = (0..r - 2).map(d).chain([d(m_), d(n_)]).collect();
     let maps = [map(r + 1, &a), map(r + 1, &b), map(r + 1, &o)];
-    let mut iters = vec!["parallel"; r];
+    let mut iters = vec!["parallel"; r - 1];
     iters.push("reduction");
+    iters.push("parallel");
     let init = filled(e, ot, 0.0)?;
     let dt = ot.dtype;
     Ok(generic(
@@ -1232,7 +1234,17 @@ fn conv(
     };
     let opg = cout / c.groups;
     let n_it = r + ns + 1;
-    let d = |i: usize| format!("d{i}");
+    // Logical dims: output dims 0..r, kernel dims r..r+ns, input channel r+ns. Loops run the
+    // output dims but the last, then the window and channels, then the output's last
+    // (contiguous) dim innermost, which LLVM vectorizes.
+    let mut order: Vec<usize> = (0..r - 1).collect();
+    order.extend(r..r + ns + 1);
+    order.push(r - 1);
+    let mut pos = vec![0usize; n_it];
+    for (p, &l) in order.iter().enumerate() {
+        pos[l] = p;
+    }
+    let d = |i: usize| format!("d{}", pos[i]);
     let kd = |i: usize| d(r + i);
     let cid = d(r + ns);
     // Input index: batch, spatial o*s + k*dil, channel = group(co) * cpg + ci.
@@ -1262,8 +1274,10 @@ fn conv(
     };
     let oe: Vec<String> = (0..r).map(d).collect();
     let maps = [map(n_it, &xe), map(n_it, &we), map(n_it, &oe)];
-    let mut iters = vec!["parallel"; r];
-    iters.extend(vec!["reduction"; ns + 1]);
+    let iters: Vec<&str> = order
+        .iter()
+        .map(|&l| if l < r { "parallel" } else { "reduction" })
+        .collect();
     let _ = kdims;
     let init = filled(e, ot, 0.0)?;
     let dt = ot.dtype;
@@ -1314,7 +1328,15 @@ fn pool(
     let wt = TensorType::known(dt, &p.window);
     let win = e.empty(&wt)?;
     let n_it = r + ns;
-    let d = |i: usize| format!("d{i}");
+    // Output dims but the last, the window, then the output's last (contiguous) dim.
+    let mut order: Vec<usize> = (0..r - 1).collect();
+    order.extend(r..r + ns);
+    order.push(r - 1);
+    let mut pos = vec![0usize; n_it];
+    for (q, &l) in order.iter().enumerate() {
+        pos[l] = q;
+    }
+    let d = |i: usize| format!("d{}", pos[i]);
     let mut xe: Vec<String> = (0..r).map(d).collect();
     for (i, &a) in sp.iter().enumerate() {
         xe[a] = format!(
@@ -1328,8 +1350,10 @@ fn pool(
     let we: Vec<String> = (0..ns).map(|i| d(r + i)).collect();
     let oe: Vec<String> = (0..r).map(d).collect();
     let maps = [map(n_it, &xe), map(n_it, &we), map(n_it, &oe)];
-    let mut iters = vec!["parallel"; r];
-    iters.extend(vec!["reduction"; ns]);
+    let iters: Vec<&str> = order
+        .iter()
+        .map(|&l| if l < r { "parallel" } else { "reduction" })
+        .collect();
     let init = filled(e, ot, if max { f64::NEG_INFINITY } else { 0.0 })?;
     let acc = generic(
         e,
