@@ -61,6 +61,15 @@ pub enum Stage {
 
 /// Runs the pipeline on `mlir`; returns the requested stage (text or object bytes).
 pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String> {
+    // FORGEC_TIMINGS=1 prints each stage's time to stderr.
+    let timings = std::env::var_os("FORGEC_TIMINGS").is_some();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |what: &str| {
+        if timings {
+            eprintln!("forgec: {what}: {:.2} s", clock.elapsed().as_secs_f64());
+        }
+        clock = std::time::Instant::now();
+    };
     let registry = DialectRegistry::new();
     register_all_dialects(&registry);
     let ctx = Context::new();
@@ -69,6 +78,7 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String>
     register_all_passes();
     register_all_llvm_translations(&ctx);
     let mut module = Module::parse(&ctx, mlir).ok_or("the generated MLIR does not parse")?;
+    lap("parse MLIR");
     if !module.as_operation().verify() {
         return Err("the generated MLIR does not verify".into());
     }
@@ -77,6 +87,7 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String>
         .map_err(|e| format!("the pass pipeline does not parse: {e}"))?;
     pm.run(&mut module)
         .map_err(|e| format!("an MLIR pass failed: {e}"))?;
+    lap("MLIR passes");
     if stage == Stage::LoweredMlir {
         return Ok(module.as_operation().to_string().into_bytes());
     }
@@ -88,6 +99,7 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String>
         return Err("translating the LLVM dialect to LLVM IR failed".into());
     }
     let llmod = unsafe { inkwell::module::Module::new(raw as _) };
+    lap("translate to LLVM IR");
     Target::initialize_all(&InitializationConfig::default());
     let triple = TargetTriple::create(&t.triple);
     let target = Target::from_triple(&triple).map_err(|e| format!("target `{}`: {e}", t.triple))?;
@@ -115,12 +127,21 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String>
             inkwell::passes::PassBuilderOptions::create(),
         )
         .map_err(|e| format!("LLVM optimization failed: {e}"))?;
+    lap("LLVM O3");
     match stage {
         Stage::Llvm => Ok(llmod.print_to_string().to_string().into_bytes()),
         Stage::Asm => tm
             .write_to_memory_buffer(&llmod, FileType::Assembly)
             .map(|b| b.as_slice().to_vec())
             .map_err(|e| format!("code generation failed: {e}")),
+        _ => {
+            let obj = tm.write_to_memory_buffer(&llmod, FileType::Object);
+            lap("machine code");
+            obj
+        }
+        .map(|b| b.as_slice().to_vec())
+        .map_err(|e| format!("code generation failed: {e}")),
+        #[allow(unreachable_patterns)]
         _ => tm
             .write_to_memory_buffer(&llmod, FileType::Object)
             .map(|b| b.as_slice().to_vec())

@@ -519,11 +519,93 @@ pub fn emit(g: &Graph) -> R<String> {
         ));
         e.names.insert(i, t);
     }
-    for node in &g.nodes {
-        let outs = lower(&mut e, node)
-            .map_err(|m| format!("{} ({}): {m}", node.origin, node.op.name()))?;
-        for (o, v) in node.outputs.iter().zip(outs) {
-            e.names.insert(*o, v);
+    // Each op gets its own (noinline) function: LLVM's optimizer and code generator are
+    // superlinear in function size, and one function per model made big models slow to compile.
+    let mut sym_order: Vec<String> = Vec::new();
+    for &i in &g.inputs {
+        for d in &g.ty(i).shape {
+            if let Dim::Sym(s) = d {
+                if !sym_order.contains(s) {
+                    sym_order.push(s.clone());
+                }
+            }
+        }
+    }
+    let mut funcs = String::new();
+    for (idx, node) in g.nodes.iter().enumerate() {
+        let at = |m: String| format!("{} ({}): {m}", node.origin, node.op.name());
+        // Constants and views (no computation; a view returned across a call would alias an
+        // argument) stay in the entry function.
+        if matches!(
+            node.op,
+            Op::Const { .. } | Op::Dropout { .. } | Op::Reshape { .. } | Op::Slice { .. }
+        ) {
+            let outs = lower(&mut e, node).map_err(at)?;
+            for (o, v) in node.outputs.iter().zip(outs) {
+                e.names.insert(*o, v);
+            }
+            continue;
+        }
+        let mut f = E {
+            g,
+            body: String::new(),
+            names: HashMap::new(),
+            n: 0,
+            syms: HashMap::new(),
+            consts: HashMap::new(),
+        };
+        let mut params = Vec::new();
+        let mut call_args = Vec::new();
+        let mut arg_tys = Vec::new();
+        for (j, s) in sym_order.iter().enumerate() {
+            let a = format!("%s{j}");
+            f.syms.insert(s.clone(), a.clone());
+            params.push(format!("{a}: index"));
+            call_args.push(e.syms[s].clone());
+            arg_tys.push("index".to_string());
+        }
+        for (j, &i) in node.inputs.iter().enumerate() {
+            let a = format!("%x{j}");
+            f.names.insert(i, a.clone());
+            params.push(format!("{a}: {}", tensor_ty(g.ty(i))));
+            call_args.push(e.name(i));
+            arg_tys.push(tensor_ty(g.ty(i)));
+        }
+        let outs = lower(&mut f, node).map_err(at)?;
+        let out_tys: Vec<String> = node.outputs.iter().map(|&o| tensor_ty(g.ty(o))).collect();
+        f.line(&format!(
+            "return {} : {}",
+            outs.join(", "),
+            out_tys.join(", ")
+        ));
+        let _ = write!(
+            funcs,
+            "  func.func private @op{idx}({}) -> ({}) attributes {{passthrough = [\"noinline\"]}} {{\n{}  }}\n",
+            params.join(", "),
+            out_tys.join(", "),
+            f.body
+        );
+        let r = e.fresh();
+        let res = if outs.len() == 1 {
+            r.clone()
+        } else {
+            format!("{r}:{}", outs.len())
+        };
+        e.line(&format!(
+            "{res} = func.call @op{idx}({}) : ({}) -> ({})",
+            call_args.join(", "),
+            arg_tys.join(", "),
+            out_tys.join(", ")
+        ));
+        for (k, &o) in node.outputs.iter().enumerate() {
+            e.names.insert(
+                o,
+                if outs.len() == 1 {
+                    r.clone()
+                } else {
+                    format!("{r}#{k}")
+                },
+            );
         }
     }
     for (k, &o) in g.outputs.iter().enumerate() {
@@ -536,7 +618,7 @@ pub fn emit(g: &Graph) -> R<String> {
     }
     e.line("return");
     Ok(format!(
-        "module {{\n  func.func @{ENTRY}({}) attributes {{llvm.emit_c_interface}} {{\n{}  }}\n}}\n",
+        "module {{\n{funcs}  func.func @{ENTRY}({}) attributes {{llvm.emit_c_interface}} {{\n{}  }}\n}}\n",
         params.join(", "),
         e.body
     ))
