@@ -128,23 +128,18 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String>
         )
         .map_err(|e| format!("LLVM optimization failed: {e}"))?;
     lap("LLVM O3");
-    match stage {
-        Stage::Llvm => Ok(llmod.print_to_string().to_string().into_bytes()),
-        Stage::Asm => tm
-            .write_to_memory_buffer(&llmod, FileType::Assembly)
-            .map(|b| b.as_slice().to_vec())
-            .map_err(|e| format!("code generation failed: {e}")),
-        _ => {
-            let obj = tm.write_to_memory_buffer(&llmod, FileType::Object);
-            lap("machine code");
-            obj
-        }
-        .map(|b| b.as_slice().to_vec())
-        .map_err(|e| format!("code generation failed: {e}")),
-        #[allow(unreachable_patterns)]
-        _ => tm
-            .write_to_memory_buffer(&llmod, FileType::Object)
-            .map(|b| b.as_slice().to_vec())
-            .map_err(|e| format!("code generation failed: {e}")),
+    if stage == Stage::Llvm {
+        return Ok(llmod.print_to_string().to_string().into_bytes());
     }
+    let kind = if stage == Stage::Asm {
+        FileType::Assembly
+    } else {
+        FileType::Object
+    };
+    let out = tm
+        .write_to_memory_buffer(&llmod, kind)
+        .map(|b| b.as_slice().to_vec())
+        .map_err(|e| format!("code generation failed: {e}"));
+    lap("machine code");
+    out
 }
