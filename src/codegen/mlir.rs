@@ -194,39 +194,17 @@ impl E<'_> {
             dvars.join(", "),
             dvars.join(", ")
         ));
-        let e = self.empty(out)?;
-        let v = self.fresh();
-        let in_vals: Vec<&str> = ins.iter().map(|(v, _)| v.as_str()).collect();
-        let in_tys: Vec<String> = ins.iter().map(|(_, t)| tensor_ty(t)).collect();
-        let args: Vec<String> = (0..ins.len()).map(|i| format!("%a{i}")).collect();
-        let mut lines = Vec::new();
-        let y = body(&mut lines, &args);
-        let mut text = format!(
-            "{v} = linalg.generic {{indexing_maps = [{}], iterator_types = [{}]}} ins({} : {}) outs({e} : {}) {{\n",
-            maps.join(", "),
-            vec!["\"parallel\""; r].join(", "),
-            in_vals.join(", "),
-            in_tys.join(", "),
-            tensor_ty(out)
-        );
-        let block_args: Vec<String> = ins
-            .iter()
-            .enumerate()
-            .map(|(i, (_, t))| format!("%a{i}: {}", elem(t.dtype)))
-            .chain(std::iter::once(format!("%out: {}", elem(out.dtype))))
-            .collect();
-        let _ = writeln!(text, "    ^bb0({}):", block_args.join(", "));
-        for l in lines {
-            let _ = writeln!(text, "      {l}");
-        }
-        let _ = write!(
-            text,
-            "      linalg.yield {y} : {}\n    }} -> {}",
-            elem(out.dtype),
-            tensor_ty(out)
-        );
-        self.line(&text);
-        Ok(v)
+        let init = self.empty(out)?;
+        let iters = vec!["parallel"; r];
+        Ok(generic(
+            self,
+            ins,
+            &maps,
+            &iters,
+            init,
+            out,
+            &mut |lines, a, _| body(lines, a),
+        ))
     }
 
     fn name(&self, v: ValueId) -> String {
