@@ -62,6 +62,27 @@ fn dims_expr(shape: &[Dim]) -> Vec<String> {
         .collect()
 }
 
+/// The parameters of `NAME_run`: the context, the batch, then one typed buffer per input and
+/// output.
+fn run_params(g: &Graph, name: &str) -> Vec<String> {
+    let mut params = vec![format!("{name}_ctx *ctx"), "int64_t batch".to_string()];
+    for &i in &g.inputs {
+        params.push(format!(
+            "const {} *{}",
+            c_type(g.ty(i).dtype),
+            c_ident(&g.value(i).name)
+        ));
+    }
+    for &o in &g.outputs {
+        params.push(format!(
+            "{} *{}",
+            c_type(g.ty(o).dtype),
+            c_ident(&g.value(o).name)
+        ));
+    }
+    params
+}
+
 pub fn header(g: &Graph, name: &str, version: &str) -> String {
     let up = name.to_uppercase();
     let mut h = String::new();
@@ -104,21 +125,7 @@ pub fn header(g: &Graph, name: &str, version: &str) -> String {
         h,
         " * Returns {up}_OK or an error code ({name}_last_error says why). */"
     );
-    let mut params = vec![format!("{name}_ctx *ctx"), "int64_t batch".to_string()];
-    for &i in &g.inputs {
-        params.push(format!(
-            "const {} *{}",
-            c_type(g.ty(i).dtype),
-            c_ident(&g.value(i).name)
-        ));
-    }
-    for &o in &g.outputs {
-        params.push(format!(
-            "{} *{}",
-            c_type(g.ty(o).dtype),
-            c_ident(&g.value(o).name)
-        ));
-    }
+    let params = run_params(g, name);
     let _ = writeln!(h, "int {name}_run({});\n", params.join(", "));
     let _ = writeln!(
         h,
@@ -218,21 +225,7 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str) -> String {
         let _ = writeln!(c, "    default: return -1;\n    }}\n}}\n");
     }
     // run
-    let mut params = vec![format!("{name}_ctx *ctx"), "int64_t batch".to_string()];
-    for &i in &g.inputs {
-        params.push(format!(
-            "const {} *{}",
-            c_type(g.ty(i).dtype),
-            c_ident(&g.value(i).name)
-        ));
-    }
-    for &o in &g.outputs {
-        params.push(format!(
-            "{} *{}",
-            c_type(g.ty(o).dtype),
-            c_ident(&g.value(o).name)
-        ));
-    }
+    let params = run_params(g, name);
     let _ = writeln!(c, "int {name}_run({}) {{", params.join(", "));
     let _ = writeln!(
         c,
