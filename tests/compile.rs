@@ -34,9 +34,6 @@ fn compiled_models_match_the_interpreter_and_keras_at_batch_1_3_32() {
     let m = manifest();
     let mut checked = 0;
     for (name, info) in m["models"].as_object().unwrap() {
-        if name == "lstm_seq" {
-            continue; // rnn is not lowered yet: see compiler_names_the_op_it_cannot_lower
-        }
         let model = load(
             &model_file(&format!("{name}.keras")),
             &LoadOptions::default(),
@@ -88,7 +85,7 @@ fn compiled_models_match_the_interpreter_and_keras_at_batch_1_3_32() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 7 * 3);
+    assert_eq!(checked, 8 * 3);
 }
 
 #[test]
@@ -206,26 +203,27 @@ fn every_stage_can_be_emitted() {
 #[test]
 fn compiler_names_the_op_it_cannot_lower() {
     let dir = scratch("unlowered");
+    let model = fixtures().join("layers/conv2d_zoo.keras");
     let out = forgec(&[
         "compile",
-        model_file("lstm_seq.keras").to_str().unwrap(),
+        model.to_str().unwrap(),
         "-o",
         dir.to_str().unwrap(),
     ]);
     assert_eq!(out.code, 2);
     assert!(
-        out.stderr
-            .contains("LSTM `lstm` (rnn): the compiler does not lower `rnn` yet"),
+        out.stderr.contains("Conv2DTranspose `conv2d_transpose` (conv_transpose): the compiler does not lower `conv_transpose` yet"),
         "{}",
         out.stderr
     );
     assert!(!out.stderr.contains("panicked"));
     // `run` falls back to the interpreter, and says so.
+    let input = fixtures().join("layers/conv2d_zoo.input.0.npy");
     let out = forgec(&[
         "run",
-        model_file("lstm_seq.keras").to_str().unwrap(),
+        model.to_str().unwrap(),
         "-i",
-        model_file("lstm_seq.input.npy").to_str().unwrap(),
+        input.to_str().unwrap(),
         "-o",
         dir.to_str().unwrap(),
     ]);
@@ -235,6 +233,28 @@ fn compiler_names_the_op_it_cannot_lower() {
             .contains("note: running the reference interpreter"),
         "{}",
         out.stderr
+    );
+}
+
+/// Recurrent layers (GRU both ways, SimpleRNN, bidirectional LSTM and GRU, TimeDistributed)
+/// compiled, against Keras.
+#[test]
+fn recurrent_layers_compile() {
+    let dir = scratch("compile_recurrent");
+    let model = load(
+        &fixtures().join("layers/recurrent.keras"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    codegen::compile(model.graph, &opts("rec"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("librec.so"), "rec").unwrap();
+    let x = npy(&fixtures().join("layers/recurrent.input.0.npy"));
+    let got = lib.run(&[&x]).unwrap();
+    assert_close(
+        &got[0],
+        &npy(&fixtures().join("layers/recurrent.keras_out.0.npy")),
+        1e-4,
+        "recurrent zoo, compiled",
     );
 }
 

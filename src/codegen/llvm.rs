@@ -15,7 +15,7 @@ use melior::Context;
 /// wrapper takes one memref descriptor pointer per argument.
 pub const PIPELINE: &str = "builtin.module(\
 eliminate-empty-tensors,\
-one-shot-bufferize{bufferize-function-boundaries=1 function-boundary-type-conversion=identity-layout-map},\
+one-shot-bufferize{bufferize-function-boundaries=1 function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops=1},\
 canonicalize,buffer-deallocation-pipeline,\
 func.func(convert-linalg-to-loops),\
 convert-scf-to-cf,expand-strided-metadata,lower-affine,\

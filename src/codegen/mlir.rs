@@ -5,8 +5,8 @@
 //! read from the first input that carries them.
 
 use forgec_ir::{
-    BinaryOp, ConvAttrs, DType, Dim, Graph, Layout, Node, Op, PadMode, PoolKind, ReduceKind,
-    Tensor, TensorType, UnaryOp, ValueId,
+    Activation, BinaryOp, ConvAttrs, DType, Dim, Graph, Layout, Node, Op, PadMode, PoolKind,
+    ReduceKind, Tensor, TensorType, UnaryOp, ValueId,
 };
 use forgec_runtime::Data;
 use std::collections::HashMap;
@@ -516,7 +516,11 @@ pub fn emit(g: &Graph) -> R<String> {
         // argument) stay in the entry function.
         if matches!(
             node.op,
-            Op::Const { .. } | Op::Dropout { .. } | Op::Reshape { .. } | Op::Slice { .. }
+            Op::Const { .. }
+                | Op::Dropout { .. }
+                | Op::Reshape { .. }
+                | Op::Slice { .. }
+                | Op::Rnn(_)
         ) {
             let outs = lower(&mut e, node).map_err(at)?;
             for (o, v) in node.outputs.iter().zip(outs) {
@@ -684,7 +688,18 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
                 let n = x.1.shape[a].known().ok_or("slicing a symbolic dim")?;
                 let (s, _) = forgec_ir::infer::slice_range(n, starts[k], ends[k], steps[k])?;
                 if steps[k] < 0 {
-                    return Err("slices with negative steps are not compiled yet".into());
+                    // Read backwards: a copy whose input map runs `start + i * step`.
+                    let r = x.1.rank();
+                    let mut exprs: Vec<String> = (0..r).map(|i| format!("d{i}")).collect();
+                    for (j, &aa) in axes.iter().enumerate() {
+                        let n = x.1.shape[aa].known().ok_or("slicing a symbolic dim")?;
+                        let (s0, _) = forgec_ir::infer::slice_range(n, starts[j], ends[j], steps[j])?;
+                        exprs[aa] = format!("d{aa} * {} + {s0}", steps[j]);
+                    }
+                    let in_map = map(r, &exprs);
+                    let out_map = map(r, &(0..r).map(|i| format!("d{i}")).collect::<Vec<_>>());
+                    let init = e.empty(ot)?;
+                    return one(generic(e, std::slice::from_ref(x), &[in_map, out_map], &vec!["parallel"; r], init, ot, &mut |_, a, _| a[0].clone()));
                 }
                 offs[a] = s.to_string();
                 strides[a] = steps[k].to_string();
@@ -712,6 +727,7 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         Op::LayerNorm { axes, epsilon } => one(layer_norm(e, &ins, axes, *epsilon, ot)?),
         Op::Conv(c) => one(conv(e, &ins[0], &ins[1], c, ot)?),
         Op::Pool(p) => one(pool(e, &ins[0], p, ot)?),
+        Op::Rnn(r) => one(rnn(e, &ins, r, ot)?),
         other => Err(format!("the compiler does not lower `{}` yet (the reference interpreter runs it: forgec run --engine interp)", other.name())),
     }
 }
@@ -1484,5 +1500,269 @@ fn pool(
     ));
     e.elementwise(ot, &[(acc, ot.clone()), (cv, ct)], &mut |lines, a| {
         binary_body(lines, BinaryOp::Div, &a[0], &a[1], dt).unwrap_or_default()
+    })
+}
+
+/// Scalar code for a recurrent cell's activation.
+fn act_body(lines: &mut Vec<String>, a: Activation, x: &str, d: DType) -> String {
+    let t = elem(d);
+    match a {
+        Activation::Linear => x.to_string(),
+        Activation::Tanh => push(lines, format!("math.tanh {x} : {t}")),
+        Activation::Sigmoid => unary_body(lines, UnaryOp::Sigmoid, x, d).unwrap_or_default(),
+        Activation::Relu => unary_body(lines, UnaryOp::Relu, x, d).unwrap_or_default(),
+        Activation::HardSigmoid => {
+            // relu6(x + 3) / 6
+            let three = push(lines, E::scalar_const(d, 3.0));
+            let six = push(lines, E::scalar_const(d, 6.0));
+            let zero = push(lines, E::scalar_const(d, 0.0));
+            let s = push(lines, format!("arith.addf {x}, {three} : {t}"));
+            let lo = push(lines, format!("arith.maximumf {s}, {zero} : {t}"));
+            let hi = push(lines, format!("arith.minimumf {lo}, {six} : {t}"));
+            push(lines, format!("arith.divf {hi}, {six} : {t}"))
+        }
+    }
+}
+
+/// Columns `from..from+n` of a `[B, C]` tensor.
+fn columns(e: &mut E, x: &(String, TensorType), from: usize, n: usize) -> R<(String, TensorType)> {
+    let b = e.dim_val(&x.1.shape[0])?;
+    let t = TensorType::new(x.1.dtype, vec![x.1.shape[0].clone(), Dim::Known(n)]);
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.extract_slice {}[0, {from}] [{b}, {n}] [1, 1] : {} to {}",
+        x.0,
+        tensor_ty(&x.1),
+        tensor_ty(&t)
+    ));
+    Ok((v, t))
+}
+
+/// A recurrent layer: x·W for every step up front, then an `scf.for` over time carrying the
+/// state (and the sequence of outputs) as tensors.
+fn rnn(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    r: &forgec_ir::RnnAttrs,
+    ot: &TensorType,
+) -> R<String> {
+    let (x, k, rk, bias) = (&ins[0], &ins[1], &ins[2], &ins[3]);
+    let dt = x.1.dtype;
+    let u = r.units;
+    let gu = r.cell.gates() * u;
+    let bdim = x.1.shape[0].clone();
+    let steps = x.1.shape[1]
+        .known()
+        .ok_or("a recurrent layer over a symbolic number of steps is not compiled yet")?;
+    // x·W + input bias for all steps: [B, T, G·U].
+    let xw_t = TensorType::new(dt, vec![bdim.clone(), Dim::Known(steps), Dim::Known(gu)]);
+    let xw = matmul(e, &[x.clone(), k.clone()], &xw_t)?;
+    let gru_after = r.cell == forgec_ir::RnnCell::Gru && r.reset_after;
+    let bvec_t = TensorType::new(dt, vec![Dim::Known(gu)]);
+    let (b_in, b_rec) = if gru_after {
+        let row = |e: &mut E, i: usize| -> R<String> {
+            let v = e.fresh();
+            e.line(&format!(
+                "{v} = tensor.extract_slice {}[{i}, 0] [1, {gu}] [1, 1] : {} to {}",
+                bias.0,
+                tensor_ty(&bias.1),
+                tensor_ty(&bvec_t)
+            ));
+            Ok(v)
+        };
+        (row(e, 0)?, Some(row(e, 1)?))
+    } else {
+        (bias.0.clone(), None)
+    };
+    let xwb = e.elementwise(
+        &xw_t,
+        &[(xw, xw_t.clone()), (b_in, bvec_t.clone())],
+        &mut |lines, a| binary_body(lines, BinaryOp::Add, &a[0], &a[1], dt).unwrap_or_default(),
+    )?;
+    let state_t = TensorType::new(dt, vec![bdim.clone(), Dim::Known(u)]);
+    let h0 = filled(e, &state_t, 0.0)?;
+    let c0 = filled(e, &state_t, 0.0)?;
+    let seq_t = TensorType::new(dt, vec![bdim.clone(), Dim::Known(steps), Dim::Known(u)]);
+    let s0 = filled(e, &seq_t, 0.0)?;
+    let (c0_, c1_, ct_) = (e.idx(0), e.idx(1), e.idx(steps as i64));
+    let last = e.idx(steps as i64 - 1);
+    let bsz = e.dim_val(&bdim)?;
+    let res = e.fresh();
+    let (hv, cv, sv, tv) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
+    let (st, sq) = (tensor_ty(&state_t), tensor_ty(&seq_t));
+    e.line(&format!(
+        "{res}:3 = scf.for {tv} = {c0_} to {ct_} step {c1_} iter_args({hv} = {h0}, {cv} = {c0}, {sv} = {s0}) -> ({st}, {st}, {sq}) {{"
+    ));
+    // Constants made inside the loop must not be reused after it.
+    let saved = e.consts.clone();
+    let ts = if r.go_backwards {
+        let v = e.fresh();
+        e.line(&format!("{v} = arith.subi {last}, {tv} : index"));
+        v
+    } else {
+        tv.clone()
+    };
+    let gt = TensorType::new(dt, vec![bdim.clone(), Dim::Known(gu)]);
+    let xt = e.fresh();
+    e.line(&format!(
+        "{xt} = tensor.extract_slice {xwb}[0, {ts}, 0] [{bsz}, 1, {gu}] [1, 1, 1] : {} to {}",
+        tensor_ty(&xw_t),
+        tensor_ty(&gt)
+    ));
+    let xt = (xt, gt.clone());
+    let h = (hv.clone(), state_t.clone());
+    let c = (cv.clone(), state_t.clone());
+    let (ract, act) = (r.recurrent_activation, r.activation);
+    let (h_new, c_new) = match r.cell {
+        forgec_ir::RnnCell::Simple => {
+            let hu = matmul(e, &[h.clone(), rk.clone()], &gt)?;
+            let hn = e.elementwise(&state_t, &[xt, (hu, gt.clone())], &mut |lines, a| {
+                let s = binary_body(lines, BinaryOp::Add, &a[0], &a[1], dt).unwrap_or_default();
+                act_body(lines, act, &s, dt)
+            })?;
+            (hn, cv.clone())
+        }
+        forgec_ir::RnnCell::Lstm => {
+            let hu = matmul(e, &[h.clone(), rk.clone()], &gt)?;
+            let z = e.elementwise(&gt, &[xt, (hu, gt.clone())], &mut |lines, a| {
+                binary_body(lines, BinaryOp::Add, &a[0], &a[1], dt).unwrap_or_default()
+            })?;
+            let z = (z, gt.clone());
+            let zi = columns(e, &z, 0, u)?;
+            let zf = columns(e, &z, u, u)?;
+            let zc = columns(e, &z, 2 * u, u)?;
+            let zo = columns(e, &z, 3 * u, u)?;
+            let cn = e.elementwise(&state_t, &[zi, zf, zc, c], &mut |lines, a| {
+                let i = act_body(lines, ract, &a[0], dt);
+                let f = act_body(lines, ract, &a[1], dt);
+                let g = act_body(lines, act, &a[2], dt);
+                let fc = binary_body(lines, BinaryOp::Mul, &f, &a[3], dt).unwrap_or_default();
+                let ig = binary_body(lines, BinaryOp::Mul, &i, &g, dt).unwrap_or_default();
+                binary_body(lines, BinaryOp::Add, &fc, &ig, dt).unwrap_or_default()
+            })?;
+            let hn = e.elementwise(
+                &state_t,
+                &[zo, (cn.clone(), state_t.clone())],
+                &mut |lines, a| {
+                    let o = act_body(lines, ract, &a[0], dt);
+                    let ac = act_body(lines, act, &a[1], dt);
+                    binary_body(lines, BinaryOp::Mul, &o, &ac, dt).unwrap_or_default()
+                },
+            )?;
+            (hn, cn)
+        }
+        forgec_ir::RnnCell::Gru => {
+            let xz = columns(e, &xt, 0, u)?;
+            let xr = columns(e, &xt, u, u)?;
+            let xh = columns(e, &xt, 2 * u, u)?;
+            let hn = if let Some(rb) = &b_rec {
+                let hu = matmul(e, &[h.clone(), rk.clone()], &gt)?;
+                let hub = e.elementwise(
+                    &gt,
+                    &[(hu, gt.clone()), (rb.clone(), bvec_t.clone())],
+                    &mut |lines, a| {
+                        binary_body(lines, BinaryOp::Add, &a[0], &a[1], dt).unwrap_or_default()
+                    },
+                )?;
+                let hub = (hub, gt.clone());
+                let hz = columns(e, &hub, 0, u)?;
+                let hr = columns(e, &hub, u, u)?;
+                let hh = columns(e, &hub, 2 * u, u)?;
+                e.elementwise(
+                    &state_t,
+                    &[xz, xr, xh, hz, hr, hh, h.clone()],
+                    &mut |lines, a| {
+                        let zs =
+                            binary_body(lines, BinaryOp::Add, &a[0], &a[3], dt).unwrap_or_default();
+                        let z = act_body(lines, ract, &zs, dt);
+                        let rs =
+                            binary_body(lines, BinaryOp::Add, &a[1], &a[4], dt).unwrap_or_default();
+                        let rr = act_body(lines, ract, &rs, dt);
+                        let rh =
+                            binary_body(lines, BinaryOp::Mul, &rr, &a[5], dt).unwrap_or_default();
+                        let hs =
+                            binary_body(lines, BinaryOp::Add, &a[2], &rh, dt).unwrap_or_default();
+                        let cand = act_body(lines, act, &hs, dt);
+                        // z h + (1 - z) cand
+                        let zh =
+                            binary_body(lines, BinaryOp::Mul, &z, &a[6], dt).unwrap_or_default();
+                        let one = push(lines, E::scalar_const(dt, 1.0));
+                        let omz =
+                            binary_body(lines, BinaryOp::Sub, &one, &z, dt).unwrap_or_default();
+                        let oc =
+                            binary_body(lines, BinaryOp::Mul, &omz, &cand, dt).unwrap_or_default();
+                        binary_body(lines, BinaryOp::Add, &zh, &oc, dt).unwrap_or_default()
+                    },
+                )?
+            } else {
+                // reset before the recurrent product: (r * h) · U_h.
+                let rk_zr_t = TensorType::new(dt, vec![Dim::Known(u), Dim::Known(2 * u)]);
+                let rk_h_t = TensorType::new(dt, vec![Dim::Known(u), Dim::Known(u)]);
+                let (rk_zr, rk_h) = (e.fresh(), e.fresh());
+                e.line(&format!(
+                    "{rk_zr} = tensor.extract_slice {}[0, 0] [{u}, {}] [1, 1] : {} to {}",
+                    rk.0,
+                    2 * u,
+                    tensor_ty(&rk.1),
+                    tensor_ty(&rk_zr_t)
+                ));
+                e.line(&format!(
+                    "{rk_h} = tensor.extract_slice {}[0, {}] [{u}, {u}] [1, 1] : {} to {}",
+                    rk.0,
+                    2 * u,
+                    tensor_ty(&rk.1),
+                    tensor_ty(&rk_h_t)
+                ));
+                let zr_t = TensorType::new(dt, vec![bdim.clone(), Dim::Known(2 * u)]);
+                let hu = matmul(e, &[h.clone(), (rk_zr, rk_zr_t)], &zr_t)?;
+                let hu = (hu, zr_t);
+                let hz = columns(e, &hu, 0, u)?;
+                let hr = columns(e, &hu, u, u)?;
+                let z = e.elementwise(&state_t, &[xz, hz], &mut |lines, a| {
+                    let s = binary_body(lines, BinaryOp::Add, &a[0], &a[1], dt).unwrap_or_default();
+                    act_body(lines, ract, &s, dt)
+                })?;
+                let rh = e.elementwise(&state_t, &[xr, hr, h.clone()], &mut |lines, a| {
+                    let s = binary_body(lines, BinaryOp::Add, &a[0], &a[1], dt).unwrap_or_default();
+                    let rr = act_body(lines, ract, &s, dt);
+                    binary_body(lines, BinaryOp::Mul, &rr, &a[2], dt).unwrap_or_default()
+                })?;
+                let rhu = matmul(e, &[(rh, state_t.clone()), (rk_h, rk_h_t)], &state_t)?;
+                e.elementwise(
+                    &state_t,
+                    &[xh, (rhu, state_t.clone()), (z, state_t.clone()), h.clone()],
+                    &mut |lines, a| {
+                        let s =
+                            binary_body(lines, BinaryOp::Add, &a[0], &a[1], dt).unwrap_or_default();
+                        let cand = act_body(lines, act, &s, dt);
+                        let zh =
+                            binary_body(lines, BinaryOp::Mul, &a[2], &a[3], dt).unwrap_or_default();
+                        let one = push(lines, E::scalar_const(dt, 1.0));
+                        let omz =
+                            binary_body(lines, BinaryOp::Sub, &one, &a[2], dt).unwrap_or_default();
+                        let oc =
+                            binary_body(lines, BinaryOp::Mul, &omz, &cand, dt).unwrap_or_default();
+                        binary_body(lines, BinaryOp::Add, &zh, &oc, dt).unwrap_or_default()
+                    },
+                )?
+            };
+            (hn, cv.clone())
+        }
+    };
+    // Outputs go in processing order (as Keras keeps them when going backwards).
+    let s2 = e.fresh();
+    e.line(&format!(
+        "{s2} = tensor.insert_slice {h_new} into {sv}[0, {tv}, 0] [{bsz}, 1, {u}] [1, 1, 1] : {st} into {sq}"
+    ));
+    e.line(&format!(
+        "scf.yield {h_new}, {c_new}, {s2} : {st}, {st}, {sq}"
+    ));
+    e.line("}");
+    e.consts = saved;
+    let _ = ot;
+    Ok(if r.return_sequences {
+        format!("{res}#2")
+    } else {
+        format!("{res}#0")
     })
 }
