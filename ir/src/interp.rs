@@ -695,38 +695,12 @@ pub fn eval_op(op: &Op, ins: &[&Tensor]) -> R<Vec<Tensor>> {
         Op::Rnn(r) => one(rnn(r, ins, ot.dtype, oshape)?),
         Op::GatherElements { axis } => {
             let (x, idx) = (ins[0], ins[1]);
-            let xs = strides(x.shape());
-            let n = x.shape()[*axis] as i64;
-            let iv = idx.to_i64_vec();
-            let map: Vec<usize> = index_iter(&oshape)
-                .zip(&iv)
-                .map(|(pos, &i)| {
-                    let i = norm_index(i, n)?;
-                    Ok(pos
-                        .iter()
-                        .enumerate()
-                        .map(|(d, &p)| if d == *axis { i } else { p } * xs[d])
-                        .sum())
-                })
-                .collect::<R<_>>()?;
+            let map = axis_offsets(x.shape(), idx, *axis)?;
             one(gather_elems(x, &map, ot.dtype, oshape)?)
         }
         Op::ScatterElements { axis, reduction } => {
             let (x, idx, upd) = (ins[0], ins[1], ins[2]);
-            let xs = strides(x.shape());
-            let n = x.shape()[*axis] as i64;
-            let iv = idx.to_i64_vec();
-            let targets: Vec<usize> = index_iter(idx.shape())
-                .zip(&iv)
-                .map(|(pos, &i)| {
-                    let i = norm_index(i, n)?;
-                    Ok(pos
-                        .iter()
-                        .enumerate()
-                        .map(|(d, &p)| if d == *axis { i } else { p } * xs[d])
-                        .sum())
-                })
-                .collect::<R<_>>()?;
+            let targets = axis_offsets(x.shape(), idx, *axis)?;
             one(scatter(x, &targets, upd, 1, reduction, ot.dtype)?)
         }
         Op::ScatterNd { reduction } => {
@@ -1066,6 +1040,24 @@ fn resize_axis(
         }
     }
     out
+}
+
+/// For GatherElements/ScatterElements: the flat offset into a tensor of shape `xshape` of every
+/// element of `idx`, where `idx` gives the coordinate along `axis` and its own position the others.
+fn axis_offsets(xshape: &[usize], idx: &Tensor, axis: usize) -> R<Vec<usize>> {
+    let xs = strides(xshape);
+    let n = xshape[axis] as i64;
+    index_iter(idx.shape())
+        .zip(&idx.to_i64_vec())
+        .map(|(pos, &i)| {
+            let i = norm_index(i, n)?;
+            Ok(pos
+                .iter()
+                .enumerate()
+                .map(|(d, &p)| if d == axis { i } else { p } * xs[d])
+                .sum())
+        })
+        .collect()
 }
 
 fn norm_index(i: i64, n: i64) -> R<usize> {

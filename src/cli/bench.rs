@@ -7,12 +7,25 @@ use forgec_runtime::{DType, Tensor};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[derive(clap::Args, Debug)]
 pub struct Args {
     pub model: PathBuf,
+    #[arg(
+        long = "batch",
+        value_name = "BATCH",
+        value_delimiter = ',',
+        default_value = "1,32"
+    )]
     pub batches: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1")]
     pub threads: Vec<usize>,
+    /// Write the records as JSON
+    #[arg(long)]
     pub json: Option<PathBuf>,
+    #[arg(long, default_value = "native")]
     pub cpu: String,
+    /// Seconds of measurement per batch size
+    #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
 }
 

@@ -5,13 +5,25 @@ use crate::UserError;
 use serde_json::Value;
 use std::path::PathBuf;
 
+#[derive(clap::Args, Debug)]
 pub struct Args {
     pub model: PathBuf,
+    #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// The loss (default: the one the model was compiled with)
+    #[arg(long)]
     pub loss: Option<String>,
+    /// Whether the loss takes logits (default: from the compile config, else false)
+    #[arg(long)]
     pub from_logits: Option<bool>,
+    /// The shape of one sample of the data, without the batch dim: 28,28,1
+    #[arg(long, value_delimiter = ',')]
     pub input_shape: Option<Vec<usize>>,
+    /// The training data (.npy), whose shape is checked against the model's input
+    #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The training labels (.npy), checked against the loss and the output
+    #[arg(long)]
     pub labels: Option<PathBuf>,
 }
 

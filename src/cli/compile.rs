@@ -6,13 +6,25 @@ use crate::UserError;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+#[derive(clap::Args, Debug)]
 pub struct Args {
     pub model: PathBuf,
+    #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// The output directory
+    #[arg(long, short = 'o')]
     pub out: PathBuf,
+    /// The library's name (default: the model file's name)
+    #[arg(long)]
     pub name: Option<String>,
+    /// native, x86-64-v2 (portable), x86-64-v3, x86-64-v4, or any LLVM CPU name
+    #[arg(long, default_value = "x86-64-v2")]
     pub cpu: String,
+    /// An LLVM target triple, e.g. aarch64-unknown-linux-gnu (default: this machine)
+    #[arg(long)]
     pub target: Option<String>,
+    /// Stop at a stage: mlir, llvm, asm, obj; lib (the default) writes the artifact
+    #[arg(long, default_value = "lib")]
     pub emit: String,
 }
 

@@ -9,18 +9,31 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+#[derive(clap::Args, Debug)]
 pub struct Args {
+    /// A directory of cases: <suite>/<case>/model.onnx + test_data_set_N/
     pub dir: PathBuf,
+    /// Where to write the JSON report
+    #[arg(long)]
     pub report: Option<PathBuf>,
+    #[arg(long, default_value_t = 1e-3)]
     pub rtol: f64,
+    #[arg(long, default_value_t = 1e-7)]
     pub atol: f64,
+    /// Only cases whose path contains this text
+    #[arg(long)]
     pub filter: Option<String>,
+    /// Print every case that does not pass
+    #[arg(long, short)]
     pub verbose: bool,
-    /// Write the claimed-op table as Markdown (for the README).
+    /// Write the claimed-op table as Markdown
+    #[arg(long)]
     pub markdown: Option<PathBuf>,
-    /// Fail (exit 1) when fewer cases pass: a floor against regressions.
+    /// Exit 1 when fewer cases pass
+    #[arg(long)]
     pub min_passed: Option<usize>,
-    /// Fail (exit 1) when more cases fail.
+    /// Exit 1 when more cases fail
+    #[arg(long)]
     pub max_failed: Option<usize>,
 }
 

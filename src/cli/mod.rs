@@ -37,90 +37,13 @@ pub enum Command {
     },
     /// Find the classic Keras mistakes before training: activation/loss mismatches, label
     /// encodings that do not fit the loss, data shapes that do not fit the model.
-    Check {
-        model: PathBuf,
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// The loss (default: the one the model was compiled with)
-        #[arg(long)]
-        loss: Option<String>,
-        /// Whether the loss takes logits (default: from the compile config, else false)
-        #[arg(long)]
-        from_logits: Option<bool>,
-        /// The shape of one sample of the data, without the batch dim: 28,28,1
-        #[arg(long, value_delimiter = ',')]
-        input_shape: Option<Vec<usize>>,
-        /// The training data (.npy), whose shape is checked against the model's input
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// The training labels (.npy), checked against the loss and the output
-        #[arg(long)]
-        labels: Option<PathBuf>,
-    },
+    Check(check::Args),
     /// Compile the model to a native library with a C API: libNAME.a, libNAME.so, NAME.h, NAME.json.
-    Compile {
-        model: PathBuf,
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// The output directory
-        #[arg(long, short = 'o')]
-        out: PathBuf,
-        /// The library's name (default: the model file's name)
-        #[arg(long)]
-        name: Option<String>,
-        /// native, x86-64-v2 (portable), x86-64-v3, x86-64-v4, or any LLVM CPU name
-        #[arg(long, default_value = "x86-64-v2")]
-        cpu: String,
-        /// An LLVM target triple, e.g. aarch64-unknown-linux-gnu (default: this machine)
-        #[arg(long)]
-        target: Option<String>,
-        /// Stop at a stage: mlir, llvm, asm, obj; lib (the default) writes the artifact
-        #[arg(long, default_value = "lib")]
-        emit: String,
-    },
+    Compile(compile::Args),
     /// Measure the compiled model: latency (median, p90) and throughput per batch size.
-    Bench {
-        model: PathBuf,
-        #[arg(long, value_delimiter = ',', default_value = "1,32")]
-        batch: Vec<usize>,
-        #[arg(long, value_delimiter = ',', default_value = "1")]
-        threads: Vec<usize>,
-        /// Write the records as JSON
-        #[arg(long)]
-        json: Option<PathBuf>,
-        #[arg(long, default_value = "native")]
-        cpu: String,
-        /// Seconds of measurement per batch size
-        #[arg(long, default_value_t = 1.0)]
-        seconds: f64,
-    },
+    Bench(bench::Args),
     /// Run an ONNX test suite (standard layout) through import and the interpreter.
-    Conformance {
-        /// A directory of cases: <suite>/<case>/model.onnx + test_data_set_N/
-        dir: PathBuf,
-        /// Where to write the JSON report
-        #[arg(long)]
-        report: Option<PathBuf>,
-        #[arg(long, default_value_t = 1e-3)]
-        rtol: f64,
-        #[arg(long, default_value_t = 1e-7)]
-        atol: f64,
-        /// Only cases whose path contains this text
-        #[arg(long)]
-        filter: Option<String>,
-        /// Print every case that does not pass
-        #[arg(long, short)]
-        verbose: bool,
-        /// Write the claimed-op table as Markdown
-        #[arg(long)]
-        markdown: Option<PathBuf>,
-        /// Exit 1 when fewer cases pass
-        #[arg(long)]
-        min_passed: Option<usize>,
-        /// Exit 1 when more cases fail
-        #[arg(long)]
-        max_failed: Option<usize>,
-    },
+    Conformance(conformance::Args),
     /// Run the model on inputs and write its outputs as .npy files.
     Run {
         model: PathBuf,
@@ -146,76 +69,10 @@ pub enum Command {
 pub fn main_with(cli: Cli) -> i32 {
     let res: Result<i32, UserError> = match cli.command {
         Command::Summary { model, weights, ir } => summary::cmd(&model, weights, ir),
-        Command::Check {
-            model,
-            weights,
-            loss,
-            from_logits,
-            input_shape,
-            data,
-            labels,
-        } => check::cmd(check::Args {
-            model,
-            weights,
-            loss,
-            from_logits,
-            input_shape,
-            data,
-            labels,
-        }),
-        Command::Bench {
-            model,
-            batch,
-            threads,
-            json,
-            cpu,
-            seconds,
-        } => bench::cmd(bench::Args {
-            model,
-            batches: batch,
-            threads,
-            json,
-            cpu,
-            seconds,
-        }),
-        Command::Compile {
-            model,
-            weights,
-            out,
-            name,
-            cpu,
-            target,
-            emit,
-        } => compile::cmd(compile::Args {
-            model,
-            weights,
-            out,
-            name,
-            cpu,
-            target,
-            emit,
-        }),
-        Command::Conformance {
-            dir,
-            report,
-            rtol,
-            atol,
-            filter,
-            verbose,
-            markdown,
-            min_passed,
-            max_failed,
-        } => conformance::cmd(conformance::Args {
-            dir,
-            report,
-            rtol,
-            atol,
-            filter,
-            verbose,
-            markdown,
-            min_passed,
-            max_failed,
-        }),
+        Command::Check(a) => check::cmd(a),
+        Command::Bench(a) => bench::cmd(a),
+        Command::Compile(a) => compile::cmd(a),
+        Command::Conformance(a) => conformance::cmd(a),
         Command::Run {
             model,
             weights,

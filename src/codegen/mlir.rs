@@ -281,22 +281,19 @@ fn unary_body(lines: &mut Vec<String>, u: UnaryOp, x: &str, d: DType) -> R<Strin
         UnaryOp::Ceil => push(lines, format!("math.ceil {x} : {t}")),
         UnaryOp::Round => push(lines, format!("math.roundeven {x} : {t}")),
         UnaryOp::Atan => push(lines, format!("math.atan {x} : {t}")),
-        UnaryOp::Sign if f => {
-            let z = c(lines, 0.0);
-            let one = c(lines, 1.0);
-            let m1 = c(lines, -1.0);
-            let gt = push(lines, format!("arith.cmpf ogt, {x}, {z} : {t}"));
-            let lt = push(lines, format!("arith.cmpf olt, {x}, {z} : {t}"));
-            let a = push(lines, format!("arith.select {lt}, {m1}, {x} : {t}"));
-            push(lines, format!("arith.select {gt}, {one}, {a} : {t}"))
-        }
         UnaryOp::Sign => {
             let z = c(lines, 0.0);
             let one = c(lines, 1.0);
             let m1 = c(lines, -1.0);
-            let gt = push(lines, format!("arith.cmpi sgt, {x}, {z} : {t}"));
-            let lt = push(lines, format!("arith.cmpi slt, {x}, {z} : {t}"));
-            let a = push(lines, format!("arith.select {lt}, {m1}, {z} : {t}"));
+            // Floats keep x itself when neither compare holds (NaN and -0 pass through).
+            let (cmp, gt, lt, rest) = if f {
+                ("cmpf", "ogt", "olt", x)
+            } else {
+                ("cmpi", "sgt", "slt", z.as_str())
+            };
+            let gt = push(lines, format!("arith.{cmp} {gt}, {x}, {z} : {t}"));
+            let lt = push(lines, format!("arith.{cmp} {lt}, {x}, {z} : {t}"));
+            let a = push(lines, format!("arith.select {lt}, {m1}, {rest} : {t}"));
             push(lines, format!("arith.select {gt}, {one}, {a} : {t}"))
         }
         UnaryOp::Not => {

@@ -311,6 +311,23 @@ impl L<'_, '_> {
         self.cx.op(op, ins, self.o)
     }
 
+    fn reduce(
+        &mut self,
+        kind: ReduceKind,
+        axes: Vec<usize>,
+        keepdims: bool,
+        x: ValueId,
+    ) -> R<ValueId> {
+        self.op(
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims,
+            },
+            &[x],
+        )
+    }
+
     fn un(&mut self, u: U, x: ValueId) -> R<ValueId> {
         self.op(Op::Unary(u), &[x])
     }
@@ -350,24 +367,10 @@ impl L<'_, '_> {
         axes: Vec<usize>,
         eps: f64,
     ) -> R<(ValueId, ValueId, ValueId)> {
-        let mean = self.op(
-            Op::Reduce {
-                kind: ReduceKind::Mean,
-                axes: axes.clone(),
-                keepdims: true,
-            },
-            &[x],
-        )?;
+        let mean = self.reduce(ReduceKind::Mean, axes.clone(), true, x)?;
         let d = self.bin(B::Sub, x, mean)?;
         let sq = self.bin(B::Mul, d, d)?;
-        let var = self.op(
-            Op::Reduce {
-                kind: ReduceKind::Mean,
-                axes,
-                keepdims: true,
-            },
-            &[sq],
-        )?;
+        let var = self.reduce(ReduceKind::Mean, axes, true, sq)?;
         let ve = self.bin_s(B::Add, var, eps)?;
         let inv = self.un(U::Rsqrt, ve)?;
         Ok((self.bin(B::Mul, d, inv)?, mean, inv))
@@ -870,14 +873,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             } else {
                 ReduceKind::Mean
             };
-            one(l.op(
-                Op::Reduce {
-                    kind,
-                    axes: (2..r).collect(),
-                    keepdims: true,
-                },
-                &[x],
-            )?)
+            one(l.reduce(kind, (2..r).collect(), true, x)?)
         }
         t if t.starts_with("Reduce") => reduce(&mut l),
         "Softmax" | "LogSoftmax" => {
@@ -1325,24 +1321,10 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             let p = ai(n, "p", 2);
             let norm = if p == 1 {
                 let a = l.un(U::Abs, x)?;
-                l.op(
-                    Op::Reduce {
-                        kind: ReduceKind::Sum,
-                        axes: vec![axis],
-                        keepdims: true,
-                    },
-                    &[a],
-                )?
+                l.reduce(ReduceKind::Sum, vec![axis], true, a)?
             } else if p == 2 {
                 let sq = l.bin(B::Mul, x, x)?;
-                let s = l.op(
-                    Op::Reduce {
-                        kind: ReduceKind::Sum,
-                        axes: vec![axis],
-                        keepdims: true,
-                    },
-                    &[sq],
-                )?;
+                let s = l.reduce(ReduceKind::Sum, vec![axis], true, sq)?;
                 l.un(U::Sqrt, s)?
             } else {
                 return Err(format!("p={p} (only 1 and 2 exist)"));
@@ -1597,22 +1579,8 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             let x = l.t(0)?;
             let r = l.rank(x);
             let all: Vec<usize> = (0..r).collect();
-            let mx = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Max,
-                    axes: all.clone(),
-                    keepdims: false,
-                },
-                &[x],
-            )?;
-            let mn = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Min,
-                    axes: all,
-                    keepdims: false,
-                },
-                &[x],
-            )?;
+            let mx = l.reduce(ReduceKind::Max, all.clone(), false, x)?;
+            let mn = l.reduce(ReduceKind::Min, all, false, x)?;
             let mx = l.bin_s(B::Max, mx, 0.0)?;
             let mn = l.bin_s(B::Min, mn, 0.0)?;
             let range = l.bin(B::Sub, mx, mn)?;
@@ -1771,14 +1739,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             let r = l.rank(x);
             let axis = norm_axis(ai(n, "axis", -1), r)?;
             let sq = l.bin(B::Mul, x, x)?;
-            let ms = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes: (axis..r).collect(),
-                    keepdims: true,
-                },
-                &[sq],
-            )?;
+            let ms = l.reduce(ReduceKind::Mean, (axis..r).collect(), true, sq)?;
             let e = l.bin_s(B::Add, ms, af(n, "epsilon", 1e-5))?;
             let inv = l.un(U::Rsqrt, e)?;
             let y = l.bin(B::Mul, x, inv)?;
@@ -1989,23 +1950,9 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
                 .iter()
                 .map(|&a| norm_axis(a, r))
                 .collect::<R<_>>()?;
-            let mean = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes: axes.clone(),
-                    keepdims: true,
-                },
-                &[x],
-            )?;
+            let mean = l.reduce(ReduceKind::Mean, axes.clone(), true, x)?;
             let sq = l.bin(B::Mul, x, x)?;
-            let msq = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes,
-                    keepdims: true,
-                },
-                &[sq],
-            )?;
+            let msq = l.reduce(ReduceKind::Mean, axes, true, sq)?;
             let m2 = l.bin(B::Mul, mean, mean)?;
             let var = l.bin(B::Sub, msq, m2)?;
             let sd = l.un(U::Sqrt, var)?;
@@ -2252,14 +2199,7 @@ fn einsum(l: &mut L) -> R<Vec<Val>> {
     }
     let drop: Vec<usize> = (out.len()..all.len()).collect();
     if !drop.is_empty() {
-        acc = l.op(
-            Op::Reduce {
-                kind: ReduceKind::Sum,
-                axes: drop,
-                keepdims: false,
-            },
-            &[acc],
-        )?;
+        acc = l.reduce(ReduceKind::Sum, drop, false, acc)?;
     }
     Ok(vec![Val::T(acc)])
 }
@@ -2716,41 +2656,20 @@ fn attention(l: &mut L) -> R<Vec<Val>> {
     }
     // The reference's softmax, step by step (each step rounds to the working type, which
     // matters for f16 / bf16): a row that is all -inf uses 0 as its max and 1 as its sum.
-    let mx = l.op(
-        Op::Reduce {
-            kind: ReduceKind::Max,
-            axes: vec![3],
-            keepdims: true,
-        },
-        &[logits],
-    )?;
+    let mx = l.reduce(ReduceKind::Max, vec![3], true, logits)?;
     let masked_row = l.bin_s(B::Eq, mx, f64::NEG_INFINITY)?;
     let z = l.scalar(0.0, mx);
     let safe = l.select(masked_row, z, mx)?;
     let shifted = l.bin(B::Sub, logits, safe)?;
     let e = l.un(U::Exp, shifted)?;
-    let sum = l.op(
-        Op::Reduce {
-            kind: ReduceKind::Sum,
-            axes: vec![3],
-            keepdims: true,
-        },
-        &[e],
-    )?;
+    let sum = l.reduce(ReduceKind::Sum, vec![3], true, e)?;
     let empty = l.bin_s(B::Eq, sum, 0.0)?;
     let one_ = l.scalar(1.0, sum);
     let sum = l.select(empty, one_, sum)?;
     let mut probs = l.bin(B::Div, e, sum)?;
     if let Some(b) = bias {
         // Rows whose every key is masked give zeros, not NaN.
-        let mx = l.op(
-            Op::Reduce {
-                kind: ReduceKind::Max,
-                axes: vec![l.rank(b) - 1],
-                keepdims: true,
-            },
-            &[b],
-        )?;
+        let mx = l.reduce(ReduceKind::Max, vec![l.rank(b) - 1], true, b)?;
         let all_masked = l.bin_s(B::Eq, mx, f64::NEG_INFINITY)?;
         let z = l.scalar(0.0, probs);
         probs = l.select(all_masked, z, probs)?;
@@ -2830,40 +2749,12 @@ fn nll(l: &mut L, x: ValueId, t: ValueId, w: Option<ValueId>) -> R<ValueId> {
     let all: Vec<usize> = (0..r).collect();
     Ok(match reduction.as_str() {
         "none" => loss,
-        "sum" => l.op(
-            Op::Reduce {
-                kind: ReduceKind::Sum,
-                axes: all,
-                keepdims: false,
-            },
-            &[loss],
-        )?,
+        "sum" => l.reduce(ReduceKind::Sum, all, false, loss)?,
         "mean" => match weight {
-            None => l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes: all,
-                    keepdims: false,
-                },
-                &[loss],
-            )?,
+            None => l.reduce(ReduceKind::Mean, all, false, loss)?,
             Some(wt) => {
-                let s = l.op(
-                    Op::Reduce {
-                        kind: ReduceKind::Sum,
-                        axes: all.clone(),
-                        keepdims: false,
-                    },
-                    &[loss],
-                )?;
-                let ws = l.op(
-                    Op::Reduce {
-                        kind: ReduceKind::Sum,
-                        axes: all,
-                        keepdims: false,
-                    },
-                    &[wt],
-                )?;
+                let s = l.reduce(ReduceKind::Sum, all.clone(), false, loss)?;
+                let ws = l.reduce(ReduceKind::Sum, all, false, wt)?;
                 l.bin(B::Div, s, ws)?
             }
         },
@@ -3138,16 +3029,7 @@ fn reduce(l: &mut L) -> R<Vec<Val>> {
         _ if noop => return Ok(vec![Val::T(x)]),
         _ => (0..r).collect(),
     };
-    let red = |l: &mut L, kind, v: ValueId| {
-        l.op(
-            Op::Reduce {
-                kind,
-                axes: axes.clone(),
-                keepdims,
-            },
-            &[v],
-        )
-    };
+    let red = |l: &mut L, kind, v: ValueId| l.reduce(kind, axes.clone(), keepdims, v);
     let y = match n.op_type.as_str() {
         "ReduceSum" => red(l, ReduceKind::Sum, x)?,
         "ReduceMean" => red(l, ReduceKind::Mean, x)?,
@@ -3173,24 +3055,10 @@ fn reduce(l: &mut L) -> R<Vec<Val>> {
         }
         "ReduceLogSumExp" => {
             // max + log(sum(exp(x - max))), with the max kept for broadcasting.
-            let m = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Max,
-                    axes: axes.clone(),
-                    keepdims: true,
-                },
-                &[x],
-            )?;
+            let m = l.reduce(ReduceKind::Max, axes.clone(), true, x)?;
             let d = l.bin(B::Sub, x, m)?;
             let e = l.un(U::Exp, d)?;
-            let s = l.op(
-                Op::Reduce {
-                    kind: ReduceKind::Sum,
-                    axes: axes.clone(),
-                    keepdims: true,
-                },
-                &[e],
-            )?;
+            let s = l.reduce(ReduceKind::Sum, axes.clone(), true, e)?;
             let lg = l.un(U::Log, s)?;
             let y = l.bin(B::Add, lg, m)?;
             if keepdims {
