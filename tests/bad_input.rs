@@ -304,6 +304,45 @@ fn embedding_index_out_of_range_names_the_layer() {
     );
 }
 
+/// An unknown `--cpu` made LLVM abort the process on x86; an unknown `--target` read as a bug
+/// in forgec. Both are the user's to fix, and said before any compiling.
+#[test]
+fn unknown_cpu_or_target_is_refused() {
+    let d = scratch("bad_cpu");
+    let m = model_file("mlp_mnist.keras");
+    let compile = |extra: &[&str]| {
+        let mut args = vec!["compile", s(&m), "-o", s(&d)];
+        args.extend_from_slice(extra);
+        forgec(&args)
+    };
+    fails_with(
+        &compile(&["--target", "x86_64-unknown-linux-gnu", "--cpu", "notacpu"]),
+        &[
+            "--cpu notacpu: not a CPU LLVM knows for x86_64",
+            "x86-64-v2 (portable)",
+        ],
+    );
+    fails_with(
+        &compile(&[
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "--cpu",
+            "x86-64-v3",
+        ]),
+        &[
+            "--cpu x86-64-v3: not a CPU LLVM knows for aarch64",
+            "generic",
+        ],
+    );
+    fails_with(
+        &compile(&["--target", "foo-bar-baz"]),
+        &[
+            "--target foo-bar-baz: LLVM has no backend for it",
+            "x86_64-unknown-linux-gnu",
+        ],
+    );
+}
+
 #[test]
 fn absurd_sizes_are_refused_before_allocating() {
     let d = scratch("bad_absurd");

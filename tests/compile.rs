@@ -10,7 +10,7 @@ use forgec_runtime::Tensor;
 fn opts(name: &str) -> Options {
     Options {
         name: name.into(),
-        cpu: "native".into(),
+        cpu: Some("native".into()),
         target: None,
         emit: Emit::Lib,
     }
@@ -174,6 +174,31 @@ fn cross_compiles_an_aarch64_object() {
     // ELF, machine EM_AARCH64 (183).
     assert_eq!(&obj[..4], b"\x7fELF");
     assert_eq!(u16::from_le_bytes([obj[18], obj[19]]), 183);
+}
+
+/// `-o` relative to the working directory (the linker runs elsewhere), and a cross-compile
+/// without `--cpu` (the default CPU follows the target's architecture).
+#[test]
+fn relative_output_dir_and_default_cross_cpu() {
+    let dir = scratch("relative");
+    let model = model_file("mlp_mnist.keras");
+    for (args, file) in [
+        (&[][..], "build/libmlp_mnist.a"),
+        (
+            &["--target", "aarch64-unknown-linux-gnu", "--emit", "obj"][..],
+            "build/mlp_mnist.o",
+        ),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_forgec"))
+            .current_dir(&dir)
+            .args(["compile", model.to_str().unwrap(), "-o", "build"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {stderr}");
+        assert!(dir.join(file).is_file(), "{args:?}: no {file}");
+    }
 }
 
 #[test]

@@ -82,7 +82,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     let dir = tempfile::tempdir().map_err(|e| UserError::new(e.to_string()))?;
     let o = crate::codegen::Options {
         name: "bench".into(),
-        cpu: a.cpu.clone(),
+        cpu: Some(a.cpu.clone()),
         target: None,
         emit: crate::codegen::Emit::Lib,
     };

@@ -77,7 +77,7 @@ pub fn run_compiled(g: &forgec_ir::Graph, ins: &[(String, Tensor)]) -> Result<Ve
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let opts = crate::codegen::Options {
         name: "model".into(),
-        cpu: "native".into(),
+        cpu: Some("native".into()),
         target: None,
         emit: crate::codegen::Emit::Lib,
     };

@@ -348,6 +348,9 @@ pub fn link(dir: &Path, name: &str, out: &Path) -> Result<(), String> {
         ]),
         "compiling the C wrapper",
     )?;
+    // The tools run in `dir`, so a relative `out` (`-o build`) must be made absolute first.
+    let out =
+        &std::path::absolute(out).map_err(|e| format!("{}: cannot resolve: {e}", out.display()))?;
     let a = out.join(format!("lib{name}.a"));
     let _ = std::fs::remove_file(&a);
     run(

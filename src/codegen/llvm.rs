@@ -28,13 +28,52 @@ pub struct Target_ {
     pub features: String,
 }
 
-/// Resolves `--target` and `--cpu` (native, x86-64-v2/v3/v4, or any LLVM CPU name).
-pub fn target(triple: Option<&str>, cpu: &str) -> Target_ {
+/// Resolves `--target` and `--cpu` (native, x86-64-v2/v3/v4, or any LLVM CPU name; default
+/// x86-64-v2 on x86_64, generic elsewhere). A triple
+/// LLVM has no backend for, or a CPU name it does not know for x86_64/aarch64 (where LLVM would
+/// abort or silently drop it), is the user's error, said before any work is done.
+pub fn target(triple: Option<&str>, cpu: Option<&str>) -> Result<Target_, String> {
     let host = TargetMachine::get_default_triple()
         .as_str()
         .to_string_lossy()
         .into_owned();
-    let triple = triple.map(|t| t.to_string()).unwrap_or(host);
+    let triple = triple.map_or_else(|| host.clone(), |t| t.to_string());
+    Target::initialize_all(&InitializationConfig::default());
+    Target::from_triple(&TargetTriple::create(&triple)).map_err(|e| {
+        format!(
+            "--target {triple}: LLVM has no backend for it ({}); use a triple such as \
+             x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu",
+            e.to_string_lossy()
+        )
+    })?;
+    let arch = triple.split('-').next().unwrap_or("");
+    let cpu = cpu.unwrap_or(if arch == "x86_64" {
+        "x86-64-v2"
+    } else {
+        "generic"
+    });
+    let known = match arch {
+        "x86_64" => Some(super::cpus::X86_64),
+        "aarch64" | "arm64" => Some(super::cpus::AARCH64),
+        _ => None,
+    };
+    if let Some(known) = known {
+        if cpu != "native" && !known.contains(&cpu) {
+            let mut hint = if arch == "x86_64" {
+                "x86-64-v2 (portable), x86-64-v3, x86-64-v4"
+            } else {
+                "generic, neoverse-n1, apple-m1"
+            }
+            .to_string();
+            if host.split('-').next() == Some(arch) {
+                hint = format!("native (this machine), {hint}");
+            }
+            return Err(format!(
+                "--cpu {cpu}: not a CPU LLVM knows for {arch}; use {hint}, \
+                 or another name from `llc -mtriple={triple} -mcpu=help`"
+            ));
+        }
+    }
     let (cpu, features) = if cpu == "native" {
         (
             TargetMachine::get_host_cpu_name().to_string(),
@@ -43,11 +82,11 @@ pub fn target(triple: Option<&str>, cpu: &str) -> Target_ {
     } else {
         (cpu.to_string(), String::new())
     };
-    Target_ {
+    Ok(Target_ {
         triple,
         cpu,
         features,
-    }
+    })
 }
 
 /// Which stage's text to return instead of object code.

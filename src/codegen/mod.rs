@@ -1,6 +1,7 @@
 //! `forgec compile`: IR → MLIR (linalg on tensors) → LLVM → object code, wrapped in a C API.
 
 pub mod capi;
+mod cpus;
 pub mod llvm;
 pub mod mlir;
 
@@ -10,8 +11,9 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct Options {
     pub name: String,
-    /// `native`, `x86-64-v2` (the portable default), `x86-64-v3`, `x86-64-v4`, or an LLVM CPU.
-    pub cpu: String,
+    /// `native`, `x86-64-v2`, `x86-64-v3`, `x86-64-v4`, or an LLVM CPU (default: the portable
+    /// `x86-64-v2` on x86_64, `generic` elsewhere).
+    pub cpu: Option<String>,
     /// An LLVM target triple (default: this machine's).
     pub target: Option<String>,
     pub emit: Emit,
@@ -59,6 +61,7 @@ pub fn compile(
     out: &Path,
     source_sha256: &str,
 ) -> Result<Vec<PathBuf>, String> {
+    let target = llvm::target(opts.target.as_deref(), opts.cpu.as_deref())?;
     let g = prepare(g)?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create: {e}", out.display()))?;
     let name = &opts.name;
@@ -74,7 +77,6 @@ pub fn compile(
             text.as_bytes(),
         )?]);
     }
-    let target = llvm::target(opts.target.as_deref(), &opts.cpu);
     let internal = |e: String| {
         format!(
             "internal error in forgec's code generator: {e}\nthis is a bug in forgec; `forgec compile --emit mlir` shows the MLIR it made, and `forgec run --engine interp` runs the model meanwhile"
@@ -144,7 +146,7 @@ fn metadata(
         "source_sha256": sha,
         "inputs": tensors(&g.inputs),
         "outputs": tensors(&g.outputs),
-        "flags": { "cpu": opts.cpu, "target": t.triple, "weights": "embedded" },
+        "flags": { "cpu": opts.cpu.as_ref().unwrap_or(&t.cpu), "target": t.triple, "weights": "embedded" },
     });
     serde_json::to_string_pretty(&v).expect("json") + "\n"
 }
