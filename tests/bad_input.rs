@@ -51,6 +51,13 @@ fn truncated_json() {
         &forgec(&["summary", s(&f)]),
         &["m.json", "malformed JSON at line"],
     );
+    // Without weights beside it, the JSON is still what is reported: a file that is not a
+    // model should not send the user looking for weights.
+    std::fs::remove_file(d.join("m.weights.h5")).unwrap();
+    fails_with(
+        &forgec(&["compile", s(&f), "-o", s(&d)]),
+        &["m.json", "malformed JSON at line"],
+    );
 }
 
 #[test]

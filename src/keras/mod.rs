@@ -162,11 +162,27 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
                 ))
             }
         };
+        (Format::Keras3Json, text, disp.clone(), None, None, None)
+    };
+    let root: Value = match serde_json::from_str(&config_text) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(format!(
+                "{config_disp}: malformed JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ))
+        }
+    };
+    // A JSON model's weights lie beside it; looked for once the JSON is known to be JSON.
+    let store = if format != Format::Keras3Json {
+        store
+    } else {
         let weights = match &opts.weights {
             Some(w) => Some(w.clone()),
             None => find_weights(path),
         };
-        let store = match weights {
+        match weights {
             Some(w) if w.exists() || opts.weights.is_some() => Some(
                 WeightFile::open(&w, w.display().to_string()).map_err(|e| ImportError {
                     problems: vec![e],
@@ -185,17 +201,6 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
                     looked.join(", ")
                 ));
             }
-        };
-        (Format::Keras3Json, text, disp.clone(), store, None, None)
-    };
-    let root: Value = match serde_json::from_str(&config_text) {
-        Ok(v) => v,
-        Err(e) => {
-            return fail(format!(
-                "{config_disp}: malformed JSON at line {}, column {}: {e}",
-                e.line(),
-                e.column()
-            ))
         }
     };
     let format = if format == Format::Keras3Json && is_tf_keras(&root) {
