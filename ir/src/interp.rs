@@ -89,6 +89,40 @@ fn transpose_vec<T: Copy>(v: &[T], shape: &[usize], perm: &[usize]) -> (Vec<T>, 
     (out, out_shape)
 }
 
+/// Rounds `x` to the nearest value of a half-precision `dtype` (through f32, as half kernels do).
+fn round_half(dtype: DType, x: f64) -> f64 {
+    match dtype {
+        DType::F16 => half::f16::from_f32(x as f32).to_f64(),
+        _ => half::bf16::from_f32(x as f32).to_f64(),
+    }
+}
+
+/// One Softmax/LogSoftmax row in a half-precision type, rounding after every step as ONNX's
+/// reference (NumPy in the storage type) does: `x - max`, `exp`, the sum (f16 sums in f32 and
+/// rounds once, as NumPy's f16 reduction does; bf16 rounds every partial sum), the division and
+/// the logarithm. Computing the row in f64 and rounding once differs by one unit in the last place
+/// on about one element in ten.
+fn out_half_softmax(
+    dtype: DType,
+    log: bool,
+    v: &[f64],
+    out: &mut [f64],
+    max: f64,
+    row: impl Iterator<Item = usize> + Clone,
+) {
+    let r = |x: f64| round_half(dtype, x);
+    let e = |k: usize| r(r(v[k] - max).exp());
+    let s = if dtype == DType::F16 {
+        r(row.clone().fold(0f32, |s, k| s + e(k) as f32) as f64)
+    } else {
+        row.clone().fold(0.0, |s, k| r(s + e(k)))
+    };
+    for k in row {
+        let y = r(e(k) / s);
+        out[k] = if log { r(y.ln()) } else { y };
+    }
+}
+
 fn float_t(dtype: DType, shape: Vec<usize>, v: &[f64]) -> R<Tensor> {
     Tensor::from_f64_values(dtype, shape, v).map_err(|e| e.0)
 }
@@ -521,10 +555,15 @@ pub fn eval_op(op: &Op, ins: &[&Tensor]) -> R<Vec<Tensor>> {
                 numel(&shape[axis + 1..]),
             );
             let mut out = vec![0.0; v.len()];
+            let half = matches!(ot.dtype, DType::F16 | DType::BF16);
             for o in 0..outer {
                 for i in 0..inner {
                     let at = |k: usize| o * n * inner + k * inner + i;
                     let m = (0..n).map(|k| v[at(k)]).fold(f64::NEG_INFINITY, f64::max);
+                    if half {
+                        out_half_softmax(ot.dtype, *log, &v, &mut out, m, (0..n).map(at));
+                        continue;
+                    }
                     let s: f64 = (0..n).map(|k| (v[at(k)] - m).exp()).sum();
                     for k in 0..n {
                         out[at(k)] = if *log {
@@ -1472,6 +1511,9 @@ fn reduce(
     };
     let v = x.to_f64_vec();
     let mut acc = vec![init; nout];
+    // bf16 sums and products round every partial result, as ONNX's reference (NumPy with
+    // ml_dtypes) does; other types accumulate in f64 and round once.
+    let bf16 = dtype == DType::BF16;
     for (k, idx) in index_iter(shape).enumerate() {
         let o: usize = idx
             .iter()
@@ -1481,7 +1523,9 @@ fn reduce(
             .sum();
         let a = &mut acc[o];
         match kind {
+            ReduceKind::Sum | ReduceKind::Mean if bf16 => *a = round_half(dtype, *a + v[k]),
             ReduceKind::Sum | ReduceKind::Mean => *a += v[k],
+            ReduceKind::Prod if bf16 => *a = round_half(dtype, *a * v[k]),
             ReduceKind::Prod => *a *= v[k],
             ReduceKind::Max => *a = if v[k].is_nan() { v[k] } else { a.max(v[k]) },
             ReduceKind::Min => *a = if v[k].is_nan() { v[k] } else { a.min(v[k]) },

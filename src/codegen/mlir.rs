@@ -596,12 +596,43 @@ pub fn emit(g: &Graph) -> R<String> {
         ));
     }
     e.line("return");
-    Ok(format!(
-        "module {{\n{funcs}  func.func @{ENTRY}({}) attributes {{llvm.emit_c_interface}} {{\n{}  }}\n}}\n",
+    let body = format!(
+        "{funcs}  func.func @{ENTRY}({}) attributes {{llvm.emit_c_interface}} {{\n{}  }}\n",
         params.join(", "),
         e.body
-    ))
+    );
+    let runtime = if body.contains("bf16") {
+        TRUNC_BF16
+    } else {
+        ""
+    };
+    Ok(format!("module {{\n{body}{runtime}}}\n"))
 }
+
+/// LLVM computes bf16 arithmetic in f32 and rounds every result back with a call of
+/// `__truncsfbf2`, which compiler-rt has but Debian 12's libgcc has not: the library carries its
+/// own (round to nearest even, NaN kept quiet), weak and hidden so that it does not clash with
+/// another model's or the toolchain's.
+const TRUNC_BF16: &str = r#"  llvm.func weak hidden @__truncsfbf2(%x: f32) -> bf16 {
+    %c1 = llvm.mlir.constant(1 : i32) : i32
+    %c16 = llvm.mlir.constant(16 : i32) : i32
+    %c7fff = llvm.mlir.constant(32767 : i32) : i32
+    %quiet = llvm.mlir.constant(64 : i16) : i16
+    %u = llvm.bitcast %x : f32 to i32
+    %hi = llvm.lshr %u, %c16 : i32
+    %lsb = llvm.and %hi, %c1 : i32
+    %b = llvm.add %u, %c7fff : i32
+    %r = llvm.add %b, %lsb : i32
+    %s = llvm.lshr %r, %c16 : i32
+    %t = llvm.trunc %s : i32 to i16
+    %h16 = llvm.trunc %hi : i32 to i16
+    %q = llvm.or %h16, %quiet : i16
+    %nan = llvm.fcmp "uno" %x, %x : f32
+    %sel = llvm.select %nan, %q, %t : i1, i16
+    %res = llvm.bitcast %sel : i16 to bf16
+    llvm.return %res : bf16
+  }
+"#;
 
 fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
     let ins: Vec<(String, TensorType)> =
@@ -878,6 +909,35 @@ fn reduce(
 ) -> R<String> {
     let r = x.1.rank();
     let dt = x.1.dtype;
+    if dt == DType::F16 && matches!(kind, ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Prod) {
+        // f16 sums and products accumulate in f32 and round once, as the interpreter (and NumPy)
+        // do: rounding every partial sum to 11 bits loses digits on long rows.
+        // (With keepdims the result has the input's rank, whatever `ot` says.)
+        let shape: Vec<Dim> = if keepdims {
+            let one = |(i, d): (usize, &Dim)| {
+                if axes.contains(&i) {
+                    Dim::Known(1)
+                } else {
+                    d.clone()
+                }
+            };
+            x.1.shape.iter().enumerate().map(one).collect()
+        } else {
+            ot.shape.clone()
+        };
+        let (xt, ot32) = (
+            TensorType::new(DType::F32, x.1.shape.clone()),
+            TensorType::new(DType::F32, shape.clone()),
+        );
+        let x32 = e.elementwise(&xt, std::slice::from_ref(x), &mut |lines, a| {
+            cast_body(lines, &a[0], DType::F16, DType::F32)
+        })?;
+        let s = reduce(e, &(x32, xt), kind, axes, keepdims, &ot32)?;
+        let ot16 = TensorType::new(DType::F16, shape);
+        return e.elementwise(&ot16, &[(s, ot32)], &mut |lines, a| {
+            cast_body(lines, &a[0], DType::F32, DType::F16)
+        });
+    }
     // Reduce into the keepdims shape, then reshape if needed.
     let kept: Vec<Dim> =
         x.1.shape
@@ -1007,7 +1067,13 @@ fn softmax(
         true,
         ot,
     )?;
-    if log {
+    if log && matches!(dt, DType::F16 | DType::BF16) {
+        // log(exp(x - max) / sum), each step rounded, as the interpreter does for half types.
+        e.elementwise(ot, &[(ex, ot.clone()), (sum, kt)], &mut |lines, a| {
+            let q = binary_body(lines, BinaryOp::Div, &a[0], &a[1], dt).unwrap_or_default();
+            push(lines, format!("math.log {q} : {}", elem(dt)))
+        })
+    } else if log {
         // x - max - log(sum)
         e.elementwise(
             ot,
