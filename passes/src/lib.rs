@@ -5,16 +5,25 @@
 //! | `shape-inference` | re-derives every value's type from the graph inputs, reporting every mismatch with the layer it came from |
 //! | `strip-dropout` | removes inference-time no-ops (Dropout) |
 //! | `dce` | removes nodes whose results nothing uses |
+//! | `fold-constants` | evaluates nodes whose inputs are all constants (up to 4M elements) |
+//! | `fold-batchnorm` | folds a BatchNormalization into the preceding convolution's or matmul's constant weights, leaving an addition |
 //!
 //! [`run_pipeline`] runs passes by name; the golden tests drive it from text IR.
 
 pub mod cleanup;
+pub mod fold;
 pub mod shape;
 
 use forgec_ir::Graph;
 
 /// Names of the passes [`run_pipeline`] knows.
-pub const PASSES: &[&str] = &["shape-inference", "strip-dropout", "dce"];
+pub const PASSES: &[&str] = &[
+    "shape-inference",
+    "strip-dropout",
+    "dce",
+    "fold-constants",
+    "fold-batchnorm",
+];
 
 /// Runs the named passes in order. Errors list every problem found. In debug builds (and so
 /// in the tests) the verifier runs after every pass: a pass that breaks an invariant is named.
@@ -41,6 +50,8 @@ fn run_one(g: &mut Graph, p: &str) -> Result<(), Vec<String>> {
                 .map_err(|ds| ds.iter().map(|d| d.to_string()).collect::<Vec<_>>())?,
             "strip-dropout" => cleanup::strip_dropout(g),
             "dce" => cleanup::dce(g),
+            "fold-constants" => fold::fold_constants(g),
+            "fold-batchnorm" => fold::fold_batchnorm(g),
             other => {
                 return Err(vec![format!(
                     "unknown pass '{other}' (known: {})",

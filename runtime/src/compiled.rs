@@ -14,12 +14,33 @@ type RunV =
 type Shape = unsafe extern "C" fn(c_int, i64, *mut i64) -> c_int;
 type Dtype = unsafe extern "C" fn(c_int) -> c_int;
 
-/// A compiled model.
+/// A compiled model, with one context of its own: the context keeps the model's scratch
+/// buffers between calls, so calls after the first allocate nothing. Calls from several threads
+/// take turns on it.
 pub struct CompiledModel {
+    ctx: std::sync::Mutex<Ctx>,
     lib: libloading::Library,
     name: String,
     pub num_inputs: usize,
     pub num_outputs: usize,
+}
+
+struct Ctx(*mut c_void);
+
+// The context is only used under the mutex, by one thread at a time.
+unsafe impl Send for Ctx {}
+
+impl Drop for CompiledModel {
+    fn drop(&mut self) {
+        let ctx = self
+            .ctx
+            .get_mut()
+            .map(|c| c.0)
+            .unwrap_or(std::ptr::null_mut());
+        if let (false, Ok(destroy)) = (ctx.is_null(), self.sym::<Destroy>("destroy")) {
+            unsafe { destroy(ctx) };
+        }
+    }
 }
 
 fn dtype(code: c_int) -> Option<DType> {
@@ -42,11 +63,18 @@ impl CompiledModel {
         let lib = unsafe { libloading::Library::new(path) }
             .map_err(|e| format!("{}: cannot load: {e}", path.display()))?;
         let mut m = CompiledModel {
+            ctx: std::sync::Mutex::new(Ctx(std::ptr::null_mut())),
             lib,
             name: name.to_string(),
             num_inputs: 0,
             num_outputs: 0,
         };
+        let create: Create = m.sym("create")?;
+        let ctx = unsafe { create() };
+        if ctx.is_null() {
+            return Err("the model could not allocate its context".into());
+        }
+        m.ctx = std::sync::Mutex::new(Ctx(ctx));
         let shape: Shape = m.sym("input_shape")?;
         let oshape: Shape = m.sym("output_shape")?;
         let mut dims = [0i64; 16];
@@ -102,7 +130,7 @@ impl CompiledModel {
             .first()
             .and_then(|t| t.shape().first().copied())
             .unwrap_or(1) as i64;
-        let mut in_bufs: Vec<Vec<u8>> = Vec::new();
+        let mut in_ptrs: Vec<*const c_void> = Vec::new();
         for (i, t) in inputs.iter().enumerate() {
             let (shape, dt) = self.shape_of(false, i, batch)?;
             if t.shape() != shape.as_slice() || t.dtype() != dt {
@@ -112,7 +140,7 @@ impl CompiledModel {
                     t.shape()
                 ));
             }
-            in_bufs.push(bytes_of(t));
+            in_ptrs.push(data_ptr(t));
         }
         let mut outs: Vec<(Vec<usize>, DType, Vec<u8>)> = Vec::new();
         for i in 0..self.num_outputs {
@@ -126,26 +154,17 @@ impl CompiledModel {
                 })?;
             outs.push((shape, dt, vec![0u8; n * dt.size_bytes()]));
         }
-        let create: Create = self.sym("create")?;
-        let destroy: Destroy = self.sym("destroy")?;
         let last: LastError = self.sym("last_error")?;
         let run: RunV = self.sym("run_v")?;
-        let in_ptrs: Vec<*const c_void> = in_bufs
-            .iter()
-            .map(|b| b.as_ptr() as *const c_void)
-            .collect();
         let out_ptrs: Vec<*mut c_void> = outs
             .iter_mut()
             .map(|o| o.2.as_mut_ptr() as *mut c_void)
             .collect();
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
         unsafe {
-            let ctx = create();
-            if ctx.is_null() {
-                return Err("the model could not allocate its context".into());
-            }
-            let rc = run(ctx, batch, in_ptrs.as_ptr(), out_ptrs.as_ptr());
-            let msg = CStr::from_ptr(last(ctx)).to_string_lossy().into_owned();
-            destroy(ctx);
+            let rc = run(guard.0, batch, in_ptrs.as_ptr(), out_ptrs.as_ptr());
+            let msg = CStr::from_ptr(last(guard.0)).to_string_lossy().into_owned();
+            drop(guard);
             if rc != 0 {
                 return Err(format!("the compiled model failed ({rc}): {msg}"));
             }
@@ -156,29 +175,19 @@ impl CompiledModel {
     }
 }
 
-fn bytes_of(t: &Tensor) -> Vec<u8> {
+/// The tensor's elements, in place: the C API takes them as they are laid out in memory (a Rust
+/// `bool` is one byte, 0 or 1, as the C API's booleans).
+fn data_ptr(t: &Tensor) -> *const c_void {
     use crate::tensor::Data;
-    let mut out = Vec::with_capacity(t.size_bytes());
     match t.data() {
-        Data::F32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
-        Data::F64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
-        Data::F16(v) | Data::BF16(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
-        Data::I8(v) => v.iter().for_each(|x| out.push(*x as u8)),
-        Data::I32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
-        Data::I64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_ne_bytes())),
-        Data::Bool(v) => v.iter().for_each(|x| out.push(*x as u8)),
+        Data::F32(v) => v.as_ptr() as _,
+        Data::F64(v) => v.as_ptr() as _,
+        Data::F16(v) | Data::BF16(v) => v.as_ptr() as _,
+        Data::I8(v) => v.as_ptr() as _,
+        Data::I32(v) => v.as_ptr() as _,
+        Data::I64(v) => v.as_ptr() as _,
+        Data::Bool(v) => v.as_ptr() as _,
     }
-    out
 }
 
 fn from_bytes(shape: Vec<usize>, dt: DType, b: &[u8]) -> Result<Tensor, String> {

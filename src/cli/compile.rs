@@ -24,7 +24,8 @@ pub struct Args {
     /// An LLVM target triple, e.g. aarch64-unknown-linux-gnu (default: this machine)
     #[arg(long)]
     pub target: Option<String>,
-    /// Stop at a stage: mlir, llvm, asm, obj; lib (the default) writes the artifact
+    /// Stop at a stage: ir (forgec's IR after its passes), mlir, llvm, asm, obj; lib (the
+    /// default) writes the artifact
     #[arg(long, default_value = "lib")]
     pub emit: String,
 }
@@ -43,7 +44,7 @@ pub fn sha256_of(paths: &[&Path]) -> Result<String, UserError> {
 pub fn cmd(a: Args) -> Result<i32, UserError> {
     let emit = Emit::parse(&a.emit).ok_or_else(|| {
         UserError::new(format!(
-            "--emit {}: use mlir, llvm, asm, obj or lib",
+            "--emit {}: use ir, mlir, llvm, asm, obj or lib",
             a.emit
         ))
     })?;

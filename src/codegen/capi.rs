@@ -198,12 +198,48 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str) -> String {
     // MLIR lowers copies between strided views to a call of `memrefCopy` (from its runner
     // library): the artifact carries its own, weak so several forgec models can be linked.
     c.push_str(MEMREF_COPY);
-    let _ = writeln!(c, "struct {name}_ctx {{ char error[256]; }};\n");
+    // Scratch memory: the kernels allocate and free their intermediate buffers through these
+    // two functions. A context keeps the buffers freed during a call for the next call (the
+    // same sizes come back every call at a given batch size), so that a steady stream of calls
+    // neither mallocs nor page-faults. The context of the running call is found through a
+    // thread-local pointer: two threads, each with its own context, never share a buffer.
+    let _ = writeln!(
+        c,
+        "#define {up}_CACHE 1024
+struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; }};
+static __thread {name}_ctx *{name}_current;
+typedef struct {{ size_t size; size_t pad; }} {name}_hdr;
+void *{name}_forgec_alloc(size_t n) {{
+    {name}_ctx *ctx = {name}_current;
+    if (ctx) for (int i = ctx->nblk - 1; i >= 0; i--) {{
+        {name}_hdr *h = ({name}_hdr *)ctx->blk[i];
+        if (h->size == n) {{ ctx->blk[i] = ctx->blk[--ctx->nblk]; return h + 1; }}
+    }}
+    {name}_hdr *h = ({name}_hdr *)malloc(sizeof({name}_hdr) + n);
+    if (!h) return NULL;
+    h->size = n;
+    return h + 1;
+}}
+void {name}_forgec_free(void *p) {{
+    if (!p) return;
+    {name}_hdr *h = ({name}_hdr *)p - 1;
+    {name}_ctx *ctx = {name}_current;
+    if (ctx && ctx->nblk < {up}_CACHE) ctx->blk[ctx->nblk++] = h; else free(h);
+}}
+"
+    );
     let _ = writeln!(
         c,
         "{name}_ctx *{name}_create(void) {{ return ({name}_ctx *)calloc(1, sizeof({name}_ctx)); }}"
     );
-    let _ = writeln!(c, "void {name}_destroy({name}_ctx *ctx) {{ free(ctx); }}");
+    let _ = writeln!(
+        c,
+        "void {name}_destroy({name}_ctx *ctx) {{
+    if (!ctx) return;
+    for (int i = 0; i < ctx->nblk; i++) free(ctx->blk[i]);
+    free(ctx);
+}}"
+    );
     let _ = writeln!(c, "const char *{name}_last_error(const {name}_ctx *ctx) {{ return ctx ? ctx->error : \"the context is NULL\"; }}\n");
     // Shapes and dtypes.
     for (what, list) in [("input", &g.inputs), ("output", &g.outputs)] {
@@ -280,7 +316,7 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str) -> String {
     }
     let _ = writeln!(
         c,
-        "    _mlir_ciface_{entry}({});\n    return {up}_OK;\n}}\n",
+        "    {name}_ctx *outer = {name}_current;\n    {name}_current = ctx;\n    _mlir_ciface_{entry}({});\n    {name}_current = outer;\n    return {up}_OK;\n}}\n",
         descs.join(", ")
     );
     let _ = writeln!(c, "int {name}_run_v({name}_ctx *ctx, int64_t batch, const void *const *inputs, void *const *outputs) {{");
@@ -305,12 +341,17 @@ __attribute__((weak)) void memrefCopy(int64_t elem, forgec_unranked *src, forgec
     const int64_t *sizes = s->rest, *ss = s->rest + rank, *ds = d->rest + rank;
     int64_t n = 1, idx[16] = {0};
     if (rank > 16) return;
+    if (rank == 0) { memcpy(d->aligned + d->offset * elem, s->aligned + s->offset * elem, (size_t)elem); return; }
     for (int64_t i = 0; i < rank; i++) n *= sizes[i];
-    for (int64_t k = 0; k < n; k++) {
+    if (n == 0) return;
+    /* The trailing dims that both sides hold contiguously are copied in one memcpy. */
+    int64_t last = rank, run = 1;
+    while (last > 0 && ss[last - 1] == run && ds[last - 1] == run) run *= sizes[--last];
+    for (int64_t k = 0; k < n; k += run) {
         int64_t so = s->offset, dof = d->offset;
-        for (int64_t i = 0; i < rank; i++) { so += idx[i] * ss[i]; dof += idx[i] * ds[i]; }
-        memcpy(d->aligned + dof * elem, s->aligned + so * elem, (size_t)elem);
-        for (int64_t i = rank - 1; i >= 0; i--) { if (++idx[i] < sizes[i]) break; idx[i] = 0; }
+        for (int64_t i = 0; i < last; i++) { so += idx[i] * ss[i]; dof += idx[i] * ds[i]; }
+        memcpy(d->aligned + dof * elem, s->aligned + so * elem, (size_t)(elem * run));
+        for (int64_t i = last - 1; i >= 0; i--) { if (++idx[i] < sizes[i]) break; idx[i] = 0; }
     }
 }
 

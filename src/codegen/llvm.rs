@@ -17,9 +17,9 @@ pub const PIPELINE: &str = "builtin.module(\
 eliminate-empty-tensors,\
 one-shot-bufferize{bufferize-function-boundaries=1 function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops=1},\
 canonicalize,buffer-deallocation-pipeline,\
-func.func(convert-linalg-to-loops),\
-convert-scf-to-cf,expand-strided-metadata,lower-affine,\
-convert-math-to-funcs,finalize-memref-to-llvm,convert-arith-to-llvm,convert-math-to-llvm,convert-math-to-libm,\
+func.func(convert-linalg-to-loops),convert-vector-to-scf,\
+convert-scf-to-cf,expand-strided-metadata,lower-affine,convert-vector-to-llvm,\
+convert-math-to-funcs,finalize-memref-to-llvm{use-generic-functions=1},convert-arith-to-llvm,convert-ub-to-llvm,convert-math-to-llvm,convert-math-to-libm,\
 convert-func-to-llvm,convert-cf-to-llvm,convert-index-to-llvm,reconcile-unrealized-casts)";
 
 pub struct Target_ {
@@ -89,6 +89,87 @@ pub fn target(triple: Option<&str>, cpu: Option<&str>) -> Result<Target_, String
     })
 }
 
+/// f32 lanes of the widest vector registers `t` has: 16 with AVX-512, 8 with AVX2, else 4
+/// (SSE2 and NEON, which every x86_64 and aarch64 CPU has).
+pub fn simd_lanes(t: &Target_) -> usize {
+    let arch = t.triple.split('-').next().unwrap_or("");
+    if arch != "x86_64" {
+        return 4;
+    }
+    if !t.features.is_empty() {
+        let has = |f: &str| t.features.split(',').any(|x| x == format!("+{f}"));
+        return if has("avx512f") {
+            16
+        } else if has("avx2") {
+            8
+        } else {
+            4
+        };
+    }
+    const AVX512: &[&str] = &[
+        "x86-64-v4",
+        "skylake-avx512",
+        "cascadelake",
+        "cooperlake",
+        "cannonlake",
+        "icelake-client",
+        "icelake-server",
+        "tigerlake",
+        "sapphirerapids",
+        "rocketlake",
+        "graniterapids",
+        "graniterapids-d",
+        "emeraldrapids",
+        "diamondrapids",
+        "znver4",
+        "znver5",
+        "knl",
+        "knm",
+    ];
+    const AVX2: &[&str] = &[
+        "x86-64-v3",
+        "haswell",
+        "broadwell",
+        "skylake",
+        "alderlake",
+        "raptorlake",
+        "meteorlake",
+        "arrowlake",
+        "arrowlake-s",
+        "lunarlake",
+        "pantherlake",
+        "gracemont",
+        "sierraforest",
+        "grandridge",
+        "clearwaterforest",
+        "znver1",
+        "znver2",
+        "znver3",
+        "bdver4",
+    ];
+    if AVX512.contains(&t.cpu.as_str()) {
+        16
+    } else if AVX2.contains(&t.cpu.as_str()) {
+        8
+    } else {
+        4
+    }
+}
+
+/// The features the target machine is made with: with AVX-512, LLVM's tuning for most CPUs
+/// prefers 256-bit vectors, which splits the matmul kernels' 512-bit accumulators in two and
+/// spills them; forgec's kernels are sized for the full width.
+fn machine_features(t: &Target_) -> String {
+    if simd_lanes(t) < 16 {
+        return t.features.clone();
+    }
+    if t.features.is_empty() {
+        "-prefer-256-bit".into()
+    } else {
+        format!("{},-prefer-256-bit", t.features)
+    }
+}
+
 /// Which stage's text to return instead of object code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -99,7 +180,9 @@ pub enum Stage {
 }
 
 /// Runs the pipeline on `mlir`; returns the requested stage (text or object bytes).
-pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String> {
+/// Scratch buffers come from `<name>_forgec_alloc` / `<name>_forgec_free`, which the C wrapper
+/// defines over the calling context's cache (see `capi::wrapper`).
+pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<u8>, String> {
     // FORGEC_TIMINGS=1 prints each stage's time to stderr.
     let timings = std::env::var_os("FORGEC_TIMINGS").is_some();
     let mut clock = std::time::Instant::now();
@@ -138,6 +221,27 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String>
         return Err("translating the LLVM dialect to LLVM IR failed".into());
     }
     let llmod = unsafe { inkwell::module::Module::new(raw as _) };
+    for (generic, ours) in [
+        ("_mlir_memref_to_llvm_alloc", "alloc"),
+        ("_mlir_memref_to_llvm_aligned_alloc", "aligned_alloc"),
+        ("_mlir_memref_to_llvm_free", "free"),
+    ] {
+        if let Some(f) = llmod.get_function(generic) {
+            f.as_global_value()
+                .set_name(&format!("{name}_forgec_{ours}"));
+        }
+    }
+    // Only the entry points are exported: the op functions (`op12`) and MLIR's helpers would
+    // clash between two models linked into one program.
+    let entry = format!("{name}_forgec_main");
+    for f in llmod.get_functions() {
+        let n = f.get_name().to_string_lossy().into_owned();
+        // (`__truncsfbf2` is weak and hidden already, and LLVM's libcalls must find it.)
+        let exported = n == entry || n == format!("_mlir_ciface_{entry}") || n == "__truncsfbf2";
+        if f.count_basic_blocks() > 0 && !exported {
+            f.set_linkage(inkwell::module::Linkage::Internal);
+        }
+    }
     lap("translate to LLVM IR");
     Target::initialize_all(&InitializationConfig::default());
     let triple = TargetTriple::create(&t.triple);
@@ -146,7 +250,7 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage) -> Result<Vec<u8>, String>
         .create_target_machine(
             &triple,
             &t.cpu,
-            &t.features,
+            &machine_features(t),
             OptimizationLevel::Aggressive,
             RelocMode::PIC,
             CodeModel::Default,

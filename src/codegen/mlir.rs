@@ -9,12 +9,10 @@ use forgec_ir::{
     ReduceKind, Tensor, TensorType, UnaryOp, ValueId,
 };
 use forgec_runtime::Data;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 type R<T> = Result<T, String>;
-
-pub const ENTRY: &str = "forgec_main";
 
 fn elem(d: DType) -> &'static str {
     match d {
@@ -76,6 +74,104 @@ struct E<'g> {
     /// Symbol -> SSA `index` value holding its size.
     syms: HashMap<String, String>,
     consts: HashMap<i64, String>,
+    /// f32 lanes of the target's vector registers (4: SSE / NEON, 8: AVX2, 16: AVX-512).
+    simd: usize,
+    /// Constant matmul weights stored packed in column panels (see `pack_panels`).
+    packed: HashSet<ValueId>,
+    /// Elementwise ops the current kernel applies before it stores its results.
+    epilogue: Vec<Epi>,
+}
+
+/// An elementwise op fused into a matmul kernel's stores: `acc <op> c` (`c <op> acc` when
+/// `flip`), `c` the function argument `%e{arg}`, a constant that is one scalar or one value per
+/// output column (`per_col`); or a ReLU.
+#[derive(Clone, Debug)]
+enum Epi {
+    Bin {
+        op: BinaryOp,
+        arg: usize,
+        ty: TensorType,
+        per_col: bool,
+        flip: bool,
+    },
+    Relu,
+}
+
+/// The elementwise ops that follow node `i` (a matmul or convolution the tiled kernel runs)
+/// and can run in its epilogue: each the only user of the value before it, with a constant
+/// scalar or per-column operand. Returns their node indices and what each does.
+fn epilogue_chain(g: &Graph, i: usize) -> Vec<(usize, Epi)> {
+    let n = &g.nodes[i];
+    let fits = match &n.op {
+        Op::MatMul => {
+            fast_matmul_fits(g.ty(n.inputs[0]), g.ty(n.inputs[1]), g.ty(n.outputs[0])).is_some()
+        }
+        Op::Conv(c) => {
+            let (x, w, o) = (g.ty(n.inputs[0]), g.ty(n.inputs[1]), g.ty(n.outputs[0]));
+            fast_conv_fits(x, w, c, o) || depthwise_fits(x, w, c, o)
+        }
+        _ => false,
+    };
+    if !fits {
+        return Vec::new();
+    }
+    let t = g.ty(n.outputs[0]).clone();
+    let cols = t.shape.last().and_then(|d| d.known()).unwrap_or(0);
+    let mut v = n.outputs[0];
+    let mut chain = Vec::new();
+    let mut args = 0;
+    loop {
+        if g.outputs.contains(&v) {
+            break;
+        }
+        let users: Vec<usize> = (0..g.nodes.len())
+            .filter(|&k| g.nodes[k].inputs.contains(&v))
+            .collect();
+        let [u] = users.as_slice() else { break };
+        let un = &g.nodes[*u];
+        if un.outputs.len() != 1 || g.ty(un.outputs[0]) != &t {
+            break;
+        }
+        let epi = match &un.op {
+            Op::Unary(UnaryOp::Relu) => Epi::Relu,
+            Op::Binary(
+                op
+                @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min),
+            ) => {
+                let (flip, other) = match un.inputs.as_slice() {
+                    [a, b] if *a == v && *b != v => (false, *b),
+                    [a, b] if *b == v && *a != v => (true, *a),
+                    _ => break,
+                };
+                let is_const = g
+                    .nodes
+                    .iter()
+                    .any(|p| p.outputs == [other] && matches!(p.op, Op::Const { .. }));
+                let ct = g.ty(other);
+                let Some(cs) = ct.known_shape() else { break };
+                let numel: usize = cs.iter().product();
+                let per_col = numel != 1;
+                let column_vector = cs.iter().rev().skip(1).all(|&d| d == 1)
+                    && cs.last() == Some(&cols)
+                    && cs.len() <= t.rank();
+                if !is_const || ct.dtype != DType::F32 || (per_col && !column_vector) {
+                    break;
+                }
+                args += 1;
+                Epi::Bin {
+                    op: *op,
+                    arg: args - 1,
+                    ty: ct.clone(),
+                    per_col,
+                    flip,
+                }
+            }
+            _ => break,
+        };
+        chain.push((*u, epi));
+        v = un.outputs[0];
+    }
+    chain
 }
 
 /// A scalar value in a linalg body: its SSA name.
@@ -214,6 +310,79 @@ impl E<'_> {
     fn ty(&self, v: ValueId) -> TensorType {
         self.g.ty(v).clone()
     }
+
+    /// The MLIR type `v` is passed as: its own, or its packed layout.
+    fn arg_ty(&self, v: ValueId) -> String {
+        let t = self.g.ty(v);
+        match (self.packed.contains(&v), t.known_shape()) {
+            (true, Some(s)) if s.len() >= 2 => {
+                let w = 2 * self.simd;
+                let (k, n) = (s[..s.len() - 1].iter().product::<usize>(), s[s.len() - 1]);
+                format!("tensor<{}x{k}x{w}xf32>", n.div_ceil(w))
+            }
+            _ => tensor_ty(t),
+        }
+    }
+}
+
+/// `(K, N)` when an `a x b -> ot` matmul fits the register-tiled kernel: f32, `[M, K] x [K, N]`
+/// with K and N known.
+fn fast_matmul_fits(a: &TensorType, b: &TensorType, ot: &TensorType) -> Option<(usize, usize)> {
+    let f32_only = [a, b, ot].iter().all(|t| t.dtype == DType::F32);
+    if !f32_only || a.rank() != 2 || b.rank() != 2 {
+        return None;
+    }
+    let (k, n) = (b.shape[0].known()?, b.shape[1].known()?);
+    (a.shape[1].known() == Some(k) && k > 0 && n > 0).then_some((k, n))
+}
+
+/// Constant weights used only as the right operand of matmuls that the tiled kernel runs:
+/// they are stored in column panels, so that the kernel reads each panel contiguously.
+fn packable_weights(g: &Graph) -> HashSet<ValueId> {
+    let mut out = HashSet::new();
+    for n in &g.nodes {
+        let (Op::Const { .. }, [v]) = (&n.op, n.outputs.as_slice()) else {
+            continue;
+        };
+        let users: Vec<&Node> = g.nodes.iter().filter(|u| u.inputs.contains(v)).collect();
+        let all_fit = !users.is_empty()
+            && users.iter().all(|u| {
+                let (a, ot) = (g.ty(u.inputs[0]), g.ty(u.outputs[0]));
+                u.inputs.get(1) == Some(v)
+                    && u.inputs[0] != *v
+                    && match &u.op {
+                        Op::MatMul => fast_matmul_fits(a, g.ty(*v), ot).is_some(),
+                        Op::Conv(c) => fast_conv_fits(a, g.ty(*v), c, ot),
+                        _ => false,
+                    }
+            });
+        if all_fit && !g.outputs.contains(v) {
+            out.insert(*v);
+        }
+    }
+    out
+}
+
+/// `[K, N]` row-major weights as `ceil(N / w)` panels of `[K, w]`, the last one padded with
+/// zeros. Convolution weights `[k..., C, F]` count as `[prod(k) * C, F]`.
+fn pack_panels(t: &Tensor, w: usize) -> Option<Tensor> {
+    let (s, Data::F32(v)) = (t.shape(), t.data()) else {
+        return None;
+    };
+    if s.len() < 2 {
+        return None;
+    }
+    let (k, n) = (s[..s.len() - 1].iter().product::<usize>(), s[s.len() - 1]);
+    let p = n.div_ceil(w);
+    let mut out = vec![0f32; p * k * w];
+    for pi in 0..p {
+        for ki in 0..k {
+            for l in 0..w.min(n - pi * w) {
+                out[(pi * k + ki) * w + l] = v[ki * n + pi * w + l];
+            }
+        }
+    }
+    Tensor::from_f32(vec![p, k, w], out).ok()
 }
 
 /// A fresh SSA name inside a body.
@@ -455,7 +624,10 @@ fn cast_body(lines: &mut Vec<String>, x: &str, from: DType, to: DType) -> String
 }
 
 /// The whole module for `g`.
-pub fn emit(g: &Graph) -> R<String> {
+/// Emits the model as MLIR; `simd` is the target's f32 vector width (lanes), which sizes the
+/// register tiles of the matmul kernels.
+pub fn emit(g: &Graph, simd: usize, entry: &str) -> R<String> {
+    let packed = packable_weights(g);
     let mut e = E {
         g,
         body: String::new(),
@@ -463,6 +635,9 @@ pub fn emit(g: &Graph) -> R<String> {
         n: 0,
         syms: HashMap::new(),
         consts: HashMap::new(),
+        simd,
+        packed: packed.clone(),
+        epilogue: Vec::new(),
     };
     let mut params = Vec::new();
     for (k, &i) in g.inputs.iter().enumerate() {
@@ -507,7 +682,11 @@ pub fn emit(g: &Graph) -> R<String> {
         }
     }
     let mut funcs = String::new();
+    let mut fused: HashSet<usize> = HashSet::new();
     for (idx, node) in g.nodes.iter().enumerate() {
+        if fused.contains(&idx) {
+            continue;
+        }
         let at = |m: String| format!("{} ({}): {m}", node.origin, node.op.name());
         // Constants and views (no computation; a view returned across a call would alias an
         // argument) stay in the entry function.
@@ -519,6 +698,9 @@ pub fn emit(g: &Graph) -> R<String> {
                 | Op::Slice { .. }
                 | Op::Rnn(_)
         ) {
+            if node.outputs.iter().all(|o| e.names.contains_key(o)) {
+                continue; // a constant an earlier kernel's epilogue needed first
+            }
             let outs = lower(&mut e, node).map_err(at)?;
             for (o, v) in node.outputs.iter().zip(outs) {
                 e.names.insert(*o, v);
@@ -532,6 +714,9 @@ pub fn emit(g: &Graph) -> R<String> {
             n: 0,
             syms: HashMap::new(),
             consts: HashMap::new(),
+            simd,
+            packed: packed.clone(),
+            epilogue: Vec::new(),
         };
         let mut params = Vec::new();
         let mut call_args = Vec::new();
@@ -546,12 +731,43 @@ pub fn emit(g: &Graph) -> R<String> {
         for (j, &i) in node.inputs.iter().enumerate() {
             let a = format!("%x{j}");
             f.names.insert(i, a.clone());
-            params.push(format!("{a}: {}", tensor_ty(g.ty(i))));
+            params.push(format!("{a}: {}", f.arg_ty(i)));
             call_args.push(e.name(i));
-            arg_tys.push(tensor_ty(g.ty(i)));
+            arg_tys.push(f.arg_ty(i));
         }
+        // Elementwise ops fused into this kernel's stores: their constants come in as extra
+        // arguments, and the function returns the last one's result.
+        let chain = epilogue_chain(g, idx);
+        for (u, epi) in &chain {
+            fused.insert(*u);
+            if let Epi::Bin { arg, flip, .. } = epi {
+                let un = &g.nodes[*u];
+                let c = un.inputs[if *flip { 0 } else { 1 }];
+                if !e.names.contains_key(&c) {
+                    // The constant comes after the kernel in the graph: make it now.
+                    let cn = g.nodes.iter().find(|p| p.outputs == [c]).ok_or_else(|| {
+                        at("internal error: an epilogue's constant has no node".into())
+                    })?;
+                    let v = lower(&mut e, cn).map_err(at)?;
+                    e.names.insert(c, v[0].clone());
+                }
+                params.push(format!("%e{arg}: {}", tensor_ty(g.ty(c))));
+                call_args.push(e.name(c));
+                arg_tys.push(tensor_ty(g.ty(c)));
+            }
+        }
+        f.epilogue = chain.iter().map(|(_, epi)| epi.clone()).collect();
         let outs = lower(&mut f, node).map_err(at)?;
-        let out_tys: Vec<String> = node.outputs.iter().map(|&o| tensor_ty(g.ty(o))).collect();
+        if !f.epilogue.is_empty() {
+            return Err(at(
+                "internal error: the kernel did not apply its fused epilogue".into(),
+            ));
+        }
+        let node_outputs: Vec<ValueId> = match chain.last() {
+            Some((u, _)) => g.nodes[*u].outputs.clone(),
+            None => node.outputs.clone(),
+        };
+        let out_tys: Vec<String> = node_outputs.iter().map(|&o| tensor_ty(g.ty(o))).collect();
         f.line(&format!(
             "return {} : {}",
             outs.join(", "),
@@ -576,7 +792,7 @@ pub fn emit(g: &Graph) -> R<String> {
             arg_tys.join(", "),
             out_tys.join(", ")
         ));
-        for (k, &o) in node.outputs.iter().enumerate() {
+        for (k, &o) in node_outputs.iter().enumerate() {
             e.names.insert(
                 o,
                 if outs.len() == 1 {
@@ -597,7 +813,7 @@ pub fn emit(g: &Graph) -> R<String> {
     }
     e.line("return");
     let body = format!(
-        "{funcs}  func.func @{ENTRY}({}) attributes {{llvm.emit_c_interface}} {{\n{}  }}\n",
+        "{funcs}  func.func @{entry}({}) attributes {{llvm.emit_c_interface}} {{\n{}  }}\n",
         params.join(", "),
         e.body
     );
@@ -643,7 +859,13 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
     match &node.op {
         Op::Const { value, .. } => {
             let v = e.fresh();
-            let t = tensor_ty(ot);
+            let packed = if e.packed.contains(&node.outputs[0]) {
+                pack_panels(value, 2 * e.simd)
+            } else {
+                None
+            };
+            let value = packed.as_ref().unwrap_or(value);
+            let t = e.arg_ty(node.outputs[0]);
             e.line(&format!("{v} = arith.constant dense<\"{}\"> : {t}", dense_hex(value)));
             one(v)
         }
@@ -678,7 +900,10 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
             one(v)
         }
         Op::Dropout { .. } => one(ins[0].0.clone()),
-        Op::MatMul => one(matmul(e, &ins, ot)?),
+        Op::MatMul => one(match fast_matmul(e, &ins, ot, e.packed.contains(&node.inputs[1]))? {
+            Some(v) => v,
+            None => matmul(e, &ins, ot)?,
+        }),
         Op::Reshape { .. } => one(reshape(e, &ins[0], ot)?),
         Op::Transpose { perm } => {
             let out = e.empty(ot)?;
@@ -753,7 +978,16 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         Op::Gather { axis } => one(gather(e, &ins[0], &ins[1], *axis, ot)?),
         Op::BatchNorm { axis, epsilon } => one(batch_norm(e, node, &ins, *axis, *epsilon, ot)?),
         Op::LayerNorm { axes, epsilon } => one(layer_norm(e, &ins, axes, *epsilon, ot)?),
-        Op::Conv(c) => one(conv(e, &ins[0], &ins[1], c, ot)?),
+        Op::Conv(c) => {
+            let packed = e.packed.contains(&node.inputs[1]);
+            if let Some(v) = fast_conv(e, &ins[0], &ins[1], c, ot, packed)? {
+                return one(v);
+            }
+            if let Some(v) = depthwise(e, &ins[0], &ins[1], c, ot)? {
+                return one(v);
+            }
+            one(conv(e, &ins[0], &ins[1], c, ot)?)
+        }
         Op::Pool(p) => one(pool(e, &ins[0], p, ot)?),
         Op::Rnn(r) => one(rnn(e, &ins, r, ot)?),
         other => Err(format!("the compiler does not lower `{}` yet (the reference interpreter runs it: forgec run --engine interp)", other.name())),
@@ -867,6 +1101,327 @@ fn matmul(e: &mut E, ins: &[(String, TensorType)], ot: &TensorType) -> R<String>
             binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
         },
     ))
+}
+
+/// An f32 `[M, K] x [K, N]` matmul (M may be the batch symbol) as a register-tiled kernel.
+/// Columns go in panels of `w = 2 * simd`. For each panel (which stays in cache) and each block
+/// of `rows` rows of A, `rows` vector accumulators take one broadcast-FMA per row and k. Rows
+/// left over (all of them at batch 1) go one at a time over `GROUP` panels at once, so that
+/// the FMAs still form independent chains. The last columns go under a mask. Every output
+/// element sums over k in order, whichever tile computes it: a sample's result does not depend
+/// on the batch it came in.
+///
+/// With `packed`, B is a constant stored by `pack_panels`: every panel is read contiguously
+/// and the last one needs no mask. `None` when the shapes do not fit the kernel.
+fn fast_matmul(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    ot: &TensorType,
+    packed: bool,
+) -> R<Option<String>> {
+    let (a, b) = (&ins[0], &ins[1]);
+    let Some((k, n)) = fast_matmul_fits(&a.1, &b.1, ot) else {
+        return Ok(None);
+    };
+    let m = e.dim_val(&a.1.shape[0])?;
+    let out = e.empty(ot)?;
+    Ok(Some(mm_kernel(
+        e,
+        &Mm {
+            a: &a.0,
+            at: tensor_ty(&a.1),
+            m,
+            k,
+            n,
+            b: &b.0,
+            bt: tensor_ty(&b.1),
+            packed,
+            ct: tensor_ty(ot),
+            out,
+        },
+    )))
+}
+
+/// The operands of `mm_kernel`: A `[m, k]` (`m` an SSA index), B `[k, n]` (or packed), and the
+/// empty output tensor `out` of type `ct`.
+struct Mm<'a> {
+    a: &'a str,
+    at: String,
+    m: String,
+    k: usize,
+    n: usize,
+    b: &'a str,
+    bt: String,
+    packed: bool,
+    ct: String,
+    out: String,
+}
+
+fn mm_kernel(e: &mut E, mm: &Mm) -> String {
+    const GROUP: usize = 4;
+    let (k, n, packed) = (mm.k, mm.n, mm.packed);
+    let (at, ct, m) = (&mm.at, &mm.ct, &mm.m);
+    let (a, b) = (mm.a, mm.b);
+    let w = 2 * e.simd;
+    let rows = if e.simd >= 16 { 8 } else { 6 };
+    let vt = format!("vector<{w}xf32>");
+    let bt = if packed {
+        format!("tensor<{}x{k}x{w}xf32>", n.div_ceil(w))
+    } else {
+        mm.bt.clone()
+    };
+    let nfull = n - n % w;
+    let ngroup = nfull - nfull % (GROUP * w);
+    // Every index constant the loops use, made here: `idx` caches them, and one first made
+    // inside a loop body would not be visible after the loop.
+    for v in [0, 1, k, w, GROUP * w, rows, nfull, ngroup, n - nfull] {
+        e.idx(v as i64);
+    }
+    for q in 0..GROUP.max(rows) {
+        e.idx((q * w) as i64);
+        e.idx(q as i64);
+    }
+    let (c0, c1, ck, cw) = (e.idx(0), e.idx(1), e.idx(k as i64), e.idx(w as i64));
+    let out = mm.out.clone();
+    // The fused epilogue, applied to every accumulator before it is stored.
+    let epi = std::mem::take(&mut e.epilogue);
+    let vzero = e.fresh();
+    e.line(&format!("{vzero} = arith.constant dense<0.0> : {vt}"));
+    let zero = e.fresh();
+    e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
+    let pad = e.fresh();
+    e.line(&format!("{pad} = arith.constant 0.0 : f32"));
+    let (rem, mfull) = (e.fresh(), e.fresh());
+    let crows = e.idx(rows as i64);
+    e.line(&format!("{rem} = arith.remui {m}, {crows} : index"));
+    e.line(&format!("{mfull} = arith.subi {m}, {rem} : index"));
+    let mask = if nfull < n {
+        let mk = e.fresh();
+        let crem = e.idx((n - nfull) as i64);
+        e.line(&format!(
+            "{mk} = vector.create_mask {crem} : vector<{w}xi1>"
+        ));
+        Some(mk)
+    } else {
+        None
+    };
+
+    // One tile: `nr` rows from `i` by `np` panels from column `j` (under the mask when
+    // `masked`); threads the output tensor `c` through its writes and returns the result.
+    let mut uid = 0usize;
+    let mut tile = |e: &mut E, c: &str, i: &str, j: &str, nr: usize, np: usize, masked: bool| {
+        uid += 1;
+        let u = uid;
+        let off = |e: &mut E, base: &str, d: usize| -> String {
+            if d == 0 {
+                return base.to_string();
+            }
+            let cd = e.idx(d as i64);
+            let v = e.fresh();
+            e.line(&format!("{v} = arith.addi {base}, {cd} : index"));
+            v
+        };
+        let row_idx: Vec<String> = (0..nr).map(|r| off(e, i, r)).collect();
+        let col_idx: Vec<String> = (0..np).map(|q| off(e, j, q * w)).collect();
+        let panel_idx: Vec<String> = if packed {
+            col_idx
+                .iter()
+                .map(|cj| {
+                    let p = e.fresh();
+                    e.line(&format!("{p} = arith.divui {cj}, {cw} : index"));
+                    p
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let acc = |r: usize, q: usize| format!("%acc{u}_{r}_{q}");
+        let nacc = nr * np;
+        let inits: Vec<String> = (0..nr)
+            .flat_map(|r| (0..np).map(move |q| (r, q)))
+            .map(|(r, q)| format!("{} = {zero}", acc(r, q)))
+            .collect();
+        let tys = vec![vt.clone(); nacc].join(", ");
+        let kv = format!("%k{u}");
+        let res = format!("%sum{u}");
+        let mut body = format!(
+            "{res}:{nacc} = scf.for {kv} = {c0} to {ck} step {c1} iter_args({}) -> ({tys}) {{\n",
+            inits.join(", ")
+        );
+        for q in 0..np {
+            let bv = format!("%b{u}_{q}");
+            let read = if packed {
+                format!(
+                    "{}[{}, {kv}, {c0}], {pad} {{in_bounds = [true]}}",
+                    b, panel_idx[q]
+                )
+            } else if masked {
+                format!(
+                    "{}[{kv}, {}], {pad}, {}",
+                    b,
+                    col_idx[q],
+                    mask.as_deref().unwrap_or("")
+                )
+            } else {
+                format!("{}[{kv}, {}], {pad} {{in_bounds = [true]}}", b, col_idx[q])
+            };
+            let _ = writeln!(
+                body,
+                "      {bv} = vector.transfer_read {read} : {bt}, {vt}"
+            );
+        }
+        let mut next = Vec::new();
+        for (r, ri) in row_idx.iter().enumerate() {
+            let _ = writeln!(
+                body,
+                "      %x{u}_{r} = tensor.extract {}[{ri}, {kv}] : {at}",
+                a
+            );
+            let _ = writeln!(
+                body,
+                "      %xb{u}_{r} = vector.broadcast %x{u}_{r} : f32 to {vt}"
+            );
+            for q in 0..np {
+                let _ = writeln!(
+                    body,
+                    "      %n{u}_{r}_{q} = vector.fma %xb{u}_{r}, %b{u}_{q}, {} : {vt}",
+                    acc(r, q)
+                );
+                next.push(format!("%n{u}_{r}_{q}"));
+            }
+        }
+        let _ = write!(body, "      scf.yield {} : {tys}\n    }}", next.join(", "));
+        e.line(&body);
+        // The epilogue's constants for each panel of columns: a vector per constant.
+        let operands: Vec<Vec<String>> = col_idx
+            .iter()
+            .map(|cj| {
+                epi.iter()
+                    .map(|x| match x {
+                        Epi::Relu => vzero.clone(),
+                        Epi::Bin { arg, ty, per_col, .. } => {
+                            let v = e.fresh();
+                            let t = tensor_ty(ty);
+                            let r = ty.rank();
+                            if *per_col {
+                                let mut ix = vec![c0.clone(); r];
+                                ix[r - 1] = cj.clone();
+                                let ix = ix.join(", ");
+                                match (masked, &mask) {
+                                    (true, Some(mk)) => e.line(&format!(
+                                        "{v} = vector.transfer_read %e{arg}[{ix}], {pad}, {mk} : {t}, {vt}"
+                                    )),
+                                    _ => e.line(&format!(
+                                        "{v} = vector.transfer_read %e{arg}[{ix}], {pad} {{in_bounds = [true]}} : {t}, {vt}"
+                                    )),
+                                }
+                            } else {
+                                let s = e.fresh();
+                                let ix = vec![c0.clone(); r].join(", ");
+                                e.line(&format!("{s} = tensor.extract %e{arg}[{ix}] : {t}"));
+                                e.line(&format!("{v} = vector.broadcast {s} : f32 to {vt}"));
+                            }
+                            v
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut cur = c.to_string();
+        for (r, ri) in row_idx.iter().enumerate() {
+            for (q, cj) in col_idx.iter().enumerate() {
+                let mut val = format!("{res}#{}", r * np + q);
+                for (x, opnd) in epi.iter().zip(&operands[q]) {
+                    let (name, a, b) = match x {
+                        Epi::Relu => ("maximumf", val.clone(), opnd.clone()),
+                        Epi::Bin { op, flip, .. } => {
+                            let name = match op {
+                                BinaryOp::Add => "addf",
+                                BinaryOp::Sub => "subf",
+                                BinaryOp::Mul => "mulf",
+                                BinaryOp::Max => "maximumf",
+                                _ => "minimumf",
+                            };
+                            if *flip {
+                                (name, opnd.clone(), val.clone())
+                            } else {
+                                (name, val.clone(), opnd.clone())
+                            }
+                        }
+                    };
+                    let nv = e.fresh();
+                    e.line(&format!("{nv} = arith.{name} {a}, {b} : {vt}"));
+                    val = nv;
+                }
+                let v = e.fresh();
+                let at = format!("{val}, {cur}[{ri}, {cj}]");
+                match (masked, &mask) {
+                    (true, Some(mk)) => e.line(&format!(
+                        "{v} = vector.transfer_write {at}, {mk} : {vt}, {ct}"
+                    )),
+                    _ => e.line(&format!(
+                        "{v} = vector.transfer_write {at} {{in_bounds = [true]}} : {vt}, {ct}"
+                    )),
+                }
+                cur = v;
+            }
+        }
+        cur
+    };
+    // `scf.for iv = lo to hi step st` threading the output tensor through `inner`.
+    let for_c = |e: &mut E,
+                 c: &str,
+                 (lo, hi, st): (&str, &str, &str),
+                 inner: &mut dyn FnMut(&mut E, &str, &str) -> String|
+     -> String {
+        let (iv, acc, r) = (e.fresh(), e.fresh(), e.fresh());
+        let saved = std::mem::take(&mut e.body);
+        let t = inner(e, &acc, &iv);
+        e.line(&format!("scf.yield {t} : {ct}"));
+        let body = std::mem::replace(&mut e.body, saved);
+        e.line(&format!(
+            "{r} = scf.for {iv} = {lo} to {hi} step {st} iter_args({acc} = {c}) -> ({ct}) {{\n{body}    }}"
+        ));
+        r
+    };
+    let (cnfull, cngroup, cgw) = (
+        e.idx(nfull as i64),
+        e.idx(ngroup as i64),
+        e.idx((GROUP * w) as i64),
+    );
+    let mut c = out;
+    // Row blocks: panel by panel, then the masked last panel.
+    if nfull > 0 {
+        c = for_c(e, &c, (&c0, &cnfull, &cw), &mut |e, c, j| {
+            for_c(e, c, (&c0, &mfull, &crows), &mut |e, c, i| {
+                tile(e, c, i, j, rows, 1, false)
+            })
+        });
+    }
+    if mask.is_some() {
+        c = for_c(e, &c, (&c0, &mfull, &crows), &mut |e, c, i| {
+            tile(e, c, i, &cnfull, rows, 1, true)
+        });
+    }
+    // The rows left over, one at a time: panels in groups, single panels, the masked last one.
+    c = for_c(e, &c, (&mfull, m, &c1), &mut |e, c, i| {
+        let mut c = c.to_string();
+        if ngroup > 0 {
+            c = for_c(e, &c, (&c0, &cngroup, &cgw), &mut |e, c, j| {
+                tile(e, c, i, j, 1, GROUP, false)
+            });
+        }
+        if ngroup < nfull {
+            c = for_c(e, &c, (&cngroup, &cnfull, &cw), &mut |e, c, j| {
+                tile(e, c, i, j, 1, 1, false)
+            });
+        }
+        if mask.is_some() {
+            c = tile(e, &c, i, &cnfull, 1, 1, true);
+        }
+        c
+    });
+    c
 }
 
 fn shape_tensor(e: &mut E, t: &TensorType) -> R<String> {
@@ -1338,18 +1893,404 @@ fn layout_axes(rank: usize, layout: Layout) -> (usize, Vec<usize>, usize) {
     }
 }
 
-fn conv(
+/// Whether a convolution runs as a matmul (`fast_conv`): f32, channels-last, one group, every
+/// dim but the batch known.
+fn fast_conv_fits(x: &TensorType, w: &TensorType, c: &ConvAttrs, ot: &TensorType) -> bool {
+    let f32_only = [x, w, ot].iter().all(|t| t.dtype == DType::F32);
+    f32_only
+        && c.layout == Layout::ChannelsLast
+        && c.groups == 1
+        && w.known_shape().is_some()
+        && x.shape[1..].iter().all(|d| d.known().is_some())
+        && ot.shape[1..].iter().all(|d| d.known().is_some())
+        && x.shape[0] == ot.shape[0]
+}
+
+/// A channels-last convolution as a matmul: the input's windows laid out as rows
+/// (`[N * out..., k... * C]`, im2col; a 1x1 stride-1 convolution uses the input as it is) times
+/// the kernel as `[k... * C, F]`, by the tiled kernel, reshaped to `[N, out..., F]`.
+fn fast_conv(
     e: &mut E,
     x: &(String, TensorType),
     w: &(String, TensorType),
     c: &ConvAttrs,
     ot: &TensorType,
-) -> R<String> {
+    packed: bool,
+) -> R<Option<String>> {
+    if !fast_conv_fits(&x.1, &w.1, c, ot) {
+        return Ok(None);
+    }
     let r = x.1.rank();
     let ns = r - 2;
-    let (_, sp, ch) = layout_axes(r, c.layout);
-    // Pad the input first.
-    let x = if c.pads.iter().any(|p| p.0 > 0 || p.1 > 0) {
+    let wk = w.1.known_shape().unwrap_or_default();
+    let (kdims, cin, f) = (&wk[..ns], wk[ns], wk[ns + 1]);
+    let odims: Vec<usize> = ot.shape[1..=ns].iter().filter_map(|d| d.known()).collect();
+    let kk = kdims.iter().product::<usize>() * cin;
+    let per_sample: usize = odims.iter().product();
+    let pointwise = kdims.iter().all(|&k| k == 1)
+        && c.strides.iter().all(|&s| s == 1)
+        && c.pads.iter().all(|p| *p == (0, 0));
+    let x = pad_input(e, x, c)?;
+    // Rows: [N, out..., k..., C] (or the input itself), collapsed to [M, kk].
+    let cols = if pointwise {
+        x
+    } else {
+        let n_it = r + ns;
+        let d = |i: usize| format!("d{i}");
+        let mut xe = vec![d(0)];
+        for i in 0..ns {
+            xe.push(format!(
+                "{} * {} + {} * {}",
+                d(1 + i),
+                c.strides[i],
+                d(1 + ns + i),
+                c.dilations[i]
+            ));
+        }
+        xe.push(d(n_it - 1));
+        let oe: Vec<String> = (0..n_it).map(d).collect();
+        let mut shape = vec![x.1.shape[0].clone()];
+        shape.extend(
+            odims
+                .iter()
+                .chain(kdims)
+                .chain([&cin])
+                .map(|&v| Dim::Known(v)),
+        );
+        let ct = TensorType::new(DType::F32, shape);
+        let init = e.empty(&ct)?;
+        let v = generic(
+            e,
+            std::slice::from_ref(&x),
+            &[map(n_it, &xe), map(n_it, &oe)],
+            &vec!["parallel"; n_it],
+            init,
+            &ct,
+            &mut |_, a, _| a[0].clone(),
+        );
+        (v, ct)
+    };
+    let cr = cols.1.rank();
+    let mdim = match ot.shape[0].known() {
+        Some(nb) => (nb * per_sample).to_string(),
+        None => "?".into(),
+    };
+    let at = format!("tensor<{mdim}x{kk}xf32>");
+    let groups = |split: usize, rank: usize| {
+        let a: Vec<String> = (0..split).map(|i| i.to_string()).collect();
+        let b: Vec<String> = (split..rank).map(|i| i.to_string()).collect();
+        format!("[[{}], [{}]]", a.join(", "), b.join(", "))
+    };
+    let a = e.fresh();
+    e.line(&format!(
+        "{a} = tensor.collapse_shape {} {} : {} into {at}",
+        cols.0,
+        groups(1 + ns, cr),
+        tensor_ty(&cols.1)
+    ));
+    let m = match ot.shape[0].known() {
+        Some(nb) => e.idx((nb * per_sample) as i64),
+        None => {
+            let nb = e.dim_val(&ot.shape[0])?;
+            let ps = e.idx(per_sample as i64);
+            let v = e.fresh();
+            e.line(&format!("{v} = arith.muli {nb}, {ps} : index"));
+            v
+        }
+    };
+    let (b, bt) = if packed {
+        (w.0.clone(), String::new())
+    } else {
+        let bt = format!("tensor<{kk}x{f}xf32>");
+        let b = e.fresh();
+        e.line(&format!(
+            "{b} = tensor.collapse_shape {} {} : {} into {bt}",
+            w.0,
+            groups(ns + 1, ns + 2),
+            tensor_ty(&w.1)
+        ));
+        (b, bt)
+    };
+    let ct = format!("tensor<{mdim}x{f}xf32>");
+    let out = e.fresh();
+    if mdim == "?" {
+        e.line(&format!("{out} = tensor.empty({m}) : {ct}"));
+    } else {
+        e.line(&format!("{out} = tensor.empty() : {ct}"));
+    }
+    let y = mm_kernel(
+        e,
+        &Mm {
+            a: &a,
+            at,
+            m,
+            k: kk,
+            n: f,
+            b: &b,
+            bt,
+            packed,
+            ct: ct.clone(),
+            out,
+        },
+    );
+    let mut sizes = vec![e.dim_val(&ot.shape[0])?];
+    sizes.extend(odims.iter().chain([&f]).map(|v| v.to_string()));
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.expand_shape {y} {} output_shape [{}] : {ct} into {}",
+        groups(1 + ns, r),
+        sizes.join(", "),
+        tensor_ty(ot)
+    ));
+    Ok(Some(v))
+}
+
+/// Whether a convolution is a 2-D depthwise one `depthwise` runs: f32, channels-last, one
+/// input channel per group and one output channel per input channel, dims known but the batch.
+fn depthwise_fits(x: &TensorType, w: &TensorType, c: &ConvAttrs, ot: &TensorType) -> bool {
+    let f32_only = [x, w, ot].iter().all(|t| t.dtype == DType::F32);
+    let (Some(ws), true) = (w.known_shape(), x.rank() == 4) else {
+        return false;
+    };
+    let ch = x.shape[3].known();
+    f32_only
+        && c.layout == Layout::ChannelsLast
+        && ws.len() == 4
+        && ws[2] == 1
+        && Some(ws[3]) == ch
+        && Some(c.groups) == ch
+        && x.shape[1..].iter().all(|d| d.known().is_some())
+        && ot.shape[1..].iter().all(|d| d.known().is_some())
+        && x.shape[0] == ot.shape[0]
+}
+
+/// A 2-D depthwise convolution, vectorized across channels: for each output pixel and each
+/// vector of channels, one accumulator takes a multiply-add per window tap, reading the input
+/// in place (taps that fall in the padding read a clamped pixel and use zero instead), and the
+/// fused epilogue runs before the store.
+fn depthwise(
+    e: &mut E,
+    x: &(String, TensorType),
+    w: &(String, TensorType),
+    c: &ConvAttrs,
+    ot: &TensorType,
+) -> R<Option<String>> {
+    if !depthwise_fits(&x.1, &w.1, c, ot) {
+        return Ok(None);
+    }
+    let xs: Vec<usize> = x.1.shape[1..].iter().filter_map(|d| d.known()).collect();
+    let (h, wd, ch) = (xs[0], xs[1], xs[2]);
+    let ws = w.1.known_shape().unwrap_or_default();
+    let (kh, kw) = (ws[0], ws[1]);
+    let (oh, ow) = (
+        ot.shape[1].known().unwrap_or(0),
+        ot.shape[2].known().unwrap_or(0),
+    );
+    let lanes = 2 * e.simd;
+    let vt = format!("vector<{lanes}xf32>");
+    let (xt, wt, ct) = (tensor_ty(&x.1), tensor_ty(&w.1), tensor_ty(ot));
+    let padded = c.pads.iter().any(|p| *p != (0, 0));
+    let cfull = ch - ch % lanes;
+    for v in [0, 1, lanes, cfull, ch - cfull, oh, ow, h, wd] {
+        e.idx(v as i64);
+    }
+    // Every index constant the loops use, made here (see `mm_kernel`).
+    for v in 0..kh.max(kw) {
+        e.idx(v as i64);
+    }
+    for (axis, k) in [(0, kh), (1, kw)] {
+        e.idx(c.strides[axis] as i64);
+        for t in 0..k {
+            e.idx((t * c.dilations[axis]) as i64 - c.pads[axis].0 as i64);
+        }
+    }
+    let (c0, c1) = (e.idx(0), e.idx(1));
+    let nb = e.dim_val(&ot.shape[0])?;
+    let out = e.empty(ot)?;
+    let epi = std::mem::take(&mut e.epilogue);
+    let zero = e.fresh();
+    e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
+    let pad = e.fresh();
+    e.line(&format!("{pad} = arith.constant 0.0 : f32"));
+    let mask = if cfull < ch {
+        let mk = e.fresh();
+        let crem = e.idx((ch - cfull) as i64);
+        e.line(&format!(
+            "{mk} = vector.create_mask {crem} : vector<{lanes}xi1>"
+        ));
+        Some(mk)
+    } else {
+        None
+    };
+    // Input coordinate of each tap along one axis: o * stride + k * dilation - pad_before,
+    // clamped into the input, and whether it was inside.
+    let taps =
+        |e: &mut E, o: &str, axis: usize, k: usize, size: usize| -> (String, Option<String>) {
+            let s = e.idx(c.strides[axis] as i64);
+            let base = e.fresh();
+            e.line(&format!("{base} = arith.muli {o}, {s} : index"));
+            let off = (k * c.dilations[axis]) as i64 - c.pads[axis].0 as i64;
+            let coff = e.idx(off);
+            let i = e.fresh();
+            e.line(&format!("{i} = arith.addi {base}, {coff} : index"));
+            if !padded {
+                return (i, None);
+            }
+            let (c0, hi) = (e.idx(0), e.idx(size as i64));
+            let (ge, lt, inb, cl) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
+            e.line(&format!("{ge} = arith.cmpi sge, {i}, {c0} : index"));
+            e.line(&format!("{lt} = arith.cmpi slt, {i}, {hi} : index"));
+            e.line(&format!("{inb} = arith.andi {ge}, {lt} : i1"));
+            e.line(&format!("{cl} = arith.select {inb}, {i}, {c0} : index"));
+            (cl, Some(inb))
+        };
+    // One vector of channels from `cv` at output pixel (b, y, x): the taps, the epilogue, the
+    // store into `o`.
+    let pixel = |e: &mut E,
+                 o: &str,
+                 (b, y, xx): (&str, &str, &str),
+                 rows: &[(String, Option<String>)],
+                 cols: &[(String, Option<String>)],
+                 cv: &str,
+                 masked: bool|
+     -> String {
+        let mut acc = zero.clone();
+        let read_mask = |masked: bool| match (masked, &mask) {
+            (true, Some(mk)) => format!(", {mk}"),
+            _ => " {in_bounds = [true]}".to_string(),
+        };
+        for (i, (r, rin)) in rows.iter().enumerate() {
+            for (j, (q, qin)) in cols.iter().enumerate() {
+                let (xv, wv, fv) = (e.fresh(), e.fresh(), e.fresh());
+                let (ci, cj) = (e.idx(i as i64), e.idx(j as i64));
+                e.line(&format!(
+                    "{xv} = vector.transfer_read {}[{b}, {r}, {q}, {cv}], {pad}{} : {xt}, {vt}",
+                    x.0,
+                    read_mask(masked)
+                ));
+                e.line(&format!(
+                    "{wv} = vector.transfer_read {}[{ci}, {cj}, {c0}, {cv}], {pad}{} : {wt}, {vt}",
+                    w.0,
+                    read_mask(masked)
+                ));
+                let xin = match (rin, qin) {
+                    (Some(a), Some(bq)) => {
+                        let both = e.fresh();
+                        e.line(&format!("{both} = arith.andi {a}, {bq} : i1"));
+                        let s = e.fresh();
+                        e.line(&format!("{s} = arith.select {both}, {xv}, {zero} : {vt}"));
+                        s
+                    }
+                    _ => xv,
+                };
+                e.line(&format!("{fv} = vector.fma {xin}, {wv}, {acc} : {vt}"));
+                acc = fv;
+            }
+        }
+        for x in &epi {
+            let (name, operand, flip) = match x {
+                Epi::Relu => ("maximumf", zero.clone(), false),
+                Epi::Bin {
+                    op,
+                    arg,
+                    ty,
+                    per_col,
+                    flip,
+                } => {
+                    let v = e.fresh();
+                    let t = tensor_ty(ty);
+                    let r = ty.rank();
+                    if *per_col {
+                        let mut ix = vec![c0.clone(); r];
+                        ix[r - 1] = cv.to_string();
+                        e.line(&format!(
+                            "{v} = vector.transfer_read %e{arg}[{}], {pad}{} : {t}, {vt}",
+                            ix.join(", "),
+                            read_mask(masked)
+                        ));
+                    } else {
+                        let s = e.fresh();
+                        let ix = vec![c0.clone(); r].join(", ");
+                        e.line(&format!("{s} = tensor.extract %e{arg}[{ix}] : {t}"));
+                        e.line(&format!("{v} = vector.broadcast {s} : f32 to {vt}"));
+                    }
+                    let name = match op {
+                        BinaryOp::Add => "addf",
+                        BinaryOp::Sub => "subf",
+                        BinaryOp::Mul => "mulf",
+                        BinaryOp::Max => "maximumf",
+                        _ => "minimumf",
+                    };
+                    (name, v, *flip)
+                }
+            };
+            let nv = e.fresh();
+            if flip {
+                e.line(&format!("{nv} = arith.{name} {operand}, {acc} : {vt}"));
+            } else {
+                e.line(&format!("{nv} = arith.{name} {acc}, {operand} : {vt}"));
+            }
+            acc = nv;
+        }
+        let v = e.fresh();
+        e.line(&format!(
+            "{v} = vector.transfer_write {acc}, {o}[{b}, {y}, {xx}, {cv}]{} : {vt}, {ct}",
+            match (masked, &mask) {
+                (true, Some(mk)) => format!(", {mk}"),
+                _ => " {in_bounds = [true]}".to_string(),
+            }
+        ));
+        v
+    };
+    // scf.for threading the output through `inner`.
+    let for_c = |e: &mut E,
+                 o: &str,
+                 (lo, hi, st): (&str, &str, &str),
+                 inner: &mut dyn FnMut(&mut E, &str, &str) -> String|
+     -> String {
+        let (iv, acc, r) = (e.fresh(), e.fresh(), e.fresh());
+        let saved = std::mem::take(&mut e.body);
+        let t = inner(e, &acc, &iv);
+        e.line(&format!("scf.yield {t} : {ct}"));
+        let body = std::mem::replace(&mut e.body, saved);
+        e.line(&format!(
+            "{r} = scf.for {iv} = {lo} to {hi} step {st} iter_args({acc} = {o}) -> ({ct}) {{\n{body}    }}"
+        ));
+        r
+    };
+    let (coh, cow, clanes, ccfull) = (
+        e.idx(oh as i64),
+        e.idx(ow as i64),
+        e.idx(lanes as i64),
+        e.idx(cfull as i64),
+    );
+    let pixel = std::cell::RefCell::new(pixel);
+    let res = for_c(e, &out, (&c0, &nb, &c1), &mut |e, o, b| {
+        for_c(e, o, (&c0, &coh, &c1), &mut |e, o, y| {
+            let rows: Vec<_> = (0..kh).map(|k| taps(e, y, 0, k, h)).collect();
+            for_c(e, o, (&c0, &cow, &c1), &mut |e, o, xx| {
+                let cols: Vec<_> = (0..kw).map(|k| taps(e, xx, 1, k, wd)).collect();
+                let mut o = o.to_string();
+                if cfull > 0 {
+                    o = for_c(e, &o, (&c0, &ccfull, &clanes), &mut |e, o, cv| {
+                        (pixel.borrow_mut())(e, o, (b, y, xx), &rows, &cols, cv, false)
+                    });
+                }
+                if cfull < ch {
+                    o = (pixel.borrow_mut())(e, &o, (b, y, xx), &rows, &cols, &ccfull, true);
+                }
+                o
+            })
+        })
+    });
+    Ok(Some(res))
+}
+
+/// The convolution's input with its padding applied (zeros).
+fn pad_input(e: &mut E, x: &(String, TensorType), c: &ConvAttrs) -> R<(String, TensorType)> {
+    let r = x.1.rank();
+    let (_, sp, _) = layout_axes(r, c.layout);
+    Ok(if c.pads.iter().any(|p| p.0 > 0 || p.1 > 0) {
         let mut pads = vec![(0, 0); r];
         for (i, &a) in sp.iter().enumerate() {
             pads[a] = c.pads[i];
@@ -1364,7 +2305,20 @@ fn conv(
         (pad(e, x, &pads, 0.0, &pt)?, pt)
     } else {
         x.clone()
-    };
+    })
+}
+
+fn conv(
+    e: &mut E,
+    x: &(String, TensorType),
+    w: &(String, TensorType),
+    c: &ConvAttrs,
+    ot: &TensorType,
+) -> R<String> {
+    let r = x.1.rank();
+    let ns = r - 2;
+    let (_, sp, ch) = layout_axes(r, c.layout);
+    let x = pad_input(e, x, c)?;
     // Iterators: output dims (r), then kernel spatial (ns), then input channel per group (1).
     let wk: Vec<usize> = w.1.known_shape().ok_or("the kernel shape must be known")?;
     let (kdims, cpg, cout) = match c.layout {

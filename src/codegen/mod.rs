@@ -21,6 +21,8 @@ pub struct Options {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Emit {
+    /// forgec's text IR, after the compiler's passes.
+    Ir,
     Mlir,
     Llvm,
     Asm,
@@ -31,6 +33,7 @@ pub enum Emit {
 impl Emit {
     pub fn parse(s: &str) -> Option<Emit> {
         Some(match s {
+            "ir" => Emit::Ir,
             "mlir" => Emit::Mlir,
             "llvm" => Emit::Llvm,
             "asm" => Emit::Asm,
@@ -43,7 +46,11 @@ impl Emit {
 
 /// The graph as the compiler takes it: inference clean-ups applied, checked.
 pub fn prepare(mut g: Graph) -> Result<Graph, String> {
-    forgec_passes::run_pipeline(&mut g, &["strip-dropout", "dce"]).map_err(|e| e.join("\n"))?;
+    forgec_passes::run_pipeline(
+        &mut g,
+        &["strip-dropout", "fold-constants", "fold-batchnorm", "dce"],
+    )
+    .map_err(|e| e.join("\n"))?;
     capi::batch_symbol(&g)?;
     Ok(g)
 }
@@ -65,7 +72,16 @@ pub fn compile(
     let g = prepare(g)?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create: {e}", out.display()))?;
     let name = &opts.name;
-    let text = mlir::emit(&g)?;
+    if opts.emit == Emit::Ir {
+        let file = out.join(format!("{name}.ir"));
+        std::fs::write(&file, forgec_ir::text::print(&g))
+            .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
+        return Ok(vec![file]);
+    }
+    // Every global symbol of the object carries the model's name, so that several models link
+    // into one program.
+    let entry = format!("{name}_forgec_main");
+    let text = mlir::emit(&g, llvm::simd_lanes(&target), &entry)?;
     let write = |file: PathBuf, bytes: &[u8]| -> Result<PathBuf, String> {
         std::fs::write(&file, bytes)
             .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
@@ -87,7 +103,7 @@ pub fn compile(
         Emit::Asm => llvm::Stage::Asm,
         _ => llvm::Stage::Object,
     };
-    let bytes = llvm::compile(&text, &target, stage).map_err(internal)?;
+    let bytes = llvm::compile(&text, &target, stage, name).map_err(internal)?;
     match opts.emit {
         Emit::Llvm => return Ok(vec![write(out.join(format!("{name}.ll")), &bytes)?]),
         Emit::Asm => return Ok(vec![write(out.join(format!("{name}.s")), &bytes)?]),
@@ -102,7 +118,7 @@ pub fn compile(
     std::fs::write(scratch.path().join(format!("{name}.h")), &header).map_err(|e| e.to_string())?;
     std::fs::write(
         scratch.path().join("wrapper.c"),
-        capi::wrapper(&g, name, mlir::ENTRY),
+        capi::wrapper(&g, name, &entry),
     )
     .map_err(|e| e.to_string())?;
     capi::link(scratch.path(), name, out)?;
