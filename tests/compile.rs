@@ -474,3 +474,41 @@ int main(void) {
     assert!(run.status.success(), "{text}");
     assert_eq!(text.lines().count(), 4, "{text}");
 }
+
+/// `set_threads`: the batch split across threads gives the same bits as one thread; a bad count
+/// and a model whose samples cannot be computed apart are refused with the reason.
+#[test]
+fn threads_split_the_batch_and_change_no_bit() {
+    let model = load(&model_file("cnn_mnist.keras"), &LoadOptions::default()).unwrap();
+    let dir = scratch("threads_cnn");
+    codegen::compile(model.graph.clone(), &opts("cnn"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libcnn.so"), "cnn").unwrap();
+    let x = rows(&npy(&model_file("cnn_mnist.input.npy")), 37);
+    let one = lib.run(&[&x]).unwrap();
+    for threads in [2, 3, 2, 1] {
+        lib.set_threads(threads).unwrap();
+        let many = lib.run(&[&x]).unwrap();
+        assert_eq!(
+            many[0].to_f64_vec(),
+            one[0].to_f64_vec(),
+            "{threads} threads"
+        );
+    }
+    let e = lib.set_threads(65).unwrap_err();
+    assert!(e.contains("65 threads: use 1..64"), "{e}");
+
+    // A softmax across the batch mixes samples: no split.
+    let g = forgec_ir::text::parse(
+        "graph \"g\" {\n  input %x: f32[batch,3]\n  %y: f32[batch,3] = softmax {axis = 0, log = false}(%x)\n  output %y\n}\n",
+    )
+    .unwrap();
+    let dir = scratch("threads_mix");
+    codegen::compile(g, &opts("mix"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libmix.so"), "mix").unwrap();
+    lib.set_threads(1).unwrap();
+    let e = lib.set_threads(2).unwrap_err();
+    assert!(
+        e.contains("its batch cannot be split") && e.contains("may mix samples"),
+        "{e}"
+    );
+}

@@ -117,6 +117,22 @@ impl CompiledModel {
         Ok((dims[..r as usize].iter().map(|&x| x as usize).collect(), dt))
     }
 
+    /// Runs later calls on `threads` threads (the batch is cut into slices). An error, with the
+    /// library's reason, when the model's samples cannot be computed apart.
+    pub fn set_threads(&self, threads: usize) -> Result<(), String> {
+        type SetThreads = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
+        let set: SetThreads = self.sym("set_threads")?;
+        let last: LastError = self.sym("last_error")?;
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c_int::try_from(threads).unwrap_or(c_int::MAX);
+        let rc = unsafe { set(guard.0, n) };
+        if rc != 0 {
+            let msg = unsafe { CStr::from_ptr(last(guard.0)) };
+            return Err(msg.to_string_lossy().into_owned());
+        }
+        Ok(())
+    }
+
     /// Runs on `inputs` (in order); the batch is the first dim of the first input.
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
         if inputs.len() != self.num_inputs {

@@ -67,10 +67,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub fn cmd(a: Args) -> Result<i32, UserError> {
-    if let Some(&t) = a.threads.iter().find(|&&t| t != 1) {
-        return Err(UserError::new(format!(
-            "--threads {t}: compiled models run on one thread for now (multi-threaded kernels come with the kernel work); use --threads 1"
-        )));
+    if let Some(&t) = a.threads.iter().find(|&&t| t == 0 || t > 64) {
+        return Err(UserError::new(format!("--threads {t}: use 1..64")));
     }
     let opts = LoadOptions {
         weights: None,
@@ -102,7 +100,13 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         "batch", "threads", "median ms", "p90 ms", "samples/s", "runs"
     );
     let mut records = Vec::new();
-    for &batch in &a.batches {
+    for (&batch, &threads) in a
+        .batches
+        .iter()
+        .flat_map(|b| a.threads.iter().map(move |t| (b, t)))
+    {
+        lib.set_threads(threads)
+            .map_err(|e| UserError::new(format!("--threads {threads}: {e}")))?;
         let ins = inputs(&g, batch).map_err(UserError::new)?;
         let refs: Vec<&Tensor> = ins.iter().collect();
         for _ in 0..3 {
@@ -121,12 +125,11 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         let (med, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
         let thr = batch as f64 / (med / 1e3);
         println!(
-            "{batch:>6} {:>8} {med:>12.4} {p90:>12.4} {thr:>14.1} {:>8}",
-            1,
+            "{batch:>6} {threads:>8} {med:>12.4} {p90:>12.4} {thr:>14.1} {:>8}",
             times.len()
         );
         records.push(serde_json::json!({
-            "batch": batch, "threads": 1, "median_ms": med, "p90_ms": p90,
+            "batch": batch, "threads": threads, "median_ms": med, "p90_ms": p90,
             "samples_per_s": thr, "runs": times.len(), "engine": "compiled", "cpu": a.cpu,
         }));
     }

@@ -1,7 +1,7 @@
 //! The C API of a compiled model: `NAME.h`, a small C99 wrapper around MLIR's C interface,
 //! and the link steps (`ar` for `libNAME.a`, `cc -shared` for `libNAME.so`).
 
-use forgec_ir::{DType, Dim, Graph};
+use forgec_ir::{DType, Dim, Graph, Op};
 use std::fmt::Write;
 use std::path::Path;
 use std::process::Command;
@@ -52,6 +52,123 @@ pub fn batch_symbol(g: &Graph) -> Result<Option<String>, String> {
     }
 }
 
+/// Why the batch cannot be split across threads, if it cannot: every sample must be computed
+/// from its own rows alone. That holds when the batch symbol is only ever the leading dim and
+/// no op works along that dim (a reduction over the batch, a softmax across samples, a
+/// transpose that moves the batch, ...). Ops not known to be per-sample count as mixing.
+pub fn batch_split_obstacle(g: &Graph) -> Option<String> {
+    let sym = match batch_symbol(g) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Some("the model has no batch dim".into()),
+        Err(e) => return Some(e),
+    };
+    let leading = |v: forgec_ir::ValueId| {
+        let s = &g.ty(v).shape;
+        s.first() == Some(&Dim::Sym(sym.clone()))
+            && !s[1..].iter().any(|d| matches!(d, Dim::Sym(_)))
+    };
+    let no_sym = |v: forgec_ir::ValueId| !g.ty(v).shape.iter().any(|d| matches!(d, Dim::Sym(_)));
+    for &v in g.inputs.iter().chain(&g.outputs) {
+        if !leading(v) {
+            return Some(format!(
+                "`{}` does not have the batch as its first dim",
+                g.value(v).name
+            ));
+        }
+    }
+    for n in &g.nodes {
+        let batched = n.inputs.iter().chain(&n.outputs).any(|&v| !no_sym(v));
+        if !batched {
+            continue;
+        }
+        if !n
+            .inputs
+            .iter()
+            .chain(&n.outputs)
+            .all(|&v| leading(v) || no_sym(v))
+        {
+            return Some(format!("{} moves the batch dim", n.origin));
+        }
+        let per_sample = match &n.op {
+            Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Select
+            | Op::Cast { .. }
+            | Op::MatMul
+            | Op::Conv(_)
+            | Op::Pool(_)
+            | Op::Reshape { .. }
+            | Op::Dropout { .. }
+            | Op::BatchNorm { .. }
+            | Op::Rnn(_) => true,
+            Op::Softmax { axis, .. } => *axis != 0,
+            Op::Reduce { axes, .. } => !axes.contains(&0),
+            Op::LayerNorm { axes, .. } => !axes.contains(&0),
+            Op::Transpose { perm } => perm.first() == Some(&0),
+            Op::Concat { axis } => *axis != 0,
+            Op::Pad { pads, .. } => pads.first() == Some(&(0, 0)),
+            // A table lookup by per-sample indices, or a per-sample lookup by fixed ones.
+            Op::Gather { axis } => {
+                let (data, idx) = (n.inputs[0], n.inputs[1]);
+                (no_sym(data) && *axis == 0) || (leading(data) && *axis != 0 && no_sym(idx))
+            }
+            _ => false,
+        };
+        if !per_sample {
+            return Some(format!("{} ({}) may mix samples", n.origin, n.op.name()));
+        }
+    }
+    None
+}
+
+/// Multiply-adds per sample, roughly: matmuls and convolutions by their loops, every other op
+/// by its output's size. Sizes the smallest slice of the batch worth a thread.
+pub fn macs_per_sample(g: &Graph) -> u64 {
+    let per_sample = |v: forgec_ir::ValueId| -> u64 {
+        g.ty(v)
+            .shape
+            .iter()
+            .filter_map(|d| d.known())
+            .map(|d| d as u64)
+            .product()
+    };
+    g.nodes
+        .iter()
+        .map(|n| {
+            let out = n.outputs.first().map_or(0, |&o| per_sample(o));
+            match &n.op {
+                Op::MatMul => {
+                    let k = g
+                        .ty(n.inputs[0])
+                        .shape
+                        .last()
+                        .and_then(|d| d.known())
+                        .unwrap_or(1);
+                    out * k as u64
+                }
+                Op::Conv(c) => {
+                    let w: u64 = g
+                        .ty(n.inputs[1])
+                        .shape
+                        .iter()
+                        .filter_map(|d| d.known())
+                        .map(|d| d as u64)
+                        .product();
+                    let cout = match c.layout {
+                        forgec_ir::Layout::ChannelsLast => g.ty(n.inputs[1]).shape.last(),
+                        forgec_ir::Layout::ChannelsFirst => g.ty(n.inputs[1]).shape.first(),
+                    }
+                    .and_then(|d| d.known())
+                    .unwrap_or(1) as u64;
+                    out * (w / cout.max(1))
+                }
+                Op::Const { .. } => 0,
+                _ => out,
+            }
+        })
+        .sum()
+}
+
 fn dims_expr(shape: &[Dim]) -> Vec<String> {
     shape
         .iter()
@@ -92,11 +209,12 @@ pub fn header(g: &Graph, name: &str, version: &str) -> String {
     );
     let _ = writeln!(h, "#ifndef {up}_H\n#define {up}_H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n");
     let _ = writeln!(h, "/* Status codes. */");
-    let _ = writeln!(h, "#define {up}_OK 0\n#define {up}_ERR_NULL 1   /* a NULL context, input or output */\n#define {up}_ERR_BATCH 2  /* a batch size outside 1..{up}_MAX_BATCH */\n");
-    let _ = writeln!(h, "#define {up}_MAX_BATCH 1073741824\n#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n", g.inputs.len(), g.outputs.len());
+    let _ = writeln!(h, "#define {up}_OK 0\n#define {up}_ERR_NULL 1   /* a NULL context, input or output */\n#define {up}_ERR_BATCH 2  /* a batch size outside 1..{up}_MAX_BATCH */\n#define {up}_ERR_ARG 3    /* another argument out of range (see {name}_last_error) */\n");
+    let _ = writeln!(h, "#define {up}_MAX_BATCH 1073741824\n#define {up}_MAX_THREADS 64\n#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n", g.inputs.len(), g.outputs.len());
     let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared). */");
     let _ = writeln!(h, "typedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
     let _ = writeln!(h, "/* The last error's text for this context (\"\" after a success). */\nconst char *{name}_last_error(const {name}_ctx *ctx);\n");
+    let _ = writeln!(h, "/* Threads for this context's runs (default 1): the context starts threads - 1 threads of its\n * own, which wait between runs; a run's batch is cut into one slice per thread, no slice\n * smaller than is worth a thread (small batches of small models stay on the caller's thread).\n * Results are the same, to the bit, on any number of threads. {up}_ERR_ARG when the model's\n * samples cannot be computed apart (last_error says which layer mixes them). */\nint {name}_set_threads({name}_ctx *ctx, int threads);\n");
     let _ = writeln!(
         h,
         "/* Runs the model on `batch` samples. Buffers are dense, row-major:"
@@ -160,11 +278,17 @@ pub fn dtype_code(d: DType) -> i32 {
 }
 
 pub fn wrapper(g: &Graph, name: &str, entry: &str) -> String {
+    let splittable = batch_split_obstacle(g).is_none();
     let up = name.to_uppercase();
     let mut c = String::new();
     let _ = writeln!(
         c,
-        "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n"
+        "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n{}",
+        if batch_split_obstacle(g).is_none() {
+            "#include <pthread.h>\n"
+        } else {
+            ""
+        }
     );
     let mut ranks: Vec<usize> = g
         .inputs
@@ -206,7 +330,7 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str) -> String {
     let _ = writeln!(
         c,
         "#define {up}_CACHE 1024
-struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; }};
+struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; int threads; {name}_ctx *sub[{up}_MAX_THREADS]; void *pool; }};
 static __thread {name}_ctx *{name}_current;
 typedef struct {{ size_t size; size_t pad; }} {name}_hdr;
 void *{name}_forgec_alloc(size_t n) {{
@@ -230,15 +354,26 @@ void {name}_forgec_free(void *p) {{
     );
     let _ = writeln!(
         c,
-        "{name}_ctx *{name}_create(void) {{ return ({name}_ctx *)calloc(1, sizeof({name}_ctx)); }}"
+        "{name}_ctx *{name}_create(void) {{\n    {name}_ctx *ctx = ({name}_ctx *)calloc(1, sizeof({name}_ctx));\n    if (ctx) ctx->threads = 1;\n    return ctx;\n}}"
     );
     let _ = writeln!(
         c,
-        "void {name}_destroy({name}_ctx *ctx) {{
+        "{}void {name}_destroy({name}_ctx *ctx) {{
     if (!ctx) return;
-    for (int i = 0; i < ctx->nblk; i++) free(ctx->blk[i]);
+    {}for (int i = 0; i < ctx->nblk; i++) free(ctx->blk[i]);
+    for (int t = 0; t < {up}_MAX_THREADS; t++) {name}_destroy(ctx->sub[t]);
     free(ctx);
-}}"
+}}",
+        if splittable {
+            format!("struct {name}_pool;\nstatic void {name}_pool_stop(struct {name}_pool *pl);\n")
+        } else {
+            String::new()
+        },
+        if splittable {
+            format!("{name}_pool_stop((struct {name}_pool *)ctx->pool);\n    ")
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(c, "const char *{name}_last_error(const {name}_ctx *ctx) {{ return ctx ? ctx->error : \"the context is NULL\"; }}\n");
     // Shapes and dtypes.
@@ -260,17 +395,10 @@ void {name}_forgec_free(void *p) {{
         }
         let _ = writeln!(c, "    default: return -1;\n    }}\n}}\n");
     }
-    // run
+    // `NAME_call`: one call of the kernels on buffers already checked.
     let params = run_params(g, name);
-    let _ = writeln!(c, "int {name}_run({}) {{", params.join(", "));
-    let _ = writeln!(
-        c,
-        "    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;"
-    );
-    let _ = writeln!(
-        c,
-        "    if (batch < 1 || batch > {up}_MAX_BATCH) {{ snprintf(ctx->error, sizeof ctx->error, \"batch size %lld is outside 1..%lld\", (long long)batch, (long long){up}_MAX_BATCH); return {up}_ERR_BATCH; }}"
-    );
+    let mut checks = String::new();
+    let mut body = String::new();
     let mut descs = Vec::new();
     for (k, &v) in g.inputs.iter().chain(&g.outputs).enumerate() {
         let t = g.ty(v);
@@ -281,7 +409,7 @@ void {name}_forgec_free(void *p) {{
             format!("output {}", k - g.inputs.len())
         };
         let _ = writeln!(
-            c,
+            checks,
             "    if (!{id}) {{ snprintf(ctx->error, sizeof ctx->error, \"{what} (`{}`) is NULL\"); return {up}_ERR_NULL; }}",
             g.value(v).name.replace('"', "'")
         );
@@ -289,7 +417,7 @@ void {name}_forgec_free(void *p) {{
         let d = dims_expr(&t.shape);
         if r == 0 {
             let _ = writeln!(
-                c,
+                body,
                 "    memref_0 m{k} = {{ (void *){id}, (void *){id}, 0 }};"
             );
         } else {
@@ -298,7 +426,7 @@ void {name}_forgec_free(void *p) {{
                 strides[j] = format!("{} * {}", strides[j + 1], d[j + 1]);
             }
             let _ = writeln!(
-                c,
+                body,
                 "    memref_{r} m{k} = {{ (void *){id}, (void *){id}, 0, {{ {} }}, {{ {} }} }};",
                 d.join(", "),
                 strides.join(", ")
@@ -306,6 +434,8 @@ void {name}_forgec_free(void *p) {{
         }
         descs.push(format!("&m{k}"));
     }
+    let _ = writeln!(c, "static int {name}_call({}) {{", params.join(", "));
+    c.push_str(&body);
     if !g
         .inputs
         .iter()
@@ -318,6 +448,165 @@ void {name}_forgec_free(void *p) {{
         c,
         "    {name}_ctx *outer = {name}_current;\n    {name}_current = ctx;\n    _mlir_ciface_{entry}({});\n    {name}_current = outer;\n    return {up}_OK;\n}}\n",
         descs.join(", ")
+    );
+    // Threads: the batch is cut into one slice per thread, each run by `NAME_call` with its
+    // own context (and so its own scratch buffers).
+    let split = batch_split_obstacle(g).is_none();
+    let args: Vec<String> = g
+        .inputs
+        .iter()
+        .chain(&g.outputs)
+        .map(|&v| c_ident(&g.value(v).name))
+        .collect();
+    if split {
+        let mut fields = String::new();
+        for p in &params[2..] {
+            let _ = write!(fields, " {p};");
+        }
+        let _ = writeln!(
+            c,
+            "typedef struct {{ {name}_ctx *ctx; int64_t batch;{fields} }} {name}_job;\n\
+static void *{name}_worker(void *p) {{\n    {name}_job *j = ({name}_job *)p;\n    {name}_call(j->ctx, j->batch, {});\n    return NULL;\n}}\n",
+            args.iter().map(|a| format!("j->{a}")).collect::<Vec<_>>().join(", ")
+        );
+        let _ = writeln!(c, "typedef struct {name}_pool {name}_pool;
+typedef struct {{ {name}_pool *pool; int i; }} {name}_slot;
+struct {name}_pool {{
+    pthread_mutex_t mu; pthread_cond_t go, done;
+    unsigned gen; int pending, quit, n;
+    pthread_t tid[{up}_MAX_THREADS]; {name}_slot slot[{up}_MAX_THREADS]; {name}_job jobs[{up}_MAX_THREADS];
+}};
+/* A pool thread: waits for a new generation of jobs, runs its own (if it has rows), reports. */
+static void *{name}_pool_main(void *p) {{
+    {name}_slot *s = ({name}_slot *)p;
+    {name}_pool *pl = s->pool;
+    unsigned seen = 0;
+    pthread_mutex_lock(&pl->mu);
+    for (;;) {{
+        while (pl->gen == seen && !pl->quit) pthread_cond_wait(&pl->go, &pl->mu);
+        if (pl->quit) break;
+        seen = pl->gen;
+        pthread_mutex_unlock(&pl->mu);
+        if (pl->jobs[s->i].batch > 0) {name}_worker(&pl->jobs[s->i]);
+        pthread_mutex_lock(&pl->mu);
+        if (--pl->pending == 0) pthread_cond_signal(&pl->done);
+    }}
+    pthread_mutex_unlock(&pl->mu);
+    return NULL;
+}}
+static void {name}_pool_stop({name}_pool *pl) {{
+    if (!pl) return;
+    pthread_mutex_lock(&pl->mu);
+    pl->quit = 1;
+    pthread_cond_broadcast(&pl->go);
+    pthread_mutex_unlock(&pl->mu);
+    for (int i = 1; i <= pl->n; i++) pthread_join(pl->tid[i], NULL);
+    pthread_mutex_destroy(&pl->mu); pthread_cond_destroy(&pl->go); pthread_cond_destroy(&pl->done);
+    free(pl);
+}}
+/* Starts threads - 1 pool threads (the caller's thread is the first worker). */
+static {name}_pool *{name}_pool_start(int threads) {{
+    {name}_pool *pl = ({name}_pool *)calloc(1, sizeof *pl);
+    if (!pl) return NULL;
+    pthread_mutex_init(&pl->mu, NULL); pthread_cond_init(&pl->go, NULL); pthread_cond_init(&pl->done, NULL);
+    for (int i = 1; i < threads; i++) {{
+        pl->slot[i].pool = pl; pl->slot[i].i = i;
+        if (pthread_create(&pl->tid[i], NULL, {name}_pool_main, &pl->slot[i]) != 0) break;
+        pl->n = i;
+    }}
+    return pl;
+}}
+");
+    }
+    let _ = writeln!(c, "int {name}_set_threads({name}_ctx *ctx, int threads) {{\n    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;");
+    let _ = writeln!(c, "    if (threads < 1 || threads > {up}_MAX_THREADS) {{ snprintf(ctx->error, sizeof ctx->error, \"%d threads: use 1..%d\", threads, {up}_MAX_THREADS); return {up}_ERR_ARG; }}");
+    if split {
+        let _ = writeln!(c, "    if (threads == ctx->threads) return {up}_OK;\n    {name}_pool_stop(({name}_pool *)ctx->pool);\n    ctx->pool = NULL;\n    ctx->threads = 1;\n    if (threads > 1) {{\n        ctx->pool = {name}_pool_start(threads);\n        if (!ctx->pool || (({name}_pool *)ctx->pool)->n == 0) {{ {name}_pool_stop(({name}_pool *)ctx->pool); ctx->pool = NULL; snprintf(ctx->error, sizeof ctx->error, \"could not start %d threads\", threads); return {up}_ERR_ARG; }}\n    }}\n    ctx->threads = threads;\n    return {up}_OK;\n}}\n");
+    } else {
+        let why = batch_split_obstacle(g)
+            .unwrap_or_default()
+            .replace('"', "'");
+        let _ = writeln!(c, "    if (threads == 1) return {up}_OK;\n    snprintf(ctx->error, sizeof ctx->error, \"this model runs on one thread: its batch cannot be split (%s)\", \"{why}\");\n    return {up}_ERR_ARG;\n}}\n");
+    }
+    let _ = writeln!(c, "int {name}_run({}) {{", params.join(", "));
+    let _ = writeln!(
+        c,
+        "    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;"
+    );
+    let _ = writeln!(
+        c,
+        "    if (batch < 1 || batch > {up}_MAX_BATCH) {{ snprintf(ctx->error, sizeof ctx->error, \"batch size %lld is outside 1..%lld\", (long long)batch, (long long){up}_MAX_BATCH); return {up}_ERR_BATCH; }}"
+    );
+    c.push_str(&checks);
+    if split {
+        // Elements per sample of each buffer (the batch is the leading dim of every one).
+        let per: Vec<usize> = g
+            .inputs
+            .iter()
+            .chain(&g.outputs)
+            .map(|&v| {
+                g.ty(v).shape[1..]
+                    .iter()
+                    .filter_map(|d| d.known())
+                    .product()
+            })
+            .collect();
+        let _ = writeln!(c, "    {name}_pool *pl = ({name}_pool *)ctx->pool;");
+        let _ = writeln!(
+            c,
+            "    int nt = ctx->threads < batch ? ctx->threads : (int)batch;"
+        );
+        let _ = writeln!(c, "    if (pl && nt > pl->n + 1) nt = pl->n + 1;");
+        // A slice smaller than about 4M multiply-adds costs more to hand over than it saves.
+        let min_rows = (4_000_000 / macs_per_sample(g).max(1)).max(1);
+        let _ = writeln!(c, "    if (batch / {min_rows} < nt) nt = batch / {min_rows} > 1 ? (int)(batch / {min_rows}) : 1;");
+        let _ = writeln!(c, "    if (pl && nt > 1) {{");
+        let _ = writeln!(
+            c,
+            "        {name}_job *jobs = pl->jobs;\n        int64_t start = 0;"
+        );
+        let _ = writeln!(c, "        for (int t = 0; t < nt; t++) {{");
+        let _ = writeln!(
+            c,
+            "            int64_t n = batch / nt + (t < batch % nt ? 1 : 0);"
+        );
+        let _ = writeln!(
+            c,
+            "            if (t > 0 && !ctx->sub[t]) ctx->sub[t] = {name}_create();"
+        );
+        let _ = writeln!(
+            c,
+            "            {name}_ctx *tc = t == 0 ? ctx : ctx->sub[t];"
+        );
+        let _ = writeln!(
+            c,
+            "            if (!tc) return {name}_call(ctx, batch, {});",
+            args.join(", ")
+        );
+        let sets: Vec<String> = args
+            .iter()
+            .zip(&per)
+            .map(|(a, p)| format!("jobs[t].{a} = {a} + start * {p};"))
+            .collect();
+        let _ = writeln!(
+            c,
+            "            jobs[t].ctx = tc; jobs[t].batch = n; {}",
+            sets.join(" ")
+        );
+        let _ = writeln!(c, "            start += n;\n        }}");
+        let _ = writeln!(
+            c,
+            "        for (int t = nt; t <= pl->n; t++) jobs[t].batch = 0;"
+        );
+        let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        pl->pending = pl->n;\n        pl->gen++;\n        pthread_cond_broadcast(&pl->go);\n        pthread_mutex_unlock(&pl->mu);");
+        let _ = writeln!(c, "        {name}_worker(&jobs[0]);");
+        let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        while (pl->pending > 0) pthread_cond_wait(&pl->done, &pl->mu);\n        pthread_mutex_unlock(&pl->mu);");
+        let _ = writeln!(c, "        return {up}_OK;\n    }}");
+    }
+    let _ = writeln!(
+        c,
+        "    return {name}_call(ctx, batch, {});\n}}\n",
+        args.join(", ")
     );
     let _ = writeln!(c, "int {name}_run_v({name}_ctx *ctx, int64_t batch, const void *const *inputs, void *const *outputs) {{");
     let _ = writeln!(c, "    if (!ctx) return {up}_ERR_NULL;\n    if (!inputs || !outputs) {{ snprintf(ctx->error, sizeof ctx->error, \"the input or output array is NULL\"); return {up}_ERR_NULL; }}");
