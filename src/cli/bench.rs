@@ -27,6 +27,111 @@ pub struct Args {
     /// Seconds of measurement per batch size
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
+    /// Also time the model's ONNX twin (the .onnx file beside the model, or the model itself)
+    /// in another engine on the same inputs and threads, and print the ratio: onnxruntime
+    #[arg(long, value_name = "ENGINE")]
+    pub compare: Option<String>,
+    /// The Python with onnxruntime for --compare (default: target/bench-venv/bin/python, which
+    /// scripts/bench.sh makes, else python3)
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+/// The ONNX file to compare with: the model itself, or `NAME.onnx` beside `NAME.keras`.
+fn onnx_twin(model: &Path) -> Result<PathBuf, UserError> {
+    if model.extension().is_some_and(|e| e == "onnx") {
+        return Ok(model.to_path_buf());
+    }
+    let name = path_name(model);
+    let stem = name
+        .strip_suffix(".weights.h5")
+        .or_else(|| name.rsplit_once('.').map(|(s, _)| s))
+        .unwrap_or(&name);
+    let twin = model.with_file_name(format!("{stem}.onnx"));
+    if twin.exists() {
+        Ok(twin)
+    } else {
+        Err(UserError::new(format!(
+            "--compare onnxruntime: no ONNX twin of {} (looked for {}); export one (tf2onnx) or bench the .onnx file",
+            model.display(),
+            twin.display()
+        )))
+    }
+}
+
+/// (batch, threads).
+type BatchThreads = (usize, usize);
+
+/// Times `onnx` in onnxruntime through Python on the same inputs: (batch, threads) -> median ms.
+fn onnxruntime_medians(
+    a: &Args,
+    onnx: &Path,
+    g: &forgec_ir::Graph,
+) -> Result<Vec<(BatchThreads, f64)>, UserError> {
+    let python = a.python.clone().unwrap_or_else(|| {
+        let venv = PathBuf::from("target/bench-venv/bin/python");
+        if venv.exists() {
+            venv
+        } else {
+            PathBuf::from("python3")
+        }
+    });
+    let dir = tempfile::tempdir().map_err(|e| UserError::new(e.to_string()))?;
+    let mut runs = Vec::new();
+    for &batch in &a.batches {
+        let mut files = Vec::new();
+        for (k, t) in inputs(g, batch).map_err(UserError::new)?.iter().enumerate() {
+            let f = dir.path().join(format!("b{batch}_in{k}.npy"));
+            forgec_runtime::write_npy(&f, t).map_err(|e| UserError::new(e.to_string()))?;
+            files.push(f.display().to_string());
+        }
+        runs.push(serde_json::json!({"batch": batch, "inputs": files}));
+    }
+    let spec = dir.path().join("spec.json");
+    let doc = serde_json::json!({"threads": a.threads, "seconds": a.seconds, "runs": runs});
+    std::fs::write(&spec, doc.to_string()).map_err(|e| UserError::new(e.to_string()))?;
+    let script = dir.path().join("ort_bench.py");
+    std::fs::write(&script, include_str!("../../scripts/ort_bench.py"))
+        .map_err(|e| UserError::new(e.to_string()))?;
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(onnx)
+        .arg(&spec)
+        .output()
+        .map_err(|e| {
+            UserError::new(format!(
+                "--compare onnxruntime: cannot start {}: {e}; run scripts/bench.sh once (it makes target/bench-venv) or pass --python",
+                python.display()
+            ))
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("").to_string();
+        return Err(UserError::new(format!(
+            "--compare onnxruntime: {} failed on {}: {last}{}",
+            python.display(),
+            onnx.display(),
+            if last.contains("No module named") {
+                " (run scripts/bench.sh once: it makes target/bench-venv with onnxruntime)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let recs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| UserError::new(format!("--compare onnxruntime: unreadable output: {e}")))?;
+    Ok(recs
+        .iter()
+        .filter_map(|r| {
+            Some((
+                (
+                    r["batch"].as_u64()? as usize,
+                    r["threads"].as_u64()? as usize,
+                ),
+                r["median_ms"].as_f64()?,
+            ))
+        })
+        .collect())
 }
 
 /// Deterministic pseudo-random inputs (xorshift): floats in [-1, 1), integers in [0, 10).
@@ -70,6 +175,15 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     if let Some(&t) = a.threads.iter().find(|&&t| t == 0 || t > 64) {
         return Err(UserError::new(format!("--threads {t}: use 1..64")));
     }
+    let twin = match a.compare.as_deref() {
+        None => None,
+        Some("onnxruntime") => Some(onnx_twin(&a.model)?),
+        Some(other) => {
+            return Err(UserError::new(format!(
+                "--compare {other}: the engine forgec compares with is onnxruntime"
+            )))
+        }
+    };
     let opts = LoadOptions {
         weights: None,
         allow_missing_weights: false,
@@ -132,6 +246,34 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             "batch": batch, "threads": threads, "median_ms": med, "p90_ms": p90,
             "samples_per_s": thr, "runs": times.len(), "engine": "compiled", "cpu": a.cpu,
         }));
+    }
+    if let Some(onnx) = &twin {
+        let ort = onnxruntime_medians(&a, onnx, &g)?;
+        println!(
+            "onnxruntime on {} (same inputs and threads):",
+            onnx.display()
+        );
+        println!(
+            "{:>6} {:>8} {:>12} {:>12} {:>14}",
+            "batch", "threads", "forgec ms", "ort ms", "forgec/ort"
+        );
+        for r in &mut records {
+            let key = (
+                r["batch"].as_u64().unwrap_or(0) as usize,
+                r["threads"].as_u64().unwrap_or(0) as usize,
+            );
+            if let Some(&(_, o)) = ort.iter().find(|(k, _)| *k == key) {
+                let f = r["median_ms"].as_f64().unwrap_or(0.0);
+                println!(
+                    "{:>6} {:>8} {f:>12.4} {o:>12.4} {:>14.2}",
+                    key.0,
+                    key.1,
+                    f / o
+                );
+                r["ort_median_ms"] = serde_json::json!(o);
+                r["ratio_to_ort"] = serde_json::json!(f / o);
+            }
+        }
     }
     if let Some(j) = &a.json {
         let doc = serde_json::json!({"model": path_name(&a.model), "compile_s": compile_s, "records": records});

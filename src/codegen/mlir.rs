@@ -988,7 +988,10 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
             }
             one(conv(e, &ins[0], &ins[1], c, ot)?)
         }
-        Op::Pool(p) => one(pool(e, &ins[0], p, ot)?),
+        Op::Pool(p) => one(match fast_pool(e, &ins[0], p, ot)? {
+            Some(v) => v,
+            None => pool(e, &ins[0], p, ot)?,
+        }),
         Op::Rnn(r) => one(rnn(e, &ins, r, ot)?),
         other => Err(format!("the compiler does not lower `{}` yet (the reference interpreter runs it: forgec run --engine interp)", other.name())),
     }
@@ -2078,17 +2081,85 @@ fn depthwise(
     if !depthwise_fits(&x.1, &w.1, c, ot) {
         return Ok(None);
     }
+    let ws = w.1.known_shape().unwrap_or_default();
+    let geom = Window {
+        k: [ws[0], ws[1]],
+        strides: &c.strides,
+        dilations: &c.dilations,
+        pads: &c.pads,
+    };
+    window_kernel(e, x, Win::Depthwise(w), &geom, ot).map(Some)
+}
+
+/// A 2-D max or average pooling without padding, channels-last, f32, dims known but the batch:
+/// the window kernel with `max` or `add` per tap.
+fn fast_pool(
+    e: &mut E,
+    x: &(String, TensorType),
+    p: &forgec_ir::PoolAttrs,
+    ot: &TensorType,
+) -> R<Option<String>> {
+    let fits = x.1.dtype == DType::F32
+        && x.1.rank() == 4
+        && p.layout == Layout::ChannelsLast
+        && p.window.len() == 2
+        && p.pads.iter().all(|q| *q == (0, 0))
+        && x.1.shape[1..].iter().all(|d| d.known().is_some())
+        && ot.shape[1..].iter().all(|d| d.known().is_some());
+    if !fits {
+        return Ok(None);
+    }
+    let win = match p.kind {
+        PoolKind::Max => Win::Max,
+        PoolKind::Avg => Win::Avg,
+    };
+    let geom = Window {
+        k: [p.window[0], p.window[1]],
+        strides: &p.strides,
+        dilations: &p.dilations,
+        pads: &p.pads,
+    };
+    window_kernel(e, x, win, &geom, ot).map(Some)
+}
+
+/// What a window kernel does at each tap.
+enum Win<'a> {
+    /// Multiply-add with the per-channel kernel (weights `[kh, kw, 1, C]`).
+    Depthwise(&'a (String, TensorType)),
+    Max,
+    /// Sum, then divide by the window's size (no padding, so every window is whole).
+    Avg,
+}
+
+/// The window of a 2-D window kernel.
+struct Window<'a> {
+    k: [usize; 2],
+    strides: &'a [usize],
+    dilations: &'a [usize],
+    pads: &'a [(usize, usize)],
+}
+
+/// A 2-D window op over channels-last data, vectorized across channels: for each output
+/// pixel and each vector of channels, one accumulator takes every window tap, reading the
+/// input in place (taps that fall in the padding read a clamped pixel and use zero instead),
+/// and the fused epilogue runs before the store.
+fn window_kernel(
+    e: &mut E,
+    x: &(String, TensorType),
+    win: Win,
+    c: &Window,
+    ot: &TensorType,
+) -> R<String> {
     let xs: Vec<usize> = x.1.shape[1..].iter().filter_map(|d| d.known()).collect();
     let (h, wd, ch) = (xs[0], xs[1], xs[2]);
-    let ws = w.1.known_shape().unwrap_or_default();
-    let (kh, kw) = (ws[0], ws[1]);
+    let [kh, kw] = c.k;
     let (oh, ow) = (
         ot.shape[1].known().unwrap_or(0),
         ot.shape[2].known().unwrap_or(0),
     );
     let lanes = 2 * e.simd;
     let vt = format!("vector<{lanes}xf32>");
-    let (xt, wt, ct) = (tensor_ty(&x.1), tensor_ty(&w.1), tensor_ty(ot));
+    let (xt, ct) = (tensor_ty(&x.1), tensor_ty(ot));
     let padded = c.pads.iter().any(|p| *p != (0, 0));
     let cfull = ch - ch % lanes;
     for v in [0, 1, lanes, cfull, ch - cfull, oh, ow, h, wd] {
@@ -2110,6 +2181,19 @@ fn depthwise(
     let epi = std::mem::take(&mut e.epilogue);
     let zero = e.fresh();
     e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
+    let init = match win {
+        Win::Max => {
+            let v = e.fresh();
+            e.line(&format!("{v} = arith.constant dense<0xFF800000> : {vt}"));
+            v
+        }
+        _ => zero.clone(),
+    };
+    let count = e.fresh();
+    e.line(&format!(
+        "{count} = arith.constant dense<{:.1}> : {vt}",
+        (kh * kw) as f32
+    ));
     let pad = e.fresh();
     e.line(&format!("{pad} = arith.constant 0.0 : f32"));
     let mask = if cfull < ch {
@@ -2154,24 +2238,39 @@ fn depthwise(
                  cv: &str,
                  masked: bool|
      -> String {
-        let mut acc = zero.clone();
+        let mut acc = init.clone();
         let read_mask = |masked: bool| match (masked, &mask) {
             (true, Some(mk)) => format!(", {mk}"),
             _ => " {in_bounds = [true]}".to_string(),
         };
         for (i, (r, rin)) in rows.iter().enumerate() {
             for (j, (q, qin)) in cols.iter().enumerate() {
-                let (xv, wv, fv) = (e.fresh(), e.fresh(), e.fresh());
-                let (ci, cj) = (e.idx(i as i64), e.idx(j as i64));
+                let (xv, fv) = (e.fresh(), e.fresh());
                 e.line(&format!(
                     "{xv} = vector.transfer_read {}[{b}, {r}, {q}, {cv}], {pad}{} : {xt}, {vt}",
                     x.0,
                     read_mask(masked)
                 ));
+                let w = match win {
+                    Win::Max => {
+                        e.line(&format!("{fv} = arith.maximumf {acc}, {xv} : {vt}"));
+                        acc = fv;
+                        continue;
+                    }
+                    Win::Avg => {
+                        e.line(&format!("{fv} = arith.addf {acc}, {xv} : {vt}"));
+                        acc = fv;
+                        continue;
+                    }
+                    Win::Depthwise(w) => w,
+                };
+                let wv = e.fresh();
+                let (ci, cj) = (e.idx(i as i64), e.idx(j as i64));
                 e.line(&format!(
-                    "{wv} = vector.transfer_read {}[{ci}, {cj}, {c0}, {cv}], {pad}{} : {wt}, {vt}",
+                    "{wv} = vector.transfer_read {}[{ci}, {cj}, {c0}, {cv}], {pad}{} : {}, {vt}",
                     w.0,
-                    read_mask(masked)
+                    read_mask(masked),
+                    tensor_ty(&w.1)
                 ));
                 let xin = match (rin, qin) {
                     (Some(a), Some(bq)) => {
@@ -2186,6 +2285,11 @@ fn depthwise(
                 e.line(&format!("{fv} = vector.fma {xin}, {wv}, {acc} : {vt}"));
                 acc = fv;
             }
+        }
+        if matches!(win, Win::Avg) {
+            let v = e.fresh();
+            e.line(&format!("{v} = arith.divf {acc}, {count} : {vt}"));
+            acc = v;
         }
         for x in &epi {
             let (name, operand, flip) = match x {
@@ -2283,7 +2387,7 @@ fn depthwise(
             })
         })
     });
-    Ok(Some(res))
+    Ok(res)
 }
 
 /// The convolution's input with its padding applied (zeros).

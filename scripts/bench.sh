@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Makes target/bench-venv (onnxruntime 1.31.1, for `forgec bench --compare onnxruntime`), then
+# benchmarks every shared model against onnxruntime and writes the README's table.
+# Usage: scripts/bench.sh [--no-readme]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=target/bench-venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import onnxruntime, onnx" 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet "onnxruntime==1.31.1" "onnx==1.23.2" numpy
+fi
+cargo build --release --quiet
+OUT=target/bench
+mkdir -p "$OUT"
+# A 1024^3 f32 matmul graph (weights random), the kernel's yardstick.
+"$VENV/bin/python" - <<'PY'
+import numpy as np, onnx
+from onnx import helper, numpy_helper, TensorProto as TP
+w = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul1024",
+    [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", 1024])],
+    [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", 1024])], [numpy_helper.from_array(w, "w")])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
+onnx.save(m, "target/bench/matmul1024.onnx")
+PY
+M=tests/fixtures/models
+./target/release/forgec bench "$OUT/matmul1024.onnx" --batch 1024 --threads 1,2 \
+    --compare onnxruntime --python "$VENV/bin/python" --json "$OUT/matmul1024.json"
+for m in mlp_binary mlp_dropout mlp_mnist cnn_mnist functional_two_in_two_out mobilenetv2_035_96 lstm_seq text_embed; do
+    ./target/release/forgec bench "$M/$m.keras" --batch 1,32 --threads 1,2 \
+        --compare onnxruntime --python "$VENV/bin/python" --json "$OUT/$m.json"
+done
+if [ "${1:-}" != "--no-readme" ]; then
+    python3 scripts/bench_table.py "$OUT" README.md
+    echo "README.md: benchmark table updated"
+fi
