@@ -43,6 +43,7 @@ fn models(c: &mut Criterion) {
             cpu: Some("native".into()),
             target: None,
             emit: Emit::Lib,
+            external_weights: false,
         };
         codegen::compile(model, &opts, dir.path(), "").unwrap_or_else(|e| panic!("{name}: {e}"));
         let lib = CompiledModel::load(&dir.path().join("libbench.so"), "bench").expect("loads");

@@ -13,6 +13,7 @@ fn opts(name: &str) -> Options {
         cpu: Some("native".into()),
         target: None,
         emit: Emit::Lib,
+        external_weights: false,
     }
 }
 
@@ -511,4 +512,60 @@ fn threads_split_the_batch_and_change_no_bit() {
         e.contains("its batch cannot be split") && e.contains("may mix samples"),
         "{e}"
     );
+}
+
+/// `--weights external`: the constants go to NAME.weights, which the library maps when it is
+/// loaded (beside the library); the outputs are the same bits as with embedded weights; a
+/// missing or foreign weights file makes runs fail with the place looked at, never a crash.
+#[test]
+fn external_weights_are_mapped_at_load() {
+    let model = load(&model_file("cnn_mnist.keras"), &LoadOptions::default()).unwrap();
+    let x = rows(&npy(&model_file("cnn_mnist.input.npy")), 5);
+    let embedded = scratch("weights_embedded");
+    codegen::compile(model.graph.clone(), &opts("emb"), &embedded, "").unwrap();
+    let want = CompiledModel::load(&embedded.join("libemb.so"), "emb")
+        .unwrap()
+        .run(&[&x])
+        .unwrap();
+    let build = |what: &str| {
+        let dir = scratch(&format!("weights_external_{what}"));
+        let mut o = opts("ext");
+        o.external_weights = true;
+        let files = codegen::compile(model.graph.clone(), &o, &dir, "").unwrap();
+        assert!(files.contains(&dir.join("ext.weights")), "{files:?}");
+        dir
+    };
+    let dir = build("ok");
+    let so = std::fs::metadata(dir.join("libext.so")).unwrap().len();
+    let so_embedded = std::fs::metadata(embedded.join("libemb.so")).unwrap().len();
+    assert!(so + 60_000 < so_embedded, "{so} vs {so_embedded} bytes");
+    let lib = CompiledModel::load(&dir.join("libext.so"), "ext").unwrap();
+    assert_eq!(
+        lib.run(&[&x]).unwrap()[0].to_f64_vec(),
+        want[0].to_f64_vec()
+    );
+    let meta = std::fs::read_to_string(dir.join("ext.json")).unwrap();
+    assert!(meta.contains("\"weights\": \"external\""), "{meta}");
+
+    let dir = build("missing");
+    std::fs::remove_file(dir.join("ext.weights")).unwrap();
+    let e = CompiledModel::load(&dir.join("libext.so"), "ext")
+        .unwrap()
+        .run(&[&x])
+        .unwrap_err();
+    assert!(
+        e.contains("cannot open the weights file") && e.contains("EXT_WEIGHTS"),
+        "{e}"
+    );
+
+    let dir = build("foreign");
+    // Another build's file of the same size: its header records another hash.
+    let mut bytes = std::fs::read(dir.join("ext.weights")).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(dir.join("ext.weights"), bytes).unwrap();
+    let e = CompiledModel::load(&dir.join("libext.so"), "ext")
+        .unwrap()
+        .run(&[&x])
+        .unwrap_err();
+    assert!(e.contains("holds other weights"), "{e}");
 }

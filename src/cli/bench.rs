@@ -197,6 +197,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         cpu: Some(a.cpu.clone()),
         target: None,
         emit: crate::codegen::Emit::Lib,
+        external_weights: false,
     };
     let t0 = Instant::now();
     crate::codegen::compile(g.clone(), &o, dir.path(), "")

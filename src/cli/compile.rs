@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     pub model: PathBuf,
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    /// `external`: large constants go to NAME.weights, which the library maps when it is
+    /// loaded; `embedded` (the default) keeps them in the library. Any other value is the
+    /// Keras weights file of a JSON model (write `./external` for a file of that name).
+    #[arg(long, value_name = "embedded|external|FILE", action = clap::ArgAction::Append)]
+    pub weights: Vec<PathBuf>,
     /// The output directory
     #[arg(long, short = 'o')]
     pub out: PathBuf,
@@ -48,8 +51,11 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             a.emit
         ))
     })?;
+    let mode = |p: &PathBuf| p.as_os_str() == "external" || p.as_os_str() == "embedded";
+    let external = a.weights.iter().any(|p| p.as_os_str() == "external");
+    let weights_file = a.weights.iter().find(|p| !mode(p)).cloned();
     let opts = LoadOptions {
-        weights: a.weights.clone(),
+        weights: weights_file.clone(),
         allow_missing_weights: false,
         input_shape: None,
     };
@@ -67,7 +73,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         .unwrap_or_else(|| "model".into());
     let name = codegen::artifact_name(a.name.as_deref().unwrap_or(&stem));
     let mut files: Vec<&Path> = vec![&a.model];
-    if let Some(w) = &a.weights {
+    if let Some(w) = &weights_file {
         files.push(w);
     }
     let sha = sha256_of(&files)?;
@@ -76,6 +82,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         cpu: a.cpu.clone(),
         target: a.target.clone(),
         emit,
+        external_weights: external,
     };
     let written = codegen::compile(m.into_graph(), &o, &a.out, &sha)
         .map_err(|e| UserError::new(format!("{}: {e}", a.model.display())))?;

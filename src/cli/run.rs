@@ -80,6 +80,7 @@ pub fn run_compiled(g: &forgec_ir::Graph, ins: &[(String, Tensor)]) -> Result<Ve
         cpu: Some("native".into()),
         target: None,
         emit: crate::codegen::Emit::Lib,
+        external_weights: false,
     };
     crate::codegen::compile(g.clone(), &opts, dir.path(), "")?;
     let lib =

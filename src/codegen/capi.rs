@@ -200,7 +200,7 @@ fn run_params(g: &Graph, name: &str) -> Vec<String> {
     params
 }
 
-pub fn header(g: &Graph, name: &str, version: &str) -> String {
+pub fn header(g: &Graph, name: &str, version: &str, external: bool) -> String {
     let up = name.to_uppercase();
     let mut h = String::new();
     let _ = writeln!(
@@ -209,7 +209,10 @@ pub fn header(g: &Graph, name: &str, version: &str) -> String {
     );
     let _ = writeln!(h, "#ifndef {up}_H\n#define {up}_H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n");
     let _ = writeln!(h, "/* Status codes. */");
-    let _ = writeln!(h, "#define {up}_OK 0\n#define {up}_ERR_NULL 1   /* a NULL context, input or output */\n#define {up}_ERR_BATCH 2  /* a batch size outside 1..{up}_MAX_BATCH */\n#define {up}_ERR_ARG 3    /* another argument out of range (see {name}_last_error) */\n");
+    let _ = writeln!(h, "#define {up}_OK 0\n#define {up}_ERR_NULL 1   /* a NULL context, input or output */\n#define {up}_ERR_BATCH 2  /* a batch size outside 1..{up}_MAX_BATCH */\n#define {up}_ERR_ARG 3    /* another argument out of range (see {name}_last_error) */\n#define {up}_ERR_WEIGHTS 4 /* the weights file is missing or not this build's */\n");
+    if external {
+        let _ = writeln!(h, "/* Built with --weights external: the library maps {name}.weights when it is loaded, from\n * ${up}_WEIGHTS if set, else from the directory of the shared library (or of the program that\n * links the static one). Without it, runs return {up}_ERR_WEIGHTS and say where they looked. */\n");
+    }
     let _ = writeln!(h, "#define {up}_MAX_BATCH 1073741824\n#define {up}_MAX_THREADS 64\n#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n", g.inputs.len(), g.outputs.len());
     let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared). */");
     let _ = writeln!(h, "typedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
@@ -277,10 +280,41 @@ pub fn dtype_code(d: DType) -> i32 {
     }
 }
 
-pub fn wrapper(g: &Graph, name: &str, entry: &str) -> String {
+/// `NAME.weights` (`--weights external`): a 64-byte header (`FORGECW1`, the total size, the
+/// SHA-256 of what follows) and every external constant, each at a 64-byte-aligned offset.
+pub struct WeightsFile {
+    pub bytes: Vec<u8>,
+    /// (offset, dims) of each constant, in the entry function's argument order.
+    pub blocks: Vec<(usize, Vec<usize>)>,
+}
+
+pub fn weights_file(ws: &[super::mlir::ExternalWeight]) -> WeightsFile {
+    use sha2::{Digest, Sha256};
+    let mut data = Vec::new();
+    let mut blocks = Vec::new();
+    for w in ws {
+        while data.len() % 64 != 0 {
+            data.push(0);
+        }
+        blocks.push((64 + data.len(), w.dims.clone()));
+        data.extend_from_slice(&w.bytes);
+    }
+    let mut bytes = b"FORGECW1".to_vec();
+    bytes.extend_from_slice(&((64 + data.len()) as u64).to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(&data));
+    bytes.resize(64, 0);
+    bytes.extend_from_slice(&data);
+    WeightsFile { bytes, blocks }
+}
+
+pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Option<&WeightsFile>) -> String {
     let splittable = batch_split_obstacle(g).is_none();
     let up = name.to_uppercase();
     let mut c = String::new();
+    if weights.is_some() {
+        // dladdr (the library's own path) and mmap.
+        c.push_str("#define _GNU_SOURCE\n#include <dlfcn.h>\n#include <fcntl.h>\n#include <string.h>\n#include <sys/mman.h>\n#include <sys/stat.h>\n#include <unistd.h>\n");
+    }
     let _ = writeln!(
         c,
         "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n{}",
@@ -290,11 +324,13 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str) -> String {
             ""
         }
     );
+    let wblocks: &[(usize, Vec<usize>)] = weights.map_or(&[], |w| &w.blocks);
     let mut ranks: Vec<usize> = g
         .inputs
         .iter()
         .chain(&g.outputs)
         .map(|&v| g.ty(v).rank())
+        .chain(wblocks.iter().map(|(_, d)| d.len()))
         .collect();
     ranks.sort();
     ranks.dedup();
@@ -313,12 +349,70 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str) -> String {
         .iter()
         .chain(&g.outputs)
         .map(|&v| format!("memref_{} *", g.ty(v).rank()))
+        .chain(wblocks.iter().map(|(_, d)| format!("memref_{} *", d.len())))
         .collect();
     let _ = writeln!(
         c,
         "\nextern void _mlir_ciface_{entry}({});\n",
         args.join(", ")
     );
+    if let Some(w) = weights {
+        let hash: Vec<String> = w.bytes[16..32]
+            .iter()
+            .map(|b| format!("0x{b:02x}"))
+            .collect();
+        let _ = write!(
+            c,
+            "static const char *{name}_weights;
+static char {name}_weights_error[600] = \"the weights file was not mapped\";
+static const unsigned char {name}_weights_hash[16] = {{ {hash} }};
+/* Maps NAME.weights when the library is loaded: from ${up}_WEIGHTS if set, else from the
+ * directory of the file this code was loaded from (the shared library, or the program that
+ * linked the static one). The file must be this build's: its size and hash are checked. */
+__attribute__((constructor)) static void {name}_map_weights(void) {{
+    char path[4096];
+    const char *env = getenv(\"{up}_WEIGHTS\");
+    if (env) snprintf(path, sizeof path, \"%s\", env);
+    else {{
+        Dl_info info;
+        if (!dladdr((void *)&{name}_weights_hash, &info) || !info.dli_fname) {{
+            snprintf({name}_weights_error, sizeof {name}_weights_error, \"cannot find where the library was loaded from: set {up}_WEIGHTS to the path of {name}.weights\");
+            return;
+        }}
+        snprintf(path, sizeof path, \"%s\", info.dli_fname);
+        char *slash = strrchr(path, '/');
+        size_t dir = slash ? (size_t)(slash - path + 1) : 0;
+        snprintf(path + dir, sizeof path - dir, \"{name}.weights\");
+    }}
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {{
+        snprintf({name}_weights_error, sizeof {name}_weights_error, \"cannot open the weights file %s: put {name}.weights beside the library or set {up}_WEIGHTS\", path);
+        return;
+    }}
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size != {total}) {{
+        snprintf({name}_weights_error, sizeof {name}_weights_error, \"%s has %lld bytes, not the {total} of this build's weights\", path, (long long)st.st_size);
+        close(fd);
+        return;
+    }}
+    void *p = mmap(NULL, {total}, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {{
+        snprintf({name}_weights_error, sizeof {name}_weights_error, \"cannot map %s\", path);
+        return;
+    }}
+    if (memcmp(p, \"FORGECW1\", 8) != 0 || memcmp((const char *)p + 16, {name}_weights_hash, 16) != 0) {{
+        munmap(p, {total});
+        snprintf({name}_weights_error, sizeof {name}_weights_error, \"%s holds other weights (another model or build of it)\", path);
+        return;
+    }}
+    {name}_weights = (const char *)p;
+}}
+",
+            hash = hash.join(", "),
+            total = w.bytes.len()
+        );
+    }
     // MLIR lowers copies between strided views to a call of `memrefCopy` (from its runner
     // library): the artifact carries its own, weak so several forgec models can be linked.
     c.push_str(MEMREF_COPY);
@@ -434,6 +528,26 @@ void {name}_forgec_free(void *p) {{
         }
         descs.push(format!("&m{k}"));
     }
+    for (j, (off, dims)) in wblocks.iter().enumerate() {
+        let r = dims.len();
+        let mut strides = vec![1usize; r];
+        for i in (0..r.saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * dims[i + 1];
+        }
+        let list = |v: &[usize]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            body,
+            "    memref_{r} w{j} = {{ (void *)({name}_weights + {off}), (void *)({name}_weights + {off}), 0, {{ {} }}, {{ {} }} }};",
+            list(dims),
+            list(&strides)
+        );
+        descs.push(format!("&w{j}"));
+    }
     let _ = writeln!(c, "static int {name}_call({}) {{", params.join(", "));
     c.push_str(&body);
     if !g
@@ -538,6 +652,9 @@ static {name}_pool *{name}_pool_start(int threads) {{
         "    if (batch < 1 || batch > {up}_MAX_BATCH) {{ snprintf(ctx->error, sizeof ctx->error, \"batch size %lld is outside 1..%lld\", (long long)batch, (long long){up}_MAX_BATCH); return {up}_ERR_BATCH; }}"
     );
     c.push_str(&checks);
+    if weights.is_some() {
+        let _ = writeln!(c, "    if (!{name}_weights) {{ snprintf(ctx->error, sizeof ctx->error, \"%s\", {name}_weights_error); return {up}_ERR_WEIGHTS; }}");
+    }
     if split {
         // Elements per sample of each buffer (the batch is the leading dim of every one).
         let per: Vec<usize> = g

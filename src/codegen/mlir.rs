@@ -49,11 +49,16 @@ pub fn memref_ty(t: &TensorType) -> String {
 fn dense_hex(t: &Tensor) -> String {
     let mut s = String::with_capacity(2 + t.size_bytes() * 2);
     s.push_str("0x");
-    let mut push = |b: &[u8]| {
-        for x in b {
-            let _ = write!(s, "{x:02X}");
-        }
-    };
+    for x in raw_bytes(t) {
+        let _ = write!(s, "{x:02X}");
+    }
+    s
+}
+
+/// A constant's bytes as the compiled code reads them (little-endian, bools one byte).
+fn raw_bytes(t: &Tensor) -> Vec<u8> {
+    let mut s = Vec::with_capacity(t.size_bytes());
+    let mut push = |b: &[u8]| s.extend_from_slice(b);
     match t.data() {
         Data::F32(v) => v.iter().for_each(|x| push(&x.to_le_bytes())),
         Data::F64(v) => v.iter().for_each(|x| push(&x.to_le_bytes())),
@@ -65,6 +70,18 @@ fn dense_hex(t: &Tensor) -> String {
     }
     s
 }
+
+/// A constant kept out of the library (`--weights external`): the entry function takes it as
+/// an argument, and the C wrapper passes it from the mapped weights file.
+#[derive(Clone, Debug)]
+pub struct ExternalWeight {
+    /// Its dims as the code reads them (packed weights have their panel layout).
+    pub dims: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// Constants of at least this many bytes go to the weights file with `--weights external`.
+const EXTERNAL_MIN_BYTES: usize = 1024;
 
 struct E<'g> {
     g: &'g Graph,
@@ -80,6 +97,8 @@ struct E<'g> {
     packed: HashSet<ValueId>,
     /// Elementwise ops the current kernel applies before it stores its results.
     epilogue: Vec<Epi>,
+    /// Constants passed to the entry function (`%w{index}`), with `--weights external`.
+    external: HashMap<ValueId, usize>,
 }
 
 /// An elementwise op fused into a matmul kernel's stores: `acc <op> c` (`c <op> acc` when
@@ -626,7 +645,15 @@ fn cast_body(lines: &mut Vec<String>, x: &str, from: DType, to: DType) -> String
 /// The whole module for `g`.
 /// Emits the model as MLIR; `simd` is the target's f32 vector width (lanes), which sizes the
 /// register tiles of the matmul kernels.
-pub fn emit(g: &Graph, simd: usize, entry: &str) -> R<String> {
+///
+/// With `external`, the large constants become arguments of the entry function (after the
+/// inputs and outputs), returned in that order with their bytes.
+pub fn emit(
+    g: &Graph,
+    simd: usize,
+    entry: &str,
+    external: bool,
+) -> R<(String, Vec<ExternalWeight>)> {
     let packed = packable_weights(g);
     let mut e = E {
         g,
@@ -638,6 +665,7 @@ pub fn emit(g: &Graph, simd: usize, entry: &str) -> R<String> {
         simd,
         packed: packed.clone(),
         epilogue: Vec::new(),
+        external: HashMap::new(),
     };
     let mut params = Vec::new();
     for (k, &i) in g.inputs.iter().enumerate() {
@@ -645,6 +673,34 @@ pub fn emit(g: &Graph, simd: usize, entry: &str) -> R<String> {
     }
     for (k, &o) in g.outputs.iter().enumerate() {
         params.push(format!("%out{k}: {}", memref_ty(g.ty(o))));
+    }
+    let mut weights = Vec::new();
+    if external {
+        for n in &g.nodes {
+            let Op::Const { value, .. } = &n.op else {
+                continue;
+            };
+            if value.size_bytes() < EXTERNAL_MIN_BYTES || value.dtype() == DType::Bool {
+                continue;
+            }
+            let v = n.outputs[0];
+            let packed_value = if e.packed.contains(&v) {
+                pack_panels(value, 2 * e.simd)
+            } else {
+                None
+            };
+            let stored = packed_value.as_ref().unwrap_or(value);
+            let j = weights.len();
+            e.external.insert(v, j);
+            params.push(format!(
+                "%w{j}: {}",
+                e.arg_ty(v).replacen("tensor<", "memref<", 1)
+            ));
+            weights.push(ExternalWeight {
+                dims: stored.shape().to_vec(),
+                bytes: raw_bytes(stored),
+            });
+        }
     }
     // Symbol sizes from the first input carrying each symbol.
     for (k, &i) in g.inputs.iter().enumerate() {
@@ -717,6 +773,7 @@ pub fn emit(g: &Graph, simd: usize, entry: &str) -> R<String> {
             simd,
             packed: packed.clone(),
             epilogue: Vec::new(),
+            external: HashMap::new(),
         };
         let mut params = Vec::new();
         let mut call_args = Vec::new();
@@ -822,7 +879,7 @@ pub fn emit(g: &Graph, simd: usize, entry: &str) -> R<String> {
     } else {
         ""
     };
-    Ok(format!("module {{\n{body}{runtime}}}\n"))
+    Ok((format!("module {{\n{body}{runtime}}}\n"), weights))
 }
 
 /// LLVM computes bf16 arithmetic in f32 and rounds every result back with a call of
@@ -857,6 +914,14 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
     let ot = &out_ty[0];
     let one = |v: String| Ok(vec![v]);
     match &node.op {
+        Op::Const { .. } if e.external.contains_key(&node.outputs[0]) => {
+            let j = e.external[&node.outputs[0]];
+            let v = e.fresh();
+            let t = e.arg_ty(node.outputs[0]);
+            let m = t.replacen("tensor<", "memref<", 1);
+            e.line(&format!("{v} = bufferization.to_tensor %w{j} restrict : {m} to {t}"));
+            one(v)
+        }
         Op::Const { value, .. } => {
             let v = e.fresh();
             let packed = if e.packed.contains(&node.outputs[0]) {

@@ -17,6 +17,9 @@ pub struct Options {
     /// An LLVM target triple (default: this machine's).
     pub target: Option<String>,
     pub emit: Emit,
+    /// `--weights external`: large constants go to `NAME.weights`, which the library maps when
+    /// it is loaded, instead of into the library.
+    pub external_weights: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +84,7 @@ pub fn compile(
     // Every global symbol of the object carries the model's name, so that several models link
     // into one program.
     let entry = format!("{name}_forgec_main");
-    let text = mlir::emit(&g, llvm::simd_lanes(&target), &entry)?;
+    let (text, weights) = mlir::emit(&g, llvm::simd_lanes(&target), &entry, opts.external_weights)?;
     let write = |file: PathBuf, bytes: &[u8]| -> Result<PathBuf, String> {
         std::fs::write(&file, bytes)
             .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
@@ -114,23 +117,28 @@ pub fn compile(
         tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
     let version = env!("CARGO_PKG_VERSION");
     std::fs::write(scratch.path().join("kernel.o"), &bytes).map_err(|e| e.to_string())?;
-    let header = capi::header(&g, name, version);
+    let header = capi::header(&g, name, version, opts.external_weights);
     std::fs::write(scratch.path().join(format!("{name}.h")), &header).map_err(|e| e.to_string())?;
+    let file = opts.external_weights.then(|| capi::weights_file(&weights));
     std::fs::write(
         scratch.path().join("wrapper.c"),
-        capi::wrapper(&g, name, &entry),
+        capi::wrapper(&g, name, &entry, file.as_ref()),
     )
     .map_err(|e| e.to_string())?;
     capi::link(scratch.path(), name, out)?;
     let h = write(out.join(format!("{name}.h")), header.as_bytes())?;
     let meta = metadata(&g, name, version, source_sha256, opts, &target);
     let j = write(out.join(format!("{name}.json")), meta.as_bytes())?;
-    Ok(vec![
+    let mut files = vec![
         out.join(format!("lib{name}.a")),
         out.join(format!("lib{name}.so")),
         h,
         j,
-    ])
+    ];
+    if let Some(f) = &file {
+        files.push(write(out.join(format!("{name}.weights")), &f.bytes)?);
+    }
+    Ok(files)
 }
 
 fn metadata(
@@ -162,7 +170,11 @@ fn metadata(
         "source_sha256": sha,
         "inputs": tensors(&g.inputs),
         "outputs": tensors(&g.outputs),
-        "flags": { "cpu": opts.cpu.as_ref().unwrap_or(&t.cpu), "target": t.triple, "weights": "embedded" },
+        "flags": {
+            "cpu": opts.cpu.as_ref().unwrap_or(&t.cpu),
+            "target": t.triple,
+            "weights": if opts.external_weights { "external" } else { "embedded" },
+        },
     });
     serde_json::to_string_pretty(&v).expect("json") + "\n"
 }
