@@ -6,6 +6,8 @@
 //! | `strip-dropout` | removes inference-time no-ops (Dropout) |
 //! | `dce` | removes nodes whose results nothing uses |
 //! | `fold-constants` | evaluates nodes whose inputs are all constants (up to 4M elements) |
+//! | `cse` | drops a node equal to an earlier one (same op, attributes and inputs), merging small equal literals |
+//! | `identity` | drops reshapes to the same shape, identity transposes, casts to the same type |
 //! | `fold-batchnorm` | folds a BatchNormalization into the preceding convolution's or matmul's constant weights, leaving an addition |
 //!
 //! [`run_pipeline`] runs passes by name; the golden tests drive it from text IR.
@@ -13,6 +15,7 @@
 pub mod cleanup;
 pub mod fold;
 pub mod shape;
+pub mod simplify;
 
 use forgec_ir::Graph;
 
@@ -23,6 +26,8 @@ pub const PASSES: &[&str] = &[
     "dce",
     "fold-constants",
     "fold-batchnorm",
+    "cse",
+    "identity",
 ];
 
 /// Runs the named passes in order. Errors list every problem found. In debug builds (and so
@@ -52,6 +57,8 @@ fn run_one(g: &mut Graph, p: &str) -> Result<(), Vec<String>> {
             "dce" => cleanup::dce(g),
             "fold-constants" => fold::fold_constants(g),
             "fold-batchnorm" => fold::fold_batchnorm(g),
+            "cse" => simplify::cse(g),
+            "identity" => simplify::identity(g),
             other => {
                 return Err(vec![format!(
                     "unknown pass '{other}' (known: {})",

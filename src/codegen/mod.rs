@@ -51,7 +51,14 @@ impl Emit {
 pub fn prepare(mut g: Graph) -> Result<Graph, String> {
     forgec_passes::run_pipeline(
         &mut g,
-        &["strip-dropout", "fold-constants", "fold-batchnorm", "dce"],
+        &[
+            "strip-dropout",
+            "fold-constants",
+            "identity",
+            "cse",
+            "fold-batchnorm",
+            "dce",
+        ],
     )
     .map_err(|e| e.join("\n"))?;
     capi::batch_symbol(&g)?;
