@@ -1212,6 +1212,7 @@ fn fast_matmul(
             packed,
             ct: tensor_ty(ot),
             out,
+            conv: None,
         },
     )))
 }
@@ -1229,6 +1230,27 @@ struct Mm<'a> {
     packed: bool,
     ct: String,
     out: String,
+    /// A convolution's input read in place of A (implicit im2col).
+    conv: Option<ConvA>,
+}
+
+/// A channels-last 2-D convolution's input as the A of `mm_kernel`: row `(n, oh, ow)`, column
+/// `(kh, kw, c)` is `x[n, oh * s0 + kh * d0 - p0, ow * s1 + kw * d1 - p1, c]`, zero outside.
+struct ConvA {
+    x: String,
+    xt: String,
+    /// Input height, width, channels; output height, width; kernel height, width.
+    h: usize,
+    w: usize,
+    c: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    pads: [usize; 2],
+    padded: bool,
 }
 
 fn mm_kernel(e: &mut E, mm: &Mm) -> String {
@@ -1254,6 +1276,26 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     for q in 0..GROUP.max(rows) {
         e.idx((q * w) as i64);
         e.idx(q as i64);
+    }
+    if let Some(cv) = &mm.conv {
+        let g = [
+            cv.h,
+            cv.w,
+            cv.c,
+            cv.oh * cv.ow,
+            cv.ow,
+            cv.kh,
+            cv.kw,
+            cv.strides[0],
+            cv.strides[1],
+            cv.dilations[0],
+            cv.dilations[1],
+            cv.pads[0],
+            cv.pads[1],
+        ];
+        for v in g {
+            e.idx(v as i64);
+        }
     }
     let (c0, c1, ck, cw) = (e.idx(0), e.idx(1), e.idx(k as i64), e.idx(w as i64));
     let out = mm.out.clone();
@@ -1318,10 +1360,132 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         let tys = vec![vt.clone(); nacc].join(", ");
         let kv = format!("%k{u}");
         let res = format!("%sum{u}");
-        let mut body = format!(
-            "{res}:{nacc} = scf.for {kv} = {c0} to {ck} step {c1} iter_args({}) -> ({tys}) {{\n",
-            inits.join(", ")
-        );
+        // A convolution's rows: (n, oh, ow) of each, and the top-left input pixel of its window.
+        let conv_rows: Vec<(String, String, String)> = match &mm.conv {
+            Some(cv) => row_idx
+                .iter()
+                .map(|ri| {
+                    let (hw, ow, s0, s1, p0, p1) = (
+                        e.idx((cv.oh * cv.ow) as i64),
+                        e.idx(cv.ow as i64),
+                        e.idx(cv.strides[0] as i64),
+                        e.idx(cv.strides[1] as i64),
+                        e.idx(cv.pads[0] as i64),
+                        e.idx(cv.pads[1] as i64),
+                    );
+                    let v: Vec<String> = (0..8).map(|_| e.fresh()).collect();
+                    e.line(&format!("{} = arith.divui {ri}, {hw} : index", v[0]));
+                    e.line(&format!("{} = arith.remui {ri}, {hw} : index", v[1]));
+                    e.line(&format!("{} = arith.divui {}, {ow} : index", v[2], v[1]));
+                    e.line(&format!("{} = arith.remui {}, {ow} : index", v[3], v[1]));
+                    e.line(&format!("{} = arith.muli {}, {s0} : index", v[4], v[2]));
+                    e.line(&format!("{} = arith.subi {}, {p0} : index", v[5], v[4]));
+                    e.line(&format!("{} = arith.muli {}, {s1} : index", v[6], v[3]));
+                    e.line(&format!("{} = arith.subi {}, {p1} : index", v[7], v[6]));
+                    (v[0].clone(), v[5].clone(), v[7].clone())
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut body = String::new();
+        let mut close = String::new();
+        match &mm.conv {
+            None => {
+                let _ = writeln!(
+                    body,
+                    "{res}:{nacc} = scf.for {kv} = {c0} to {ck} step {c1} iter_args({}) -> ({tys}) {{",
+                    inits.join(", ")
+                );
+            }
+            Some(cv) => {
+                // k runs as (kh, kw, c): three loops, the accumulators threaded through.
+                let names = |p: &str| -> Vec<String> {
+                    (0..nacc).map(|i| format!("%{p}{u}_{i}")).collect()
+                };
+                let (ah, aw) = (names("ah"), names("aw"));
+                let bind = |xs: &[String], ys: &[String]| -> String {
+                    xs.iter()
+                        .zip(ys)
+                        .map(|(x, y)| format!("{x} = {y}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let zeros = vec![zero.clone(); nacc];
+                let (ckh, ckw, cc, cwd) = (
+                    e.idx(cv.kh as i64),
+                    e.idx(cv.kw as i64),
+                    e.idx(cv.c as i64),
+                    e.idx(cv.kw as i64),
+                );
+                let _ = writeln!(
+                    body,
+                    "{res}:{nacc} = scf.for %kh{u} = {c0} to {ckh} step {c1} iter_args({}) -> ({tys}) {{",
+                    bind(&ah, &zeros)
+                );
+                let _ = writeln!(
+                    body,
+                    "      %rw{u}:{nacc} = scf.for %kw{u} = {c0} to {ckw} step {c1} iter_args({}) -> ({tys}) {{",
+                    bind(&aw, &ah)
+                );
+                let _ = writeln!(body, "      %kr{u} = arith.muli %kh{u}, {cwd} : index");
+                let _ = writeln!(body, "      %ks{u} = arith.addi %kr{u}, %kw{u} : index");
+                let _ = writeln!(body, "      %kb{u} = arith.muli %ks{u}, {cc} : index");
+                let (d0, d1) = (e.idx(cv.dilations[0] as i64), e.idx(cv.dilations[1] as i64));
+                let (hh, ww) = (e.idx(cv.h as i64), e.idx(cv.w as i64));
+                let _ = writeln!(body, "      %dh{u} = arith.muli %kh{u}, {d0} : index");
+                let _ = writeln!(body, "      %dw{u} = arith.muli %kw{u}, {d1} : index");
+                for (r, (_, ih0, iw0)) in conv_rows.iter().enumerate() {
+                    let _ = writeln!(body, "      %ih{u}_{r} = arith.addi {ih0}, %dh{u} : index");
+                    let _ = writeln!(body, "      %iw{u}_{r} = arith.addi {iw0}, %dw{u} : index");
+                    if cv.padded {
+                        let s = format!("{u}_{r}");
+                        let _ =
+                            writeln!(body, "      %g0{s} = arith.cmpi sge, %ih{s}, {c0} : index");
+                        let _ =
+                            writeln!(body, "      %g1{s} = arith.cmpi slt, %ih{s}, {hh} : index");
+                        let _ =
+                            writeln!(body, "      %g2{s} = arith.cmpi sge, %iw{s}, {c0} : index");
+                        let _ =
+                            writeln!(body, "      %g3{s} = arith.cmpi slt, %iw{s}, {ww} : index");
+                        let _ = writeln!(body, "      %g4{s} = arith.andi %g0{s}, %g1{s} : i1");
+                        let _ = writeln!(body, "      %g5{s} = arith.andi %g2{s}, %g3{s} : i1");
+                        let _ = writeln!(body, "      %in{s} = arith.andi %g4{s}, %g5{s} : i1");
+                        let _ = writeln!(
+                            body,
+                            "      %ihc{s} = arith.select %in{s}, %ih{s}, {c0} : index"
+                        );
+                        let _ = writeln!(
+                            body,
+                            "      %iwc{s} = arith.select %in{s}, %iw{s}, {c0} : index"
+                        );
+                    }
+                }
+                let _ = writeln!(
+                    body,
+                    "      %rc{u}:{nacc} = scf.for %ci{u} = {c0} to {cc} step {c1} iter_args({}) -> ({tys}) {{",
+                    bind(
+                        &(0..nr)
+                            .flat_map(|r| (0..np).map(move |q| (r, q)))
+                            .map(|(r, q)| acc(r, q))
+                            .collect::<Vec<_>>(),
+                        &aw
+                    )
+                );
+                let _ = writeln!(body, "      {kv} = arith.addi %kb{u}, %ci{u} : index");
+                let res_list = |p: &str| -> String {
+                    (0..nacc)
+                        .map(|i| format!("%{p}{u}#{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = write!(
+                    close,
+                    "\n      scf.yield {} : {tys}\n    }}\n      scf.yield {} : {tys}\n    }}",
+                    res_list("rc"),
+                    res_list("rw")
+                );
+            }
+        }
         for q in 0..np {
             let bv = format!("%b{u}_{q}");
             let read = if packed {
@@ -1346,11 +1510,39 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         }
         let mut next = Vec::new();
         for (r, ri) in row_idx.iter().enumerate() {
-            let _ = writeln!(
-                body,
-                "      %x{u}_{r} = tensor.extract {}[{ri}, {kv}] : {at}",
-                a
-            );
+            match &mm.conv {
+                None => {
+                    let _ = writeln!(
+                        body,
+                        "      %x{u}_{r} = tensor.extract {}[{ri}, {kv}] : {at}",
+                        a
+                    );
+                }
+                Some(cv) => {
+                    let s = format!("{u}_{r}");
+                    let (n_r, ihv, iwv) = if cv.padded {
+                        (&conv_rows[r].0, format!("%ihc{s}"), format!("%iwc{s}"))
+                    } else {
+                        (&conv_rows[r].0, format!("%ih{s}"), format!("%iw{s}"))
+                    };
+                    let raw = if cv.padded {
+                        format!("%xr{s}")
+                    } else {
+                        format!("%x{s}")
+                    };
+                    let _ = writeln!(
+                        body,
+                        "      {raw} = tensor.extract {}[{n_r}, {ihv}, {iwv}, %ci{u}] : {}",
+                        cv.x, cv.xt
+                    );
+                    if cv.padded {
+                        let _ = writeln!(
+                            body,
+                            "      %x{s} = arith.select %in{s}, {raw}, {pad} : f32"
+                        );
+                    }
+                }
+            }
             let _ = writeln!(
                 body,
                 "      %xb{u}_{r} = vector.broadcast %x{u}_{r} : f32 to {vt}"
@@ -1364,7 +1556,11 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
                 next.push(format!("%n{u}_{r}_{q}"));
             }
         }
-        let _ = write!(body, "      scf.yield {} : {tys}\n    }}", next.join(", "));
+        let _ = write!(
+            body,
+            "      scf.yield {} : {tys}\n    }}{close}",
+            next.join(", ")
+        );
         e.line(&body);
         // The epilogue's constants for each panel of columns: a vector per constant.
         let operands: Vec<Vec<String>> = col_idx
@@ -1553,6 +1749,7 @@ fn mm_any(e: &mut E, ins: &[(String, TensorType)], ot: &TensorType) -> R<String>
                     packed: false,
                     ct: ct.clone(),
                     out,
+                    conv: None,
                 },
             );
             let mut sizes = vec![e.dim_val(&ot.shape[0])?];
@@ -2083,64 +2280,41 @@ fn fast_conv(
     let pointwise = kdims.iter().all(|&k| k == 1)
         && c.strides.iter().all(|&s| s == 1)
         && c.pads.iter().all(|p| *p == (0, 0));
-    let x = pad_input(e, x, c)?;
-    // Rows: [N, out..., k..., C] (or the input itself), collapsed to [M, kk].
-    let cols = if pointwise {
-        x
-    } else {
-        let n_it = r + ns;
-        let d = |i: usize| format!("d{i}");
-        let mut xe = vec![d(0)];
-        for i in 0..ns {
-            xe.push(format!(
-                "{} * {} + {} * {}",
-                d(1 + i),
-                c.strides[i],
-                d(1 + ns + i),
-                c.dilations[i]
-            ));
-        }
-        xe.push(d(n_it - 1));
-        let oe: Vec<String> = (0..n_it).map(d).collect();
-        let mut shape = vec![x.1.shape[0].clone()];
-        shape.extend(
-            odims
-                .iter()
-                .chain(kdims)
-                .chain([&cin])
-                .map(|&v| Dim::Known(v)),
-        );
-        let ct = TensorType::new(DType::F32, shape);
-        let init = e.empty(&ct)?;
-        let v = generic(
-            e,
-            std::slice::from_ref(&x),
-            &[map(n_it, &xe), map(n_it, &oe)],
-            &vec!["parallel"; n_it],
-            init,
-            &ct,
-            &mut |_, a, _| a[0].clone(),
-        );
-        (v, ct)
-    };
-    let cr = cols.1.rank();
-    let mdim = match ot.shape[0].known() {
-        Some(nb) => (nb * per_sample).to_string(),
-        None => "?".into(),
-    };
-    let at = format!("tensor<{mdim}x{kk}xf32>");
     let groups = |split: usize, rank: usize| {
         let a: Vec<String> = (0..split).map(|i| i.to_string()).collect();
         let b: Vec<String> = (split..rank).map(|i| i.to_string()).collect();
         format!("[[{}], [{}]]", a.join(", "), b.join(", "))
     };
-    let a = e.fresh();
-    e.line(&format!(
-        "{a} = tensor.collapse_shape {} {} : {} into {at}",
-        cols.0,
-        groups(1 + ns, cr),
-        tensor_ty(&cols.1)
-    ));
+    let mdim = match ot.shape[0].known() {
+        Some(nb) => (nb * per_sample).to_string(),
+        None => "?".into(),
+    };
+    // A 2-D convolution reads its windows from the input in place (padding included);
+    // others lay them out first (im2col), or use the input as it is (1x1).
+    let implicit = ns == 2 && !pointwise;
+    let conv_a = implicit.then(|| {
+        let xs: Vec<usize> = x.1.shape[1..].iter().filter_map(|d| d.known()).collect();
+        ConvA {
+            x: x.0.clone(),
+            xt: tensor_ty(&x.1),
+            h: xs[0],
+            w: xs[1],
+            c: cin,
+            oh: odims[0],
+            ow: odims[1],
+            kh: kdims[0],
+            kw: kdims[1],
+            strides: [c.strides[0], c.strides[1]],
+            dilations: [c.dilations[0], c.dilations[1]],
+            pads: [c.pads[0].0, c.pads[1].0],
+            padded: c.pads.iter().any(|p| *p != (0, 0)),
+        }
+    });
+    let (a, at) = if implicit {
+        (String::new(), String::new())
+    } else {
+        im2col_rows(e, x, c, (kdims, cin, kk), &odims, &mdim)?
+    };
     let m = match ot.shape[0].known() {
         Some(nb) => e.idx((nb * per_sample) as i64),
         None => {
@@ -2184,6 +2358,7 @@ fn fast_conv(
             packed,
             ct: ct.clone(),
             out,
+            conv: conv_a,
         },
     );
     let mut sizes = vec![e.dim_val(&ot.shape[0])?];
@@ -2196,6 +2371,76 @@ fn fast_conv(
         tensor_ty(ot)
     ));
     Ok(Some(v))
+}
+
+/// The rows of a convolution as a matrix `[N * out..., k... * C]` (im2col, after padding the
+/// input; a 1x1 stride-1 convolution uses its input as it is): (value, type).
+fn im2col_rows(
+    e: &mut E,
+    x: &(String, TensorType),
+    c: &ConvAttrs,
+    (kdims, cin, kk): (&[usize], usize, usize),
+    odims: &[usize],
+    mdim: &str,
+) -> R<(String, String)> {
+    let r = x.1.rank();
+    let ns = r - 2;
+    let pointwise = kdims.iter().all(|&k| k == 1)
+        && c.strides.iter().all(|&s| s == 1)
+        && c.pads.iter().all(|p| *p == (0, 0));
+    let x = pad_input(e, x, c)?;
+    // Rows: [N, out..., k..., C] (or the input itself), collapsed to [M, kk].
+    let cols = if pointwise {
+        x
+    } else {
+        let n_it = r + ns;
+        let d = |i: usize| format!("d{i}");
+        let mut xe = vec![d(0)];
+        for i in 0..ns {
+            xe.push(format!(
+                "{} * {} + {} * {}",
+                d(1 + i),
+                c.strides[i],
+                d(1 + ns + i),
+                c.dilations[i]
+            ));
+        }
+        xe.push(d(n_it - 1));
+        let oe: Vec<String> = (0..n_it).map(d).collect();
+        let mut shape = vec![x.1.shape[0].clone()];
+        shape.extend(
+            odims
+                .iter()
+                .chain(kdims)
+                .chain([&cin])
+                .map(|&v| Dim::Known(v)),
+        );
+        let ct = TensorType::new(DType::F32, shape);
+        let init = e.empty(&ct)?;
+        let v = generic(
+            e,
+            std::slice::from_ref(&x),
+            &[map(n_it, &xe), map(n_it, &oe)],
+            &vec!["parallel"; n_it],
+            init,
+            &ct,
+            &mut |_, a, _| a[0].clone(),
+        );
+        (v, ct)
+    };
+    let cr = cols.1.rank();
+    let at = format!("tensor<{mdim}x{kk}xf32>");
+    let a = e.fresh();
+    let split: Vec<String> = (0..=ns).map(|i| i.to_string()).collect();
+    let rest: Vec<String> = (1 + ns..cr).map(|i| i.to_string()).collect();
+    e.line(&format!(
+        "{a} = tensor.collapse_shape {} [[{}], [{}]] : {} into {at}",
+        cols.0,
+        split.join(", "),
+        rest.join(", "),
+        tensor_ty(&cols.1)
+    ));
+    Ok((a, at))
 }
 
 /// Whether a convolution is a 2-D depthwise one `depthwise` runs: f32, channels-last, one
