@@ -6,10 +6,21 @@ use crate::common::*;
 fn every_shared_onnx_model_matches_onnxruntime() {
     let m = manifest();
     let mut checked = 0;
-    for (name, info) in m["models"].as_object().unwrap() {
+    // Both engines: the compiled one runs ONNX's channels-first layers channels-last.
+    for ((name, info), engine) in m["models"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|e| ["interp", "compiled"].map(|g| (e, g)))
+    {
         let model = model_file(&format!("{name}.onnx"));
-        let dir = scratch(&format!("onnx_run_{name}"));
-        let mut args = vec!["run".to_string(), model.to_string_lossy().into()];
+        let dir = scratch(&format!("onnx_run_{name}_{engine}"));
+        let mut args = vec![
+            "run".to_string(),
+            model.to_string_lossy().into(),
+            "--engine".into(),
+            engine.into(),
+        ];
         for i in info["inputs"].as_array().unwrap() {
             args.push("-i".into());
             args.push(format!(
@@ -25,11 +36,16 @@ fn every_shared_onnx_model_matches_onnxruntime() {
         for o in info["outputs"].as_array().unwrap() {
             let got = npy(&dir.join(format!("{}.npy", o["ort_name"].as_str().unwrap())));
             let want = npy(&model_file(o["ort_file"].as_str().unwrap()));
-            assert_close(&got, &want, 1e-4, &format!("{name}.onnx {}", o["ort_name"]));
+            assert_close(
+                &got,
+                &want,
+                1e-4,
+                &format!("{name}.onnx {} ({engine})", o["ort_name"]),
+            );
             checked += 1;
         }
     }
-    assert_eq!(checked, 9);
+    assert_eq!(checked, 2 * 9);
 }
 
 #[test]

@@ -51,6 +51,48 @@ pub fn fold_constants(g: &mut Graph) {
     crate::cleanup::dce(g);
 }
 
+/// Folds a zero padding of the spatial dims into the convolution that reads it (the single
+/// user of the padded value): the convolution pads as it reads, and the padded copy goes.
+pub fn fold_pad(g: &mut Graph) {
+    for i in 0..g.nodes.len() {
+        let Op::Conv(c) = &g.nodes[i].op else {
+            continue;
+        };
+        let x = g.nodes[i].inputs[0];
+        let Some(p) = g.nodes.iter().position(|n| n.outputs == [x]) else {
+            continue;
+        };
+        let Op::Pad { pads, mode, value } = &g.nodes[p].op else {
+            continue;
+        };
+        let users = g.nodes.iter().filter(|n| n.inputs.contains(&x)).count();
+        let r = pads.len();
+        let spatial: Vec<usize> = match c.layout {
+            Layout::ChannelsLast => (1..r - 1).collect(),
+            Layout::ChannelsFirst => (2..r).collect(),
+        };
+        let only_spatial = (0..r).all(|a| spatial.contains(&a) || pads[a] == (0, 0));
+        if users != 1
+            || g.outputs.contains(&x)
+            || *mode != forgec_ir::PadMode::Constant
+            || *value != 0.0
+            || !only_spatial
+            || c.pads.len() != spatial.len()
+        {
+            continue;
+        }
+        let mut c = c.clone();
+        for (k, &a) in spatial.iter().enumerate() {
+            c.pads[k].0 += pads[a].0;
+            c.pads[k].1 += pads[a].1;
+        }
+        let src = g.nodes[p].inputs[0];
+        g.nodes[i].op = Op::Conv(c);
+        g.nodes[i].inputs[0] = src;
+    }
+    crate::cleanup::dce(g);
+}
+
 /// Folds a BatchNormalization that follows a convolution or a matmul with constant weights
 /// (and constant statistics) into them: `bn(conv(x, W))` becomes `conv(x, W * s) + (beta -
 /// mean * s)` with `s = gamma / sqrt(var + eps)` per output channel. One pass over the data

@@ -8,12 +8,16 @@
 //! | `fold-constants` | evaluates nodes whose inputs are all constants (up to 4M elements) |
 //! | `cse` | drops a node equal to an earlier one (same op, attributes and inputs), merging small equal literals |
 //! | `identity` | drops reshapes to the same shape, identity transposes, casts to the same type |
+//! | `channels-last` | rewrites channels-first convolutions and pooling as transpose → channels-last op → transpose back |
+//! | `sink-transposes` | moves transposes below elementwise ops (transposing their constants) and cancels inverse pairs |
+//! | `fold-pad` | folds a zero padding of the spatial dims into the convolution that reads it |
 //! | `fold-batchnorm` | folds a BatchNormalization into the preceding convolution's or matmul's constant weights, leaving an addition |
 //!
 //! [`run_pipeline`] runs passes by name; the golden tests drive it from text IR.
 
 pub mod cleanup;
 pub mod fold;
+pub mod layout;
 pub mod shape;
 pub mod simplify;
 
@@ -28,6 +32,9 @@ pub const PASSES: &[&str] = &[
     "fold-batchnorm",
     "cse",
     "identity",
+    "channels-last",
+    "sink-transposes",
+    "fold-pad",
 ];
 
 /// Runs the named passes in order. Errors list every problem found. In debug builds (and so
@@ -59,6 +66,9 @@ fn run_one(g: &mut Graph, p: &str) -> Result<(), Vec<String>> {
             "fold-batchnorm" => fold::fold_batchnorm(g),
             "cse" => simplify::cse(g),
             "identity" => simplify::identity(g),
+            "channels-last" => layout::channels_last(g),
+            "sink-transposes" => layout::sink_transposes(g),
+            "fold-pad" => fold::fold_pad(g),
             other => {
                 return Err(vec![format!(
                     "unknown pass '{other}' (known: {})",

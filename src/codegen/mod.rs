@@ -57,6 +57,10 @@ pub fn prepare(mut g: Graph) -> Result<Graph, String> {
             "identity",
             "cse",
             "fold-batchnorm",
+            "channels-last",
+            "sink-transposes",
+            "fold-pad",
+            "fold-constants",
             "dce",
         ],
     )
