@@ -30,6 +30,11 @@ for m in mlp_binary mlp_dropout mlp_mnist cnn_mnist functional_two_in_two_out mo
     ./target/release/forgec bench "$M/$m.keras" --batch 1,32 --threads 1,2 \
         --compare onnxruntime --python "$VENV/bin/python" --json "$OUT/$m.json"
 done
+# ONNX models run their channels-first layers channels-last (the layout passes).
+for m in cnn_mnist mobilenetv2_035_96; do
+    ./target/release/forgec bench "$M/$m.onnx" --batch 1,32 --threads 1,2 \
+        --compare onnxruntime --python "$VENV/bin/python" --json "$OUT/$m.onnx.json"
+done
 if [ "${1:-}" != "--no-readme" ]; then
     python3 scripts/bench_table.py "$OUT" README.md
     echo "README.md: benchmark table updated"
