@@ -3020,6 +3020,16 @@ fn pool(
 }
 
 /// Scalar code for a recurrent cell's activation.
+/// The f32 polynomial with `coeffs` (highest degree first) at `x`, by Horner's rule with FMAs.
+fn horner(lines: &mut Vec<String>, x: &str, coeffs: &[f64]) -> String {
+    let mut y = push(lines, E::scalar_const(DType::F32, coeffs[0]));
+    for &k in &coeffs[1..] {
+        let kc = push(lines, E::scalar_const(DType::F32, k));
+        y = push(lines, format!("math.fma {y}, {x}, {kc} : f32"));
+    }
+    y
+}
+
 /// f32 `exp` without a libm call, so that loops of it vectorize: Cody-Waite range reduction
 /// (`x = n ln2 + r`), a degree-7 polynomial for `exp(r)` (Cephes' coefficients) and `2^n` built
 /// in the exponent bits, as two factors so that neither leaves the normal range (results down
@@ -3037,17 +3047,18 @@ fn exp_f32(lines: &mut Vec<String>, x: &str) -> String {
     let (c1, c2) = (c(lines, -0.693_359_375), c(lines, 2.121_944_4e-4));
     let r = push(lines, format!("math.fma {n}, {c1}, {a} : f32"));
     let r = push(lines, format!("math.fma {n}, {c2}, {r} : f32"));
-    let mut y = c(lines, 1.987_569_15e-4);
-    for k in [
-        1.398_199_950_7e-3,
-        8.333_451_907_3e-3,
-        4.166_579_589_4e-2,
-        1.666_666_545_9e-1,
-        5.000_000_120_1e-1,
-    ] {
-        let kc = c(lines, k);
-        y = push(lines, format!("math.fma {y}, {r}, {kc} : f32"));
-    }
+    let y = horner(
+        lines,
+        &r,
+        &[
+            1.987_569_15e-4,
+            1.398_199_950_7e-3,
+            8.333_451_907_3e-3,
+            4.166_579_589_4e-2,
+            1.666_666_545_9e-1,
+            5.000_000_120_1e-1,
+        ],
+    );
     let r2 = push(lines, format!("arith.mulf {r}, {r} : f32"));
     let one = c(lines, 1.0);
     let r1 = push(lines, format!("arith.addf {r}, {one} : f32"));
@@ -3090,28 +3101,30 @@ fn tanh_f32(lines: &mut Vec<String>, x: &str) -> String {
     let a = push(lines, format!("arith.maximumf {x}, {lo} : f32"));
     let a = push(lines, format!("arith.minimumf {a}, {hi} : f32"));
     let x2 = push(lines, format!("arith.mulf {a}, {a} : f32"));
-    let mut p = c(lines, -2.760_768_477_423_55e-16);
-    for k in [
-        2.000_187_904_824_77e-13,
-        -8.604_671_522_137_35e-11,
-        5.122_297_090_371_14e-8,
-        1.485_722_357_179_79e-5,
-        6.372_619_288_754_36e-4,
-        4.893_524_558_917_86e-3,
-    ] {
-        let kc = c(lines, k);
-        p = push(lines, format!("math.fma {x2}, {p}, {kc} : f32"));
-    }
+    let p = horner(
+        lines,
+        &x2,
+        &[
+            -2.760_768_477_423_55e-16,
+            2.000_187_904_824_77e-13,
+            -8.604_671_522_137_35e-11,
+            5.122_297_090_371_14e-8,
+            1.485_722_357_179_79e-5,
+            6.372_619_288_754_36e-4,
+            4.893_524_558_917_86e-3,
+        ],
+    );
     let p = push(lines, format!("arith.mulf {a}, {p} : f32"));
-    let mut q = c(lines, 1.198_258_394_667_02e-6);
-    for k in [
-        1.185_347_056_866_54e-4,
-        2.268_434_632_439e-3,
-        4.893_525_185_543_85e-3,
-    ] {
-        let kc = c(lines, k);
-        q = push(lines, format!("math.fma {x2}, {q}, {kc} : f32"));
-    }
+    let q = horner(
+        lines,
+        &x2,
+        &[
+            1.198_258_394_667_02e-6,
+            1.185_347_056_866_54e-4,
+            2.268_434_632_439e-3,
+            4.893_525_185_543_85e-3,
+        ],
+    );
     let t = push(lines, format!("arith.divf {p}, {q} : f32"));
     let small_at = c(lines, 0.0004);
     let ax = push(lines, format!("math.absf {x} : f32"));
