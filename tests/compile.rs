@@ -617,22 +617,24 @@ fn compiled_exp_tanh_sigmoid_are_accurate() {
 
 /// Channels-last convolutions with strides, dilations and uneven padding, run by the tiled
 /// kernel reading the input in place (the windows' padding read as zeros), against the
-/// interpreter; a batch that leaves rows over, and a channel count that leaves columns over.
+/// interpreter; a batch that leaves rows over, and a channel count that leaves columns over;
+/// the batch symbolic, and fixed (as many ONNX exports have it).
 #[test]
 fn strided_dilated_padded_convolutions_compile() {
     let w: Vec<String> = (0..3 * 5 * 3 * 7)
         .map(|i| format!("{:.3}", ((i * 37 % 101) as f64 - 50.0) / 50.0))
         .collect();
-    for (k, (strides, dilations, pads)) in [
-        ("[2, 1]", "[2, 3]", "[1, 3, 2, 0]"),
-        ("[1, 1]", "[1, 1]", "[1, 1, 1, 1]"),
-        ("[3, 2]", "[1, 1]", "[0, 0, 0, 0]"),
+    for (k, (strides, dilations, pads, batch)) in [
+        ("[2, 1]", "[2, 3]", "[1, 3, 2, 0]", "batch"),
+        ("[1, 1]", "[1, 1]", "[1, 1, 1, 1]", "batch"),
+        ("[3, 2]", "[1, 1]", "[0, 0, 0, 0]", "batch"),
+        ("[2, 1]", "[2, 3]", "[1, 3, 2, 0]", "7"),
     ]
     .iter()
     .enumerate()
     {
         let src = format!(
-            "graph \"g\" {{\n  input %x: f32[batch,11,13,3]\n  %w: f32[3,5,3,7] = const [{}]\n  %y: f32[batch,?,?,7] = conv {{strides = {strides}, dilations = {dilations}, pads = {pads}, groups = 1, layout = last}}(%x, %w)\n  output %y\n}}\n",
+            "graph \"g\" {{\n  input %x: f32[{batch},11,13,3]\n  %w: f32[3,5,3,7] = const [{}]\n  %y: f32[{batch},?,?,7] = conv {{strides = {strides}, dilations = {dilations}, pads = {pads}, groups = 1, layout = last}}(%x, %w)\n  output %y\n}}\n",
             w.join(", ")
         );
         let mut g = forgec_ir::text::parse(&src.replace("?,?", "1,1")).unwrap();

@@ -1752,7 +1752,11 @@ fn mm_any(e: &mut E, ins: &[(String, TensorType)], ot: &TensorType) -> R<String>
                     conv: None,
                 },
             );
-            let mut sizes = vec![e.dim_val(&ot.shape[0])?];
+            // A static dim is written as a number, a dynamic one as its SSA size.
+            let mut sizes = vec![match ot.shape[0].known() {
+                Some(nb) => nb.to_string(),
+                None => e.dim_val(&ot.shape[0])?,
+            }];
             sizes.extend(
                 ot.shape[1..]
                     .iter()
@@ -2361,7 +2365,11 @@ fn fast_conv(
             conv: conv_a,
         },
     );
-    let mut sizes = vec![e.dim_val(&ot.shape[0])?];
+    // A static dim is written as a number, a dynamic one as its SSA size.
+    let mut sizes = vec![match ot.shape[0].known() {
+        Some(nb) => nb.to_string(),
+        None => e.dim_val(&ot.shape[0])?,
+    }];
     sizes.extend(odims.iter().chain([&f]).map(|v| v.to_string()));
     let v = e.fresh();
     e.line(&format!(
