@@ -1,0 +1,62 @@
+"""Runs the `pytorch-converted` cases of the ONNX suite (written by scripts/onnx_suite.sh)
+through forgec's compiled engine: each case either compiles and matches its reference output
+within 1e-4 (relative to the largest magnitude), or is refused with a message naming an op the
+compiler does not lower yet. A mismatch, an internal error or a crash fails the run.
+
+Usage: target/onnx-venv/bin/python scripts/compiled_suite.py [SUITE_DIR] [--min-match N]"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+argv = sys.argv[1:]
+min_match = 0
+if "--min-match" in argv:
+    k = argv.index("--min-match")
+    min_match = int(argv[k + 1])
+    del argv[k : k + 2]
+suite = argv[0] if argv else "target/onnx-suite"
+root = os.path.join(suite, "pytorch-converted")
+forgec = os.path.abspath("target/release/forgec")
+passed, refused, bad = 0, [], []
+for case in sorted(os.listdir(root)):
+    d = os.path.join(root, case)
+    m = onnx.load(os.path.join(d, "model.onnx"))
+    inits = {i.name for i in m.graph.initializer}
+    inputs = [i for i in m.graph.input if i.name not in inits]
+    data = os.path.join(d, "test_data_set_0")
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [forgec, "run", os.path.join(d, "model.onnx"), "--engine", "compiled", "-o", tmp]
+        for k, i in enumerate(inputs):
+            a = numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f"input_{k}.pb")))
+            f = os.path.join(tmp, f"in{k}.npy")
+            np.save(f, a)
+            args += ["-i", f"{i.name}={f}"]
+        r = subprocess.run(args, capture_output=True, text=True)
+        if r.returncode == 2 and "internal error" not in r.stderr and (
+            "not compiled yet" in r.stderr or "the compiler" in r.stderr
+        ):
+            refused.append(case)
+            continue
+        if r.returncode != 0:
+            bad.append(f"{case}: exit {r.returncode}: {r.stderr.strip()[:300]}")
+            continue
+        want = numpy_helper.to_array(onnx.load_tensor(os.path.join(data, "output_0.pb")))
+        outs = sorted(f for f in os.listdir(tmp) if f.endswith(".npy") and not f.startswith("in"))
+        name = m.graph.output[0].name + ".npy"
+        got = np.load(os.path.join(tmp, name if name in outs else outs[0]))
+        err = np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30)
+        if got.shape != want.shape or not err <= 1e-4:
+            bad.append(f"{case}: shape {got.shape} vs {want.shape}, relative error {err:.3e}")
+        else:
+            passed += 1
+print(f"compiled pytorch-converted: {passed} match, {len(refused)} refused by name ({', '.join(refused)}), {len(bad)} bad")
+for b in bad:
+    print("  " + b)
+if passed < min_match:
+    print(f"  {passed} cases match, fewer than the required {min_match}")
+sys.exit(1 if bad or passed < min_match else 0)
