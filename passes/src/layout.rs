@@ -118,7 +118,12 @@ pub fn sink_transposes(g: &mut Graph) {
 }
 
 fn sink_once(g: &mut Graph) -> bool {
-    let users = |g: &Graph, v: ValueId| g.nodes.iter().filter(|n| n.inputs.contains(&v)).count();
+    let mut uses: HashMap<ValueId, usize> = HashMap::new();
+    for n in &g.nodes {
+        for &v in &n.inputs {
+            *uses.entry(v).or_default() += 1;
+        }
+    }
     let producer: HashMap<ValueId, usize> = g
         .nodes
         .iter()
@@ -142,7 +147,7 @@ fn sink_once(g: &mut Graph) -> bool {
                     v,
                     perm.clone(),
                     g.nodes[pi].inputs[0],
-                    users(g, v) != 1 || g.outputs.contains(&v),
+                    uses.get(&v) != Some(&1) || g.outputs.contains(&v),
                 )),
                 _ => None,
             }

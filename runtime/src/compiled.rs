@@ -19,6 +19,7 @@ type Dtype = unsafe extern "C" fn(c_int) -> c_int;
 /// take turns on it.
 pub struct CompiledModel {
     ctx: std::sync::Mutex<Ctx>,
+    api: Api,
     lib: libloading::Library,
     name: String,
     pub num_inputs: usize,
@@ -26,6 +27,15 @@ pub struct CompiledModel {
 }
 
 struct Ctx(*mut c_void);
+
+/// The functions every call uses, looked up once at load ([0] inputs, [1] outputs).
+#[derive(Clone, Copy)]
+struct Api {
+    run_v: RunV,
+    last_error: LastError,
+    shape: [Shape; 2],
+    dtype: [Dtype; 2],
+}
 
 // The context is only used under the mutex, by one thread at a time.
 unsafe impl Send for Ctx {}
@@ -41,6 +51,14 @@ impl Drop for CompiledModel {
             unsafe { destroy(ctx) };
         }
     }
+}
+
+/// `NAME_what` in `lib`.
+fn lookup(lib: &libloading::Library, name: &str, what: &str) -> Result<*const c_void, String> {
+    let s = format!("{name}_{what}\0");
+    unsafe { lib.get::<*const c_void>(s.as_bytes()) }
+        .map(|f| *f)
+        .map_err(|e| format!("the library has no `{name}_{what}`: {e}"))
 }
 
 fn dtype(code: c_int) -> Option<DType> {
@@ -62,8 +80,25 @@ impl CompiledModel {
     pub fn load(path: &Path, name: &str) -> Result<CompiledModel, String> {
         let lib = unsafe { libloading::Library::new(path) }
             .map_err(|e| format!("{}: cannot load: {e}", path.display()))?;
+        let sym = |what: &str| -> Result<*const c_void, String> { lookup(&lib, name, what) };
+        // Function pointers from the library, valid as long as `lib` (a field) is loaded.
+        let api = unsafe {
+            Api {
+                run_v: std::mem::transmute::<*const c_void, RunV>(sym("run_v")?),
+                last_error: std::mem::transmute::<*const c_void, LastError>(sym("last_error")?),
+                shape: [
+                    std::mem::transmute::<*const c_void, Shape>(sym("input_shape")?),
+                    std::mem::transmute::<*const c_void, Shape>(sym("output_shape")?),
+                ],
+                dtype: [
+                    std::mem::transmute::<*const c_void, Dtype>(sym("input_dtype")?),
+                    std::mem::transmute::<*const c_void, Dtype>(sym("output_dtype")?),
+                ],
+            }
+        };
         let mut m = CompiledModel {
             ctx: std::sync::Mutex::new(Ctx(std::ptr::null_mut())),
+            api,
             lib,
             name: name.to_string(),
             num_inputs: 0,
@@ -75,8 +110,7 @@ impl CompiledModel {
             return Err("the model could not allocate its context".into());
         }
         m.ctx = std::sync::Mutex::new(Ctx(ctx));
-        let shape: Shape = m.sym("input_shape")?;
-        let oshape: Shape = m.sym("output_shape")?;
+        let [shape, oshape] = m.api.shape;
         let mut dims = [0i64; 16];
         m.num_inputs = (0..)
             .take_while(|&i| unsafe { shape(i, 1, dims.as_mut_ptr()) } >= 0)
@@ -88,23 +122,16 @@ impl CompiledModel {
     }
 
     fn sym<T: Copy>(&self, what: &str) -> Result<T, String> {
-        let s = format!("{}_{what}\0", self.name);
-        unsafe { self.lib.get::<T>(s.as_bytes()) }
-            .map(|f| *f)
-            .map_err(|e| format!("the library has no `{}_{what}`: {e}", self.name))
+        let p = lookup(&self.lib, &self.name, what)?;
+        // `T` is the function pointer type of `what`, as declared in NAME.h.
+        Ok(unsafe { std::mem::transmute_copy::<*const c_void, T>(&p) })
     }
 
     fn shape_of(&self, output: bool, i: usize, batch: i64) -> Result<(Vec<usize>, DType), String> {
-        let f: Shape = self.sym(if output {
-            "output_shape"
-        } else {
-            "input_shape"
-        })?;
-        let d: Dtype = self.sym(if output {
-            "output_dtype"
-        } else {
-            "input_dtype"
-        })?;
+        let (f, d) = (
+            self.api.shape[output as usize],
+            self.api.dtype[output as usize],
+        );
         let mut dims = [0i64; 16];
         let r = unsafe { f(i as c_int, batch, dims.as_mut_ptr()) };
         if !(0..=16).contains(&r) {
@@ -170,8 +197,7 @@ impl CompiledModel {
                 })?;
             outs.push((shape, dt, vec![0u8; n * dt.size_bytes()]));
         }
-        let last: LastError = self.sym("last_error")?;
-        let run: RunV = self.sym("run_v")?;
+        let (last, run) = (self.api.last_error, self.api.run_v);
         let out_ptrs: Vec<*mut c_void> = outs
             .iter_mut()
             .map(|o| o.2.as_mut_ptr() as *mut c_void)

@@ -308,7 +308,9 @@ pub fn weights_file(ws: &[super::mlir::ExternalWeight]) -> WeightsFile {
 }
 
 pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Option<&WeightsFile>) -> String {
-    let splittable = batch_split_obstacle(g).is_none();
+    // Whether (and why not) the batch may be cut across threads.
+    let obstacle = batch_split_obstacle(g);
+    let splittable = obstacle.is_none();
     let up = name.to_uppercase();
     let mut c = String::new();
     if weights.is_some() {
@@ -318,7 +320,7 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Option<&WeightsFile>
     let _ = writeln!(
         c,
         "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n{}",
-        if batch_split_obstacle(g).is_none() {
+        if splittable {
             "#include <pthread.h>\n"
         } else {
             ""
@@ -565,14 +567,13 @@ void {name}_forgec_free(void *p) {{
     );
     // Threads: the batch is cut into one slice per thread, each run by `NAME_call` with its
     // own context (and so its own scratch buffers).
-    let split = batch_split_obstacle(g).is_none();
     let args: Vec<String> = g
         .inputs
         .iter()
         .chain(&g.outputs)
         .map(|&v| c_ident(&g.value(v).name))
         .collect();
-    if split {
+    if splittable {
         let mut fields = String::new();
         for p in &params[2..] {
             let _ = write!(fields, " {p};");
@@ -634,12 +635,10 @@ static {name}_pool *{name}_pool_start(int threads) {{
     }
     let _ = writeln!(c, "int {name}_set_threads({name}_ctx *ctx, int threads) {{\n    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;");
     let _ = writeln!(c, "    if (threads < 1 || threads > {up}_MAX_THREADS) {{ snprintf(ctx->error, sizeof ctx->error, \"%d threads: use 1..%d\", threads, {up}_MAX_THREADS); return {up}_ERR_ARG; }}");
-    if split {
+    if splittable {
         let _ = writeln!(c, "    if (threads == ctx->threads) return {up}_OK;\n    {name}_pool_stop(({name}_pool *)ctx->pool);\n    ctx->pool = NULL;\n    ctx->threads = 1;\n    if (threads > 1) {{\n        ctx->pool = {name}_pool_start(threads);\n        if (!ctx->pool || (({name}_pool *)ctx->pool)->n == 0) {{ {name}_pool_stop(({name}_pool *)ctx->pool); ctx->pool = NULL; snprintf(ctx->error, sizeof ctx->error, \"could not start %d threads\", threads); return {up}_ERR_ARG; }}\n    }}\n    ctx->threads = threads;\n    return {up}_OK;\n}}\n");
     } else {
-        let why = batch_split_obstacle(g)
-            .unwrap_or_default()
-            .replace('"', "'");
+        let why = obstacle.as_deref().unwrap_or_default().replace('"', "'");
         let _ = writeln!(c, "    if (threads == 1) return {up}_OK;\n    snprintf(ctx->error, sizeof ctx->error, \"this model runs on one thread: its batch cannot be split (%s)\", \"{why}\");\n    return {up}_ERR_ARG;\n}}\n");
     }
     let _ = writeln!(c, "int {name}_run({}) {{", params.join(", "));
@@ -655,7 +654,7 @@ static {name}_pool *{name}_pool_start(int threads) {{
     if weights.is_some() {
         let _ = writeln!(c, "    if (!{name}_weights) {{ snprintf(ctx->error, sizeof ctx->error, \"%s\", {name}_weights_error); return {up}_ERR_WEIGHTS; }}");
     }
-    if split {
+    if splittable {
         // Elements per sample of each buffer (the batch is the leading dim of every one).
         let per: Vec<usize> = g
             .inputs

@@ -116,6 +116,96 @@ enum Epi {
     Relu,
 }
 
+impl Epi {
+    /// What this op combines with the accumulator for the vector of output columns starting at
+    /// `col`: a read of its per-column constant (under `mask`, the last columns), its scalar
+    /// broadcast, or `zero` for a ReLU.
+    fn operand(
+        &self,
+        e: &mut E,
+        col: &str,
+        vt: &str,
+        zero: &str,
+        pad: &str,
+        mask: Option<&str>,
+    ) -> String {
+        let Epi::Bin {
+            arg, ty, per_col, ..
+        } = self
+        else {
+            return zero.to_string();
+        };
+        let (v, t, r) = (e.fresh(), tensor_ty(ty), ty.rank());
+        let c0 = e.idx(0);
+        let mut ix = vec![c0; r];
+        if *per_col {
+            ix[r - 1] = col.to_string();
+            e.line(&format!(
+                "{v} = vector.transfer_read %e{arg}[{}], {pad}{} : {t}, {vt}",
+                ix.join(", "),
+                transfer_tail(mask)
+            ));
+        } else {
+            let s = e.fresh();
+            e.line(&format!(
+                "{s} = tensor.extract %e{arg}[{}] : {t}",
+                ix.join(", ")
+            ));
+            e.line(&format!("{v} = vector.broadcast {s} : f32 to {vt}"));
+        }
+        v
+    }
+
+    /// `acc <op> operand` (`operand <op> acc` when flipped), on vectors of type `vt`.
+    fn apply(&self, e: &mut E, acc: &str, operand: &str, vt: &str) -> String {
+        let (name, flip) = match self {
+            Epi::Relu => ("maximumf", false),
+            Epi::Bin { op, flip, .. } => (
+                match op {
+                    BinaryOp::Add => "addf",
+                    BinaryOp::Sub => "subf",
+                    BinaryOp::Mul => "mulf",
+                    BinaryOp::Max => "maximumf",
+                    _ => "minimumf",
+                },
+                *flip,
+            ),
+        };
+        let (a, b) = if flip { (operand, acc) } else { (acc, operand) };
+        let v = e.fresh();
+        e.line(&format!("{v} = arith.{name} {a}, {b} : {vt}"));
+        v
+    }
+}
+
+/// The tail of a vector transfer: under `mask`, or all in bounds.
+fn transfer_tail(mask: Option<&str>) -> String {
+    match mask {
+        Some(mk) => format!(", {mk}"),
+        None => " {in_bounds = [true]}".to_string(),
+    }
+}
+
+/// `scf.for iv = lo to hi step st` carrying a value of type `ty` from `init` through `inner`,
+/// which gets the carried value and the induction variable and returns the value to yield.
+fn for_carrying(
+    e: &mut E,
+    ty: &str,
+    init: &str,
+    (lo, hi, st): (&str, &str, &str),
+    inner: &mut dyn FnMut(&mut E, &str, &str) -> String,
+) -> String {
+    let (iv, acc, r) = (e.fresh(), e.fresh(), e.fresh());
+    let saved = std::mem::take(&mut e.body);
+    let t = inner(e, &acc, &iv);
+    e.line(&format!("scf.yield {t} : {ty}"));
+    let body = std::mem::replace(&mut e.body, saved);
+    e.line(&format!(
+        "{r} = scf.for {iv} = {lo} to {hi} step {st} iter_args({acc} = {init}) -> ({ty}) {{\n{body}    }}"
+    ));
+    r
+}
+
 /// The elementwise ops that follow node `i` (a matmul or convolution the tiled kernel runs)
 /// and can run in its epilogue: each the only user of the value before it, with a constant
 /// scalar or per-column operand. Returns their node indices and what each does.
@@ -337,7 +427,7 @@ impl E<'_> {
             (true, Some(s)) if s.len() >= 2 => {
                 let w = 2 * self.simd;
                 let (k, n) = (s[..s.len() - 1].iter().product::<usize>(), s[s.len() - 1]);
-                format!("tensor<{}x{k}x{w}xf32>", n.div_ceil(w))
+                packed_ty(k, n, w)
             }
             _ => tensor_ty(t),
         }
@@ -380,6 +470,11 @@ fn packable_weights(g: &Graph) -> HashSet<ValueId> {
         }
     }
     out
+}
+
+/// The type of `[K, N]` weights packed by `pack_panels` into panels of `w` columns.
+fn packed_ty(k: usize, n: usize, w: usize) -> String {
+    format!("tensor<{}x{k}x{w}xf32>", n.div_ceil(w))
 }
 
 /// `[K, N]` row-major weights as `ceil(N / w)` panels of `[K, w]`, the last one padded with
@@ -1202,8 +1297,10 @@ fn fast_matmul(
     Ok(Some(mm_kernel(
         e,
         &Mm {
-            a: &a.0,
-            at: tensor_ty(&a.1),
+            rows: Rows::Matrix {
+                a: &a.0,
+                at: tensor_ty(&a.1),
+            },
             m,
             k,
             n,
@@ -1212,7 +1309,6 @@ fn fast_matmul(
             packed,
             ct: tensor_ty(ot),
             out,
-            conv: None,
         },
     )))
 }
@@ -1220,8 +1316,7 @@ fn fast_matmul(
 /// The operands of `mm_kernel`: A `[m, k]` (`m` an SSA index), B `[k, n]` (or packed), and the
 /// empty output tensor `out` of type `ct`.
 struct Mm<'a> {
-    a: &'a str,
-    at: String,
+    rows: Rows<'a>,
     m: String,
     k: usize,
     n: usize,
@@ -1230,8 +1325,14 @@ struct Mm<'a> {
     packed: bool,
     ct: String,
     out: String,
-    /// A convolution's input read in place of A (implicit im2col).
-    conv: Option<ConvA>,
+}
+
+/// Where `mm_kernel` reads A from.
+enum Rows<'a> {
+    /// A matrix `a` of type `at`.
+    Matrix { a: &'a str, at: String },
+    /// A convolution's input, read in place (implicit im2col).
+    Conv(ConvA),
 }
 
 /// A channels-last 2-D convolution's input as the A of `mm_kernel`: row `(n, oh, ow)`, column
@@ -1256,13 +1357,16 @@ struct ConvA {
 fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     const GROUP: usize = 4;
     let (k, n, packed) = (mm.k, mm.n, mm.packed);
-    let (at, ct, m) = (&mm.at, &mm.ct, &mm.m);
-    let (a, b) = (mm.a, mm.b);
+    let (ct, m, b) = (&mm.ct, &mm.m, mm.b);
+    let (a, at, conv) = match &mm.rows {
+        Rows::Matrix { a, at } => (*a, at.as_str(), None),
+        Rows::Conv(cv) => ("", "", Some(cv)),
+    };
     let w = 2 * e.simd;
     let rows = if e.simd >= 16 { 8 } else { 6 };
     let vt = format!("vector<{w}xf32>");
     let bt = if packed {
-        format!("tensor<{}x{k}x{w}xf32>", n.div_ceil(w))
+        packed_ty(k, n, w)
     } else {
         mm.bt.clone()
     };
@@ -1277,7 +1381,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         e.idx((q * w) as i64);
         e.idx(q as i64);
     }
-    if let Some(cv) = &mm.conv {
+    if let Some(cv) = conv {
         let g = [
             cv.h,
             cv.w,
@@ -1301,8 +1405,6 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     let out = mm.out.clone();
     // The fused epilogue, applied to every accumulator before it is stored.
     let epi = std::mem::take(&mut e.epilogue);
-    let vzero = e.fresh();
-    e.line(&format!("{vzero} = arith.constant dense<0.0> : {vt}"));
     let zero = e.fresh();
     e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
     let pad = e.fresh();
@@ -1328,6 +1430,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     let mut tile = |e: &mut E, c: &str, i: &str, j: &str, nr: usize, np: usize, masked: bool| {
         uid += 1;
         let u = uid;
+        let tmask = if masked { mask.as_deref() } else { None };
         let off = |e: &mut E, base: &str, d: usize| -> String {
             if d == 0 {
                 return base.to_string();
@@ -1361,7 +1464,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         let kv = format!("%k{u}");
         let res = format!("%sum{u}");
         // A convolution's rows: (n, oh, ow) of each, and the top-left input pixel of its window.
-        let conv_rows: Vec<(String, String, String)> = match &mm.conv {
+        let conv_rows: Vec<(String, String, String)> = match conv {
             Some(cv) => row_idx
                 .iter()
                 .map(|ri| {
@@ -1389,7 +1492,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         };
         let mut body = String::new();
         let mut close = String::new();
-        match &mm.conv {
+        match conv {
             None => {
                 let _ = writeln!(
                     body,
@@ -1488,20 +1591,15 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         }
         for q in 0..np {
             let bv = format!("%b{u}_{q}");
+            // Packed panels are padded to whole vectors: no mask.
             let read = if packed {
                 format!(
-                    "{}[{}, {kv}, {c0}], {pad} {{in_bounds = [true]}}",
-                    b, panel_idx[q]
-                )
-            } else if masked {
-                format!(
-                    "{}[{kv}, {}], {pad}, {}",
-                    b,
-                    col_idx[q],
-                    mask.as_deref().unwrap_or("")
+                    "{b}[{}, {kv}, {c0}], {pad}{}",
+                    panel_idx[q],
+                    transfer_tail(None)
                 )
             } else {
-                format!("{}[{kv}, {}], {pad} {{in_bounds = [true]}}", b, col_idx[q])
+                format!("{b}[{kv}, {}], {pad}{}", col_idx[q], transfer_tail(tmask))
             };
             let _ = writeln!(
                 body,
@@ -1510,7 +1608,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         }
         let mut next = Vec::new();
         for (r, ri) in row_idx.iter().enumerate() {
-            match &mm.conv {
+            match conv {
                 None => {
                     let _ = writeln!(
                         body,
@@ -1562,38 +1660,12 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             next.join(", ")
         );
         e.line(&body);
-        // The epilogue's constants for each panel of columns: a vector per constant.
+        // The epilogue's operands for each panel of columns, then the stores.
         let operands: Vec<Vec<String>> = col_idx
             .iter()
             .map(|cj| {
                 epi.iter()
-                    .map(|x| match x {
-                        Epi::Relu => vzero.clone(),
-                        Epi::Bin { arg, ty, per_col, .. } => {
-                            let v = e.fresh();
-                            let t = tensor_ty(ty);
-                            let r = ty.rank();
-                            if *per_col {
-                                let mut ix = vec![c0.clone(); r];
-                                ix[r - 1] = cj.clone();
-                                let ix = ix.join(", ");
-                                match (masked, &mask) {
-                                    (true, Some(mk)) => e.line(&format!(
-                                        "{v} = vector.transfer_read %e{arg}[{ix}], {pad}, {mk} : {t}, {vt}"
-                                    )),
-                                    _ => e.line(&format!(
-                                        "{v} = vector.transfer_read %e{arg}[{ix}], {pad} {{in_bounds = [true]}} : {t}, {vt}"
-                                    )),
-                                }
-                            } else {
-                                let s = e.fresh();
-                                let ix = vec![c0.clone(); r].join(", ");
-                                e.line(&format!("{s} = tensor.extract %e{arg}[{ix}] : {t}"));
-                                e.line(&format!("{v} = vector.broadcast {s} : f32 to {vt}"));
-                            }
-                            v
-                        }
-                    })
+                    .map(|x| x.operand(e, cj, &vt, &zero, &pad, tmask))
                     .collect()
             })
             .collect();
@@ -1602,57 +1674,23 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             for (q, cj) in col_idx.iter().enumerate() {
                 let mut val = format!("{res}#{}", r * np + q);
                 for (x, opnd) in epi.iter().zip(&operands[q]) {
-                    let (name, a, b) = match x {
-                        Epi::Relu => ("maximumf", val.clone(), opnd.clone()),
-                        Epi::Bin { op, flip, .. } => {
-                            let name = match op {
-                                BinaryOp::Add => "addf",
-                                BinaryOp::Sub => "subf",
-                                BinaryOp::Mul => "mulf",
-                                BinaryOp::Max => "maximumf",
-                                _ => "minimumf",
-                            };
-                            if *flip {
-                                (name, opnd.clone(), val.clone())
-                            } else {
-                                (name, val.clone(), opnd.clone())
-                            }
-                        }
-                    };
-                    let nv = e.fresh();
-                    e.line(&format!("{nv} = arith.{name} {a}, {b} : {vt}"));
-                    val = nv;
+                    val = x.apply(e, &val, opnd, &vt);
                 }
                 let v = e.fresh();
-                let at = format!("{val}, {cur}[{ri}, {cj}]");
-                match (masked, &mask) {
-                    (true, Some(mk)) => e.line(&format!(
-                        "{v} = vector.transfer_write {at}, {mk} : {vt}, {ct}"
-                    )),
-                    _ => e.line(&format!(
-                        "{v} = vector.transfer_write {at} {{in_bounds = [true]}} : {vt}, {ct}"
-                    )),
-                }
+                e.line(&format!(
+                    "{v} = vector.transfer_write {val}, {cur}[{ri}, {cj}]{} : {vt}, {ct}",
+                    transfer_tail(tmask)
+                ));
                 cur = v;
             }
         }
         cur
     };
-    // `scf.for iv = lo to hi step st` threading the output tensor through `inner`.
     let for_c = |e: &mut E,
                  c: &str,
-                 (lo, hi, st): (&str, &str, &str),
-                 inner: &mut dyn FnMut(&mut E, &str, &str) -> String|
-     -> String {
-        let (iv, acc, r) = (e.fresh(), e.fresh(), e.fresh());
-        let saved = std::mem::take(&mut e.body);
-        let t = inner(e, &acc, &iv);
-        e.line(&format!("scf.yield {t} : {ct}"));
-        let body = std::mem::replace(&mut e.body, saved);
-        e.line(&format!(
-            "{r} = scf.for {iv} = {lo} to {hi} step {st} iter_args({acc} = {c}) -> ({ct}) {{\n{body}    }}"
-        ));
-        r
+                 range: (&str, &str, &str),
+                 inner: &mut dyn FnMut(&mut E, &str, &str) -> String| {
+        for_carrying(e, ct, c, range, inner)
     };
     let (cnfull, cngroup, cgw) = (
         e.idx(nfull as i64),
@@ -1710,37 +1748,20 @@ fn mm_any(e: &mut E, ins: &[(String, TensorType)], ot: &TensorType) -> R<String>
                 .iter()
                 .filter_map(|d| d.known())
                 .product();
-            let (m, mdim) = match a.1.shape[0].known() {
-                Some(nb) => (e.idx((nb * inner) as i64), (nb * inner).to_string()),
-                None => {
-                    let nb = e.dim_val(&a.1.shape[0])?;
-                    let c = e.idx(inner as i64);
-                    let v = e.fresh();
-                    e.line(&format!("{v} = arith.muli {nb}, {c} : index"));
-                    (v, "?".to_string())
-                }
-            };
-            let lead: Vec<String> = (0..r - 1).map(|i| i.to_string()).collect();
-            let groups = format!("[[{}], [{}]]", lead.join(", "), r - 1);
+            let (m, mdim) = rows_of(e, &a.1.shape[0], inner)?;
             let at = format!("tensor<{mdim}x{k}xf32>");
             let flat = e.fresh();
             e.line(&format!(
-                "{flat} = tensor.collapse_shape {} {groups} : {} into {at}",
+                "{flat} = tensor.collapse_shape {} {} : {} into {at}",
                 a.0,
+                reassociation(r - 1, r),
                 tensor_ty(&a.1)
             ));
-            let ct = format!("tensor<{mdim}x{n}xf32>");
-            let out = e.fresh();
-            if mdim == "?" {
-                e.line(&format!("{out} = tensor.empty({m}) : {ct}"));
-            } else {
-                e.line(&format!("{out} = tensor.empty() : {ct}"));
-            }
+            let (out, ct) = empty_rows(e, (&m, &mdim), n);
             let y = mm_kernel(
                 e,
                 &Mm {
-                    a: &flat,
-                    at,
+                    rows: Rows::Matrix { a: &flat, at },
                     m,
                     k,
                     n,
@@ -1749,27 +1770,9 @@ fn mm_any(e: &mut E, ins: &[(String, TensorType)], ot: &TensorType) -> R<String>
                     packed: false,
                     ct: ct.clone(),
                     out,
-                    conv: None,
                 },
             );
-            // A static dim is written as a number, a dynamic one as its SSA size.
-            let mut sizes = vec![match ot.shape[0].known() {
-                Some(nb) => nb.to_string(),
-                None => e.dim_val(&ot.shape[0])?,
-            }];
-            sizes.extend(
-                ot.shape[1..]
-                    .iter()
-                    .filter_map(|d| d.known())
-                    .map(|v| v.to_string()),
-            );
-            let v = e.fresh();
-            e.line(&format!(
-                "{v} = tensor.expand_shape {y} {groups} output_shape [{}] : {ct} into {}",
-                sizes.join(", "),
-                tensor_ty(ot)
-            ));
-            return Ok(v);
+            return unflatten_rows(e, &y, &ct, ot);
         }
     }
     match fast_matmul(e, ins, ot, false)? {
@@ -2284,15 +2287,7 @@ fn fast_conv(
     let pointwise = kdims.iter().all(|&k| k == 1)
         && c.strides.iter().all(|&s| s == 1)
         && c.pads.iter().all(|p| *p == (0, 0));
-    let groups = |split: usize, rank: usize| {
-        let a: Vec<String> = (0..split).map(|i| i.to_string()).collect();
-        let b: Vec<String> = (split..rank).map(|i| i.to_string()).collect();
-        format!("[[{}], [{}]]", a.join(", "), b.join(", "))
-    };
-    let mdim = match ot.shape[0].known() {
-        Some(nb) => (nb * per_sample).to_string(),
-        None => "?".into(),
-    };
+    let (m, mdim) = rows_of(e, &ot.shape[0], per_sample)?;
     // A 2-D convolution reads its windows from the input in place (padding included);
     // others lay them out first (im2col), or use the input as it is (1x1).
     let implicit = ns == 2 && !pointwise;
@@ -2317,17 +2312,7 @@ fn fast_conv(
     let (a, at) = if implicit {
         (String::new(), String::new())
     } else {
-        im2col_rows(e, x, c, (kdims, cin, kk), &odims, &mdim)?
-    };
-    let m = match ot.shape[0].known() {
-        Some(nb) => e.idx((nb * per_sample) as i64),
-        None => {
-            let nb = e.dim_val(&ot.shape[0])?;
-            let ps = e.idx(per_sample as i64);
-            let v = e.fresh();
-            e.line(&format!("{v} = arith.muli {nb}, {ps} : index"));
-            v
-        }
+        im2col_rows(e, x, c, (kdims, cin, kk), &odims, (pointwise, &mdim))?
     };
     let (b, bt) = if packed {
         (w.0.clone(), String::new())
@@ -2337,23 +2322,19 @@ fn fast_conv(
         e.line(&format!(
             "{b} = tensor.collapse_shape {} {} : {} into {bt}",
             w.0,
-            groups(ns + 1, ns + 2),
+            reassociation(ns + 1, ns + 2),
             tensor_ty(&w.1)
         ));
         (b, bt)
     };
-    let ct = format!("tensor<{mdim}x{f}xf32>");
-    let out = e.fresh();
-    if mdim == "?" {
-        e.line(&format!("{out} = tensor.empty({m}) : {ct}"));
-    } else {
-        e.line(&format!("{out} = tensor.empty() : {ct}"));
-    }
+    let (out, ct) = empty_rows(e, (&m, &mdim), f);
     let y = mm_kernel(
         e,
         &Mm {
-            a: &a,
-            at,
+            rows: match conv_a {
+                Some(cv) => Rows::Conv(cv),
+                None => Rows::Matrix { a: &a, at },
+            },
             m,
             k: kk,
             n: f,
@@ -2362,23 +2343,64 @@ fn fast_conv(
             packed,
             ct: ct.clone(),
             out,
-            conv: conv_a,
         },
     );
-    // A static dim is written as a number, a dynamic one as its SSA size.
+    unflatten_rows(e, &y, &ct, ot).map(Some)
+}
+
+/// `batch * per` rows: their count as an SSA index, and as a type dim (`?` when the batch is
+/// symbolic).
+fn rows_of(e: &mut E, batch: &Dim, per: usize) -> R<(String, String)> {
+    Ok(match batch.known() {
+        Some(nb) => (e.idx((nb * per) as i64), (nb * per).to_string()),
+        None => {
+            let nb = e.dim_val(batch)?;
+            let c = e.idx(per as i64);
+            let v = e.fresh();
+            e.line(&format!("{v} = arith.muli {nb}, {c} : index"));
+            (v, "?".to_string())
+        }
+    })
+}
+
+/// An empty `[rows, n]` f32 tensor (`rows` from `rows_of`) for `mm_kernel`: (value, type).
+fn empty_rows(e: &mut E, (m, mdim): (&str, &str), n: usize) -> (String, String) {
+    let ct = format!("tensor<{mdim}x{n}xf32>");
+    let out = e.fresh();
+    let sizes = if mdim == "?" { m } else { "" };
+    e.line(&format!("{out} = tensor.empty({sizes}) : {ct}"));
+    (out, ct)
+}
+
+/// `[[0, .., split - 1], [split, .., rank - 1]]`: flattens the dims before `split` and those
+/// from it.
+fn reassociation(split: usize, rank: usize) -> String {
+    let list = |r: std::ops::Range<usize>| r.map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    format!("[[{}], [{}]]", list(0..split), list(split..rank))
+}
+
+/// A kernel's `[rows, n]` result `y` (type `ct`) over the flattened leading dims of `ot`,
+/// expanded back to `ot` (static dims as numbers, the batch as its SSA size).
+fn unflatten_rows(e: &mut E, y: &str, ct: &str, ot: &TensorType) -> R<String> {
+    let r = ot.rank();
     let mut sizes = vec![match ot.shape[0].known() {
         Some(nb) => nb.to_string(),
         None => e.dim_val(&ot.shape[0])?,
     }];
-    sizes.extend(odims.iter().chain([&f]).map(|v| v.to_string()));
+    sizes.extend(
+        ot.shape[1..]
+            .iter()
+            .filter_map(|d| d.known())
+            .map(|v| v.to_string()),
+    );
     let v = e.fresh();
     e.line(&format!(
         "{v} = tensor.expand_shape {y} {} output_shape [{}] : {ct} into {}",
-        groups(1 + ns, r),
+        reassociation(r - 1, r),
         sizes.join(", "),
         tensor_ty(ot)
     ));
-    Ok(Some(v))
+    Ok(v)
 }
 
 /// The rows of a convolution as a matrix `[N * out..., k... * C]` (im2col, after padding the
@@ -2389,13 +2411,10 @@ fn im2col_rows(
     c: &ConvAttrs,
     (kdims, cin, kk): (&[usize], usize, usize),
     odims: &[usize],
-    mdim: &str,
+    (pointwise, mdim): (bool, &str),
 ) -> R<(String, String)> {
     let r = x.1.rank();
     let ns = r - 2;
-    let pointwise = kdims.iter().all(|&k| k == 1)
-        && c.strides.iter().all(|&s| s == 1)
-        && c.pads.iter().all(|p| *p == (0, 0));
     let x = pad_input(e, x, c)?;
     // Rows: [N, out..., k..., C] (or the input itself), collapsed to [M, kk].
     let cols = if pointwise {
@@ -2439,13 +2458,10 @@ fn im2col_rows(
     let cr = cols.1.rank();
     let at = format!("tensor<{mdim}x{kk}xf32>");
     let a = e.fresh();
-    let split: Vec<String> = (0..=ns).map(|i| i.to_string()).collect();
-    let rest: Vec<String> = (1 + ns..cr).map(|i| i.to_string()).collect();
     e.line(&format!(
-        "{a} = tensor.collapse_shape {} [[{}], [{}]] : {} into {at}",
+        "{a} = tensor.collapse_shape {} {} : {} into {at}",
         cols.0,
-        split.join(", "),
-        rest.join(", "),
+        reassociation(ns + 1, cr),
         tensor_ty(&cols.1)
     ));
     Ok((a, at))
@@ -2642,17 +2658,14 @@ fn window_kernel(
                  masked: bool|
      -> String {
         let mut acc = init.clone();
-        let read_mask = |masked: bool| match (masked, &mask) {
-            (true, Some(mk)) => format!(", {mk}"),
-            _ => " {in_bounds = [true]}".to_string(),
-        };
+        let tmask = if masked { mask.as_deref() } else { None };
         for (i, (r, rin)) in rows.iter().enumerate() {
             for (j, (q, qin)) in cols.iter().enumerate() {
                 let (xv, fv) = (e.fresh(), e.fresh());
                 e.line(&format!(
                     "{xv} = vector.transfer_read {}[{b}, {r}, {q}, {cv}], {pad}{} : {xt}, {vt}",
                     x.0,
-                    read_mask(masked)
+                    transfer_tail(tmask)
                 ));
                 let w = match win {
                     Win::Max => {
@@ -2672,7 +2685,7 @@ fn window_kernel(
                 e.line(&format!(
                     "{wv} = vector.transfer_read {}[{ci}, {cj}, {c0}, {cv}], {pad}{} : {}, {vt}",
                     w.0,
-                    read_mask(masked),
+                    transfer_tail(tmask),
                     tensor_ty(&w.1)
                 ));
                 let xin = match (rin, qin) {
@@ -2695,75 +2708,21 @@ fn window_kernel(
             acc = v;
         }
         for x in &epi {
-            let (name, operand, flip) = match x {
-                Epi::Relu => ("maximumf", zero.clone(), false),
-                Epi::Bin {
-                    op,
-                    arg,
-                    ty,
-                    per_col,
-                    flip,
-                } => {
-                    let v = e.fresh();
-                    let t = tensor_ty(ty);
-                    let r = ty.rank();
-                    if *per_col {
-                        let mut ix = vec![c0.clone(); r];
-                        ix[r - 1] = cv.to_string();
-                        e.line(&format!(
-                            "{v} = vector.transfer_read %e{arg}[{}], {pad}{} : {t}, {vt}",
-                            ix.join(", "),
-                            read_mask(masked)
-                        ));
-                    } else {
-                        let s = e.fresh();
-                        let ix = vec![c0.clone(); r].join(", ");
-                        e.line(&format!("{s} = tensor.extract %e{arg}[{ix}] : {t}"));
-                        e.line(&format!("{v} = vector.broadcast {s} : f32 to {vt}"));
-                    }
-                    let name = match op {
-                        BinaryOp::Add => "addf",
-                        BinaryOp::Sub => "subf",
-                        BinaryOp::Mul => "mulf",
-                        BinaryOp::Max => "maximumf",
-                        _ => "minimumf",
-                    };
-                    (name, v, *flip)
-                }
-            };
-            let nv = e.fresh();
-            if flip {
-                e.line(&format!("{nv} = arith.{name} {operand}, {acc} : {vt}"));
-            } else {
-                e.line(&format!("{nv} = arith.{name} {acc}, {operand} : {vt}"));
-            }
-            acc = nv;
+            let operand = x.operand(e, cv, &vt, &zero, &pad, tmask);
+            acc = x.apply(e, &acc, &operand, &vt);
         }
         let v = e.fresh();
         e.line(&format!(
             "{v} = vector.transfer_write {acc}, {o}[{b}, {y}, {xx}, {cv}]{} : {vt}, {ct}",
-            match (masked, &mask) {
-                (true, Some(mk)) => format!(", {mk}"),
-                _ => " {in_bounds = [true]}".to_string(),
-            }
+            transfer_tail(tmask)
         ));
         v
     };
-    // scf.for threading the output through `inner`.
     let for_c = |e: &mut E,
                  o: &str,
-                 (lo, hi, st): (&str, &str, &str),
-                 inner: &mut dyn FnMut(&mut E, &str, &str) -> String|
-     -> String {
-        let (iv, acc, r) = (e.fresh(), e.fresh(), e.fresh());
-        let saved = std::mem::take(&mut e.body);
-        let t = inner(e, &acc, &iv);
-        e.line(&format!("scf.yield {t} : {ct}"));
-        let body = std::mem::replace(&mut e.body, saved);
-        e.line(&format!(
-            "{r} = scf.for {iv} = {lo} to {hi} step {st} iter_args({acc} = {o}) -> ({ct}) {{\n{body}    }}"
-        ));
-        r
+                 range: (&str, &str, &str),
+                 inner: &mut dyn FnMut(&mut E, &str, &str) -> String| {
+        for_carrying(e, &ct, o, range, inner)
     };
     let (coh, cow, clanes, ccfull) = (
         e.idx(oh as i64),
