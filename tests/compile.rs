@@ -657,3 +657,57 @@ fn strided_dilated_padded_convolutions_compile() {
         );
     }
 }
+
+/// Chains of elementwise ops run as one loop nest: `x * 2 + b` (b one value per column), then
+/// `tanh(.) * x` and a cast of that, is one `linalg.generic` in one function, and so is
+/// `sigmoid(x) * x`; a value used twice (`%u`, a graph output too) ends its chain. The results
+/// match the interpreter to the bit where the ops are exact and to 1e-6 elsewhere.
+#[test]
+fn elementwise_chains_fuse_into_one_loop_nest() {
+    let src = "graph \"g\" {
+  input %x: f32[batch,5]
+  %two: f32[] = const [2.0]
+  %b: f32[5] = const [0.5, -1.0, 0.25, 2.0, -0.125]
+  %m: f32[batch,5] = mul(%x, %two)
+  %a: f32[batch,5] = add(%m, %b)
+  %t: f32[batch,5] = tanh(%a)
+  %p: f32[batch,5] = mul(%t, %x)
+  %c: f64[batch,5] = cast {to = f64}(%p)
+  %s: f32[batch,5] = sigmoid(%x)
+  %u: f32[batch,5] = mul(%s, %x)
+  %v: f32[batch,5] = neg(%u)
+  output %c, %u, %v
+}
+";
+    let g = forgec_ir::text::parse(src).unwrap();
+    let dir = scratch("elementwise_chains");
+    let mut o = opts("ew");
+    o.emit = Emit::Mlir;
+    codegen::compile(g.clone(), &o, &dir, "").unwrap();
+    let mlir = std::fs::read_to_string(dir.join("ew.mlir")).unwrap();
+    let funcs: Vec<&str> = mlir
+        .split("func.func")
+        .skip(1)
+        .filter(|f| f.contains("linalg.generic"))
+        .collect();
+    // Three loop nests: mul-add-tanh-mul-cast, sigmoid-mul, neg.
+    assert_eq!(funcs.len(), 3, "{mlir}");
+    for f in &funcs {
+        assert_eq!(f.matches("linalg.generic").count(), 1, "{f}");
+    }
+    assert!(funcs.iter().any(|f| f.contains("arith.extf")
+        && f.contains("arith.addf")
+        && f.matches("arith.mulf").count() >= 2));
+    codegen::compile(g.clone(), &opts("ew"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libew.so"), "ew").unwrap();
+    let xv: Vec<f32> = (0..35).map(|i| (i as f32 - 17.0) / 5.0).collect();
+    let x = Tensor::from_f32(vec![7, 5], xv).unwrap();
+    let got = lib.run(&[&x]).unwrap();
+    let want = forgec_ir::interp::run(&g, &[("x".into(), x)]).unwrap();
+    assert_eq!(got.len(), 3);
+    for (k, what) in ["tanh chain", "swish", "neg"].iter().enumerate() {
+        assert_eq!(got[k].shape(), want[k].shape(), "{what}");
+        assert_eq!(got[k].dtype(), want[k].dtype(), "{what}");
+        assert_close(&got[k], &want[k], 1e-6, what);
+    }
+}

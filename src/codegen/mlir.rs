@@ -840,6 +840,18 @@ pub fn emit(
     }
     let mut funcs = String::new();
     let mut fused: HashSet<usize> = HashSet::new();
+    // Kernels with their epilogues; the other chains of elementwise ops, each run as one loop
+    // nest by a function made at its last node.
+    let mut chains: HashMap<usize, Vec<(usize, Epi)>> = (0..g.nodes.len())
+        .map(|i| (i, epilogue_chain(g, i)))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    let taken: HashSet<usize> = chains.values().flatten().map(|(u, _)| *u).collect();
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for chain in elementwise_groups(g, &taken) {
+        fused.extend(&chain[..chain.len() - 1]);
+        groups.insert(chain[chain.len() - 1], chain);
+    }
     for (idx, node) in g.nodes.iter().enumerate() {
         if fused.contains(&idx) {
             continue;
@@ -886,7 +898,24 @@ pub fn emit(
             call_args.push(e.syms[s].clone());
             arg_tys.push("index".to_string());
         }
-        for (j, &i) in node.inputs.iter().enumerate() {
+        let members: Vec<&Node> = groups
+            .get(&idx)
+            .map_or_else(Vec::new, |c| c.iter().map(|&k| &g.nodes[k]).collect());
+        // A group's inputs: the values its members take from outside it, in order of use.
+        let mut inputs: Vec<ValueId> = Vec::new();
+        for m in if members.is_empty() {
+            std::slice::from_ref(&node)
+        } else {
+            &members[..]
+        } {
+            for &i in &m.inputs {
+                let inside = members.iter().any(|p| p.outputs.contains(&i));
+                if !inside && (members.is_empty() || !inputs.contains(&i)) {
+                    inputs.push(i);
+                }
+            }
+        }
+        for (j, &i) in inputs.iter().enumerate() {
             let a = format!("%x{j}");
             f.names.insert(i, a.clone());
             params.push(format!("{a}: {}", f.arg_ty(i)));
@@ -895,7 +924,7 @@ pub fn emit(
         }
         // Elementwise ops fused into this kernel's stores: their constants come in as extra
         // arguments, and the function returns the last one's result.
-        let chain = epilogue_chain(g, idx);
+        let chain = chains.remove(&idx).unwrap_or_default();
         for (u, epi) in &chain {
             fused.insert(*u);
             if let Epi::Bin { arg, flip, .. } = epi {
@@ -915,7 +944,10 @@ pub fn emit(
             }
         }
         f.epilogue = chain.iter().map(|(_, epi)| epi.clone()).collect();
-        let outs = lower(&mut f, node).map_err(at)?;
+        let outs = match members.len() {
+            0 => lower(&mut f, node).map_err(at)?,
+            _ => vec![fused_elementwise(&mut f, &members)?],
+        };
         if !f.epilogue.is_empty() {
             return Err(at(
                 "internal error: the kernel did not apply its fused epilogue".into(),
@@ -1035,36 +1067,7 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
             e.line(&format!("{v} = arith.constant dense<\"{}\"> : {t}", dense_hex(value)));
             one(v)
         }
-        Op::Unary(u) => {
-            let d = ins[0].1.dtype;
-            let mut err = None;
-            let v = e.elementwise(ot, &ins, &mut |lines, a| match unary_body(lines, *u, &a[0], d) {
-                Ok(v) => v,
-                Err(m) => {
-                    err = Some(m);
-                    a[0].clone()
-                }
-            })?;
-            if let Some(m) = err {
-                return Err(m);
-            }
-            one(v)
-        }
-        Op::Binary(b) => {
-            let d = ins[0].1.dtype;
-            let v = e.elementwise(ot, &ins, &mut |lines, a| binary_body(lines, *b, &a[0], &a[1], d).unwrap_or_default())?;
-            one(v)
-        }
-        Op::Select => {
-            let t = elem(ot.dtype);
-            let v = e.elementwise(ot, &ins, &mut |lines, a| push(lines, format!("arith.select {}, {}, {} : {t}", a[0], a[1], a[2])))?;
-            one(v)
-        }
-        Op::Cast { to } => {
-            let from = ins[0].1.dtype;
-            let v = e.elementwise(ot, &ins, &mut |lines, a| cast_body(lines, &a[0], from, *to))?;
-            one(v)
-        }
+        op if is_elementwise(op) => one(fused_elementwise(e, &[node])?),
         Op::Dropout { .. } => one(ins[0].0.clone()),
         Op::MatMul => one(match fast_matmul(e, &ins, ot, e.packed.contains(&node.inputs[1]))? {
             Some(v) => v,
@@ -1161,6 +1164,142 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         Op::Rnn(r) => one(rnn(e, &ins, r, ot)?),
         other => Err(format!("the compiler does not lower `{}` yet (the reference interpreter runs it: forgec run --engine interp)", other.name())),
     }
+}
+
+/// Whether `op` maps elements one to one: the ops `fused_elementwise` lowers.
+fn is_elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast { .. }
+    )
+}
+
+/// Scalar code for one elementwise op on the scalars `a`, of types `tys`.
+fn scalar_op(lines: &mut Vec<String>, op: &Op, a: &[S], tys: &[DType]) -> R<S> {
+    match op {
+        Op::Unary(u) => unary_body(lines, *u, &a[0], tys[0]),
+        Op::Binary(b) => binary_body(lines, *b, &a[0], &a[1], tys[0]),
+        Op::Select => Ok(push(
+            lines,
+            format!(
+                "arith.select {}, {}, {} : {}",
+                a[0],
+                a[1],
+                a[2],
+                elem(tys[1])
+            ),
+        )),
+        Op::Cast { to } => Ok(cast_body(lines, &a[0], tys[0], *to)),
+        other => Err(format!(
+            "internal error: `{}` is not elementwise",
+            other.name()
+        )),
+    }
+}
+
+/// Elementwise nodes run as one loop nest: `members` in graph order, all with the same output
+/// shape, every member's output but the last used only by later members (see
+/// `elementwise_groups`). One `linalg.generic` reads the values the group takes from outside
+/// (each broadcast to the output shape) and computes every member per element; nothing in
+/// between is stored. An error names the member it comes from when there are several.
+fn fused_elementwise(e: &mut E, members: &[&Node]) -> R<String> {
+    let g = e.g;
+    let produced: HashSet<ValueId> = members.iter().map(|m| m.outputs[0]).collect();
+    let mut outside: Vec<ValueId> = Vec::new();
+    for m in members {
+        for &i in &m.inputs {
+            if !produced.contains(&i) && !outside.contains(&i) {
+                outside.push(i);
+            }
+        }
+    }
+    let ins: Vec<(String, TensorType)> = outside.iter().map(|&v| (e.name(v), e.ty(v))).collect();
+    let last = members
+        .last()
+        .ok_or("internal error: an empty elementwise group")?;
+    let ot = e.ty(last.outputs[0]);
+    let mut err = None;
+    let v = e.elementwise(&ot, &ins, &mut |lines, a| {
+        let mut scalars: HashMap<ValueId, S> = HashMap::new();
+        let mut y = String::new();
+        for m in members {
+            let args: Vec<S> = m
+                .inputs
+                .iter()
+                .map(|i| match scalars.get(i) {
+                    Some(s) => s.clone(),
+                    None => a[outside.iter().position(|o| o == i).unwrap_or(0)].clone(),
+                })
+                .collect();
+            let tys: Vec<DType> = m.inputs.iter().map(|&i| g.ty(i).dtype).collect();
+            match scalar_op(lines, &m.op, &args, &tys) {
+                Ok(s) => {
+                    scalars.insert(m.outputs[0], s.clone());
+                    y = s;
+                }
+                Err(msg) => {
+                    let msg = if members.len() > 1 {
+                        format!("{} ({}): {msg}", m.origin, m.op.name())
+                    } else {
+                        msg
+                    };
+                    err.get_or_insert(msg);
+                    y = args[0].clone();
+                }
+            }
+        }
+        y
+    })?;
+    match err {
+        Some(m) => Err(m),
+        None => Ok(v),
+    }
+}
+
+/// Chains of elementwise nodes to run as one loop nest, each in graph order: a node joins the
+/// chain when it is the only user of the chain's last output (which is no graph output), and
+/// its output has the same shape. `taken` are nodes fused elsewhere (kernel epilogues).
+fn elementwise_groups(g: &Graph, taken: &HashSet<usize>) -> Vec<Vec<usize>> {
+    let mut users: HashMap<ValueId, Vec<usize>> = HashMap::new();
+    for (k, n) in g.nodes.iter().enumerate() {
+        for &i in &n.inputs {
+            let u = users.entry(i).or_default();
+            if u.last() != Some(&k) {
+                u.push(k);
+            }
+        }
+    }
+    let single = |k: usize| {
+        let n = &g.nodes[k];
+        !taken.contains(&k) && is_elementwise(&n.op) && n.outputs.len() == 1
+    };
+    let mut grouped: HashSet<usize> = HashSet::new();
+    let mut groups = Vec::new();
+    for s in 0..g.nodes.len() {
+        if grouped.contains(&s) || !single(s) {
+            continue;
+        }
+        let shape = &g.ty(g.nodes[s].outputs[0]).shape;
+        let mut chain = vec![s];
+        loop {
+            let v = g.nodes[chain[chain.len() - 1]].outputs[0];
+            if g.outputs.contains(&v) {
+                break;
+            }
+            let Some([u]) = users.get(&v).map(|u| u.as_slice()) else {
+                break;
+            };
+            if grouped.contains(u) || !single(*u) || &g.ty(g.nodes[*u].outputs[0]).shape != shape {
+                break;
+            }
+            chain.push(*u);
+        }
+        if chain.len() > 1 {
+            grouped.extend(&chain);
+            groups.push(chain);
+        }
+    }
+    groups
 }
 
 /// A generic with explicit maps and iterator types (for contractions and windows).
