@@ -476,42 +476,53 @@ int main(void) {
     assert_eq!(text.lines().count(), 4, "{text}");
 }
 
-/// `set_threads`: the batch split across threads gives the same bits as one thread; a bad count
-/// and a model whose samples cannot be computed apart are refused with the reason.
+/// `set_threads`: the batch split across threads (37 samples), and the kernels' rows split
+/// across threads (1 and 2 samples, too few to split the batch), give the same bits as one
+/// thread; a bad count is refused with the reason. A model whose samples cannot be computed
+/// apart (a softmax across the batch) runs on threads too, its kernels split, the same bits.
 #[test]
 fn threads_split_the_batch_and_change_no_bit() {
     let model = load(&model_file("cnn_mnist.keras"), &LoadOptions::default()).unwrap();
     let dir = scratch("threads_cnn");
     codegen::compile(model.graph.clone(), &opts("cnn"), &dir, "").unwrap();
     let lib = CompiledModel::load(&dir.join("libcnn.so"), "cnn").unwrap();
-    let x = rows(&npy(&model_file("cnn_mnist.input.npy")), 37);
-    let one = lib.run(&[&x]).unwrap();
-    for threads in [2, 3, 2, 1] {
-        lib.set_threads(threads).unwrap();
-        let many = lib.run(&[&x]).unwrap();
-        assert_eq!(
-            many[0].to_f64_vec(),
-            one[0].to_f64_vec(),
-            "{threads} threads"
-        );
+    for batch in [37, 1, 2] {
+        let x = rows(&npy(&model_file("cnn_mnist.input.npy")), batch);
+        lib.set_threads(1).unwrap();
+        let one = lib.run(&[&x]).unwrap();
+        for threads in [2, 3, 2, 1] {
+            lib.set_threads(threads).unwrap();
+            for _ in 0..3 {
+                let many = lib.run(&[&x]).unwrap();
+                assert_eq!(
+                    many[0].to_f64_vec(),
+                    one[0].to_f64_vec(),
+                    "batch {batch}, {threads} threads"
+                );
+            }
+        }
     }
     let e = lib.set_threads(65).unwrap_err();
     assert!(e.contains("65 threads: use 1..64"), "{e}");
 
-    // A softmax across the batch mixes samples: no split.
     let g = forgec_ir::text::parse(
-        "graph \"g\" {\n  input %x: f32[batch,3]\n  %y: f32[batch,3] = softmax {axis = 0, log = false}(%x)\n  output %y\n}\n",
+        "graph \"g\" {\n  input %x: f32[batch,64]\n  %w: f32[64,64] = const [WEIGHTS]\n  %h: f32[batch,64] = matmul(%x, %w)\n  %y: f32[batch,64] = softmax {axis = 0, log = false}(%h)\n  output %y\n}\n"
+            .replace("WEIGHTS", &(0..64 * 64).map(|i| format!("{:.3}", ((i * 7 % 23) as f64 - 11.0) / 40.0)).collect::<Vec<_>>().join(", ")).as_str(),
     )
     .unwrap();
     let dir = scratch("threads_mix");
-    codegen::compile(g, &opts("mix"), &dir, "").unwrap();
+    codegen::compile(g.clone(), &opts("mix"), &dir, "").unwrap();
     let lib = CompiledModel::load(&dir.join("libmix.so"), "mix").unwrap();
-    lib.set_threads(1).unwrap();
-    let e = lib.set_threads(2).unwrap_err();
-    assert!(
-        e.contains("its batch cannot be split") && e.contains("may mix samples"),
-        "{e}"
-    );
+    let xv: Vec<f32> = (0..300 * 64)
+        .map(|i| ((i * 13 % 31) as f32 - 15.0) / 16.0)
+        .collect();
+    let x = Tensor::from_f32(vec![300, 64], xv).unwrap();
+    let one = lib.run(&[&x]).unwrap();
+    let want = forgec_ir::interp::run(&g, &[("x".into(), x.clone())]).unwrap();
+    assert_close(&one[0], &want[0], 1e-5, "softmax across the batch");
+    lib.set_threads(2).unwrap();
+    let two = lib.run(&[&x]).unwrap();
+    assert_eq!(two[0].to_f64_vec(), one[0].to_f64_vec(), "2 threads");
 }
 
 /// `--weights external`: the constants go to NAME.weights, which the library maps when it is

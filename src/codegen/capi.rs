@@ -319,12 +319,7 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Option<&WeightsFile>
     }
     let _ = writeln!(
         c,
-        "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n{}",
-        if splittable {
-            "#include <pthread.h>\n"
-        } else {
-            ""
-        }
+        "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n#include <pthread.h>\n#include <sched.h>\n"
     );
     let wblocks: &[(usize, Vec<usize>)] = weights.map_or(&[], |w| &w.blocks);
     let mut ranks: Vec<usize> = g
@@ -426,7 +421,7 @@ __attribute__((constructor)) static void {name}_map_weights(void) {{
     let _ = writeln!(
         c,
         "#define {up}_CACHE 1024
-struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; int threads; {name}_ctx *sub[{up}_MAX_THREADS]; void *pool; }};
+struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; int threads; int intra; {name}_ctx *sub[{up}_MAX_THREADS]; void *pool; }};
 static __thread {name}_ctx *{name}_current;
 typedef struct {{ size_t size; size_t pad; }} {name}_hdr;
 void *{name}_forgec_alloc(size_t n) {{
@@ -454,22 +449,14 @@ void {name}_forgec_free(void *p) {{
     );
     let _ = writeln!(
         c,
-        "{}void {name}_destroy({name}_ctx *ctx) {{
+        "struct {name}_pool;\nstatic void {name}_pool_stop(struct {name}_pool *pl);
+void {name}_destroy({name}_ctx *ctx) {{
     if (!ctx) return;
-    {}for (int i = 0; i < ctx->nblk; i++) free(ctx->blk[i]);
+    {name}_pool_stop((struct {name}_pool *)ctx->pool);
+    for (int i = 0; i < ctx->nblk; i++) free(ctx->blk[i]);
     for (int t = 0; t < {up}_MAX_THREADS; t++) {name}_destroy(ctx->sub[t]);
     free(ctx);
-}}",
-        if splittable {
-            format!("struct {name}_pool;\nstatic void {name}_pool_stop(struct {name}_pool *pl);\n")
-        } else {
-            String::new()
-        },
-        if splittable {
-            format!("{name}_pool_stop((struct {name}_pool *)ctx->pool);\n    ")
-        } else {
-            String::new()
-        }
+}}"
     );
     let _ = writeln!(c, "const char *{name}_last_error(const {name}_ctx *ctx) {{ return ctx ? ctx->error : \"the context is NULL\"; }}\n");
     // Shapes and dtypes.
@@ -573,7 +560,7 @@ void {name}_forgec_free(void *p) {{
         .chain(&g.outputs)
         .map(|&v| c_ident(&g.value(v).name))
         .collect();
-    if splittable {
+    {
         let mut fields = String::new();
         for p in &params[2..] {
             let _ = write!(fields, " {p};");
@@ -586,33 +573,77 @@ static void *{name}_worker(void *p) {{\n    {name}_job *j = ({name}_job *)p;\n  
         );
         let _ = writeln!(c, "typedef struct {name}_pool {name}_pool;
 typedef struct {{ {name}_pool *pool; int i; }} {name}_slot;
+/* Tasks: chunks of a kernel (coroutines of MLIR's async runtime, see below). */
+typedef struct {{ void (*fn)(void *); void *arg; }} {name}_task;
+#define {up}_QCAP (2 * {up}_MAX_THREADS)
 struct {name}_pool {{
     pthread_mutex_t mu; pthread_cond_t go, done;
-    unsigned gen; int pending, quit, n;
+    unsigned gen; int pending, quit, n, sleeping, qhead, qcount;
+    {name}_task q[{up}_QCAP];
     pthread_t tid[{up}_MAX_THREADS]; {name}_slot slot[{up}_MAX_THREADS]; {name}_job jobs[{up}_MAX_THREADS];
 }};
-/* A pool thread: waits for a new generation of jobs, runs its own (if it has rows), reports. */
+static void {name}_relax(void) {{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__(\"yield\");
+#endif
+}}
+static int {name}_pool_pop({name}_pool *pl, {name}_task *t) {{
+    if (__atomic_load_n(&pl->qcount, __ATOMIC_ACQUIRE) == 0) return 0;
+    pthread_mutex_lock(&pl->mu);
+    int ok = pl->qcount > 0;
+    if (ok) {{
+        *t = pl->q[pl->qhead];
+        pl->qhead = (pl->qhead + 1) % {up}_QCAP;
+        __atomic_store_n(&pl->qcount, pl->qcount - 1, __ATOMIC_RELEASE);
+    }}
+    pthread_mutex_unlock(&pl->mu);
+    return ok;
+}}
+static void {name}_pool_push({name}_pool *pl, {name}_task t) {{
+    pthread_mutex_lock(&pl->mu);
+    if (pl->qcount == {up}_QCAP) {{ pthread_mutex_unlock(&pl->mu); abort(); }}
+    pl->q[(pl->qhead + pl->qcount) % {up}_QCAP] = t;
+    __atomic_store_n(&pl->qcount, pl->qcount + 1, __ATOMIC_RELEASE);
+    if (pl->sleeping) pthread_cond_signal(&pl->go);
+    pthread_mutex_unlock(&pl->mu);
+}}
+/* A pool thread: runs tasks as they come (spinning a while for the next one, as a kernel hands
+ * out chunks every few microseconds, then sleeping), and its slice of each new generation of
+ * batch-split jobs (if it has rows). */
 static void *{name}_pool_main(void *p) {{
     {name}_slot *s = ({name}_slot *)p;
     {name}_pool *pl = s->pool;
     unsigned seen = 0;
-    pthread_mutex_lock(&pl->mu);
+    {name}_task t;
     for (;;) {{
-        while (pl->gen == seen && !pl->quit) pthread_cond_wait(&pl->go, &pl->mu);
-        if (pl->quit) break;
+        for (long spin = 0; spin < (1L << 15); spin++) {{
+            if ({name}_pool_pop(pl, &t)) {{ t.fn(t.arg); spin = 0; continue; }}
+            if (__atomic_load_n(&pl->gen, __ATOMIC_ACQUIRE) != seen || __atomic_load_n(&pl->quit, __ATOMIC_ACQUIRE)) break;
+            {name}_relax();
+        }}
+        pthread_mutex_lock(&pl->mu);
+        while (pl->gen == seen && !pl->quit && pl->qcount == 0) {{
+            pl->sleeping++;
+            pthread_cond_wait(&pl->go, &pl->mu);
+            pl->sleeping--;
+        }}
+        if (pl->quit) {{ pthread_mutex_unlock(&pl->mu); break; }}
+        if (pl->gen == seen) {{ pthread_mutex_unlock(&pl->mu); continue; }}
         seen = pl->gen;
         pthread_mutex_unlock(&pl->mu);
         if (pl->jobs[s->i].batch > 0) {name}_worker(&pl->jobs[s->i]);
         pthread_mutex_lock(&pl->mu);
         if (--pl->pending == 0) pthread_cond_signal(&pl->done);
+        pthread_mutex_unlock(&pl->mu);
     }}
-    pthread_mutex_unlock(&pl->mu);
     return NULL;
 }}
 static void {name}_pool_stop({name}_pool *pl) {{
     if (!pl) return;
     pthread_mutex_lock(&pl->mu);
-    pl->quit = 1;
+    __atomic_store_n(&pl->quit, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pl->go);
     pthread_mutex_unlock(&pl->mu);
     for (int i = 1; i <= pl->n; i++) pthread_join(pl->tid[i], NULL);
@@ -633,14 +664,10 @@ static {name}_pool *{name}_pool_start(int threads) {{
 }}
 ");
     }
+    c.push_str(&ASYNC_RUNTIME.replace("NAME", name));
     let _ = writeln!(c, "int {name}_set_threads({name}_ctx *ctx, int threads) {{\n    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;");
     let _ = writeln!(c, "    if (threads < 1 || threads > {up}_MAX_THREADS) {{ snprintf(ctx->error, sizeof ctx->error, \"%d threads: use 1..%d\", threads, {up}_MAX_THREADS); return {up}_ERR_ARG; }}");
-    if splittable {
-        let _ = writeln!(c, "    if (threads == ctx->threads) return {up}_OK;\n    {name}_pool_stop(({name}_pool *)ctx->pool);\n    ctx->pool = NULL;\n    ctx->threads = 1;\n    if (threads > 1) {{\n        ctx->pool = {name}_pool_start(threads);\n        if (!ctx->pool || (({name}_pool *)ctx->pool)->n == 0) {{ {name}_pool_stop(({name}_pool *)ctx->pool); ctx->pool = NULL; snprintf(ctx->error, sizeof ctx->error, \"could not start %d threads\", threads); return {up}_ERR_ARG; }}\n    }}\n    ctx->threads = threads;\n    return {up}_OK;\n}}\n");
-    } else {
-        let why = obstacle.as_deref().unwrap_or_default().replace('"', "'");
-        let _ = writeln!(c, "    if (threads == 1) return {up}_OK;\n    snprintf(ctx->error, sizeof ctx->error, \"this model runs on one thread: its batch cannot be split (%s)\", \"{why}\");\n    return {up}_ERR_ARG;\n}}\n");
-    }
+    let _ = writeln!(c, "    if (threads == ctx->threads) return {up}_OK;\n    {name}_pool_stop(({name}_pool *)ctx->pool);\n    ctx->pool = NULL;\n    ctx->threads = 1;\n    if (threads > 1) {{\n        ctx->pool = {name}_pool_start(threads);\n        if (!ctx->pool || (({name}_pool *)ctx->pool)->n == 0) {{ {name}_pool_stop(({name}_pool *)ctx->pool); ctx->pool = NULL; snprintf(ctx->error, sizeof ctx->error, \"could not start %d threads\", threads); return {up}_ERR_ARG; }}\n    }}\n    ctx->threads = threads;\n    return {up}_OK;\n}}\n");
     let _ = writeln!(c, "int {name}_run({}) {{", params.join(", "));
     let _ = writeln!(
         c,
@@ -676,7 +703,12 @@ static {name}_pool *{name}_pool_start(int threads) {{
         // A slice smaller than about 4M multiply-adds costs more to hand over than it saves.
         let min_rows = (4_000_000 / macs_per_sample(g).max(1)).max(1);
         let _ = writeln!(c, "    if (batch / {min_rows} < nt) nt = batch / {min_rows} > 1 ? (int)(batch / {min_rows}) : 1;");
-        let _ = writeln!(c, "    if (pl && nt > 1) {{");
+        // The batch is split when every thread gets a slice worth it; otherwise the kernels
+        // split their rows (`NAME_forgec_threads`).
+        let _ = writeln!(
+            c,
+            "    if (pl && nt > 1 && nt == pl->n + 1) {{\n        ctx->intra = 1;"
+        );
         let _ = writeln!(
             c,
             "        {name}_job *jobs = pl->jobs;\n        int64_t start = 0;"
@@ -714,14 +746,14 @@ static {name}_pool *{name}_pool_start(int threads) {{
             c,
             "        for (int t = nt; t <= pl->n; t++) jobs[t].batch = 0;"
         );
-        let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        pl->pending = pl->n;\n        pl->gen++;\n        pthread_cond_broadcast(&pl->go);\n        pthread_mutex_unlock(&pl->mu);");
+        let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        pl->pending = pl->n;\n        __atomic_store_n(&pl->gen, pl->gen + 1, __ATOMIC_RELEASE);\n        pthread_cond_broadcast(&pl->go);\n        pthread_mutex_unlock(&pl->mu);");
         let _ = writeln!(c, "        {name}_worker(&jobs[0]);");
         let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        while (pl->pending > 0) pthread_cond_wait(&pl->done, &pl->mu);\n        pthread_mutex_unlock(&pl->mu);");
         let _ = writeln!(c, "        return {up}_OK;\n    }}");
     }
     let _ = writeln!(
         c,
-        "    return {name}_call(ctx, batch, {});\n}}\n",
+        "    ctx->intra = ctx->pool ? (({name}_pool *)ctx->pool)->n + 1 : 1;\n    return {name}_call(ctx, batch, {});\n}}\n",
         args.join(", ")
     );
     let _ = writeln!(c, "int {name}_run_v({name}_ctx *ctx, int64_t batch, const void *const *inputs, void *const *outputs) {{");
@@ -736,6 +768,84 @@ static {name}_pool *{name}_pool_start(int threads) {{
     let _ = writeln!(c, "    return {name}_run({});\n}}", call.join(", "));
     c
 }
+
+/// MLIR's async runtime (the calls `convert-async-to-llvm` makes, renamed `NAME_forgec_async_*`
+/// by `llvm::compile`), for the one pattern `async-parallel-for` uses: the calling thread hands
+/// a kernel's chunks but the first to the pool as tasks (coroutines), runs the first, and waits
+/// for the group of their tokens, running queued tasks itself while it waits (so a pool thread
+/// that is slow to wake delays nothing). Tokens and groups are reference counted; a token joins
+/// at most one group. `NAME_forgec_threads` is the number of threads the running call lends the
+/// kernels: the context's pool plus the caller, or 1 (one thread; a slice of a split batch).
+const ASYNC_RUNTIME: &str = r#"typedef struct { long refs; } NAME_rc;
+typedef struct { NAME_rc rc; long pending, rank, errors; } NAME_group;
+typedef struct { NAME_rc rc; int state; NAME_group *grp; } NAME_token;
+#define NAME_TOKEN_DONE ((NAME_group *)1)
+int64_t NAME_forgec_threads(void) {
+    NAME_ctx *ctx = NAME_current;
+    return ctx && ctx->intra > 1 ? ctx->intra : 1;
+}
+int64_t NAME_forgec_async_GetNumWorkerThreads(void) { return NAME_forgec_threads(); }
+void NAME_forgec_async_AddRef(void *p, int64_t n) { __atomic_add_fetch(&((NAME_rc *)p)->refs, n, __ATOMIC_RELAXED); }
+void NAME_forgec_async_DropRef(void *p, int64_t n) {
+    if (__atomic_sub_fetch(&((NAME_rc *)p)->refs, n, __ATOMIC_ACQ_REL) == 0) free(p);
+}
+void *NAME_forgec_async_CreateToken(void) {
+    NAME_token *t = (NAME_token *)calloc(1, sizeof *t);
+    if (!t) abort();
+    t->rc.refs = 2; /* the caller's, and the task's until it sets the token */
+    return t;
+}
+void *NAME_forgec_async_CreateGroup(int64_t size) {
+    NAME_group *g = (NAME_group *)calloc(1, sizeof *g);
+    if (!g) abort();
+    g->rc.refs = 1;
+    g->pending = size;
+    return g;
+}
+static void NAME_group_done(NAME_group *g, int error) {
+    if (error) __atomic_add_fetch(&g->errors, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&g->pending, 1, __ATOMIC_ACQ_REL);
+    NAME_forgec_async_DropRef(g, 1);
+}
+int64_t NAME_forgec_async_AddTokenToGroup(NAME_token *t, NAME_group *g) {
+    int64_t rank = __atomic_fetch_add(&g->rank, 1, __ATOMIC_RELAXED);
+    NAME_forgec_async_AddRef(g, 1);
+    NAME_group *none = NULL;
+    if (!__atomic_compare_exchange_n(&t->grp, &none, g, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        NAME_group_done(g, __atomic_load_n(&t->state, __ATOMIC_ACQUIRE) == 2); /* set already */
+    return rank;
+}
+static void NAME_token_set(NAME_token *t, int state) {
+    __atomic_store_n(&t->state, state, __ATOMIC_RELEASE);
+    NAME_group *g = __atomic_exchange_n(&t->grp, NAME_TOKEN_DONE, __ATOMIC_ACQ_REL);
+    if (g) NAME_group_done(g, state == 2);
+    NAME_forgec_async_DropRef(t, 1);
+}
+void NAME_forgec_async_EmplaceToken(NAME_token *t) { NAME_token_set(t, 1); }
+void NAME_forgec_async_SetTokenError(NAME_token *t) { NAME_token_set(t, 2); }
+_Bool NAME_forgec_async_IsTokenError(NAME_token *t) { return __atomic_load_n(&t->state, __ATOMIC_ACQUIRE) == 2; }
+_Bool NAME_forgec_async_IsGroupError(NAME_group *g) { return __atomic_load_n(&g->errors, __ATOMIC_ACQUIRE) > 0; }
+/* Waits until `*v` (a counter or a state) reaches `until`, running the pool's tasks meanwhile. */
+static void NAME_wait(long *pending, int *state) {
+    NAME_ctx *ctx = NAME_current;
+    NAME_pool *pl = ctx ? (NAME_pool *)ctx->pool : NULL;
+    NAME_task t;
+    for (long spin = 0;; spin++) {
+        if (pending ? __atomic_load_n(pending, __ATOMIC_ACQUIRE) <= 0 : __atomic_load_n(state, __ATOMIC_ACQUIRE) != 0) return;
+        if (pl && NAME_pool_pop(pl, &t)) { t.fn(t.arg); continue; }
+        if (spin > (1L << 12)) sched_yield(); else NAME_relax();
+    }
+}
+void NAME_forgec_async_AwaitAllInGroup(NAME_group *g) { NAME_wait(&g->pending, NULL); }
+void NAME_forgec_async_AwaitToken(NAME_token *t) { NAME_wait(NULL, &t->state); }
+void NAME_forgec_async_Execute(void *handle, void (*resume)(void *)) {
+    NAME_ctx *ctx = NAME_current;
+    NAME_pool *pl = ctx ? (NAME_pool *)ctx->pool : NULL;
+    NAME_task t = { resume, handle };
+    if (!pl) abort(); /* never: one thread makes one chunk */
+    NAME_pool_push(pl, t);
+}
+"#;
 
 const MEMREF_COPY: &str = r#"#include <string.h>
 typedef struct { int64_t rank; void *descriptor; } forgec_unranked;

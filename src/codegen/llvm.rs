@@ -12,11 +12,16 @@ use melior::utility::{register_all_dialects, register_all_llvm_translations, reg
 use melior::Context;
 
 /// Lowers linalg on tensors to the LLVM dialect with plain loops. The `llvm.emit_c_interface`
-/// wrapper takes one memref descriptor pointer per argument.
+/// wrapper takes one memref descriptor pointer per argument. The kernels' `scf.forall`s become
+/// tasks (`async-parallel-for`: the chunks but the first are coroutines handed to the async
+/// runtime, which the C wrapper implements over the context's thread pool; the caller runs the
+/// first chunk and waits for the others).
 pub const PIPELINE: &str = "builtin.module(\
 eliminate-empty-tensors,\
 one-shot-bufferize{bufferize-function-boundaries=1 function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops=1},\
 canonicalize,buffer-deallocation-pipeline,\
+scf-forall-to-parallel,async-parallel-for{async-dispatch=0 num-workers=-1 min-task-size=1},\
+async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm,\
 func.func(convert-linalg-to-loops),convert-vector-to-scf,\
 convert-scf-to-cf,expand-strided-metadata,lower-affine,convert-vector-to-llvm,\
 convert-math-to-funcs,finalize-memref-to-llvm{use-generic-functions=1},convert-arith-to-llvm,convert-ub-to-llvm,convert-math-to-llvm,convert-math-to-libm,\
@@ -225,10 +230,23 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<
         ("_mlir_memref_to_llvm_alloc", "alloc"),
         ("_mlir_memref_to_llvm_aligned_alloc", "aligned_alloc"),
         ("_mlir_memref_to_llvm_free", "free"),
+        ("forgec_threads", "threads"),
     ] {
         if let Some(f) = llmod.get_function(generic) {
             f.as_global_value()
                 .set_name(&format!("{name}_forgec_{ours}"));
+        }
+    }
+    // MLIR's async runtime calls, answered by the C wrapper (`capi::ASYNC_RUNTIME`) under the
+    // model's name: `mlirAsyncRuntimeCreateToken` -> `NAME_forgec_async_CreateToken`.
+    for f in llmod.get_functions() {
+        let n = f.get_name().to_string_lossy().into_owned();
+        let rest = n
+            .strip_prefix("mlirAsyncRuntime")
+            .or_else(|| n.strip_prefix("mlirAsyncRuntim"));
+        if let (Some(rest), 0) = (rest, f.count_basic_blocks()) {
+            f.as_global_value()
+                .set_name(&format!("{name}_forgec_async_{rest}"));
         }
     }
     // Only the entry points are exported: the op functions (`op12`) and MLIR's helpers would

@@ -1007,11 +1007,16 @@ pub fn emit(
         params.join(", "),
         e.body
     );
-    let runtime = if body.contains("bf16") {
+    let mut runtime = if body.contains("bf16") {
         TRUNC_BF16
     } else {
         ""
-    };
+    }
+    .to_string();
+    if body.contains("@forgec_threads") {
+        // The threads the calling context lends the kernels (the C wrapper defines it).
+        runtime.push_str("  func.func private @forgec_threads() -> index\n");
+    }
     Ok((format!("module {{\n{body}{runtime}}}\n"), weights))
 }
 
@@ -1540,18 +1545,19 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             e.idx(v as i64);
         }
     }
+    let min_rows = chunk_min_rows(k * n);
+    e.idx(min_rows as i64);
     let (c0, c1, ck, cw) = (e.idx(0), e.idx(1), e.idx(k as i64), e.idx(w as i64));
     let out = mm.out.clone();
+    // The tiles write a chunk of rows: `tensor<?xNxf32>` (see `par_rows`).
+    let st = format!("tensor<?x{n}xf32>");
     // The fused epilogue, applied to every accumulator before it is stored.
     let epi = std::mem::take(&mut e.epilogue);
     let zero = e.fresh();
     e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
     let pad = e.fresh();
     e.line(&format!("{pad} = arith.constant 0.0 : f32"));
-    let (rem, mfull) = (e.fresh(), e.fresh());
     let crows = e.idx(rows as i64);
-    e.line(&format!("{rem} = arith.remui {m}, {crows} : index"));
-    e.line(&format!("{mfull} = arith.subi {m}, {rem} : index"));
     let mask = if nfull < n {
         let mk = e.fresh();
         let crem = e.idx((n - nfull) as i64);
@@ -1564,9 +1570,18 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     };
 
     // One tile: `nr` rows from `i` by `np` panels from column `j` (under the mask when
-    // `masked`); threads the output tensor `c` through its writes and returns the result.
+    // `masked`) of the chunk whose first row is `r0`; threads the chunk's tensor `c` through
+    // its writes and returns the result.
     let mut uid = 0usize;
-    let mut tile = |e: &mut E, c: &str, i: &str, j: &str, nr: usize, np: usize, masked: bool| {
+    #[allow(clippy::too_many_arguments)]
+    let tile = |e: &mut E,
+                c: &str,
+                r0: &str,
+                i: &str,
+                j: &str,
+                nr: usize,
+                np: usize,
+                masked: bool| {
         uid += 1;
         let u = uid;
         let tmask = if masked { mask.as_deref() } else { None };
@@ -1579,7 +1594,11 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             e.line(&format!("{v} = arith.addi {base}, {cd} : index"));
             v
         };
+        // Rows of the chunk (where the tile writes) and of A (where it reads).
         let row_idx: Vec<String> = (0..nr).map(|r| off(e, i, r)).collect();
+        let ia = e.fresh();
+        e.line(&format!("{ia} = arith.addi {r0}, {i} : index"));
+        let a_rows: Vec<String> = (0..nr).map(|r| off(e, &ia, r)).collect();
         let col_idx: Vec<String> = (0..np).map(|q| off(e, j, q * w)).collect();
         let panel_idx: Vec<String> = if packed {
             col_idx
@@ -1604,7 +1623,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         let res = format!("%sum{u}");
         // A convolution's rows: (n, oh, ow) of each, and the top-left input pixel of its window.
         let conv_rows: Vec<(String, String, String)> = match conv {
-            Some(cv) => row_idx
+            Some(cv) => a_rows
                 .iter()
                 .map(|ri| {
                     let (hw, ow, s0, s1, p0, p1) = (
@@ -1746,7 +1765,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             );
         }
         let mut next = Vec::new();
-        for (r, ri) in row_idx.iter().enumerate() {
+        for (r, ri) in a_rows.iter().enumerate() {
             match conv {
                 None => {
                     let _ = writeln!(
@@ -1817,7 +1836,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
                 }
                 let v = e.fresh();
                 e.line(&format!(
-                    "{v} = vector.transfer_write {val}, {cur}[{ri}, {cj}]{} : {vt}, {ct}",
+                    "{v} = vector.transfer_write {val}, {cur}[{ri}, {cj}]{} : {vt}, {st}",
                     transfer_tail(tmask)
                 ));
                 cur = v;
@@ -1829,46 +1848,149 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
                  c: &str,
                  range: (&str, &str, &str),
                  inner: &mut dyn FnMut(&mut E, &str, &str) -> String| {
-        for_carrying(e, ct, c, range, inner)
+        for_carrying(e, &st, c, range, inner)
     };
     let (cnfull, cngroup, cgw) = (
         e.idx(nfull as i64),
         e.idx(ngroup as i64),
         e.idx((GROUP * w) as i64),
     );
-    let mut c = out;
-    // Row blocks: panel by panel, then the masked last panel.
-    if nfull > 0 {
-        c = for_c(e, &c, (&c0, &cnfull, &cw), &mut |e, c, j| {
-            for_c(e, c, (&c0, &mfull, &crows), &mut |e, c, i| {
-                tile(e, c, i, j, rows, 1, false)
+    let tile = std::cell::RefCell::new(tile);
+    // Each chunk of rows (one per thread): row blocks panel by panel, then the masked last
+    // panel; then the rows left over, one at a time (panels in groups, single panels, the
+    // masked last one).
+    par_rows(
+        e,
+        &out,
+        ct,
+        m,
+        &[n],
+        rows,
+        min_rows,
+        &mut |e, c, r0, len| {
+            let (rem, mfull) = (e.fresh(), e.fresh());
+            e.line(&format!("{rem} = arith.remui {len}, {crows} : index"));
+            e.line(&format!("{mfull} = arith.subi {len}, {rem} : index"));
+            let mut c = c.to_string();
+            if nfull > 0 {
+                c = for_c(e, &c, (&c0, &cnfull, &cw), &mut |e, c, j| {
+                    for_c(e, c, (&c0, &mfull, &crows), &mut |e, c, i| {
+                        (tile.borrow_mut())(e, c, r0, i, j, rows, 1, false)
+                    })
+                });
+            }
+            if mask.is_some() {
+                c = for_c(e, &c, (&c0, &mfull, &crows), &mut |e, c, i| {
+                    (tile.borrow_mut())(e, c, r0, i, &cnfull, rows, 1, true)
+                });
+            }
+            for_c(e, &c, (&mfull, len, &c1), &mut |e, c, i| {
+                let mut c = c.to_string();
+                if ngroup > 0 {
+                    c = for_c(e, &c, (&c0, &cngroup, &cgw), &mut |e, c, j| {
+                        (tile.borrow_mut())(e, c, r0, i, j, 1, GROUP, false)
+                    });
+                }
+                if ngroup < nfull {
+                    c = for_c(e, &c, (&cngroup, &cnfull, &cw), &mut |e, c, j| {
+                        (tile.borrow_mut())(e, c, r0, i, j, 1, 1, false)
+                    });
+                }
+                if mask.is_some() {
+                    c = (tile.borrow_mut())(e, &c, r0, i, &cnfull, 1, 1, true);
+                }
+                c
             })
-        });
-    }
-    if mask.is_some() {
-        c = for_c(e, &c, (&c0, &mfull, &crows), &mut |e, c, i| {
-            tile(e, c, i, &cnfull, rows, 1, true)
-        });
-    }
-    // The rows left over, one at a time: panels in groups, single panels, the masked last one.
-    c = for_c(e, &c, (&mfull, m, &c1), &mut |e, c, i| {
-        let mut c = c.to_string();
-        if ngroup > 0 {
-            c = for_c(e, &c, (&c0, &cngroup, &cgw), &mut |e, c, j| {
-                tile(e, c, i, j, 1, GROUP, false)
-            });
-        }
-        if ngroup < nfull {
-            c = for_c(e, &c, (&cngroup, &cnfull, &cw), &mut |e, c, j| {
-                tile(e, c, i, j, 1, 1, false)
-            });
-        }
-        if mask.is_some() {
-            c = tile(e, &c, i, &cnfull, 1, 1, true);
-        }
-        c
-    });
-    c
+        },
+    )
+}
+
+/// Below this many multiply-adds a chunk of a kernel is not worth handing to another thread.
+const MIN_CHUNK_MACS: usize = 1 << 17;
+
+/// The fewest rows of `macs_row` multiply-adds each that make a chunk worth a thread.
+fn chunk_min_rows(macs_row: usize) -> usize {
+    MIN_CHUNK_MACS.div_ceil(macs_row.max(1))
+}
+
+/// How many chunks to cut `m` rows into, and the rows per chunk: no more chunks than the calling
+/// context lends threads (`forgec_threads`, set by the C wrapper), each a whole number of
+/// `align`-row blocks and of at least `min_rows` rows (the index constants `align`, `min_rows`,
+/// 1 must exist already: see `mm_kernel`). At least one chunk, so that nothing divides by zero.
+fn chunks(e: &mut E, m: &str, align: usize, min_rows: usize) -> (String, String) {
+    let (ca, cmin, c1) = (e.idx(align as i64), e.idx(min_rows as i64), e.idx(1));
+    let v: Vec<String> = (0..9).map(|_| e.fresh()).collect();
+    e.line(&format!(
+        "{} = func.call @forgec_threads() : () -> index",
+        v[0]
+    ));
+    e.line(&format!("{} = arith.ceildivui {m}, {ca} : index", v[1]));
+    e.line(&format!("{} = arith.divui {m}, {cmin} : index", v[2]));
+    e.line(&format!(
+        "{} = arith.minui {}, {} : index",
+        v[3], v[0], v[1]
+    ));
+    e.line(&format!(
+        "{} = arith.minui {}, {} : index",
+        v[4], v[3], v[2]
+    ));
+    e.line(&format!("{} = arith.maxui {}, {c1} : index", v[5], v[4]));
+    e.line(&format!(
+        "{} = arith.ceildivui {}, {} : index",
+        v[6], v[1], v[5]
+    ));
+    e.line(&format!("{} = arith.muli {}, {ca} : index", v[7], v[6]));
+    // (A chunk of no rows when `m` is 0: a forall of one empty chunk.)
+    e.line(&format!("{} = arith.maxui {}, {c1} : index", v[8], v[7]));
+    (v[5].clone(), v[8].clone())
+}
+
+/// Runs `body` on chunks of the rows of `out` (`[m, inner...]`, type `ct`), in parallel: an
+/// `scf.forall` whose chunks (see `chunks`) each get a slice `tensor<?xinner...xf32>` of their
+/// rows.
+/// `body(e, slice, r0, len)` writes the slice's `len` rows (row `r0` of `out` first) and returns
+/// it. The forall becomes tasks on the context's thread pool (`async-parallel-for`); a chunk's
+/// elements are computed exactly as without threads.
+#[allow(clippy::too_many_arguments)]
+fn par_rows(
+    e: &mut E,
+    out: &str,
+    ct: &str,
+    m: &str,
+    inner: &[usize],
+    align: usize,
+    min_rows: usize,
+    body: &mut dyn FnMut(&mut E, &str, &str, &str) -> String,
+) -> String {
+    let (count, per) = chunks(e, m, align, min_rows);
+    let dims: String = inner.iter().map(|d| format!("x{d}")).collect();
+    let st = format!("tensor<?{dims}xf32>");
+    let zeros = ", 0".repeat(inner.len());
+    let sizes: String = inner.iter().map(|d| format!(", {d}")).collect();
+    let ones = ", 1".repeat(inner.len());
+    let (t, o, res) = (e.fresh(), e.fresh(), e.fresh());
+    let saved = std::mem::take(&mut e.body);
+    let v: Vec<String> = (0..6).map(|_| e.fresh()).collect();
+    e.line(&format!("{} = arith.muli {t}, {per} : index", v[0]));
+    e.line(&format!("{} = arith.minui {}, {m} : index", v[1], v[0]));
+    e.line(&format!("{} = arith.addi {}, {per} : index", v[2], v[1]));
+    e.line(&format!("{} = arith.minui {}, {m} : index", v[3], v[2]));
+    e.line(&format!("{} = arith.subi {}, {} : index", v[4], v[3], v[1]));
+    let (r0, len) = (v[1].clone(), v[4].clone());
+    e.line(&format!(
+        "{} = tensor.extract_slice {o}[{r0}{zeros}] [{len}{sizes}] [1{ones}] : {ct} to {st}",
+        v[5]
+    ));
+    let y = body(e, &v[5], &r0, &len);
+    e.line(&format!(
+        "scf.forall.in_parallel {{\n      tensor.parallel_insert_slice {y} into {o}[{r0}{zeros}] [{len}{sizes}] [1{ones}] : {st} into {ct}\n    }}"
+    ));
+    let inner = std::mem::replace(&mut e.body, saved);
+    e.line(&format!(
+        "{res} = scf.forall ({t}) in ({count}) shared_outs({o} = {out}) -> ({ct}) {{
+{inner}    }}"
+    ));
+    res
 }
 
 /// A matmul by the tiled kernel when it fits (an A of rank 3 or more against a 2-D B is taken
@@ -2733,9 +2855,20 @@ fn window_kernel(
             e.idx((t * c.dilations[axis]) as i64 - c.pads[axis].0 as i64);
         }
     }
+    // Output rows per chunk worth a thread (see `par_rows`).
+    let min_rows = chunk_min_rows(ow * ch * kh * kw);
+    e.idx(min_rows as i64);
     let (c0, c1) = (e.idx(0), e.idx(1));
     let nb = e.dim_val(&ot.shape[0])?;
     let out = e.empty(ot)?;
+    // The output as rows `(image, y)`: `[N * OH, OW, C]`; a chunk writes some of them.
+    let st = format!("tensor<?x{ow}x{ch}xf32>");
+    let (m, mdim) = rows_of(e, &ot.shape[0], oh)?;
+    let flat_ty = format!("tensor<{mdim}x{ow}x{ch}xf32>");
+    let flat = e.fresh();
+    e.line(&format!(
+        "{flat} = tensor.collapse_shape {out} [[0, 1], [2], [3]] : {ct} into {flat_ty}"
+    ));
     let epi = std::mem::take(&mut e.epilogue);
     let zero = e.fresh();
     e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
@@ -2787,10 +2920,11 @@ fn window_kernel(
             (cl, Some(inb))
         };
     // One vector of channels from `cv` at output pixel (b, y, x): the taps, the epilogue, the
-    // store into `o`.
+    // store into the chunk `o` (at its row `wy`).
+    #[allow(clippy::too_many_arguments)]
     let pixel = |e: &mut E,
                  o: &str,
-                 (b, y, xx): (&str, &str, &str),
+                 (b, wy, xx): (&str, &str, &str),
                  rows: &[(String, Option<String>)],
                  cols: &[(String, Option<String>)],
                  cv: &str,
@@ -2852,7 +2986,7 @@ fn window_kernel(
         }
         let v = e.fresh();
         e.line(&format!(
-            "{v} = vector.transfer_write {acc}, {o}[{b}, {y}, {xx}, {cv}]{} : {vt}, {ct}",
+            "{v} = vector.transfer_write {acc}, {o}[{wy}, {xx}, {cv}]{} : {vt}, {st}",
             transfer_tail(tmask)
         ));
         v
@@ -2861,7 +2995,7 @@ fn window_kernel(
                  o: &str,
                  range: (&str, &str, &str),
                  inner: &mut dyn FnMut(&mut E, &str, &str) -> String| {
-        for_carrying(e, &ct, o, range, inner)
+        for_carrying(e, &st, o, range, inner)
     };
     let (coh, cow, clanes, ccfull) = (
         e.idx(oh as i64),
@@ -2870,25 +3004,47 @@ fn window_kernel(
         e.idx(cfull as i64),
     );
     let pixel = std::cell::RefCell::new(pixel);
-    let res = for_c(e, &out, (&c0, &nb, &c1), &mut |e, o, b| {
-        for_c(e, o, (&c0, &coh, &c1), &mut |e, o, y| {
-            let rows: Vec<_> = (0..kh).map(|k| taps(e, y, 0, k, h)).collect();
-            for_c(e, o, (&c0, &cow, &c1), &mut |e, o, xx| {
-                let cols: Vec<_> = (0..kw).map(|k| taps(e, xx, 1, k, wd)).collect();
-                let mut o = o.to_string();
-                if cfull > 0 {
-                    o = for_c(e, &o, (&c0, &ccfull, &clanes), &mut |e, o, cv| {
-                        (pixel.borrow_mut())(e, o, (b, y, xx), &rows, &cols, cv, false)
-                    });
-                }
-                if cfull < ch {
-                    o = (pixel.borrow_mut())(e, &o, (b, y, xx), &rows, &cols, &ccfull, true);
-                }
-                o
+    // Chunks of the rows `(image, y)`, in parallel.
+    let res = par_rows(
+        e,
+        &flat,
+        &flat_ty,
+        &m,
+        &[ow, ch],
+        1,
+        min_rows,
+        &mut |e, o, r0, len| {
+            for_c(e, o, (&c0, len, &c1), &mut |e, o, wr| {
+                let (r, b, y) = (e.fresh(), e.fresh(), e.fresh());
+                e.line(&format!("{r} = arith.addi {r0}, {wr} : index"));
+                e.line(&format!("{b} = arith.divui {r}, {coh} : index"));
+                e.line(&format!("{y} = arith.remui {r}, {coh} : index"));
+                let rows: Vec<_> = (0..kh).map(|k| taps(e, &y, 0, k, h)).collect();
+                for_c(e, o, (&c0, &cow, &c1), &mut |e, o, xx| {
+                    let cols: Vec<_> = (0..kw).map(|k| taps(e, xx, 1, k, wd)).collect();
+                    let mut o = o.to_string();
+                    if cfull > 0 {
+                        o = for_c(e, &o, (&c0, &ccfull, &clanes), &mut |e, o, cv| {
+                            (pixel.borrow_mut())(e, o, (&b, wr, xx), &rows, &cols, cv, false)
+                        });
+                    }
+                    if cfull < ch {
+                        o = (pixel.borrow_mut())(e, &o, (&b, wr, xx), &rows, &cols, &ccfull, true);
+                    }
+                    o
+                })
             })
-        })
-    });
-    Ok(res)
+        },
+    );
+    let nbv = match ot.shape[0].known() {
+        Some(n) => n.to_string(),
+        None => nb,
+    };
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.expand_shape {res} [[0, 1], [2], [3]] output_shape [{nbv}, {oh}, {ow}, {ch}] : {flat_ty} into {ct}"
+    ));
+    Ok(v)
 }
 
 /// The convolution's input with its padding applied (zeros).
