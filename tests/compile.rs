@@ -722,3 +722,46 @@ fn elementwise_chains_fuse_into_one_loop_nest() {
         assert_close(&got[k], &want[k], 1e-6, what);
     }
 }
+
+/// A dense layer at batch 1 has one row: its columns are split across the threads instead (the
+/// last panel masked: 1000 columns are not whole vectors), and a batch of 5 splits both rows
+/// and columns on 4 threads. Bias and ReLU (the fused epilogue) read the right columns in every
+/// chunk; the bits are those of one thread, the values the interpreter's.
+#[test]
+fn kernels_split_columns_when_rows_are_few() {
+    let (k, n) = (300, 1000);
+    let w: Vec<String> = (0..k * n)
+        .map(|i| format!("{:.3}", ((i * 37 % 101) as f64 - 50.0) / 500.0))
+        .collect();
+    let b: Vec<String> = (0..n)
+        .map(|i| format!("{:.2}", (i % 7) as f64 / 10.0 - 0.3))
+        .collect();
+    let src = format!(
+        "graph \"g\" {{\n  input %x: f32[batch,{k}]\n  %w: f32[{k},{n}] = const [{}]\n  %b: f32[{n}] = const [{}]\n  %h: f32[batch,{n}] = matmul(%x, %w)\n  %a: f32[batch,{n}] = add(%h, %b)\n  %y: f32[batch,{n}] = relu(%a)\n  output %y\n}}\n",
+        w.join(", "),
+        b.join(", ")
+    );
+    let g = forgec_ir::text::parse(&src).unwrap();
+    let dir = scratch("column_chunks");
+    codegen::compile(g.clone(), &opts("cols"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libcols.so"), "cols").unwrap();
+    for batch in [1, 5] {
+        let xv: Vec<f32> = (0..batch * k)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+            .collect();
+        let x = Tensor::from_f32(vec![batch, k], xv).unwrap();
+        let want = forgec_ir::interp::run(&g, &[("x".into(), x.clone())]).unwrap();
+        lib.set_threads(1).unwrap();
+        let one = lib.run(&[&x]).unwrap();
+        assert_close(&one[0], &want[0], 1e-5, "1 thread");
+        for threads in [2, 4] {
+            lib.set_threads(threads).unwrap();
+            let many = lib.run(&[&x]).unwrap();
+            assert_eq!(
+                many[0].to_f64_vec(),
+                one[0].to_f64_vec(),
+                "batch {batch}, {threads} threads"
+            );
+        }
+    }
+}

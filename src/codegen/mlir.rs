@@ -99,6 +99,9 @@ struct E<'g> {
     epilogue: Vec<Epi>,
     /// Constants passed to the entry function (`%w{index}`), with `--weights external`.
     external: HashMap<ValueId, usize>,
+    /// Kernels run on the calling thread alone (a recurrent layer's steps: too little work
+    /// each to hand out).
+    serial: bool,
 }
 
 /// An elementwise op fused into a matmul kernel's stores: `acc <op> c` (`c <op> acc` when
@@ -767,6 +770,7 @@ pub fn emit(
         packed: packed.clone(),
         epilogue: Vec::new(),
         external: HashMap::new(),
+        serial: false,
     };
     let mut params = Vec::new();
     for (k, &i) in g.inputs.iter().enumerate() {
@@ -887,6 +891,7 @@ pub fn emit(
             packed: packed.clone(),
             epilogue: Vec::new(),
             external: HashMap::new(),
+            serial: false,
         };
         let mut params = Vec::new();
         let mut call_args = Vec::new();
@@ -1166,7 +1171,11 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
             Some(v) => v,
             None => pool(e, &ins[0], p, ot)?,
         }),
-        Op::Rnn(r) => one(rnn(e, &ins, r, ot)?),
+        Op::Rnn(r) => {
+            let v = rnn(e, &ins, r, ot);
+            e.serial = false;
+            one(v?)
+        }
         other => Err(format!("the compiler does not lower `{}` yet (the reference interpreter runs it: forgec run --engine interp)", other.name())),
     }
 }
@@ -1546,11 +1555,17 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         }
     }
     let min_rows = chunk_min_rows(k * n);
-    e.idx(min_rows as i64);
+    for v in [min_rows, n, n.div_ceil(w)] {
+        e.idx(v as i64);
+    }
     let (c0, c1, ck, cw) = (e.idx(0), e.idx(1), e.idx(k as i64), e.idx(w as i64));
     let out = mm.out.clone();
-    // The tiles write a chunk of rows: `tensor<?xNxf32>` (see `par_rows`).
-    let st = format!("tensor<?x{n}xf32>");
+    // The tiles write a chunk of rows and columns (see `par_grid`).
+    let st = if e.serial {
+        ct.clone()
+    } else {
+        "tensor<?x?xf32>".to_string()
+    };
     // The fused epilogue, applied to every accumulator before it is stored.
     let epi = std::mem::take(&mut e.epilogue);
     let zero = e.fresh();
@@ -1570,13 +1585,13 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     };
 
     // One tile: `nr` rows from `i` by `np` panels from column `j` (under the mask when
-    // `masked`) of the chunk whose first row is `r0`; threads the chunk's tensor `c` through
-    // its writes and returns the result.
+    // `masked`) of the chunk whose first row and column are `at`; threads the chunk's tensor `c`
+    // through its writes and returns the result.
     let mut uid = 0usize;
     #[allow(clippy::too_many_arguments)]
     let tile = |e: &mut E,
                 c: &str,
-                r0: &str,
+                (r0, j0): (&str, &str),
                 i: &str,
                 j: &str,
                 nr: usize,
@@ -1600,6 +1615,9 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         e.line(&format!("{ia} = arith.addi {r0}, {i} : index"));
         let a_rows: Vec<String> = (0..nr).map(|r| off(e, &ia, r)).collect();
         let col_idx: Vec<String> = (0..np).map(|q| off(e, j, q * w)).collect();
+        let jl = e.fresh();
+        e.line(&format!("{jl} = arith.subi {j}, {j0} : index"));
+        let col_out: Vec<String> = (0..np).map(|q| off(e, &jl, q * w)).collect();
         let panel_idx: Vec<String> = if packed {
             col_idx
                 .iter()
@@ -1829,7 +1847,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             .collect();
         let mut cur = c.to_string();
         for (r, ri) in row_idx.iter().enumerate() {
-            for (q, cj) in col_idx.iter().enumerate() {
+            for (q, cj) in col_out.iter().enumerate() {
                 let mut val = format!("{res}#{}", r * np + q);
                 for (x, opnd) in epi.iter().zip(&operands[q]) {
                     val = x.apply(e, &val, opnd, &vt);
@@ -1850,59 +1868,225 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
                  inner: &mut dyn FnMut(&mut E, &str, &str) -> String| {
         for_carrying(e, &st, c, range, inner)
     };
-    let (cnfull, cngroup, cgw) = (
-        e.idx(nfull as i64),
-        e.idx(ngroup as i64),
-        e.idx((GROUP * w) as i64),
-    );
+    let (cnfull, cgw) = (e.idx(nfull as i64), e.idx((GROUP * w) as i64));
     let tile = std::cell::RefCell::new(tile);
-    // Each chunk of rows (one per thread): row blocks panel by panel, then the masked last
-    // panel; then the rows left over, one at a time (panels in groups, single panels, the
-    // masked last one).
-    par_rows(
+    // Each chunk (rows `r0..r0 + len`, column panels from `j0`; see `par_grid`): row blocks panel
+    // by panel, then the masked last panel (in the last column chunk); then the rows left over,
+    // one at a time (panels in groups, single panels, the masked last one).
+    let panels = n.div_ceil(w);
+    par_grid(
         e,
         &out,
         ct,
-        m,
-        &[n],
-        rows,
-        min_rows,
-        &mut |e, c, r0, len| {
+        (m, rows, min_rows),
+        (panels, w, nfull, n),
+        &mut |e, c, ch| {
+            let Chunk {
+                r0,
+                len,
+                j0,
+                jf,
+                last,
+            } = ch;
+            let at = (r0, j0);
             let (rem, mfull) = (e.fresh(), e.fresh());
             e.line(&format!("{rem} = arith.remui {len}, {crows} : index"));
             e.line(&format!("{mfull} = arith.subi {len}, {rem} : index"));
-            let mut c = c.to_string();
-            if nfull > 0 {
-                c = for_c(e, &c, (&c0, &cnfull, &cw), &mut |e, c, j| {
+            let mut c = for_c(e, c, (j0, jf, &cw), &mut |e, c, j| {
+                for_c(e, c, (&c0, &mfull, &crows), &mut |e, c, i| {
+                    (tile.borrow_mut())(e, c, at, i, j, rows, 1, false)
+                })
+            });
+            if mask.is_some() {
+                c = if_carrying(e, &st, last, &c, &mut |e, c| {
                     for_c(e, c, (&c0, &mfull, &crows), &mut |e, c, i| {
-                        (tile.borrow_mut())(e, c, r0, i, j, rows, 1, false)
+                        (tile.borrow_mut())(e, c, at, i, &cnfull, rows, 1, true)
                     })
                 });
             }
-            if mask.is_some() {
-                c = for_c(e, &c, (&c0, &mfull, &crows), &mut |e, c, i| {
-                    (tile.borrow_mut())(e, c, r0, i, &cnfull, rows, 1, true)
-                });
-            }
+            // Panels in groups of GROUP up to `jg`, then one by one.
+            let (span, whole, jg) = (e.fresh(), e.fresh(), e.fresh());
+            e.line(&format!("{span} = arith.subi {jf}, {j0} : index"));
+            e.line(&format!("{whole} = arith.remui {span}, {cgw} : index"));
+            e.line(&format!("{jg} = arith.subi {jf}, {whole} : index"));
             for_c(e, &c, (&mfull, len, &c1), &mut |e, c, i| {
-                let mut c = c.to_string();
-                if ngroup > 0 {
-                    c = for_c(e, &c, (&c0, &cngroup, &cgw), &mut |e, c, j| {
-                        (tile.borrow_mut())(e, c, r0, i, j, 1, GROUP, false)
-                    });
-                }
-                if ngroup < nfull {
-                    c = for_c(e, &c, (&cngroup, &cnfull, &cw), &mut |e, c, j| {
-                        (tile.borrow_mut())(e, c, r0, i, j, 1, 1, false)
-                    });
-                }
+                let mut c = for_c(e, c, (j0, &jg, &cgw), &mut |e, c, j| {
+                    (tile.borrow_mut())(e, c, at, i, j, 1, GROUP, false)
+                });
+                c = for_c(e, &c, (&jg, jf, &cw), &mut |e, c, j| {
+                    (tile.borrow_mut())(e, c, at, i, j, 1, 1, false)
+                });
                 if mask.is_some() {
-                    c = (tile.borrow_mut())(e, &c, r0, i, &cnfull, 1, 1, true);
+                    c = if_carrying(e, &st, last, &c, &mut |e, c| {
+                        (tile.borrow_mut())(e, c, at, i, &cnfull, 1, 1, true)
+                    });
                 }
                 c
             })
         },
     )
+}
+
+/// `scf.if cond` on a value of type `ty`: `inner(init)` when it holds, `init` when not.
+fn if_carrying(
+    e: &mut E,
+    ty: &str,
+    cond: &str,
+    init: &str,
+    inner: &mut dyn FnMut(&mut E, &str) -> String,
+) -> String {
+    let r = e.fresh();
+    let saved = std::mem::take(&mut e.body);
+    let t = inner(e, init);
+    e.line(&format!("scf.yield {t} : {ty}"));
+    let body = std::mem::replace(&mut e.body, saved);
+    e.line(&format!(
+        "{r} = scf.if {cond} -> ({ty}) {{\n{body}    }} else {{\n      scf.yield {init} : {ty}\n    }}"
+    ));
+    r
+}
+
+/// One chunk of `mm_kernel`'s output (SSA values): rows `r0..r0 + len`; the full column panels
+/// from column `j0` to `jf`; `last` (i1) when the chunk also has the masked last panel.
+struct Chunk<'a> {
+    r0: &'a str,
+    len: &'a str,
+    j0: &'a str,
+    jf: &'a str,
+    last: &'a str,
+}
+
+/// `par_rows` for `mm_kernel`, whose rows may be too few to give every thread a chunk (a dense
+/// layer at batch 1): the threads the row chunks leave split the column panels. `(m, align,
+/// min_rows)` as for `chunks`; `(panels, w, nfull, n)`: the output's `n` columns in panels of
+/// `w`, the last one masked when `nfull` (the columns in full panels) is short of `n`. A chunk
+/// of columns gets at least `MIN_CHUNK_MACS` too. `body` gets the chunk's slice of `out`
+/// (`tensor<?x?xf32>`, its first row and column at 0) and where it lies.
+fn par_grid(
+    e: &mut E,
+    out: &str,
+    ct: &str,
+    (m, align, min_rows): (&str, usize, usize),
+    (panels, w, nfull, n): (usize, usize, usize, usize),
+    body: &mut dyn FnMut(&mut E, &str, Chunk) -> String,
+) -> String {
+    if e.serial {
+        // The whole output, on this thread.
+        let (c0, cnfull, yes) = (e.idx(0), e.idx(nfull as i64), e.fresh());
+        e.line(&format!("{yes} = arith.constant true"));
+        return body(
+            e,
+            out,
+            Chunk {
+                r0: &c0,
+                len: m,
+                j0: &c0,
+                jf: &cnfull,
+                last: &yes,
+            },
+        );
+    }
+    let (tr, per) = chunks(e, m, align, min_rows);
+    let (cn, cp, cw, cnfull, cmin, c1) = (
+        e.idx(n as i64),
+        e.idx(panels as i64),
+        e.idx(w as i64),
+        e.idx(nfull as i64),
+        e.idx(min_rows as i64),
+        e.idx(1),
+    );
+    // Column chunks: the threads left per row chunk, at most one per panel, each with at least
+    // `min_rows` rows' worth of work.
+    let v: Vec<String> = (0..9).map(|_| e.fresh()).collect();
+    e.line(&format!(
+        "{} = func.call @forgec_threads() : () -> index",
+        v[0]
+    ));
+    e.line(&format!("{} = arith.divui {}, {tr} : index", v[1], v[0]));
+    e.line(&format!("{} = arith.muli {m}, {cp} : index", v[2]));
+    e.line(&format!("{} = arith.muli {cmin}, {tr} : index", v[3]));
+    e.line(&format!(
+        "{} = arith.divui {}, {} : index",
+        v[4], v[2], v[3]
+    ));
+    e.line(&format!("{} = arith.minui {}, {cp} : index", v[5], v[1]));
+    e.line(&format!(
+        "{} = arith.minui {}, {} : index",
+        v[6], v[5], v[4]
+    ));
+    e.line(&format!("{} = arith.maxui {}, {c1} : index", v[7], v[6]));
+    e.line(&format!(
+        "{} = arith.ceildivui {cp}, {} : index",
+        v[8], v[7]
+    ));
+    let (tc, pper) = (v[7].clone(), v[8].clone());
+    let st = "tensor<?x?xf32>";
+    let (a, b, o, res) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
+    let saved = std::mem::take(&mut e.body);
+    let x: Vec<String> = (0..17).map(|_| e.fresh()).collect();
+    let l = |e: &mut E, s: String| e.line(&s);
+    l(e, format!("{} = arith.muli {a}, {per} : index", x[0]));
+    l(e, format!("{} = arith.minui {}, {m} : index", x[1], x[0]));
+    l(e, format!("{} = arith.addi {}, {per} : index", x[2], x[1]));
+    l(e, format!("{} = arith.minui {}, {m} : index", x[3], x[2]));
+    l(
+        e,
+        format!("{} = arith.subi {}, {} : index", x[4], x[3], x[1]),
+    );
+    l(e, format!("{} = arith.muli {b}, {pper} : index", x[5]));
+    l(e, format!("{} = arith.minui {}, {cp} : index", x[6], x[5]));
+    l(e, format!("{} = arith.addi {}, {pper} : index", x[7], x[6]));
+    l(e, format!("{} = arith.minui {}, {cp} : index", x[8], x[7]));
+    l(e, format!("{} = arith.muli {}, {cw} : index", x[9], x[6]));
+    l(e, format!("{} = arith.muli {}, {cw} : index", x[10], x[8]));
+    l(
+        e,
+        format!("{} = arith.minui {}, {cnfull} : index", x[11], x[10]),
+    );
+    l(
+        e,
+        format!("{} = arith.cmpi eq, {}, {cp} : index", x[12], x[8]),
+    );
+    // The chunk's columns: its full panels, and the masked one when it is the last chunk.
+    l(
+        e,
+        format!(
+            "{} = arith.select {}, {cn}, {} : index",
+            x[13], x[12], x[11]
+        ),
+    );
+    l(
+        e,
+        format!("{} = arith.subi {}, {} : index", x[14], x[13], x[9]),
+    );
+    let (r0, len, j0, jf, last) = (&x[1], &x[4], &x[9], &x[11], &x[12]);
+    l(
+        e,
+        format!(
+            "{} = tensor.extract_slice {o}[{r0}, {j0}] [{len}, {}] [1, 1] : {ct} to {st}",
+            x[15], x[14]
+        ),
+    );
+    let y = body(
+        e,
+        &x[15],
+        Chunk {
+            r0,
+            len,
+            j0,
+            jf,
+            last,
+        },
+    );
+    e.line(&format!(
+        "scf.forall.in_parallel {{\n      tensor.parallel_insert_slice {y} into {o}[{r0}, {j0}] [{len}, {}] [1, 1] : {st} into {ct}\n    }}",
+        x[14]
+    ));
+    let inner = std::mem::replace(&mut e.body, saved);
+    e.line(&format!(
+        "{res} = scf.forall ({a}, {b}) in ({tr}, {tc}) shared_outs({o} = {out}) -> ({ct}) {{\n{inner}    }}"
+    ));
+    res
 }
 
 /// Below this many multiply-adds a chunk of a kernel is not worth handing to another thread.
@@ -3449,6 +3633,8 @@ fn rnn(
     // x·W + input bias for all steps: [B, T, G·U].
     let xw_t = TensorType::new(dt, vec![bdim.clone(), Dim::Known(steps), Dim::Known(gu)]);
     let xw = mm_any(e, &[x.clone(), k.clone()], &xw_t)?;
+    // (Reset by `lower` when the layer is done.)
+    e.serial = true;
     let gru_after = r.cell == forgec_ir::RnnCell::Gru && r.reset_after;
     let bvec_t = TensorType::new(dt, vec![Dim::Known(gu)]);
     let (b_in, b_rec) = if gru_after {
