@@ -765,3 +765,63 @@ fn kernels_split_columns_when_rows_are_few() {
         }
     }
 }
+
+/// A scratch buffer that cannot be allocated makes the run return `NAME_ERR_MEMORY` with the
+/// reason, not crash, and the context still runs the next call: a C program under a 160 MB
+/// address-space limit asks for a batch whose hidden layer needs about 330 MB, then for 10.
+#[test]
+fn out_of_memory_is_a_status_code() {
+    let w1: Vec<String> = (0..16 * 2048)
+        .map(|i| format!("{:.2}", (i % 9) as f64 / 10.0 - 0.4))
+        .collect();
+    let w2: Vec<String> = (0..2048 * 4)
+        .map(|i| format!("{:.2}", (i % 5) as f64 / 10.0 - 0.2))
+        .collect();
+    let src = format!(
+        "graph \"g\" {{\n  input %x: f32[batch,16]\n  %w1: f32[16,2048] = const [{}]\n  %w2: f32[2048,4] = const [{}]\n  %h: f32[batch,2048] = matmul(%x, %w1)\n  %r: f32[batch,2048] = relu(%h)\n  %y: f32[batch,4] = matmul(%r, %w2)\n  output %y\n}}\n",
+        w1.join(", "),
+        w2.join(", ")
+    );
+    let g = forgec_ir::text::parse(&src).unwrap();
+    let dir = scratch("oom");
+    codegen::compile(g, &opts("oom"), &dir, "").unwrap();
+    std::fs::write(
+        dir.join("main.c"),
+        "#include \"oom.h\"\n#include <stdio.h>\n#include <stdlib.h>\nint main(void) {\n    oom_ctx *ctx = oom_create();\n    int64_t big = 40000;\n    float *x = calloc(big * 16, 4), *y = calloc(big * 4, 4);\n    if (!ctx || !x || !y) { puts(\"setup failed\"); return 3; }\n    int rc = oom_run(ctx, big, x, y);\n    printf(\"%d %s\\n\", rc, oom_last_error(ctx));\n    printf(\"%d\\n\", oom_run(ctx, 10, x, y));\n    oom_destroy(ctx);\n    return 0;\n}\n",
+    )
+    .unwrap();
+    let exe = dir.join("oom_demo");
+    let cc = std::process::Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Werror", "-I"])
+        .arg(&dir)
+        .arg(dir.join("main.c"))
+        .arg("-L")
+        .arg(&dir)
+        .args(["-l:liboom.a", "-lm", "-lpthread", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let run = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v 160000 && exec '{}'", exe.display()))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("5 out of memory") && lines[0].contains("batch 40000"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "0", "{out}");
+}

@@ -209,7 +209,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool) -> String {
     );
     let _ = writeln!(h, "#ifndef {up}_H\n#define {up}_H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n");
     let _ = writeln!(h, "/* Status codes. */");
-    let _ = writeln!(h, "#define {up}_OK 0\n#define {up}_ERR_NULL 1   /* a NULL context, input or output */\n#define {up}_ERR_BATCH 2  /* a batch size outside 1..{up}_MAX_BATCH */\n#define {up}_ERR_ARG 3    /* another argument out of range (see {name}_last_error) */\n#define {up}_ERR_WEIGHTS 4 /* the weights file is missing or not this build's */\n");
+    let _ = writeln!(h, "#define {up}_OK 0\n#define {up}_ERR_NULL 1   /* a NULL context, input or output */\n#define {up}_ERR_BATCH 2  /* a batch size outside 1..{up}_MAX_BATCH */\n#define {up}_ERR_ARG 3    /* another argument out of range (see {name}_last_error) */\n#define {up}_ERR_WEIGHTS 4 /* the weights file is missing or not this build's */\n#define {up}_ERR_MEMORY 5 /* a scratch buffer could not be allocated */\n");
     if external {
         let _ = writeln!(h, "/* Built with --weights external: the library maps {name}.weights when it is loaded, from\n * ${up}_WEIGHTS if set, else from the directory of the shared library (or of the program that\n * links the static one). Without it, runs return {up}_ERR_WEIGHTS and say where they looked. */\n");
     }
@@ -217,7 +217,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool) -> String {
     let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared). */");
     let _ = writeln!(h, "typedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
     let _ = writeln!(h, "/* The last error's text for this context (\"\" after a success). */\nconst char *{name}_last_error(const {name}_ctx *ctx);\n");
-    let _ = writeln!(h, "/* Threads for this context's runs (default 1): the context starts threads - 1 threads of its\n * own, which wait between runs; a run's batch is cut into one slice per thread, no slice\n * smaller than is worth a thread (small batches of small models stay on the caller's thread).\n * Results are the same, to the bit, on any number of threads. {up}_ERR_ARG when the model's\n * samples cannot be computed apart (last_error says which layer mixes them). */\nint {name}_set_threads({name}_ctx *ctx, int threads);\n");
+    let _ = writeln!(h, "/* Threads for this context's runs (default 1): the context starts threads - 1 threads of its\n * own, which spin briefly and then sleep between runs. A run whose batch gives every thread a\n * slice worth it is cut into one slice per thread; otherwise (batch 1, or a model whose samples\n * cannot be computed apart) the matmul, convolution and pooling kernels split their rows or\n * columns across the threads, no chunk smaller than is worth a thread. Results are the same, to\n * the bit, on any number of threads. {up}_ERR_ARG for a count outside 1..{up}_MAX_THREADS or\n * threads that cannot be started. */\nint {name}_set_threads({name}_ctx *ctx, int threads);\n");
     let _ = writeln!(
         h,
         "/* Runs the model on `batch` samples. Buffers are dense, row-major:"
@@ -319,7 +319,7 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Option<&WeightsFile>
     }
     let _ = writeln!(
         c,
-        "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n#include <pthread.h>\n#include <sched.h>\n"
+        "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n#include <pthread.h>\n#include <sched.h>\n#include <setjmp.h>\n"
     );
     let wblocks: &[(usize, Vec<usize>)] = weights.map_or(&[], |w| &w.blocks);
     let mut ranks: Vec<usize> = g
@@ -421,7 +421,7 @@ __attribute__((constructor)) static void {name}_map_weights(void) {{
     let _ = writeln!(
         c,
         "#define {up}_CACHE 1024
-struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; int threads; int intra; {name}_ctx *sub[{up}_MAX_THREADS]; void *pool; }};
+struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; int threads; int intra; {name}_ctx *sub[{up}_MAX_THREADS]; void *pool; jmp_buf oom; volatile int armed; }};
 static __thread {name}_ctx *{name}_current;
 typedef struct {{ size_t size; size_t pad; }} {name}_hdr;
 void *{name}_forgec_alloc(size_t n) {{
@@ -431,7 +431,12 @@ void *{name}_forgec_alloc(size_t n) {{
         if (h->size == n) {{ ctx->blk[i] = ctx->blk[--ctx->nblk]; return h + 1; }}
     }}
     {name}_hdr *h = ({name}_hdr *)malloc(sizeof({name}_hdr) + n);
-    if (!h) return NULL;
+    if (!h) {{
+        /* Back to the run, which returns {up}_ERR_MEMORY (the call's buffers so far are lost). */
+        if (ctx && ctx->armed) longjmp(ctx->oom, 1);
+        fprintf(stderr, \"{name}: out of memory in a pool thread (%zu bytes)\\n\", n);
+        abort();
+    }}
     h->size = n;
     return h + 1;
 }}
@@ -549,7 +554,7 @@ void {name}_destroy({name}_ctx *ctx) {{
     }
     let _ = writeln!(
         c,
-        "    {name}_ctx *outer = {name}_current;\n    {name}_current = ctx;\n    _mlir_ciface_{entry}({});\n    {name}_current = outer;\n    return {up}_OK;\n}}\n",
+        "    {name}_ctx *volatile outer = {name}_current;\n    {name}_current = ctx;\n    if (setjmp(ctx->oom)) {{\n        ctx->armed = 0;\n        {name}_current = outer;\n        snprintf(ctx->error, sizeof ctx->error, \"out of memory: a scratch buffer for batch %lld could not be allocated\", (long long)batch);\n        return {up}_ERR_MEMORY;\n    }}\n    ctx->armed = 1;\n    _mlir_ciface_{entry}({});\n    ctx->armed = 0;\n    {name}_current = outer;\n    return {up}_OK;\n}}\n",
         descs.join(", ")
     );
     // Threads: the batch is cut into one slice per thread, each run by `NAME_call` with its
@@ -567,8 +572,8 @@ void {name}_destroy({name}_ctx *ctx) {{
         }
         let _ = writeln!(
             c,
-            "typedef struct {{ {name}_ctx *ctx; int64_t batch;{fields} }} {name}_job;\n\
-static void *{name}_worker(void *p) {{\n    {name}_job *j = ({name}_job *)p;\n    {name}_call(j->ctx, j->batch, {});\n    return NULL;\n}}\n",
+            "typedef struct {{ {name}_ctx *ctx; int64_t batch; int rc;{fields} }} {name}_job;\n\
+static void *{name}_worker(void *p) {{\n    {name}_job *j = ({name}_job *)p;\n    j->rc = {name}_call(j->ctx, j->batch, {});\n    return NULL;\n}}\n",
             args.iter().map(|a| format!("j->{a}")).collect::<Vec<_>>().join(", ")
         );
         let _ = writeln!(c, "typedef struct {name}_pool {name}_pool;
@@ -749,7 +754,8 @@ static {name}_pool *{name}_pool_start(int threads) {{
         let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        pl->pending = pl->n;\n        __atomic_store_n(&pl->gen, pl->gen + 1, __ATOMIC_RELEASE);\n        pthread_cond_broadcast(&pl->go);\n        pthread_mutex_unlock(&pl->mu);");
         let _ = writeln!(c, "        {name}_worker(&jobs[0]);");
         let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        while (pl->pending > 0) pthread_cond_wait(&pl->done, &pl->mu);\n        pthread_mutex_unlock(&pl->mu);");
-        let _ = writeln!(c, "        return {up}_OK;\n    }}");
+        // A slice's error (out of memory) is the run's.
+        let _ = writeln!(c, "        for (int t = 0; t < nt; t++) if (jobs[t].rc != {up}_OK) {{\n            if (t > 0) snprintf(ctx->error, sizeof ctx->error, \"%s\", jobs[t].ctx->error);\n            return jobs[t].rc;\n        }}\n        return {up}_OK;\n    }}");
     }
     let _ = writeln!(
         c,
