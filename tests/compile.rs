@@ -825,3 +825,29 @@ fn out_of_memory_is_a_status_code() {
     );
     assert_eq!(lines[1], "0", "{out}");
 }
+
+/// Reflect and edge padding (each output element reads the input at a mirrored or clamped
+/// index), against the interpreter: padding on both sides, wider than half the dim, none on
+/// the batch.
+#[test]
+fn reflect_and_edge_padding_compile() {
+    let src = "graph \"g\" {
+  input %x: f32[batch,4,5]
+  %r: f32[batch,7,12] = pad {pads = [0, 0, 2, 1, 3, 4], mode = reflect, value = 0.0}(%x)
+  %e: f32[batch,8,11] = pad {pads = [0, 0, 1, 3, 0, 6], mode = edge, value = 0.0}(%x)
+  output %r, %e
+}
+";
+    let g = forgec_ir::text::parse(src).unwrap();
+    let dir = scratch("pad_modes");
+    codegen::compile(g.clone(), &opts("pads"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libpads.so"), "pads").unwrap();
+    let xv: Vec<f32> = (0..3 * 4 * 5).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let x = Tensor::from_f32(vec![3, 4, 5], xv).unwrap();
+    let got = lib.run(&[&x]).unwrap();
+    let want = forgec_ir::interp::run(&g, &[("x".into(), x)]).unwrap();
+    for k in 0..2 {
+        assert_eq!(got[k].shape(), want[k].shape());
+        assert_eq!(got[k].to_f64_vec(), want[k].to_f64_vec(), "output {k}");
+    }
+}

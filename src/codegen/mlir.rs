@@ -1148,12 +1148,10 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
             ));
             one(v)
         }
-        Op::Pad { pads, mode, value } => {
-            if *mode != PadMode::Constant {
-                return Err(format!("{} padding is not compiled yet", mode.name()));
-            }
-            one(pad(e, &ins[0], pads, *value, ot)?)
-        }
+        Op::Pad { pads, mode, value } => one(match mode {
+            PadMode::Constant => pad(e, &ins[0], pads, *value, ot)?,
+            _ => pad_from_inside(e, &ins[0], pads, *mode, ot)?,
+        }),
         Op::Gather { axis } => one(gather(e, &ins[0], &ins[1], *axis, ot)?),
         Op::BatchNorm { axis, epsilon } => one(batch_norm(e, node, &ins, *axis, *epsilon, ot)?),
         Op::LayerNorm { axes, epsilon } => one(layer_norm(e, &ins, axes, *epsilon, ot)?),
@@ -2500,6 +2498,89 @@ fn pad(
         tensor_ty(&x.1),
         tensor_ty(ot)
     ));
+    Ok(v)
+}
+
+/// Edge or reflect padding: every output element reads the input at its index moved back by
+/// the padding before it and, outside the input, clamped to the edge (`edge`) or mirrored about
+/// the edge element (`reflect`, the edge itself not repeated; shape inference has checked that
+/// the padding is shorter than the dim).
+fn pad_from_inside(
+    e: &mut E,
+    x: &(String, TensorType),
+    pads: &[(usize, usize)],
+    mode: PadMode,
+    ot: &TensorType,
+) -> R<String> {
+    let r = ot.rank();
+    let init = e.empty(ot)?;
+    let v = e.fresh();
+    let mut lines: Vec<String> = Vec::new();
+    let mut ix = Vec::new();
+    for (d, &(before, after)) in pads.iter().enumerate() {
+        let i = push(&mut lines, format!("linalg.index {d} : index"));
+        if before == 0 && after == 0 {
+            ix.push(i);
+            continue;
+        }
+        let n = x.1.shape[d]
+            .known()
+            .ok_or("padding a symbolic dim is not compiled yet")?;
+        let c =
+            |lines: &mut Vec<String>, k: i64| push(lines, format!("arith.constant {k} : index"));
+        let (cb, c0, clast) = (
+            c(&mut lines, before as i64),
+            c(&mut lines, 0),
+            c(&mut lines, n as i64 - 1),
+        );
+        let s = push(&mut lines, format!("arith.subi {i}, {cb} : index"));
+        ix.push(match mode {
+            PadMode::Edge => {
+                let lo = push(&mut lines, format!("arith.maxsi {s}, {c0} : index"));
+                push(&mut lines, format!("arith.minsi {lo}, {clast} : index"))
+            }
+            _ => {
+                let c2 = c(&mut lines, 2 * (n as i64 - 1));
+                let neg = push(&mut lines, format!("arith.cmpi slt, {s}, {c0} : index"));
+                let ns = push(&mut lines, format!("arith.subi {c0}, {s} : index"));
+                let over = push(&mut lines, format!("arith.cmpi sgt, {s}, {clast} : index"));
+                let back = push(&mut lines, format!("arith.subi {c2}, {s} : index"));
+                let a = push(&mut lines, format!("arith.select {neg}, {ns}, {s} : index"));
+                push(
+                    &mut lines,
+                    format!("arith.select {over}, {back}, {a} : index"),
+                )
+            }
+        });
+    }
+    let y = push(
+        &mut lines,
+        format!(
+            "tensor.extract {}[{}] : {}",
+            x.0,
+            ix.join(", "),
+            tensor_ty(&x.1)
+        ),
+    );
+    let dv: Vec<String> = (0..r).map(|i| format!("d{i}")).collect();
+    let iters = vec!["\"parallel\""; r];
+    let mut text = format!(
+        "{v} = linalg.generic {{indexing_maps = [affine_map<({0}) -> ({0})>], iterator_types = [{1}]}} outs({init} : {2}) {{\n    ^bb0(%out: {3}):\n",
+        dv.join(", "),
+        iters.join(", "),
+        tensor_ty(ot),
+        elem(ot.dtype)
+    );
+    for l in lines {
+        let _ = writeln!(text, "      {l}");
+    }
+    let _ = write!(
+        text,
+        "      linalg.yield {y} : {}\n    }} -> {}",
+        elem(ot.dtype),
+        tensor_ty(ot)
+    );
+    e.line(&text);
     Ok(v)
 }
 
