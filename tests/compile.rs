@@ -851,3 +851,97 @@ fn reflect_and_edge_padding_compile() {
         assert_eq!(got[k].to_f64_vec(), want[k].to_f64_vec(), "output {k}");
     }
 }
+
+/// Transposed convolutions (constant weights) compile as zero-stuffing, padding or cropping
+/// and a convolution with the flipped kernel (`lower-conv-transpose`): strides, dilations,
+/// padding beyond the kernel's reach, output padding, both layouts, 1-D and 2-D, against the
+/// interpreter's scatter.
+#[test]
+fn transposed_convolutions_compile() {
+    let cases = [
+        (
+            "[batch,5,4,3]",
+            "[3,3,2,3]",
+            "[2, 2]",
+            "[1, 1]",
+            "[0, 0, 0, 0]",
+            "[0, 0]",
+            "last",
+        ),
+        (
+            "[batch,5,4,3]",
+            "[3,2,2,3]",
+            "[3, 2]",
+            "[2, 1]",
+            "[1, 2, 0, 1]",
+            "[1, 0]",
+            "last",
+        ),
+        (
+            "[batch,5,4,3]",
+            "[3,3,2,3]",
+            "[2, 2]",
+            "[1, 1]",
+            "[3, 3, 2, 2]",
+            "[1, 1]",
+            "last",
+        ),
+        (
+            "[batch,3,5,4]",
+            "[3,2,3,3]",
+            "[2, 1]",
+            "[1, 1]",
+            "[1, 0, 1, 1]",
+            "[0, 0]",
+            "first",
+        ),
+        (
+            "[batch,7,3]",
+            "[4,2,3]",
+            "[2]",
+            "[1]",
+            "[1, 2]",
+            "[1]",
+            "last",
+        ),
+    ];
+    for (k, (xs, ws, strides, dil, pads, outpad, layout)) in cases.iter().enumerate() {
+        let wdims: Vec<usize> = ws
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|d| d.trim().parse().unwrap())
+            .collect();
+        let wn: usize = wdims.iter().product();
+        let w: Vec<String> = (0..wn)
+            .map(|i| format!("{:.3}", ((i * 29 % 41) as f64 - 20.0) / 20.0))
+            .collect();
+        let rank = xs.matches(',').count() + 1;
+        let placeholder = vec!["1"; rank - 1].join(",");
+        let src = format!(
+            "graph \"g\" {{\n  input %x: f32{xs}\n  %w: f32{ws} = const [{}]\n  %y: f32[batch,{placeholder}] = conv_transpose {{strides = {strides}, dilations = {dil}, pads = {pads}, groups = 1, layout = {layout}, output_padding = {outpad}}}(%x, %w)\n  output %y\n}}\n",
+            w.join(", ")
+        );
+        let mut g = forgec_ir::text::parse(&src).unwrap();
+        forgec_passes::run_pipeline(&mut g, &["shape-inference"]).unwrap();
+        let dir = scratch(&format!("conv_transpose_{k}"));
+        codegen::compile(g.clone(), &opts("ct"), &dir, "").unwrap();
+        let lib = CompiledModel::load(&dir.join("libct.so"), "ct").unwrap();
+        let xdims: Vec<usize> = std::iter::once(2)
+            .chain(
+                xs.trim_matches(|c| c == '[' || c == ']')
+                    .split(',')
+                    .skip(1)
+                    .map(|d| d.trim().parse::<usize>().unwrap()),
+            )
+            .collect();
+        let n: usize = xdims.iter().product();
+        let xv: Vec<f32> = (0..n)
+            .map(|i| ((i * 13 % 23) as f32 - 11.0) / 8.0)
+            .collect();
+        let x = Tensor::from_f32(xdims, xv).unwrap();
+        let got = lib.run(&[&x]).unwrap();
+        let want = forgec_ir::interp::run(&g, &[("x".into(), x)]).unwrap();
+        assert_eq!(got[0].shape(), want[0].shape(), "case {k}");
+        assert_close(&got[0], &want[0], 1e-5, &format!("case {k}"));
+    }
+}

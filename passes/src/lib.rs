@@ -12,12 +12,14 @@
 //! | `sink-transposes` | moves transposes below elementwise ops (transposing their constants) and cancels inverse pairs |
 //! | `fold-pad` | folds a zero padding of the spatial dims into the convolution that reads it |
 //! | `fold-batchnorm` | folds a BatchNormalization into the preceding convolution's or matmul's constant weights, leaving an addition |
+//! | `lower-conv-transpose` | rewrites a transposed convolution (constant weights) as zero-stuffing, padding and a convolution with the flipped kernel |
 //!
 //! [`run_pipeline`] runs passes by name; the golden tests drive it from text IR.
 
 pub mod cleanup;
 pub mod fold;
 pub mod layout;
+pub mod lower;
 pub mod shape;
 pub mod simplify;
 
@@ -35,6 +37,7 @@ pub const PASSES: &[&str] = &[
     "channels-last",
     "sink-transposes",
     "fold-pad",
+    "lower-conv-transpose",
 ];
 
 /// Runs the named passes in order. Errors list every problem found. In debug builds (and so
@@ -69,6 +72,7 @@ fn run_one(g: &mut Graph, p: &str) -> Result<(), Vec<String>> {
             "channels-last" => layout::channels_last(g),
             "sink-transposes" => layout::sink_transposes(g),
             "fold-pad" => fold::fold_pad(g),
+            "lower-conv-transpose" => lower::conv_transpose_to_conv(g),
             other => {
                 return Err(vec![format!(
                     "unknown pass '{other}' (known: {})",

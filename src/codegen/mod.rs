@@ -57,6 +57,7 @@ pub fn prepare(mut g: Graph) -> Result<Graph, String> {
             "identity",
             "cse",
             "fold-batchnorm",
+            "lower-conv-transpose",
             "channels-last",
             "sink-transposes",
             "fold-pad",

@@ -1,0 +1,230 @@
+//! Lowering: ops the compiler has no kernel for, rewritten as ops it has.
+
+use forgec_ir::{Graph, Layout, Node, Op, PadMode, Tensor, ValueId};
+
+/// Rewrites every `conv_transpose` (one group, constant weights, known spatial dims) as a
+/// convolution: the input zero-stuffed by the strides (`reshape` with a unit dim after each
+/// strided spatial dim, a zero `pad` of that dim to the stride, `reshape` back), padded (or
+/// sliced, where the transposed convolution's padding exceeds the kernel's reach) by
+/// `dilation * (k - 1) - pad` on each side (plus the output padding at the end), then
+/// correlated at stride 1 with the kernel flipped in space and its channel dims swapped. The
+/// result keeps its value id and type; `fold-pad` then folds the padding into the convolution.
+/// Others stay as they are (the compiler names them).
+pub fn conv_transpose_to_conv(g: &mut Graph) {
+    let old = std::mem::take(&mut g.nodes);
+    for n in old {
+        match rewrite(g, &n) {
+            Some(()) => {}
+            None => g.nodes.push(n),
+        }
+    }
+    crate::cleanup::dce(g);
+}
+
+/// Appends the rewrite of `n` to `g`, or (leaving `g` as it was) returns None.
+fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
+    let Op::ConvTranspose(c) = &n.op else {
+        return None;
+    };
+    let (x, w) = (n.inputs[0], n.inputs[1]);
+    let xt = g.ty(x).clone();
+    let r = xt.rank();
+    if c.groups != 1 || r < 3 || n.outputs.len() != 1 || n.inputs.len() != 2 {
+        return None;
+    }
+    let weights = g.nodes.iter().find_map(|p| match &p.op {
+        Op::Const { value, .. } if p.outputs == [w] => Some(value.clone()),
+        _ => None,
+    })?;
+    let sp: Vec<usize> = match c.layout {
+        Layout::ChannelsLast => (1..r - 1).collect(),
+        Layout::ChannelsFirst => (2..r).collect(),
+    };
+    let ns = sp.len();
+    let sizes: Vec<usize> = sp
+        .iter()
+        .map(|&a| xt.shape[a].known())
+        .collect::<Option<_>>()?;
+    let ws = weights.shape().to_vec();
+    let k: Vec<usize> = match c.layout {
+        Layout::ChannelsLast => ws[..ns].to_vec(),
+        Layout::ChannelsFirst => ws[2..].to_vec(),
+    };
+    let nodes_before = g.nodes.len();
+    let values_before = g.values.len();
+    let undo = |g: &mut Graph| {
+        g.nodes.truncate(nodes_before);
+        g.values.truncate(values_before);
+    };
+    let base = g.value(n.outputs[0]).name.clone();
+    let o = &n.origin;
+    let mut cur = x;
+    // Zero-stuffing: [.., H, ..] -> [.., H, 1, ..] -> pad to [.., H, s, ..] -> [.., H*s, ..].
+    if c.strides.iter().any(|&s| s > 1) {
+        let mut split: Vec<i64> = Vec::new();
+        let mut pads = Vec::new();
+        for a in 0..r {
+            split.push(if a == 0 {
+                0
+            } else {
+                xt.shape[a].known()? as i64
+            });
+            pads.push((0, 0));
+            if let Some(i) = sp.iter().position(|&s| s == a) {
+                split.push(1);
+                pads.push((0, c.strides[i] - 1));
+            }
+        }
+        let joined: Vec<i64> = (0..r)
+            .map(|a| match sp.iter().position(|&s| s == a) {
+                _ if a == 0 => Some(0),
+                Some(i) => Some((sizes[i] * c.strides[i]) as i64),
+                None => xt.shape[a].known().map(|d| d as i64),
+            })
+            .collect::<Option<_>>()?;
+        let steps = [
+            (Op::Reshape { shape: split }, "stuff_split"),
+            (
+                Op::Pad {
+                    pads,
+                    mode: PadMode::Constant,
+                    value: 0.0,
+                },
+                "stuff_zeros",
+            ),
+            (Op::Reshape { shape: joined }, "stuffed"),
+        ];
+        for (op, what) in steps {
+            match g.add(op, &[cur], &format!("{base}.{what}"), o) {
+                Ok(v) => cur = v,
+                Err(_) => {
+                    undo(g);
+                    return None;
+                }
+            }
+        }
+    }
+    // Padding (or cropping) around the stuffed input, whose length is size * stride (the
+    // last stride - 1 zeros are past the last input).
+    let mut pads = vec![(0usize, 0usize); r];
+    let (mut starts, mut ends, mut axes) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, &a) in sp.iter().enumerate() {
+        let reach = (c.dilations[i] * (k[i] - 1)) as i64;
+        let len = (sizes[i] * c.strides[i]) as i64;
+        let op = c.output_padding.get(i).copied().unwrap_or(0) as i64;
+        let before = reach - c.pads[i].0 as i64;
+        let after = reach - c.pads[i].1 as i64 + op - (c.strides[i] as i64 - 1);
+        pads[a] = (before.max(0) as usize, after.max(0) as usize);
+        if before < 0 || after < 0 {
+            axes.push(a);
+            starts.push((-before).max(0));
+            ends.push(len - (-after).max(0));
+        }
+    }
+    if !axes.is_empty() {
+        let steps = vec![1; axes.len()];
+        match g.add(
+            Op::Slice {
+                axes,
+                starts,
+                ends,
+                steps,
+            },
+            &[cur],
+            &format!("{base}.cropped"),
+            o,
+        ) {
+            Ok(v) => cur = v,
+            Err(_) => {
+                undo(g);
+                return None;
+            }
+        }
+    }
+    if pads.iter().any(|p| *p != (0, 0)) {
+        match g.add(
+            Op::Pad {
+                pads,
+                mode: PadMode::Constant,
+                value: 0.0,
+            },
+            &[cur],
+            &format!("{base}.padded"),
+            o,
+        ) {
+            Ok(v) => cur = v,
+            Err(_) => {
+                undo(g);
+                return None;
+            }
+        }
+    }
+    let flipped = flip_kernel(&weights, c.layout, ns)?;
+    let wv: ValueId = g.add_const(flipped, None, &format!("{base}.flipped"), o);
+    let mut cc = c.clone();
+    cc.strides = vec![1; ns];
+    cc.pads = vec![(0, 0); ns];
+    cc.output_padding = Vec::new();
+    let conv = Op::Conv(cc);
+    // The convolution must give the transposed convolution's type, or nothing changes.
+    let ot = g.ty(n.outputs[0]).clone();
+    let tys = [g.ty(cur).clone(), g.ty(wv).clone()];
+    match forgec_ir::infer::infer(&conv, &tys) {
+        Ok(t) if t.len() == 1 && t[0] == ot => {}
+        _ => {
+            undo(g);
+            return None;
+        }
+    }
+    g.nodes.push(Node {
+        op: conv,
+        inputs: vec![cur, wv],
+        outputs: n.outputs.clone(),
+        origin: n.origin.clone(),
+    });
+    Some(())
+}
+
+/// The transposed convolution's kernel as a convolution's: flipped in every spatial dim, the
+/// channel dims swapped (`[k..., C_out, C_in]` -> `[k..., C_in, C_out]` channels-last,
+/// `[C_in, C_out, k...]` -> `[C_out, C_in, k...]` channels-first).
+fn flip_kernel(w: &Tensor, layout: Layout, ns: usize) -> Option<Tensor> {
+    let s = w.shape().to_vec();
+    let v = w.to_f64_vec();
+    let r = s.len();
+    let mut st = vec![1usize; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        st[i] = st[i + 1] * s[i + 1];
+    }
+    // Output dims: the input's with the channel pair swapped.
+    let (ca, cb) = match layout {
+        Layout::ChannelsLast => (ns, ns + 1),
+        Layout::ChannelsFirst => (0, 1),
+    };
+    let spatial: Vec<usize> = match layout {
+        Layout::ChannelsLast => (0..ns).collect(),
+        Layout::ChannelsFirst => (2..2 + ns).collect(),
+    };
+    let mut os = s.clone();
+    os.swap(ca, cb);
+    let total: usize = os.iter().product();
+    let mut out = vec![0.0; total];
+    let mut idx = vec![0usize; r];
+    for slot in out.iter_mut() {
+        // Source index: swap the channel pair back, flip the spatial dims.
+        let mut src = idx.clone();
+        src.swap(ca, cb);
+        for &a in &spatial {
+            src[a] = s[a] - 1 - src[a];
+        }
+        *slot = v[src.iter().zip(&st).map(|(i, t)| i * t).sum::<usize>()];
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < os[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Tensor::from_f64_values(w.dtype(), os, &out).ok()
+}
