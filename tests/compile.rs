@@ -854,58 +854,24 @@ fn reflect_and_edge_padding_compile() {
 
 /// Transposed convolutions (constant weights) compile as zero-stuffing, padding or cropping
 /// and a convolution with the flipped kernel (`lower-conv-transpose`): strides, dilations,
-/// padding beyond the kernel's reach, output padding, both layouts, 1-D and 2-D, against the
-/// interpreter's scatter.
+/// padding beyond the kernel's reach, output padding, groups, both layouts, 1-D and 2-D,
+/// against the interpreter's scatter.
 #[test]
 fn transposed_convolutions_compile() {
+    // x; w; strides; dilations; pads; output padding; layout; groups
     let cases = [
-        (
-            "[batch,5,4,3]",
-            "[3,3,2,3]",
-            "[2, 2]",
-            "[1, 1]",
-            "[0, 0, 0, 0]",
-            "[0, 0]",
-            "last",
-        ),
-        (
-            "[batch,5,4,3]",
-            "[3,2,2,3]",
-            "[3, 2]",
-            "[2, 1]",
-            "[1, 2, 0, 1]",
-            "[1, 0]",
-            "last",
-        ),
-        (
-            "[batch,5,4,3]",
-            "[3,3,2,3]",
-            "[2, 2]",
-            "[1, 1]",
-            "[3, 3, 2, 2]",
-            "[1, 1]",
-            "last",
-        ),
-        (
-            "[batch,3,5,4]",
-            "[3,2,3,3]",
-            "[2, 1]",
-            "[1, 1]",
-            "[1, 0, 1, 1]",
-            "[0, 0]",
-            "first",
-        ),
-        (
-            "[batch,7,3]",
-            "[4,2,3]",
-            "[2]",
-            "[1]",
-            "[1, 2]",
-            "[1]",
-            "last",
-        ),
+        "[batch,5,4,3]; [3,3,2,3]; [2, 2]; [1, 1]; [0, 0, 0, 0]; [0, 0]; last; 1",
+        "[batch,5,4,3]; [3,2,2,3]; [3, 2]; [2, 1]; [1, 2, 0, 1]; [1, 0]; last; 1",
+        "[batch,5,4,3]; [3,3,2,3]; [2, 2]; [1, 1]; [3, 3, 2, 2]; [1, 1]; last; 1",
+        "[batch,3,5,4]; [3,2,3,3]; [2, 1]; [1, 1]; [1, 0, 1, 1]; [0, 0]; first; 1",
+        "[batch,7,3]; [4,2,3]; [2]; [1]; [1, 2]; [1]; last; 1",
+        "[batch,4,5,4]; [3,3,3,4]; [2, 2]; [1, 1]; [1, 1, 0, 1]; [0, 1]; last; 2",
+        "[batch,4,5,4]; [4,3,2,2]; [1, 2]; [2, 1]; [0, 0, 0, 0]; [0, 0]; first; 2",
     ];
-    for (k, (xs, ws, strides, dil, pads, outpad, layout)) in cases.iter().enumerate() {
+    for (k, case) in cases.iter().enumerate() {
+        let f: Vec<&str> = case.split("; ").collect();
+        let (xs, ws, strides, dil, pads, outpad, layout, groups) =
+            (f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]);
         let wdims: Vec<usize> = ws
             .trim_matches(|c| c == '[' || c == ']')
             .split(',')
@@ -918,7 +884,7 @@ fn transposed_convolutions_compile() {
         let rank = xs.matches(',').count() + 1;
         let placeholder = vec!["1"; rank - 1].join(",");
         let src = format!(
-            "graph \"g\" {{\n  input %x: f32{xs}\n  %w: f32{ws} = const [{}]\n  %y: f32[batch,{placeholder}] = conv_transpose {{strides = {strides}, dilations = {dil}, pads = {pads}, groups = 1, layout = {layout}, output_padding = {outpad}}}(%x, %w)\n  output %y\n}}\n",
+            "graph \"g\" {{\n  input %x: f32{xs}\n  %w: f32{ws} = const [{}]\n  %y: f32[batch,{placeholder}] = conv_transpose {{strides = {strides}, dilations = {dil}, pads = {pads}, groups = {groups}, layout = {layout}, output_padding = {outpad}}}(%x, %w)\n  output %y\n}}\n",
             w.join(", ")
         );
         let mut g = forgec_ir::text::parse(&src).unwrap();

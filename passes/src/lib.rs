@@ -12,7 +12,7 @@
 //! | `sink-transposes` | moves transposes below elementwise ops (transposing their constants) and cancels inverse pairs |
 //! | `fold-pad` | folds a zero padding of the spatial dims into the convolution that reads it |
 //! | `fold-batchnorm` | folds a BatchNormalization into the preceding convolution's or matmul's constant weights, leaving an addition |
-//! | `lower-conv-transpose` | rewrites a transposed convolution (constant weights) as zero-stuffing, padding and a convolution with the flipped kernel |
+//! | `lower-conv-transpose` | rewrites a transposed convolution as zero-stuffing, padding and a convolution with the flipped kernel |
 //!
 //! [`run_pipeline`] runs passes by name; the golden tests drive it from text IR.
 

@@ -1,15 +1,16 @@
 //! Lowering: ops the compiler has no kernel for, rewritten as ops it has.
 
-use forgec_ir::{Graph, Layout, Node, Op, PadMode, Tensor, ValueId};
+use forgec_ir::{Graph, Layout, Node, Op, PadMode};
 
-/// Rewrites every `conv_transpose` (one group, constant weights, known spatial dims) as a
-/// convolution: the input zero-stuffed by the strides (`reshape` with a unit dim after each
-/// strided spatial dim, a zero `pad` of that dim to the stride, `reshape` back), padded (or
-/// sliced, where the transposed convolution's padding exceeds the kernel's reach) by
-/// `dilation * (k - 1) - pad` on each side (plus the output padding at the end), then
-/// correlated at stride 1 with the kernel flipped in space and its channel dims swapped. The
-/// result keeps its value id and type; `fold-pad` then folds the padding into the convolution.
-/// Others stay as they are (the compiler names them).
+/// Rewrites every `conv_transpose` (known kernel and spatial dims) as a convolution: the input
+/// zero-stuffed by the strides (`reshape` with a unit dim after each strided spatial dim, a
+/// zero `pad` of that dim to the stride, `reshape` back), padded (or sliced, where the
+/// transposed convolution's padding exceeds the kernel's reach) by `dilation * (k - 1) - pad`
+/// on each side (plus the output padding at the end), then correlated at stride 1 with the
+/// kernel flipped in space (`slice` with step -1) and its channel dims exchanged per group
+/// (`reshape`, `transpose`, `reshape`): ops on the weights that `fold-constants` folds when
+/// they are constant. The result keeps its value id and type; `fold-pad` then folds the
+/// padding into the convolution. Others stay as they are (the compiler names them).
 pub fn conv_transpose_to_conv(g: &mut Graph) {
     let old = std::mem::take(&mut g.nodes);
     for n in old {
@@ -29,13 +30,10 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
     let (x, w) = (n.inputs[0], n.inputs[1]);
     let xt = g.ty(x).clone();
     let r = xt.rank();
-    if c.groups != 1 || r < 3 || n.outputs.len() != 1 || n.inputs.len() != 2 {
+    if c.groups == 0 || r < 3 || n.outputs.len() != 1 || n.inputs.len() != 2 {
         return None;
     }
-    let weights = g.nodes.iter().find_map(|p| match &p.op {
-        Op::Const { value, .. } if p.outputs == [w] => Some(value.clone()),
-        _ => None,
-    })?;
+    let ws: Vec<usize> = g.ty(w).known_shape()?;
     let sp: Vec<usize> = match c.layout {
         Layout::ChannelsLast => (1..r - 1).collect(),
         Layout::ChannelsFirst => (2..r).collect(),
@@ -45,7 +43,6 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
         .iter()
         .map(|&a| xt.shape[a].known())
         .collect::<Option<_>>()?;
-    let ws = weights.shape().to_vec();
     let k: Vec<usize> = match c.layout {
         Layout::ChannelsLast => ws[..ns].to_vec(),
         Layout::ChannelsFirst => ws[2..].to_vec(),
@@ -159,8 +156,68 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
             }
         }
     }
-    let flipped = flip_kernel(&weights, c.layout, ns)?;
-    let wv: ValueId = g.add_const(flipped, None, &format!("{base}.flipped"), o);
+    // The kernel: channel dims exchanged within each group, then flipped in space.
+    let gr = c.groups;
+    let (split, perm, joined, kaxes): (Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>) =
+        match c.layout {
+            // [k..., C_out/g, C_in] -> [k..., C_out/g, g, C_in/g] -> [k..., C_in/g, g, C_out/g]
+            Layout::ChannelsLast => {
+                let (opg, cin) = (ws[ns], ws[ns + 1]);
+                let mut split = k.clone();
+                split.extend([opg, gr, cin / gr]);
+                let mut perm: Vec<usize> = (0..ns).collect();
+                perm.extend([ns + 2, ns + 1, ns]);
+                let mut joined = k.clone();
+                joined.extend([cin / gr, gr * opg]);
+                (split, perm, joined, (0..ns).collect())
+            }
+            // [C_in, C_out/g, k...] -> [g, C_in/g, C_out/g, k...] -> [g, C_out/g, C_in/g, k...]
+            Layout::ChannelsFirst => {
+                let (cin, opg) = (ws[0], ws[1]);
+                let mut split = vec![gr, cin / gr, opg];
+                split.extend(&k);
+                let mut perm = vec![0, 2, 1];
+                perm.extend(3..3 + ns);
+                let mut joined = vec![gr * opg, cin / gr];
+                joined.extend(&k);
+                (split, perm, joined, (2..2 + ns).collect())
+            }
+        };
+    let as_i64 = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
+    let kernel_ops = [
+        (
+            Op::Reshape {
+                shape: as_i64(&split),
+            },
+            "kernel_groups",
+        ),
+        (Op::Transpose { perm }, "kernel_exchanged"),
+        (
+            Op::Reshape {
+                shape: as_i64(&joined),
+            },
+            "kernel_joined",
+        ),
+        (
+            Op::Slice {
+                starts: kaxes.iter().map(|&a| joined[a] as i64 - 1).collect(),
+                ends: kaxes.iter().map(|&a| -(joined[a] as i64) - 1).collect(),
+                steps: vec![-1; ns],
+                axes: kaxes,
+            },
+            "flipped",
+        ),
+    ];
+    let mut wv = w;
+    for (op, what) in kernel_ops {
+        match g.add(op, &[wv], &format!("{base}.{what}"), o) {
+            Ok(v) => wv = v,
+            Err(_) => {
+                undo(g);
+                return None;
+            }
+        }
+    }
     let mut cc = c.clone();
     cc.strides = vec![1; ns];
     cc.pads = vec![(0, 0); ns];
@@ -183,48 +240,4 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
         origin: n.origin.clone(),
     });
     Some(())
-}
-
-/// The transposed convolution's kernel as a convolution's: flipped in every spatial dim, the
-/// channel dims swapped (`[k..., C_out, C_in]` -> `[k..., C_in, C_out]` channels-last,
-/// `[C_in, C_out, k...]` -> `[C_out, C_in, k...]` channels-first).
-fn flip_kernel(w: &Tensor, layout: Layout, ns: usize) -> Option<Tensor> {
-    let s = w.shape().to_vec();
-    let v = w.to_f64_vec();
-    let r = s.len();
-    let mut st = vec![1usize; r];
-    for i in (0..r.saturating_sub(1)).rev() {
-        st[i] = st[i + 1] * s[i + 1];
-    }
-    // Output dims: the input's with the channel pair swapped.
-    let (ca, cb) = match layout {
-        Layout::ChannelsLast => (ns, ns + 1),
-        Layout::ChannelsFirst => (0, 1),
-    };
-    let spatial: Vec<usize> = match layout {
-        Layout::ChannelsLast => (0..ns).collect(),
-        Layout::ChannelsFirst => (2..2 + ns).collect(),
-    };
-    let mut os = s.clone();
-    os.swap(ca, cb);
-    let total: usize = os.iter().product();
-    let mut out = vec![0.0; total];
-    let mut idx = vec![0usize; r];
-    for slot in out.iter_mut() {
-        // Source index: swap the channel pair back, flip the spatial dims.
-        let mut src = idx.clone();
-        src.swap(ca, cb);
-        for &a in &spatial {
-            src[a] = s[a] - 1 - src[a];
-        }
-        *slot = v[src.iter().zip(&st).map(|(i, t)| i * t).sum::<usize>()];
-        for d in (0..r).rev() {
-            idx[d] += 1;
-            if idx[d] < os[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    Tensor::from_f64_values(w.dtype(), os, &out).ok()
 }
