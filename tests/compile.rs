@@ -911,3 +911,48 @@ fn transposed_convolutions_compile() {
         assert_close(&got[0], &want[0], 1e-5, &format!("case {k}"));
     }
 }
+
+/// Cases the ONNX node suite found through the compiled engine, against the interpreter:
+/// multi-element boolean constants (MLIR reads i1 data bit-packed), an empty slice and a
+/// concatenation with an empty operand (MLIR refuses a slice that starts at the end), and
+/// shifts by amounts outside 0..width (LLVM's are poison; the interpreter gives 0 for a left
+/// shift, the sign for an arithmetic right one).
+#[test]
+fn edge_cases_the_node_suite_found() {
+    let src = "graph \"g\" {
+  input %x: f32[batch,9]
+  input %a: i32[batch,6]
+  input %s: i32[batch,6]
+  %m: bool[9] = const [true, false, true, true, false, false, true, false, true]
+  %z: f32[] = const [0.0]
+  %y: f32[batch,9] = select(%m, %x, %z)
+  %e: f32[batch,0] = slice {axes = [1], starts = [9], ends = [9], steps = [1]}(%x)
+  %c: f32[batch,9] = concat {axis = 1}(%y, %e)
+  %l: i32[batch,6] = shl(%a, %s)
+  %r: i32[batch,6] = shr(%a, %s)
+  output %c, %l, %r
+}
+";
+    let g = forgec_ir::text::parse(src).unwrap();
+    let dir = scratch("node_suite_cases");
+    codegen::compile(g.clone(), &opts("ns"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libns.so"), "ns").unwrap();
+    let x = Tensor::from_f32(vec![2, 9], (0..18).map(|i| i as f32 - 4.5).collect()).unwrap();
+    let av: Vec<f64> = [5, -7, 1 << 20, -1, 12345, -99, 3, -3, 77, -1000, 1, -2]
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let sv: Vec<f64> = [0, 1, 31, 32, 33, -1, 40, 2, -5, 5, 64, 31]
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let a = Tensor::from_f64_values(forgec_runtime::DType::I32, vec![2, 6], &av).unwrap();
+    let s = Tensor::from_f64_values(forgec_runtime::DType::I32, vec![2, 6], &sv).unwrap();
+    let got = lib.run(&[&x, &a, &s]).unwrap();
+    let want =
+        forgec_ir::interp::run(&g, &[("x".into(), x), ("a".into(), a), ("s".into(), s)]).unwrap();
+    for k in 0..3 {
+        assert_eq!(got[k].shape(), want[k].shape(), "output {k}");
+        assert_eq!(got[k].to_f64_vec(), want[k].to_f64_vec(), "output {k}");
+    }
+}

@@ -49,7 +49,19 @@ pub fn memref_ty(t: &TensorType) -> String {
 fn dense_hex(t: &Tensor) -> String {
     let mut s = String::with_capacity(2 + t.size_bytes() * 2);
     s.push_str("0x");
-    for x in raw_bytes(t) {
+    // MLIR reads i1 data bit-packed (element i at bit i % 8 of byte i / 8), one byte for one
+    // element.
+    let bytes = match t.data() {
+        Data::Bool(v) if v.len() > 1 => {
+            let mut b = vec![0u8; v.len().div_ceil(8)];
+            for (i, &x) in v.iter().enumerate() {
+                b[i / 8] |= (x as u8) << (i % 8);
+            }
+            b
+        }
+        _ => raw_bytes(t),
+    };
+    for x in bytes {
         let _ = write!(s, "{x:02X}");
     }
     s
@@ -652,8 +664,27 @@ fn binary_body(lines: &mut Vec<String>, b: BinaryOp, x: &str, y: &str, d: DType)
         BinaryOp::And | BinaryOp::BitAnd => push(lines, format!("arith.andi {x}, {y} : {t}")),
         BinaryOp::Or | BinaryOp::BitOr => push(lines, format!("arith.ori {x}, {y} : {t}")),
         BinaryOp::BitXor => push(lines, format!("arith.xori {x}, {y} : {t}")),
-        BinaryOp::Shl => push(lines, format!("arith.shli {x}, {y} : {t}")),
-        BinaryOp::Shr => push(lines, format!("arith.shrsi {x}, {y} : {t}")),
+        // Amounts outside 0..width (negative ones compare as huge unsigned): a left shift gives
+        // 0, an arithmetic right shift fills with the sign (as the interpreter does; LLVM's
+        // shifts would be poison).
+        BinaryOp::Shl | BinaryOp::Shr => {
+            let bits = match d {
+                DType::I8 => 8,
+                DType::I32 => 32,
+                _ => 64,
+            };
+            let n = push(lines, format!("arith.constant {bits} : {t}"));
+            let ok = push(lines, format!("arith.cmpi ult, {y}, {n} : {t}"));
+            if b == BinaryOp::Shl {
+                let s = push(lines, format!("arith.shli {x}, {y} : {t}"));
+                let z = push(lines, format!("arith.constant 0 : {t}"));
+                push(lines, format!("arith.select {ok}, {s}, {z} : {t}"))
+            } else {
+                let top = push(lines, format!("arith.constant {} : {t}", bits - 1));
+                let amount = push(lines, format!("arith.select {ok}, {y}, {top} : {t}"));
+                push(lines, format!("arith.shrsi {x}, {amount} : {t}"))
+            }
+        }
         BinaryOp::Rem => push(
             lines,
             format!("arith.rem{} {x}, {y} : {t}", if f { "f" } else { "si" }),
@@ -1104,6 +1135,8 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         Op::Reduce { kind, axes, keepdims } => one(reduce(e, &ins[0], *kind, axes, *keepdims, ot)?),
         Op::Softmax { axis, log } => one(softmax(e, &ins[0], *axis, *log, ot)?),
         Op::Concat { axis } => one(concat(e, &ins, *axis, ot)?),
+        // An empty slice reads nothing (and MLIR refuses one starting at the end).
+        Op::Slice { .. } if ot.shape.contains(&Dim::Known(0)) => one(e.empty(ot)?),
         Op::Slice { axes, starts, ends, steps } => {
             let x = &ins[0];
             let r = x.1.rank();
@@ -2450,6 +2483,10 @@ fn concat(e: &mut E, ins: &[(String, TensorType)], axis: usize, ot: &TensorType)
     let mut acc = e.empty(ot)?;
     let mut offset = 0usize;
     for (v, t) in ins {
+        // An empty operand adds nothing (and MLIR refuses a slice starting at the end).
+        if t.shape.contains(&Dim::Known(0)) {
+            continue;
+        }
         let r = t.rank();
         let mut offs = vec!["0".to_string(); r];
         offs[axis] = offset.to_string();
