@@ -17,6 +17,14 @@ fn opts(name: &str) -> Options {
     }
 }
 
+/// `n` values `f(i)` as a text-IR constant's list (`0.125, -0.5, ...`).
+fn literal(n: usize, f: impl Fn(usize) -> f64) -> String {
+    (0..n)
+        .map(|i| format!("{:.3}", f(i)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The first `n` rows of `t` (repeating rows when `n` is larger).
 fn rows(t: &Tensor, n: usize) -> Tensor {
     let per: usize = t.shape()[1..].iter().product();
@@ -230,7 +238,7 @@ fn every_stage_can_be_emitted() {
 #[test]
 fn compiler_names_the_op_it_cannot_lower() {
     let dir = scratch("unlowered");
-    let model = fixtures().join("layers/conv2d_zoo.keras");
+    let model = fixtures().join("unlowered/argmax.onnx");
     let out = forgec(&[
         "compile",
         model.to_str().unwrap(),
@@ -239,13 +247,15 @@ fn compiler_names_the_op_it_cannot_lower() {
     ]);
     assert_eq!(out.code, 2);
     assert!(
-        out.stderr.contains("Conv2DTranspose `conv2d_transpose` (conv_transpose): the compiler does not lower `conv_transpose` yet"),
+        out.stderr.contains(
+            "ArgMax `#0 ArgMax` (arg_reduce): the compiler does not lower `arg_reduce` yet"
+        ),
         "{}",
         out.stderr
     );
     assert!(!out.stderr.contains("panicked"));
     // `run` falls back to the interpreter, and says so.
-    let input = fixtures().join("layers/conv2d_zoo.input.0.npy");
+    let input = fixtures().join("unlowered/argmax.input.npy");
     let out = forgec(&[
         "run",
         model.to_str().unwrap(),
@@ -282,6 +292,28 @@ fn recurrent_layers_compile() {
         &npy(&fixtures().join("layers/recurrent.keras_out.0.npy")),
         1e-4,
         "recurrent zoo, compiled",
+    );
+}
+
+/// The 2-D layer zoo (Conv2DTranspose with strides and padding among its layers: Keras's own
+/// semantics) compiled, against Keras.
+#[test]
+fn conv2d_zoo_compiles_and_matches_keras() {
+    let dir = scratch("compile_conv2d_zoo");
+    let model = load(
+        &fixtures().join("layers/conv2d_zoo.keras"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    codegen::compile(model.graph, &opts("zoo"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libzoo.so"), "zoo").unwrap();
+    let x = npy(&fixtures().join("layers/conv2d_zoo.input.0.npy"));
+    let got = lib.run(&[&x]).unwrap();
+    assert_close(
+        &got[0],
+        &npy(&fixtures().join("layers/conv2d_zoo.keras_out.0.npy")),
+        1e-4,
+        "conv2d zoo, compiled",
     );
 }
 
@@ -507,7 +539,8 @@ fn threads_split_the_batch_and_change_no_bit() {
 
     let g = forgec_ir::text::parse(
         "graph \"g\" {\n  input %x: f32[batch,64]\n  %w: f32[64,64] = const [WEIGHTS]\n  %h: f32[batch,64] = matmul(%x, %w)\n  %y: f32[batch,64] = softmax {axis = 0, log = false}(%h)\n  output %y\n}\n"
-            .replace("WEIGHTS", &(0..64 * 64).map(|i| format!("{:.3}", ((i * 7 % 23) as f64 - 11.0) / 40.0)).collect::<Vec<_>>().join(", ")).as_str(),
+            .replace("WEIGHTS", &literal(64 * 64, |i| ((i * 7 % 23) as f64 - 11.0) / 40.0))
+            .as_str(),
     )
     .unwrap();
     let dir = scratch("threads_mix");
@@ -730,16 +763,10 @@ fn elementwise_chains_fuse_into_one_loop_nest() {
 #[test]
 fn kernels_split_columns_when_rows_are_few() {
     let (k, n) = (300, 1000);
-    let w: Vec<String> = (0..k * n)
-        .map(|i| format!("{:.3}", ((i * 37 % 101) as f64 - 50.0) / 500.0))
-        .collect();
-    let b: Vec<String> = (0..n)
-        .map(|i| format!("{:.2}", (i % 7) as f64 / 10.0 - 0.3))
-        .collect();
+    let w = literal(k * n, |i| ((i * 37 % 101) as f64 - 50.0) / 500.0);
+    let b = literal(n, |i| (i % 7) as f64 / 10.0 - 0.3);
     let src = format!(
-        "graph \"g\" {{\n  input %x: f32[batch,{k}]\n  %w: f32[{k},{n}] = const [{}]\n  %b: f32[{n}] = const [{}]\n  %h: f32[batch,{n}] = matmul(%x, %w)\n  %a: f32[batch,{n}] = add(%h, %b)\n  %y: f32[batch,{n}] = relu(%a)\n  output %y\n}}\n",
-        w.join(", "),
-        b.join(", ")
+        "graph \"g\" {{\n  input %x: f32[batch,{k}]\n  %w: f32[{k},{n}] = const [{w}]\n  %b: f32[{n}] = const [{b}]\n  %h: f32[batch,{n}] = matmul(%x, %w)\n  %a: f32[batch,{n}] = add(%h, %b)\n  %y: f32[batch,{n}] = relu(%a)\n  output %y\n}}\n"
     );
     let g = forgec_ir::text::parse(&src).unwrap();
     let dir = scratch("column_chunks");
@@ -771,16 +798,10 @@ fn kernels_split_columns_when_rows_are_few() {
 /// address-space limit asks for a batch whose hidden layer needs about 330 MB, then for 10.
 #[test]
 fn out_of_memory_is_a_status_code() {
-    let w1: Vec<String> = (0..16 * 2048)
-        .map(|i| format!("{:.2}", (i % 9) as f64 / 10.0 - 0.4))
-        .collect();
-    let w2: Vec<String> = (0..2048 * 4)
-        .map(|i| format!("{:.2}", (i % 5) as f64 / 10.0 - 0.2))
-        .collect();
+    let w1 = literal(16 * 2048, |i| (i % 9) as f64 / 10.0 - 0.4);
+    let w2 = literal(2048 * 4, |i| (i % 5) as f64 / 10.0 - 0.2);
     let src = format!(
-        "graph \"g\" {{\n  input %x: f32[batch,16]\n  %w1: f32[16,2048] = const [{}]\n  %w2: f32[2048,4] = const [{}]\n  %h: f32[batch,2048] = matmul(%x, %w1)\n  %r: f32[batch,2048] = relu(%h)\n  %y: f32[batch,4] = matmul(%r, %w2)\n  output %y\n}}\n",
-        w1.join(", "),
-        w2.join(", ")
+        "graph \"g\" {{\n  input %x: f32[batch,16]\n  %w1: f32[16,2048] = const [{w1}]\n  %w2: f32[2048,4] = const [{w2}]\n  %h: f32[batch,2048] = matmul(%x, %w1)\n  %r: f32[batch,2048] = relu(%h)\n  %y: f32[batch,4] = matmul(%r, %w2)\n  output %y\n}}\n"
     );
     let g = forgec_ir::text::parse(&src).unwrap();
     let dir = scratch("oom");
@@ -878,14 +899,12 @@ fn transposed_convolutions_compile() {
             .map(|d| d.trim().parse().unwrap())
             .collect();
         let wn: usize = wdims.iter().product();
-        let w: Vec<String> = (0..wn)
-            .map(|i| format!("{:.3}", ((i * 29 % 41) as f64 - 20.0) / 20.0))
-            .collect();
+        let w = literal(wn, |i| ((i * 29 % 41) as f64 - 20.0) / 20.0);
         let rank = xs.matches(',').count() + 1;
         let placeholder = vec!["1"; rank - 1].join(",");
         let src = format!(
             "graph \"g\" {{\n  input %x: f32{xs}\n  %w: f32{ws} = const [{}]\n  %y: f32[batch,{placeholder}] = conv_transpose {{strides = {strides}, dilations = {dil}, pads = {pads}, groups = {groups}, layout = {layout}, output_padding = {outpad}}}(%x, %w)\n  output %y\n}}\n",
-            w.join(", ")
+            w
         );
         let mut g = forgec_ir::text::parse(&src).unwrap();
         forgec_passes::run_pipeline(&mut g, &["shape-inference"]).unwrap();

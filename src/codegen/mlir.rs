@@ -2028,96 +2028,73 @@ fn par_grid(
     );
     // Column chunks: the threads left per row chunk, at most one per panel, each with at least
     // `min_rows` rows' worth of work.
-    let v: Vec<String> = (0..9).map(|_| e.fresh()).collect();
-    e.line(&format!(
-        "{} = func.call @forgec_threads() : () -> index",
-        v[0]
-    ));
-    e.line(&format!("{} = arith.divui {}, {tr} : index", v[1], v[0]));
-    e.line(&format!("{} = arith.muli {m}, {cp} : index", v[2]));
-    e.line(&format!("{} = arith.muli {cmin}, {tr} : index", v[3]));
-    e.line(&format!(
-        "{} = arith.divui {}, {} : index",
-        v[4], v[2], v[3]
-    ));
-    e.line(&format!("{} = arith.minui {}, {cp} : index", v[5], v[1]));
-    e.line(&format!(
-        "{} = arith.minui {}, {} : index",
-        v[6], v[5], v[4]
-    ));
-    e.line(&format!("{} = arith.maxui {}, {c1} : index", v[7], v[6]));
-    e.line(&format!(
-        "{} = arith.ceildivui {cp}, {} : index",
-        v[8], v[7]
-    ));
-    let (tc, pper) = (v[7].clone(), v[8].clone());
+    let nt = threads(e);
+    let left = ix(e, "divui", &nt, &tr);
+    let work = ix(e, "muli", m, &cp);
+    let least = ix(e, "muli", &cmin, &tr);
+    let by_work = ix(e, "divui", &work, &least);
+    let upto = ix(e, "minui", &left, &cp);
+    let upto = ix(e, "minui", &upto, &by_work);
+    let tc = ix(e, "maxui", &upto, &c1);
+    let pper = ix(e, "ceildivui", &cp, &tc);
     let st = "tensor<?x?xf32>";
     let (a, b, o, res) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
     let saved = std::mem::take(&mut e.body);
-    let x: Vec<String> = (0..17).map(|_| e.fresh()).collect();
-    let l = |e: &mut E, s: String| e.line(&s);
-    l(e, format!("{} = arith.muli {a}, {per} : index", x[0]));
-    l(e, format!("{} = arith.minui {}, {m} : index", x[1], x[0]));
-    l(e, format!("{} = arith.addi {}, {per} : index", x[2], x[1]));
-    l(e, format!("{} = arith.minui {}, {m} : index", x[3], x[2]));
-    l(
-        e,
-        format!("{} = arith.subi {}, {} : index", x[4], x[3], x[1]),
-    );
-    l(e, format!("{} = arith.muli {b}, {pper} : index", x[5]));
-    l(e, format!("{} = arith.minui {}, {cp} : index", x[6], x[5]));
-    l(e, format!("{} = arith.addi {}, {pper} : index", x[7], x[6]));
-    l(e, format!("{} = arith.minui {}, {cp} : index", x[8], x[7]));
-    l(e, format!("{} = arith.muli {}, {cw} : index", x[9], x[6]));
-    l(e, format!("{} = arith.muli {}, {cw} : index", x[10], x[8]));
-    l(
-        e,
-        format!("{} = arith.minui {}, {cnfull} : index", x[11], x[10]),
-    );
-    l(
-        e,
-        format!("{} = arith.cmpi eq, {}, {cp} : index", x[12], x[8]),
-    );
+    let (r0, _, len) = span(e, &a, &per, m);
+    let (p0, p1, _) = span(e, &b, &pper, &cp);
+    let j0 = ix(e, "muli", &p0, &cw);
+    let j1 = ix(e, "muli", &p1, &cw);
+    let jf = ix(e, "minui", &j1, &cnfull);
     // The chunk's columns: its full panels, and the masked one when it is the last chunk.
-    l(
-        e,
-        format!(
-            "{} = arith.select {}, {cn}, {} : index",
-            x[13], x[12], x[11]
-        ),
-    );
-    l(
-        e,
-        format!("{} = arith.subi {}, {} : index", x[14], x[13], x[9]),
-    );
-    let (r0, len, j0, jf, last) = (&x[1], &x[4], &x[9], &x[11], &x[12]);
-    l(
-        e,
-        format!(
-            "{} = tensor.extract_slice {o}[{r0}, {j0}] [{len}, {}] [1, 1] : {ct} to {st}",
-            x[15], x[14]
-        ),
-    );
-    let y = body(
-        e,
-        &x[15],
-        Chunk {
-            r0,
-            len,
-            j0,
-            jf,
-            last,
-        },
-    );
+    let last = ix(e, "cmpi eq,", &p1, &cp);
+    let end = e.fresh();
+    e.line(&format!("{end} = arith.select {last}, {cn}, {jf} : index"));
+    let width = ix(e, "subi", &end, &j0);
+    let slice = e.fresh();
     e.line(&format!(
-        "scf.forall.in_parallel {{\n      tensor.parallel_insert_slice {y} into {o}[{r0}, {j0}] [{len}, {}] [1, 1] : {st} into {ct}\n    }}",
-        x[14]
+        "{slice} = tensor.extract_slice {o}[{r0}, {j0}] [{len}, {width}] [1, 1] : {ct} to {st}"
+    ));
+    let chunk = Chunk {
+        r0: &r0,
+        len: &len,
+        j0: &j0,
+        jf: &jf,
+        last: &last,
+    };
+    let y = body(e, &slice, chunk);
+    e.line(&format!(
+        "scf.forall.in_parallel {{\n      tensor.parallel_insert_slice {y} into {o}[{r0}, {j0}] [{len}, {width}] [1, 1] : {st} into {ct}\n    }}"
     ));
     let inner = std::mem::replace(&mut e.body, saved);
     e.line(&format!(
         "{res} = scf.forall ({a}, {b}) in ({tr}, {tc}) shared_outs({o} = {out}) -> ({ct}) {{\n{inner}    }}"
     ));
     res
+}
+
+/// `%v = arith.<op> a, b : index`, `%v` fresh (`op` may carry a predicate: `"cmpi eq,"`).
+fn ix(e: &mut E, op: &str, a: &str, b: &str) -> String {
+    let v = e.fresh();
+    e.line(&format!("{v} = arith.{op} {a}, {b} : index"));
+    v
+}
+
+/// The threads the calling context lends the kernels (see `capi::ASYNC_RUNTIME`).
+fn threads(e: &mut E) -> String {
+    let v = e.fresh();
+    e.line(&format!("{v} = func.call @forgec_threads() : () -> index"));
+    v
+}
+
+/// Chunk `t` of `per` items out of `n`: its first item, its end and its length (an empty chunk
+/// at `n` when there are more chunks than items).
+fn span(e: &mut E, t: &str, per: &str, n: &str) -> (String, String, String) {
+    let at = ix(e, "muli", t, per);
+    let start = ix(e, "minui", &at, n);
+    let to = ix(e, "addi", &start, per);
+    let end = ix(e, "minui", &to, n);
+    let len = ix(e, "subi", &end, &start);
+    (start, end, len)
 }
 
 /// Below this many multiply-adds a chunk of a kernel is not worth handing to another thread.
@@ -2132,32 +2109,23 @@ fn chunk_min_rows(macs_row: usize) -> usize {
 /// context lends threads (`forgec_threads`, set by the C wrapper), each a whole number of
 /// `align`-row blocks and of at least `min_rows` rows (the index constants `align`, `min_rows`,
 /// 1 must exist already: see `mm_kernel`). At least one chunk, so that nothing divides by zero.
+/// How many chunks to cut `m` rows into, and the rows per chunk: no more chunks than the calling
+/// context lends threads (`forgec_threads`, set by the C wrapper), each a whole number of
+/// `align`-row blocks and of at least `min_rows` rows (the index constants `align`, `min_rows`,
+/// 1 must exist already: see `mm_kernel`). At least one chunk, so that nothing divides by zero;
+/// a chunk of no rows when `m` is 0.
 fn chunks(e: &mut E, m: &str, align: usize, min_rows: usize) -> (String, String) {
     let (ca, cmin, c1) = (e.idx(align as i64), e.idx(min_rows as i64), e.idx(1));
-    let v: Vec<String> = (0..9).map(|_| e.fresh()).collect();
-    e.line(&format!(
-        "{} = func.call @forgec_threads() : () -> index",
-        v[0]
-    ));
-    e.line(&format!("{} = arith.ceildivui {m}, {ca} : index", v[1]));
-    e.line(&format!("{} = arith.divui {m}, {cmin} : index", v[2]));
-    e.line(&format!(
-        "{} = arith.minui {}, {} : index",
-        v[3], v[0], v[1]
-    ));
-    e.line(&format!(
-        "{} = arith.minui {}, {} : index",
-        v[4], v[3], v[2]
-    ));
-    e.line(&format!("{} = arith.maxui {}, {c1} : index", v[5], v[4]));
-    e.line(&format!(
-        "{} = arith.ceildivui {}, {} : index",
-        v[6], v[1], v[5]
-    ));
-    e.line(&format!("{} = arith.muli {}, {ca} : index", v[7], v[6]));
-    // (A chunk of no rows when `m` is 0: a forall of one empty chunk.)
-    e.line(&format!("{} = arith.maxui {}, {c1} : index", v[8], v[7]));
-    (v[5].clone(), v[8].clone())
+    let nt = threads(e);
+    let blocks = ix(e, "ceildivui", m, &ca);
+    let by_work = ix(e, "divui", m, &cmin);
+    let upto = ix(e, "minui", &nt, &blocks);
+    let upto = ix(e, "minui", &upto, &by_work);
+    let count = ix(e, "maxui", &upto, &c1);
+    let per_blocks = ix(e, "ceildivui", &blocks, &count);
+    let per = ix(e, "muli", &per_blocks, &ca);
+    let per = ix(e, "maxui", &per, &c1);
+    (count, per)
 }
 
 /// Runs `body` on chunks of the rows of `out` (`[m, inner...]`, type `ct`), in parallel: an
@@ -2185,18 +2153,12 @@ fn par_rows(
     let ones = ", 1".repeat(inner.len());
     let (t, o, res) = (e.fresh(), e.fresh(), e.fresh());
     let saved = std::mem::take(&mut e.body);
-    let v: Vec<String> = (0..6).map(|_| e.fresh()).collect();
-    e.line(&format!("{} = arith.muli {t}, {per} : index", v[0]));
-    e.line(&format!("{} = arith.minui {}, {m} : index", v[1], v[0]));
-    e.line(&format!("{} = arith.addi {}, {per} : index", v[2], v[1]));
-    e.line(&format!("{} = arith.minui {}, {m} : index", v[3], v[2]));
-    e.line(&format!("{} = arith.subi {}, {} : index", v[4], v[3], v[1]));
-    let (r0, len) = (v[1].clone(), v[4].clone());
+    let (r0, _, len) = span(e, &t, &per, m);
+    let slice = e.fresh();
     e.line(&format!(
-        "{} = tensor.extract_slice {o}[{r0}{zeros}] [{len}{sizes}] [1{ones}] : {ct} to {st}",
-        v[5]
+        "{slice} = tensor.extract_slice {o}[{r0}{zeros}] [{len}{sizes}] [1{ones}] : {ct} to {st}"
     ));
-    let y = body(e, &v[5], &r0, &len);
+    let y = body(e, &slice, &r0, &len);
     e.line(&format!(
         "scf.forall.in_parallel {{\n      tensor.parallel_insert_slice {y} into {o}[{r0}{zeros}] [{len}{sizes}] [1{ones}] : {st} into {ct}\n    }}"
     ));
