@@ -875,7 +875,7 @@ fn reflect_and_edge_padding_compile() {
 
 /// Transposed convolutions (constant weights) compile as zero-stuffing, padding or cropping
 /// and a convolution with the flipped kernel (`lower-conv-transpose`): strides, dilations,
-/// padding beyond the kernel's reach, output padding, groups, both layouts, 1-D and 2-D,
+/// padding beyond the kernel's reach, output padding, groups, both layouts, 1-D, 2-D and 3-D,
 /// against the interpreter's scatter.
 #[test]
 fn transposed_convolutions_compile() {
@@ -888,6 +888,7 @@ fn transposed_convolutions_compile() {
         "[batch,7,3]; [4,2,3]; [2]; [1]; [1, 2]; [1]; last; 1",
         "[batch,4,5,4]; [3,3,3,4]; [2, 2]; [1, 1]; [1, 1, 0, 1]; [0, 1]; last; 2",
         "[batch,4,5,4]; [4,3,2,2]; [1, 2]; [2, 1]; [0, 0, 0, 0]; [0, 0]; first; 2",
+        "[batch,3,4,3,2]; [2,2,3,3,2]; [2, 1, 2]; [1, 1, 1]; [0, 1, 1, 0, 0, 0]; [1, 0, 0]; last; 1",
     ];
     for (k, case) in cases.iter().enumerate() {
         let f: Vec<&str> = case.split("; ").collect();
