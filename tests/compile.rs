@@ -273,48 +273,29 @@ fn compiler_names_the_op_it_cannot_lower() {
     );
 }
 
-/// Recurrent layers (GRU both ways, SimpleRNN, bidirectional LSTM and GRU, TimeDistributed)
-/// compiled, against Keras.
+/// Layer zoos compiled, against Keras: the recurrent one (GRU both ways, SimpleRNN,
+/// bidirectional LSTM and GRU, TimeDistributed) and the 2-D one (two Conv2DTranspose layers
+/// with strides and padding among its layers: Keras's own semantics).
 #[test]
-fn recurrent_layers_compile() {
-    let dir = scratch("compile_recurrent");
-    let model = load(
-        &fixtures().join("layers/recurrent.keras"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    codegen::compile(model.graph, &opts("rec"), &dir, "").unwrap();
-    let lib = CompiledModel::load(&dir.join("librec.so"), "rec").unwrap();
-    let x = npy(&fixtures().join("layers/recurrent.input.0.npy"));
-    let got = lib.run(&[&x]).unwrap();
-    assert_close(
-        &got[0],
-        &npy(&fixtures().join("layers/recurrent.keras_out.0.npy")),
-        1e-4,
-        "recurrent zoo, compiled",
-    );
-}
-
-/// The 2-D layer zoo (Conv2DTranspose with strides and padding among its layers: Keras's own
-/// semantics) compiled, against Keras.
-#[test]
-fn conv2d_zoo_compiles_and_matches_keras() {
-    let dir = scratch("compile_conv2d_zoo");
-    let model = load(
-        &fixtures().join("layers/conv2d_zoo.keras"),
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    codegen::compile(model.graph, &opts("zoo"), &dir, "").unwrap();
-    let lib = CompiledModel::load(&dir.join("libzoo.so"), "zoo").unwrap();
-    let x = npy(&fixtures().join("layers/conv2d_zoo.input.0.npy"));
-    let got = lib.run(&[&x]).unwrap();
-    assert_close(
-        &got[0],
-        &npy(&fixtures().join("layers/conv2d_zoo.keras_out.0.npy")),
-        1e-4,
-        "conv2d zoo, compiled",
-    );
+fn layer_zoos_compile_and_match_keras() {
+    for zoo in ["recurrent", "conv2d_zoo"] {
+        let dir = scratch(&format!("compile_{zoo}"));
+        let model = load(
+            &fixtures().join(format!("layers/{zoo}.keras")),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        codegen::compile(model.graph, &opts("zoo"), &dir, "").unwrap();
+        let lib = CompiledModel::load(&dir.join("libzoo.so"), "zoo").unwrap();
+        let x = npy(&fixtures().join(format!("layers/{zoo}.input.0.npy")));
+        let got = lib.run(&[&x]).unwrap();
+        assert_close(
+            &got[0],
+            &npy(&fixtures().join(format!("layers/{zoo}.keras_out.0.npy"))),
+            1e-4,
+            &format!("{zoo}, compiled"),
+        );
+    }
 }
 
 /// The examples (a C program and a Rust crate linking the generated static library) build,

@@ -24,6 +24,17 @@ pub fn conv_transpose_to_conv(g: &mut Graph) {
 
 /// Appends the rewrite of `n` to `g`, or (leaving `g` as it was) returns None.
 fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
+    let (nodes, values) = (g.nodes.len(), g.values.len());
+    let done = build(g, n);
+    if done.is_none() {
+        g.nodes.truncate(nodes);
+        g.values.truncate(values);
+    }
+    done
+}
+
+/// `rewrite`'s work: appends the new nodes, or returns None part way (`rewrite` removes them).
+fn build(g: &mut Graph, n: &Node) -> Option<()> {
     let Op::ConvTranspose(c) = &n.op else {
         return None;
     };
@@ -46,12 +57,6 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
     let k: Vec<usize> = match c.layout {
         Layout::ChannelsLast => ws[..ns].to_vec(),
         Layout::ChannelsFirst => ws[2..].to_vec(),
-    };
-    let nodes_before = g.nodes.len();
-    let values_before = g.values.len();
-    let undo = |g: &mut Graph| {
-        g.nodes.truncate(nodes_before);
-        g.values.truncate(values_before);
     };
     let base = g.value(n.outputs[0]).name.clone();
     let o = &n.origin;
@@ -92,13 +97,7 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
             (Op::Reshape { shape: joined }, "stuffed"),
         ];
         for (op, what) in steps {
-            match g.add(op, &[cur], &format!("{base}.{what}"), o) {
-                Ok(v) => cur = v,
-                Err(_) => {
-                    undo(g);
-                    return None;
-                }
-            }
+            cur = g.add(op, &[cur], &format!("{base}.{what}"), o).ok()?;
         }
     }
     // Padding (or cropping) around the stuffed input, whose length is size * stride (the
@@ -120,41 +119,33 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
     }
     if !axes.is_empty() {
         let steps = vec![1; axes.len()];
-        match g.add(
-            Op::Slice {
-                axes,
-                starts,
-                ends,
-                steps,
-            },
-            &[cur],
-            &format!("{base}.cropped"),
-            o,
-        ) {
-            Ok(v) => cur = v,
-            Err(_) => {
-                undo(g);
-                return None;
-            }
-        }
+        cur = g
+            .add(
+                Op::Slice {
+                    axes,
+                    starts,
+                    ends,
+                    steps,
+                },
+                &[cur],
+                &format!("{base}.cropped"),
+                o,
+            )
+            .ok()?;
     }
     if pads.iter().any(|p| *p != (0, 0)) {
-        match g.add(
-            Op::Pad {
-                pads,
-                mode: PadMode::Constant,
-                value: 0.0,
-            },
-            &[cur],
-            &format!("{base}.padded"),
-            o,
-        ) {
-            Ok(v) => cur = v,
-            Err(_) => {
-                undo(g);
-                return None;
-            }
-        }
+        cur = g
+            .add(
+                Op::Pad {
+                    pads,
+                    mode: PadMode::Constant,
+                    value: 0.0,
+                },
+                &[cur],
+                &format!("{base}.padded"),
+                o,
+            )
+            .ok()?;
     }
     // The kernel: channel dims exchanged within each group, then flipped in space.
     let gr = c.groups;
@@ -210,13 +201,7 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
     ];
     let mut wv = w;
     for (op, what) in kernel_ops {
-        match g.add(op, &[wv], &format!("{base}.{what}"), o) {
-            Ok(v) => wv = v,
-            Err(_) => {
-                undo(g);
-                return None;
-            }
-        }
+        wv = g.add(op, &[wv], &format!("{base}.{what}"), o).ok()?;
     }
     let mut cc = c.clone();
     cc.strides = vec![1; ns];
@@ -228,10 +213,7 @@ fn rewrite(g: &mut Graph, n: &Node) -> Option<()> {
     let tys = [g.ty(cur).clone(), g.ty(wv).clone()];
     match forgec_ir::infer::infer(&conv, &tys) {
         Ok(t) if t.len() == 1 && t[0] == ot => {}
-        _ => {
-            undo(g);
-            return None;
-        }
+        _ => return None,
     }
     g.nodes.push(Node {
         op: conv,

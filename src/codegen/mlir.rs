@@ -2017,7 +2017,8 @@ fn par_grid(
             },
         );
     }
-    let (tr, per) = chunks(e, m, align, min_rows);
+    let nt = threads(e);
+    let (tr, per) = chunks(e, &nt, m, align, min_rows);
     let (cn, cp, cw, cnfull, cmin, c1) = (
         e.idx(n as i64),
         e.idx(panels as i64),
@@ -2028,7 +2029,6 @@ fn par_grid(
     );
     // Column chunks: the threads left per row chunk, at most one per panel, each with at least
     // `min_rows` rows' worth of work.
-    let nt = threads(e);
     let left = ix(e, "divui", &nt, &tr);
     let work = ix(e, "muli", m, &cp);
     let least = ix(e, "muli", &cmin, &tr);
@@ -2105,21 +2105,16 @@ fn chunk_min_rows(macs_row: usize) -> usize {
     MIN_CHUNK_MACS.div_ceil(macs_row.max(1))
 }
 
-/// How many chunks to cut `m` rows into, and the rows per chunk: no more chunks than the calling
-/// context lends threads (`forgec_threads`, set by the C wrapper), each a whole number of
-/// `align`-row blocks and of at least `min_rows` rows (the index constants `align`, `min_rows`,
-/// 1 must exist already: see `mm_kernel`). At least one chunk, so that nothing divides by zero.
-/// How many chunks to cut `m` rows into, and the rows per chunk: no more chunks than the calling
-/// context lends threads (`forgec_threads`, set by the C wrapper), each a whole number of
+/// How many chunks to cut `m` rows into, and the rows per chunk: no more chunks than `nt`, the
+/// threads the calling context lends (`threads`), each a whole number of
 /// `align`-row blocks and of at least `min_rows` rows (the index constants `align`, `min_rows`,
 /// 1 must exist already: see `mm_kernel`). At least one chunk, so that nothing divides by zero;
 /// a chunk of no rows when `m` is 0.
-fn chunks(e: &mut E, m: &str, align: usize, min_rows: usize) -> (String, String) {
+fn chunks(e: &mut E, nt: &str, m: &str, align: usize, min_rows: usize) -> (String, String) {
     let (ca, cmin, c1) = (e.idx(align as i64), e.idx(min_rows as i64), e.idx(1));
-    let nt = threads(e);
     let blocks = ix(e, "ceildivui", m, &ca);
     let by_work = ix(e, "divui", m, &cmin);
-    let upto = ix(e, "minui", &nt, &blocks);
+    let upto = ix(e, "minui", nt, &blocks);
     let upto = ix(e, "minui", &upto, &by_work);
     let count = ix(e, "maxui", &upto, &c1);
     let per_blocks = ix(e, "ceildivui", &blocks, &count);
@@ -2145,7 +2140,8 @@ fn par_rows(
     min_rows: usize,
     body: &mut dyn FnMut(&mut E, &str, &str, &str) -> String,
 ) -> String {
-    let (count, per) = chunks(e, m, align, min_rows);
+    let nt = threads(e);
+    let (count, per) = chunks(e, &nt, m, align, min_rows);
     let dims: String = inner.iter().map(|d| format!("x{d}")).collect();
     let st = format!("tensor<?{dims}xf32>");
     let zeros = ", 0".repeat(inner.len());
