@@ -179,25 +179,44 @@ fn dims_expr(shape: &[Dim]) -> Vec<String> {
         .collect()
 }
 
-/// The parameters of `NAME_run`: the context, the batch, then one typed buffer per input and
-/// output.
-fn run_params(g: &Graph, name: &str) -> Vec<String> {
-    let mut params = vec![format!("{name}_ctx *ctx"), "int64_t batch".to_string()];
-    for &i in &g.inputs {
-        params.push(format!(
-            "const {} *{}",
-            c_type(g.ty(i).dtype),
-            c_ident(&g.value(i).name)
-        ));
+/// The header's names of the inputs and outputs (in that order): C identifiers from the
+/// model's names, made distinct, and kept off C's keywords and `ctx`/`batch`.
+fn header_names(g: &Graph) -> Vec<String> {
+    const TAKEN: &[&str] = &[
+        "ctx", "batch", "auto", "break", "case", "char", "const", "continue", "default", "do",
+        "double", "else", "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long",
+        "register", "restrict", "return", "short", "signed", "sizeof", "static", "struct",
+        "switch", "typedef", "union", "unsigned", "void", "volatile", "while", "bool", "true",
+        "false",
+    ];
+    let mut names: Vec<String> = Vec::new();
+    for &v in g.inputs.iter().chain(&g.outputs) {
+        let mut id = c_ident(&g.value(v).name);
+        while TAKEN.contains(&id.as_str()) || names.contains(&id) {
+            id.push('_');
+        }
+        names.push(id);
     }
-    for &o in &g.outputs {
-        params.push(format!(
-            "{} *{}",
-            c_type(g.ty(o).dtype),
-            c_ident(&g.value(o).name)
-        ));
+    names
+}
+
+/// The parameters of `NAME_run`: the context, the batch, then one typed buffer per input and
+/// output, named `names` (the header's names, or the wrapper's own `io0, io1, ...`, which no
+/// model name can make collide with the wrapper's locals and globals).
+fn run_params(g: &Graph, name: &str, names: &[String]) -> Vec<String> {
+    let mut params = vec![format!("{name}_ctx *ctx"), "int64_t batch".to_string()];
+    for (k, &v) in g.inputs.iter().chain(&g.outputs).enumerate() {
+        let konst = if k < g.inputs.len() { "const " } else { "" };
+        params.push(format!("{konst}{} *{}", c_type(g.ty(v).dtype), names[k]));
     }
     params
+}
+
+/// The wrapper's names of the inputs and outputs.
+fn wrapper_names(g: &Graph) -> Vec<String> {
+    (0..g.inputs.len() + g.outputs.len())
+        .map(|k| format!("io{k}"))
+        .collect()
 }
 
 pub fn header(g: &Graph, name: &str, version: &str, external: bool) -> String {
@@ -246,7 +265,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool) -> String {
         h,
         " * Returns {up}_OK or an error code ({name}_last_error says why). */"
     );
-    let params = run_params(g, name);
+    let params = run_params(g, name, &header_names(g));
     let _ = writeln!(h, "int {name}_run({});\n", params.join(", "));
     let _ = writeln!(
         h,
@@ -484,13 +503,13 @@ void {name}_destroy({name}_ctx *ctx) {{
         let _ = writeln!(c, "    default: return -1;\n    }}\n}}\n");
     }
     // `NAME_call`: one call of the kernels on buffers already checked.
-    let params = run_params(g, name);
+    let params = run_params(g, name, &wrapper_names(g));
     let mut checks = String::new();
     let mut body = String::new();
     let mut descs = Vec::new();
     for (k, &v) in g.inputs.iter().chain(&g.outputs).enumerate() {
         let t = g.ty(v);
-        let id = c_ident(&g.value(v).name);
+        let id = format!("io{k}");
         let what = if k < g.inputs.len() {
             format!("input {k}")
         } else {
@@ -559,12 +578,7 @@ void {name}_destroy({name}_ctx *ctx) {{
     );
     // Threads: the batch is cut into one slice per thread, each run by `NAME_call` with its
     // own context (and so its own scratch buffers).
-    let args: Vec<String> = g
-        .inputs
-        .iter()
-        .chain(&g.outputs)
-        .map(|&v| c_ident(&g.value(v).name))
-        .collect();
+    let args = wrapper_names(g);
     {
         let mut fields = String::new();
         for p in &params[2..] {
