@@ -238,7 +238,7 @@ fn every_stage_can_be_emitted() {
 #[test]
 fn compiler_names_the_op_it_cannot_lower() {
     let dir = scratch("unlowered");
-    let model = fixtures().join("unlowered/argmax.onnx");
+    let model = fixtures().join("unlowered/topk_over_batch.onnx");
     let out = forgec(&[
         "compile",
         model.to_str().unwrap(),
@@ -248,14 +248,14 @@ fn compiler_names_the_op_it_cannot_lower() {
     assert_eq!(out.code, 2);
     assert!(
         out.stderr.contains(
-            "ArgMax `#0 ArgMax` (arg_reduce): the compiler does not lower `arg_reduce` yet"
+            "TopK `best_sample` (top_k): top-k along a symbolic dim is not compiled yet (the reference interpreter runs it: forgec run --engine interp)"
         ),
         "{}",
         out.stderr
     );
     assert!(!out.stderr.contains("panicked"));
     // `run` falls back to the interpreter, and says so.
-    let input = fixtures().join("unlowered/argmax.input.npy");
+    let input = fixtures().join("unlowered/topk_over_batch.input.npy");
     let out = forgec(&[
         "run",
         model.to_str().unwrap(),
@@ -957,3 +957,84 @@ fn edge_cases_the_node_suite_found() {
         assert_eq!(got[k].to_f64_vec(), want[k].to_f64_vec(), "output {k}");
     }
 }
+
+/// The ops that pick, scan or address data (ArgMax/ArgMin, TopK, CumSum/CumProd, gathers and
+/// scatters by index, Resize in its modes) compiled with a symbolic batch, against the
+/// interpreter at batch 1 and 3: negative and duplicate indices, ties, exclusive and reverse
+/// scans, a copy-only resize and weighted ones (linear up, antialiased cubic down).
+#[test]
+fn indexing_scan_and_resize_ops_compile() {
+    let resize = |sizes: &str, scales: &str, mode: &str, coord: &str, aa: bool| {
+        format!("resize {{sizes = {sizes}, scales = {scales}, mode = {mode}, coord = {coord}, nearest_mode = floor, cubic_a = -0.75, exclude_outside = false, extrapolation = 0.0, antialias = {aa}, roi = []}}(%x)")
+    };
+    let src = format!(
+        "graph \"g\" {{
+  input %x: f32[batch,6,5]
+  input %i: i64[batch,6,2]
+  input %u: f32[batch,6,2]
+  input %d: f32[6,5]
+  %k: i64[2,1] = const [4, -1]
+  %w: f32[2,5] = const [{}]
+  %j: i64[batch,3,1] = slice {{axes = [1, 2], starts = [0, 0], ends = [3, 1], steps = [1, 1]}}(%i)
+  %am: i64[batch,5] = arg_reduce {{kind = max, axis = 1, keepdims = false, select_last = false}}(%x)
+  %an: i64[batch,1,5] = arg_reduce {{kind = min, axis = 1, keepdims = true, select_last = true}}(%x)
+  %tv: f32[batch,6,3], %ti: i64[batch,6,3] = top_k {{axis = 2, k = 3, largest = true, sorted = true}}(%x)
+  %sv: f32[batch,2,5], %si: i64[batch,2,5] = top_k {{axis = 1, k = 2, largest = false, sorted = true}}(%x)
+  %cs: f32[batch,6,5] = cumulative {{kind = sum, axis = 1, exclusive = true, reverse = true}}(%x)
+  %cp: f32[batch,6,5] = cumulative {{kind = prod, axis = 2, exclusive = false, reverse = false}}(%x)
+  %ge: f32[batch,6,2] = gather_elements {{axis = 2}}(%x, %i)
+  %gn: f32[batch,3,5] = gather_nd {{batch_dims = 1}}(%x, %j)
+  %se: f32[batch,6,5] = scatter_elements {{axis = 2, reduction = add}}(%x, %i, %u)
+  %sn: f32[6,5] = scatter_nd {{reduction = none}}(%d, %k, %w)
+  %rn: f32[batch,12,10] = {}
+  %rl: f32[batch,11,9] = {}
+  %rc: f32[batch,3,2] = {}
+  output %am, %an, %tv, %ti, %sv, %si, %cs, %cp, %ge, %gn, %se, %sn, %rn, %rl, %rc
+}}
+",
+        literal(10, |i| i as f64 - 4.5),
+        resize("[batch,12,10]", "[1.0, 2.0, 2.0]", "nearest", "asymmetric", false),
+        resize("[batch,11,9]", "[1.0, 1.8333333, 1.8]", "linear", "half_pixel", false),
+        resize("[batch,3,2]", "[1.0, 0.5, 0.4]", "cubic", "half_pixel", true),
+    );
+    let g = forgec_ir::text::parse(&src).unwrap();
+    let dir = scratch("indexing_ops");
+    codegen::compile(g.clone(), &opts("ix"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libix.so"), "ix").unwrap();
+    use forgec_runtime::DType;
+    for b in [1, 3] {
+        // Ties in every row of x (values repeat with period 7), indices in -5..5.
+        let x = Tensor::from_f32(
+            vec![b, 6, 5],
+            (0..b * 30)
+                .map(|i| ((i * 5 % 7) as f32 - 3.0) * 0.75)
+                .collect(),
+        )
+        .unwrap();
+        let iv: Vec<f64> = (0..b * 12).map(|i| ((i * 7 % 10) as f64) - 5.0).collect();
+        let i = Tensor::from_f64_values(DType::I64, vec![b, 6, 2], &iv).unwrap();
+        let u = Tensor::from_f32(
+            vec![b, 6, 2],
+            (0..b * 12).map(|i| i as f32 * 0.25).collect(),
+        )
+        .unwrap();
+        let d = Tensor::from_f32(vec![6, 5], (0..30).map(|i| i as f32).collect()).unwrap();
+        let got = lib.run(&[&x, &i, &u, &d]).unwrap();
+        let want = forgec_ir::interp::run(
+            &g,
+            &[
+                ("x".into(), x),
+                ("i".into(), i),
+                ("u".into(), u),
+                ("d".into(), d),
+            ],
+        )
+        .unwrap();
+        assert_eq!(got.len(), 15);
+        for k in 0..got.len() {
+            assert_eq!(got[k].shape(), want[k].shape(), "batch {b}, output {k}");
+            assert_close(&got[k], &want[k], 1e-5, &format!("batch {b}, output {k}"));
+        }
+    }
+}
+

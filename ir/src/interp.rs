@@ -764,15 +764,11 @@ pub fn eval_op(op: &Op, ins: &[&Tensor]) -> R<Vec<Tensor>> {
             let rank = shape.len();
             for axis in 0..rank {
                 let out = oshape[axis];
-                let roi =
-                    (r.coord == "tf_crop_and_resize").then(|| (r.roi[axis], r.roi[axis + rank]));
-                let identity = (r.scales[axis] - 1.0).abs() < 1e-9
-                    && out == shape[axis]
-                    && roi.is_none_or(|(a, b)| a == 0.0 && b == 1.0);
-                if identity {
+                if resize_is_identity(r, axis, rank, shape[axis], out) {
                     continue;
                 }
-                v = resize_axis(&v, &shape, axis, r.scales[axis], out, r, roi);
+                let taps = resize_taps(r, axis, rank, shape[axis], out);
+                v = resize_axis(&v, &shape, axis, &taps, r.extrapolation);
                 shape[axis] = out;
             }
             one(float_t(ot.dtype, oshape, &v)?)
@@ -975,20 +971,47 @@ fn resize_coeffs(r: &ResizeAttrs, ratio: f64, scale: f64) -> Vec<f64> {
     }
 }
 
-/// Resizes one axis: a port of the ONNX reference's `_interpolate_1d_along_axis`.
-fn resize_axis(
-    data: &[f64],
-    shape: &[usize],
-    axis: usize,
-    scale: f64,
-    out_w: usize,
+/// The region of interest of `axis` when the mode crops (`tf_crop_and_resize`).
+fn resize_roi(r: &ResizeAttrs, axis: usize, rank: usize) -> Option<(f64, f64)> {
+    (r.coord == "tf_crop_and_resize").then(|| (r.roi[axis], r.roi[axis + rank]))
+}
+
+/// Whether Resize leaves `axis` (of `in_w` elements, `out_w` after) as it is.
+pub fn resize_is_identity(
     r: &ResizeAttrs,
-    roi: Option<(f64, f64)>,
-) -> Vec<f64> {
-    let in_w = shape[axis];
+    axis: usize,
+    rank: usize,
+    in_w: usize,
+    out_w: usize,
+) -> bool {
+    (r.scales[axis] - 1.0).abs() < 1e-9
+        && out_w == in_w
+        && resize_roi(r, axis, rank).is_none_or(|(a, b)| a == 0.0 && b == 1.0)
+}
+
+/// What one output position of a resized axis reads: `coeffs[k]` times the source element
+/// `start + k` (clamped into the axis), or `extrapolated` (the attribute's value instead).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResizeTap {
+    pub start: i64,
+    pub coeffs: Vec<f64>,
+    pub extrapolated: bool,
+}
+
+/// The taps of every output position of `axis` (`in_w` source elements, `out_w` out): a port
+/// of the ONNX reference's `_interpolate_1d_along_axis`. Shared by the interpreter and the
+/// compiler, which bakes them into tables.
+pub fn resize_taps(
+    r: &ResizeAttrs,
+    axis: usize,
+    rank: usize,
+    in_w: usize,
+    out_w: usize,
+) -> Vec<ResizeTap> {
+    let scale = r.scales[axis];
+    let roi = resize_roi(r, axis, rank);
     let out_f = scale * in_w as f64;
-    let (outer, inner) = (numel(&shape[..axis]), numel(&shape[axis + 1..]));
-    let mut out = vec![0.0; outer * out_w * inner];
+    let mut taps = Vec::with_capacity(out_w);
     for y in 0..out_w {
         let yf = y as f64;
         let mut extrapolated = false;
@@ -1060,16 +1083,37 @@ fn resize_axis(
             let s = if s == 0.0 { 1.0 } else { s };
             coeffs.iter_mut().for_each(|c| *c /= s);
         }
+        taps.push(ResizeTap {
+            start,
+            coeffs,
+            extrapolated,
+        });
+    }
+    taps
+}
+
+/// Resizes one axis by its taps.
+fn resize_axis(
+    data: &[f64],
+    shape: &[usize],
+    axis: usize,
+    taps: &[ResizeTap],
+    extrapolation: f64,
+) -> Vec<f64> {
+    let (in_w, out_w) = (shape[axis], taps.len());
+    let (outer, inner) = (numel(&shape[..axis]), numel(&shape[axis + 1..]));
+    let mut out = vec![0.0; outer * out_w * inner];
+    for (y, tap) in taps.iter().enumerate() {
         for o in 0..outer {
             for i in 0..inner {
-                let val = if extrapolated {
-                    r.extrapolation
+                let val = if tap.extrapolated {
+                    extrapolation
                 } else {
-                    coeffs
+                    tap.coeffs
                         .iter()
                         .enumerate()
                         .map(|(k, c)| {
-                            let idx = (start + k as i64).clamp(0, in_w as i64 - 1) as usize;
+                            let idx = (tap.start + k as i64).clamp(0, in_w as i64 - 1) as usize;
                             c * data[(o * in_w + idx) * inner + i]
                         })
                         .sum()

@@ -274,25 +274,37 @@ pub enum Op {
 impl Op {
     /// The op with its symbolic attribute dims replaced by their sizes (for running it).
     pub fn bind_symbols(&self, syms: &HashMap<String, usize>) -> Result<Op, String> {
+        let bind = |shape: &[Dim]| -> Result<Vec<Dim>, String> {
+            shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Sym(s) => syms.get(s).map(|&n| Dim::Known(n)).ok_or_else(|| {
+                        format!("the size of `{s}` is not known: no graph input has it")
+                    }),
+                    d => Ok(d.clone()),
+                })
+                .collect()
+        };
         match self {
             Op::Broadcast { shape } => Ok(Op::Broadcast {
-                shape: shape
-                    .iter()
-                    .map(|d| match d {
-                        Dim::Sym(s) => syms.get(s).map(|&n| Dim::Known(n)).ok_or_else(|| {
-                            format!("the size of `{s}` is not known: no graph input has it")
-                        }),
-                        d => Ok(d.clone()),
-                    })
-                    .collect::<Result<_, _>>()?,
+                shape: bind(shape)?,
             }),
+            Op::Resize(r) => Ok(Op::Resize(ResizeAttrs {
+                sizes: bind(&r.sizes)?,
+                ..r.clone()
+            })),
             op => Ok(op.clone()),
         }
     }
 
     /// Whether an attribute holds a symbolic dim.
     pub fn has_symbolic_attrs(&self) -> bool {
-        matches!(self, Op::Broadcast { shape } if shape.iter().any(|d| d.known().is_none()))
+        let sym = |s: &[Dim]| s.iter().any(|d| d.known().is_none());
+        match self {
+            Op::Broadcast { shape } => sym(shape),
+            Op::Resize(r) => sym(&r.sizes),
+            _ => false,
+        }
     }
 }
 

@@ -120,7 +120,7 @@ pub fn cmd(
             .map_err(|e| UserError::new(format!("{}: {e}", model.display())))?,
         Engine::Auto => match run_compiled(&g, &ins) {
             Ok(o) => o,
-            Err(e) if e.contains("does not lower") => {
+            Err(e) if e.contains("does not lower") || e.contains("is not compiled yet") => {
                 eprintln!(
                     "note: running the reference interpreter: {}",
                     e.lines().next().unwrap_or("")

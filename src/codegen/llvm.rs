@@ -19,7 +19,7 @@ use melior::Context;
 pub const PIPELINE: &str = "builtin.module(\
 eliminate-empty-tensors,\
 one-shot-bufferize{bufferize-function-boundaries=1 function-boundary-type-conversion=identity-layout-map allow-return-allocs-from-loops=1},\
-canonicalize,buffer-deallocation-pipeline,\
+canonicalize,buffer-deallocation-pipeline,convert-bufferization-to-memref,\
 scf-forall-to-parallel,async-parallel-for{async-dispatch=0 num-workers=-1 min-task-size=1},\
 async-to-async-runtime,async-runtime-ref-counting,async-runtime-ref-counting-opt,convert-async-to-llvm,\
 func.func(convert-linalg-to-loops),convert-vector-to-scf,\

@@ -12,6 +12,8 @@ use forgec_runtime::Data;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
+mod indexing;
+
 type R<T> = Result<T, String>;
 
 fn elem(d: DType) -> &'static str {
@@ -891,7 +893,7 @@ pub fn emit(
         if fused.contains(&idx) {
             continue;
         }
-        let at = |m: String| format!("{} ({}): {m}", node.origin, node.op.name());
+        let at = |m: String| format!("{} ({}): {}", node.origin, node.op.name(), with_hint(m));
         // Constants and views (no computation; a view returned across a call would alias an
         // argument) stay in the entry function.
         if matches!(
@@ -1186,6 +1188,30 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
             _ => pad_from_inside(e, &ins[0], pads, *mode, ot)?,
         }),
         Op::Gather { axis } => one(gather(e, &ins[0], &ins[1], *axis, ot)?),
+        Op::GatherElements { axis } => {
+            one(indexing::gather_elements(e, &ins[0], &ins[1], *axis, ot)?)
+        }
+        Op::GatherNd { batch_dims } => {
+            one(indexing::gather_nd(e, &ins[0], &ins[1], *batch_dims, ot)?)
+        }
+        Op::ScatterElements { axis, reduction } => {
+            one(indexing::scatter(e, &ins, Some(*axis), reduction, ot)?)
+        }
+        Op::ScatterNd { reduction } => one(indexing::scatter(e, &ins, None, reduction, ot)?),
+        Op::ArgReduce {
+            kind,
+            axis,
+            select_last,
+            ..
+        } => one(indexing::arg_reduce(e, &ins[0], *kind, *axis, *select_last, ot)?),
+        Op::TopK { axis, largest, .. } => indexing::top_k(e, &ins[0], *axis, *largest, &out_ty),
+        Op::Cumulative {
+            kind,
+            axis,
+            exclusive,
+            reverse,
+        } => one(indexing::cumulative(e, &ins[0], *kind, *axis, *exclusive, *reverse, ot)?),
+        Op::Resize(r) => one(indexing::resize(e, &ins[0], r, ot)?),
         Op::BatchNorm { axis, epsilon } => one(batch_norm(e, node, &ins, *axis, *epsilon, ot)?),
         Op::LayerNorm { axes, epsilon } => one(layer_norm(e, &ins, axes, *epsilon, ot)?),
         Op::Conv(c) => {
@@ -1208,6 +1234,15 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
             one(v?)
         }
         other => Err(format!("the compiler does not lower `{}` yet (the reference interpreter runs it: forgec run --engine interp)", other.name())),
+    }
+}
+
+/// A refusal ("... is not compiled yet") with the way to run the model meanwhile.
+fn with_hint(m: String) -> String {
+    if m.ends_with("is not compiled yet") {
+        format!("{m} (the reference interpreter runs it: forgec run --engine interp)")
+    } else {
+        m
     }
 }
 
