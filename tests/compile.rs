@@ -1038,3 +1038,99 @@ fn indexing_scan_and_resize_ops_compile() {
     }
 }
 
+/// Keras's UpSampling2D with `bilinear` and `bicubic` interpolation imports as a half-pixel
+/// Resize: checked against TensorFlow's resize formulas written out here (half-pixel centers,
+/// source indices clamped at the border; Keys' cubic with a = -0.5), then compiled against the
+/// interpreter. (No TensorFlow here to run Keras itself.)
+#[test]
+fn keras_bilinear_and_bicubic_upsampling() {
+    let (h, w, c, sy, sx) = (3usize, 4usize, 2usize, 2usize, 3usize);
+    // TF's weights for output position `o` of an axis of `n` scaled by `s`: (index, weight).
+    let linear = |o: usize, n: usize, s: usize| -> Vec<(usize, f64)> {
+        let x = (o as f64 + 0.5) / s as f64 - 0.5;
+        let f = x.floor();
+        let (lo, hi) = ((f.max(0.0)) as usize, (x.ceil() as usize).min(n - 1));
+        vec![(lo, 1.0 - (x - f)), (hi, x - f)]
+    };
+    let cubic = |o: usize, n: usize, s: usize| -> Vec<(usize, f64)> {
+        let a = -0.5;
+        let k = |t: f64| {
+            let t = t.abs();
+            if t <= 1.0 {
+                ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+            } else if t < 2.0 {
+                ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
+            } else {
+                0.0
+            }
+        };
+        let x = (o as f64 + 0.5) / s as f64 - 0.5;
+        let f = x.floor();
+        (-1..3)
+            .map(|j| {
+                let i = (f as i64 + j).clamp(0, n as i64 - 1) as usize;
+                (i, k(x - (f + j as f64)))
+            })
+            .collect()
+    };
+    for (interp, taps) in [
+        (
+            "bilinear",
+            &linear as &dyn Fn(usize, usize, usize) -> Vec<(usize, f64)>,
+        ),
+        ("bicubic", &cubic),
+    ] {
+        let json = format!(
+            r#"{{"module": "keras", "class_name": "Sequential", "config": {{"name": "up", "layers": [
+  {{"module": "keras.layers", "class_name": "InputLayer", "config": {{"batch_shape": [null, {h}, {w}, {c}], "dtype": "float32", "name": "x"}}}},
+  {{"module": "keras.layers", "class_name": "UpSampling2D", "config": {{"name": "up", "size": [{sy}, {sx}], "data_format": "channels_last", "interpolation": "{interp}"}}}}]}}}}"#
+        );
+        let dir = scratch(&format!("upsampling_{interp}"));
+        let path = dir.join("up.json");
+        std::fs::write(&path, json).unwrap();
+        let opts_l = LoadOptions {
+            allow_missing_weights: true,
+            ..LoadOptions::default()
+        };
+        let g = load(&path, &opts_l).unwrap().graph;
+        let b = 2;
+        let xv: Vec<f32> = (0..b * h * w * c)
+            .map(|i| ((i * 11 % 13) as f32 - 6.0) / 3.0)
+            .collect();
+        let x = Tensor::from_f32(vec![b, h, w, c], xv.clone()).unwrap();
+        let (oh, ow) = (h * sy, w * sx);
+        let mut want = vec![0f32; b * oh * ow * c];
+        for n in 0..b {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    for ch in 0..c {
+                        let mut v = 0.0;
+                        for (iy, wy) in taps(y, h, sy) {
+                            for (ix, wx) in taps(xo, w, sx) {
+                                v += wy * wx * xv[((n * h + iy) * w + ix) * c + ch] as f64;
+                            }
+                        }
+                        want[((n * oh + y) * ow + xo) * c + ch] = v as f32;
+                    }
+                }
+            }
+        }
+        let want = Tensor::from_f32(vec![b, oh, ow, c], want).unwrap();
+        let interp_out = forgec_ir::interp::run(&g, &[("x".into(), x.clone())]).unwrap();
+        assert_close(
+            &interp_out[0],
+            &want,
+            1e-6,
+            &format!("{interp}: interpreter vs TF's formula"),
+        );
+        codegen::compile(g.clone(), &opts("up"), &dir, "").unwrap();
+        let lib = CompiledModel::load(&dir.join("libup.so"), "up").unwrap();
+        let got = lib.run(&[&x]).unwrap();
+        assert_close(
+            &got[0],
+            &want,
+            1e-6,
+            &format!("{interp}: compiled vs TF's formula"),
+        );
+    }
+}

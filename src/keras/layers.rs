@@ -6,7 +6,7 @@ use super::build::{Lb, R};
 use super::json::*;
 use forgec_ir::{
     Activation, BinaryOp as B, ConvAttrs, Dim, Layout, Op, PadMode, PoolAttrs, PoolKind,
-    ReduceKind, RnnAttrs, RnnCell, Tensor, UnaryOp as U, ValueId,
+    ReduceKind, ResizeAttrs, RnnAttrs, RnnCell, Tensor, UnaryOp as U, ValueId,
 };
 use serde_json::Value;
 
@@ -677,14 +677,15 @@ pub fn lower(
         }
         c if c.starts_with("UpSampling") => {
             let interp = str_or(cfg, "interpolation", "nearest")?;
-            if interp != "nearest" {
-                return Err(format!(
-                    "interpolation='{interp}' is not supported yet (only 'nearest')"
-                ));
-            }
             let (nd, layout) = spatial_setup(b, x, c, cfg)?;
             let size = tuple(cfg, "size", nd, Some(2))?;
-            upsample_nearest(b, x, &size, layout)
+            match interp {
+                "nearest" => upsample_nearest(b, x, &size, layout),
+                "bilinear" | "bicubic" => upsample_resize(b, x, &size, layout, interp),
+                other => Err(format!(
+                    "interpolation='{other}' is not supported yet (nearest, bilinear and bicubic are)"
+                )),
+            }
         }
         "LSTM" | "GRU" | "SimpleRNN" => {
             let (y, _) = rnn(cx, b, class, cfg, x, None)?;
@@ -1130,6 +1131,47 @@ fn flatten_numbers(a: &[Value]) -> Vec<f64> {
         }
     }
     out
+}
+
+/// UpSampling2D with `bilinear` or `bicubic`: Keras resizes with TensorFlow's
+/// `tf.image.resize` (half-pixel centers, no antialiasing; Keys' cubic with a = -0.5), which
+/// is ONNX's Resize in `half_pixel` mode.
+fn upsample_resize(
+    b: &mut Lb,
+    x: ValueId,
+    size: &[usize],
+    layout: Layout,
+    interp: &str,
+) -> R<Vec<ValueId>> {
+    let t = b.g.ty(x).clone();
+    let first = if layout == Layout::ChannelsLast { 1 } else { 2 };
+    let mut sizes = t.shape.clone();
+    let mut scales = vec![1.0; t.rank()];
+    for (i, &s) in size.iter().enumerate() {
+        let n = t.shape[first + i]
+            .known()
+            .ok_or("upsampling needs known non-batch dims")?;
+        sizes[first + i] = Dim::Known(n * s);
+        scales[first + i] = s as f64;
+    }
+    let attrs = ResizeAttrs {
+        sizes,
+        scales,
+        mode: if interp == "bilinear" {
+            "linear"
+        } else {
+            "cubic"
+        }
+        .into(),
+        coord: "half_pixel".into(),
+        nearest_mode: "round_prefer_floor".into(),
+        cubic_a: -0.5,
+        exclude_outside: false,
+        extrapolation: 0.0,
+        antialias: false,
+        roi: Vec::new(),
+    };
+    Ok(vec![b.op(Op::Resize(attrs), &[x], "upsample")?])
 }
 
 fn upsample_nearest(b: &mut Lb, x: ValueId, size: &[usize], layout: Layout) -> R<Vec<ValueId>> {
