@@ -154,6 +154,10 @@ fn the_c_api_reports_bad_calls() {
     let wrong = Tensor::from_f32(vec![2, 31], vec![0.0; 62]).unwrap();
     let e = lib.run(&[&wrong]).unwrap_err();
     assert!(e.contains("input 0 must be f32 [2, 32] for batch 2"), "{e}");
+    // An empty batch is a call that computes nothing, not an error.
+    let empty = Tensor::from_f32(vec![0, 32], vec![]).unwrap();
+    let out = lib.run(&[&empty]).unwrap();
+    assert_eq!(out[0].shape(), &[0, 1]);
     let header = std::fs::read_to_string(dir.join("m.h")).unwrap();
     assert!(
         header.contains(
@@ -1132,5 +1136,50 @@ fn keras_bilinear_and_bicubic_upsampling() {
             1e-6,
             &format!("{interp}: compiled vs TF's formula"),
         );
+    }
+}
+
+/// ReLU and the max/min-with-a-constant clamps (alone, fused into a chain, and in a matmul's
+/// epilogue) keep a NaN NaN, as TensorFlow and ONNX's reference do (a NaN loss must show), and
+/// match the interpreter elsewhere.
+#[test]
+fn relu_and_clamps_keep_nan() {
+    let src = format!(
+        "graph \"g\" {{
+  input %x: f32[batch,16]
+  %w: f32[16,16] = const [{}]
+  %six: f32[] = const [6.0]
+  %r: f32[batch,16] = relu(%x)
+  %t: f32[batch,16] = tanh(%x)
+  %tr: f32[batch,16] = relu(%t)
+  %m: f32[batch,16] = matmul(%x, %w)
+  %mr: f32[batch,16] = relu(%m)
+  %m6: f32[batch,16] = min(%mr, %six)
+  output %r, %tr, %m6
+}}
+",
+        literal(256, |i| if i % 17 == 0 { 1.0 } else { 0.0 })
+    );
+    let g = forgec_ir::text::parse(&src).unwrap();
+    let dir = scratch("relu_nan");
+    codegen::compile(g.clone(), &opts("rn"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("librn.so"), "rn").unwrap();
+    let mut xv: Vec<f32> = (0..32).map(|i| i as f32 - 12.5).collect();
+    xv[3] = f32::NAN;
+    xv[20] = f32::NAN;
+    xv[7] = 9.0;
+    let x = Tensor::from_f32(vec![2, 16], xv).unwrap();
+    let got = lib.run(&[&x]).unwrap();
+    let want = forgec_ir::interp::run(&g, &[("x".into(), x)]).unwrap();
+    for k in 0..3 {
+        let (a, b) = (got[k].to_f64_vec(), want[k].to_f64_vec());
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-6,
+                "output {k}, element {i}: compiled {p}, interpreter {q}"
+            );
+        }
+        // The identity-like weights carry x's NaNs to the same columns of every output.
+        assert!(a[3].is_nan() && a[20].is_nan(), "output {k}: {a:?}");
     }
 }

@@ -190,7 +190,7 @@ fn unary_f(u: UnaryOp, x: f64) -> f64 {
                 e / (1.0 + e)
             }
         }
-        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::Relu => relu(x),
         UnaryOp::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
         UnaryOp::Erf => erf(x),
         UnaryOp::Sin => x.sin(),
@@ -218,7 +218,7 @@ fn activation(a: Activation, x: f64) -> f64 {
         Activation::Linear => x,
         Activation::Tanh => x.tanh(),
         Activation::Sigmoid => unary_f(UnaryOp::Sigmoid, x),
-        Activation::Relu => x.max(0.0),
+        Activation::Relu => relu(x),
         // Keras 3: relu6(x + 3) / 6.
         Activation::HardSigmoid => ((x + 3.0).clamp(0.0, 6.0)) / 6.0,
     }
@@ -1744,5 +1744,15 @@ mod tests {
     fn broadcast_map_matches_numpy() {
         assert_eq!(bcast_map(&[2, 3], &[3]), vec![0, 1, 2, 0, 1, 2]);
         assert_eq!(bcast_map(&[2, 3], &[2, 1]), vec![0, 0, 0, 1, 1, 1]);
+    }
+}
+
+/// ReLU as TensorFlow (Eigen's max) and ONNX's reference compute it: a NaN stays NaN (a NaN
+/// loss must not be hidden), -0 stays -0.
+fn relu(x: f64) -> f64 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
     }
 }

@@ -176,20 +176,32 @@ impl Epi {
     /// `acc <op> operand` (`operand <op> acc` when flipped), on vectors of type `vt`.
     fn apply(&self, e: &mut E, acc: &str, operand: &str, vt: &str) -> String {
         let (name, flip) = match self {
-            Epi::Relu => ("maximumf", false),
+            Epi::Relu => ("max", false),
             Epi::Bin { op, flip, .. } => (
                 match op {
                     BinaryOp::Add => "addf",
                     BinaryOp::Sub => "subf",
                     BinaryOp::Mul => "mulf",
-                    BinaryOp::Max => "maximumf",
-                    _ => "minimumf",
+                    BinaryOp::Max => "max",
+                    _ => "min",
                 },
                 *flip,
             ),
         };
-        let (a, b) = if flip { (operand, acc) } else { (acc, operand) };
         let v = e.fresh();
+        if name == "max" || name == "min" {
+            // The operand is a constant without NaN (see `epilogue_chain`): a compare and a
+            // select keep a NaN accumulator NaN as maximumf/minimumf would, and are one
+            // max/min instruction instead of three.
+            let (c, pred) = (e.fresh(), if name == "max" { "olt" } else { "ogt" });
+            let mt = vt.replace("f32>", "i1>");
+            e.line(&format!("{c} = arith.cmpf {pred}, {acc}, {operand} : {vt}"));
+            e.line(&format!(
+                "{v} = arith.select {c}, {operand}, {acc} : {mt}, {vt}"
+            ));
+            return v;
+        }
+        let (a, b) = if flip { (operand, acc) } else { (acc, operand) };
         e.line(&format!("{v} = arith.{name} {a}, {b} : {vt}"));
         v
     }
@@ -283,6 +295,15 @@ fn epilogue_chain(g: &Graph, i: usize) -> Vec<(usize, Epi)> {
                 if !is_const || ct.dtype != DType::F32 || (per_col && !column_vector) {
                     break;
                 }
+                // A max/min with a NaN constant stays out (the kernel's select form would
+                // drop the NaN).
+                let nan = g.nodes.iter().any(|p| {
+                    p.outputs == [other]
+                        && matches!(&p.op, Op::Const { value, .. } if value.to_f64_vec().iter().any(|x| x.is_nan()))
+                });
+                if nan && matches!(op, BinaryOp::Max | BinaryOp::Min) {
+                    break;
+                }
                 args += 1;
                 Epi::Bin {
                     op: *op,
@@ -344,6 +365,15 @@ impl E<'_> {
                 .get(s)
                 .cloned()
                 .ok_or_else(|| format!("the size of `{s}` is not known at run time")),
+        }
+    }
+
+    /// A size in a slice's size list: a literal when known (the slice's type is then static),
+    /// else the symbol's run-time value.
+    fn size_lit(&mut self, d: &Dim) -> R<String> {
+        match d {
+            Dim::Known(n) => Ok(n.to_string()),
+            s => self.dim_val(s),
         }
     }
 
@@ -563,8 +593,10 @@ fn unary_body(lines: &mut Vec<String>, u: UnaryOp, x: &str, d: DType) -> R<Strin
             push(lines, format!("arith.divf {one}, {s} : {t}"))
         }
         UnaryOp::Relu if f => {
+            // x < 0 ? 0 : x: NaN and -0 pass (as in TensorFlow), and it is one max instruction.
             let z = c(lines, 0.0);
-            push(lines, format!("arith.maximumf {x}, {z} : {t}"))
+            let neg = push(lines, format!("arith.cmpf olt, {x}, {z} : {t}"));
+            push(lines, format!("arith.select {neg}, {z}, {x} : {t}"))
         }
         UnaryOp::Relu => {
             let z = c(lines, 0.0);
@@ -2707,7 +2739,7 @@ fn batch_norm(
         .map(|&i| const_of(e, i).map(|t| t.to_f64_vec()))
         .collect();
     let Some(p) = params else {
-        return Err("batch normalization with computed statistics is not compiled yet".into());
+        return batch_norm_computed(e, ins, axis, eps, ot);
     };
     let c = p[0].len();
     let a: Vec<f64> = (0..c).map(|i| p[0][i] / (p[3][i] + eps).sqrt()).collect();
@@ -2735,6 +2767,67 @@ fn batch_norm(
             binary_body(lines, BinaryOp::Add, &m, &a[2], dt).unwrap_or_default()
         },
     )
+}
+
+/// Batch normalization whose scale, bias, mean or variance are computed (graph inputs, say):
+/// `(x - mean) * (scale / sqrt(var + eps)) + bias` per element, the four read per channel (in
+/// f32 for half types).
+fn batch_norm_computed(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    axis: usize,
+    eps: f64,
+    ot: &TensorType,
+) -> R<String> {
+    let (r, d) = (ot.rank(), ot.dtype);
+    let wd = if matches!(d, DType::F16 | DType::BF16) {
+        DType::F32
+    } else {
+        d
+    };
+    let maps: Vec<String> =
+        std::iter::once(map(r, &(0..r).map(|i| format!("d{i}")).collect::<Vec<_>>()))
+            .chain((1..5).map(|_| map(r, &[format!("d{axis}")])))
+            .chain(std::iter::once(map(
+                r,
+                &(0..r).map(|i| format!("d{i}")).collect::<Vec<_>>(),
+            )))
+            .collect();
+    let init = e.empty(ot)?;
+    let t = elem(wd);
+    Ok(generic(
+        e,
+        &ins[..5],
+        &maps,
+        &vec!["parallel"; r],
+        init,
+        ot,
+        &mut |lines, a, _| {
+            let v: Vec<String> = a
+                .iter()
+                .take(5)
+                .map(|x| {
+                    if wd == d {
+                        x.clone()
+                    } else {
+                        cast_body(lines, x, d, wd)
+                    }
+                })
+                .collect();
+            let ep = push(lines, E::scalar_const(wd, eps));
+            let s = push(lines, format!("arith.addf {}, {ep} : {t}", v[4]));
+            let q = push(lines, format!("math.sqrt {s} : {t}"));
+            let k = push(lines, format!("arith.divf {}, {q} : {t}", v[1]));
+            let c = push(lines, format!("arith.subf {}, {} : {t}", v[0], v[3]));
+            let m = push(lines, format!("arith.mulf {c}, {k} : {t}"));
+            let y = push(lines, format!("arith.addf {m}, {} : {t}", v[2]));
+            if wd == d {
+                y
+            } else {
+                cast_body(lines, &y, wd, d)
+            }
+        },
+    ))
 }
 
 fn layer_norm(
@@ -3713,7 +3806,7 @@ fn act_body(lines: &mut Vec<String>, a: Activation, x: &str, d: DType) -> String
 
 /// Columns `from..from+n` of a `[B, C]` tensor.
 fn columns(e: &mut E, x: &(String, TensorType), from: usize, n: usize) -> R<(String, TensorType)> {
-    let b = e.dim_val(&x.1.shape[0])?;
+    let b = e.size_lit(&x.1.shape[0])?;
     let t = TensorType::new(x.1.dtype, vec![x.1.shape[0].clone(), Dim::Known(n)]);
     let v = e.fresh();
     e.line(&format!(
@@ -3775,7 +3868,7 @@ fn rnn(
     let s0 = filled(e, &seq_t, 0.0)?;
     let (c0_, c1_, ct_) = (e.idx(0), e.idx(1), e.idx(steps as i64));
     let last = e.idx(steps as i64 - 1);
-    let bsz = e.dim_val(&bdim)?;
+    let bsz = e.size_lit(&bdim)?;
     let res = e.fresh();
     let (hv, cv, sv, tv) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
     let (st, sq) = (tensor_ty(&state_t), tensor_ty(&seq_t));

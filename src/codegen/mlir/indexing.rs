@@ -269,14 +269,7 @@ pub(super) fn arg_reduce(
     let it = TensorType::new(DType::I64, kept);
     // The values start as the first slice along the axis, the indices as 0.
     let offs = vec!["0".to_string(); r];
-    let sizes: Vec<String> = vt
-        .shape
-        .iter()
-        .map(|d| match d {
-            Dim::Known(n) => Ok(n.to_string()),
-            s => e.dim_val(s),
-        })
-        .collect::<R<_>>()?;
+    let sizes: Vec<String> = vt.shape.iter().map(|d| e.size_lit(d)).collect::<R<_>>()?;
     let first = e.fresh();
     e.line(&format!(
         "{first} = tensor.extract_slice {}[{}] [{}] [{}] : {} to {}",
@@ -399,14 +392,7 @@ fn slice_at(e: &mut E, x: &(String, TensorType), axis: usize, at: &str) -> R<(St
 fn slice_args(e: &mut E, st: &TensorType, axis: usize, at: &str) -> R<(String, String)> {
     let mut offs = vec!["0".to_string(); st.rank()];
     offs[axis] = at.to_string();
-    let sizes: Vec<String> = st
-        .shape
-        .iter()
-        .map(|d| match d {
-            Dim::Known(n) => Ok(n.to_string()),
-            s => e.dim_val(s),
-        })
-        .collect::<R<_>>()?;
+    let sizes: Vec<String> = st.shape.iter().map(|d| e.size_lit(d)).collect::<R<_>>()?;
     Ok((offs.join(", "), sizes.join(", ")))
 }
 
