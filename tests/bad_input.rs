@@ -134,7 +134,7 @@ fn missing_weights_file() {
         &out,
         &[
             "m.json",
-            "no weights file found",
+            "Dense `dense`: it has weights, but no weights file was found",
             "m.weights.h5",
             "--weights",
         ],

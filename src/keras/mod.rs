@@ -175,6 +175,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
         }
     };
     // A JSON model's weights lie beside it; looked for once the JSON is known to be JSON.
+    // Set when a JSON model's weights file is missing: a model without weights (resizing,
+    // reshaping layers) needs none, and each layer that has weights is reported.
+    let mut missing_weights = None;
     let store = if format != Format::Keras3Json {
         store
     } else {
@@ -196,10 +199,11 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect();
-                return fail(format!(
-                    "{disp}: no weights file found (looked for {}): pass it with --weights FILE",
+                missing_weights = Some(format!(
+                    "it has weights, but no weights file was found (looked for {}): pass it with --weights FILE",
                     looked.join(", ")
                 ));
+                None
             }
         }
     };
@@ -239,6 +243,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
         cur: None,
         shape_problems: Vec::new(),
         weight_cache: HashMap::new(),
+        missing_weights,
     };
     let class = root
         .get("class_name")
@@ -482,6 +487,8 @@ struct Importer<'a> {
     /// The weight constants of each layer already lowered, by its config place: a shared
     /// layer called again reuses them.
     weight_cache: HashMap<String, Vec<ValueId>>,
+    /// Why a layer with weights cannot have them (a JSON model with no weights file).
+    missing_weights: Option<String>,
 }
 
 type TensorKey = (String, usize, usize);
@@ -516,6 +523,9 @@ impl LayerCx for Importer<'_> {
                     s.name, s.shape
                 ));
             }
+        }
+        if let (Some(m), false) = (&self.missing_weights, specs.is_empty()) {
+            return Err(m.clone());
         }
         let mut out = Vec::new();
         let mut errs = Vec::new();
