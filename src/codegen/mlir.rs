@@ -1637,6 +1637,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             cv.h,
             cv.w,
             cv.c,
+            cv.oh,
             cv.oh * cv.ow,
             cv.ow,
             cv.kh,
@@ -1738,30 +1739,51 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         let kv = format!("%k{u}");
         let res = format!("%sum{u}");
         // A convolution's rows: (n, oh, ow) of each, and the top-left input pixel of its window.
+        // The first row's by division; each next one by stepping ow (wrapping into oh, then n):
+        // a tile of a convolution with few input channels has little work per row to hide
+        // four divisions in.
         let conv_rows: Vec<(String, String, String)> = match conv {
-            Some(cv) => a_rows
-                .iter()
-                .map(|ri| {
-                    let (hw, ow, s0, s1, p0, p1) = (
-                        e.idx((cv.oh * cv.ow) as i64),
-                        e.idx(cv.ow as i64),
-                        e.idx(cv.strides[0] as i64),
-                        e.idx(cv.strides[1] as i64),
-                        e.idx(cv.pads[0] as i64),
-                        e.idx(cv.pads[1] as i64),
-                    );
-                    let v: Vec<String> = (0..8).map(|_| e.fresh()).collect();
-                    e.line(&format!("{} = arith.divui {ri}, {hw} : index", v[0]));
-                    e.line(&format!("{} = arith.remui {ri}, {hw} : index", v[1]));
-                    e.line(&format!("{} = arith.divui {}, {ow} : index", v[2], v[1]));
-                    e.line(&format!("{} = arith.remui {}, {ow} : index", v[3], v[1]));
-                    e.line(&format!("{} = arith.muli {}, {s0} : index", v[4], v[2]));
-                    e.line(&format!("{} = arith.subi {}, {p0} : index", v[5], v[4]));
-                    e.line(&format!("{} = arith.muli {}, {s1} : index", v[6], v[3]));
-                    e.line(&format!("{} = arith.subi {}, {p1} : index", v[7], v[6]));
-                    (v[0].clone(), v[5].clone(), v[7].clone())
-                })
-                .collect(),
+            Some(cv) => {
+                let (hw, ow, oh, s0, s1, p0, p1) = (
+                    e.idx((cv.oh * cv.ow) as i64),
+                    e.idx(cv.ow as i64),
+                    e.idx(cv.oh as i64),
+                    e.idx(cv.strides[0] as i64),
+                    e.idx(cv.strides[1] as i64),
+                    e.idx(cv.pads[0] as i64),
+                    e.idx(cv.pads[1] as i64),
+                );
+                let op = |e: &mut E, rhs: String| {
+                    let v = e.fresh();
+                    e.line(&format!("{v} = {rhs}"));
+                    v
+                };
+                let ri = &a_rows[0];
+                let mut n = op(e, format!("arith.divui {ri}, {hw} : index"));
+                let rem = op(e, format!("arith.remui {ri}, {hw} : index"));
+                let mut h = op(e, format!("arith.divui {rem}, {ow} : index"));
+                let mut w = op(e, format!("arith.remui {rem}, {ow} : index"));
+                let mut out = Vec::new();
+                for r in 0..a_rows.len() {
+                    if r > 0 {
+                        let w1 = op(e, format!("arith.addi {w}, {c1} : index"));
+                        let wrap = op(e, format!("arith.cmpi eq, {w1}, {ow} : index"));
+                        w = op(e, format!("arith.select {wrap}, {c0}, {w1} : index"));
+                        let h1 = op(e, format!("arith.addi {h}, {c1} : index"));
+                        let h2 = op(e, format!("arith.select {wrap}, {h1}, {h} : index"));
+                        let hwrap = op(e, format!("arith.cmpi eq, {h2}, {oh} : index"));
+                        h = op(e, format!("arith.select {hwrap}, {c0}, {h2} : index"));
+                        let n1 = op(e, format!("arith.addi {n}, {c1} : index"));
+                        n = op(e, format!("arith.select {hwrap}, {n1}, {n} : index"));
+                    }
+                    let hs = op(e, format!("arith.muli {h}, {s0} : index"));
+                    let ih = op(e, format!("arith.subi {hs}, {p0} : index"));
+                    let ws = op(e, format!("arith.muli {w}, {s1} : index"));
+                    let iw = op(e, format!("arith.subi {ws}, {p1} : index"));
+                    out.push((n.clone(), ih, iw));
+                }
+                out
+            }
             None => Vec::new(),
         };
         let mut body = String::new();
