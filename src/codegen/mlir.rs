@@ -2187,7 +2187,7 @@ fn span(e: &mut E, t: &str, per: &str, n: &str) -> (String, String, String) {
 }
 
 /// Below this many multiply-adds a chunk of a kernel is not worth handing to another thread.
-const MIN_CHUNK_MACS: usize = 1 << 17;
+const MIN_CHUNK_MACS: usize = 1 << 15;
 
 /// The fewest rows of `macs_row` multiply-adds each that make a chunk worth a thread.
 fn chunk_min_rows(macs_row: usize) -> usize {
