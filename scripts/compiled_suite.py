@@ -8,6 +8,7 @@ counted apart: see scripts/onnx_suite.sh for them).
 Usage: target/onnx-venv/bin/python scripts/compiled_suite.py [SUITE_DIR] [--min-match N]
        [--max-bad N] [--set pytorch-converted|node]
 (`--max-bad`: mismatches tolerated, for known ones; an internal error or crash always fails.)"""
+import concurrent.futures
 import json
 import os
 import re
@@ -41,9 +42,10 @@ root = os.path.join(suite, which)
 tol_file = os.path.join(suite, "tolerances.json")
 tolerances = json.load(open(tol_file)) if os.path.exists(tol_file) else {}
 forgec = os.path.abspath(os.environ.get("FORGEC", "target/release/forgec"))
-passed, refused, bad, unimported, broken = 0, [], [], 0, 0
-refused_ops = {}
-for case in sorted(os.listdir(root)):
+
+
+def run_case(case):
+    """One case: (kind, detail)."""
     d = os.path.join(root, case)
     m = onnx.load(os.path.join(d, "model.onnx"))
     inits = {i.name for i in m.graph.initializer}
@@ -54,8 +56,7 @@ for case in sorted(os.listdir(root)):
             arrays = [numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f"input_{k}.pb")))
                       for k in range(len(inputs))]
         except Exception:  # sequences, optionals, strings: no .npy for them
-            unimported += 1
-            continue
+            return ("unimported", None)
         # Inputs the importer needs as constants (axes, sizes, k: a compiler fixes them) are
         # bound to the data set's values, as `forgec conformance` does: the model is rewritten
         # with them as initializers.
@@ -83,19 +84,13 @@ for case in sorted(os.listdir(root)):
             model_path = os.path.join(tmp, "bound.onnx")
             onnx.save(m2, model_path)
         if r.returncode == 2 and "--engine interp" not in r.stderr and "compile" not in r.stderr:
-            unimported += 1  # the importer's refusal (the conformance run counts these)
-            continue
+            return ("unimported", None)  # the importer's refusal (the conformance run counts these)
         if r.returncode == 2 and "internal error" not in r.stderr and (
             "not compiled yet" in r.stderr or "the compiler" in r.stderr
         ):
-            refused.append(case)
-            for op in re.findall(r"does not lower `([^`]+)`", r.stderr) or ["?"]:
-                refused_ops[op] = refused_ops.get(op, 0) + 1
-            continue
+            return ("refused", re.findall(r"does not lower `([^`]+)`", r.stderr) or ["?"])
         if r.returncode != 0:
-            bad.append(f"{case}: exit {r.returncode}: {r.stderr.strip()[:300]}")
-            broken += 1
-            continue
+            return ("broken", f"{case}: exit {r.returncode}: {r.stderr.strip()[:300]}")
         outs = sorted(f for f in os.listdir(tmp) if f.endswith(".npy") and not re.fullmatch(r"in\d+\.npy", f))
         wrong = []
         for k, o in enumerate(m.graph.output):
@@ -125,9 +120,28 @@ for case in sorted(os.listdir(root)):
             elif not np.array_equal(got, want):
                 wrong.append(f"{o.name}: values differ")
         if wrong:
-            bad.append(f"{case}: " + "; ".join(wrong))
-        else:
-            passed += 1
+            return ("bad", f"{case}: " + "; ".join(wrong))
+        return ("passed", None)
+
+
+passed, refused, bad, unimported, broken = 0, [], [], 0, 0
+refused_ops = {}
+# One case per core at a time (each is a forgec process).
+cases = sorted(os.listdir(root))
+with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    results = list(pool.map(run_case, cases))
+for case, (kind, detail) in zip(cases, results):
+    if kind == "passed":
+        passed += 1
+    elif kind == "unimported":
+        unimported += 1
+    elif kind == "refused":
+        refused.append(case)
+        for op in detail:
+            refused_ops[op] = refused_ops.get(op, 0) + 1
+    else:
+        bad.append(detail)
+        broken += kind == "broken"
 print(f"compiled {which}: {passed} match, {len(refused)} refused by name"
       + (f" ({', '.join(refused)})" if len(refused) <= 10 else "")
       + f", {len(bad)} bad" + (f", {unimported} not imported" if unimported else ""))
