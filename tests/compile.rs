@@ -1180,3 +1180,52 @@ fn relu_and_clamps_keep_nan() {
         assert!(a[3].is_nan() && a[20].is_nan(), "output {k}: {a:?}");
     }
 }
+
+/// Model names that are not C names, that collide once made C names, or that are C keywords
+/// or the wrapper's own names (`ctx`, `batch`, `rc`, a libc function): the library builds, the
+/// header compiles in a C program that calls it, and the results are right.
+#[test]
+fn c_names_from_any_model_names() {
+    let src = "graph \"g\" {
+  input %\"a.b\": f32[batch,3]
+  input %a_b: f32[batch,3]
+  %int: f32[batch,3] = add(%\"a.b\", %a_b)
+  %ctx: f32[batch,3] = mul(%\"a.b\", %a_b)
+  %rc: f32[batch,3] = sub(%\"a.b\", %a_b)
+  %abort: f32[batch,3] = relu(%rc)
+  output %int, %ctx, %rc, %abort
+}
+";
+    let g = forgec_ir::text::parse(src).unwrap();
+    let dir = scratch("c_names");
+    codegen::compile(g, &opts("cn"), &dir, "").unwrap();
+    let header = std::fs::read_to_string(dir.join("cn.h")).unwrap();
+    assert!(
+        header.contains("int cn_run(cn_ctx *ctx, int64_t batch, const float *a_b, const float *a_b_, float *int_, float *ctx_, float *rc, float *abort);"),
+        "{header}"
+    );
+    let prog = dir.join("main.c");
+    std::fs::write(
+        &prog,
+        "#include <stdio.h>\n#include \"cn.h\"\nint main(void) {\n  float x[3] = {1, 2, 3}, y[3] = {4, 5, 7}, s[3], p[3], d[3], r[3];\n  cn_ctx *c = cn_create();\n  if (cn_run(c, 1, x, y, s, p, d, r) != CN_OK) return 1;\n  printf(\"%g %g %g %g\\n\", s[2], p[2], d[2], r[0]);\n  cn_destroy(c);\n  return 0;\n}\n",
+    )
+    .unwrap();
+    let exe = dir.join("main");
+    let cc = std::process::Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&prog)
+        .arg(format!("-I{}", dir.display()))
+        .arg(dir.join("libcn.a"))
+        .args(["-lm", "-lpthread"])
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let run = std::process::Command::new(&exe).output().unwrap();
+    assert!(run.status.success());
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "10 21 -4 0");
+}
