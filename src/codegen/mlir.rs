@@ -2703,17 +2703,8 @@ fn gather(
         &mut |lines, a, _| {
             let i = push(lines, format!("arith.index_cast {} : {it} to index", a[0]));
             let nn = push(lines, format!("arith.constant {n} : index"));
-            let z = push(lines, "arith.constant 0 : index".into());
-            let neg = push(lines, format!("arith.cmpi slt, {i}, {z} : index"));
-            let w = push(lines, format!("arith.addi {i}, {nn} : index"));
-            let j = push(lines, format!("arith.select {neg}, {w}, {i} : index"));
             // Out-of-range indices read the nearest row instead of foreign memory.
-            let last = push(
-                lines,
-                format!("arith.constant {} : index", n.saturating_sub(1)),
-            );
-            let j = push(lines, format!("arith.maxsi {j}, {z} : index"));
-            let j = push(lines, format!("arith.minsi {j}, {last} : index"));
+            let j = indexing::wrap_clamp(&mut |s| push(lines, s), &i, &nn);
             let mut coords = Vec::new();
             for dpos in 0..drank {
                 if dpos < axis {
