@@ -49,8 +49,8 @@ pub enum Command {
         model: PathBuf,
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// An input as [NAME=]FILE.npy, or an .npz holding inputs by name (repeatable)
-        #[arg(long = "input", short = 'i', required = true)]
+        /// An input as [NAME=]FILE.npy, or an .npz holding inputs by name (repeatable; none for a model without inputs)
+        #[arg(long = "input", short = 'i')]
         inputs: Vec<String>,
         /// Where to write <output name>.npy for every model output
         #[arg(long, short = 'o')]
