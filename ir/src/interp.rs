@@ -1723,6 +1723,16 @@ fn rnn(r: &RnnAttrs, ins: &[&Tensor], dtype: DType, oshape: Vec<usize>) -> R<Ten
     float_t(dtype, oshape, &out)
 }
 
+/// ReLU as TensorFlow (Eigen's max) and ONNX's reference compute it: a NaN stays NaN (a NaN
+/// loss must not be hidden), -0 stays -0.
+fn relu(x: f64) -> f64 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1744,15 +1754,5 @@ mod tests {
     fn broadcast_map_matches_numpy() {
         assert_eq!(bcast_map(&[2, 3], &[3]), vec![0, 1, 2, 0, 1, 2]);
         assert_eq!(bcast_map(&[2, 3], &[2, 1]), vec![0, 0, 0, 1, 1, 1]);
-    }
-}
-
-/// ReLU as TensorFlow (Eigen's max) and ONNX's reference compute it: a NaN stays NaN (a NaN
-/// loss must not be hidden), -0 stays -0.
-fn relu(x: f64) -> f64 {
-    if x < 0.0 {
-        0.0
-    } else {
-        x
     }
 }

@@ -39,6 +39,17 @@ fn known(d: &Dim, what: &str) -> R<usize> {
         .ok_or_else(|| format!("{what} along a symbolic dim is not compiled yet"))
 }
 
+/// The known, non-zero size of an axis read at an index (every index is out of range of an
+/// empty one).
+fn indexable(d: &Dim, what: &str) -> R<usize> {
+    match known(d, what)? {
+        0 => Err(format!(
+            "{what} along an empty axis: every index is out of range"
+        )),
+        n => Ok(n),
+    }
+}
+
 pub(super) fn gather_elements(
     e: &mut E,
     data: &(String, TensorType),
@@ -47,7 +58,7 @@ pub(super) fn gather_elements(
     ot: &TensorType,
 ) -> R<String> {
     let r = ot.rank();
-    let n = known(&data.1.shape[axis], "gathering")?;
+    let n = indexable(&data.1.shape[axis], "gathering")?;
     let id = map(r, &dvars(r));
     let init = e.empty(ot)?;
     let (dv, dt, it) = (data.0.clone(), tensor_ty(&data.1), idx.1.dtype);
@@ -84,7 +95,7 @@ pub(super) fn gather_nd(
     let (r, q, drank) = (ot.rank(), idx.1.rank(), data.1.rank());
     let k = known(&idx.1.shape[q - 1], "index tuples")?;
     let ns: Vec<usize> = (0..k)
-        .map(|j| known(&data.1.shape[batch_dims + j], "gathering"))
+        .map(|j| indexable(&data.1.shape[batch_dims + j], "gathering"))
         .collect::<R<_>>()?;
     // The index tensor once per tuple element j, read at (tuple position..., j).
     let ins: Vec<(String, TensorType)> = (0..k).map(|_| idx.clone()).collect();
@@ -184,9 +195,9 @@ pub(super) fn scatter(
         None => known(&idx.1.shape[q - 1], "index tuples")?,
     };
     let ns: Vec<usize> = match axis {
-        Some(a) => vec![known(&data.1.shape[a], "scattering")?],
+        Some(a) => vec![indexable(&data.1.shape[a], "scattering")?],
         None => (0..k)
-            .map(|j| known(&data.1.shape[j], "scattering"))
+            .map(|j| indexable(&data.1.shape[j], "scattering"))
             .collect::<R<_>>()?,
     };
     let bounds: Vec<String> = upd.1.shape.iter().map(|d| e.dim_val(d)).collect::<R<_>>()?;
