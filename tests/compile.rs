@@ -471,15 +471,28 @@ int main(void) {
 "#,
     )
     .unwrap();
-    let exe = dir.join("both");
+    let text = cc_run(
+        &dir.join("both"),
+        &[
+            "-std=c99".as_ref(),
+            format!("-I{}", dir.display()).as_ref(),
+            src.as_os_str(),
+            format!("-L{}", dir.display()).as_ref(),
+            "-l:libmlp_binary.a".as_ref(),
+            "-l:libmlp_dropout.a".as_ref(),
+            "-lm".as_ref(),
+        ],
+    );
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
+
+/// Compiles a C program with `cc` (`args`: the sources, flags and libraries) into `exe` and
+/// runs it; asserts both succeed and returns what it printed.
+fn cc_run(exe: &std::path::Path, args: &[&std::ffi::OsStr]) -> String {
     let cc = std::process::Command::new("cc")
-        .args(["-std=c99", "-I"])
-        .arg(&dir)
-        .arg(&src)
-        .arg("-L")
-        .arg(&dir)
-        .args(["-l:libmlp_binary.a", "-l:libmlp_dropout.a", "-lm", "-o"])
-        .arg(&exe)
+        .args(args)
+        .arg("-o")
+        .arg(exe)
         .output()
         .unwrap();
     assert!(
@@ -487,10 +500,10 @@ int main(void) {
         "{}",
         String::from_utf8_lossy(&cc.stderr)
     );
-    let run = std::process::Command::new(&exe).output().unwrap();
-    let text = String::from_utf8_lossy(&run.stdout);
+    let run = std::process::Command::new(exe).output().unwrap();
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(run.status.success(), "{text}");
-    assert_eq!(text.lines().count(), 4, "{text}");
+    text
 }
 
 /// `set_threads`: the batch split across threads (37 samples), and the kernels' rows split
@@ -1210,22 +1223,18 @@ fn c_names_from_any_model_names() {
         "#include <stdio.h>\n#include \"cn.h\"\nint main(void) {\n  float x[3] = {1, 2, 3}, y[3] = {4, 5, 7}, s[3], p[3], d[3], r[3];\n  cn_ctx *c = cn_create();\n  if (cn_run(c, 1, x, y, s, p, d, r) != CN_OK) return 1;\n  printf(\"%g %g %g %g\\n\", s[2], p[2], d[2], r[0]);\n  cn_destroy(c);\n  return 0;\n}\n",
     )
     .unwrap();
-    let exe = dir.join("main");
-    let cc = std::process::Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&prog)
-        .arg(format!("-I{}", dir.display()))
-        .arg(dir.join("libcn.a"))
-        .args(["-lm", "-lpthread"])
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
+    let text = cc_run(
+        &dir.join("main"),
+        &[
+            "-std=c99".as_ref(),
+            "-Wall".as_ref(),
+            "-Werror".as_ref(),
+            prog.as_os_str(),
+            format!("-I{}", dir.display()).as_ref(),
+            dir.join("libcn.a").as_os_str(),
+            "-lm".as_ref(),
+            "-lpthread".as_ref(),
+        ],
     );
-    let run = std::process::Command::new(&exe).output().unwrap();
-    assert!(run.status.success());
-    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "10 21 -4 0");
+    assert_eq!(text.trim(), "10 21 -4 0");
 }

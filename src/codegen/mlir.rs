@@ -281,10 +281,11 @@ fn epilogue_chain(g: &Graph, i: usize) -> Vec<(usize, Epi)> {
                     [a, b] if *b == v && *a != v => (true, *a),
                     _ => break,
                 };
-                let is_const = g
-                    .nodes
-                    .iter()
-                    .any(|p| p.outputs == [other] && matches!(p.op, Op::Const { .. }));
+                let konst = g.nodes.iter().find_map(|p| match &p.op {
+                    Op::Const { value, .. } if p.outputs == [other] => Some(value),
+                    _ => None,
+                });
+                let is_const = konst.is_some();
                 let ct = g.ty(other);
                 let Some(cs) = ct.known_shape() else { break };
                 let numel: usize = cs.iter().product();
@@ -297,10 +298,7 @@ fn epilogue_chain(g: &Graph, i: usize) -> Vec<(usize, Epi)> {
                 }
                 // A max/min with a NaN constant stays out (the kernel's select form would
                 // drop the NaN).
-                let nan = g.nodes.iter().any(|p| {
-                    p.outputs == [other]
-                        && matches!(&p.op, Op::Const { value, .. } if value.to_f64_vec().iter().any(|x| x.is_nan()))
-                });
+                let nan = konst.is_some_and(|v| v.to_f64_vec().iter().any(|x| x.is_nan()));
                 if nan && matches!(op, BinaryOp::Max | BinaryOp::Min) {
                     break;
                 }
@@ -1178,10 +1176,7 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
             let mut sizes: Vec<String> = Vec::new();
             let mut strides = vec!["1".to_string(); r];
             for d in &ot.shape {
-                sizes.push(match d {
-                    Dim::Known(n) => n.to_string(),
-                    s => e.dim_val(s)?,
-                });
+                sizes.push(e.size_lit(d)?);
             }
             for (k, &a) in axes.iter().enumerate() {
                 let n = x.1.shape[a].known().ok_or("slicing a symbolic dim")?;
@@ -2539,10 +2534,7 @@ fn concat(e: &mut E, ins: &[(String, TensorType)], axis: usize, ot: &TensorType)
         offs[axis] = offset.to_string();
         let mut sizes = Vec::new();
         for d in &t.shape {
-            sizes.push(match d {
-                Dim::Known(n) => n.to_string(),
-                s => e.dim_val(s)?,
-            });
+            sizes.push(e.size_lit(d)?);
         }
         let n = e.fresh();
         e.line(&format!(

@@ -274,23 +274,9 @@ pub(super) fn arg_reduce(
     ot: &TensorType,
 ) -> R<String> {
     let r = x.1.rank();
-    let mut kept = x.1.shape.clone();
-    kept[axis] = Dim::Known(1);
-    let vt = TensorType::new(x.1.dtype, kept.clone());
-    let it = TensorType::new(DType::I64, kept);
     // The values start as the first slice along the axis, the indices as 0.
-    let offs = vec!["0".to_string(); r];
-    let sizes: Vec<String> = vt.shape.iter().map(|d| e.size_lit(d)).collect::<R<_>>()?;
-    let first = e.fresh();
-    e.line(&format!(
-        "{first} = tensor.extract_slice {}[{}] [{}] [{}] : {} to {}",
-        x.0,
-        offs.join(", "),
-        sizes.join(", "),
-        vec!["1"; r].join(", "),
-        tensor_ty(&x.1),
-        tensor_ty(&vt)
-    ));
+    let (first, vt) = slice_at(e, x, axis, "0")?;
+    let it = TensorType::new(DType::I64, vt.shape.clone());
     let zeros = filled(e, &it, 0.0)?;
     let in_map = map(r, &dvars(r));
     let mut oex = dvars(r);
@@ -345,7 +331,7 @@ pub(super) fn arg_reduce(
 }
 
 /// A loop body: gets the carried values and the induction variable, returns those to yield.
-type ManyBody<'a> = dyn FnMut(&mut E, &[String], &str) -> Vec<String> + 'a;
+type ManyBody<'a> = dyn FnMut(&mut E, &[String], &str) -> R<Vec<String>> + 'a;
 
 /// `scf.for` from 0 to `n` by 1 carrying several values (`tys`, from `inits`); `inner` gets
 /// the carried values and the induction variable and returns the values to yield. Constants
@@ -356,7 +342,7 @@ fn for_many(
     inits: &[String],
     n: &str,
     inner: &mut ManyBody,
-) -> Vec<String> {
+) -> R<Vec<String>> {
     let (c0, c1) = (e.idx(0), e.idx(1));
     let iv = e.fresh();
     let accs: Vec<String> = tys.iter().map(|_| e.fresh()).collect();
@@ -365,6 +351,13 @@ fn for_many(
     let saved_consts = e.consts.clone();
     let ys = inner(e, &accs, &iv);
     e.consts = saved_consts;
+    let ys = match ys {
+        Ok(ys) => ys,
+        Err(m) => {
+            e.body = saved_body;
+            return Err(m);
+        }
+    };
     let tl = tys.join(", ");
     e.line(&format!("scf.yield {} : {tl}", ys.join(", ")));
     let body = std::mem::replace(&mut e.body, saved_body);
@@ -378,7 +371,7 @@ fn for_many(
         tys.len(),
         args.join(", ")
     ));
-    (0..tys.len()).map(|k| format!("{r}#{k}")).collect()
+    Ok((0..tys.len()).map(|k| format!("{r}#{k}")).collect())
 }
 
 /// `x`'s slice at position `at` (an index value) along `axis`, the axis kept with size 1.
@@ -432,21 +425,14 @@ pub(super) fn top_k(
         (false, true) => "cmpf olt",
         (false, false) => "cmpi slt",
     };
-    let mut err = None;
-    let ys = for_many(
+    for_many(
         e,
         &[vts.clone(), its.clone()],
         &[vals0, idx0],
         &nv,
         &mut |e, acc, i| {
-            let ok = slice_at(e, x, axis, i).and_then(|s| Ok((s, e.empty(vt)?, e.empty(it)?)));
-            let ((xi, xt), ev0, ei0) = match ok {
-                Ok(v) => v,
-                Err(m) => {
-                    err = Some(m);
-                    return acc.to_vec();
-                }
-            };
+            let (xi, xt) = slice_at(e, x, axis, i)?;
+            let (ev0, ei0) = (e.empty(vt)?, e.empty(it)?);
             let (vals, idxs) = (&acc[0], &acc[1]);
             let mut xex = dvars(r);
             xex[axis] = "0".into();
@@ -508,13 +494,9 @@ pub(super) fn top_k(
                 "      linalg.yield %w2, %n2 : {t}, i64\n    }} -> ({vts}, {its})"
             ));
             e.line(&text);
-            vec![format!("{res}#0"), format!("{res}#1")]
+            Ok(vec![format!("{res}#0"), format!("{res}#1")])
         },
-    );
-    match err {
-        Some(m) => Err(m),
-        None => Ok(ys),
-    }
+    )
 }
 
 /// CumSum / CumProd: a loop along the axis carrying the running total (one slice; in f32 for
@@ -546,63 +528,53 @@ pub(super) fn cumulative(
     let last = e.idx(n as i64 - 1);
     let (ats, ots) = (tensor_ty(&at), tensor_ty(ot));
     let bop = if prod { BinaryOp::Mul } else { BinaryOp::Add };
-    let mut err = None;
     let ys = for_many(
         e,
         &[ats.clone(), ots.clone()],
         &[acc0, out0],
         &nv,
         &mut |e, acc, step| {
-            let mut go = || -> R<Vec<String>> {
-                let k = if reverse {
-                    let v = e.fresh();
-                    e.line(&format!("{v} = arith.subi {last}, {step} : index"));
-                    v
+            let k = if reverse {
+                let v = e.fresh();
+                e.line(&format!("{v} = arith.subi {last}, {step} : index"));
+                v
+            } else {
+                step.to_string()
+            };
+            let (xk, _) = slice_at(e, x, axis, &k)?;
+            let ins = [(acc[0].clone(), at.clone()), (xk, st.clone())];
+            let next = e.elementwise(&at, &ins, &mut |lines, a| {
+                let xv = if ad == d {
+                    a[1].clone()
                 } else {
-                    step.to_string()
+                    cast_body(lines, &a[1], d, ad)
                 };
-                let (xk, _) = slice_at(e, x, axis, &k)?;
-                let ins = [(acc[0].clone(), at.clone()), (xk, st.clone())];
-                let next = e.elementwise(&at, &ins, &mut |lines, a| {
-                    let xv = if ad == d {
-                        a[1].clone()
-                    } else {
-                        cast_body(lines, &a[1], d, ad)
-                    };
-                    binary_body(lines, bop, &a[0], &xv, ad).unwrap_or_default()
-                })?;
-                let wrote = if exclusive {
-                    acc[0].clone()
-                } else {
-                    next.clone()
-                };
-                let wrote = if ad == d {
-                    wrote
-                } else {
-                    e.elementwise(&st, &[(wrote, at.clone())], &mut |lines, a| {
-                        cast_body(lines, &a[0], ad, d)
-                    })?
-                };
-                let (offs, sizes) = slice_args(e, &st, axis, &k)?;
-                let out = e.fresh();
-                e.line(&format!(
+                binary_body(lines, bop, &a[0], &xv, ad).unwrap_or_default()
+            })?;
+            let wrote = if exclusive {
+                acc[0].clone()
+            } else {
+                next.clone()
+            };
+            let wrote = if ad == d {
+                wrote
+            } else {
+                e.elementwise(&st, &[(wrote, at.clone())], &mut |lines, a| {
+                    cast_body(lines, &a[0], ad, d)
+                })?
+            };
+            let (offs, sizes) = slice_args(e, &st, axis, &k)?;
+            let out = e.fresh();
+            e.line(&format!(
                 "{out} = tensor.insert_slice {wrote} into {}[{offs}] [{sizes}] [{}] : {} into {ots}",
                 acc[1],
                 vec!["1"; st.rank()].join(", "),
                 tensor_ty(&st)
             ));
-                Ok(vec![next, out])
-            };
-            go().unwrap_or_else(|m| {
-                err = Some(m);
-                acc.to_vec()
-            })
+            Ok(vec![next, out])
         },
-    );
-    match err {
-        Some(m) => Err(m),
-        None => Ok(ys[1].clone()),
-    }
+    )?;
+    Ok(ys[1].clone())
 }
 
 /// Resize: each axis it changes in turn, by taps computed here (shared with the interpreter):
