@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 mod indexing;
+mod winograd;
 
 type R<T> = Result<T, String>;
 
@@ -100,6 +101,9 @@ const EXTERNAL_MIN_BYTES: usize = 1024;
 struct E<'g> {
     g: &'g Graph,
     body: String,
+    /// The function's index constants (`idx`), which go before its body: one made first
+    /// inside a loop is then still in scope after it.
+    prelude: String,
     names: HashMap<ValueId, String>,
     n: usize,
     /// Symbol -> SSA `index` value holding its size.
@@ -107,8 +111,8 @@ struct E<'g> {
     consts: HashMap<i64, String>,
     /// f32 lanes of the target's vector registers (4: SSE / NEON, 8: AVX2, 16: AVX-512).
     simd: usize,
-    /// Constant matmul weights stored packed in column panels (see `pack_panels`).
-    packed: HashSet<ValueId>,
+    /// Constant weights stored in the layout their kernel reads (see `Pack`).
+    packed: HashMap<ValueId, Pack>,
     /// Elementwise ops the current kernel applies before it stores its results.
     epilogue: Vec<Epi>,
     /// Constants passed to the entry function (`%w{index}`), with `--weights external`.
@@ -350,7 +354,7 @@ impl E<'_> {
                 v.to_string()
             }
         );
-        self.line(&format!("{s} = arith.constant {v} : index"));
+        let _ = writeln!(self.prelude, "    {s} = arith.constant {v} : index");
         self.consts.insert(v, s.clone());
         s
     }
@@ -468,13 +472,23 @@ impl E<'_> {
     /// The MLIR type `v` is passed as: its own, or its packed layout.
     fn arg_ty(&self, v: ValueId) -> String {
         let t = self.g.ty(v);
-        match (self.packed.contains(&v), t.known_shape()) {
-            (true, Some(s)) if s.len() >= 2 => {
-                let w = 2 * self.simd;
+        let w = 2 * self.simd;
+        match (self.packed.get(&v), t.known_shape()) {
+            (Some(Pack::Panels), Some(s)) if s.len() >= 2 => {
                 let (k, n) = (s[..s.len() - 1].iter().product::<usize>(), s[s.len() - 1]);
                 packed_ty(k, n, w)
             }
+            (Some(Pack::Winograd), Some(s)) if s.len() == 4 => winograd::weights_ty(s[2], s[3], w),
             _ => tensor_ty(t),
+        }
+    }
+
+    /// The constant `value` of `v` as stored: in the layout of `Pack`, or as it is (None).
+    fn stored(&self, v: ValueId, value: &Tensor) -> Option<Tensor> {
+        let w = 2 * self.simd;
+        match self.packed.get(&v)? {
+            Pack::Panels => pack_panels(value, w),
+            Pack::Winograd => winograd::weights(value, w),
         }
     }
 }
@@ -492,29 +506,45 @@ fn fast_matmul_fits(a: &TensorType, b: &TensorType, ot: &TensorType) -> Option<(
 
 /// Constant weights used only as the right operand of matmuls that the tiled kernel runs:
 /// they are stored in column panels, so that the kernel reads each panel contiguously.
-fn packable_weights(g: &Graph) -> HashSet<ValueId> {
-    let mut out = HashSet::new();
+fn packable_weights(g: &Graph, simd: usize) -> HashMap<ValueId, Pack> {
+    let mut out = HashMap::new();
     for n in &g.nodes {
         let (Op::Const { .. }, [v]) = (&n.op, n.outputs.as_slice()) else {
             continue;
         };
         let users: Vec<&Node> = g.nodes.iter().filter(|u| u.inputs.contains(v)).collect();
-        let all_fit = !users.is_empty()
-            && users.iter().all(|u| {
-                let (a, ot) = (g.ty(u.inputs[0]), g.ty(u.outputs[0]));
-                u.inputs.get(1) == Some(v)
-                    && u.inputs[0] != *v
-                    && match &u.op {
-                        Op::MatMul => fast_matmul_fits(a, g.ty(*v), ot).is_some(),
-                        Op::Conv(c) => fast_conv_fits(a, g.ty(*v), c, ot),
-                        _ => false,
-                    }
-            });
-        if all_fit && !g.outputs.contains(v) {
-            out.insert(*v);
+        let packs: Vec<Option<Pack>> = users
+            .iter()
+            .map(|u| {
+                let (a, w, ot) = (g.ty(u.inputs[0]), g.ty(*v), g.ty(u.outputs[0]));
+                if u.inputs.get(1) != Some(v) || u.inputs[0] == *v {
+                    return None;
+                }
+                match &u.op {
+                    Op::MatMul => fast_matmul_fits(a, w, ot).map(|_| Pack::Panels),
+                    Op::Conv(c) if winograd::fits(a, w, c, ot, simd) => Some(Pack::Winograd),
+                    Op::Conv(c) => fast_conv_fits(a, w, c, ot).then_some(Pack::Panels),
+                    _ => None,
+                }
+            })
+            .collect();
+        // Every user must read the same layout.
+        if let Some(Some(first)) = packs.first() {
+            if packs.iter().all(|p| p.as_ref() == Some(first)) && !g.outputs.contains(v) {
+                out.insert(*v, *first);
+            }
         }
     }
     out
+}
+
+/// The layout a constant weight is stored in for the kernels that read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pack {
+    /// Column panels for `mm_kernel` (see `pack_panels`).
+    Panels,
+    /// Transformed for a Winograd convolution (see `winograd::weights`).
+    Winograd,
 }
 
 /// The type of `[K, N]` weights packed by `pack_panels` into panels of `w` columns.
@@ -821,10 +851,11 @@ pub fn emit(
     entry: &str,
     external: bool,
 ) -> R<(String, Vec<ExternalWeight>)> {
-    let packed = packable_weights(g);
+    let packed = packable_weights(g, simd);
     let mut e = E {
         g,
         body: String::new(),
+        prelude: String::new(),
         names: HashMap::new(),
         n: 0,
         syms: HashMap::new(),
@@ -852,11 +883,7 @@ pub fn emit(
                 continue;
             }
             let v = n.outputs[0];
-            let packed_value = if e.packed.contains(&v) {
-                pack_panels(value, 2 * e.simd)
-            } else {
-                None
-            };
+            let packed_value = e.stored(v, value);
             let stored = packed_value.as_ref().unwrap_or(value);
             let j = weights.len();
             e.external.insert(v, j);
@@ -946,6 +973,7 @@ pub fn emit(
         let mut f = E {
             g,
             body: String::new(),
+            prelude: String::new(),
             names: HashMap::new(),
             n: 0,
             syms: HashMap::new(),
@@ -1036,7 +1064,7 @@ pub fn emit(
             "  func.func private @op{idx}({}) -> ({}) attributes {{passthrough = [\"noinline\"]}} {{\n{}  }}\n",
             params.join(", "),
             out_tys.join(", "),
-            f.body
+            f.prelude + &f.body
         );
         let r = e.fresh();
         let res = if outs.len() == 1 {
@@ -1073,7 +1101,7 @@ pub fn emit(
     let body = format!(
         "{funcs}  func.func @{entry}({}) attributes {{llvm.emit_c_interface}} {{\n{}  }}\n",
         params.join(", "),
-        e.body
+        e.prelude + &e.body
     );
     let mut runtime = if body.contains("bf16") {
         TRUNC_BF16
@@ -1130,11 +1158,7 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         }
         Op::Const { value, .. } => {
             let v = e.fresh();
-            let packed = if e.packed.contains(&node.outputs[0]) {
-                pack_panels(value, 2 * e.simd)
-            } else {
-                None
-            };
+            let packed = e.stored(node.outputs[0], value);
             let value = packed.as_ref().unwrap_or(value);
             let t = e.arg_ty(node.outputs[0]);
             e.line(&format!("{v} = arith.constant dense<\"{}\"> : {t}", dense_hex(value)));
@@ -1142,7 +1166,7 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         }
         op if is_elementwise(op) => one(fused_elementwise(e, &[node])?),
         Op::Dropout { .. } => one(ins[0].0.clone()),
-        Op::MatMul => one(match fast_matmul(e, &ins, ot, e.packed.contains(&node.inputs[1]))? {
+        Op::MatMul => one(match fast_matmul(e, &ins, ot, e.packed.get(&node.inputs[1]) == Some(&Pack::Panels))? {
             Some(v) => v,
             None => matmul(e, &ins, ot)?,
         }),
@@ -1242,8 +1266,11 @@ fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         Op::BatchNorm { axis, epsilon } => one(batch_norm(e, node, &ins, *axis, *epsilon, ot)?),
         Op::LayerNorm { axes, epsilon } => one(layer_norm(e, &ins, axes, *epsilon, ot)?),
         Op::Conv(c) => {
-            let packed = e.packed.contains(&node.inputs[1]);
-            if let Some(v) = fast_conv(e, &ins[0], &ins[1], c, ot, packed)? {
+            let packed = e.packed.get(&node.inputs[1]).copied();
+            if packed == Some(Pack::Winograd) {
+                return one(winograd::conv(e, &ins[0], &ins[1], c, ot)?);
+            }
+            if let Some(v) = fast_conv(e, &ins[0], &ins[1], c, ot, packed == Some(Pack::Panels))? {
                 return one(v);
             }
             if let Some(v) = depthwise(e, &ins[0], &ins[1], c, ot)? {
@@ -1617,41 +1644,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         mm.bt.clone()
     };
     let nfull = n - n % w;
-    let ngroup = nfull - nfull % (GROUP * w);
-    // Every index constant the loops use, made here: `idx` caches them, and one first made
-    // inside a loop body would not be visible after the loop.
-    for v in [0, 1, k, w, GROUP * w, rows, nfull, ngroup, n - nfull] {
-        e.idx(v as i64);
-    }
-    for q in 0..GROUP.max(rows) {
-        e.idx((q * w) as i64);
-        e.idx(q as i64);
-    }
-    if let Some(cv) = conv {
-        let g = [
-            cv.h,
-            cv.w,
-            cv.c,
-            cv.oh,
-            cv.oh * cv.ow,
-            cv.ow,
-            cv.kh,
-            cv.kw,
-            cv.strides[0],
-            cv.strides[1],
-            cv.dilations[0],
-            cv.dilations[1],
-            cv.pads[0],
-            cv.pads[1],
-        ];
-        for v in g {
-            e.idx(v as i64);
-        }
-    }
     let min_rows = chunk_min_rows(k * n);
-    for v in [min_rows, n, n.div_ceil(w)] {
-        e.idx(v as i64);
-    }
     let (c0, c1, ck, cw) = (e.idx(0), e.idx(1), e.idx(k as i64), e.idx(w as i64));
     let out = mm.out.clone();
     // The tiles write a chunk of rows and columns (see `par_grid`).
@@ -2191,8 +2184,7 @@ fn chunk_min_rows(macs_row: usize) -> usize {
 
 /// How many chunks to cut `m` rows into, and the rows per chunk: no more chunks than `nt`, the
 /// threads the calling context lends (`threads`), each a whole number of
-/// `align`-row blocks and of at least `min_rows` rows (the index constants `align`, `min_rows`,
-/// 1 must exist already: see `mm_kernel`). At least one chunk, so that nothing divides by zero;
+/// `align`-row blocks and of at least `min_rows` rows. At least one chunk, so that nothing divides by zero;
 /// a chunk of no rows when `m` is 0.
 fn chunks(e: &mut E, nt: &str, m: &str, align: usize, min_rows: usize) -> (String, String) {
     let (ca, cmin, c1) = (e.idx(align as i64), e.idx(min_rows as i64), e.idx(1));
@@ -2224,23 +2216,42 @@ fn par_rows(
     min_rows: usize,
     body: &mut dyn FnMut(&mut E, &str, &str, &str) -> String,
 ) -> String {
+    par_slices(e, out, ct, (&[], m, inner), align, min_rows, body)
+}
+
+/// `par_rows` along an axis after `outer` whole dims: `out` is `[outer..., m, inner...]`, each
+/// chunk's slice `tensor<outer...x?xinner...xf32>`.
+fn par_slices(
+    e: &mut E,
+    out: &str,
+    ct: &str,
+    (outer, m, inner): (&[usize], &str, &[usize]),
+    align: usize,
+    min_rows: usize,
+    body: &mut dyn FnMut(&mut E, &str, &str, &str) -> String,
+) -> String {
     let nt = threads(e);
     let (count, per) = chunks(e, &nt, m, align, min_rows);
-    let dims: String = inner.iter().map(|d| format!("x{d}")).collect();
-    let st = format!("tensor<?{dims}xf32>");
-    let zeros = ", 0".repeat(inner.len());
-    let sizes: String = inner.iter().map(|d| format!(", {d}")).collect();
-    let ones = ", 1".repeat(inner.len());
+    let dims = |ds: &[usize]| -> String { ds.iter().map(|d| format!("{d}x")).collect() };
+    let st = format!("tensor<{}?x{}f32>", dims(outer), dims(inner));
+    let sizes = |ds: &[usize]| -> String { ds.iter().map(|d| format!("{d}, ")).collect() };
+    let (zeros_o, zeros_i) = ("0, ".repeat(outer.len()), ", 0".repeat(inner.len()));
+    let (ones_o, ones_i) = ("1, ".repeat(outer.len()), ", 1".repeat(inner.len()));
+    let sizes_i: String = inner.iter().map(|d| format!(", {d}")).collect();
     let (t, o, res) = (e.fresh(), e.fresh(), e.fresh());
     let saved = std::mem::take(&mut e.body);
     let (r0, _, len) = span(e, &t, &per, m);
     let slice = e.fresh();
+    let at = format!(
+        "[{zeros_o}{r0}{zeros_i}] [{}{len}{sizes_i}] [{ones_o}1{ones_i}]",
+        sizes(outer)
+    );
     e.line(&format!(
-        "{slice} = tensor.extract_slice {o}[{r0}{zeros}] [{len}{sizes}] [1{ones}] : {ct} to {st}"
+        "{slice} = tensor.extract_slice {o}{at} : {ct} to {st}"
     ));
     let y = body(e, &slice, &r0, &len);
     e.line(&format!(
-        "scf.forall.in_parallel {{\n      tensor.parallel_insert_slice {y} into {o}[{r0}{zeros}] [{len}{sizes}] [1{ones}] : {st} into {ct}\n    }}"
+        "scf.forall.in_parallel {{\n      tensor.parallel_insert_slice {y} into {o}{at} : {st} into {ct}\n    }}"
     ));
     let inner = std::mem::replace(&mut e.body, saved);
     e.line(&format!(
@@ -3235,22 +3246,8 @@ fn window_kernel(
     let (xt, ct) = (tensor_ty(&x.1), tensor_ty(ot));
     let padded = c.pads.iter().any(|p| *p != (0, 0));
     let cfull = ch - ch % lanes;
-    for v in [0, 1, lanes, cfull, ch - cfull, oh, ow, h, wd] {
-        e.idx(v as i64);
-    }
-    // Every index constant the loops use, made here (see `mm_kernel`).
-    for v in 0..kh.max(kw) {
-        e.idx(v as i64);
-    }
-    for (axis, k) in [(0, kh), (1, kw)] {
-        e.idx(c.strides[axis] as i64);
-        for t in 0..k {
-            e.idx((t * c.dilations[axis]) as i64 - c.pads[axis].0 as i64);
-        }
-    }
     // Output rows per chunk worth a thread (see `par_rows`).
     let min_rows = chunk_min_rows(ow * ch * kh * kw);
-    e.idx(min_rows as i64);
     let (c0, c1) = (e.idx(0), e.idx(1));
     let nb = e.dim_val(&ot.shape[0])?;
     let out = e.empty(ot)?;
@@ -3880,8 +3877,6 @@ fn rnn(
     e.line(&format!(
         "{res}:3 = scf.for {tv} = {c0_} to {ct_} step {c1_} iter_args({hv} = {h0}, {cv} = {c0}, {sv} = {s0}) -> ({st}, {st}, {sq}) {{"
     ));
-    // Constants made inside the loop must not be reused after it.
-    let saved = e.consts.clone();
     let ts = if r.go_backwards {
         let v = e.fresh();
         e.line(&format!("{v} = arith.subi {last}, {tv} : index"));
@@ -4045,7 +4040,6 @@ fn rnn(
         "scf.yield {h_new}, {c_new}, {s2} : {st}, {st}, {sq}"
     ));
     e.line("}");
-    e.consts = saved;
     let _ = ot;
     Ok(if r.return_sequences {
         format!("{res}#2")
