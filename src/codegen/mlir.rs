@@ -2956,11 +2956,20 @@ fn fast_conv(
     // A 2-D convolution reads its windows from the input in place (padding included);
     // others lay them out first (im2col), or use the input as it is (1x1).
     let implicit = ns == 2 && !pointwise;
+    // With few input channels a window's bounds checks outweigh its multiply-adds (an image's
+    // RGB, say): such an input is padded first, a copy read without checks.
+    let padded = c.pads.iter().any(|p| *p != (0, 0));
+    let pre_pad = implicit && padded && cin < e.simd;
+    let xp = if pre_pad {
+        pad_input(e, x, c)?
+    } else {
+        x.clone()
+    };
     let conv_a = implicit.then(|| {
-        let xs: Vec<usize> = x.1.shape[1..].iter().filter_map(|d| d.known()).collect();
+        let xs: Vec<usize> = xp.1.shape[1..].iter().filter_map(|d| d.known()).collect();
         ConvA {
-            x: x.0.clone(),
-            xt: tensor_ty(&x.1),
+            x: xp.0.clone(),
+            xt: tensor_ty(&xp.1),
             h: xs[0],
             w: xs[1],
             c: cin,
@@ -2970,8 +2979,12 @@ fn fast_conv(
             kw: kdims[1],
             strides: [c.strides[0], c.strides[1]],
             dilations: [c.dilations[0], c.dilations[1]],
-            pads: [c.pads[0].0, c.pads[1].0],
-            padded: c.pads.iter().any(|p| *p != (0, 0)),
+            pads: if pre_pad {
+                [0, 0]
+            } else {
+                [c.pads[0].0, c.pads[1].0]
+            },
+            padded: padded && !pre_pad,
         }
     });
     let (a, at) = if implicit {
