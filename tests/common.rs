@@ -55,9 +55,14 @@ pub fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
     println!("{what}: max relative difference {d:.2e}");
 }
 
+/// Where `scratch(name)` puts its directory.
+pub fn scratch_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
 /// A fresh scratch directory under the target dir.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let d = scratch_path(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

@@ -97,32 +97,83 @@ fn compiled_models_match_the_interpreter_and_keras_at_batch_1_3_32() {
     assert_eq!(checked, 8 * 3);
 }
 
+/// Two builds of a model give the same bytes: a small one, and mobilenetv2, whose op
+/// functions are compiled in parts on several threads. The parts' symbols are the model's own
+/// (another model's library defines none of them).
 #[test]
 fn artifacts_are_byte_identical_across_builds() {
-    let model = model_file("cnn_mnist.keras");
-    let a = scratch("repro_a");
-    let b = scratch("repro_b");
-    for d in [&a, &b] {
-        let out = forgec(&[
-            "compile",
-            model.to_str().unwrap(),
-            "-o",
-            d.to_str().unwrap(),
-        ]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
+    for m in ["cnn_mnist", "mobilenetv2_035_96"] {
+        let model = model_file(&format!("{m}.keras"));
+        let a = scratch(&format!("repro_a_{m}"));
+        let b = scratch(&format!("repro_b_{m}"));
+        for d in [&a, &b] {
+            let out = forgec(&[
+                "compile",
+                model.to_str().unwrap(),
+                "-o",
+                d.to_str().unwrap(),
+            ]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+        }
+        for f in [
+            format!("lib{m}.a"),
+            format!("lib{m}.so"),
+            format!("{m}.h"),
+            format!("{m}.json"),
+        ] {
+            let (x, y) = (
+                std::fs::read(a.join(&f)).unwrap(),
+                std::fs::read(b.join(&f)).unwrap(),
+            );
+            assert!(x == y, "{f} differs between two builds of the same model");
+        }
     }
-    for f in [
-        "libcnn_mnist.a",
-        "libcnn_mnist.so",
-        "cnn_mnist.h",
-        "cnn_mnist.json",
-    ] {
-        let (x, y) = (
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-        );
-        assert!(x == y, "{f} differs between two builds of the same model");
-    }
+    let defined = |lib: &std::path::Path| -> Vec<String> {
+        let out = std::process::Command::new("nm")
+            .args(["--defined-only", "-g"])
+            .arg(lib)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Strong symbols (a weak one, the wrapper's `memrefCopy`, may be defined twice).
+        text.lines()
+            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                [_, kind, sym] if !matches!(kind, "W" | "w" | "V" | "v") => Some(sym.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let c = scratch("repro_other_name");
+    let out = forgec(&[
+        "compile",
+        model_file("mobilenetv2_035_96.onnx").to_str().unwrap(),
+        "-o",
+        c.to_str().unwrap(),
+        "--name",
+        "other",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mine = defined(&scratch_path("repro_a_mobilenetv2_035_96").join("libmobilenetv2_035_96.a"));
+    let theirs = defined(&c.join("libother.a"));
+    assert!(
+        mine.iter().filter(|s| s.contains("_forgec_op")).count() > 10,
+        "the op functions are not the model's own symbols"
+    );
+    let both: Vec<&String> = mine.iter().filter(|s| theirs.contains(s)).collect();
+    assert!(
+        both.is_empty(),
+        "two models' libraries both define {both:?}"
+    );
+    let members = std::process::Command::new("ar")
+        .arg("t")
+        .arg(c.join("libother.a"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&members.stdout).contains("kernel1.o"),
+        "mobilenetv2 was compiled in one part"
+    );
+    let a = scratch_path("repro_a_cnn_mnist");
     // No scratch paths leak into the artifact.
     let so = std::fs::read(a.join("libcnn_mnist.so")).unwrap();
     assert!(

@@ -908,9 +908,9 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Compiles the wrapper and links both libraries in `dir` (a scratch dir with `kernel.o`,
-/// `wrapper.c` and the header); the outputs land in `out`.
-pub fn link(dir: &Path, name: &str, out: &Path) -> Result<(), String> {
+/// Compiles the wrapper and links both libraries in `dir` (a scratch dir with the model's
+/// `objects`, `wrapper.c` and the header); the outputs land in `out`.
+pub fn link(dir: &Path, objects: &[String], name: &str, out: &Path) -> Result<(), String> {
     // Fixed relative names in the scratch dir keep the objects free of temporary paths.
     run(
         Command::new("cc").current_dir(dir).args([
@@ -934,7 +934,8 @@ pub fn link(dir: &Path, name: &str, out: &Path) -> Result<(), String> {
             .current_dir(dir)
             .arg("rcsD")
             .arg(&a)
-            .args(["kernel.o", "wrapper.o"]),
+            .args(objects)
+            .arg("wrapper.o"),
         "archiving the static library",
     )?;
     run(
@@ -942,7 +943,8 @@ pub fn link(dir: &Path, name: &str, out: &Path) -> Result<(), String> {
             .current_dir(dir)
             .args(["-shared", "-o"])
             .arg(out.join(format!("lib{name}.so")))
-            .args(["kernel.o", "wrapper.o", "-lm"]),
+            .args(objects)
+            .args(["wrapper.o", "-lm"]),
         "linking the shared library",
     )
 }

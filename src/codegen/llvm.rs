@@ -181,13 +181,18 @@ pub enum Stage {
     LoweredMlir,
     Llvm,
     Asm,
+    /// One object file.
     Object,
+    /// Object files for a library: a big model's op functions in several parts, optimized and
+    /// compiled in parallel.
+    Objects,
 }
 
-/// Runs the pipeline on `mlir`; returns the requested stage (text or object bytes).
+/// Runs the pipeline on `mlir`; returns the requested stage (text or object bytes: one
+/// object, or with `Stage::Objects` one per part).
 /// Scratch buffers come from `<name>_forgec_alloc` / `<name>_forgec_free`, which the C wrapper
 /// defines over the calling context's cache (see `capi::wrapper`).
-pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<u8>, String> {
+pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<Vec<u8>>, String> {
     // FORGEC_TIMINGS=1 prints each stage's time to stderr.
     let timings = std::env::var_os("FORGEC_TIMINGS").is_some();
     let mut clock = std::time::Instant::now();
@@ -216,7 +221,7 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<
         .map_err(|e| format!("an MLIR pass failed: {e}"))?;
     lap("MLIR passes");
     if stage == Stage::LoweredMlir {
-        return Ok(module.as_operation().to_string().into_bytes());
+        return Ok(vec![module.as_operation().to_string().into_bytes()]);
     }
     let llctx = inkwell::context::Context::create();
     let raw = unsafe {
@@ -262,9 +267,36 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<
     }
     lap("translate to LLVM IR");
     Target::initialize_all(&InitializationConfig::default());
+    if stage == Stage::Objects {
+        let parts = partition(&llmod, name, t)?;
+        if parts.len() > 1 {
+            let bitcode = llmod.write_bitcode_to_memory().as_slice().to_vec();
+            let out = compile_parts(&bitcode, t, &parts, name);
+            lap(&format!("LLVM O3 and machine code, {} parts", parts.len()));
+            return out;
+        }
+    }
+    let tm = machine(t)?;
+    optimize(&llmod, &tm)?;
+    lap("LLVM O3");
+    if stage == Stage::Llvm {
+        return Ok(vec![llmod.print_to_string().to_string().into_bytes()]);
+    }
+    let kind = if stage == Stage::Asm {
+        FileType::Assembly
+    } else {
+        FileType::Object
+    };
+    let out = emit(&llmod, &tm, kind);
+    lap("machine code");
+    Ok(vec![out?])
+}
+
+/// The target machine for `t` (LLVM's targets initialized).
+fn machine(t: &Target_) -> Result<TargetMachine, String> {
     let triple = TargetTriple::create(&t.triple);
     let target = Target::from_triple(&triple).map_err(|e| format!("target `{}`: {e}", t.triple))?;
-    let tm = target
+    target
         .create_target_machine(
             &triple,
             &t.cpu,
@@ -278,29 +310,250 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<
                 "LLVM cannot make a machine for `{}` / cpu `{}`",
                 t.triple, t.cpu
             )
-        })?;
-    llmod.set_triple(&triple);
-    llmod.set_data_layout(&tm.get_target_data().get_data_layout());
-    llmod
-        .run_passes(
-            "default<O3>",
+        })
+}
+
+/// LLVM's O3 pipeline on `m` for the machine `tm`.
+fn optimize(m: &inkwell::module::Module, tm: &TargetMachine) -> Result<(), String> {
+    m.set_triple(&tm.get_triple());
+    m.set_data_layout(&tm.get_target_data().get_data_layout());
+    m.run_passes(
+        "default<O3>",
+        tm,
+        inkwell::passes::PassBuilderOptions::create(),
+    )
+    .map_err(|e| format!("LLVM optimization failed: {e}"))
+}
+
+/// Assembly or object code for `m`.
+fn emit(
+    m: &inkwell::module::Module,
+    tm: &TargetMachine,
+    kind: FileType,
+) -> Result<Vec<u8>, String> {
+    tm.write_to_memory_buffer(m, kind)
+        .map(|b| b.as_slice().to_vec())
+        .map_err(|e| format!("code generation failed: {e}"))
+}
+
+/// A module's op functions (`op12`: one per computing node, see `mlir::emit`) are cut into
+/// parts of about this many LLVM instructions at most (before O3), each optimized and compiled
+/// on a thread of its own.
+const PART_INSTRUCTIONS: usize = 20_000;
+
+/// At most this many parts. A fixed count for a given model, whatever this machine's cores:
+/// the same input gives the same objects everywhere.
+const MAX_PARTS: usize = 4;
+
+/// Cuts `m`'s op functions into parts of about equal weight (each op with the helpers it
+/// reaches: its `parallel_compute_fn`s, coroutines), heaviest first into the lightest part;
+/// the entry functions stay in part 0. When there is more than one part, every op function is
+/// renamed `NAME_forgec_opN` and made external and hidden, so that the entry can call it from
+/// another object and two models' ops do not clash in one program. Returns each part's op
+/// names (one part holding them all when the module is small).
+fn partition(
+    m: &inkwell::module::Module,
+    name: &str,
+    t: &Target_,
+) -> Result<Vec<Vec<String>>, String> {
+    use inkwell::llvm_sys::core::{
+        LLVMGetNumOperands, LLVMGetOperand, LLVMGetValueName2, LLVMIsAFunction,
+    };
+    use inkwell::values::AsValueRef;
+    use std::collections::{BTreeMap, BTreeSet};
+    // Each defined function's instruction count and the defined functions it refers to.
+    let mut size: BTreeMap<String, usize> = BTreeMap::new();
+    let mut refs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in m.get_functions() {
+        if f.count_basic_blocks() == 0 {
+            continue;
+        }
+        let fname = f.get_name().to_string_lossy().into_owned();
+        let (mut n, mut to) = (0usize, BTreeSet::new());
+        for bb in f.get_basic_block_iter() {
+            for inst in bb.get_instructions() {
+                n += 1;
+                let v = inst.as_value_ref();
+                // SAFETY: `v` is a live instruction of `m`; operands are read, not changed.
+                unsafe {
+                    for k in 0..LLVMGetNumOperands(v).max(0) as u32 {
+                        let op = LLVMGetOperand(v, k);
+                        if !op.is_null() && !LLVMIsAFunction(op).is_null() {
+                            let mut len = 0usize;
+                            let p = LLVMGetValueName2(op, &mut len);
+                            if !p.is_null() {
+                                let s = std::slice::from_raw_parts(p as *const u8, len);
+                                to.insert(String::from_utf8_lossy(s).into_owned());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        size.insert(fname.clone(), n);
+        refs.insert(fname, to);
+    }
+    let is_op = |s: &str| {
+        s.strip_prefix("op")
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let ops: Vec<String> = size.keys().filter(|s| is_op(s)).cloned().collect();
+    // An op's weight: its own instructions and those of the helpers it reaches (not other ops).
+    let weight = |root: &str| -> usize {
+        let (mut seen, mut todo) = (BTreeSet::new(), vec![root.to_string()]);
+        let mut w = 0;
+        while let Some(f) = todo.pop() {
+            if !seen.insert(f.clone()) {
+                continue;
+            }
+            w += size.get(&f).copied().unwrap_or(0);
+            for g in refs.get(&f).into_iter().flatten() {
+                if !is_op(g) && size.contains_key(g) {
+                    todo.push(g.clone());
+                }
+            }
+        }
+        w
+    };
+    let mut weighted: Vec<(usize, String)> = ops.iter().map(|o| (weight(o), o.clone())).collect();
+    let total: usize = weighted.iter().map(|(w, _)| w).sum();
+    let n = total
+        .div_ceil(PART_INSTRUCTIONS)
+        .clamp(1, MAX_PARTS)
+        .min(ops.len().max(1));
+    if std::env::var_os("FORGEC_TIMINGS").is_some() {
+        eprintln!(
+            "forgec: {total} LLVM instructions in {} op functions: {n} parts",
+            ops.len()
+        );
+    }
+    if n == 1 {
+        return Ok(vec![ops]);
+    }
+    // While the ops are still internal with one caller: their constant arguments (the memref
+    // descriptors' sizes and strides, the weights' addresses) go into their bodies and out of
+    // their signatures. Without this every part compiles general code, slower to make and run.
+    let tm = machine(t)?;
+    m.run_passes(
+        "ipsccp,deadargelim",
+        &tm,
+        inkwell::passes::PassBuilderOptions::create(),
+    )
+    .map_err(|e| format!("LLVM optimization failed: {e}"))?;
+    weighted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut parts: Vec<(usize, Vec<String>)> = vec![(0, Vec::new()); n];
+    for (w, o) in weighted {
+        let lightest = (0..n).min_by_key(|&i| (parts[i].0, i)).unwrap_or(0);
+        parts[lightest].0 += w;
+        parts[lightest].1.push(o);
+    }
+    for f in m.get_functions() {
+        let fname = f.get_name().to_string_lossy().into_owned();
+        if is_op(&fname) && f.count_basic_blocks() > 0 {
+            f.as_global_value()
+                .set_name(&format!("{name}_forgec_{fname}"));
+            f.set_linkage(inkwell::module::Linkage::External);
+            f.as_global_value()
+                .set_visibility(inkwell::GlobalVisibility::Hidden);
+        }
+    }
+    Ok(parts
+        .into_iter()
+        .map(|(_, os)| os.iter().map(|o| format!("{name}_forgec_{o}")).collect())
+        .collect())
+}
+
+/// Optimizes and compiles each part of the module in `bitcode` (see `partition`) on its own
+/// LLVM context, as many at once as this machine has cores (at most one per part). Part 0 holds
+/// the entry functions, the others' ops as declarations; part `i > 0` its ops only.
+fn compile_parts(
+    bitcode: &[u8],
+    t: &Target_,
+    parts: &[Vec<String>],
+    name: &str,
+) -> Result<Vec<Vec<u8>>, String> {
+    use inkwell::module::Linkage;
+    let entry = format!("{name}_forgec_main");
+    let entries = [entry.clone(), format!("_mlir_ciface_{entry}")];
+    let one = |i: usize| -> Result<Vec<u8>, String> {
+        let ctx = inkwell::context::Context::create();
+        let buf =
+            inkwell::memory_buffer::MemoryBuffer::create_from_memory_range_copy(bitcode, "part");
+        let m = inkwell::module::Module::parse_bitcode_from_buffer(&buf, &ctx)
+            .map_err(|e| format!("reading back the module's bitcode: {e}"))?;
+        for (j, ops) in parts.iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            for op in ops {
+                let Some(f) = m.get_function(op) else {
+                    continue;
+                };
+                if i == 0 {
+                    // The entry calls it: a declaration in its place.
+                    let ty = f.get_type();
+                    f.as_global_value().set_name(&format!("{op}.elsewhere"));
+                    let d = m.add_function(op, ty, Some(Linkage::External));
+                    d.as_global_value()
+                        .set_visibility(inkwell::GlobalVisibility::Hidden);
+                    d.set_call_conventions(f.get_call_conventions());
+                    f.replace_all_uses_with(d);
+                    // SAFETY: `f` has no uses left and is not used again.
+                    unsafe { f.delete() };
+                } else {
+                    // Only the entry (dropped below) calls it: O3 drops it.
+                    f.set_linkage(Linkage::Internal);
+                }
+            }
+        }
+        if i > 0 {
+            for e in &entries {
+                if let Some(f) = m.get_function(e) {
+                    f.set_linkage(Linkage::Internal);
+                }
+            }
+        }
+        let clock = std::time::Instant::now();
+        let tm = machine(t)?;
+        // What the other parts hold goes first: O3 would optimize it before dropping it.
+        m.run_passes(
+            "globaldce",
             &tm,
             inkwell::passes::PassBuilderOptions::create(),
         )
         .map_err(|e| format!("LLVM optimization failed: {e}"))?;
-    lap("LLVM O3");
-    if stage == Stage::Llvm {
-        return Ok(llmod.print_to_string().to_string().into_bytes());
-    }
-    let kind = if stage == Stage::Asm {
-        FileType::Assembly
-    } else {
-        FileType::Object
+        optimize(&m, &tm)?;
+        let o = emit(&m, &tm, FileType::Object);
+        if std::env::var_os("FORGEC_TIMINGS").is_some() {
+            eprintln!(
+                "forgec: part {i} ({} ops): {:.2} s",
+                parts[i].len(),
+                clock.elapsed().as_secs_f64()
+            );
+        }
+        o
     };
-    let out = tm
-        .write_to_memory_buffer(&llmod, kind)
-        .map(|b| b.as_slice().to_vec())
-        .map_err(|e| format!("code generation failed: {e}"));
-    lap("machine code");
-    out
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |c| c.get())
+        .min(parts.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<Option<Result<Vec<u8>, String>>> = (0..parts.len()).map(|_| None).collect();
+    let done = std::sync::Mutex::new(&mut out);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= parts.len() {
+                    break;
+                }
+                let r = one(i);
+                if let Ok(mut d) = done.lock() {
+                    d[i] = Some(r);
+                }
+            });
+        }
+    });
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("a code generation thread stopped".into())))
+        .collect()
 }

@@ -116,19 +116,26 @@ pub fn compile(
     let stage = match opts.emit {
         Emit::Llvm => llvm::Stage::Llvm,
         Emit::Asm => llvm::Stage::Asm,
-        _ => llvm::Stage::Object,
+        Emit::Obj => llvm::Stage::Object,
+        _ => llvm::Stage::Objects,
     };
-    let bytes = llvm::compile(&text, &target, stage, name).map_err(internal)?;
+    let parts = llvm::compile(&text, &target, stage, name).map_err(internal)?;
+    let first = parts.first().map_or(&[][..], |p| p.as_slice());
     match opts.emit {
-        Emit::Llvm => return Ok(vec![write(out.join(format!("{name}.ll")), &bytes)?]),
-        Emit::Asm => return Ok(vec![write(out.join(format!("{name}.s")), &bytes)?]),
-        Emit::Obj => return Ok(vec![write(out.join(format!("{name}.o")), &bytes)?]),
+        Emit::Llvm => return Ok(vec![write(out.join(format!("{name}.ll")), first)?]),
+        Emit::Asm => return Ok(vec![write(out.join(format!("{name}.s")), first)?]),
+        Emit::Obj => return Ok(vec![write(out.join(format!("{name}.o")), first)?]),
         _ => {}
     }
     let scratch =
         tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
     let version = env!("CARGO_PKG_VERSION");
-    std::fs::write(scratch.path().join("kernel.o"), &bytes).map_err(|e| e.to_string())?;
+    let mut objects = Vec::new();
+    for (i, bytes) in parts.iter().enumerate() {
+        let o = format!("kernel{i}.o");
+        std::fs::write(scratch.path().join(&o), bytes).map_err(|e| e.to_string())?;
+        objects.push(o);
+    }
     let header = capi::header(&g, name, version, opts.external_weights);
     std::fs::write(scratch.path().join(format!("{name}.h")), &header).map_err(|e| e.to_string())?;
     let file = opts.external_weights.then(|| capi::weights_file(&weights));
@@ -137,7 +144,7 @@ pub fn compile(
         capi::wrapper(&g, name, &entry, file.as_ref()),
     )
     .map_err(|e| e.to_string())?;
-    capi::link(scratch.path(), name, out)?;
+    capi::link(scratch.path(), &objects, name, out)?;
     let h = write(out.join(format!("{name}.h")), header.as_bytes())?;
     let meta = metadata(&g, name, version, source_sha256, opts, &target);
     let j = write(out.join(format!("{name}.json")), meta.as_bytes())?;
