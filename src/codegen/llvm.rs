@@ -336,9 +336,9 @@ fn emit(
         .map_err(|e| format!("code generation failed: {e}"))
 }
 
-/// A module's op functions (`op12`: one per computing node, see `mlir::emit`) are cut into
-/// parts of about this many LLVM instructions at most (before O3), each optimized and compiled
-/// on a thread of its own.
+/// A module's op functions (`op12`: one per computing node, see `mlir::emit`) of more than
+/// this many LLVM instructions (before O3) are cut into 2 or 4 parts, each optimized and
+/// compiled on a thread of its own.
 const PART_INSTRUCTIONS: usize = 20_000;
 
 /// At most this many parts. A fixed count for a given model, whatever this machine's cores:
@@ -417,10 +417,13 @@ fn partition(
     };
     let mut weighted: Vec<(usize, String)> = ops.iter().map(|o| (weight(o), o.clone())).collect();
     let total: usize = weighted.iter().map(|(w, _)| w).sum();
-    let n = total
-        .div_ceil(PART_INSTRUCTIONS)
-        .clamp(1, MAX_PARTS)
-        .min(ops.len().max(1));
+    // 1, 2 or 4 parts: whole numbers of them per core on 2 or 4 cores.
+    let n = match total.div_ceil(PART_INSTRUCTIONS) {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        _ => MAX_PARTS,
+    }
+    .min(ops.len().max(1));
     if std::env::var_os("FORGEC_TIMINGS").is_some() {
         eprintln!(
             "forgec: {total} LLVM instructions in {} op functions: {n} parts",
