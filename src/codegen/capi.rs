@@ -908,12 +908,58 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Compiles the wrapper and links both libraries in `dir` (a scratch dir with the model's
-/// `objects`, `wrapper.c` and the header); the outputs land in `out`.
-pub fn link(dir: &Path, objects: &[String], name: &str, out: &Path) -> Result<(), String> {
+/// The C compiler and archiver that build a library for `triple` on a machine of triple
+/// `host`: `cc` and `ar` for this machine's architecture; for another, a cross compiler on the
+/// PATH (Debian's `aarch64-linux-gnu-gcc`, or one named after the triple) and its `ar`. None
+/// found: an error that says what to install, or to write the object alone.
+pub fn toolchain(triple: &str, host: &str) -> Result<(String, String), String> {
+    let arch = |t: &str| {
+        t.split('-')
+            .next()
+            .unwrap_or("")
+            .replace("arm64", "aarch64")
+    };
+    let linux = |t: &str| t.contains("linux");
+    if arch(triple) == arch(host) && linux(triple) == linux(host) {
+        return Ok(("cc".into(), "ar".into()));
+    }
+    let a = arch(triple);
+    let prefixes = [format!("{a}-linux-gnu"), triple.to_string()];
+    let on_path = |exe: &str| -> bool {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(exe).is_file()))
+    };
+    for p in &prefixes {
+        let cc = format!("{p}-gcc");
+        if on_path(&cc) {
+            let ar = format!("{p}-ar");
+            let ar = if on_path(&ar) { ar } else { "ar".into() };
+            return Ok((cc, ar));
+        }
+    }
+    let looked: Vec<String> = prefixes.iter().map(|p| format!("{p}-gcc")).collect();
+    Err(format!(
+        "--target {triple}: a library for another architecture needs a C cross-compiler to \
+         build its wrapper and link it, and none is on the PATH (looked for {}); install one \
+         (Debian: apt install gcc-{a}-linux-gnu), or write the object file alone with \
+         --emit obj and link it with your own toolchain",
+        looked.join(", ")
+    ))
+}
+
+/// Compiles the wrapper with `cc` and links both libraries in `dir` (a scratch dir with the
+/// model's `objects`, `wrapper.c` and the header; `ar` makes the static one); the outputs land
+/// in `out`.
+pub fn link(
+    dir: &Path,
+    objects: &[String],
+    name: &str,
+    out: &Path,
+    (cc, ar): (&str, &str),
+) -> Result<(), String> {
     // Fixed relative names in the scratch dir keep the objects free of temporary paths.
     run(
-        Command::new("cc").current_dir(dir).args([
+        Command::new(cc).current_dir(dir).args([
             "-std=c99",
             "-O2",
             "-fPIC",
@@ -930,7 +976,7 @@ pub fn link(dir: &Path, objects: &[String], name: &str, out: &Path) -> Result<()
     let a = out.join(format!("lib{name}.a"));
     let _ = std::fs::remove_file(&a);
     run(
-        Command::new("ar")
+        Command::new(ar)
             .current_dir(dir)
             .arg("rcsD")
             .arg(&a)
@@ -939,7 +985,7 @@ pub fn link(dir: &Path, objects: &[String], name: &str, out: &Path) -> Result<()
         "archiving the static library",
     )?;
     run(
-        Command::new("cc")
+        Command::new(cc)
             .current_dir(dir)
             .args(["-shared", "-o"])
             .arg(out.join(format!("lib{name}.so")))

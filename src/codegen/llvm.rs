@@ -94,6 +94,14 @@ pub fn target(triple: Option<&str>, cpu: Option<&str>) -> Result<Target_, String
     })
 }
 
+/// The triple of the machine forgec runs on.
+pub fn host_triple() -> String {
+    TargetMachine::get_default_triple()
+        .as_str()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// f32 lanes of the widest vector registers `t` has: 16 with AVX-512, 8 with AVX2, else 4
 /// (SSE2 and NEON, which every x86_64 and aarch64 CPU has).
 pub fn simd_lanes(t: &Target_) -> usize {

@@ -84,6 +84,12 @@ pub fn compile(
     source_sha256: &str,
 ) -> Result<Vec<PathBuf>, String> {
     let target = llvm::target(opts.target.as_deref(), opts.cpu.as_deref())?;
+    // A library for another machine needs its C toolchain: said before any work is done.
+    let tools = if opts.emit == Emit::Lib {
+        Some(capi::toolchain(&target.triple, &llvm::host_triple())?)
+    } else {
+        None
+    };
     let g = prepare(g)?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create: {e}", out.display()))?;
     let name = &opts.name;
@@ -144,7 +150,8 @@ pub fn compile(
         capi::wrapper(&g, name, &entry, file.as_ref()),
     )
     .map_err(|e| e.to_string())?;
-    capi::link(scratch.path(), &objects, name, out)?;
+    let (cc, ar) = tools.unwrap_or_else(|| ("cc".into(), "ar".into()));
+    capi::link(scratch.path(), &objects, name, out, (&cc, &ar))?;
     let h = write(out.join(format!("{name}.h")), header.as_bytes())?;
     let meta = metadata(&g, name, version, source_sha256, opts, &target);
     let j = write(out.join(format!("{name}.json")), meta.as_bytes())?;
