@@ -26,10 +26,15 @@ use forgec_runtime::Data;
 /// multiplications gain (a convolution of one input channel is a few FMAs per output).
 const MIN_CHANNELS: usize = 16;
 
+/// An image's tiles at least this many, and a block's as many where the image has them: a
+/// block's 16 matmuls read all of the transformed kernel (`16 x C x F`) for this many rows, and
+/// fewer would not pay for reading it (a 7x7 image with 512 channels runs the direct sums).
+const MIN_TILES: usize = 24;
+
 /// Whether the convolution `x * w -> ot` runs by Winograd on a target of `simd` f32 lanes:
 /// channels-last, 3x3, stride and dilation 1, no groups, known kernel and spatial dims, both
 /// channel counts a multiple of `simd` (the transforms run on whole vectors of channels) and
-/// at least `MIN_CHANNELS`, an output of at least 2x2.
+/// at least `MIN_CHANNELS`, an output of at least `MIN_TILES` 2x2 tiles.
 pub(super) fn fits(
     x: &TensorType,
     w: &TensorType,
@@ -57,6 +62,7 @@ pub(super) fn fits(
         && ws[2] >= MIN_CHANNELS
         && ws[3] >= MIN_CHANNELS
         && spatial(ot).iter().all(|&d| d >= 2)
+        && spatial(ot).iter().map(|d| d.div_ceil(2)).product::<usize>() >= MIN_TILES
 }
 
 /// The kernel `[3, 3, C, F]` transformed (`U = G g Gt` per channel pair, in f64, rounded once)
@@ -185,8 +191,11 @@ pub(super) fn conv(
         return Err("internal error: a Winograd convolution without known dims".into());
     };
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    // Blocks of even size: as few as fit, the tile rows shared out.
-    let most = (BLOCK_BYTES / (16 * 4 * (ch + f) * tw)).clamp(1, th);
+    // Blocks of even size: as few as fit (and of `MIN_TILES` at least), the tile rows shared
+    // out.
+    let most = (BLOCK_BYTES / (16 * 4 * (ch + f) * tw))
+        .max(MIN_TILES.div_ceil(tw))
+        .clamp(1, th);
     let rb = th.div_ceil(th.div_ceil(most));
     let vt = format!("vector<{}xf32>", e.simd);
     let (zero, pad) = (e.fresh(), e.fresh());
