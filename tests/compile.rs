@@ -1464,3 +1464,44 @@ fn winograd_convolutions_match_the_interpreter() {
         }
     }
 }
+
+/// `forgec bench` times the library call per batch size and thread count and writes one JSON
+/// record each (batch, threads, a median no larger than its p90, runs).
+#[test]
+fn bench_writes_a_record_per_batch_and_thread_count() {
+    let dir = scratch("bench_json");
+    let json = dir.join("b.json");
+    let out = forgec(&[
+        "bench",
+        model_file("mlp_mnist.keras").to_str().unwrap(),
+        "--batch",
+        "1,5",
+        "--threads",
+        "1,2",
+        "--seconds",
+        "0.05",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let recs = v
+        .as_array()
+        .or_else(|| v["records"].as_array())
+        .expect("a list of records");
+    let mut seen: Vec<(u64, u64)> = recs
+        .iter()
+        .map(|r| {
+            let (med, p90) = (
+                r["median_ms"].as_f64().unwrap(),
+                r["p90_ms"].as_f64().unwrap(),
+            );
+            assert!(med > 0.0 && med <= p90, "{r}");
+            assert!(r["runs"].as_u64().unwrap() >= 10, "{r}");
+            (r["batch"].as_u64().unwrap(), r["threads"].as_u64().unwrap())
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, vec![(1, 1), (1, 2), (5, 1), (5, 2)]);
+}

@@ -162,6 +162,40 @@ impl CompiledModel {
 
     /// Runs on `inputs` (in order); the batch is the first dim of the first input.
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+        let mut outs = self.output_buffers(Self::batch_of(inputs))?;
+        self.run_with(inputs, &mut outs)?;
+        outs.into_iter()
+            .map(|(shape, dt, b)| from_bytes(shape, dt, &b))
+            .collect()
+    }
+
+    fn batch_of(inputs: &[&Tensor]) -> i64 {
+        inputs
+            .first()
+            .and_then(|t| t.shape().first().copied())
+            .unwrap_or(1) as i64
+    }
+
+    /// The outputs' shapes, dtypes and zeroed buffers for a call at `batch` (see `run_with`).
+    pub fn output_buffers(&self, batch: i64) -> Result<Vec<OutputBuffer>, String> {
+        let mut outs = Vec::new();
+        for i in 0..self.num_outputs {
+            let (shape, dt) = self.shape_of(true, i, batch)?;
+            let n = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&n| n <= 1 << 31)
+                .ok_or_else(|| {
+                    format!("output {i} would have shape {shape:?}, over 2^31 elements")
+                })?;
+            outs.push((shape, dt, vec![0u8; n * dt.size_bytes()]));
+        }
+        Ok(outs)
+    }
+
+    /// Runs on `inputs` into `outs` (from `output_buffers` for the same batch), allocating
+    /// nothing: one call of the library, as an application makes it (`forgec bench` times this).
+    pub fn run_with(&self, inputs: &[&Tensor], outs: &mut [OutputBuffer]) -> Result<(), String> {
         if inputs.len() != self.num_inputs {
             return Err(format!(
                 "the model takes {} inputs, got {}",
@@ -169,10 +203,7 @@ impl CompiledModel {
                 inputs.len()
             ));
         }
-        let batch = inputs
-            .first()
-            .and_then(|t| t.shape().first().copied())
-            .unwrap_or(1) as i64;
+        let batch = Self::batch_of(inputs);
         let mut in_ptrs: Vec<*const c_void> = Vec::new();
         for (i, t) in inputs.iter().enumerate() {
             let (shape, dt) = self.shape_of(false, i, batch)?;
@@ -185,17 +216,21 @@ impl CompiledModel {
             }
             in_ptrs.push(data_ptr(t));
         }
-        let mut outs: Vec<(Vec<usize>, DType, Vec<u8>)> = Vec::new();
-        for i in 0..self.num_outputs {
+        if outs.len() != self.num_outputs {
+            return Err(format!(
+                "the model has {} outputs, got {} buffers",
+                self.num_outputs,
+                outs.len()
+            ));
+        }
+        for (i, o) in outs.iter().enumerate() {
             let (shape, dt) = self.shape_of(true, i, batch)?;
-            let n = shape
-                .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .filter(|&n| n <= 1 << 31)
-                .ok_or_else(|| {
-                    format!("output {i} would have shape {shape:?}, over 2^31 elements")
-                })?;
-            outs.push((shape, dt, vec![0u8; n * dt.size_bytes()]));
+            let bytes = shape.iter().product::<usize>() * dt.size_bytes();
+            if o.0 != shape || o.1 != dt || o.2.len() != bytes {
+                return Err(format!(
+                    "output buffer {i} must be {dt} {shape:?} for batch {batch} (see output_buffers)"
+                ));
+            }
         }
         let (last, run) = (self.api.last_error, self.api.run_v);
         let out_ptrs: Vec<*mut c_void> = outs
@@ -211,11 +246,12 @@ impl CompiledModel {
                 return Err(format!("the compiled model failed ({rc}): {msg}"));
             }
         }
-        outs.into_iter()
-            .map(|(shape, dt, b)| from_bytes(shape, dt, &b))
-            .collect()
+        Ok(())
     }
 }
+
+/// An output's shape, dtype and bytes, which `CompiledModel::run_with` writes.
+pub type OutputBuffer = (Vec<usize>, DType, Vec<u8>);
 
 /// The tensor's elements, in place: the C API takes them as they are laid out in memory (a Rust
 /// `bool` is one byte, 0 or 1, as the C API's booleans).
