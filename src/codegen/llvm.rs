@@ -201,8 +201,7 @@ pub enum Stage {
 /// Scratch buffers come from `<name>_forgec_alloc` / `<name>_forgec_free`, which the C wrapper
 /// defines over the calling context's cache (see `capi::wrapper`).
 pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<Vec<u8>>, String> {
-    // FORGEC_TIMINGS=1 prints each stage's time to stderr.
-    let timings = std::env::var_os("FORGEC_TIMINGS").is_some();
+    let timings = timings();
     let mut clock = std::time::Instant::now();
     let mut lap = |what: &str| {
         if timings {
@@ -300,6 +299,11 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<
     Ok(vec![out?])
 }
 
+/// Whether to print each stage's time (and the parts') to stderr: `FORGEC_TIMINGS=1`.
+fn timings() -> bool {
+    std::env::var_os("FORGEC_TIMINGS").is_some()
+}
+
 /// The target machine for `t` (LLVM's targets initialized).
 fn machine(t: &Target_) -> Result<TargetMachine, String> {
     let triple = TargetTriple::create(&t.triple);
@@ -325,12 +329,13 @@ fn machine(t: &Target_) -> Result<TargetMachine, String> {
 fn optimize(m: &inkwell::module::Module, tm: &TargetMachine) -> Result<(), String> {
     m.set_triple(&tm.get_triple());
     m.set_data_layout(&tm.get_target_data().get_data_layout());
-    m.run_passes(
-        "default<O3>",
-        tm,
-        inkwell::passes::PassBuilderOptions::create(),
-    )
-    .map_err(|e| format!("LLVM optimization failed: {e}"))
+    passes(m, tm, "default<O3>")
+}
+
+/// The LLVM pass pipeline `pipeline` on `m`.
+fn passes(m: &inkwell::module::Module, tm: &TargetMachine, pipeline: &str) -> Result<(), String> {
+    m.run_passes(pipeline, tm, inkwell::passes::PassBuilderOptions::create())
+        .map_err(|e| format!("LLVM optimization failed: {e}"))
 }
 
 /// Assembly or object code for `m`.
@@ -432,7 +437,7 @@ fn partition(
         _ => MAX_PARTS,
     }
     .min(ops.len().max(1));
-    if std::env::var_os("FORGEC_TIMINGS").is_some() {
+    if timings() {
         eprintln!(
             "forgec: {total} LLVM instructions in {} op functions: {n} parts",
             ops.len()
@@ -445,12 +450,7 @@ fn partition(
     // descriptors' sizes and strides, the weights' addresses) go into their bodies and out of
     // their signatures. Without this every part compiles general code, slower to make and run.
     let tm = machine(t)?;
-    m.run_passes(
-        "ipsccp,deadargelim",
-        &tm,
-        inkwell::passes::PassBuilderOptions::create(),
-    )
-    .map_err(|e| format!("LLVM optimization failed: {e}"))?;
+    passes(m, &tm, "ipsccp,deadargelim")?;
     weighted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut parts: Vec<(usize, Vec<String>)> = vec![(0, Vec::new()); n];
     for (w, o) in weighted {
@@ -527,15 +527,10 @@ fn compile_parts(
         let clock = std::time::Instant::now();
         let tm = machine(t)?;
         // What the other parts hold goes first: O3 would optimize it before dropping it.
-        m.run_passes(
-            "globaldce",
-            &tm,
-            inkwell::passes::PassBuilderOptions::create(),
-        )
-        .map_err(|e| format!("LLVM optimization failed: {e}"))?;
+        passes(&m, &tm, "globaldce")?;
         optimize(&m, &tm)?;
         let o = emit(&m, &tm, FileType::Object);
-        if std::env::var_os("FORGEC_TIMINGS").is_some() {
+        if timings() {
             eprintln!(
                 "forgec: part {i} ({} ops): {:.2} s",
                 parts[i].len(),

@@ -150,7 +150,7 @@ pub fn compile(
         capi::wrapper(&g, name, &entry, file.as_ref()),
     )
     .map_err(|e| e.to_string())?;
-    let (cc, ar) = tools.unwrap_or_else(|| ("cc".into(), "ar".into()));
+    let (cc, ar) = tools.ok_or("internal error: a library without its C toolchain")?;
     capi::link(scratch.path(), &objects, name, out, (&cc, &ar))?;
     let h = write(out.join(format!("{name}.h")), header.as_bytes())?;
     let meta = metadata(&g, name, version, source_sha256, opts, &target);

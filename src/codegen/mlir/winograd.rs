@@ -17,7 +17,7 @@
 
 use super::{
     chunk_min_rows, chunks, fast_conv_fits, for_carrying, if_carrying, ix, mm_kernel, packed_ty,
-    span, tensor_ty, threads, Epi, Mm, Rows, E, R,
+    span, tensor_ty, threads, transfer_tail, Epi, Mm, Rows, E, R,
 };
 use forgec_ir::{ConvAttrs, Tensor, TensorType};
 use forgec_runtime::Data;
@@ -114,37 +114,33 @@ pub(super) fn weights_ty(ch: usize, f: usize, w: usize) -> String {
 /// `Bt z` for the 4 values `z` of a tile's column (or row): `Bt` is
 /// `[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
 fn bt(e: &mut E, z: [&str; 4], vt: &str) -> [String; 4] {
-    let mut op = |name: &str, a: &str, b: &str| {
-        let v = e.fresh();
-        e.line(&format!("{v} = arith.{name} {a}, {b} : {vt}"));
-        v
-    };
     [
-        op("subf", z[0], z[2]),
-        op("addf", z[1], z[2]),
-        op("subf", z[2], z[1]),
-        op("subf", z[1], z[3]),
+        vop(e, "subf", z[0], z[2], vt),
+        vop(e, "addf", z[1], z[2], vt),
+        vop(e, "subf", z[2], z[1], vt),
+        vop(e, "subf", z[1], z[3], vt),
     ]
+}
+
+/// `%v = arith.<name> a, b : vt`, `%v` fresh.
+fn vop(e: &mut E, name: &str, a: &str, b: &str, vt: &str) -> String {
+    let v = e.fresh();
+    e.line(&format!("{v} = arith.{name} {a}, {b} : {vt}"));
+    v
 }
 
 /// `At z` for 4 values: `At` is `[[1, 1, 1, 0], [0, 1, -1, -1]]`.
 fn at(e: &mut E, z: [&str; 4], vt: &str) -> [String; 2] {
-    let mut op = |name: &str, a: &str, b: &str| {
-        let v = e.fresh();
-        e.line(&format!("{v} = arith.{name} {a}, {b} : {vt}"));
-        v
-    };
-    let s = op("addf", z[0], z[1]);
-    let y0 = op("addf", &s, z[2]);
-    let d = op("subf", z[1], z[2]);
-    let y1 = op("subf", &d, z[3]);
+    let s = vop(e, "addf", z[0], z[1], vt);
+    let y0 = vop(e, "addf", &s, z[2], vt);
+    let d = vop(e, "subf", z[1], z[2], vt);
+    let y1 = vop(e, "subf", &d, z[3], vt);
     [y0, y1]
 }
 
-/// The convolution `x * w -> ot` (`fits` holds; `w` the constant stored by `weights`).
 /// What the three steps share.
 struct Wg<'a> {
-    /// The input, its type; the output's type.
+    /// The input and its type.
     x: &'a str,
     xt: String,
     /// The transformed kernel (`weights`) and its type.
@@ -425,13 +421,14 @@ fn input_tile(
         }
     }
     let (x, xt, vt, pad, zero) = (g.x, &g.xt, &g.vt, &g.pad, &g.zero);
+    let inb = transfer_tail(None);
     for_carrying(e, vty, v, (&c0, &cch, &clanes), &mut |e, v, cv| {
         let mut d = vec![vec![String::new(); 4]; 4];
         for i in 0..4 {
             for j in 0..4 {
                 let raw = e.fresh();
                 e.line(&format!(
-                    "{raw} = vector.transfer_read {x}[{n}, {}, {}, {cv}], {pad} {{in_bounds = [true]}} : {xt}, {vt}",
+                    "{raw} = vector.transfer_read {x}[{n}, {}, {}, {cv}], {pad}{inb} : {xt}, {vt}",
                     rows[i].0, cols[j].0
                 ));
                 d[i][j] = match &inside[i][j] {
@@ -459,7 +456,7 @@ fn input_tile(
                 let p = e.idx((i * 4 + j) as i64);
                 let nv = e.fresh();
                 e.line(&format!(
-                    "{nv} = vector.transfer_write {val}, {v}[{p}, {l}, {cv}] {{in_bounds = [true]}} : {vt}, {vty}"
+                    "{nv} = vector.transfer_write {val}, {v}[{p}, {l}, {cv}]{inb} : {vt}, {vty}"
                 ));
                 v = nv;
             }
@@ -513,6 +510,7 @@ fn output_tile(
     let li0 = ix(e, "subi", &i0, r0);
     let li1 = ix(e, "addi", &li0, &c1);
     let (vt, pad, zero) = (&g.vt, &g.pad, &g.zero);
+    let inb = transfer_tail(None);
     for_carrying(e, st, s, (&c0, &cf, &clanes), &mut |e, s, fv| {
         let mut mv = vec![vec![String::new(); 4]; 4];
         for (i, row) in mv.iter_mut().enumerate() {
@@ -520,7 +518,7 @@ fn output_tile(
                 let p = e.idx((i * 4 + j) as i64);
                 let v = e.fresh();
                 e.line(&format!(
-                    "{v} = vector.transfer_read {m}[{p}, {l}, {fv}], {pad} {{in_bounds = [true]}} : {mty}, {vt}"
+                    "{v} = vector.transfer_read {m}[{p}, {l}, {fv}], {pad}{inb} : {mty}, {vt}"
                 ));
                 *x = v;
             }
@@ -553,7 +551,7 @@ fn output_tile(
                 let mut write = |e: &mut E, s: &str| {
                     let nv = e.fresh();
                     e.line(&format!(
-                        "{nv} = vector.transfer_write {val}, {s}[{nl}, {oi}, {oj}, {fv}] {{in_bounds = [true]}} : {vt}, {st}"
+                        "{nv} = vector.transfer_write {val}, {s}[{nl}, {oi}, {oj}, {fv}]{inb} : {vt}, {st}"
                     ));
                     nv
                 };
