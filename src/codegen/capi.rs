@@ -1,7 +1,7 @@
 //! The C API of a compiled model: `NAME.h`, a small C99 wrapper around MLIR's C interface,
 //! and the link steps (`ar` for `libNAME.a`, `cc -shared` for `libNAME.so`).
 
-use forgec_ir::{DType, Dim, Graph, Op};
+use forgec_ir::{DType, Dim, Graph, Op, ValueId};
 use std::fmt::Write;
 use std::path::Path;
 use std::process::Command;
@@ -263,7 +263,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool) -> String {
     }
     let _ = writeln!(
         h,
-        " * Returns {up}_OK or an error code ({name}_last_error says why). */"
+        " * An output may not overlap an input or another output ({up}_ERR_ARG).\n * Returns {up}_OK or an error code ({name}_last_error says why). */"
     );
     let params = run_params(g, name, &header_names(g));
     let _ = writeln!(h, "int {name}_run({});\n", params.join(", "));
@@ -540,6 +540,37 @@ void {name}_destroy({name}_ctx *ctx) {{
             );
         }
         descs.push(format!("&m{k}"));
+    }
+    // The kernels write an output while they still read the inputs (and may read an output
+    // they wrote, for a later one): a buffer that overlaps another is refused.
+    let nin = g.inputs.len();
+    let ios: Vec<ValueId> = g.inputs.iter().chain(&g.outputs).copied().collect();
+    let bytes = |v: ValueId| -> String {
+        let t = g.ty(v);
+        let mut d = dims_expr(&t.shape);
+        d.push(format!("sizeof({})", c_type(t.dtype)));
+        format!("(size_t){}", d.join(" * (size_t)"))
+    };
+    for k in nin..ios.len() {
+        for j in 0..k {
+            let what = if j < nin {
+                format!("input {j} (`{}`)", g.value(ios[j]).name.replace('"', "'"))
+            } else {
+                format!(
+                    "output {} (`{}`)",
+                    j - nin,
+                    g.value(ios[j]).name.replace('"', "'")
+                )
+            };
+            let _ = writeln!(
+                checks,
+                "    {{ size_t a = {}, b = {}; if (a && b && (const char *)io{k} < (const char *)io{j} + b && (const char *)io{j} < (const char *)io{k} + a) {{ snprintf(ctx->error, sizeof ctx->error, \"output {} (`{}`) overlaps {what}: give each output a buffer of its own\"); return {up}_ERR_ARG; }} }}",
+                bytes(ios[k]),
+                bytes(ios[j]),
+                k - nin,
+                g.value(ios[k]).name.replace('"', "'")
+            );
+        }
     }
     for (j, (off, dims)) in wblocks.iter().enumerate() {
         let r = dims.len();

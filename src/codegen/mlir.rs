@@ -120,6 +120,10 @@ struct E<'g> {
     /// Kernels run on the calling thread alone (a recurrent layer's steps: too little work
     /// each to hand out).
     serial: bool,
+    /// The caller's output buffer (an argument of this op's function) for the op's result: the
+    /// first `empty` of its type is it, so that the kernel writes the model's output in place
+    /// rather than into a buffer copied afterwards.
+    dest: Option<(String, TensorType)>,
 }
 
 /// An elementwise op fused into a matmul kernel's stores: `acc <op> c` (`c <op> acc` when
@@ -381,6 +385,9 @@ impl E<'_> {
 
     /// `tensor.empty` of a type, with its dynamic sizes.
     fn empty(&mut self, t: &TensorType) -> R<String> {
+        if self.dest.as_ref().is_some_and(|(_, dt)| dt == t) {
+            return Ok(self.dest.take().map(|(d, _)| d).unwrap_or_default());
+        }
         let mut dyns = Vec::new();
         for d in &t.shape {
             if d.known().is_none() {
@@ -865,6 +872,7 @@ pub fn emit(
         epilogue: Vec::new(),
         external: HashMap::new(),
         serial: false,
+        dest: None,
     };
     let mut params = Vec::new();
     for (k, &i) in g.inputs.iter().enumerate() {
@@ -932,6 +940,16 @@ pub fn emit(
             }
         }
     }
+    // The model outputs a kernel can write in place (see `E::dest`): values that are no input,
+    // only one output, and read by no op.
+    let mut dests: HashMap<ValueId, usize> = HashMap::new();
+    for (k, &o) in g.outputs.iter().enumerate() {
+        let used = g.nodes.iter().any(|n| n.inputs.contains(&o));
+        if !used && !g.inputs.contains(&o) && g.outputs.iter().filter(|&&x| x == o).count() == 1 {
+            dests.insert(o, k);
+        }
+    }
+    let mut written: HashSet<ValueId> = HashSet::new();
     let mut funcs = String::new();
     let mut fused: HashSet<usize> = HashSet::new();
     // Kernels with their epilogues; the other chains of elementwise ops, each run as one loop
@@ -983,6 +1001,7 @@ pub fn emit(
             epilogue: Vec::new(),
             external: HashMap::new(),
             serial: false,
+            dest: None,
         };
         let mut params = Vec::new();
         let mut call_args = Vec::new();
@@ -1040,6 +1059,30 @@ pub fn emit(
             }
         }
         f.epilogue = chain.iter().map(|(_, epi)| epi.clone()).collect();
+        let node_outputs: Vec<ValueId> = match chain.last() {
+            Some((u, _)) => g.nodes[*u].outputs.clone(),
+            None => node.outputs.clone(),
+        };
+        // An op whose one result is a model output (and used by nothing else) writes it into
+        // the caller's buffer: a tensor over it is the kernel's destination, and the result is
+        // materialized there (a copy of the buffer onto itself when the kernel wrote in place,
+        // which folds away), not returned and copied by the caller.
+        let dest = match node_outputs[..] {
+            [o] => dests.get(&o).map(|&k| (o, k)),
+            _ => None,
+        };
+        if let Some((o, k)) = dest {
+            let t = g.ty(o).clone();
+            params.push(format!("%dest: {}", memref_ty(&t)));
+            call_args.push(format!("%out{k}"));
+            arg_tys.push(memref_ty(&t));
+            f.line(&format!(
+                "%destt = bufferization.to_tensor %dest restrict writable : {} to {}",
+                memref_ty(&t),
+                tensor_ty(&t)
+            ));
+            f.dest = Some(("%destt".to_string(), t));
+        }
         let outs = match members.len() {
             0 => lower(&mut f, node).map_err(at)?,
             _ => vec![fused_elementwise(&mut f, &members)?],
@@ -1049,16 +1092,29 @@ pub fn emit(
                 "internal error: the kernel did not apply its fused epilogue".into(),
             ));
         }
-        let node_outputs: Vec<ValueId> = match chain.last() {
-            Some((u, _)) => g.nodes[*u].outputs.clone(),
-            None => node.outputs.clone(),
+        let (node_outputs, outs) = match dest {
+            Some((o, _)) => {
+                f.line(&format!(
+                    "bufferization.materialize_in_destination {} in writable %dest : ({}, {}) -> ()",
+                    outs[0],
+                    tensor_ty(g.ty(o)),
+                    memref_ty(g.ty(o))
+                ));
+                written.insert(o);
+                (Vec::new(), Vec::new())
+            }
+            None => (node_outputs, outs),
         };
         let out_tys: Vec<String> = node_outputs.iter().map(|&o| tensor_ty(g.ty(o))).collect();
-        f.line(&format!(
-            "return {} : {}",
-            outs.join(", "),
-            out_tys.join(", ")
-        ));
+        if outs.is_empty() {
+            f.line("return");
+        } else {
+            f.line(&format!(
+                "return {} : {}",
+                outs.join(", "),
+                out_tys.join(", ")
+            ));
+        }
         let _ = write!(
             funcs,
             "  func.func private @op{idx}({}) -> ({}) attributes {{passthrough = [\"noinline\"]}} {{\n{}  }}\n",
@@ -1067,13 +1123,13 @@ pub fn emit(
             f.prelude + &f.body
         );
         let r = e.fresh();
-        let res = if outs.len() == 1 {
-            r.clone()
-        } else {
-            format!("{r}:{}", outs.len())
+        let res = match outs.len() {
+            0 => String::new(),
+            1 => format!("{r} = "),
+            n => format!("{r}:{n} = "),
         };
         e.line(&format!(
-            "{res} = func.call @op{idx}({}) : ({}) -> ({})",
+            "{res}func.call @op{idx}({}) : ({}) -> ({})",
             call_args.join(", "),
             arg_tys.join(", "),
             out_tys.join(", ")
@@ -1090,6 +1146,9 @@ pub fn emit(
         }
     }
     for (k, &o) in g.outputs.iter().enumerate() {
+        if written.contains(&o) {
+            continue;
+        }
         let v = e.name(o);
         e.line(&format!(
             "bufferization.materialize_in_destination {v} in restrict writable %out{k} : ({}, {}) -> ()",
@@ -1627,6 +1686,56 @@ struct ConvA {
     padded: bool,
 }
 
+/// The fewest column panels for which `mm_kernel` packs A first: each packed element is then
+/// read at least this often.
+const PACK_MIN_PANELS: usize = 32;
+
+/// The type of A packed into micro-panels: `[tiles, k, rows]`.
+fn packed_rows_ty(k: usize, rows: usize) -> String {
+    format!("tensor<?x{k}x{rows}xf32>")
+}
+
+/// Rows `r0 .. r0 + mfull` (`mfull` a multiple of `rows`) of A (`[m, k]`, type `at`) packed
+/// into micro-panels: `p[t, kk, r] = a[r0 + t * rows + r, kk]`. A register tile then reads its
+/// `rows` values for each `kk` from one cache line, one stream for all its rows, where reading
+/// A in place takes `rows` streams (whose lines may share a cache set: rows 4 KB apart do).
+fn pack_rows(
+    e: &mut E,
+    (a, at): (&str, &str),
+    r0: &str,
+    mfull: &str,
+    rows: usize,
+    k: usize,
+) -> String {
+    let (c0, c1, ck, crows) = (e.idx(0), e.idx(1), e.idx(k as i64), e.idx(rows as i64));
+    let pt = packed_rows_ty(k, rows);
+    let nt = ix(e, "divui", mfull, &crows);
+    let p0 = e.fresh();
+    e.line(&format!("{p0} = tensor.empty({nt}) : {pt}"));
+    for_carrying(e, &pt, &p0, (&c0, &nt, &c1), &mut |e, p, t| {
+        let tr = ix(e, "muli", t, &crows);
+        let base = ix(e, "addi", r0, &tr);
+        let srcs: Vec<(String, String)> = (0..rows)
+            .map(|r| {
+                let cr = e.idx(r as i64);
+                (ix(e, "addi", &base, &cr), cr)
+            })
+            .collect();
+        for_carrying(e, &pt, p, (&c0, &ck, &c1), &mut |e, p, kk| {
+            let mut cur = p.to_string();
+            for (src, cr) in &srcs {
+                let (x, y) = (e.fresh(), e.fresh());
+                e.line(&format!("{x} = tensor.extract {a}[{src}, {kk}] : {at}"));
+                e.line(&format!(
+                    "{y} = tensor.insert {x} into {cur}[{t}, {kk}, {cr}] : {pt}"
+                ));
+                cur = y;
+            }
+            cur
+        })
+    })
+}
+
 fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     const GROUP: usize = 4;
     let (k, n, packed) = (mm.k, mm.n, mm.packed);
@@ -1635,6 +1744,7 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         Rows::Matrix { a, at } => (*a, at.as_str(), None),
         Rows::Conv(cv) => ("", "", Some(cv)),
     };
+    let a_ty = at;
     let w = 2 * e.simd;
     let rows = if e.simd >= 16 { 8 } else { 6 };
     let vt = format!("vector<{w}xf32>");
@@ -1645,6 +1755,8 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     };
     let nfull = n - n % w;
     let min_rows = chunk_min_rows(k * n);
+    // A matrix read by many panels is first packed into micro-panels (see `pack_rows`).
+    let pack_a = conv.is_none() && n.div_ceil(w) >= PACK_MIN_PANELS;
     let (c0, c1, ck, cw) = (e.idx(0), e.idx(1), e.idx(k as i64), e.idx(w as i64));
     let out = mm.out.clone();
     // The tiles write a chunk of rows and columns (see `par_grid`).
@@ -1681,9 +1793,9 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
                 (r0, j0): (&str, &str),
                 i: &str,
                 j: &str,
-                nr: usize,
-                np: usize,
-                masked: bool| {
+                (nr, np): (usize, usize),
+                masked: bool,
+                ap: Option<&str>| {
         uid += 1;
         let u = uid;
         let tmask = if masked { mask.as_deref() } else { None };
@@ -1774,6 +1886,12 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             }
             None => Vec::new(),
         };
+        // The tile's micro-panel of packed A (see `pack_rows`).
+        let ap_tile = ap.map(|p| {
+            let t = e.fresh();
+            e.line(&format!("{t} = arith.divui {i}, {crows} : index"));
+            (p, t)
+        });
         let mut body = String::new();
         let mut close = String::new();
         match conv {
@@ -1893,13 +2011,23 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         let mut next = Vec::new();
         for (r, ri) in a_rows.iter().enumerate() {
             match conv {
-                None => {
-                    let _ = writeln!(
-                        body,
-                        "      %x{u}_{r} = tensor.extract {}[{ri}, {kv}] : {at}",
-                        a
-                    );
-                }
+                None => match &ap_tile {
+                    Some((p, t)) => {
+                        let cr = e.idx(r as i64);
+                        let _ = writeln!(
+                            body,
+                            "      %x{u}_{r} = tensor.extract {p}[{t}, {kv}, {cr}] : {}",
+                            packed_rows_ty(k, rows)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            body,
+                            "      %x{u}_{r} = tensor.extract {}[{ri}, {kv}] : {at}",
+                            a
+                        );
+                    }
+                },
                 Some(cv) => {
                     let s = format!("{u}_{r}");
                     let (n_r, ihv, iwv) = if cv.padded {
@@ -2000,15 +2128,21 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             let (rem, mfull) = (e.fresh(), e.fresh());
             e.line(&format!("{rem} = arith.remui {len}, {crows} : index"));
             e.line(&format!("{mfull} = arith.subi {len}, {rem} : index"));
+            let ap = if pack_a {
+                Some(pack_rows(e, (a, a_ty), r0, &mfull, rows, k))
+            } else {
+                None
+            };
+            let ap = ap.as_deref();
             let mut c = for_c(e, c, (j0, jf, &cw), &mut |e, c, j| {
                 for_c(e, c, (&c0, &mfull, &crows), &mut |e, c, i| {
-                    (tile.borrow_mut())(e, c, at, i, j, rows, 1, false)
+                    (tile.borrow_mut())(e, c, at, i, j, (rows, 1), false, ap)
                 })
             });
             if mask.is_some() {
                 c = if_carrying(e, &st, last, &c, &mut |e, c| {
                     for_c(e, c, (&c0, &mfull, &crows), &mut |e, c, i| {
-                        (tile.borrow_mut())(e, c, at, i, &cnfull, rows, 1, true)
+                        (tile.borrow_mut())(e, c, at, i, &cnfull, (rows, 1), true, ap)
                     })
                 });
             }
@@ -2019,14 +2153,14 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             e.line(&format!("{jg} = arith.subi {jf}, {whole} : index"));
             for_c(e, &c, (&mfull, len, &c1), &mut |e, c, i| {
                 let mut c = for_c(e, c, (j0, &jg, &cgw), &mut |e, c, j| {
-                    (tile.borrow_mut())(e, c, at, i, j, 1, GROUP, false)
+                    (tile.borrow_mut())(e, c, at, i, j, (1, GROUP), false, None)
                 });
                 c = for_c(e, &c, (&jg, jf, &cw), &mut |e, c, j| {
-                    (tile.borrow_mut())(e, c, at, i, j, 1, 1, false)
+                    (tile.borrow_mut())(e, c, at, i, j, (1, 1), false, None)
                 });
                 if mask.is_some() {
                     c = if_carrying(e, &st, last, &c, &mut |e, c| {
-                        (tile.borrow_mut())(e, c, at, i, &cnfull, 1, 1, true)
+                        (tile.borrow_mut())(e, c, at, i, &cnfull, (1, 1), true, None)
                     });
                 }
                 c
