@@ -929,23 +929,24 @@ fn elementwise_chains_fuse_into_one_loop_nest() {
     }
 }
 
-/// A dense layer at batch 1 has one row: its columns are split across the threads instead (the
-/// last panel masked: 1000 columns are not whole vectors), and a batch of 5 splits both rows
-/// and columns on 4 threads. Bias and ReLU (the fused epilogue) read the right columns in every
-/// chunk; the bits are those of one thread, the values the interpreter's.
-#[test]
-fn kernels_split_columns_when_rows_are_few() {
-    let (k, n) = (300, 1000);
+/// `x [batch, 300] x w [300, n] + b`, then ReLU, compiled as `name`: against the interpreter at
+/// each batch size on one thread, and the same bits on each of `threads`. Returns the MLIR.
+fn dense_relu_matches(name: &str, n: usize, batches: &[usize], threads: &[usize]) -> String {
+    let k = 300;
     let w = literal(k * n, |i| ((i * 37 % 101) as f64 - 50.0) / 500.0);
     let b = literal(n, |i| (i % 7) as f64 / 10.0 - 0.3);
     let src = format!(
         "graph \"g\" {{\n  input %x: f32[batch,{k}]\n  %w: f32[{k},{n}] = const [{w}]\n  %b: f32[{n}] = const [{b}]\n  %h: f32[batch,{n}] = matmul(%x, %w)\n  %a: f32[batch,{n}] = add(%h, %b)\n  %y: f32[batch,{n}] = relu(%a)\n  output %y\n}}\n"
     );
     let g = forgec_ir::text::parse(&src).unwrap();
-    let dir = scratch("column_chunks");
-    codegen::compile(g.clone(), &opts("cols"), &dir, "").unwrap();
-    let lib = CompiledModel::load(&dir.join("libcols.so"), "cols").unwrap();
-    for batch in [1, 5] {
+    let dir = scratch(name);
+    let mut o = opts(name);
+    o.emit = Emit::Mlir;
+    codegen::compile(g.clone(), &o, &dir, "").unwrap();
+    let mlir = std::fs::read_to_string(dir.join(format!("{name}.mlir"))).unwrap();
+    codegen::compile(g.clone(), &opts(name), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join(format!("lib{name}.so")), name).unwrap();
+    for &batch in batches {
         let xv: Vec<f32> = (0..batch * k)
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
             .collect();
@@ -953,17 +954,27 @@ fn kernels_split_columns_when_rows_are_few() {
         let want = forgec_ir::interp::run(&g, &[("x".into(), x.clone())]).unwrap();
         lib.set_threads(1).unwrap();
         let one = lib.run(&[&x]).unwrap();
-        assert_close(&one[0], &want[0], 1e-5, "1 thread");
-        for threads in [2, 4] {
-            lib.set_threads(threads).unwrap();
+        assert_close(&one[0], &want[0], 1e-5, &format!("{name}, batch {batch}"));
+        for &t in threads {
+            lib.set_threads(t).unwrap();
             let many = lib.run(&[&x]).unwrap();
             assert_eq!(
                 many[0].to_f64_vec(),
                 one[0].to_f64_vec(),
-                "batch {batch}, {threads} threads"
+                "{name}, batch {batch}, {t} threads"
             );
         }
     }
+    mlir
+}
+
+/// A dense layer at batch 1 has one row: its columns are split across the threads instead (the
+/// last panel masked: 1000 columns are not whole vectors), and a batch of 5 splits both rows
+/// and columns on 4 threads. Bias and ReLU (the fused epilogue) read the right columns in every
+/// chunk; the bits are those of one thread, the values the interpreter's.
+#[test]
+fn kernels_split_columns_when_rows_are_few() {
+    dense_relu_matches("cols", 1000, &[1, 5], &[2, 4]);
 }
 
 /// A matmul whose A is read by many column panels packs A's rows into micro-panels first:
@@ -972,44 +983,11 @@ fn kernels_split_columns_when_rows_are_few() {
 /// rows).
 #[test]
 fn matmuls_with_packed_rows_match_the_interpreter() {
-    let (k, n) = (300, 1001);
-    let w = literal(k * n, |i| ((i * 37 % 101) as f64 - 50.0) / 500.0);
-    let b = literal(n, |i| (i % 7) as f64 / 10.0 - 0.3);
-    let src = format!(
-        "graph \"g\" {{\n  input %x: f32[batch,{k}]\n  %w: f32[{k},{n}] = const [{w}]\n  %b: f32[{n}] = const [{b}]\n  %h: f32[batch,{n}] = matmul(%x, %w)\n  %a: f32[batch,{n}] = add(%h, %b)\n  %y: f32[batch,{n}] = relu(%a)\n  output %y\n}}\n"
-    );
-    let g = forgec_ir::text::parse(&src).unwrap();
-    let dir = scratch("packed_rows");
-    let mut o = opts("pk");
-    o.emit = Emit::Mlir;
-    codegen::compile(g.clone(), &o, &dir, "").unwrap();
-    let mlir = std::fs::read_to_string(dir.join("pk.mlir")).unwrap();
+    let mlir = dense_relu_matches("pk", 1001, &[6, 13, 64], &[2, 3]);
     assert!(
-        mlir.contains(&format!("tensor<?x{k}x6xf32>"))
-            || mlir.contains(&format!("tensor<?x{k}x8xf32>")),
+        mlir.contains("tensor<?x300x6xf32>") || mlir.contains("tensor<?x300x8xf32>"),
         "A is not packed"
     );
-    codegen::compile(g.clone(), &opts("pk"), &dir, "").unwrap();
-    let lib = CompiledModel::load(&dir.join("libpk.so"), "pk").unwrap();
-    for batch in [6, 13, 64] {
-        let xv: Vec<f32> = (0..batch * k)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
-            .collect();
-        let x = Tensor::from_f32(vec![batch, k], xv).unwrap();
-        let want = forgec_ir::interp::run(&g, &[("x".into(), x.clone())]).unwrap();
-        lib.set_threads(1).unwrap();
-        let one = lib.run(&[&x]).unwrap();
-        assert_close(&one[0], &want[0], 1e-5, &format!("batch {batch}"));
-        for threads in [2, 3] {
-            lib.set_threads(threads).unwrap();
-            let many = lib.run(&[&x]).unwrap();
-            assert_eq!(
-                many[0].to_f64_vec(),
-                one[0].to_f64_vec(),
-                "batch {batch}, {threads} threads"
-            );
-        }
-    }
 }
 
 /// A scratch buffer that cannot be allocated makes the run return `NAME_ERR_MEMORY` with the
