@@ -17,6 +17,19 @@ fn opts(name: &str) -> Options {
     }
 }
 
+/// `forgec compile MODEL -o DIR EXTRA...`, which must succeed.
+fn compile_ok(model: &std::path::Path, dir: &std::path::Path, extra: &[&str]) {
+    let mut args = vec![
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = forgec(&args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
 /// `n` values `f(i)` as a text-IR constant's list (`0.125, -0.5, ...`).
 fn literal(n: usize, f: impl Fn(usize) -> f64) -> String {
     (0..n)
@@ -107,13 +120,7 @@ fn artifacts_are_byte_identical_across_builds() {
         let a = scratch(&format!("repro_a_{m}"));
         let b = scratch(&format!("repro_b_{m}"));
         for d in [&a, &b] {
-            let out = forgec(&[
-                "compile",
-                model.to_str().unwrap(),
-                "-o",
-                d.to_str().unwrap(),
-            ]);
-            assert_eq!(out.code, 0, "{}", out.stderr);
+            compile_ok(&model, d, &[]);
         }
         for f in [
             format!("lib{m}.a"),
@@ -144,15 +151,11 @@ fn artifacts_are_byte_identical_across_builds() {
             .collect()
     };
     let c = scratch("repro_other_name");
-    let out = forgec(&[
-        "compile",
-        model_file("mobilenetv2_035_96.onnx").to_str().unwrap(),
-        "-o",
-        c.to_str().unwrap(),
-        "--name",
-        "other",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    compile_ok(
+        &model_file("mobilenetv2_035_96.onnx"),
+        &c,
+        &["--name", "other"],
+    );
     let mine = defined(&scratch_path("repro_a_mobilenetv2_035_96").join("libmobilenetv2_035_96.a"));
     let theirs = defined(&c.join("libother.a"));
     assert!(
@@ -398,17 +401,11 @@ fn every_stage_can_be_emitted() {
         ("llvm", "m.ll", "define void @m_forgec_main"),
         ("asm", "m.s", "m_forgec_main"),
     ] {
-        let out = forgec(&[
-            "compile",
-            model_file("mlp_binary.keras").to_str().unwrap(),
-            "-o",
-            dir.to_str().unwrap(),
-            "--name",
-            "m",
-            "--emit",
-            emit,
-        ]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
+        compile_ok(
+            &model_file("mlp_binary.keras"),
+            &dir,
+            &["--name", "m", "--emit", emit],
+        );
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         assert!(text.contains(needle), "{emit}: no `{needle}`");
     }
@@ -483,15 +480,11 @@ fn layer_zoos_compile_and_match_keras() {
 fn examples_build_and_run() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = scratch("examples");
-    let out = forgec(&[
-        "compile",
-        model_file("mlp_binary.keras").to_str().unwrap(),
-        "-o",
-        dir.to_str().unwrap(),
-        "--name",
-        "mlp_binary",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    compile_ok(
+        &model_file("mlp_binary.keras"),
+        &dir,
+        &["--name", "mlp_binary"],
+    );
     let x = npy(&model_file("mlp_binary.input.npy"));
     let raw: Vec<u8> = x
         .to_f64_vec()
@@ -611,15 +604,11 @@ fn rows_from(t: &Tensor, last: usize, batch: usize) -> Tensor {
 fn two_models_link_into_one_program() {
     let dir = scratch("two_models");
     for name in ["mlp_binary", "mlp_dropout"] {
-        let out = forgec(&[
-            "compile",
-            model_file(&format!("{name}.keras")).to_str().unwrap(),
-            "-o",
-            dir.to_str().unwrap(),
-            "--name",
-            name,
-        ]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
+        compile_ok(
+            &model_file(&format!("{name}.keras")),
+            &dir,
+            &["--name", name],
+        );
     }
     let src = dir.join("both.c");
     std::fs::write(
