@@ -430,6 +430,19 @@ impl E<'_> {
         ins: &[(String, TensorType)],
         body: &mut dyn FnMut(&mut Vec<String>, &[S]) -> S,
     ) -> R<String> {
+        let init = self.empty(out)?;
+        Ok(self.elementwise_into(out, init, ins, &mut |lines, a, _| body(lines, a)))
+    }
+
+    /// `elementwise` writing into `init` (of type `out`), whose old element the body gets as
+    /// its third argument: an update in place, with no buffer of its own.
+    fn elementwise_into(
+        &mut self,
+        out: &TensorType,
+        init: String,
+        ins: &[(String, TensorType)],
+        body: &mut Body,
+    ) -> String {
         let r = out.rank();
         let dvars: Vec<String> = (0..r).map(|i| format!("d{i}")).collect();
         let mut maps = Vec::new();
@@ -455,17 +468,8 @@ impl E<'_> {
             dvars.join(", "),
             dvars.join(", ")
         ));
-        let init = self.empty(out)?;
         let iters = vec!["parallel"; r];
-        Ok(generic(
-            self,
-            ins,
-            &maps,
-            &iters,
-            init,
-            out,
-            &mut |lines, a, _| body(lines, a),
-        ))
+        generic(self, ins, &maps, &iters, init, out, body)
     }
 
     fn name(&self, v: ValueId) -> String {
@@ -2108,7 +2112,8 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     let tile = std::cell::RefCell::new(tile);
     // Each chunk (rows `r0..r0 + len`, column panels from `j0`; see `par_grid`): row blocks panel
     // by panel, then the masked last panel (in the last column chunk); then the rows left over,
-    // one at a time (panels in groups, single panels, the masked last one).
+    // in blocks of 4 and 2 rows and a last single row (panels in groups, single panels, the
+    // masked last one).
     let panels = n.div_ceil(w);
     par_grid(
         e,
@@ -2146,12 +2151,46 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
                     })
                 });
             }
-            // Panels in groups of GROUP up to `jg`, then one by one.
+            // The `rem` rows left over (fewer than `rows`) in blocks of 4 and 2 rows (the bits of
+            // `rem`, largest first), each block panel by panel: B is read once per block, where
+            // single rows read all of it once each.
+            let mut blocks = Vec::new();
+            let mut nr = (rows - 1).next_power_of_two() / 2;
+            while nr >= 2 {
+                blocks.push(nr);
+                nr /= 2;
+            }
+            for &nr in &blocks {
+                let (cnr, above) = (e.idx(nr as i64), e.idx(!(2 * nr as i64 - 1)));
+                // A loop of one step when `rem` has the bit `nr`, of none when not.
+                let (bit, before, lo, hi) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
+                e.line(&format!("{bit} = arith.andi {rem}, {cnr} : index"));
+                e.line(&format!("{before} = arith.andi {rem}, {above} : index"));
+                e.line(&format!("{lo} = arith.addi {mfull}, {before} : index"));
+                e.line(&format!("{hi} = arith.addi {lo}, {bit} : index"));
+                c = for_c(e, &c, (&lo, &hi, &cnr), &mut |e, c, i| {
+                    let mut c = for_c(e, c, (j0, jf, &cw), &mut |e, c, j| {
+                        (tile.borrow_mut())(e, c, at, i, j, (nr, 1), false, None)
+                    });
+                    if mask.is_some() {
+                        c = if_carrying(e, &st, last, &c, &mut |e, c| {
+                            (tile.borrow_mut())(e, c, at, i, &cnfull, (nr, 1), true, None)
+                        });
+                    }
+                    c
+                });
+            }
+            // The last row (when `rem` is odd): panels in groups of GROUP up to `jg`, then one by
+            // one.
             let (span, whole, jg) = (e.fresh(), e.fresh(), e.fresh());
             e.line(&format!("{span} = arith.subi {jf}, {j0} : index"));
             e.line(&format!("{whole} = arith.remui {span}, {cgw} : index"));
             e.line(&format!("{jg} = arith.subi {jf}, {whole} : index"));
-            for_c(e, &c, (&mfull, len, &c1), &mut |e, c, i| {
+            let (odd, i1) = (e.fresh(), e.fresh());
+            let ceven = e.idx(!1);
+            e.line(&format!("{odd} = arith.andi {rem}, {ceven} : index"));
+            e.line(&format!("{i1} = arith.addi {mfull}, {odd} : index"));
+            for_c(e, &c, (&i1, len, &c1), &mut |e, c, i| {
                 let mut c = for_c(e, c, (j0, &jg, &cgw), &mut |e, c, j| {
                     (tile.borrow_mut())(e, c, at, i, j, (1, GROUP), false, None)
                 });
@@ -2660,9 +2699,12 @@ fn softmax(
             },
         )
     } else {
-        e.elementwise(ot, &[(ex, ot.clone()), (sum, kt)], &mut |lines, a| {
-            binary_body(lines, BinaryOp::Div, &a[0], &a[1], dt).unwrap_or_default()
-        })
+        // Divided in place: `ex` is read nowhere else (a model's output then needs no copy).
+        Ok(
+            e.elementwise_into(ot, ex, &[(sum, kt)], &mut |lines, a, out| {
+                binary_body(lines, BinaryOp::Div, out, &a[0], dt).unwrap_or_default()
+            }),
+        )
     }
 }
 
