@@ -44,6 +44,7 @@ fn models(c: &mut Criterion) {
             target: None,
             emit: Emit::Lib,
             external_weights: false,
+            threads: 1,
         };
         codegen::compile(model, &opts, dir.path(), "").unwrap_or_else(|e| panic!("{name}: {e}"));
         let lib = CompiledModel::load(&dir.path().join("libbench.so"), "bench").expect("loads");

@@ -14,6 +14,7 @@ fn opts(name: &str) -> Options {
         target: None,
         emit: Emit::Lib,
         external_weights: false,
+        threads: 1,
     }
 }
 
@@ -438,6 +439,95 @@ fn kernels_copy_no_buffers() {
             .collect();
         assert!(copies.is_empty(), "{m}: {copies:#?}");
     }
+}
+
+/// `forgec compile --threads 3`: a new context runs on 3 threads (`NAME_threads` says so; the
+/// header and NAME.json record it) and gives the bits of a one-thread build, whose contexts
+/// start on 1; a count outside 1..64 is refused. `forgec run --threads 2` runs the compiled
+/// engine on 2 threads, the same bits again and Keras's values; the interpreter refuses more
+/// than one thread.
+#[test]
+fn threads_flag_sets_the_threads_of_new_contexts() {
+    let dir = scratch("threads_flag");
+    let model = model_file("mlp_mnist.keras");
+    let x = npy(&model_file("mlp_mnist.input.npy"));
+    let mut outs = Vec::new();
+    for (threads, sub) in [("1", "one"), ("3", "three")] {
+        let d = dir.join(sub);
+        // `forgec run` compiles for this CPU: the same code, to compare bits with.
+        let flags = ["--name", "m", "--threads", threads, "--cpu", "native"];
+        compile_ok(&model, &d, &flags);
+        let h = std::fs::read_to_string(d.join("m.h")).unwrap();
+        assert!(
+            h.contains(&format!("#define M_DEFAULT_THREADS {threads}\n")),
+            "{h}"
+        );
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("m.json")).unwrap()).unwrap();
+        assert_eq!(meta["flags"]["threads"].to_string(), threads);
+        let lib = CompiledModel::load(&d.join("libm.so"), "m").unwrap();
+        assert_eq!(lib.threads().unwrap().to_string(), threads);
+        outs.push(lib.run(&[&x]).unwrap().remove(0).to_f64_vec());
+    }
+    assert_eq!(outs[0], outs[1], "3 threads changed the bits");
+    let bad = forgec(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+        "--threads",
+        "65",
+    ]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("--threads 65: use 1 to 64"),
+        "{}",
+        bad.stderr
+    );
+
+    let input = format!(
+        "input_layer={}",
+        model_file("mlp_mnist.input.npy").display()
+    );
+    let run = |engine: &str, threads: &str, out: &std::path::Path| {
+        let args = [
+            "run",
+            model.to_str().unwrap(),
+            "-i",
+            &input,
+            "-o",
+            out.to_str().unwrap(),
+            "--engine",
+            engine,
+            "--threads",
+            threads,
+        ];
+        forgec(&args)
+    };
+    let out = dir.join("run");
+    let r = run("compiled", "2", &out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "npy"))
+        .unwrap();
+    let got = npy(&got);
+    assert_eq!(got.to_f64_vec(), outs[0], "forgec run --threads 2");
+    assert_close(
+        &got,
+        &npy(&model_file("mlp_mnist.keras_out.npy")),
+        1e-4,
+        "run on 2 threads",
+    );
+    let r = run("interp", "2", &dir.join("run_interp"));
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("the reference interpreter runs on one thread"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -160,6 +160,14 @@ impl CompiledModel {
         Ok(())
     }
 
+    /// The threads the context's runs use (`forgec compile --threads`, then `set_threads`).
+    pub fn threads(&self) -> Result<usize, String> {
+        type Threads = unsafe extern "C" fn(*const c_void) -> c_int;
+        let get: Threads = self.sym("threads")?;
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(unsafe { get(guard.0) }.max(0) as usize)
+    }
+
     /// Runs on `inputs` (in order); the batch is the first dim of the first input.
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
         let mut outs = self.output_buffers(Self::batch_of(inputs))?;

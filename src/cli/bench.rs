@@ -198,6 +198,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         target: None,
         emit: crate::codegen::Emit::Lib,
         external_weights: false,
+        threads: 1,
     };
     let t0 = Instant::now();
     crate::codegen::compile(g.clone(), &o, dir.path(), "")

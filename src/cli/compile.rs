@@ -31,6 +31,10 @@ pub struct Args {
     /// default) writes the artifact
     #[arg(long, default_value = "lib")]
     pub emit: String,
+    /// The threads a new context of the library runs on (1 to 64; NAME_set_threads changes
+    /// them per context)
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// The SHA-256 of the model's file(s), hex.
@@ -51,6 +55,12 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             a.emit
         ))
     })?;
+    if !(1..=64).contains(&a.threads) {
+        return Err(UserError::new(format!(
+            "--threads {}: use 1 to 64 (a context's threads; NAME_set_threads changes them when it runs)",
+            a.threads
+        )));
+    }
     let mode = |p: &PathBuf| p.as_os_str() == "external" || p.as_os_str() == "embedded";
     let external = a.weights.iter().any(|p| p.as_os_str() == "external");
     let weights_file = a.weights.iter().find(|p| !mode(p)).cloned();
@@ -83,6 +93,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         target: a.target.clone(),
         emit,
         external_weights: external,
+        threads: a.threads,
     };
     let written = codegen::compile(m.into_graph(), &o, &a.out, &sha)
         .map_err(|e| UserError::new(format!("{}: {e}", a.model.display())))?;

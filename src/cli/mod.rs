@@ -62,6 +62,9 @@ pub enum Command {
         /// or auto: compiled when the compiler lowers every op, else the interpreter
         #[arg(long, default_value = "auto")]
         engine: String,
+        /// Threads for the compiled engine (the reference interpreter runs on one)
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -80,7 +83,15 @@ pub fn main_with(cli: Cli) -> i32 {
             output_dir,
             npz,
             engine,
-        } => run::cmd(&model, weights, &inputs, &output_dir, npz, &engine),
+            threads,
+        } => run::cmd(
+            &model,
+            weights,
+            &inputs,
+            &output_dir,
+            npz,
+            (&engine, threads),
+        ),
     };
     match res {
         Ok(code) => code,

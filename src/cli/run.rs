@@ -1,4 +1,4 @@
-//! `forgec run`: the model's outputs, computed by forgec's reference interpreter.
+//! `forgec run`: the model's outputs, computed by the compiled engine or the reference interpreter.
 
 use crate::keras::LoadOptions;
 use crate::UserError;
@@ -71,7 +71,13 @@ impl Engine {
 }
 
 /// Compiles `g` into a scratch library and runs it on `ins` (matched to the graph's inputs).
-pub fn run_compiled(g: &forgec_ir::Graph, ins: &[(String, Tensor)]) -> Result<Vec<Tensor>, String> {
+/// Compiles `g` into a scratch library and runs it on `ins` (matched to the graph's inputs) on
+/// `threads` threads.
+pub fn run_compiled(
+    g: &forgec_ir::Graph,
+    ins: &[(String, Tensor)],
+    threads: usize,
+) -> Result<Vec<Tensor>, String> {
     // The interpreter's checks give the clear messages (missing, unknown, dtype, shape).
     let (ordered, _) = forgec_ir::interp::check_inputs(g, ins).map_err(|e| e.0)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -81,10 +87,13 @@ pub fn run_compiled(g: &forgec_ir::Graph, ins: &[(String, Tensor)]) -> Result<Ve
         target: None,
         emit: crate::codegen::Emit::Lib,
         external_weights: false,
+        threads: 1,
     };
     crate::codegen::compile(g.clone(), &opts, dir.path(), "")?;
     let lib =
         forgec_runtime::compiled::CompiledModel::load(&dir.path().join("libmodel.so"), "model")?;
+    lib.set_threads(threads)
+        .map_err(|e| format!("--threads {threads}: {e}"))?;
     lib.run(&ordered)
 }
 
@@ -94,11 +103,19 @@ pub fn cmd(
     inputs: &[String],
     out_dir: &Path,
     npz: bool,
-    engine: &str,
+    (engine, threads): (&str, usize),
 ) -> Result<i32, UserError> {
     let engine = Engine::parse(engine).ok_or_else(|| {
         UserError::new(format!("--engine {engine}: use auto, compiled or interp"))
     })?;
+    if !(1..=64).contains(&threads) {
+        return Err(UserError::new(format!("--threads {threads}: use 1 to 64")));
+    }
+    if engine == Engine::Interp && threads > 1 {
+        return Err(UserError::new(format!(
+            "--threads {threads}: the reference interpreter runs on one thread; use --engine compiled (or auto) for more"
+        )));
+    }
     let opts = LoadOptions {
         weights,
         allow_missing_weights: false,
@@ -116,13 +133,14 @@ pub fn cmd(
     };
     let outs = match engine {
         Engine::Interp => interp(&g)?,
-        Engine::Compiled => run_compiled(&g, &ins)
+        Engine::Compiled => run_compiled(&g, &ins, threads)
             .map_err(|e| UserError::new(format!("{}: {e}", model.display())))?,
-        Engine::Auto => match run_compiled(&g, &ins) {
+        Engine::Auto => match run_compiled(&g, &ins, threads) {
             Ok(o) => o,
             Err(e) if e.contains("does not lower") || e.contains("is not compiled yet") => {
                 eprintln!(
-                    "note: running the reference interpreter: {}",
+                    "note: running the reference interpreter{}: {}",
+                    if threads > 1 { " (on one thread)" } else { "" },
                     e.lines().next().unwrap_or("")
                 );
                 interp(&g)?

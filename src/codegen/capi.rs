@@ -219,7 +219,7 @@ fn wrapper_names(g: &Graph) -> Vec<String> {
         .collect()
 }
 
-pub fn header(g: &Graph, name: &str, version: &str, external: bool) -> String {
+pub fn header(g: &Graph, name: &str, version: &str, external: bool, threads: usize) -> String {
     let up = name.to_uppercase();
     let mut h = String::new();
     let _ = writeln!(
@@ -233,10 +233,10 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool) -> String {
         let _ = writeln!(h, "/* Built with --weights external: the library maps {name}.weights when it is loaded, from\n * ${up}_WEIGHTS if set, else from the directory of the shared library (or of the program that\n * links the static one). Without it, runs return {up}_ERR_WEIGHTS and say where they looked. */\n");
     }
     let _ = writeln!(h, "#define {up}_MAX_BATCH 1073741824\n#define {up}_MAX_THREADS 64\n#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n", g.inputs.len(), g.outputs.len());
-    let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared). */");
-    let _ = writeln!(h, "typedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
+    let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared).\n * A new context runs on {up}_DEFAULT_THREADS thread(s) (forgec compile --threads {threads}); NULL when\n * it cannot be allocated or its threads cannot be started. */");
+    let _ = writeln!(h, "#define {up}_DEFAULT_THREADS {threads}\ntypedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
     let _ = writeln!(h, "/* The last error's text for this context (\"\" after a success). */\nconst char *{name}_last_error(const {name}_ctx *ctx);\n");
-    let _ = writeln!(h, "/* Threads for this context's runs (default 1): the context starts threads - 1 threads of its\n * own, which spin briefly and then sleep between runs. A run whose batch gives every thread a\n * slice worth it is cut into one slice per thread; otherwise (batch 1, or a model whose samples\n * cannot be computed apart) the matmul, convolution and pooling kernels split their rows or\n * columns across the threads, no chunk smaller than is worth a thread. Results are the same, to\n * the bit, on any number of threads. {up}_ERR_ARG for a count outside 1..{up}_MAX_THREADS or\n * threads that cannot be started. */\nint {name}_set_threads({name}_ctx *ctx, int threads);\n");
+    let _ = writeln!(h, "/* Threads for this context's runs (default 1): the context starts threads - 1 threads of its\n * own, which spin briefly and then sleep between runs. A run whose batch gives every thread a\n * slice worth it is cut into one slice per thread; otherwise (batch 1, or a model whose samples\n * cannot be computed apart) the matmul, convolution and pooling kernels split their rows or\n * columns across the threads, no chunk smaller than is worth a thread. Results are the same, to\n * the bit, on any number of threads. {up}_ERR_ARG for a count outside 1..{up}_MAX_THREADS or\n * threads that cannot be started. */\nint {name}_set_threads({name}_ctx *ctx, int threads);\n/* The threads this context's runs use (0 for a NULL context). */\nint {name}_threads(const {name}_ctx *ctx);\n");
     let _ = writeln!(
         h,
         "/* Runs the model on `batch` samples. Buffers are dense, row-major:"
@@ -326,7 +326,13 @@ pub fn weights_file(ws: &[super::mlir::ExternalWeight]) -> WeightsFile {
     WeightsFile { bytes, blocks }
 }
 
-pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Option<&WeightsFile>) -> String {
+pub fn wrapper(
+    g: &Graph,
+    name: &str,
+    entry: &str,
+    weights: Option<&WeightsFile>,
+    threads: usize,
+) -> String {
     // Whether (and why not) the batch may be cut across threads.
     let obstacle = batch_split_obstacle(g);
     let splittable = obstacle.is_none();
@@ -469,7 +475,7 @@ void {name}_forgec_free(void *p) {{
     );
     let _ = writeln!(
         c,
-        "{name}_ctx *{name}_create(void) {{\n    {name}_ctx *ctx = ({name}_ctx *)calloc(1, sizeof({name}_ctx));\n    if (ctx) ctx->threads = 1;\n    return ctx;\n}}"
+        "/* A context on one thread (the batch slices' contexts are). */\nstatic {name}_ctx *{name}_new(void) {{\n    {name}_ctx *ctx = ({name}_ctx *)calloc(1, sizeof({name}_ctx));\n    if (ctx) ctx->threads = 1;\n    return ctx;\n}}"
     );
     let _ = writeln!(
         c,
@@ -718,6 +724,18 @@ static {name}_pool *{name}_pool_start(int threads) {{
     let _ = writeln!(c, "int {name}_set_threads({name}_ctx *ctx, int threads) {{\n    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;");
     let _ = writeln!(c, "    if (threads < 1 || threads > {up}_MAX_THREADS) {{ snprintf(ctx->error, sizeof ctx->error, \"%d threads: use 1..%d\", threads, {up}_MAX_THREADS); return {up}_ERR_ARG; }}");
     let _ = writeln!(c, "    if (threads == ctx->threads) return {up}_OK;\n    {name}_pool_stop(({name}_pool *)ctx->pool);\n    ctx->pool = NULL;\n    ctx->threads = 1;\n    if (threads > 1) {{\n        ctx->pool = {name}_pool_start(threads);\n        if (!ctx->pool || (({name}_pool *)ctx->pool)->n == 0) {{ {name}_pool_stop(({name}_pool *)ctx->pool); ctx->pool = NULL; snprintf(ctx->error, sizeof ctx->error, \"could not start %d threads\", threads); return {up}_ERR_ARG; }}\n    }}\n    ctx->threads = threads;\n    return {up}_OK;\n}}\n");
+    let _ = writeln!(
+        c,
+        "int {name}_threads(const {name}_ctx *ctx) {{ return ctx ? ctx->threads : 0; }}"
+    );
+    let _ = writeln!(
+        c,
+        "{name}_ctx *{name}_create(void) {{\n    {name}_ctx *ctx = {name}_new();"
+    );
+    if threads > 1 {
+        let _ = writeln!(c, "    if (ctx && {name}_set_threads(ctx, {threads}) != {up}_OK) {{ {name}_destroy(ctx); return NULL; }}");
+    }
+    let _ = writeln!(c, "    return ctx;\n}}\n");
     let _ = writeln!(c, "int {name}_run({}) {{", params.join(", "));
     let _ = writeln!(
         c,
@@ -770,7 +788,7 @@ static {name}_pool *{name}_pool_start(int threads) {{
         );
         let _ = writeln!(
             c,
-            "            if (t > 0 && !ctx->sub[t]) ctx->sub[t] = {name}_create();"
+            "            if (t > 0 && !ctx->sub[t]) ctx->sub[t] = {name}_new();"
         );
         let _ = writeln!(
             c,

@@ -20,6 +20,9 @@ pub struct Options {
     /// `--weights external`: large constants go to `NAME.weights`, which the library maps when
     /// it is loaded, instead of into the library.
     pub external_weights: bool,
+    /// The threads a new context of the library runs on (`--threads`, 1 to 64; its
+    /// `set_threads` changes them).
+    pub threads: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,12 +145,12 @@ pub fn compile(
         std::fs::write(scratch.path().join(&o), bytes).map_err(|e| e.to_string())?;
         objects.push(o);
     }
-    let header = capi::header(&g, name, version, opts.external_weights);
+    let header = capi::header(&g, name, version, opts.external_weights, opts.threads);
     std::fs::write(scratch.path().join(format!("{name}.h")), &header).map_err(|e| e.to_string())?;
     let file = opts.external_weights.then(|| capi::weights_file(&weights));
     std::fs::write(
         scratch.path().join("wrapper.c"),
-        capi::wrapper(&g, name, &entry, file.as_ref()),
+        capi::wrapper(&g, name, &entry, file.as_ref(), opts.threads),
     )
     .map_err(|e| e.to_string())?;
     let (cc, ar) = tools.ok_or("internal error: a library without its C toolchain")?;
@@ -200,6 +203,7 @@ fn metadata(
             "cpu": opts.cpu.as_ref().unwrap_or(&t.cpu),
             "target": t.triple,
             "weights": if opts.external_weights { "external" } else { "embedded" },
+            "threads": opts.threads,
         },
     });
     serde_json::to_string_pretty(&v).expect("json") + "\n"
