@@ -107,7 +107,10 @@ impl CompiledModel {
         let create: Create = m.sym("create")?;
         let ctx = unsafe { create() };
         if ctx.is_null() {
-            return Err("the model could not allocate its context".into());
+            return Err(
+                "the model could not make its context: out of memory, or the threads it was compiled to start (forgec compile --threads) could not be started"
+                    .into(),
+            );
         }
         m.ctx = std::sync::Mutex::new(Ctx(ctx));
         let [shape, oshape] = m.api.shape;

@@ -326,19 +326,39 @@ pub fn weights_file(ws: &[super::mlir::ExternalWeight]) -> WeightsFile {
     WeightsFile { bytes, blocks }
 }
 
-pub fn wrapper(
-    g: &Graph,
-    name: &str,
-    entry: &str,
-    weights: Option<&WeightsFile>,
-    threads: usize,
-) -> String {
+/// Where the large constants (the entry function's weight arguments) live.
+pub enum Weights<'a> {
+    /// There are none.
+    None,
+    /// In the library: the blob `NAME_forgec_weights` (see `weights_asm`).
+    Embedded(&'a WeightsFile),
+    /// In `NAME.weights`, mapped when the library is loaded (`--weights external`).
+    External(&'a WeightsFile),
+}
+
+/// An assembly file that puts `bin` (the bytes of a `WeightsFile`, written beside it) into the
+/// library's read-only data as the hidden symbol `NAME_forgec_weights`, 64-byte aligned. The
+/// assembler copies the bytes (`.incbin`): the weights never pass through MLIR or LLVM, whose
+/// constants cost several copies of them in memory and most of a big model's compile time. (The
+/// empty `.note.GNU-stack` keeps the stack of a program that links it non-executable.)
+pub fn weights_asm(name: &str, bin: &str) -> String {
+    format!(
+        "\t.section .rodata.{name}_forgec_weights,\"a\"\n\t.balign 64\n\t.globl {name}_forgec_weights\n\t.hidden {name}_forgec_weights\n{name}_forgec_weights:\n\t.incbin \"{bin}\"\n\t.section .note.GNU-stack,\"\",%progbits\n"
+    )
+}
+
+pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Weights, threads: usize) -> String {
+    let (file, external) = match weights {
+        Weights::None => (None, false),
+        Weights::Embedded(w) => (Some(w), false),
+        Weights::External(w) => (Some(w), true),
+    };
     // Whether (and why not) the batch may be cut across threads.
     let obstacle = batch_split_obstacle(g);
     let splittable = obstacle.is_none();
     let up = name.to_uppercase();
     let mut c = String::new();
-    if weights.is_some() {
+    if external {
         // dladdr (the library's own path) and mmap.
         c.push_str("#define _GNU_SOURCE\n#include <dlfcn.h>\n#include <fcntl.h>\n#include <string.h>\n#include <sys/mman.h>\n#include <sys/stat.h>\n#include <unistd.h>\n");
     }
@@ -346,7 +366,7 @@ pub fn wrapper(
         c,
         "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n#include <pthread.h>\n#include <sched.h>\n#include <setjmp.h>\n"
     );
-    let wblocks: &[(usize, Vec<usize>)] = weights.map_or(&[], |w| &w.blocks);
+    let wblocks: &[(usize, Vec<usize>)] = file.map_or(&[], |w| &w.blocks);
     let mut ranks: Vec<usize> = g
         .inputs
         .iter()
@@ -378,7 +398,13 @@ pub fn wrapper(
         "\nextern void _mlir_ciface_{entry}({});\n",
         args.join(", ")
     );
-    if let Some(w) = weights {
+    if let (Some(_), false) = (file, external) {
+        let _ = writeln!(
+            c,
+            "extern const char {name}_forgec_weights[] __attribute__((visibility(\"hidden\")));\nstatic const char *const {name}_weights = {name}_forgec_weights;\n"
+        );
+    }
+    if let (Some(w), true) = (file, external) {
         let hash: Vec<String> = w.bytes[16..32]
             .iter()
             .map(|b| format!("0x{b:02x}"))
@@ -746,7 +772,7 @@ static {name}_pool *{name}_pool_start(int threads) {{
         "    if (batch < 0 || batch > {up}_MAX_BATCH) {{ snprintf(ctx->error, sizeof ctx->error, \"batch size %lld is outside 0..%lld\", (long long)batch, (long long){up}_MAX_BATCH); return {up}_ERR_BATCH; }}"
     );
     c.push_str(&checks);
-    if weights.is_some() {
+    if external {
         let _ = writeln!(c, "    if (!{name}_weights) {{ snprintf(ctx->error, sizeof ctx->error, \"%s\", {name}_weights_error); return {up}_ERR_WEIGHTS; }}");
     }
     if splittable {
@@ -1007,6 +1033,17 @@ pub fn link(
     (cc, ar): (&str, &str),
 ) -> Result<(), String> {
     // Fixed relative names in the scratch dir keep the objects free of temporary paths.
+    let mut objects = objects.to_vec();
+    if dir.join("weights.s").exists() {
+        run(
+            Command::new(cc)
+                .current_dir(dir)
+                .args(["-c", "weights.s", "-o", "weights.o"]),
+            "assembling the weights",
+        )?;
+        objects.push("weights.o".into());
+    }
+    let objects = &objects;
     run(
         Command::new(cc).current_dir(dir).args([
             "-std=c99",

@@ -86,8 +86,9 @@ fn raw_bytes(t: &Tensor) -> Vec<u8> {
     s
 }
 
-/// A constant kept out of the library (`--weights external`): the entry function takes it as
-/// an argument, and the C wrapper passes it from the mapped weights file.
+/// A large constant, kept out of the MLIR: the entry function takes it as an argument, and the
+/// C wrapper passes it from the weights blob (embedded by the assembler, or the mapped
+/// `NAME.weights` with `--weights external`).
 #[derive(Clone, Debug)]
 pub struct ExternalWeight {
     /// Its dims as the code reads them (packed weights have their panel layout).
@@ -95,7 +96,7 @@ pub struct ExternalWeight {
     pub bytes: Vec<u8>,
 }
 
-/// Constants of at least this many bytes go to the weights file with `--weights external`.
+/// Constants of at least this many bytes are passed as weights (see `ExternalWeight`).
 const EXTERNAL_MIN_BYTES: usize = 1024;
 
 struct E<'g> {
@@ -115,7 +116,7 @@ struct E<'g> {
     packed: HashMap<ValueId, Pack>,
     /// Elementwise ops the current kernel applies before it stores its results.
     epilogue: Vec<Epi>,
-    /// Constants passed to the entry function (`%w{index}`), with `--weights external`.
+    /// Constants passed to the entry function (`%w{index}`).
     external: HashMap<ValueId, usize>,
     /// Kernels run on the calling thread alone (a recurrent layer's steps: too little work
     /// each to hand out).
@@ -854,14 +855,9 @@ fn cast_body(lines: &mut Vec<String>, x: &str, from: DType, to: DType) -> String
 /// Emits the model as MLIR; `simd` is the target's f32 vector width (lanes), which sizes the
 /// register tiles of the matmul kernels.
 ///
-/// With `external`, the large constants become arguments of the entry function (after the
-/// inputs and outputs), returned in that order with their bytes.
-pub fn emit(
-    g: &Graph,
-    simd: usize,
-    entry: &str,
-    external: bool,
-) -> R<(String, Vec<ExternalWeight>)> {
+/// The large constants (`EXTERNAL_MIN_BYTES` and up) become arguments of the entry function
+/// (after the inputs and outputs), returned in that order with their bytes.
+pub fn emit(g: &Graph, simd: usize, entry: &str) -> R<(String, Vec<ExternalWeight>)> {
     let packed = packable_weights(g, simd);
     let mut e = E {
         g,
@@ -886,28 +882,26 @@ pub fn emit(
         params.push(format!("%out{k}: {}", memref_ty(g.ty(o))));
     }
     let mut weights = Vec::new();
-    if external {
-        for n in &g.nodes {
-            let Op::Const { value, .. } = &n.op else {
-                continue;
-            };
-            if value.size_bytes() < EXTERNAL_MIN_BYTES || value.dtype() == DType::Bool {
-                continue;
-            }
-            let v = n.outputs[0];
-            let packed_value = e.stored(v, value);
-            let stored = packed_value.as_ref().unwrap_or(value);
-            let j = weights.len();
-            e.external.insert(v, j);
-            params.push(format!(
-                "%w{j}: {}",
-                e.arg_ty(v).replacen("tensor<", "memref<", 1)
-            ));
-            weights.push(ExternalWeight {
-                dims: stored.shape().to_vec(),
-                bytes: raw_bytes(stored),
-            });
+    for n in &g.nodes {
+        let Op::Const { value, .. } = &n.op else {
+            continue;
+        };
+        if value.size_bytes() < EXTERNAL_MIN_BYTES || value.dtype() == DType::Bool {
+            continue;
         }
+        let v = n.outputs[0];
+        let packed_value = e.stored(v, value);
+        let stored = packed_value.as_ref().unwrap_or(value);
+        let j = weights.len();
+        e.external.insert(v, j);
+        params.push(format!(
+            "%w{j}: {}",
+            e.arg_ty(v).replacen("tensor<", "memref<", 1)
+        ));
+        weights.push(ExternalWeight {
+            dims: stored.shape().to_vec(),
+            bytes: raw_bytes(stored),
+        });
     }
     // Symbol sizes from the first input carrying each symbol.
     for (k, &i) in g.inputs.iter().enumerate() {

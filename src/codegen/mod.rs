@@ -8,6 +8,9 @@ pub mod mlir;
 use forgec_ir::Graph;
 use std::path::{Path, PathBuf};
 
+/// The most weights a library embeds (1.5 GiB): its data must stay within 2 GB of its code.
+const EMBED_MAX_BYTES: usize = 3 << 29;
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub name: String,
@@ -105,7 +108,9 @@ pub fn compile(
     // Every global symbol of the object carries the model's name, so that several models link
     // into one program.
     let entry = format!("{name}_forgec_main");
-    let (text, weights) = mlir::emit(&g, llvm::simd_lanes(&target), &entry, opts.external_weights)?;
+    // The large constants are always the entry function's arguments: from NAME.weights with
+    // `--weights external`, else from a blob the assembler puts into the library.
+    let (text, weights) = mlir::emit(&g, llvm::simd_lanes(&target), &entry)?;
     let write = |file: PathBuf, bytes: &[u8]| -> Result<PathBuf, String> {
         std::fs::write(&file, bytes)
             .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
@@ -147,10 +152,34 @@ pub fn compile(
     }
     let header = capi::header(&g, name, version, opts.external_weights, opts.threads);
     std::fs::write(scratch.path().join(format!("{name}.h")), &header).map_err(|e| e.to_string())?;
-    let file = opts.external_weights.then(|| capi::weights_file(&weights));
+    let file = (opts.external_weights || !weights.is_empty()).then(|| capi::weights_file(&weights));
+    let placed = match &file {
+        None => capi::Weights::None,
+        Some(f) if opts.external_weights => capi::Weights::External(f),
+        Some(f) => {
+            // Beyond 2 GB of data, code cannot reach the data after it (x86-64's default code
+            // model): such weights must stay outside.
+            if f.bytes.len() > EMBED_MAX_BYTES {
+                return Err(format!(
+                    "the model has {:.1} GB of weights, more than a library can embed ({:.1} GB): compile it with --weights external",
+                    f.bytes.len() as f64 / 1e9,
+                    EMBED_MAX_BYTES as f64 / 1e9
+                ));
+            }
+            let write_in = |n: &str, b: &[u8]| {
+                std::fs::write(scratch.path().join(n), b).map_err(|e| e.to_string())
+            };
+            write_in("weights.bin", &f.bytes)?;
+            write_in(
+                "weights.s",
+                capi::weights_asm(name, "weights.bin").as_bytes(),
+            )?;
+            capi::Weights::Embedded(f)
+        }
+    };
     std::fs::write(
         scratch.path().join("wrapper.c"),
-        capi::wrapper(&g, name, &entry, file.as_ref(), opts.threads),
+        capi::wrapper(&g, name, &entry, placed, opts.threads),
     )
     .map_err(|e| e.to_string())?;
     let (cc, ar) = tools.ok_or("internal error: a library without its C toolchain")?;
@@ -164,7 +193,7 @@ pub fn compile(
         h,
         j,
     ];
-    if let Some(f) = &file {
+    if let (Some(f), true) = (&file, opts.external_weights) {
         files.push(write(out.join(format!("{name}.weights")), &f.bytes)?);
     }
     Ok(files)
