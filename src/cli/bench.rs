@@ -172,8 +172,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub fn cmd(a: Args) -> Result<i32, UserError> {
-    if let Some(&t) = a.threads.iter().find(|&&t| t == 0 || t > 64) {
-        return Err(UserError::new(format!("--threads {t}: use 1..64")));
+    for &t in &a.threads {
+        super::check_threads(t)?;
     }
     let twin = match a.compare.as_deref() {
         None => None,

@@ -55,12 +55,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             a.emit
         ))
     })?;
-    if !(1..=64).contains(&a.threads) {
-        return Err(UserError::new(format!(
-            "--threads {}: use 1 to 64 (a context's threads; NAME_set_threads changes them when it runs)",
-            a.threads
-        )));
-    }
+    super::check_threads(a.threads)?;
     let mode = |p: &PathBuf| p.as_os_str() == "external" || p.as_os_str() == "embedded";
     let external = a.weights.iter().any(|p| p.as_os_str() == "external");
     let weights_file = a.weights.iter().find(|p| !mode(p)).cloned();

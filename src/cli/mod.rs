@@ -68,6 +68,18 @@ pub enum Command {
     },
 }
 
+/// A `--threads` count is one a context can run on.
+pub fn check_threads(t: usize) -> Result<(), UserError> {
+    if (1..=crate::codegen::MAX_THREADS).contains(&t) {
+        Ok(())
+    } else {
+        Err(UserError::new(format!(
+            "--threads {t}: use 1 to {}",
+            crate::codegen::MAX_THREADS
+        )))
+    }
+}
+
 /// Runs the command; returns the exit code.
 pub fn main_with(cli: Cli) -> i32 {
     let res: Result<i32, UserError> = match cli.command {

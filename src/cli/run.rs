@@ -108,9 +108,7 @@ pub fn cmd(
     let engine = Engine::parse(engine).ok_or_else(|| {
         UserError::new(format!("--engine {engine}: use auto, compiled or interp"))
     })?;
-    if !(1..=64).contains(&threads) {
-        return Err(UserError::new(format!("--threads {threads}: use 1 to 64")));
-    }
+    super::check_threads(threads)?;
     if engine == Engine::Interp && threads > 1 {
         return Err(UserError::new(format!(
             "--threads {threads}: the reference interpreter runs on one thread; use --engine compiled (or auto) for more"

@@ -232,7 +232,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool, threads: usi
     if external {
         let _ = writeln!(h, "/* Built with --weights external: the library maps {name}.weights when it is loaded, from\n * ${up}_WEIGHTS if set, else from the directory of the shared library (or of the program that\n * links the static one). Without it, runs return {up}_ERR_WEIGHTS and say where they looked. */\n");
     }
-    let _ = writeln!(h, "#define {up}_MAX_BATCH 1073741824\n#define {up}_MAX_THREADS 64\n#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n", g.inputs.len(), g.outputs.len());
+    let _ = writeln!(h, "#define {up}_MAX_BATCH 1073741824\n#define {up}_MAX_THREADS {}\n#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n", super::MAX_THREADS, g.inputs.len(), g.outputs.len());
     let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared).\n * A new context runs on {up}_DEFAULT_THREADS thread(s) (forgec compile --threads {threads}); NULL when\n * it cannot be allocated or its threads cannot be started. */");
     let _ = writeln!(h, "#define {up}_DEFAULT_THREADS {threads}\ntypedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
     let _ = writeln!(h, "/* The last error's text for this context (\"\" after a success). */\nconst char *{name}_last_error(const {name}_ctx *ctx);\n");
@@ -327,6 +327,7 @@ pub fn weights_file(ws: &[super::mlir::ExternalWeight]) -> WeightsFile {
 }
 
 /// Where the large constants (the entry function's weight arguments) live.
+#[derive(Clone, Copy)]
 pub enum Weights<'a> {
     /// There are none.
     None,
@@ -336,14 +337,15 @@ pub enum Weights<'a> {
     External(&'a WeightsFile),
 }
 
-/// An assembly file that puts `bin` (the bytes of a `WeightsFile`, written beside it) into the
-/// library's read-only data as the hidden symbol `NAME_forgec_weights`, 64-byte aligned. The
-/// assembler copies the bytes (`.incbin`): the weights never pass through MLIR or LLVM, whose
-/// constants cost several copies of them in memory and most of a big model's compile time. (The
-/// empty `.note.GNU-stack` keeps the stack of a program that links it non-executable.)
-pub fn weights_asm(name: &str, bin: &str) -> String {
+/// An assembly file that puts `weights.bin` (the bytes of a `WeightsFile`, written beside it)
+/// into the library's read-only data as the hidden symbol `NAME_forgec_weights`, 64-byte
+/// aligned. The assembler copies the bytes (`.incbin`): the weights never pass through MLIR or
+/// LLVM, whose constants cost several copies of them in memory and most of a big model's compile
+/// time. (The empty `.note.GNU-stack` keeps the stack of a program that links it
+/// non-executable.)
+fn weights_asm(name: &str) -> String {
     format!(
-        "\t.section .rodata.{name}_forgec_weights,\"a\"\n\t.balign 64\n\t.globl {name}_forgec_weights\n\t.hidden {name}_forgec_weights\n{name}_forgec_weights:\n\t.incbin \"{bin}\"\n\t.section .note.GNU-stack,\"\",%progbits\n"
+        "\t.section .rodata.{name}_forgec_weights,\"a\"\n\t.balign 64\n\t.globl {name}_forgec_weights\n\t.hidden {name}_forgec_weights\n{name}_forgec_weights:\n\t.incbin \"weights.bin\"\n\t.section .note.GNU-stack,\"\",%progbits\n"
     )
 }
 
@@ -398,13 +400,13 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Weights, threads: us
         "\nextern void _mlir_ciface_{entry}({});\n",
         args.join(", ")
     );
-    if let (Some(_), false) = (file, external) {
+    if let Weights::Embedded(_) = weights {
         let _ = writeln!(
             c,
             "extern const char {name}_forgec_weights[] __attribute__((visibility(\"hidden\")));\nstatic const char *const {name}_weights = {name}_forgec_weights;\n"
         );
     }
-    if let (Some(w), true) = (file, external) {
+    if let Weights::External(w) = weights {
         let hash: Vec<String> = w.bytes[16..32]
             .iter()
             .map(|b| format!("0x{b:02x}"))
@@ -1031,10 +1033,14 @@ pub fn link(
     name: &str,
     out: &Path,
     (cc, ar): (&str, &str),
+    weights: &Weights,
 ) -> Result<(), String> {
     // Fixed relative names in the scratch dir keep the objects free of temporary paths.
     let mut objects = objects.to_vec();
-    if dir.join("weights.s").exists() {
+    if let Weights::Embedded(w) = weights {
+        let write = |n: &str, b: &[u8]| std::fs::write(dir.join(n), b).map_err(|e| e.to_string());
+        write("weights.bin", &w.bytes)?;
+        write("weights.s", weights_asm(name).as_bytes())?;
         run(
             Command::new(cc)
                 .current_dir(dir)

@@ -1742,7 +1742,6 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
         Rows::Matrix { a, at } => (*a, at.as_str(), None),
         Rows::Conv(cv) => ("", "", Some(cv)),
     };
-    let a_ty = at;
     let w = 2 * e.simd;
     let rows = if e.simd >= 16 { 8 } else { 6 };
     let vt = format!("vector<{w}xf32>");
@@ -2123,25 +2122,25 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
                 jf,
                 last,
             } = ch;
-            let at = (r0, j0);
+            let origin = (r0, j0);
             let (rem, mfull) = (e.fresh(), e.fresh());
             e.line(&format!("{rem} = arith.remui {len}, {crows} : index"));
             e.line(&format!("{mfull} = arith.subi {len}, {rem} : index"));
             let ap = if pack_a {
-                Some(pack_rows(e, (a, a_ty), r0, &mfull, rows, k))
+                Some(pack_rows(e, (a, at), r0, &mfull, rows, k))
             } else {
                 None
             };
             let ap = ap.as_deref();
             let mut c = for_c(e, c, (j0, jf, &cw), &mut |e, c, j| {
                 for_c(e, c, (&c0, &mfull, &crows), &mut |e, c, i| {
-                    (tile.borrow_mut())(e, c, at, i, j, (rows, 1), false, ap)
+                    (tile.borrow_mut())(e, c, origin, i, j, (rows, 1), false, ap)
                 })
             });
             if mask.is_some() {
                 c = if_carrying(e, &st, last, &c, &mut |e, c| {
                     for_c(e, c, (&c0, &mfull, &crows), &mut |e, c, i| {
-                        (tile.borrow_mut())(e, c, at, i, &cnfull, (rows, 1), true, ap)
+                        (tile.borrow_mut())(e, c, origin, i, &cnfull, (rows, 1), true, ap)
                     })
                 });
             }
@@ -2164,11 +2163,11 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
                 e.line(&format!("{hi} = arith.addi {lo}, {bit} : index"));
                 c = for_c(e, &c, (&lo, &hi, &cnr), &mut |e, c, i| {
                     let mut c = for_c(e, c, (j0, jf, &cw), &mut |e, c, j| {
-                        (tile.borrow_mut())(e, c, at, i, j, (nr, 1), false, None)
+                        (tile.borrow_mut())(e, c, origin, i, j, (nr, 1), false, None)
                     });
                     if mask.is_some() {
                         c = if_carrying(e, &st, last, &c, &mut |e, c| {
-                            (tile.borrow_mut())(e, c, at, i, &cnfull, (nr, 1), true, None)
+                            (tile.borrow_mut())(e, c, origin, i, &cnfull, (nr, 1), true, None)
                         });
                     }
                     c
@@ -2186,14 +2185,14 @@ fn mm_kernel(e: &mut E, mm: &Mm) -> String {
             e.line(&format!("{i1} = arith.addi {mfull}, {odd} : index"));
             for_c(e, &c, (&i1, len, &c1), &mut |e, c, i| {
                 let mut c = for_c(e, c, (j0, &jg, &cgw), &mut |e, c, j| {
-                    (tile.borrow_mut())(e, c, at, i, j, (1, GROUP), false, None)
+                    (tile.borrow_mut())(e, c, origin, i, j, (1, GROUP), false, None)
                 });
                 c = for_c(e, &c, (&jg, jf, &cw), &mut |e, c, j| {
-                    (tile.borrow_mut())(e, c, at, i, j, (1, 1), false, None)
+                    (tile.borrow_mut())(e, c, origin, i, j, (1, 1), false, None)
                 });
                 if mask.is_some() {
                     c = if_carrying(e, &st, last, &c, &mut |e, c| {
-                        (tile.borrow_mut())(e, c, at, i, &cnfull, (1, 1), true, None)
+                        (tile.borrow_mut())(e, c, origin, i, &cnfull, (1, 1), true, None)
                     });
                 }
                 c

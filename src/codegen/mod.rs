@@ -8,6 +8,9 @@ pub mod mlir;
 use forgec_ir::Graph;
 use std::path::{Path, PathBuf};
 
+/// The most threads a context runs on (`NAME_MAX_THREADS`).
+pub const MAX_THREADS: usize = 64;
+
 /// The most weights a library embeds (1.5 GiB): its data must stay within 2 GB of its code.
 const EMBED_MAX_BYTES: usize = 3 << 29;
 
@@ -166,14 +169,6 @@ pub fn compile(
                     EMBED_MAX_BYTES as f64 / 1e9
                 ));
             }
-            let write_in = |n: &str, b: &[u8]| {
-                std::fs::write(scratch.path().join(n), b).map_err(|e| e.to_string())
-            };
-            write_in("weights.bin", &f.bytes)?;
-            write_in(
-                "weights.s",
-                capi::weights_asm(name, "weights.bin").as_bytes(),
-            )?;
             capi::Weights::Embedded(f)
         }
     };
@@ -183,7 +178,7 @@ pub fn compile(
     )
     .map_err(|e| e.to_string())?;
     let (cc, ar) = tools.ok_or("internal error: a library without its C toolchain")?;
-    capi::link(scratch.path(), &objects, name, out, (&cc, &ar))?;
+    capi::link(scratch.path(), &objects, name, out, (&cc, &ar), &placed)?;
     let h = write(out.join(format!("{name}.h")), header.as_bytes())?;
     let meta = metadata(&g, name, version, source_sha256, opts, &target);
     let j = write(out.join(format!("{name}.json")), meta.as_bytes())?;
