@@ -12,7 +12,7 @@ fi
 cargo build --release --quiet
 OUT=target/bench
 mkdir -p "$OUT"
-rm -f "$OUT/openblas.json"
+rm -f "$OUT/openblas.json" "$OUT/fma_peak.json"
 # A 1024^3 f32 matmul graph (weights random), the kernel's yardstick.
 "$VENV/bin/python" - <<'PY'
 import numpy as np, onnx
@@ -49,6 +49,9 @@ doc[str(t)] = 2 * 1024**3 / times[len(times) // 2] / 1e9
 json.dump(doc, open(path, "w"))
 PY
 done
+# And the machine's multiply-add peak (registers only, no memory): the most any kernel could do.
+cc -O2 -march=native -ffp-contract=fast -o "$OUT/fma_peak" scripts/fma_peak.c -lpthread
+printf '{"1": %s, "2": %s}\n' "$("$OUT/fma_peak" 1)" "$("$OUT/fma_peak" 2)" > "$OUT/fma_peak.json"
 for m in mlp_binary mlp_dropout mlp_mnist cnn_mnist functional_two_in_two_out mobilenetv2_035_96 lstm_seq text_embed; do
     ./target/release/forgec bench "$M/$m.keras" --batch 1,32 --threads 1,2 \
         --compare onnxruntime --python "$VENV/bin/python" --json "$OUT/$m.json"
