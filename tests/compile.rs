@@ -865,6 +865,43 @@ fn threads_split_the_batch_and_change_no_bit() {
     assert_eq!(two[0].to_f64_vec(), one[0].to_f64_vec(), "2 threads");
 }
 
+/// A recurrent layer's steps run on one thread whatever the kernels could do, so a model with
+/// one splits its batch across threads from smaller slices (its steps' multiply-adds counted:
+/// lstm_seq's 20 steps of 4 gates of 32 units over 8 inputs and the state); on 2 threads the
+/// split batch gives the bits of one thread.
+#[test]
+fn recurrent_models_split_smaller_batches() {
+    let macs = |f: &str| {
+        let g = load(&model_file(f), &LoadOptions::default()).unwrap().graph;
+        (
+            codegen::capi::macs_per_sample(&g),
+            codegen::capi::min_slice(&g),
+        )
+    };
+    // 20 * 4 * 32 * (8 + 32) for the LSTM, 32 + 1 for its one-unit dense layer (the product
+    // and the bias); 20 * 4 * 32 * 32 of it serial.
+    assert_eq!(macs("lstm_seq.keras"), ((102_400 + 33, 81_920), 3));
+    // No recurrent layer: slices of about 4M multiply-adds.
+    let (m, s) = macs("mlp_mnist.keras");
+    assert_eq!((m.1, s), (0, 4_000_000 / m.0));
+    assert_eq!(macs("cnn_mnist.keras").1, 1);
+
+    let model = load(&model_file("lstm_seq.keras"), &LoadOptions::default()).unwrap();
+    let dir = scratch("threads_lstm");
+    codegen::compile(model.graph.clone(), &opts("lstm"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("liblstm.so"), "lstm").unwrap();
+    let x = rows(&npy(&model_file("lstm_seq.input.npy")), 16);
+    let one = lib.run(&[&x]).unwrap();
+    lib.set_threads(2).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            lib.run(&[&x]).unwrap()[0].to_f64_vec(),
+            one[0].to_f64_vec(),
+            "2 threads"
+        );
+    }
+}
+
 /// `--weights external`: the constants go to NAME.weights, which the library maps when it is
 /// loaded (beside the library); the outputs are the same bits as with embedded weights; a
 /// missing or foreign weights file makes runs fail with the place looked at, never a crash.

@@ -121,9 +121,27 @@ pub fn batch_split_obstacle(g: &Graph) -> Option<String> {
     None
 }
 
-/// Multiply-adds per sample, roughly: matmuls and convolutions by their loops, every other op
-/// by its output's size. Sizes the smallest slice of the batch worth a thread.
-pub fn macs_per_sample(g: &Graph) -> u64 {
+/// The fewest samples of a batch slice worth a thread of its own. A slice of fewer than about
+/// 4M multiply-adds costs more to hand over than it saves, as the kernels can split their
+/// rows instead. A recurrent layer's steps run on one thread whatever the batch (each step's
+/// work is too small to hand out), so a model with one gains from slices of 250K of
+/// its steps' multiply-adds already.
+pub fn min_slice(g: &Graph) -> u64 {
+    let (all, serial) = macs_per_sample(g);
+    let rows = 4_000_000 / all.max(1);
+    SERIAL_SLICE_MACS
+        .checked_div(serial)
+        .map_or(rows, |r| r.min(rows))
+        .max(1)
+}
+
+const SERIAL_SLICE_MACS: u64 = 250_000;
+
+/// Multiply-adds per sample, roughly (all of them, and those of the recurrent layers' steps,
+/// state by recurrent kernel):
+/// matmuls, convolutions and recurrent layers by their loops, every other op by its output's
+/// size.
+pub fn macs_per_sample(g: &Graph) -> (u64, u64) {
     let per_sample = |v: forgec_ir::ValueId| -> u64 {
         g.ty(v)
             .shape
@@ -132,7 +150,9 @@ pub fn macs_per_sample(g: &Graph) -> u64 {
             .map(|d| d as u64)
             .product()
     };
-    g.nodes
+    let mut serial = 0;
+    let all = g
+        .nodes
         .iter()
         .map(|n| {
             let out = n.outputs.first().map_or(0, |&o| per_sample(o));
@@ -162,11 +182,23 @@ pub fn macs_per_sample(g: &Graph) -> u64 {
                     .unwrap_or(1) as u64;
                     out * (w / cout.max(1))
                 }
+                // Every step multiplies its input and the state by the gates' kernels.
+                Op::Rnn(r) => {
+                    let x = &g.ty(n.inputs[0]).shape;
+                    let (steps, features) = match (x.get(1), x.get(2)) {
+                        (Some(t), Some(f)) => (t.known().unwrap_or(1), f.known().unwrap_or(1)),
+                        _ => (1, 1),
+                    };
+                    let gu = (steps * r.cell.gates() * r.units) as u64;
+                    serial += gu * r.units as u64;
+                    gu * (features + r.units) as u64
+                }
                 Op::Const { .. } => 0,
                 _ => out,
             }
         })
-        .sum()
+        .sum();
+    (all, serial)
 }
 
 fn dims_expr(shape: &[Dim]) -> Vec<String> {
@@ -796,8 +828,7 @@ static {name}_pool *{name}_pool_start(int threads) {{
             "    int nt = ctx->threads < batch ? ctx->threads : (int)batch;"
         );
         let _ = writeln!(c, "    if (pl && nt > pl->n + 1) nt = pl->n + 1;");
-        // A slice smaller than about 4M multiply-adds costs more to hand over than it saves.
-        let min_rows = (4_000_000 / macs_per_sample(g).max(1)).max(1);
+        let min_rows = min_slice(g);
         let _ = writeln!(c, "    if (batch / {min_rows} < nt) nt = batch / {min_rows} > 1 ? (int)(batch / {min_rows}) : 1;");
         // The batch is split when every thread gets a slice worth it; otherwise the kernels
         // split their rows (`NAME_forgec_threads`).
