@@ -2,8 +2,10 @@
 
 Usage: python ort_bench.py MODEL.onnx SPEC.json, where SPEC holds {"threads": [...],
 "seconds": s, "runs": [{"batch": b, "inputs": [file.npy, ...]}, ...]} (inputs in the model's
-input order). Prints a JSON list of records: batch, threads, median_ms, p90_ms, runs.
-Sessions: intra_op_num_threads = threads, inter_op 1, sequential, all graph optimizations.
+input order). Prints a JSON list of records: batch, threads, median_ms, p90_ms, runs, and
+times_ms (every run; `forgec bench` calls this once per round, between its own). Sessions:
+intra_op_num_threads = threads, inter_op 1, sequential, all graph optimizations; three runs
+of each case first, untimed.
 """
 import json
 import sys
@@ -43,12 +45,13 @@ def main():
                 sess.run(None, feeds)
             times = []
             start = time.perf_counter()
-            while (time.perf_counter() - start < spec["seconds"] or len(times) < 10) and len(
+            while (time.perf_counter() - start < spec["seconds"] or len(times) < 2) and len(
                 times
-            ) < 100_000:
+            ) < 20_000:
                 t = time.perf_counter()
                 sess.run(None, feeds)
                 times.append(time.perf_counter() - t)
+            ms = [t * 1e3 for t in times]
             times.sort()
             out.append(
                 {
@@ -57,6 +60,7 @@ def main():
                     "median_ms": times[len(times) // 2] * 1e3,
                     "p90_ms": times[round((len(times) - 1) * 0.9)] * 1e3,
                     "runs": len(times),
+                    "times_ms": ms,
                 }
             )
     print(json.dumps(out))

@@ -24,7 +24,8 @@ pub struct Args {
     pub json: Option<PathBuf>,
     #[arg(long, default_value = "native")]
     pub cpu: String,
-    /// Seconds of measurement per batch size
+    /// Seconds of measurement per batch size and thread count (in 5 rounds, the cases taking
+    /// turns)
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
     /// Also time the model's ONNX twin (the .onnx file beside the model, or the model itself)
@@ -62,76 +63,121 @@ fn onnx_twin(model: &Path) -> Result<PathBuf, UserError> {
 /// (batch, threads).
 type BatchThreads = (usize, usize);
 
-/// Times `onnx` in onnxruntime through Python on the same inputs: (batch, threads) -> median ms.
-fn onnxruntime_medians(
-    a: &Args,
-    onnx: &Path,
-    g: &forgec_ir::Graph,
-) -> Result<Vec<(BatchThreads, f64)>, UserError> {
-    let python = a.python.clone().unwrap_or_else(|| {
-        let venv = PathBuf::from("target/bench-venv/bin/python");
-        if venv.exists() {
-            venv
-        } else {
-            PathBuf::from("python3")
-        }
-    });
-    let dir = tempfile::tempdir().map_err(|e| UserError::new(e.to_string()))?;
-    let mut runs = Vec::new();
-    for &batch in &a.batches {
-        let mut files = Vec::new();
-        for (k, t) in inputs(g, batch).map_err(UserError::new)?.iter().enumerate() {
-            let f = dir.path().join(format!("b{batch}_in{k}.npy"));
-            forgec_runtime::write_npy(&f, t).map_err(|e| UserError::new(e.to_string()))?;
-            files.push(f.display().to_string());
-        }
-        runs.push(serde_json::json!({"batch": batch, "inputs": files}));
-    }
-    let spec = dir.path().join("spec.json");
-    let doc = serde_json::json!({"threads": a.threads, "seconds": a.seconds, "runs": runs});
-    std::fs::write(&spec, doc.to_string()).map_err(|e| UserError::new(e.to_string()))?;
-    let script = dir.path().join("ort_bench.py");
-    std::fs::write(&script, include_str!("../../scripts/ort_bench.py"))
-        .map_err(|e| UserError::new(e.to_string()))?;
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(onnx)
-        .arg(&spec)
-        .output()
-        .map_err(|e| {
-            UserError::new(format!(
-                "--compare onnxruntime: cannot start {}: {e}; run scripts/bench.sh once (it makes target/bench-venv) or pass --python",
-                python.display()
-            ))
-        })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("").to_string();
-        return Err(UserError::new(format!(
-            "--compare onnxruntime: {} failed on {}: {last}{}",
-            python.display(),
-            onnx.display(),
-            if last.contains("No module named") {
-                " (run scripts/bench.sh once: it makes target/bench-venv with onnxruntime)"
+/// onnxruntime through Python (`scripts/ort_bench.py`) on the same inputs as forgec: the
+/// inputs and the spec are written once, the script runs once per round.
+struct Ort {
+    python: PathBuf,
+    onnx: PathBuf,
+    script: PathBuf,
+    spec: serde_json::Value,
+    dir: tempfile::TempDir,
+}
+
+impl Ort {
+    fn new(a: &Args, onnx: &Path, g: &forgec_ir::Graph) -> Result<Ort, UserError> {
+        let python = a.python.clone().unwrap_or_else(|| {
+            let venv = PathBuf::from("target/bench-venv/bin/python");
+            if venv.exists() {
+                venv
             } else {
-                ""
+                PathBuf::from("python3")
             }
-        )));
+        });
+        let dir = tempfile::tempdir().map_err(|e| UserError::new(e.to_string()))?;
+        let mut runs = Vec::new();
+        for &batch in &a.batches {
+            let mut files = Vec::new();
+            for (k, t) in inputs(g, batch).map_err(UserError::new)?.iter().enumerate() {
+                let f = dir.path().join(format!("b{batch}_in{k}.npy"));
+                forgec_runtime::write_npy(&f, t).map_err(|e| UserError::new(e.to_string()))?;
+                files.push(f.display().to_string());
+            }
+            runs.push(serde_json::json!({"batch": batch, "inputs": files}));
+        }
+        let script = dir.path().join("ort_bench.py");
+        std::fs::write(&script, include_str!("../../scripts/ort_bench.py"))
+            .map_err(|e| UserError::new(e.to_string()))?;
+        Ok(Ort {
+            python,
+            onnx: onnx.to_path_buf(),
+            script,
+            spec: serde_json::json!({"threads": a.threads, "runs": runs}),
+            dir,
+        })
     }
-    let recs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
-        .map_err(|e| UserError::new(format!("--compare onnxruntime: unreadable output: {e}")))?;
-    Ok(recs
-        .iter()
-        .filter_map(|r| {
-            Some((
-                (
+
+    /// Each (batch, threads)'s run times over about `seconds`.
+    fn times(&mut self, seconds: f64) -> Result<Vec<(BatchThreads, Vec<Duration>)>, UserError> {
+        self.spec["seconds"] = serde_json::json!(seconds);
+        let spec = self.dir.path().join("spec.json");
+        std::fs::write(&spec, self.spec.to_string()).map_err(|e| UserError::new(e.to_string()))?;
+        let python = &self.python;
+        let out = std::process::Command::new(python)
+            .arg(&self.script)
+            .arg(&self.onnx)
+            .arg(&spec)
+            .output()
+            .map_err(|e| {
+                UserError::new(format!(
+                    "--compare onnxruntime: cannot start {}: {e}; run scripts/bench.sh once (it makes target/bench-venv) or pass --python",
+                    python.display()
+                ))
+            })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err.lines().last().unwrap_or("").to_string();
+            return Err(UserError::new(format!(
+                "--compare onnxruntime: {} failed on {}: {last}{}",
+                python.display(),
+                self.onnx.display(),
+                if last.contains("No module named") {
+                    " (run scripts/bench.sh once: it makes target/bench-venv with onnxruntime)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let recs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| {
+            UserError::new(format!("--compare onnxruntime: unreadable output: {e}"))
+        })?;
+        Ok(recs
+            .iter()
+            .filter_map(|r| {
+                let key = (
                     r["batch"].as_u64()? as usize,
                     r["threads"].as_u64()? as usize,
-                ),
-                r["median_ms"].as_f64()?,
-            ))
-        })
-        .collect())
+                );
+                let times = r["times_ms"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|t| t.as_f64())
+                    .map(|ms| Duration::from_secs_f64(ms / 1e3))
+                    .collect();
+                Some((key, times))
+            })
+            .collect())
+    }
+}
+
+/// Rounds in which the cases (and onnxruntime) take turns.
+const ROUNDS: usize = 5;
+
+/// One (batch, threads) of the compiled model: its own context, inputs and output buffers.
+struct Case {
+    batch: usize,
+    threads: usize,
+    lib: CompiledModel,
+    ins: Vec<Tensor>,
+    outs: Vec<forgec_runtime::compiled::OutputBuffer>,
+    times: Vec<Duration>,
+    ort: Vec<Duration>,
+}
+
+impl Case {
+    fn run(&mut self) -> Result<(), String> {
+        let refs: Vec<&Tensor> = self.ins.iter().collect();
+        self.lib.run_with(&refs, &mut self.outs)
+    }
 }
 
 /// Deterministic pseudo-random inputs (xorshift): floats in [-1, 1), integers in [0, 10).
@@ -204,79 +250,114 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     crate::codegen::compile(g.clone(), &o, dir.path(), "")
         .map_err(|e| UserError::new(format!("{}: {e}", a.model.display())))?;
     let compile_s = t0.elapsed().as_secs_f64();
-    let lib =
-        CompiledModel::load(&dir.path().join("libbench.so"), "bench").map_err(UserError::new)?;
+    let so = dir.path().join("libbench.so");
     println!(
         "{}: compiled in {compile_s:.2} s (cpu {})",
         a.model.display(),
         a.cpu
     );
-    println!(
-        "{:>6} {:>8} {:>12} {:>12} {:>14} {:>8}",
-        "batch", "threads", "median ms", "p90 ms", "samples/s", "runs"
-    );
-    let mut records = Vec::new();
+    // One context per (batch, threads), its output buffers made once, as an application would:
+    // a run is the library call.
+    let mut cases = Vec::new();
     for (&batch, &threads) in a
         .batches
         .iter()
         .flat_map(|b| a.threads.iter().map(move |t| (b, t)))
     {
+        let lib = CompiledModel::load(&so, "bench").map_err(UserError::new)?;
         lib.set_threads(threads)
             .map_err(|e| UserError::new(format!("--threads {threads}: {e}")))?;
         let ins = inputs(&g, batch).map_err(UserError::new)?;
-        let refs: Vec<&Tensor> = ins.iter().collect();
-        // The output buffers are made once, as an application would: a run is the library call.
-        let mut outs = lib.output_buffers(batch as i64).map_err(UserError::new)?;
+        let outs = lib.output_buffers(batch as i64).map_err(UserError::new)?;
+        cases.push(Case {
+            batch,
+            threads,
+            lib,
+            ins,
+            outs,
+            times: Vec::new(),
+            ort: Vec::new(),
+        });
+    }
+    for c in &mut cases {
         for _ in 0..3 {
-            lib.run_with(&refs, &mut outs).map_err(UserError::new)?;
+            c.run().map_err(UserError::new)?;
         }
-        let mut times = Vec::new();
-        let start = Instant::now();
-        while (start.elapsed().as_secs_f64() < a.seconds || times.len() < 10)
-            && times.len() < 100_000
-        {
-            let t = Instant::now();
-            lib.run_with(&refs, &mut outs).map_err(UserError::new)?;
-            times.push(t.elapsed());
+    }
+    let mut ort = match &twin {
+        Some(onnx) => Some(Ort::new(&a, onnx, &g)?),
+        None => None,
+    };
+    // The cases take turns, in ROUNDS rounds, and so does onnxruntime: a machine whose load
+    // changes during the measurement slows every case alike.
+    let slice = a.seconds / ROUNDS as f64;
+    for _ in 0..ROUNDS {
+        for c in &mut cases {
+            let start = Instant::now();
+            let mut n = 0;
+            while (start.elapsed().as_secs_f64() < slice || n < 2) && n < 20_000 {
+                let t = Instant::now();
+                c.run().map_err(UserError::new)?;
+                c.times.push(t.elapsed());
+                n += 1;
+            }
         }
-        times.sort();
-        let (med, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
-        let thr = batch as f64 / (med / 1e3);
+        if let Some(ort) = &mut ort {
+            for ((batch, threads), times) in ort.times(slice)? {
+                if let Some(c) = cases
+                    .iter_mut()
+                    .find(|c| (c.batch, c.threads) == (batch, threads))
+                {
+                    c.ort.extend(times);
+                }
+            }
+        }
+    }
+    println!(
+        "{:>6} {:>8} {:>12} {:>12} {:>14} {:>8}",
+        "batch", "threads", "median ms", "p90 ms", "samples/s", "runs"
+    );
+    let mut records = Vec::new();
+    for c in &mut cases {
+        c.times.sort();
+        let (med, p90) = (percentile(&c.times, 0.5), percentile(&c.times, 0.9));
+        let thr = c.batch as f64 / (med / 1e3);
         println!(
-            "{batch:>6} {threads:>8} {med:>12.4} {p90:>12.4} {thr:>14.1} {:>8}",
-            times.len()
+            "{:>6} {:>8} {med:>12.4} {p90:>12.4} {thr:>14.1} {:>8}",
+            c.batch,
+            c.threads,
+            c.times.len()
         );
         records.push(serde_json::json!({
-            "batch": batch, "threads": threads, "median_ms": med, "p90_ms": p90,
-            "samples_per_s": thr, "runs": times.len(), "engine": "compiled", "cpu": a.cpu,
+            "batch": c.batch, "threads": c.threads, "median_ms": med, "p90_ms": p90,
+            "samples_per_s": thr, "runs": c.times.len(), "engine": "compiled", "cpu": a.cpu,
         }));
     }
     if let Some(onnx) = &twin {
-        let ort = onnxruntime_medians(&a, onnx, &g)?;
         println!(
-            "onnxruntime on {} (same inputs and threads):",
+            "onnxruntime on {} (same inputs and threads, its runs taking turns with forgec's):",
             onnx.display()
         );
         println!(
             "{:>6} {:>8} {:>12} {:>12} {:>14}",
             "batch", "threads", "forgec ms", "ort ms", "forgec/ort"
         );
-        for r in &mut records {
-            let key = (
-                r["batch"].as_u64().unwrap_or(0) as usize,
-                r["threads"].as_u64().unwrap_or(0) as usize,
-            );
-            if let Some(&(_, o)) = ort.iter().find(|(k, _)| *k == key) {
-                let f = r["median_ms"].as_f64().unwrap_or(0.0);
-                println!(
-                    "{:>6} {:>8} {f:>12.4} {o:>12.4} {:>14.2}",
-                    key.0,
-                    key.1,
-                    f / o
-                );
-                r["ort_median_ms"] = serde_json::json!(o);
-                r["ratio_to_ort"] = serde_json::json!(f / o);
+        for (c, r) in cases.iter_mut().zip(&mut records) {
+            if c.ort.is_empty() {
+                continue;
             }
+            c.ort.sort();
+            let o = percentile(&c.ort, 0.5);
+            let f = r["median_ms"].as_f64().unwrap_or(0.0);
+            println!(
+                "{:>6} {:>8} {f:>12.4} {o:>12.4} {:>14.2}",
+                c.batch,
+                c.threads,
+                f / o
+            );
+            r["ort_median_ms"] = serde_json::json!(o);
+            r["ort_runs"] = serde_json::json!(c.ort.len());
+            r["ratio_to_ort"] = serde_json::json!(f / o);
         }
     }
     if let Some(j) = &a.json {
