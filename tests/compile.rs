@@ -902,6 +902,40 @@ fn recurrent_models_split_smaller_batches() {
     }
 }
 
+/// A batch runs in slices whose largest op keeps its inputs and output in about 2 MB (unless
+/// the weights, read again by every slice, would cost more): mobilenetv2 in slices of 2
+/// samples (its widest ops move about 250K values per sample), cnn_mnist of 12, a dense
+/// model and the LSTM whole at batch 32. cnn_mnist at batch 37 (slices 12, 12, 12, 1 on one
+/// thread; taken in turns on two and three) gives each sample the bits of batch 1.
+#[test]
+fn batches_run_in_cache_sized_slices() {
+    let slice = |f: &str| {
+        let g = load(&model_file(f), &LoadOptions::default()).unwrap().graph;
+        codegen::capi::cache_slice(&g)
+    };
+    assert_eq!(slice("mobilenetv2_035_96.keras"), 2);
+    assert_eq!(slice("cnn_mnist.keras"), 12);
+    assert!(slice("mlp_mnist.keras") > 32);
+    assert!(slice("lstm_seq.keras") > 32);
+
+    let model = load(&model_file("cnn_mnist.keras"), &LoadOptions::default()).unwrap();
+    let dir = scratch("slices_cnn");
+    codegen::compile(model.graph.clone(), &opts("cnn"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libcnn.so"), "cnn").unwrap();
+    let x = rows(&npy(&model_file("cnn_mnist.input.npy")), 37);
+    let each: Vec<f64> = (0..37)
+        .flat_map(|r| lib.run(&[&rows_from(&x, r, 1)]).unwrap()[0].to_f64_vec())
+        .collect();
+    for threads in [1, 2, 3] {
+        lib.set_threads(threads).unwrap();
+        assert_eq!(
+            lib.run(&[&x]).unwrap()[0].to_f64_vec(),
+            each,
+            "{threads} threads"
+        );
+    }
+}
+
 /// `--weights external`: the constants go to NAME.weights, which the library maps when it is
 /// loaded (beside the library); the outputs are the same bits as with embedded weights; a
 /// missing or foreign weights file makes runs fail with the place looked at, never a crash.
@@ -1163,13 +1197,14 @@ fn matmuls_with_packed_rows_match_the_interpreter() {
 
 /// A scratch buffer that cannot be allocated makes the run return `NAME_ERR_MEMORY` with the
 /// reason, not crash, and the context still runs the next call: a C program under a 160 MB
-/// address-space limit asks for a batch whose hidden layer needs about 330 MB, then for 10.
+/// address-space limit asks for a batch whose hidden layer needs about 330 MB (a softmax across
+/// the batch keeps it in one piece), then for 10.
 #[test]
 fn out_of_memory_is_a_status_code() {
     let w1 = literal(16 * 2048, |i| (i % 9) as f64 / 10.0 - 0.4);
     let w2 = literal(2048 * 4, |i| (i % 5) as f64 / 10.0 - 0.2);
     let src = format!(
-        "graph \"g\" {{\n  input %x: f32[batch,16]\n  %w1: f32[16,2048] = const [{w1}]\n  %w2: f32[2048,4] = const [{w2}]\n  %h: f32[batch,2048] = matmul(%x, %w1)\n  %r: f32[batch,2048] = relu(%h)\n  %y: f32[batch,4] = matmul(%r, %w2)\n  output %y\n}}\n"
+        "graph \"g\" {{\n  input %x: f32[batch,16]\n  %w1: f32[16,2048] = const [{w1}]\n  %w2: f32[2048,4] = const [{w2}]\n  %h: f32[batch,2048] = matmul(%x, %w1)\n  %r: f32[batch,2048] = relu(%h)\n  %y: f32[batch,4] = matmul(%r, %w2)\n  %s: f32[batch,4] = softmax {{axis = 0, log = false}}(%y)\n  output %s\n}}\n"
     );
     let g = forgec_ir::text::parse(&src).unwrap();
     let dir = scratch("oom");
@@ -1724,4 +1759,72 @@ fn bench_writes_a_record_per_batch_and_thread_count() {
         .collect();
     seen.sort();
     assert_eq!(seen, vec![(1, 1), (1, 2), (5, 1), (5, 2)]);
+}
+
+/// `--compare onnxruntime` runs the comparison engine once per round between forgec's own
+/// runs and takes the median over all its runs. A stand-in for Python answers every case with
+/// runs of 1, 2 and 3 ms (and 4 and 5 ms at batch 32) each round: the medians are 2 ms over
+/// 15 runs and 3 ms over 25. A Python that cannot start is said with the fix.
+#[test]
+fn bench_compare_takes_turns_with_the_other_engine() {
+    let dir = scratch("bench_compare");
+    let fake = dir.join("python");
+    std::fs::write(
+        &fake,
+        "#!/usr/bin/env python3\nimport json, sys\nspec = json.load(open(sys.argv[3]))\n\
+         assert sys.argv[2].endswith('mlp_mnist.onnx') and spec['seconds'] > 0\n\
+         print(json.dumps([{'batch': r['batch'], 'threads': t, 'times_ms': [1.0, 2.0, 3.0] + \
+         ([4.0, 5.0] if r['batch'] == 32 else [])} for t in spec['threads'] for r in spec['runs']]))\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let json = dir.join("b.json");
+    let model = model_file("mlp_mnist.keras");
+    let args = |python: &str| {
+        forgec(&[
+            "bench",
+            model.to_str().unwrap(),
+            "--batch",
+            "1,32",
+            "--threads",
+            "1,2",
+            "--seconds",
+            "0.05",
+            "--compare",
+            "onnxruntime",
+            "--python",
+            python,
+            "--json",
+            json.to_str().unwrap(),
+        ])
+    };
+    let out = args(fake.to_str().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let recs = v["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 4);
+    for r in recs {
+        let (ort, want) = if r["batch"] == 32 {
+            (3.0, 25)
+        } else {
+            (2.0, 15)
+        };
+        assert_eq!(r["ort_median_ms"].as_f64(), Some(ort), "{r}");
+        assert_eq!(r["ort_runs"].as_u64(), Some(want), "{r}");
+        let ratio = r["median_ms"].as_f64().unwrap() / ort;
+        assert!(
+            (r["ratio_to_ort"].as_f64().unwrap() - ratio).abs() < 1e-12,
+            "{r}"
+        );
+    }
+    let out = args("/nonexistent/python");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot start /nonexistent/python")
+            && out.stderr.contains("scripts/bench.sh"),
+        "{}",
+        out.stderr
+    );
 }

@@ -137,6 +137,51 @@ pub fn min_slice(g: &Graph) -> u64 {
 
 const SERIAL_SLICE_MACS: u64 = 250_000;
 
+/// Elements (4 bytes each, roughly) that a slice of the batch may keep in flight per op: about
+/// 2 MB, the cache a core can count on.
+const CACHE_ELEMS: u64 = 512 * 1024;
+
+/// The samples per model call when a batch is run in slices (on any number of threads): few
+/// enough that the largest op's inputs and output for the slice stay in cache (a batch of 32
+/// through mobilenetv2 streams 40 MB per layer otherwise), many enough that each slice's
+/// reading of the weights costs at most a quarter of what it moves in activations (a dense
+/// model at a small batch keeps its batch whole). Counted in elements per sample.
+pub fn cache_slice(g: &Graph) -> u64 {
+    let per_sample = |v: forgec_ir::ValueId| -> u64 {
+        let s = &g.ty(v).shape;
+        if !s.iter().any(|d| matches!(d, Dim::Sym(_))) {
+            return 0;
+        }
+        s.iter()
+            .filter_map(|d| d.known())
+            .map(|d| d as u64)
+            .product()
+    };
+    let (mut widest, mut moved, mut weights) = (0u64, 0u64, 0u64);
+    for n in &g.nodes {
+        if let Op::Const { .. } = &n.op {
+            let s = &g.ty(n.outputs[0]).shape;
+            weights += s
+                .iter()
+                .filter_map(|d| d.known())
+                .map(|d| d as u64)
+                .product::<u64>();
+            continue;
+        }
+        let act: u64 = n
+            .inputs
+            .iter()
+            .chain(&n.outputs)
+            .map(|&v| per_sample(v))
+            .sum();
+        widest = widest.max(act);
+        moved += act;
+    }
+    let for_cache = CACHE_ELEMS / widest.max(1);
+    let for_weights = (4 * weights).div_ceil(moved.max(1));
+    for_cache.max(for_weights).max(1)
+}
+
 /// Multiply-adds per sample, roughly (all of them, and those of the recurrent layers' steps,
 /// state by recurrent kernel):
 /// matmuls, convolutions and recurrent layers by their loops, every other op by its output's
@@ -268,7 +313,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool, threads: usi
     let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared).\n * A new context runs on {up}_DEFAULT_THREADS thread(s) (forgec compile --threads {threads}); NULL when\n * it cannot be allocated or its threads cannot be started. */");
     let _ = writeln!(h, "#define {up}_DEFAULT_THREADS {threads}\ntypedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
     let _ = writeln!(h, "/* The last error's text for this context (\"\" after a success). */\nconst char *{name}_last_error(const {name}_ctx *ctx);\n");
-    let _ = writeln!(h, "/* Threads for this context's runs (default 1): the context starts threads - 1 threads of its\n * own, which spin briefly and then sleep between runs. A run whose batch gives every thread a\n * slice worth it is cut into one slice per thread; otherwise (batch 1, or a model whose samples\n * cannot be computed apart) the matmul, convolution and pooling kernels split their rows or\n * columns across the threads, no chunk smaller than is worth a thread. Results are the same, to\n * the bit, on any number of threads. {up}_ERR_ARG for a count outside 1..{up}_MAX_THREADS or\n * threads that cannot be started. */\nint {name}_set_threads({name}_ctx *ctx, int threads);\n/* The threads this context's runs use (0 for a NULL context). */\nint {name}_threads(const {name}_ctx *ctx);\n");
+    let _ = writeln!(h, "/* Threads for this context's runs (default 1): the context starts threads - 1 threads of its\n * own, which spin briefly and then sleep between runs. A run whose batch gives every thread a\n * slice worth it is cut into slices that the threads take in turn; otherwise (batch 1, or a model whose samples\n * cannot be computed apart) the matmul, convolution and pooling kernels split their rows or\n * columns across the threads, no chunk smaller than is worth a thread. Results are the same, to\n * the bit, on any number of threads. {up}_ERR_ARG for a count outside 1..{up}_MAX_THREADS or\n * threads that cannot be started. */\nint {name}_set_threads({name}_ctx *ctx, int threads);\n/* The threads this context's runs use (0 for a NULL context). */\nint {name}_threads(const {name}_ctx *ctx);\n");
     let _ = writeln!(
         h,
         "/* Runs the model on `batch` samples. Buffers are dense, row-major:"
@@ -673,9 +718,22 @@ void {name}_destroy({name}_ctx *ctx) {{
         "    {name}_ctx *volatile outer = {name}_current;\n    {name}_current = ctx;\n    if (setjmp(ctx->oom)) {{\n        ctx->armed = 0;\n        {name}_current = outer;\n        snprintf(ctx->error, sizeof ctx->error, \"out of memory: a scratch buffer for batch %lld could not be allocated\", (long long)batch);\n        return {up}_ERR_MEMORY;\n    }}\n    ctx->armed = 1;\n    _mlir_ciface_{entry}({});\n    ctx->armed = 0;\n    {name}_current = outer;\n    return {up}_OK;\n}}\n",
         descs.join(", ")
     );
-    // Threads: the batch is cut into one slice per thread, each run by `NAME_call` with its
+    // Threads: the batch is cut into slices, each run by `NAME_call` with the taking thread's
     // own context (and so its own scratch buffers).
     let args = wrapper_names(g);
+    // Elements per sample of each buffer (the batch is the leading dim of every one, when the
+    // batch is split).
+    let per: Vec<usize> = g
+        .inputs
+        .iter()
+        .chain(&g.outputs)
+        .map(|&v| {
+            g.ty(v).shape[1..]
+                .iter()
+                .filter_map(|d| d.known())
+                .product()
+        })
+        .collect();
     {
         let mut fields = String::new();
         for p in &params[2..] {
@@ -684,8 +742,7 @@ void {name}_destroy({name}_ctx *ctx) {{
         let _ = writeln!(
             c,
             "typedef struct {{ {name}_ctx *ctx; int64_t batch; int rc;{fields} }} {name}_job;\n\
-static void *{name}_worker(void *p) {{\n    {name}_job *j = ({name}_job *)p;\n    j->rc = {name}_call(j->ctx, j->batch, {});\n    return NULL;\n}}\n",
-            args.iter().map(|a| format!("j->{a}")).collect::<Vec<_>>().join(", ")
+",
         );
         let _ = writeln!(c, "typedef struct {name}_pool {name}_pool;
 typedef struct {{ {name}_pool *pool; int i; }} {name}_slot;
@@ -696,7 +753,10 @@ struct {name}_pool {{
     pthread_mutex_t mu; pthread_cond_t go, done;
     unsigned gen; int pending, quit, n, sleeping, qhead, qcount;
     {name}_task q[{up}_QCAP];
-    pthread_t tid[{up}_MAX_THREADS]; {name}_slot slot[{up}_MAX_THREADS]; {name}_job jobs[{up}_MAX_THREADS];
+    pthread_t tid[{up}_MAX_THREADS]; {name}_slot slot[{up}_MAX_THREADS];
+    /* A split batch: `whole`, in `nslices` slices of `slice` samples; `next` is the next
+     * slice to take; `jobs[t]` is thread t's context and first error. */
+    {name}_job whole, jobs[{up}_MAX_THREADS]; int64_t slice, nslices, next;
 }};
 static void {name}_relax(void) {{
 #if defined(__x86_64__) || defined(__i386__)
@@ -725,6 +785,9 @@ static void {name}_pool_push({name}_pool *pl, {name}_task t) {{
     if (pl->sleeping) pthread_cond_signal(&pl->go);
     pthread_mutex_unlock(&pl->mu);
 }}
+/* Takes slices of a split batch, one after another, until none is left (after an error
+ * none is taken). */
+static void {name}_take({name}_pool *pl, int t);
 /* A pool thread: runs tasks as they come (spinning a while for the next one, as a kernel hands
  * out chunks every few microseconds, then sleeping), and its slice of each new generation of
  * batch-split jobs (if it has rows). */
@@ -749,7 +812,7 @@ static void *{name}_pool_main(void *p) {{
         if (pl->gen == seen) {{ pthread_mutex_unlock(&pl->mu); continue; }}
         seen = pl->gen;
         pthread_mutex_unlock(&pl->mu);
-        if (pl->jobs[s->i].batch > 0) {name}_worker(&pl->jobs[s->i]);
+        {name}_take(pl, s->i);
         pthread_mutex_lock(&pl->mu);
         if (--pl->pending == 0) pthread_cond_signal(&pl->done);
         pthread_mutex_unlock(&pl->mu);
@@ -779,6 +842,22 @@ static {name}_pool *{name}_pool_start(int threads) {{
     return pl;
 }}
 ");
+        let offs: Vec<String> = args
+            .iter()
+            .zip(&per)
+            .map(|(a, p)| format!("w->{a} + b0 * {p}"))
+            .collect();
+        let _ = writeln!(c, "static void {name}_take({name}_pool *pl, int t) {{
+    {name}_job *j = &pl->jobs[t];
+    const {name}_job *w = &pl->whole;
+    for (;;) {{
+        int64_t k = __atomic_fetch_add(&pl->next, 1, __ATOMIC_RELAXED);
+        if (k >= pl->nslices) return;
+        int64_t b0 = k * pl->slice, n = w->batch - b0 < pl->slice ? w->batch - b0 : pl->slice;
+        int rc = {name}_call(j->ctx, n, {});
+        if (rc != {up}_OK) {{ j->rc = rc; __atomic_store_n(&pl->next, pl->nslices, __ATOMIC_RELAXED); return; }}
+    }}
+}}", offs.join(", "));
     }
     c.push_str(&ASYNC_RUNTIME.replace("NAME", name));
     let _ = writeln!(c, "int {name}_set_threads({name}_ctx *ctx, int threads) {{\n    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;");
@@ -810,18 +889,6 @@ static {name}_pool *{name}_pool_start(int threads) {{
         let _ = writeln!(c, "    if (!{name}_weights) {{ snprintf(ctx->error, sizeof ctx->error, \"%s\", {name}_weights_error); return {up}_ERR_WEIGHTS; }}");
     }
     if splittable {
-        // Elements per sample of each buffer (the batch is the leading dim of every one).
-        let per: Vec<usize> = g
-            .inputs
-            .iter()
-            .chain(&g.outputs)
-            .map(|&v| {
-                g.ty(v).shape[1..]
-                    .iter()
-                    .filter_map(|d| d.known())
-                    .product()
-            })
-            .collect();
         let _ = writeln!(c, "    {name}_pool *pl = ({name}_pool *)ctx->pool;");
         let _ = writeln!(
             c,
@@ -832,19 +899,22 @@ static {name}_pool *{name}_pool_start(int threads) {{
         let _ = writeln!(c, "    if (batch / {min_rows} < nt) nt = batch / {min_rows} > 1 ? (int)(batch / {min_rows}) : 1;");
         // The batch is split when every thread gets a slice worth it; otherwise the kernels
         // split their rows (`NAME_forgec_threads`).
+        // The batch is split when every thread gets a slice worth it: the threads take slices
+        // of at most `cache_slice` samples in turn (a thread slowed by another program takes
+        // fewer); otherwise the kernels split their rows (`NAME_forgec_threads`).
+        let slice = cache_slice(g);
         let _ = writeln!(
             c,
             "    if (pl && nt > 1 && nt == pl->n + 1) {{\n        ctx->intra = 1;"
         );
-        let _ = writeln!(
-            c,
-            "        {name}_job *jobs = pl->jobs;\n        int64_t start = 0;"
-        );
+        let _ = writeln!(c, "        int64_t even = (batch + nt - 1) / nt;");
+        let _ = writeln!(c, "        pl->slice = even < {slice} ? even : {slice};\n        pl->nslices = (batch + pl->slice - 1) / pl->slice;\n        pl->next = 0;");
+        let sets: Vec<String> = args
+            .iter()
+            .map(|a| format!("pl->whole.{a} = {a};"))
+            .collect();
+        let _ = writeln!(c, "        pl->whole.batch = batch; {}", sets.join(" "));
         let _ = writeln!(c, "        for (int t = 0; t < nt; t++) {{");
-        let _ = writeln!(
-            c,
-            "            int64_t n = batch / nt + (t < batch % nt ? 1 : 0);"
-        );
         let _ = writeln!(
             c,
             "            if (t > 0 && !ctx->sub[t]) ctx->sub[t] = {name}_new();"
@@ -858,26 +928,24 @@ static {name}_pool *{name}_pool_start(int threads) {{
             "            if (!tc) return {name}_call(ctx, batch, {});",
             args.join(", ")
         );
-        let sets: Vec<String> = args
-            .iter()
-            .zip(&per)
-            .map(|(a, p)| format!("jobs[t].{a} = {a} + start * {p};"))
-            .collect();
         let _ = writeln!(
             c,
-            "            jobs[t].ctx = tc; jobs[t].batch = n; {}",
-            sets.join(" ")
-        );
-        let _ = writeln!(c, "            start += n;\n        }}");
-        let _ = writeln!(
-            c,
-            "        for (int t = nt; t <= pl->n; t++) jobs[t].batch = 0;"
+            "            pl->jobs[t].ctx = tc; pl->jobs[t].rc = {up}_OK;\n        }}"
         );
         let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        pl->pending = pl->n;\n        __atomic_store_n(&pl->gen, pl->gen + 1, __ATOMIC_RELEASE);\n        pthread_cond_broadcast(&pl->go);\n        pthread_mutex_unlock(&pl->mu);");
-        let _ = writeln!(c, "        {name}_worker(&jobs[0]);");
+        let _ = writeln!(c, "        {name}_take(pl, 0);");
         let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        while (pl->pending > 0) pthread_cond_wait(&pl->done, &pl->mu);\n        pthread_mutex_unlock(&pl->mu);");
         // A slice's error (out of memory) is the run's.
-        let _ = writeln!(c, "        for (int t = 0; t < nt; t++) if (jobs[t].rc != {up}_OK) {{\n            if (t > 0) snprintf(ctx->error, sizeof ctx->error, \"%s\", jobs[t].ctx->error);\n            return jobs[t].rc;\n        }}\n        return {up}_OK;\n    }}");
+        let _ = writeln!(c, "        for (int t = 0; t < nt; t++) if (pl->jobs[t].rc != {up}_OK) {{\n            if (t > 0) snprintf(ctx->error, sizeof ctx->error, \"%s\", pl->jobs[t].ctx->error);\n            return pl->jobs[t].rc;\n        }}\n        return {up}_OK;\n    }}");
+        // One thread: a batch larger than a slice runs slice by slice all the same.
+        if slice < 1 << 30 {
+            let offs: Vec<String> = args
+                .iter()
+                .zip(&per)
+                .map(|(a, p)| format!("{a} + b0 * {p}"))
+                .collect();
+            let _ = writeln!(c, "    if (!pl && batch > {slice}) {{\n        ctx->intra = 1;\n        for (int64_t b0 = 0; b0 < batch; b0 += {slice}) {{\n            int rc = {name}_call(ctx, batch - b0 < {slice} ? batch - b0 : {slice}, {});\n            if (rc != {up}_OK) return rc;\n        }}\n        return {up}_OK;\n    }}", offs.join(", "));
+        }
     }
     let _ = writeln!(
         c,
