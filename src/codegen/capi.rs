@@ -908,7 +908,9 @@ static {name}_pool *{name}_pool_start(int threads) {{
             "    if (pl && nt > 1 && nt == pl->n + 1) {{\n        ctx->intra = 1;"
         );
         let _ = writeln!(c, "        int64_t even = (batch + nt - 1) / nt;");
-        let _ = writeln!(c, "        pl->slice = even < {slice} ? even : {slice};\n        pl->nslices = (batch + pl->slice - 1) / pl->slice;\n        pl->next = 0;");
+        // As many slices as a multiple of the threads, of near-equal size: every thread gets
+        // the same share on an idle machine.
+        let _ = writeln!(c, "        int64_t ns = (batch + (even < {slice} ? even : {slice}) - 1) / (even < {slice} ? even : {slice});\n        ns = (ns + nt - 1) / nt * nt;\n        pl->slice = (batch + ns - 1) / ns;\n        pl->nslices = (batch + pl->slice - 1) / pl->slice;\n        pl->next = 0;");
         let sets: Vec<String> = args
             .iter()
             .map(|a| format!("pl->whole.{a} = {a};"))
