@@ -936,6 +936,22 @@ fn batches_run_in_cache_sized_slices() {
     }
 }
 
+/// A model whose inputs and outputs are scalars (no batch, no dims: the ONNX node tests'
+/// Clip bounds) compiles and runs.
+#[test]
+fn scalar_inputs_and_outputs_compile() {
+    let g = forgec_ir::text::parse(
+        "graph \"g\" {\n  input %x: f32[]\n  input %y: f32[]\n  %s: f32[] = add(%x, %y)\n  output %s\n}\n",
+    )
+    .unwrap();
+    let dir = scratch("scalars");
+    codegen::compile(g, &opts("sc"), &dir, "").unwrap();
+    let lib = CompiledModel::load(&dir.join("libsc.so"), "sc").unwrap();
+    let x = Tensor::from_f32(vec![], vec![1.5]).unwrap();
+    let y = Tensor::from_f32(vec![], vec![-4.0]).unwrap();
+    assert_eq!(lib.run(&[&x, &y]).unwrap()[0].to_f64_vec(), vec![-2.5]);
+}
+
 /// `--weights external`: the constants go to NAME.weights, which the library maps when it is
 /// loaded (beside the library); the outputs are the same bits as with embedded weights; a
 /// missing or foreign weights file makes runs fail with the place looked at, never a crash.

@@ -722,14 +722,16 @@ void {name}_destroy({name}_ctx *ctx) {{
     // own context (and so its own scratch buffers).
     let args = wrapper_names(g);
     // Elements per sample of each buffer (the batch is the leading dim of every one, when the
-    // batch is split).
+    // batch is split; the numbers are unused otherwise, and a scalar has none).
     let per: Vec<usize> = g
         .inputs
         .iter()
         .chain(&g.outputs)
         .map(|&v| {
-            g.ty(v).shape[1..]
+            g.ty(v)
+                .shape
                 .iter()
+                .skip(1)
                 .filter_map(|d| d.known())
                 .product()
         })
