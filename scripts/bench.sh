@@ -14,16 +14,7 @@ OUT=target/bench
 mkdir -p "$OUT"
 rm -f "$OUT/openblas.json" "$OUT/fma_peak.json"
 # A 1024^3 f32 matmul graph (weights random), the kernel's yardstick.
-"$VENV/bin/python" - <<'PY'
-import numpy as np, onnx
-from onnx import helper, numpy_helper, TensorProto as TP
-w = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
-g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul1024",
-    [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", 1024])],
-    [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", 1024])], [numpy_helper.from_array(w, "w")])
-m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
-onnx.save(m, "target/bench/matmul1024.onnx")
-PY
+"$VENV/bin/python" scripts/matmul_onnx.py 1024 "$OUT/matmul1024.onnx"
 M=tests/fixtures/models
 ./target/release/forgec bench "$OUT/matmul1024.onnx" --batch 1024 --threads 1,2 \
     --compare onnxruntime --python "$VENV/bin/python" --json "$OUT/matmul1024.json"

@@ -7,16 +7,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet
 OUT=target/compile-time
 mkdir -p "$OUT"
-target/bench-venv/bin/python - <<'PY'
-import numpy as np, onnx
-from onnx import helper, numpy_helper, TensorProto as TP
-w = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)
-g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul4096",
-    [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", 4096])],
-    [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", 4096])], [numpy_helper.from_array(w, "w")])
-m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
-onnx.save(m, "target/compile-time/matmul4096.onnx")
-PY
+target/bench-venv/bin/python scripts/matmul_onnx.py 4096 "$OUT/matmul4096.onnx"
 run() {
     python3 - "$@" <<'PY'
 import resource, subprocess, sys, time

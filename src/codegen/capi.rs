@@ -912,7 +912,7 @@ static {name}_pool *{name}_pool_start(int threads) {{
         let _ = writeln!(c, "        int64_t even = (batch + nt - 1) / nt;");
         // As many slices as a multiple of the threads, of near-equal size: every thread gets
         // the same share on an idle machine.
-        let _ = writeln!(c, "        int64_t ns = (batch + (even < {slice} ? even : {slice}) - 1) / (even < {slice} ? even : {slice});\n        ns = (ns + nt - 1) / nt * nt;\n        pl->slice = (batch + ns - 1) / ns;\n        pl->nslices = (batch + pl->slice - 1) / pl->slice;\n        pl->next = 0;");
+        let _ = writeln!(c, "        int64_t most = even < {slice} ? even : {slice}, ns = (batch + most - 1) / most;\n        ns = (ns + nt - 1) / nt * nt;\n        pl->slice = (batch + ns - 1) / ns;\n        pl->nslices = (batch + pl->slice - 1) / pl->slice;\n        pl->next = 0;");
         let sets: Vec<String> = args
             .iter()
             .map(|a| format!("pl->whole.{a} = {a};"))
