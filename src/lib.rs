@@ -1,14 +1,12 @@
 //! forgec: a graph compiler and ahead-of-time exporter for Keras and ONNX models.
 //!
-//! This crate holds the importers ([`keras`]) and the command-line tool ([`cli`]). The IR lives
-//! in `forgec-ir`, the passes in `forgec-passes`, tensors and `.npy` I/O in `forgec-runtime`.
+//! This crate holds the code generator ([`codegen`]) and the command-line tool ([`cli`]). The
+//! importers live in `forgec-import`, the IR in `forgec-ir`, the passes in `forgec-passes`,
+//! tensors and `.npy` I/O in `forgec-runtime`.
 
 pub mod cli;
 pub mod codegen;
-pub mod keras;
-pub mod onnx;
-
-use std::path::Path;
+pub use forgec_import::{keras, load_any, load_model, onnx, Model};
 
 /// An error for the user: the message and the process exit code (2: bad input).
 #[derive(Debug)]
@@ -30,59 +28,4 @@ impl std::fmt::Display for UserError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
-}
-
-/// A model from any supported file.
-#[derive(Debug)]
-pub enum Model {
-    Keras(keras::KerasModel),
-    Onnx(onnx::OnnxModel),
-}
-
-impl Model {
-    pub fn graph(&self) -> &forgec_ir::Graph {
-        match self {
-            Model::Keras(m) => &m.graph,
-            Model::Onnx(m) => &m.graph,
-        }
-    }
-
-    pub fn into_graph(self) -> forgec_ir::Graph {
-        match self {
-            Model::Keras(m) => m.graph,
-            Model::Onnx(m) => m.graph,
-        }
-    }
-}
-
-fn is_onnx(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-}
-
-/// Loads a model file of any supported kind: `.onnx` by extension, Keras files by content.
-pub fn load_any(path: &Path, opts: &keras::LoadOptions) -> Result<Model, keras::ImportError> {
-    if is_onnx(path) {
-        onnx::load(path).map(Model::Onnx)
-    } else {
-        keras::load(path, opts).map(Model::Keras)
-    }
-}
-
-/// Loads a Keras model (commands that need Keras's compile config or layer table).
-pub fn load_model(
-    path: &Path,
-    opts: &keras::LoadOptions,
-) -> Result<keras::KerasModel, keras::ImportError> {
-    if is_onnx(path) {
-        return Err(keras::ImportError {
-            problems: vec![format!(
-                "{}: this command needs the model's Keras files (.keras, .json + .weights.h5, .h5): an ONNX file has no loss or layer configs",
-                path.display()
-            )],
-            shape_only: false,
-            needs_const: vec![],
-        });
-    }
-    keras::load(path, opts)
 }

@@ -354,17 +354,27 @@ fn unknown_cpu_or_target_is_refused() {
 fn absurd_sizes_are_refused_before_allocating() {
     let d = scratch("bad_absurd");
     let mut j = read_json("mlp_binary.json");
-    j["config"]["layers"][1]["config"]["units"] = serde_json::json!(1u64 << 40);
+    j["config"]["layers"][1]["config"]["units"] = serde_json::json!(1u64 << 30);
     let f = d.join("m.json");
     std::fs::write(&f, j.to_string()).unwrap();
     fails_with(
         &forgec(&["summary", s(&f)]),
         &["Dense `dense`", "over 2^31 elements"],
     );
-    // A RepeatVector of 2^40 copies has no weights: the interpreter refuses it at run time.
+    // A config integer over 2^31 is refused as it is read.
+    j["config"]["layers"][1]["config"]["units"] = serde_json::json!(1u64 << 40);
+    std::fs::write(&f, j.to_string()).unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &[
+            "Dense `dense`",
+            "`units` must be a non-negative integer up to 2^31",
+        ],
+    );
+    // A RepeatVector of 2^30 copies has no weights: the interpreter refuses it at run time.
     let mut j = read_json("mlp_binary.json");
     let layers = j["config"]["layers"].as_array_mut().unwrap();
-    layers.push(serde_json::json!({"class_name": "RepeatVector", "config": {"name": "rep", "n": 1u64 << 40}}));
+    layers.push(serde_json::json!({"class_name": "RepeatVector", "config": {"name": "rep", "n": 1u64 << 30}}));
     layers.push(serde_json::json!({"class_name": "Flatten", "config": {"name": "fl"}}));
     let f = d.join("r.json");
     std::fs::write(&f, j.to_string()).unwrap();
@@ -380,7 +390,7 @@ fn absurd_sizes_are_refused_before_allocating() {
     // The compiled engine refuses the output buffer; the interpreter names the layer.
     fails_with(
         &out,
-        &["output 0 would have shape [16, 1099511627776], over 2^31 elements"],
+        &["output 0 would have shape [16, 1073741824], over 2^31 elements"],
     );
     let out = forgec(&[
         "run",

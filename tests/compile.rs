@@ -1693,15 +1693,21 @@ fn winograd_convolutions_match_the_interpreter() {
         let mut g = forgec_ir::text::parse(&src.replace("?,?", "1,1")).unwrap();
         forgec_passes::run_pipeline(&mut g, &["shape-inference"]).unwrap();
         let dir = scratch(&format!("winograd_{k}"));
-        let mut o = opts("wg");
-        o.emit = Emit::Mlir;
-        codegen::compile(g.clone(), &o, &dir, "").unwrap();
-        let mlir = std::fs::read_to_string(dir.join("wg.mlir")).unwrap();
-        assert_eq!(
-            mlir.contains(&format!("tensor<16x{}x{cin}x", cout.div_ceil(16))),
-            k < 4,
-            "case {k}: the kernel stored transformed or not"
-        );
+        // The generated code is looked at for a named CPU (the host's vector width would
+        // change the panels): AVX2 (8 lanes, panels of 16) and AVX-512 (16 lanes, panels of 32;
+        // Winograd only when both channel counts are multiples of 16).
+        for (cpu, lanes) in [("x86-64-v3", 8usize), ("x86-64-v4", 16)] {
+            let mut o = opts("wg");
+            o.emit = Emit::Mlir;
+            o.cpu = Some(cpu.into());
+            codegen::compile(g.clone(), &o, &dir, "").unwrap();
+            let mlir = std::fs::read_to_string(dir.join("wg.mlir")).unwrap();
+            assert_eq!(
+                mlir.contains(&format!("tensor<16x{}x{cin}x", cout.div_ceil(2 * lanes))),
+                k < 4 && cin % lanes == 0 && cout % lanes == 0,
+                "case {k}, {cpu}: the kernel stored transformed or not"
+            );
+        }
         codegen::compile(g.clone(), &opts("wg"), &dir, "").unwrap();
         let lib = CompiledModel::load(&dir.join("libwg.so"), "wg").unwrap();
         for n in [1usize, 3, 0] {

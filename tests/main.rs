@@ -8,3 +8,4 @@ mod compile;
 mod golden;
 mod keras_models;
 mod onnx_models;
+mod security;

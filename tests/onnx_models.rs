@@ -90,7 +90,7 @@ fn shape_subgraphs_are_folded() {
     }
 }
 
-mod bad {
+pub mod bad {
     //! Bad ONNX input: a clear error, exit 2, no panic.
     use crate::common::*;
     use onnx_protobuf::{
@@ -98,7 +98,7 @@ mod bad {
         ValueInfoProto,
     };
 
-    fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
+    pub fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
         use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
         use onnx_protobuf::type_proto::{Tensor, Value};
         let mut shape = onnx_protobuf::TensorShapeProto::new();
@@ -122,7 +122,7 @@ mod bad {
         v
     }
 
-    fn node(op: &str, name: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
+    pub fn node(op: &str, name: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
         let mut n = NodeProto::new();
         n.op_type = op.into();
         n.name = name.into();
@@ -132,7 +132,7 @@ mod bad {
     }
 
     /// x: f32[N, 4] -> nodes -> y
-    fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> ModelProto {
+    pub fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> ModelProto {
         let mut m = ModelProto::new();
         m.ir_version = 8;
         let mut o = OperatorSetIdProto::new();
@@ -148,14 +148,14 @@ mod bad {
         m
     }
 
-    fn write(m: &ModelProto, name: &str) -> std::path::PathBuf {
+    pub fn write(m: &ModelProto, name: &str) -> std::path::PathBuf {
         let d = scratch(&format!("onnx_bad_{name}"));
         let f = d.join("model.onnx");
         std::fs::write(&f, m.write_to_bytes().unwrap()).unwrap();
         f
     }
 
-    fn fails(f: &std::path::Path, needles: &[&str]) {
+    pub fn fails(f: &std::path::Path, needles: &[&str]) {
         let out = forgec(&["summary", f.to_str().unwrap()]);
         assert_eq!(
             out.code, 2,
@@ -172,7 +172,7 @@ mod bad {
         );
     }
 
-    fn f32_init(name: &str, dims: &[i64], n: usize) -> TensorProto {
+    pub fn f32_init(name: &str, dims: &[i64], n: usize) -> TensorProto {
         let mut t = TensorProto::new();
         t.name = name.into();
         t.data_type = 1;
@@ -296,6 +296,52 @@ mod bad {
         let out = forgec(&["summary", f.to_str().unwrap()]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert!(out.stdout.contains("Total params: 4 "), "{}", out.stdout);
+    }
+
+    /// External data is opened below the model's directory without following a symbolic link
+    /// (one could point anywhere: `/etc/passwd` came out as a tensor), and only when it is a
+    /// regular file (a FIFO made `summary` wait forever, a device file was read).
+    #[test]
+    fn external_data_is_no_link_fifo_or_device() {
+        let mut t = f32_init("w", &[4], 0);
+        t.data_location = onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into();
+        let mut e = StringStringEntryProto::new();
+        e.key = "location".into();
+        t.external_data.push(e);
+        let with = |loc: &str, name: &str| {
+            let mut t = t.clone();
+            t.external_data[0].value = loc.into();
+            write(
+                &model(vec![node("Add", "add", &["x", "w"], &["y"])], vec![t]),
+                name,
+            )
+        };
+        // A link to a file outside, and a link to a directory outside on the way.
+        let f = with("link.bin", "ext_link");
+        let dir = f.parent().unwrap();
+        let outside = scratch("onnx_ext_outside");
+        std::fs::write(outside.join("secret.bin"), [7u8; 16]).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.bin"), dir.join("link.bin")).unwrap();
+        fails(&f, &["link.bin", "symbolic link", "refused"]);
+        let f = with("sub/secret.bin", "ext_dirlink");
+        std::os::unix::fs::symlink(&outside, f.parent().unwrap().join("sub")).unwrap();
+        fails(&f, &["symbolic link", "refused"]);
+        // A FIFO: refused at once (no writer ever comes).
+        let f = with("fifo.bin", "ext_fifo");
+        let fifo = f.parent().unwrap().join("fifo.bin");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        fails(&f, &["fifo.bin", "not a regular file"]);
+        // A device file, through a link: refused as a link; a length beyond the file: refused.
+        let f = with("zero.bin", "ext_dev");
+        std::os::unix::fs::symlink("/dev/zero", f.parent().unwrap().join("zero.bin")).unwrap();
+        fails(&f, &["symbolic link"]);
+        let f = with("short.bin", "ext_short");
+        std::fs::write(f.parent().unwrap().join("short.bin"), [0u8; 8]).unwrap();
+        fails(
+            &f,
+            &["short.bin", "has 8 bytes, fewer than offset 0 + length 16"],
+        );
     }
 }
 

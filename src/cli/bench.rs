@@ -217,9 +217,25 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// The largest batch `bench` takes (the compiled library takes up to 2^30).
+const MAX_BATCH: usize = 1 << 20;
+/// The most memory the benchmark's input and output buffers may take.
+const MAX_BUFFER_BYTES: f64 = 4e9;
+
 pub fn cmd(a: Args) -> Result<i32, UserError> {
     for &t in &a.threads {
         super::check_threads(t)?;
+    }
+    for &b in &a.batches {
+        if !(1..=MAX_BATCH).contains(&b) {
+            return Err(UserError::new(format!("--batch {b}: use 1 to {MAX_BATCH}")));
+        }
+    }
+    if !(a.seconds.is_finite() && a.seconds > 0.0 && a.seconds <= 3600.0) {
+        return Err(UserError::new(format!(
+            "--seconds {}: use a number of seconds above 0 and at most 3600",
+            a.seconds
+        )));
     }
     let twin = match a.compare.as_deref() {
         None => None,
@@ -237,6 +253,29 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     };
     let m = crate::load_any(&a.model, &opts).map_err(|e| UserError::new(e.to_string()))?;
     let g = crate::codegen::prepare(m.into_graph()).map_err(UserError::new)?;
+    // The buffers of the largest batch must fit in memory: refused before anything is made.
+    if let Some(&most) = a.batches.iter().max() {
+        let bytes: f64 = g
+            .inputs
+            .iter()
+            .chain(&g.outputs)
+            .map(|&v| {
+                let t = g.ty(v);
+                t.shape
+                    .iter()
+                    .map(|d| d.known().unwrap_or(most) as f64)
+                    .product::<f64>()
+                    * t.dtype.size_bytes() as f64
+            })
+            .sum();
+        if bytes > MAX_BUFFER_BYTES {
+            return Err(UserError::new(format!(
+                "--batch {most}: the model's inputs and outputs would take {:.1} GB at that batch, more than the {:.0} GB a benchmark may use: choose a smaller batch",
+                bytes / 1e9,
+                MAX_BUFFER_BYTES / 1e9
+            )));
+        }
+    }
     let dir = tempfile::tempdir().map_err(|e| UserError::new(e.to_string()))?;
     let o = crate::codegen::Options {
         name: "bench".into(),

@@ -76,7 +76,18 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 .to_string()
         })
         .unwrap_or_else(|| "model".into());
-    let name = codegen::artifact_name(a.name.as_deref().unwrap_or(&stem));
+    let name = match a.name.as_deref() {
+        Some(n) => {
+            let ok = codegen::artifact_name(n);
+            if ok != n {
+                return Err(UserError::new(format!(
+                    "--name {n:?}: the library's name prefixes every C symbol: use lower-case ASCII letters, digits and _, starting with a letter, at most 64 (e.g. --name {ok})"
+                )));
+            }
+            ok
+        }
+        None => codegen::artifact_name(&stem),
+    };
     let mut files: Vec<&Path> = vec![&a.model];
     if let Some(w) = &weights_file {
         files.push(w);

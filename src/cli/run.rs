@@ -114,6 +114,15 @@ pub fn cmd(
             "--threads {threads}: the reference interpreter runs on one thread; use --engine compiled (or auto) for more"
         )));
     }
+    // The output directory first: a directory that cannot be written is said before the work.
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| UserError::new(format!("{}: cannot create: {e}", out_dir.display())))?;
+    tempfile::tempfile_in(out_dir).map_err(|e| {
+        UserError::new(format!(
+            "{}: cannot write there: {e} (choose another --output-dir)",
+            out_dir.display()
+        ))
+    })?;
     let opts = LoadOptions {
         weights,
         allow_missing_weights: false,
@@ -129,6 +138,7 @@ pub fn cmd(
         forgec_ir::interp::run(g, &ins)
             .map_err(|e| UserError::new(format!("{}: {}", model.display(), e.0)))
     };
+    let out_names = output_file_names(&g);
     let outs = match engine {
         Engine::Interp => interp(&g)?,
         Engine::Compiled => run_compiled(&g, &ins, threads)
@@ -146,20 +156,19 @@ pub fn cmd(
             Err(e) => return Err(UserError::new(format!("{}: {e}", model.display()))),
         },
     };
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| UserError::new(format!("{}: cannot create: {e}", out_dir.display())))?;
     let mut bundle = Vec::new();
-    for (&o, t) in g.outputs.iter().zip(outs) {
+    for ((&o, t), file_name) in g.outputs.iter().zip(outs).zip(out_names) {
         let name = g.value(o).name.clone();
-        let file = out_dir.join(format!("{name}.npy"));
+        let file = out_dir.join(format!("{file_name}.npy"));
         forgec_runtime::write_npy(&file, &t).map_err(|e| UserError::new(e.0))?;
         println!(
-            "{name}: {:?} {} -> {}",
+            "{}: {:?} {} -> {}",
+            name.escape_debug(),
             t.shape(),
             t.dtype().numpy_name(),
             file.display()
         );
-        bundle.push((name, t));
+        bundle.push((file_name, t));
     }
     if npz {
         let file = out_dir.join("outputs.npz");
@@ -167,4 +176,38 @@ pub fn cmd(
         println!("all outputs -> {}", file.display());
     }
     Ok(0)
+}
+
+/// The file name (without `.npy`) of each graph output: the output's name where it is a plain
+/// file name, else with every character but ASCII letters, digits, `-`, `_`, `.` and `:` made `_`
+/// (a name such as `../x` or `/tmp/x` never leaves the output directory), cut to 100 bytes,
+/// never empty or starting with `.`, and made distinct.
+pub fn output_file_names(g: &forgec_ir::Graph) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for &o in &g.outputs {
+        let mut f: String = g
+            .value(o)
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(100)
+            .collect();
+        if f.is_empty() || f.starts_with('.') {
+            f.insert(0, '_');
+        }
+        let base = f.clone();
+        let mut k = 1;
+        while out.iter().any(|x| x.eq_ignore_ascii_case(&f)) {
+            k += 1;
+            f = format!("{base}_{k}");
+        }
+        out.push(f);
+    }
+    out
 }

@@ -18,16 +18,48 @@ fn c_type(d: DType) -> &'static str {
     }
 }
 
-/// A C identifier from a value name.
+/// A C identifier from a value name: ASCII letters, digits and `_` (anything else becomes
+/// `_`), at most 64 characters, never starting with a digit or `_` (identifiers starting with
+/// `_` and a capital or a second `_` are reserved to the C implementation).
 pub fn c_ident(s: &str) -> String {
     let mut o: String = s
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(64)
         .collect();
-    if o.is_empty() || o.starts_with(|c: char| c.is_ascii_digit()) {
-        o.insert(0, '_');
+    if o.is_empty() || o.starts_with(|c: char| c.is_ascii_digit() || c == '_') {
+        o.insert_str(0, "v_");
     }
     o
+}
+
+/// `s` as the inside of a C string literal: printable ASCII as it is, but for `"`, `\` and
+/// `?` (no trigraph can form), everything else as a three-digit octal escape (a hex escape
+/// would swallow the digits after it). Names longer than 200 bytes are cut, marked `...`.
+pub fn c_escape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let cut = bytes.len() > 200;
+    let mut o = String::new();
+    for &b in &bytes[..bytes.len().min(200)] {
+        match b {
+            b'"' | b'\\' | b'?' => {
+                o.push('\\');
+                o.push(b as char);
+            }
+            0x20..=0x7e => o.push(b as char),
+            _ => o.push_str(&format!("\\{b:03o}")),
+        }
+    }
+    if cut {
+        o.push_str("...");
+    }
+    o
+}
+
+/// `s` for a C comment: escaped as in a string literal, and no `*/` or `/*` left to end or
+/// open a comment.
+pub fn c_comment(s: &str) -> String {
+    c_escape(s).replace("*/", "*\\/").replace("/*", "/\\*")
 }
 
 /// The one symbolic dim the C API lets the caller choose (the batch), if any.
@@ -305,12 +337,12 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool, threads: usi
     );
     let _ = writeln!(h, "#ifndef {up}_H\n#define {up}_H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n");
     let _ = writeln!(h, "/* Status codes. */");
-    let _ = writeln!(h, "#define {up}_OK 0\n#define {up}_ERR_NULL 1   /* a NULL context, input or output */\n#define {up}_ERR_BATCH 2  /* a batch size outside 0..{up}_MAX_BATCH */\n#define {up}_ERR_ARG 3    /* another argument out of range (see {name}_last_error) */\n#define {up}_ERR_WEIGHTS 4 /* the weights file is missing or not this build's */\n#define {up}_ERR_MEMORY 5 /* a scratch buffer could not be allocated */\n");
+    let _ = writeln!(h, "#define {up}_OK 0\n#define {up}_ERR_NULL 1   /* a NULL context, input or output */\n#define {up}_ERR_BATCH 2  /* a batch size outside 0..{up}_MAX_BATCH */\n#define {up}_ERR_ARG 3    /* another argument out of range (see {name}_last_error) */\n#define {up}_ERR_WEIGHTS 4 /* the weights file is missing or not this build's */\n#define {up}_ERR_MEMORY 5 /* a scratch buffer could not be allocated */\n#define {up}_ERR_BUSY 6   /* the context is running another thread's call (one context per thread) */\n");
     if external {
         let _ = writeln!(h, "/* Built with --weights external: the library maps {name}.weights when it is loaded, from\n * ${up}_WEIGHTS if set, else from the directory of the shared library (or of the program that\n * links the static one). Without it, runs return {up}_ERR_WEIGHTS and say where they looked. */\n");
     }
     let _ = writeln!(h, "#define {up}_MAX_BATCH 1073741824\n#define {up}_MAX_THREADS {}\n#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n", super::MAX_THREADS, g.inputs.len(), g.outputs.len());
-    let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared).\n * A new context runs on {up}_DEFAULT_THREADS thread(s) (forgec compile --threads {threads}); NULL when\n * it cannot be allocated or its threads cannot be started. */");
+    let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared).\n * A call on a context that another thread's call is using returns {up}_ERR_BUSY at once (and\n * leaves its error text alone); never destroy a context while a call on it runs.\n * A new context runs on {up}_DEFAULT_THREADS thread(s) (forgec compile --threads {threads}); NULL when\n * it cannot be allocated or its threads cannot be started. */");
     let _ = writeln!(h, "#define {up}_DEFAULT_THREADS {threads}\ntypedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
     let _ = writeln!(h, "/* The last error's text for this context (\"\" after a success). */\nconst char *{name}_last_error(const {name}_ctx *ctx);\n");
     let _ = writeln!(h, "/* Threads for this context's runs (default 1): the context starts threads - 1 threads of its\n * own, which spin briefly and then sleep between runs. A run whose batch gives every thread a\n * slice worth it is cut into slices that the threads take in turn; otherwise (batch 1, or a model whose samples\n * cannot be computed apart) the matmul, convolution and pooling kernels split their rows or\n * columns across the threads, no chunk smaller than is worth a thread. Results are the same, to\n * the bit, on any number of threads. {up}_ERR_ARG for a count outside 1..{up}_MAX_THREADS or\n * threads that cannot be started. */\nint {name}_set_threads({name}_ctx *ctx, int threads);\n/* The threads this context's runs use (0 for a NULL context). */\nint {name}_threads(const {name}_ctx *ctx);\n");
@@ -323,7 +355,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool, threads: usi
         let _ = writeln!(
             h,
             " *   input {k} `{}`: {} [{}]",
-            g.value(i).name,
+            c_comment(&g.value(i).name),
             c_type(t.dtype),
             dims_expr(&t.shape).join(", ")
         );
@@ -333,7 +365,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool, threads: usi
         let _ = writeln!(
             h,
             " *   output {k} `{}`: {} [{}]",
-            g.value(o).name,
+            c_comment(&g.value(o).name),
             c_type(t.dtype),
             dims_expr(&t.shape).join(", ")
         );
@@ -361,6 +393,57 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool, threads: usi
     );
     let _ = writeln!(h, "\n#ifdef __cplusplus\n}}\n#endif\n#endif");
     h
+}
+
+/// The C checks of the indices that a gather takes straight from a model input (through one
+/// cast at most): each must lie in -n..n-1 for a dim of n, or the run returns `ERR_ARG`.
+fn index_checks(g: &Graph, up: &str) -> String {
+    let prod = g.producers();
+    let mut seen: Vec<(usize, usize)> = Vec::new();
+    let mut c = String::new();
+    for n in &g.nodes {
+        let forgec_ir::Op::Gather { axis } = n.op else {
+            continue;
+        };
+        let Some(dn) = g.ty(n.inputs[0]).shape.get(axis).and_then(|d| d.known()) else {
+            continue;
+        };
+        let mut idx = n.inputs[1];
+        if let Some(p) = prod[idx.0] {
+            if matches!(g.nodes[p].op, forgec_ir::Op::Cast { .. }) {
+                idx = g.nodes[p].inputs[0];
+            }
+        }
+        let Some(k) = g.inputs.iter().position(|&i| i == idx) else {
+            continue;
+        };
+        if seen.contains(&(k, dn)) {
+            continue;
+        }
+        seen.push((k, dn));
+        let t = g.ty(idx);
+        let (var, cond) = match t.dtype {
+            DType::F32 | DType::F64 => ("double", format!("x > -{}.0 && x < {dn}.0", dn + 1)),
+            DType::I8 | DType::I32 | DType::I64 => ("int64_t", format!("x >= -{dn} && x < {dn}")),
+            _ => continue,
+        };
+        let count = {
+            let d = dims_expr(&t.shape);
+            if d.is_empty() {
+                "(int64_t)1".to_string()
+            } else {
+                format!("(int64_t){}", d.join(" * (int64_t)"))
+            }
+        };
+        let _ = writeln!(
+            c,
+            "    for (int64_t e = 0, n = {count}; e < n; e++) {{ {var} x = ({var})io{k}[e]; if (!({cond})) {{ snprintf(ctx->error, sizeof ctx->error, \"input {k} (`%s`): index %.17g at element %lld is out of range for %s (a dim of {dn}: valid 0..{})\", \"{}\", (double)x, (long long)e, \"{}\"); return {up}_ERR_ARG; }} }}",
+            dn.saturating_sub(1),
+            c_escape(&g.value(idx).name),
+            c_escape(&n.origin.to_string()),
+        );
+    }
+    c
 }
 
 pub fn dtype_code(d: DType) -> i32 {
@@ -398,9 +481,36 @@ pub fn weights_file(ws: &[super::mlir::ExternalWeight]) -> WeightsFile {
     let mut bytes = b"FORGECW1".to_vec();
     bytes.extend_from_slice(&((64 + data.len()) as u64).to_le_bytes());
     bytes.extend_from_slice(&Sha256::digest(&data));
+    bytes.extend_from_slice(&checksum64(&data).to_le_bytes());
     bytes.resize(64, 0);
     bytes.extend_from_slice(&data);
     WeightsFile { bytes, blocks }
+}
+
+/// The checksum of a weights file's data that the library verifies when it maps the file
+/// (`NAME_sum`, the same arithmetic in C): four lanes of 64-bit words, each xored in, rotated
+/// and multiplied; the tail zero-padded; the lanes and the length folded. Fast (a few GB/s), and
+/// any flipped byte changes it.
+pub fn checksum64(data: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = [1u64, 2, 3, 4];
+    let mut step = |block: &[u8]| {
+        for (j, hj) in h.iter_mut().enumerate() {
+            let w = u64::from_le_bytes(block[8 * j..8 * j + 8].try_into().expect("8 bytes"));
+            *hj = (*hj ^ w).rotate_left(29).wrapping_mul(K);
+        }
+    };
+    let mut chunks = data.chunks_exact(32);
+    for b in &mut chunks {
+        step(b);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 32];
+        b[..rest.len()].copy_from_slice(rest);
+        step(&b);
+    }
+    h[0] ^ h[1].rotate_left(17) ^ h[2].rotate_left(31) ^ h[3].rotate_left(47) ^ data.len() as u64
 }
 
 /// Where the large constants (the entry function's weight arguments) live.
@@ -493,6 +603,19 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Weights, threads: us
             "static const char *{name}_weights;
 static char {name}_weights_error[600] = \"the weights file was not mapped\";
 static const unsigned char {name}_weights_hash[16] = {{ {hash} }};
+static uint64_t {name}_rotl(uint64_t x, int r) {{ return (x << r) | (x >> (64 - r)); }}
+/* capi::checksum64 */
+static uint64_t {name}_sum(const unsigned char *d, size_t n) {{
+    const uint64_t k = 0x9E3779B97F4A7C15ull;
+    uint64_t h[4] = {{ 1, 2, 3, 4 }}, w;
+    unsigned char tail[32];
+    for (size_t i = 0; i < n; i += 32) {{
+        const unsigned char *b = d + i;
+        if (n - i < 32) {{ memset(tail, 0, 32); memcpy(tail, b, n - i); b = tail; }}
+        for (int j = 0; j < 4; j++) {{ memcpy(&w, b + 8 * j, 8); h[j] = {name}_rotl(h[j] ^ w, 29) * k; }}
+    }}
+    return h[0] ^ {name}_rotl(h[1], 17) ^ {name}_rotl(h[2], 31) ^ {name}_rotl(h[3], 47) ^ (uint64_t)n;
+}}
 /* Maps NAME.weights when the library is loaded: from ${up}_WEIGHTS if set, else from the
  * directory of the file this code was loaded from (the shared library, or the program that
  * linked the static one). The file must be this build's: its size and hash are checked. */
@@ -533,6 +656,13 @@ __attribute__((constructor)) static void {name}_map_weights(void) {{
         snprintf({name}_weights_error, sizeof {name}_weights_error, \"%s holds other weights (another model or build of it)\", path);
         return;
     }}
+    /* The data must be what was written: a flipped byte would give wrong outputs silently. */
+    uint64_t want; memcpy(&want, (const char *)p + 48, 8);
+    if ({name}_sum((const unsigned char *)p + 64, {total} - 64) != want) {{
+        munmap(p, {total});
+        snprintf({name}_weights_error, sizeof {name}_weights_error, \"%s is damaged: its checksum does not match its data (copy the file again)\", path);
+        return;
+    }}
     {name}_weights = (const char *)p;
 }}
 ",
@@ -541,8 +671,9 @@ __attribute__((constructor)) static void {name}_map_weights(void) {{
         );
     }
     // MLIR lowers copies between strided views to a call of `memrefCopy` (from its runner
-    // library): the artifact carries its own, weak so several forgec models can be linked.
-    c.push_str(MEMREF_COPY);
+    // library): the artifact carries its own, renamed `NAME_forgec_memrefCopy` by
+    // `llvm::compile`, so that it never meets another library's.
+    c.push_str(&MEMREF_COPY.replace("NAME", name));
     // Scratch memory: the kernels allocate and free their intermediate buffers through these
     // two functions. A context keeps the buffers freed during a call for the next call (the
     // same sizes come back every call at a given batch size), so that a steady stream of calls
@@ -551,8 +682,20 @@ __attribute__((constructor)) static void {name}_map_weights(void) {{
     let _ = writeln!(
         c,
         "#define {up}_CACHE 1024
-struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; int threads; int intra; {name}_ctx *sub[{up}_MAX_THREADS]; void *pool; jmp_buf oom; volatile int armed; }};
+struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; int threads; int intra; {name}_ctx *sub[{up}_MAX_THREADS]; void *pool; jmp_buf oom; volatile int armed; int busy; int failed; }};
 static __thread {name}_ctx *{name}_current;
+/* A pool thread running a task: where an allocation that fails jumps back to (the task is
+ * abandoned, its token set as an error, and the run that handed it out fails with
+ * {up}_ERR_MEMORY). */
+static __thread jmp_buf *{name}_task_oom;
+static __thread void *{name}_last_token;
+static void {name}_oom(size_t n) {{
+    {name}_ctx *ctx = {name}_current;
+    if (ctx && ctx->armed) longjmp(ctx->oom, 1);
+    if ({name}_task_oom) longjmp(*{name}_task_oom, 1);
+    /* Not reached: every allocation happens inside a run, on its thread or a pool task. */
+    (void)n;
+}}
 typedef struct {{ size_t size; size_t pad; }} {name}_hdr;
 void *{name}_forgec_alloc(size_t n) {{
     {name}_ctx *ctx = {name}_current;
@@ -563,9 +706,8 @@ void *{name}_forgec_alloc(size_t n) {{
     {name}_hdr *h = ({name}_hdr *)malloc(sizeof({name}_hdr) + n);
     if (!h) {{
         /* Back to the run, which returns {up}_ERR_MEMORY (the call's buffers so far are lost). */
-        if (ctx && ctx->armed) longjmp(ctx->oom, 1);
-        fprintf(stderr, \"{name}: out of memory in a pool thread (%zu bytes)\\n\", n);
-        abort();
+        {name}_oom(n);
+        return NULL;
     }}
     h->size = n;
     return h + 1;
@@ -628,8 +770,8 @@ void {name}_destroy({name}_ctx *ctx) {{
         };
         let _ = writeln!(
             checks,
-            "    if (!{id}) {{ snprintf(ctx->error, sizeof ctx->error, \"{what} (`{}`) is NULL\"); return {up}_ERR_NULL; }}",
-            g.value(v).name.replace('"', "'")
+            "    if (!{id}) {{ snprintf(ctx->error, sizeof ctx->error, \"{what} (`%s`) is NULL\", \"{}\"); return {up}_ERR_NULL; }}",
+            c_escape(&g.value(v).name)
         );
         let r = t.rank();
         let d = dims_expr(&t.shape);
@@ -652,6 +794,10 @@ void {name}_destroy({name}_ctx *ctx) {{
         }
         descs.push(format!("&m{k}"));
     }
+    // Table lookups by indices the caller passes (Keras's Embedding: a gather by an input, or
+    // by an input cast to integers): every index is checked before any kernel runs, as the
+    // interpreter does (the kernels clamp an index computed inside the model instead).
+    let _ = write!(checks, "{}", index_checks(g, &up));
     // The kernels write an output while they still read the inputs (and may read an output
     // they wrote, for a later one): a buffer that overlaps another is refused.
     let nin = g.inputs.len();
@@ -665,21 +811,18 @@ void {name}_destroy({name}_ctx *ctx) {{
     for k in nin..ios.len() {
         for j in 0..k {
             let what = if j < nin {
-                format!("input {j} (`{}`)", g.value(ios[j]).name.replace('"', "'"))
+                format!("input {j}")
             } else {
-                format!(
-                    "output {} (`{}`)",
-                    j - nin,
-                    g.value(ios[j]).name.replace('"', "'")
-                )
+                format!("output {}", j - nin)
             };
             let _ = writeln!(
                 checks,
-                "    {{ size_t a = {}, b = {}; if (a && b && (const char *)io{k} < (const char *)io{j} + b && (const char *)io{j} < (const char *)io{k} + a) {{ snprintf(ctx->error, sizeof ctx->error, \"output {} (`{}`) overlaps {what}: give each output a buffer of its own\"); return {up}_ERR_ARG; }} }}",
+                "    {{ size_t a = {}, b = {}; if (a && b && (const char *)io{k} < (const char *)io{j} + b && (const char *)io{j} < (const char *)io{k} + a) {{ snprintf(ctx->error, sizeof ctx->error, \"output {} (`%s`) overlaps {what} (`%s`): give each output a buffer of its own\", \"{}\", \"{}\"); return {up}_ERR_ARG; }} }}",
                 bytes(ios[k]),
                 bytes(ios[j]),
                 k - nin,
-                g.value(ios[k]).name.replace('"', "'")
+                c_escape(&g.value(ios[k]).name),
+                c_escape(&g.value(ios[j]).name)
             );
         }
     }
@@ -703,6 +846,7 @@ void {name}_destroy({name}_ctx *ctx) {{
         );
         descs.push(format!("&w{j}"));
     }
+    let _ = writeln!(c, "static void {name}_drain({name}_ctx *ctx);");
     let _ = writeln!(c, "static int {name}_call({}) {{", params.join(", "));
     c.push_str(&body);
     if !g
@@ -715,7 +859,7 @@ void {name}_destroy({name}_ctx *ctx) {{
     }
     let _ = writeln!(
         c,
-        "    {name}_ctx *volatile outer = {name}_current;\n    {name}_current = ctx;\n    if (setjmp(ctx->oom)) {{\n        ctx->armed = 0;\n        {name}_current = outer;\n        snprintf(ctx->error, sizeof ctx->error, \"out of memory: a scratch buffer for batch %lld could not be allocated\", (long long)batch);\n        return {up}_ERR_MEMORY;\n    }}\n    ctx->armed = 1;\n    _mlir_ciface_{entry}({});\n    ctx->armed = 0;\n    {name}_current = outer;\n    return {up}_OK;\n}}\n",
+        "    {name}_ctx *volatile outer = {name}_current;\n    {name}_current = ctx;\n    ctx->failed = 0;\n    if (setjmp(ctx->oom)) {{\n        ctx->armed = 0;\n        {name}_drain(ctx);\n        {name}_current = outer;\n        snprintf(ctx->error, sizeof ctx->error, \"out of memory: a scratch buffer for batch %lld could not be allocated\", (long long)batch);\n        return {up}_ERR_MEMORY;\n    }}\n    ctx->armed = 1;\n    _mlir_ciface_{entry}({});\n    ctx->armed = 0;\n    {name}_current = outer;\n    if (__atomic_load_n(&ctx->failed, __ATOMIC_ACQUIRE)) {{\n        snprintf(ctx->error, sizeof ctx->error, \"out of memory: a scratch buffer for batch %lld could not be allocated on a pool thread\", (long long)batch);\n        return {up}_ERR_MEMORY;\n    }}\n    return {up}_OK;\n}}\n",
         descs.join(", ")
     );
     // Threads: the batch is cut into slices, each run by `NAME_call` with the taking thread's
@@ -749,11 +893,11 @@ void {name}_destroy({name}_ctx *ctx) {{
         let _ = writeln!(c, "typedef struct {name}_pool {name}_pool;
 typedef struct {{ {name}_pool *pool; int i; }} {name}_slot;
 /* Tasks: chunks of a kernel (coroutines of MLIR's async runtime, see below). */
-typedef struct {{ void (*fn)(void *); void *arg; }} {name}_task;
+typedef struct {{ void (*fn)(void *); void *arg; void *token; int *failed; }} {name}_task;
 #define {up}_QCAP (2 * {up}_MAX_THREADS)
 struct {name}_pool {{
     pthread_mutex_t mu; pthread_cond_t go, done;
-    unsigned gen; int pending, quit, n, sleeping, qhead, qcount;
+    unsigned gen; int pending, quit, n, sleeping, qhead, qcount, active;
     {name}_task q[{up}_QCAP];
     pthread_t tid[{up}_MAX_THREADS]; {name}_slot slot[{up}_MAX_THREADS];
     /* A split batch: `whole`, in `nslices` slices of `slice` samples; `next` is the next
@@ -774,14 +918,36 @@ static int {name}_pool_pop({name}_pool *pl, {name}_task *t) {{
     if (ok) {{
         *t = pl->q[pl->qhead];
         pl->qhead = (pl->qhead + 1) % {up}_QCAP;
+        __atomic_add_fetch(&pl->active, 1, __ATOMIC_ACQ_REL);
         __atomic_store_n(&pl->qcount, pl->qcount - 1, __ATOMIC_RELEASE);
     }}
     pthread_mutex_unlock(&pl->mu);
     return ok;
 }}
+static void {name}_token_fail(void *token);
+/* Runs a task (popped from `pl`'s queue, or NULL). An allocation that fails inside it jumps
+ * back here: the task is abandoned, its token set as an error (so that nobody waits for it),
+ * and its run marked as failed. */
+static void {name}_run_task({name}_pool *pl, {name}_task t) {{
+    jmp_buf here;
+    jmp_buf *outer = {name}_task_oom;
+    {name}_ctx *ctx = {name}_current;
+    int armed = ctx ? ctx->armed : 0;
+    if (ctx) ctx->armed = 0;
+    {name}_task_oom = &here;
+    if (setjmp(here) == 0) t.fn(t.arg);
+    else {{
+        if (t.failed) __atomic_store_n(t.failed, 1, __ATOMIC_RELEASE);
+        if (t.token) {name}_token_fail(t.token);
+    }}
+    {name}_task_oom = outer;
+    if (ctx) ctx->armed = armed;
+    if (pl) __atomic_sub_fetch(&pl->active, 1, __ATOMIC_ACQ_REL);
+}}
 static void {name}_pool_push({name}_pool *pl, {name}_task t) {{
     pthread_mutex_lock(&pl->mu);
-    if (pl->qcount == {up}_QCAP) {{ pthread_mutex_unlock(&pl->mu); abort(); }}
+    /* A full queue: the task runs here and now (a coroutine may be resumed once saved). */
+    if (pl->qcount == {up}_QCAP) {{ pthread_mutex_unlock(&pl->mu); {name}_run_task(NULL, t); return; }}
     pl->q[(pl->qhead + pl->qcount) % {up}_QCAP] = t;
     __atomic_store_n(&pl->qcount, pl->qcount + 1, __ATOMIC_RELEASE);
     if (pl->sleeping) pthread_cond_signal(&pl->go);
@@ -800,7 +966,7 @@ static void *{name}_pool_main(void *p) {{
     {name}_task t;
     for (;;) {{
         for (long spin = 0; spin < (1L << 15); spin++) {{
-            if ({name}_pool_pop(pl, &t)) {{ t.fn(t.arg); spin = 0; continue; }}
+            if ({name}_pool_pop(pl, &t)) {{ {name}_run_task(pl, t); spin = 0; continue; }}
             if (__atomic_load_n(&pl->gen, __ATOMIC_ACQUIRE) != seen || __atomic_load_n(&pl->quit, __ATOMIC_ACQUIRE)) break;
             {name}_relax();
         }}
@@ -830,6 +996,18 @@ static void {name}_pool_stop({name}_pool *pl) {{
     for (int i = 1; i <= pl->n; i++) pthread_join(pl->tid[i], NULL);
     pthread_mutex_destroy(&pl->mu); pthread_cond_destroy(&pl->go); pthread_cond_destroy(&pl->done);
     free(pl);
+}}
+/* After a run jumped out on an out-of-memory: the tasks it handed out are run or finished
+ * before it returns, so that none writes to the caller's buffers after. */
+static void {name}_drain({name}_ctx *ctx) {{
+    {name}_pool *pl = ({name}_pool *)ctx->pool;
+    {name}_task t;
+    if (!pl) return;
+    for (;;) {{
+        if ({name}_pool_pop(pl, &t)) {{ {name}_run_task(pl, t); continue; }}
+        if (__atomic_load_n(&pl->active, __ATOMIC_ACQUIRE) == 0 && __atomic_load_n(&pl->qcount, __ATOMIC_ACQUIRE) == 0) return;
+        {name}_relax();
+    }}
 }}
 /* Starts threads - 1 pool threads (the caller's thread is the first worker). */
 static {name}_pool *{name}_pool_start(int threads) {{
@@ -862,9 +1040,10 @@ static {name}_pool *{name}_pool_start(int threads) {{
 }}", offs.join(", "));
     }
     c.push_str(&ASYNC_RUNTIME.replace("NAME", name));
-    let _ = writeln!(c, "int {name}_set_threads({name}_ctx *ctx, int threads) {{\n    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;");
+    let _ = writeln!(c, "static int {name}_set_threads_owned({name}_ctx *ctx, int threads) {{\n    ctx->error[0] = 0;");
     let _ = writeln!(c, "    if (threads < 1 || threads > {up}_MAX_THREADS) {{ snprintf(ctx->error, sizeof ctx->error, \"%d threads: use 1..%d\", threads, {up}_MAX_THREADS); return {up}_ERR_ARG; }}");
     let _ = writeln!(c, "    if (threads == ctx->threads) return {up}_OK;\n    {name}_pool_stop(({name}_pool *)ctx->pool);\n    ctx->pool = NULL;\n    ctx->threads = 1;\n    if (threads > 1) {{\n        ctx->pool = {name}_pool_start(threads);\n        if (!ctx->pool || (({name}_pool *)ctx->pool)->n == 0) {{ {name}_pool_stop(({name}_pool *)ctx->pool); ctx->pool = NULL; snprintf(ctx->error, sizeof ctx->error, \"could not start %d threads\", threads); return {up}_ERR_ARG; }}\n    }}\n    ctx->threads = threads;\n    return {up}_OK;\n}}\n");
+    let _ = writeln!(c, "int {name}_set_threads({name}_ctx *ctx, int threads) {{\n    if (!ctx) return {up}_ERR_NULL;\n    if (__atomic_exchange_n(&ctx->busy, 1, __ATOMIC_ACQUIRE)) return {up}_ERR_BUSY;\n    int rc = {name}_set_threads_owned(ctx, threads);\n    __atomic_store_n(&ctx->busy, 0, __ATOMIC_RELEASE);\n    return rc;\n}}");
     let _ = writeln!(
         c,
         "int {name}_threads(const {name}_ctx *ctx) {{ return ctx ? ctx->threads : 0; }}"
@@ -877,7 +1056,7 @@ static {name}_pool *{name}_pool_start(int threads) {{
         let _ = writeln!(c, "    if (ctx && {name}_set_threads(ctx, {threads}) != {up}_OK) {{ {name}_destroy(ctx); return NULL; }}");
     }
     let _ = writeln!(c, "    return ctx;\n}}\n");
-    let _ = writeln!(c, "int {name}_run({}) {{", params.join(", "));
+    let _ = writeln!(c, "static int {name}_run_owned({}) {{", params.join(", "));
     let _ = writeln!(
         c,
         "    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;"
@@ -956,6 +1135,9 @@ static {name}_pool *{name}_pool_start(int threads) {{
         "    ctx->intra = ctx->pool ? (({name}_pool *)ctx->pool)->n + 1 : 1;\n    return {name}_call(ctx, batch, {});\n}}\n",
         args.join(", ")
     );
+    // One call at a time per context: a second thread's call is refused, never run alongside.
+    let _ = writeln!(c, "int {name}_run({}) {{", params.join(", "));
+    let _ = writeln!(c, "    if (!ctx) return {up}_ERR_NULL;\n    if (__atomic_exchange_n(&ctx->busy, 1, __ATOMIC_ACQUIRE)) return {up}_ERR_BUSY;\n    int rc = {name}_run_owned(ctx, batch, {});\n    __atomic_store_n(&ctx->busy, 0, __ATOMIC_RELEASE);\n    return rc;\n}}\n", args.join(", "));
     let _ = writeln!(c, "int {name}_run_v({name}_ctx *ctx, int64_t batch, const void *const *inputs, void *const *outputs) {{");
     let _ = writeln!(c, "    if (!ctx) return {up}_ERR_NULL;\n    if (!inputs || !outputs) {{ snprintf(ctx->error, sizeof ctx->error, \"the input or output array is NULL\"); return {up}_ERR_NULL; }}");
     let mut call = vec!["ctx".to_string(), "batch".to_string()];
@@ -991,13 +1173,14 @@ void NAME_forgec_async_DropRef(void *p, int64_t n) {
 }
 void *NAME_forgec_async_CreateToken(void) {
     NAME_token *t = (NAME_token *)calloc(1, sizeof *t);
-    if (!t) abort();
+    if (!t) { NAME_oom(sizeof *t); return NULL; }
     t->rc.refs = 2; /* the caller's, and the task's until it sets the token */
+    NAME_last_token = t; /* the task `Execute` is handed next is this token's */
     return t;
 }
 void *NAME_forgec_async_CreateGroup(int64_t size) {
     NAME_group *g = (NAME_group *)calloc(1, sizeof *g);
-    if (!g) abort();
+    if (!g) { NAME_oom(sizeof *g); return NULL; }
     g->rc.refs = 1;
     g->pending = size;
     return g;
@@ -1022,6 +1205,7 @@ static void NAME_token_set(NAME_token *t, int state) {
     NAME_forgec_async_DropRef(t, 1);
 }
 void NAME_forgec_async_EmplaceToken(NAME_token *t) { NAME_token_set(t, 1); }
+static void NAME_token_fail(void *t) { NAME_token_set((NAME_token *)t, 2); }
 void NAME_forgec_async_SetTokenError(NAME_token *t) { NAME_token_set(t, 2); }
 _Bool NAME_forgec_async_IsTokenError(NAME_token *t) { return __atomic_load_n(&t->state, __ATOMIC_ACQUIRE) == 2; }
 _Bool NAME_forgec_async_IsGroupError(NAME_group *g) { return __atomic_load_n(&g->errors, __ATOMIC_ACQUIRE) > 0; }
@@ -1032,7 +1216,7 @@ static void NAME_wait(long *pending, int *state) {
     NAME_task t;
     for (long spin = 0;; spin++) {
         if (pending ? __atomic_load_n(pending, __ATOMIC_ACQUIRE) <= 0 : __atomic_load_n(state, __ATOMIC_ACQUIRE) != 0) return;
-        if (pl && NAME_pool_pop(pl, &t)) { t.fn(t.arg); continue; }
+        if (pl && NAME_pool_pop(pl, &t)) { NAME_run_task(pl, t); continue; }
         if (spin > (1L << 12)) sched_yield(); else NAME_relax();
     }
 }
@@ -1041,8 +1225,9 @@ void NAME_forgec_async_AwaitToken(NAME_token *t) { NAME_wait(NULL, &t->state); }
 void NAME_forgec_async_Execute(void *handle, void (*resume)(void *)) {
     NAME_ctx *ctx = NAME_current;
     NAME_pool *pl = ctx ? (NAME_pool *)ctx->pool : NULL;
-    NAME_task t = { resume, handle };
-    if (!pl) abort(); /* never: one thread makes one chunk */
+    NAME_task t = { resume, handle, NAME_last_token, ctx ? &ctx->failed : NULL };
+    NAME_last_token = NULL;
+    if (!pl) { NAME_run_task(NULL, t); return; } /* one thread makes one chunk: not reached */
     NAME_pool_push(pl, t);
 }
 "#;
@@ -1050,7 +1235,7 @@ void NAME_forgec_async_Execute(void *handle, void (*resume)(void *)) {
 const MEMREF_COPY: &str = r#"#include <string.h>
 typedef struct { int64_t rank; void *descriptor; } forgec_unranked;
 typedef struct { char *allocated; char *aligned; int64_t offset; int64_t rest[]; } forgec_desc;
-__attribute__((weak)) void memrefCopy(int64_t elem, forgec_unranked *src, forgec_unranked *dst) {
+void NAME_forgec_memrefCopy(int64_t elem, forgec_unranked *src, forgec_unranked *dst) {
     int64_t rank = src->rank;
     forgec_desc *s = (forgec_desc *)src->descriptor, *d = (forgec_desc *)dst->descriptor;
     const int64_t *sizes = s->rest, *ss = s->rest + rank, *ds = d->rest + rank;
@@ -1071,6 +1256,21 @@ __attribute__((weak)) void memrefCopy(int64_t elem, forgec_unranked *src, forgec
 }
 
 "#;
+
+/// The functions of `NAME.h`, each `NAME_` + this: all that `libNAME.so` exports.
+pub const API_FUNCTIONS: &[&str] = &[
+    "create",
+    "destroy",
+    "last_error",
+    "set_threads",
+    "threads",
+    "run",
+    "run_v",
+    "input_shape",
+    "output_shape",
+    "input_dtype",
+    "output_dtype",
+];
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     let out = cmd.output().map_err(|e| {
@@ -1179,10 +1379,21 @@ pub fn link(
             .arg("wrapper.o"),
         "archiving the static library",
     )?;
+    // The shared library exports the C API alone: the kernels, the wrapper's helpers and
+    // MLIR's entry points stay local, so they can meet nothing else in the process.
+    let api: Vec<String> = API_FUNCTIONS
+        .iter()
+        .map(|f| format!("{name}_{f};"))
+        .collect();
+    std::fs::write(
+        dir.join("exports.map"),
+        format!("{{\n  global: {}\n  local: *;\n}};\n", api.join(" ")),
+    )
+    .map_err(|e| e.to_string())?;
     run(
         Command::new(cc)
             .current_dir(dir)
-            .args(["-shared", "-o"])
+            .args(["-shared", "-Wl,--version-script=exports.map", "-o"])
             .arg(out.join(format!("lib{name}.so")))
             .args(objects)
             .args(["wrapper.o", "-lm"]),

@@ -243,6 +243,8 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<
         ("_mlir_memref_to_llvm_aligned_alloc", "aligned_alloc"),
         ("_mlir_memref_to_llvm_free", "free"),
         ("forgec_threads", "threads"),
+        // The strided copy of MLIR's runner library, answered by the wrapper.
+        ("memrefCopy", "memrefCopy"),
     ] {
         if let Some(f) = llmod.get_function(generic) {
             f.as_global_value()

@@ -410,8 +410,24 @@ impl Cx<'_> {
             .map(|i| self.consts.get(i).filter(|(_, w)| !w).map(|(t, _)| t))
             .collect();
         if let Some(lits) = literals.filter(|_| !ins.is_empty()) {
-            let outs = forgec_ir::interp::eval_op(&op, &lits)?;
-            return Ok(outs.into_iter().map(|t| self.literal(t, origin)).collect());
+            // Folded only when the result is small: a 167-byte file could otherwise ask for
+            // tens of GB at import (Expand, Tile, ... of a literal). A larger one stays an op,
+            // computed at run time.
+            let tys: Vec<forgec_ir::TensorType> = lits
+                .iter()
+                .map(|t| forgec_ir::TensorType::known(t.dtype(), t.shape()))
+                .collect();
+            let small = forgec_ir::infer::infer(&op, &tys).is_ok_and(|outs| {
+                outs.iter().all(|t| {
+                    t.known_shape()
+                        .and_then(|s| s.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)))
+                        .is_some_and(|n| n <= proto::FOLD_MAX_ELEMS)
+                })
+            });
+            if small {
+                let outs = forgec_ir::interp::eval_op(&op, &lits)?;
+                return Ok(outs.into_iter().map(|t| self.literal(t, origin)).collect());
+            }
         }
         let name = if origin.name.is_empty() {
             "v".to_string()

@@ -33,10 +33,15 @@ pub fn f64_or(cfg: &Value, key: &str, default: f64) -> R<f64> {
     }
 }
 
+/// The largest integer a layer config may hold (sizes, units, dims): 2^31. Larger ones are not
+/// plausible, and would overflow the arithmetic on them.
+pub const MAX_CONFIG_INT: u64 = 1 << 31;
+
 pub fn as_usize(v: &Value, key: &str) -> R<usize> {
     v.as_u64()
+        .filter(|&x| x <= MAX_CONFIG_INT)
         .map(|x| x as usize)
-        .ok_or_else(|| format!("config `{key}` must be a non-negative integer, got {v}"))
+        .ok_or_else(|| format!("config `{key}` must be a non-negative integer up to 2^31, got {v}"))
 }
 
 pub fn usize_req(cfg: &Value, key: &str) -> R<usize> {
@@ -58,8 +63,20 @@ pub fn i64_of(v: &Value, key: &str) -> R<i64> {
         .ok_or_else(|| format!("config `{key}` must be an integer, got {v}"))
 }
 
-/// An int or a list of `n` ints (Keras accepts both for kernel_size, strides, ...).
+/// An int or a list of `n` ints (Keras accepts both for kernel_size, strides, ...): each 1 to
+/// 65536 (0 to 65536 for `output_padding`).
 pub fn tuple(cfg: &Value, key: &str, n: usize, default: Option<usize>) -> R<Vec<usize>> {
+    let v = tuple_any(cfg, key, n, default)?;
+    let least = usize::from(key != "output_padding");
+    if let Some(bad) = v.iter().find(|&&x| x < least || x > 65536) {
+        return Err(format!(
+            "config `{key}` holds {bad}: each entry must be {least} to 65536"
+        ));
+    }
+    Ok(v)
+}
+
+fn tuple_any(cfg: &Value, key: &str, n: usize, default: Option<usize>) -> R<Vec<usize>> {
     match get(cfg, key) {
         None => default
             .map(|d| vec![d; n])

@@ -239,6 +239,7 @@ impl L<'_, '_> {
     fn konst_req(&mut self, k: usize, what: &str) -> R<Tensor> {
         match self.konst(k)? {
             Some(t) => Ok(t),
+            None if !self.has(k) => Err(format!("input {k} ({what}) is missing")),
             None => {
                 let name = self.n.input[k].clone();
                 self.cx.wanted.push(name.clone());
@@ -1167,9 +1168,16 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
                 .map(|d| d.known())
                 .collect::<Option<Vec<usize>>>()
             {
-                let n_: usize = shape.iter().product();
-                if n_ as u64 > proto::MAX_ELEMS {
-                    return Err(format!("a constant of shape {shape:?} is too large"));
+                let n_ = shape
+                    .iter()
+                    .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+                    .filter(|&n| n <= proto::MAX_ELEMS)
+                    .ok_or_else(|| format!("a constant of shape {shape:?} is too large"))?
+                    as usize;
+                if n_ as u64 > proto::FOLD_MAX_ELEMS {
+                    // Made at run time, not in memory at import.
+                    let c = l.cx.literal(scalar, o);
+                    return one(l.op(Op::Broadcast { shape: dims }, &[c])?);
                 }
                 let t = if value.dtype().is_float() {
                     Tensor::from_f64_values(value.dtype(), shape, &vec![scalar.to_f64_vec()[0]; n_])
@@ -1220,10 +1228,14 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
             if c == 0.0 {
                 return Err("Range with delta 0".into());
             }
-            let count = ((b - a) / c).ceil().max(0.0) as u64;
-            if count > proto::MAX_ELEMS {
-                return Err(format!("Range of {count} elements is too large"));
+            let count = ((b - a) / c).ceil().max(0.0);
+            if !count.is_finite() || count > proto::FOLD_MAX_ELEMS as f64 {
+                return Err(format!(
+                    "Range from {a} to {b} by {c} has {count} elements, over forgec's limit of {} for a constant made at import",
+                    proto::FOLD_MAX_ELEMS
+                ));
             }
+            let count = count as u64;
             let v: Vec<f64> = (0..count).map(|i| a + i as f64 * c).collect();
             one(l.cx.literal(
                 Tensor::from_f64_values(dt, vec![v.len()], &v).map_err(|e| e.0)?,

@@ -75,6 +75,10 @@ pub fn unsigned_bits(code: i32) -> Option<u32> {
 /// Tensors forgec will hold in memory: 2^31 elements.
 pub const MAX_ELEMS: u64 = 1 << 31;
 
+/// The largest constant that import makes by itself (folding, ConstantOfShape, Range): 16M
+/// elements (64 MB of f32). Stored tensors are bounded by the file's size instead.
+pub const FOLD_MAX_ELEMS: u64 = 1 << 24;
+
 fn le<const N: usize>(b: &[u8], i: usize) -> [u8; N] {
     b[i * N..(i + 1) * N].try_into().expect("length checked")
 }
@@ -242,24 +246,116 @@ fn read_external(t: &TensorProto, base_dir: &Path, n: usize, code: i32) -> Resul
         10 | 16 | 4 | 5 => 2,
         _ => 1,
     };
-    let want = (n * width) as u64;
+    let want = (n as u64).saturating_mul(width);
     let length: u64 = get("length")
         .map(|s| s.parse().map_err(|_| format!("bad length `{s}`")))
         .transpose()?
         .unwrap_or(want);
-    let bytes =
-        std::fs::read(&path).map_err(|e| format!("external data file {}: {e}", path.display()))?;
-    let end = offset
+    if length != want {
+        return Err(format!(
+            "external data {loc}: length {length} bytes, but the tensor's {n} elements need {want}"
+        ));
+    }
+    let mut f = open_confined(base_dir, rel)
+        .map_err(|e| format!("external data file {}: {e}", path.display()))?;
+    let size = f
+        .metadata()
+        .map_err(|e| format!("external data file {}: {e}", path.display()))?
+        .len();
+    offset
         .checked_add(length)
-        .filter(|&e| e <= bytes.len() as u64)
+        .filter(|&e| e <= size)
         .ok_or_else(|| {
             format!(
-                "external data file {} has {} bytes, fewer than offset {offset} + length {length}",
+                "external data file {} has {size} bytes, fewer than offset {offset} + length {length}",
                 path.display(),
-                bytes.len()
             )
         })?;
-    Ok(bytes[offset as usize..end as usize].to_vec())
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = vec![0u8; length as usize];
+    f.seek(SeekFrom::Start(offset))
+        .and_then(|_| f.read_exact(&mut out))
+        .map_err(|e| format!("external data file {}: {e}", path.display()))?;
+    Ok(out)
+}
+
+/// Opens `rel` below `base` without following a symbolic link anywhere on the way (a link
+/// could point out of the model's directory) and only if it is a regular file (a FIFO would
+/// block forever, a device file would be read without end).
+pub fn open_confined(base: &Path, rel: &Path) -> Result<std::fs::File, String> {
+    use std::ffi::CString;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Component;
+    let cstr = |s: &std::ffi::OsStr| {
+        CString::new(s.as_bytes()).map_err(|_| "a path with a NUL byte: refused".to_string())
+    };
+    let base_c = cstr(if base.as_os_str().is_empty() {
+        std::ffi::OsStr::new(".")
+    } else {
+        base.as_os_str()
+    })?;
+    let flags_dir = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: plain syscalls on NUL-terminated paths; every fd is closed or owned below.
+    let mut dir = unsafe { libc::open(base_c.as_ptr(), flags_dir) };
+    if dir < 0 {
+        return Err(format!(
+            "cannot open the model's directory: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let parts: Vec<&std::ffi::OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(Ok(s)),
+            Component::CurDir => None,
+            _ => Some(Err(())),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            unsafe { libc::close(dir) };
+            "the path leaves the model's directory: refused".to_string()
+        })?;
+    if parts.is_empty() {
+        unsafe { libc::close(dir) };
+        return Err("an empty path".into());
+    }
+    for (k, part) in parts.iter().enumerate() {
+        let c = match cstr(part) {
+            Ok(c) => c,
+            Err(e) => {
+                unsafe { libc::close(dir) };
+                return Err(e);
+            }
+        };
+        let last = k + 1 == parts.len();
+        let flags = if last {
+            // O_NONBLOCK: opening a FIFO must not wait for a writer.
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC
+        } else {
+            flags_dir | libc::O_NOFOLLOW
+        };
+        let fd = unsafe { libc::openat(dir, c.as_ptr(), flags) };
+        let err = std::io::Error::last_os_error();
+        unsafe { libc::close(dir) };
+        if fd < 0 {
+            return Err(match err.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::ENOTDIR) => format!(
+                    "`{}` is a symbolic link (or not a directory): refused, as it may point out of the model's directory (copy the data file there)",
+                    part.to_string_lossy()
+                ),
+                _ => err.to_string(),
+            });
+        }
+        dir = fd;
+    }
+    // SAFETY: `dir` is an open descriptor that nothing else owns.
+    let f = unsafe { std::fs::File::from_raw_fd(dir) };
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file (a FIFO, device or directory): refused".into());
+    }
+    Ok(f)
 }
 
 /// A value's declared tensor type. Unnamed dims become fresh symbols from `fresh`.

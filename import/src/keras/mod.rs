@@ -385,6 +385,11 @@ fn find_weights(json: &Path) -> Option<PathBuf> {
 
 type Archive = (String, Option<WeightFile>, Option<String>);
 
+/// The largest `.keras` archive member forgec inflates: 8 GiB (the weights), 64 MiB for the
+/// JSON members (a config is kilobytes).
+const MAX_MEMBER_BYTES: u64 = 8 << 30;
+const MAX_JSON_MEMBER_BYTES: u64 = 64 << 20;
+
 fn open_archive(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Archive, ImportError> {
     let disp = path.display().to_string();
     let mut zip = match zip::ZipArchive::new(std::io::Cursor::new(bytes)) {
@@ -397,9 +402,34 @@ fn open_archive(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Archive
             Err(zip::result::ZipError::FileNotFound) => return Ok(None),
             Err(e) => return fail(format!("{disp}: broken archive member {name}: {e}")),
         };
-        let mut out = Vec::new();
-        if let Err(e) = f.read_to_end(&mut out) {
+        // A member is read up to the size it declares, and that size must fit both a stated
+        // limit and what its compressed bytes can inflate to (deflate: at most ~1032:1), so a
+        // small archive cannot inflate to gigabytes.
+        let declared = f.size();
+        let limit = if name.ends_with(".json") {
+            MAX_JSON_MEMBER_BYTES
+        } else {
+            MAX_MEMBER_BYTES
+        };
+        if declared > limit
+            || declared
+                > f.compressed_size()
+                    .saturating_mul(1100)
+                    .saturating_add(1 << 20)
+        {
+            return fail(format!(
+                "{disp}: archive member {name} declares {declared} bytes from {} compressed: refused (the limit is {limit} bytes, and deflate cannot inflate that much more)",
+                f.compressed_size(),
+            ));
+        }
+        let mut out = Vec::with_capacity(declared as usize);
+        if let Err(e) = (&mut f).take(declared + 1).read_to_end(&mut out) {
             return fail(format!("{disp}: cannot read archive member {name}: {e}"));
+        }
+        if out.len() as u64 != declared {
+            return fail(format!(
+                "{disp}: archive member {name} inflates to another size than the {declared} bytes it declares: the archive is damaged"
+            ));
         }
         Ok(Some(out))
     };
@@ -463,7 +493,7 @@ struct CurLayer {
     class: String,
     trainable: bool,
     place: String,
-    stored: Option<Vec<(String, Tensor)>>,
+    stored: Option<Vec<weights::StoredWeight>>,
     /// Why the layer's weight group could not be read, if it could not.
     group_note: Option<String>,
     cursor: usize,
@@ -548,21 +578,31 @@ impl LayerCx for Importer<'_> {
                     });
                     Tensor::full(DType::F32, s.shape.clone(), 0.0).expect("shape from config")
                 }
-                (Some(_), Some((path, t))) => {
-                    if t.shape() != s.shape.as_slice() {
+                (Some(_), Some(w)) => {
+                    // The shape is checked before the data is read: a file that declares a
+                    // huge dataset for a small layer costs nothing.
+                    let read = match self.store {
+                        Some(st) if w.shape == s.shape => Some(st.read(&w)),
+                        _ => None,
+                    };
+                    if let Some(Err(e)) = read {
+                        errs.push(e);
+                        Tensor::full(DType::F32, s.shape.clone(), 0.0).expect("shape from config")
+                    } else if let Some(Ok(t)) = read {
+                        t
+                    } else {
                         let store = self
                             .store
                             .map(|s| s.display().to_string())
                             .unwrap_or_default();
                         errs.push(format!(
-                            "weight `{}` at {store}:{path} has shape {:?} but the layer's config needs {:?}: the weights do not belong to this model (or the config changed since they were saved)",
+                            "weight `{}` at {store}:{} has shape {:?} but the layer's config needs {:?}: the weights do not belong to this model (or the config changed since they were saved)",
                             s.name,
-                            t.shape(),
+                            w.path,
+                            w.shape,
                             s.shape
                         ));
                         Tensor::full(DType::F32, s.shape.clone(), 0.0).expect("shape from config")
-                    } else {
-                        t
                     }
                 }
             };
@@ -1026,7 +1066,7 @@ impl Importer<'_> {
                     Ok(mut v) => {
                         if self.legacy && scope.tf_prefix.is_some() {
                             // tf.keras stores a nested model's weights in its one group: keep this layer's.
-                            v.retain(|(p, _)| p.contains(&format!("/{name}/")));
+                            v.retain(|w| w.path.contains(&format!("/{name}/")));
                         }
                         (Some(v), None)
                     }
@@ -1068,7 +1108,7 @@ impl Importer<'_> {
             // Every stored weight must have been used: extra weights mean a config mismatch.
             if let (Some(st), true) = (&cur.stored, cur.created.len() == cur.cursor) {
                 if st.len() > cur.cursor {
-                    let extra: Vec<&str> = st[cur.cursor..].iter().map(|(p, _)| p.as_str()).collect();
+                    let extra: Vec<&str> = st[cur.cursor..].iter().map(|w| w.path.as_str()).collect();
                     return Err(format!(
                         "the weights file has {} weights for this layer but its config uses {} ({}): extra {}",
                         st.len(),
