@@ -183,6 +183,15 @@ fn malformed_hdf5_never_crashes_forgec() {
         );
         assert!(out.stderr.contains(f), "{}", out.stderr);
     }
+    // A file on which libhdf5 loops forever (found by the fuzzer: the child was left spinning
+    // after its parent exited): the answer's time limit ends it, a clean error.
+    let out = forgec(&["summary", s(&mal.join("libhdf5_hang.tfkeras.h5"))]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did not answer in time"),
+        "{}",
+        out.stderr
+    );
     let src = std::fs::read(model_file("mlp_binary.tfkeras.full.h5")).unwrap();
     let dir = scratch("sec_h5_mutations");
     let mut state = 0x2545_F491_4F6C_DD1Du64;

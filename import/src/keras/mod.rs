@@ -136,7 +136,11 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
             shape_only: false,
             needs_const: vec![],
         })?;
-        let Some(cfg) = wf.model_config() else {
+        let cfg = match wf.model_config() {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        let Some(cfg) = cfg else {
             return fail(format!(
                 "{disp}: this .h5 file holds weights only (no model_config): give forgec the model's JSON \
                  (model.to_json()) and pass this file with --weights"

@@ -118,8 +118,11 @@ impl WeightFile {
     }
 
     /// The whole-model tf.keras `.h5` keeps the model's JSON in the root's `model_config`.
-    pub fn model_config(&self) -> Option<String> {
-        self.child().str_attr("", "model_config").ok().flatten()
+    /// (An error when the reader failed; `None` when the file has no such attribute.)
+    pub fn model_config(&self) -> Result<Option<String>, String> {
+        self.child()
+            .str_attr("", "model_config")
+            .map_err(|e| format!("{}: model_config: {e}", self.display))
     }
 
     pub fn training_config(&self) -> Option<String> {

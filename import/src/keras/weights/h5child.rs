@@ -73,6 +73,17 @@ impl Child {
             ));
         }
         if pid == 0 {
+            // The child never outlives its parent (a parent that exits without dropping its
+            // Child, while libhdf5 loops here, would leave it spinning), nor uses more CPU time
+            // than the parent would wait for.
+            // SAFETY: plain syscalls on this process.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() == 1 {
+                    libc::_exit(102);
+                }
+            }
+            limit_cpu(cpu_seconds(size));
             drop(ours);
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 close_other_fds(std::os::fd::AsRawFd::as_raw_fd(&theirs));
@@ -84,8 +95,7 @@ impl Child {
             unsafe { libc::_exit(code) };
         }
         drop(theirs);
-        // Generous for a healthy file: 30 s plus 20 MB/s of it, per answer.
-        let secs = 30 + size / 20_000_000;
+        let secs = cpu_seconds(size);
         let _ = ours.set_read_timeout(Some(Duration::from_secs(secs)));
         let mut c = Child {
             pid,
@@ -173,7 +183,9 @@ impl Child {
         let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
         self.pid = 0;
         self.sock = None;
-        let why = if r > 0 && libc::WIFSIGNALED(status) {
+        let why = if r > 0 && libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGXCPU {
+            "libhdf5 did not answer in time (it looped on this file past its CPU time limit): the file is malformed".to_string()
+        } else if r > 0 && libc::WIFSIGNALED(status) {
             let sig = libc::WTERMSIG(status);
             let name = match sig {
                 libc::SIGSEGV => " (SIGSEGV)",
@@ -258,6 +270,21 @@ impl Drop for Child {
     fn drop(&mut self) {
         self.reap();
     }
+}
+
+/// How long the parent waits for one answer, and the child's CPU time in all: generous for a
+/// healthy file, 30 s plus 1 s per 20 MB of it.
+fn cpu_seconds(file_size: u64) -> u64 {
+    30 + file_size / 20_000_000
+}
+
+fn limit_cpu(secs: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: secs,
+        rlim_max: secs + 1,
+    };
+    // SAFETY: sets this (child) process's own limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_CPU, &lim) };
 }
 
 /// The child keeps its socket and the standard streams only: another reader's socket end,
