@@ -80,21 +80,7 @@ fn hostile_names_stay_data() {
     c.push_str(&format!("  rc = hostile_run_v(ctx, 2, ins, (void *const *)outs);\n  printf(\"rc=%d\\n\", rc);\n  for (int k = 0; k < {nout}; k++) for (int i = 0; i < 8; i++) if (o[k][i] != (x[i] > 0 ? x[i] : 0)) {{ printf(\"bad %d %d\\n\", k, i); return 1; }}\n  hostile_destroy(ctx);\n  return 0;\n}}\n"));
     std::fs::write(&prog, c).unwrap();
     let exe = dir.join("main");
-    let cc = Command::new("cc")
-        .current_dir(&dir)
-        .args(["-std=c99", "-Wall", "-Wextra", "-Wcomment", "-Werror"])
-        .arg(&prog)
-        .arg(format!("-I{}", lib.display()))
-        .arg(lib.join("libhostile.a"))
-        .args(["-lm", "-lpthread", "-o"])
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    build_c(&prog, &lib, "hostile", &["-Wextra", "-Wcomment"], &exe);
     let run = Command::new(&exe).current_dir(&dir).output().unwrap();
     let text = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(run.status.success(), "{text}");
@@ -384,6 +370,25 @@ fn cli_numbers_are_checked() {
     }
 }
 
+/// Builds the C program `prog` against `dir/libNAME.a` and its header, warnings as errors.
+fn build_c(prog: &Path, dir: &Path, name: &str, flags: &[&str], exe: &Path) {
+    let cc = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Werror"])
+        .args(flags)
+        .arg(prog)
+        .arg(format!("-I{}", dir.display()))
+        .arg(dir.join(format!("lib{name}.a")))
+        .args(["-lm", "-lpthread", "-o"])
+        .arg(exe)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+}
+
 fn compile_lib(model: &Path, dir: &Path, name: &str, extra: &[&str]) {
     let mut a = vec!["compile", s(model), "-o", s(dir), "--name", name];
     a.extend(extra);
@@ -477,20 +482,7 @@ int main(void) {
     )
     .unwrap();
     let exe = dir.join("busy");
-    let cc = Command::new("cc")
-        .args(["-std=c99", "-O1", "-Wall", "-Werror"])
-        .arg(&prog)
-        .arg(format!("-I{}", dir.display()))
-        .arg(dir.join("libmm.a"))
-        .args(["-lm", "-lpthread", "-o"])
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    build_c(&prog, &dir, "mm", &["-O1"], &exe);
     let run = Command::new(&exe).output().unwrap();
     let text = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
