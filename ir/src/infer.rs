@@ -258,7 +258,13 @@ fn reshape(x: &TensorType, shape: &[i64]) -> R<Vec<Dim>> {
         }
     }
     let mut in_syms: Vec<&Dim> = x.shape.iter().filter(|d| d.known().is_none()).collect();
-    let in_known: usize = x.shape.iter().filter_map(Dim::known).product();
+    let too_big = || format!("the target shape {shape:?} has more than 2^63 elements");
+    let in_known: usize = x
+        .shape
+        .iter()
+        .filter_map(Dim::known)
+        .try_fold(1usize, |a, d| a.checked_mul(d))
+        .ok_or_else(too_big)?;
     for d in out.iter().flatten() {
         if d.known().is_none() {
             if let Some(p) = in_syms.iter().position(|s| *s == d) {
@@ -266,7 +272,12 @@ fn reshape(x: &TensorType, shape: &[i64]) -> R<Vec<Dim>> {
             }
         }
     }
-    let out_known: usize = out.iter().flatten().filter_map(Dim::known).product();
+    let out_known: usize = out
+        .iter()
+        .flatten()
+        .filter_map(Dim::known)
+        .try_fold(1usize, |a, d| a.checked_mul(d))
+        .ok_or_else(too_big)?;
     if !in_syms.is_empty() {
         // One symbol not copied in place may move to the -1 entry when the known factors
         // agree: the -1 dim is then exactly that symbol.

@@ -1045,6 +1045,9 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
                     } else {
                         outs
                     };
+                    if k == 0 {
+                        return Err("Split into 0 outputs".into());
+                    }
                     let each = len.div_ceil(k);
                     (0..k)
                         .map(|i| each.min(len.saturating_sub(i * each)))
