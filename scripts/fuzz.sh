@@ -39,7 +39,7 @@ cd fuzz
 status=0
 for t in "${targets[@]}"; do
   echo "== fuzz $t for ${secs}s"
-  if ! cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -timeout=60 \
+  if ! cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -timeout=120 \
       -rss_limit_mb=3072 -max_len=1048576 -print_final_stats=1 ${FUZZ_ARGS:-} 2>&1 | tail -40; then
     echo "fuzz: $t FAILED (see fuzz/artifacts/$t/)"; status=1
   fi
