@@ -31,6 +31,11 @@ pub fn forgec(args: &[&str]) -> Out {
         .env_remove("RUST_BACKTRACE")
         .output()
         .expect("the forgec binary runs");
+    out_of(o)
+}
+
+/// A finished process's exit code and text.
+pub fn out_of(o: std::process::Output) -> Out {
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

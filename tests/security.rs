@@ -223,11 +223,7 @@ fn forgec_limited(kb: u64, args: &[&str]) -> Out {
         .args(args)
         .output()
         .unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    out_of(o)
 }
 
 /// A small weights file that declares a 20000x20000 dataset for a 32x64 kernel: the shape

@@ -200,11 +200,7 @@ impl WeightFile {
             .map_err(|e| format!("{}: {p}: {e}", self.display))?;
         let shape = w.shape.clone();
         let n: usize = shape.iter().product();
-        let width = match w.kind {
-            Kind::F32 | Kind::I32 => 4,
-            Kind::F64 | Kind::I64 => 8,
-            Kind::Bool => 1,
-        };
+        let width = w.kind.width();
         if bytes.len() != n * width {
             return Err(format!(
                 "{}: {p}: {} bytes of data for shape {shape:?}",
