@@ -785,8 +785,9 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
                     attr(n, "max").map(|a| a.f as f64),
                 )
             } else {
-                let f = |t: Option<Tensor>| t.map(|t| t.to_f64_vec()[0]);
-                (f(l.konst(1)?), f(l.konst(2)?))
+                let lo = l.konst(1)?.map(|t| scalar(&t, "min")).transpose()?;
+                let hi = l.konst(2)?.map(|t| scalar(&t, "max")).transpose()?;
+                (lo, hi)
             };
             if opset >= 11 && ((l.has(1) && lo.is_none()) || (l.has(2) && hi.is_none())) {
                 // Bounds computed at run time.
@@ -1227,7 +1228,11 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
                 l.konst_req(2, "delta")?,
             );
             let dt = s.dtype();
-            let (a, b, c) = (s.to_f64_vec()[0], lim.to_f64_vec()[0], d.to_f64_vec()[0]);
+            let (a, b, c) = (
+                scalar(&s, "start")?,
+                scalar(&lim, "limit")?,
+                scalar(&d, "delta")?,
+            );
             if c == 0.0 {
                 return Err("Range with delta 0".into());
             }
@@ -1814,7 +1819,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
         }
         "OneHot" => {
             let idx = l.t(0)?;
-            let depth = l.konst_req(1, "depth")?.to_f64_vec()[0] as i64;
+            let depth = scalar(&l.konst_req(1, "depth")?, "depth")? as i64;
             let values = l.t(2)?;
             let r = l.rank(idx) + 1;
             let axis = norm_axis(ai(n, "axis", -1), r)?;
@@ -2775,6 +2780,17 @@ fn nll(l: &mut L, x: ValueId, t: ValueId, w: Option<ValueId>) -> R<ValueId> {
     })
 }
 
+/// The one value of a scalar (or one-element) constant input.
+fn scalar(t: &Tensor, what: &str) -> R<f64> {
+    match t.to_f64_vec()[..] {
+        [v] => Ok(v),
+        ref v => Err(format!(
+            "{what} must be a single value, got {} values",
+            v.len()
+        )),
+    }
+}
+
 fn conv(l: &mut L) -> R<Vec<Val>> {
     let n = l.n;
     let transpose = n.op_type == "ConvTranspose";
@@ -2787,6 +2803,12 @@ fn conv(l: &mut L) -> R<Vec<Val>> {
     let ns = r - 2;
     let xd = l.dims(x);
     let wd = l.dims(w);
+    if wd.len() != r {
+        return Err(format!(
+            "the weights must have the input's rank {r}, got rank {}",
+            wd.len()
+        ));
+    }
     let kernel: Vec<usize> = match aints(n, "kernel_shape") {
         Some(k) => k.iter().map(|&v| v as usize).collect(),
         None => wd[2..]
