@@ -1,11 +1,11 @@
 //! forgec: a graph compiler and ahead-of-time exporter for Keras and ONNX models.
 //!
-//! This crate holds the code generator ([`codegen`]) and the command-line tool ([`cli`]). The
-//! importers live in `forgec-import`, the IR in `forgec-ir`, the passes in `forgec-passes`,
-//! tensors and `.npy` I/O in `forgec-runtime`.
+//! This crate is the command-line tool ([`cli`]) alone. The importers live in `forgec-import`,
+//! the IR in `forgec-ir`, the passes in `forgec-passes`, the code generator in
+//! `forgec-codegen`, tensors, `.npy` I/O and the compiled-library loader in `forgec-runtime`.
 
 pub mod cli;
-pub mod codegen;
+pub use forgec_codegen as codegen;
 pub use forgec_import::{keras, load_any, load_model, onnx, Model};
 
 /// An error for the user: the message and the process exit code (2: bad input).

@@ -2963,13 +2963,16 @@ fn pool(l: &mut L) -> R<Vec<Val>> {
     if dilations.len() != ns {
         return Err("dilations must have one entry per spatial dim".into());
     }
+    if window.len() != ns || strides.len() != ns {
+        return Err("kernel_shape and strides must have one entry per spatial dim".into());
+    }
+    if window.contains(&0) {
+        return Err("kernel_shape entries must be at least 1".into());
+    }
     // The window's extent with its dilation.
     let eff: Vec<usize> = (0..ns)
         .map(|i| (window[i] - 1) * dilations[i] + 1)
         .collect();
-    if window.len() != ns || strides.len() != ns {
-        return Err("kernel_shape and strides must have one entry per spatial dim".into());
-    }
     let xd = l.dims(x);
     let spatial: Vec<usize> = xd[2..]
         .iter()

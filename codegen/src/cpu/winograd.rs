@@ -15,10 +15,9 @@
 //! few ulps of the inputs' magnitude. A tile's result depends on nothing but its own input
 //! tile: a sample's outputs do not depend on the batch it came in.
 
-use super::{
-    chunk_min_rows, chunks, fast_conv_fits, for_carrying, if_carrying, ix, mm_kernel, packed_ty,
-    span, tensor_ty, threads, transfer_tail, Epi, Mm, Rows, E, R,
-};
+use super::matmul::{chunk_min_rows, chunks, mm_kernel, packed_ty, span, threads, Mm, Rows};
+use super::{fast_conv_fits, simd};
+use crate::lower::{for_carrying, if_carrying, ix, tensor_ty, transfer_tail, Epi, E, R};
 use forgec_ir::{ConvAttrs, Tensor, TensorType};
 use forgec_runtime::Data;
 
@@ -193,7 +192,7 @@ pub(super) fn conv(
         .max(MIN_TILES.div_ceil(tw))
         .clamp(1, th);
     let rb = th.div_ceil(th.div_ceil(most));
-    let vt = format!("vector<{}xf32>", e.simd);
+    let vt = format!("vector<{}xf32>", simd(e));
     let (zero, pad) = (e.fresh(), e.fresh());
     e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
     e.line(&format!("{pad} = arith.constant 0.0 : f32"));
@@ -306,7 +305,7 @@ fn block(e: &mut E, g: &Wg, s: &str, (n, nl): (&str, &str), blk: &str, r0: &str)
     });
 
     // 2. M_p = V_p x U_p for the 16 positions: [16, tiles, F], on this thread.
-    let kw = 2 * e.simd;
+    let kw = 2 * simd(e);
     let (at_ty, ct) = (format!("tensor<?x{ch}xf32>"), format!("tensor<?x{f}xf32>"));
     let (uty, bty) = (weights_ty(ch, f, kw), packed_ty(ch, f, kw));
     let panels = f.div_ceil(kw);
@@ -373,7 +372,7 @@ fn input_tile(
     l: &str,
 ) -> String {
     let (c0, c2, ch_, cw_) = (e.idx(0), e.idx(2), e.idx(g.h as i64), e.idx(g.wd as i64));
-    let (cch, clanes) = (e.idx(g.ch as i64), e.idx(e.simd as i64));
+    let (cch, clanes) = (e.idx(g.ch as i64), e.idx(simd(e) as i64));
     let i0 = ix(e, "muli", ti, &c2);
     let j0 = ix(e, "muli", tj, &c2);
     // Which rows (columns) of a tile may fall outside the input: those the padding or the
@@ -483,7 +482,7 @@ fn output_tile(
         e.idx(1),
         e.idx(2),
         e.idx(g.f as i64),
-        e.idx(e.simd as i64),
+        e.idx(simd(e) as i64),
     );
     let i0 = ix(e, "muli", ti, &c2);
     let i1 = ix(e, "addi", &i0, &c1);

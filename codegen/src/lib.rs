@@ -1,9 +1,9 @@
 //! `forgec compile`: IR → MLIR (linalg on tensors) → LLVM → object code, wrapped in a C API.
 
-pub mod capi;
-mod cpus;
-pub mod llvm;
-pub mod mlir;
+pub mod cpu;
+pub mod lower;
+
+pub use cpu::{capi, llvm};
 
 use forgec_ir::Graph;
 use std::path::{Path, PathBuf};
@@ -113,7 +113,8 @@ pub fn compile(
     let entry = format!("{name}_forgec_main");
     // The large constants are always the entry function's arguments: from NAME.weights with
     // `--weights external`, else from a blob the assembler puts into the library.
-    let (text, weights) = mlir::emit(&g, llvm::simd_lanes(&target), &entry)?;
+    let cpu = cpu::Cpu::new(&g, llvm::simd_lanes(&target));
+    let (text, weights) = lower::emit(&g, &cpu, &entry)?;
     let write = |file: PathBuf, bytes: &[u8]| -> Result<PathBuf, String> {
         std::fs::write(&file, bytes)
             .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;

@@ -341,7 +341,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool, threads: usi
     if external {
         let _ = writeln!(h, "/* Built with --weights external: the library maps {name}.weights when it is loaded, from\n * ${up}_WEIGHTS if set, else from the directory of the shared library (or of the program that\n * links the static one). Without it, runs return {up}_ERR_WEIGHTS and say where they looked. */\n");
     }
-    let _ = writeln!(h, "#define {up}_MAX_BATCH 1073741824\n#define {up}_MAX_THREADS {}\n#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n", super::MAX_THREADS, g.inputs.len(), g.outputs.len());
+    let _ = writeln!(h, "#define {up}_MAX_BATCH 1073741824\n#define {up}_MAX_THREADS {}\n#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n", crate::MAX_THREADS, g.inputs.len(), g.outputs.len());
     let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared).\n * A call on a context that another thread's call is using returns {up}_ERR_BUSY at once (and\n * leaves its error text alone); never destroy a context while a call on it runs.\n * A new context runs on {up}_DEFAULT_THREADS thread(s) (forgec compile --threads {threads}); NULL when\n * it cannot be allocated or its threads cannot be started. */");
     let _ = writeln!(h, "#define {up}_DEFAULT_THREADS {threads}\ntypedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
     let _ = writeln!(h, "/* The last error's text for this context (\"\" after a success). */\nconst char *{name}_last_error(const {name}_ctx *ctx);\n");
@@ -467,7 +467,7 @@ pub struct WeightsFile {
     pub blocks: Vec<(usize, Vec<usize>)>,
 }
 
-pub fn weights_file(ws: &[super::mlir::ExternalWeight]) -> WeightsFile {
+pub fn weights_file(ws: &[crate::lower::ExternalWeight]) -> WeightsFile {
     use sha2::{Digest, Sha256};
     let mut data = Vec::new();
     let mut blocks = Vec::new();
