@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes src/codegen/cpus.rs: the CPU names LLVM 22 knows for x86_64 and aarch64, so that
+# Writes codegen/src/cpu/cpus.rs: the CPU names LLVM 22 knows for x86_64 and aarch64, so that
 # `forgec compile --cpu` can refuse an unknown name (on x86 LLVM aborts the process on one).
 set -euo pipefail
 LLC=${LLC:-/usr/lib/llvm-22/bin/llc}
@@ -19,4 +19,4 @@ list() {
     echo "pub const AARCH64: &[&str] = &["
     list aarch64-unknown-linux-gnu
     echo "];"
-} >src/codegen/cpus.rs
+} >codegen/src/cpu/cpus.rs
