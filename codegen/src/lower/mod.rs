@@ -359,7 +359,25 @@ pub(crate) type S = String;
 /// yielded value.
 pub(crate) type Body<'a> = dyn FnMut(&mut Vec<String>, &[S], &str) -> S + 'a;
 
-impl E<'_> {
+impl<'g> E<'g> {
+    /// An emitter for one function of `g`'s module, for `target`.
+    pub(crate) fn new(g: &'g Graph, target: &'g dyn Target) -> E<'g> {
+        E {
+            g,
+            body: String::new(),
+            prelude: String::new(),
+            names: HashMap::new(),
+            n: 0,
+            syms: HashMap::new(),
+            consts: HashMap::new(),
+            target,
+            epilogue: Vec::new(),
+            external: HashMap::new(),
+            serial: false,
+            dest: None,
+        }
+    }
+
     pub(crate) fn fresh(&mut self) -> String {
         self.n += 1;
         format!("%v{}", self.n)
@@ -523,20 +541,7 @@ impl E<'_> {
 /// The large constants (`EXTERNAL_MIN_BYTES` and up) become arguments of the entry function
 /// (after the inputs and outputs), returned in that order with their bytes.
 pub fn emit(g: &Graph, target: &dyn Target, entry: &str) -> R<(String, Vec<ExternalWeight>)> {
-    let mut e = E {
-        g,
-        body: String::new(),
-        prelude: String::new(),
-        names: HashMap::new(),
-        n: 0,
-        syms: HashMap::new(),
-        consts: HashMap::new(),
-        target,
-        epilogue: Vec::new(),
-        external: HashMap::new(),
-        serial: false,
-        dest: None,
-    };
+    let mut e = E::new(g, target);
     let mut params = Vec::new();
     for (k, &i) in g.inputs.iter().enumerate() {
         params.push(format!("%in{k}: {}", memref_ty(g.ty(i))));
@@ -649,20 +654,7 @@ pub fn emit(g: &Graph, target: &dyn Target, entry: &str) -> R<(String, Vec<Exter
             }
             continue;
         }
-        let mut f = E {
-            g,
-            body: String::new(),
-            prelude: String::new(),
-            names: HashMap::new(),
-            n: 0,
-            syms: HashMap::new(),
-            consts: HashMap::new(),
-            target,
-            epilogue: Vec::new(),
-            external: HashMap::new(),
-            serial: false,
-            dest: None,
-        };
+        let mut f = E::new(g, target);
         let mut params = Vec::new();
         let mut call_args = Vec::new();
         let mut arg_tys = Vec::new();
