@@ -1,5 +1,5 @@
 //! Data-driven golden tests. Each `tests/golden/<kind>/<case>.ir` holds text IR (with a
-//! `# passes: a, b` line for the `passes` kind); its `.out` twin holds what forgec prints.
+//! `# passes: a, b` line for the `passes` kind, where a pipeline's name stands for its passes); its `.out` twin holds what forgec prints.
 //! `FORGEC_BLESS=1 cargo test --test integration golden` rewrites the `.out` files; review
 //! the diff before committing it.
 //!
@@ -68,6 +68,8 @@ fn passes_golden() {
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty() && *p != "none")
+            // A named pipeline (`inference`) stands for its passes.
+            .flat_map(|p| forgec_passes::pipeline(p).map_or(vec![p], |ps| ps.to_vec()))
             .collect();
         let mut g = match text::parse(src) {
             Ok(g) => g,

@@ -58,23 +58,7 @@ impl Emit {
 
 /// The graph as the compiler takes it: inference clean-ups applied, checked.
 pub fn prepare(mut g: Graph) -> Result<Graph, String> {
-    forgec_passes::run_pipeline(
-        &mut g,
-        &[
-            "strip-dropout",
-            "fold-constants",
-            "identity",
-            "cse",
-            "fold-batchnorm",
-            "lower-conv-transpose",
-            "channels-last",
-            "sink-transposes",
-            "fold-pad",
-            "fold-constants",
-            "dce",
-        ],
-    )
-    .map_err(|e| e.join("\n"))?;
+    forgec_passes::run_pipeline(&mut g, forgec_passes::INFERENCE).map_err(|e| e.join("\n"))?;
     capi::batch_symbol(&g)?;
     Ok(g)
 }

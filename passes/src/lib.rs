@@ -14,7 +14,10 @@
 //! | `fold-batchnorm` | folds a BatchNormalization into the preceding convolution's or matmul's constant weights, leaving an addition |
 //! | `lower-conv-transpose` | rewrites a transposed convolution as zero-stuffing, padding and a convolution with the flipped kernel |
 //!
-//! [`run_pipeline`] runs passes by name; the golden tests drive it from text IR.
+//! [`run_pipeline`] runs passes by name; the golden tests drive it from text IR. The named
+//! pipelines ([`PIPELINES`], [`pipeline`]) are the orders the rest of forgec runs them in:
+//! `inference` before code generation, `interpreter` before the reference interpreter runs a
+//! model (the training pipeline will join them).
 
 pub mod cleanup;
 pub mod fold;
@@ -39,6 +42,33 @@ pub const PASSES: &[&str] = &[
     "fold-pad",
     "lower-conv-transpose",
 ];
+
+/// What the code generator compiles: inference clean-ups, layout rewrites, folds.
+pub const INFERENCE: &[&str] = &[
+    "strip-dropout",
+    "fold-constants",
+    "identity",
+    "cse",
+    "fold-batchnorm",
+    "lower-conv-transpose",
+    "channels-last",
+    "sink-transposes",
+    "fold-pad",
+    "fold-constants",
+    "dce",
+];
+
+/// What the reference interpreter runs: the imported graph, only inference no-ops removed (it
+/// is the yardstick for the compiled code, so it sees as few rewrites as possible).
+pub const INTERPRETER: &[&str] = &["strip-dropout", "dce"];
+
+/// The named pipelines, by name.
+pub const PIPELINES: &[(&str, &[&str])] = &[("inference", INFERENCE), ("interpreter", INTERPRETER)];
+
+/// The passes of a named pipeline.
+pub fn pipeline(name: &str) -> Option<&'static [&'static str]> {
+    PIPELINES.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+}
 
 /// Runs the named passes in order. Errors list every problem found. In debug builds (and so
 /// in the tests) the verifier runs after every pass: a pass that breaks an invariant is named.

@@ -130,7 +130,7 @@ pub fn cmd(
     };
     let m = crate::load_any(model, &opts).map_err(|e| UserError::new(e.to_string()))?;
     let mut g = m.into_graph();
-    forgec_passes::run_pipeline(&mut g, &["strip-dropout", "dce"])
+    forgec_passes::run_pipeline(&mut g, forgec_passes::INTERPRETER)
         .map_err(|e| UserError::new(e.join("\n")))?;
     let names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();
     let ins = read_inputs(inputs, &names)?;
