@@ -138,30 +138,11 @@ pub fn compile(
         std::fs::write(scratch.path().join(&o), bytes).map_err(|e| e.to_string())?;
         objects.push(o);
     }
-    let header = capi::header(&g, name, version, opts.external_weights, opts.threads);
+    let file = weights_file(&weights, opts);
+    let placed = placement(&file, opts)?;
+    let (header, wrapper) = c_text(&g, opts, &entry, placed);
     std::fs::write(scratch.path().join(format!("{name}.h")), &header).map_err(|e| e.to_string())?;
-    let file = (opts.external_weights || !weights.is_empty()).then(|| capi::weights_file(&weights));
-    let placed = match &file {
-        None => capi::Weights::None,
-        Some(f) if opts.external_weights => capi::Weights::External(f),
-        Some(f) => {
-            // Beyond 2 GB of data, code cannot reach the data after it (x86-64's default code
-            // model): such weights must stay outside.
-            if f.bytes.len() > EMBED_MAX_BYTES {
-                return Err(format!(
-                    "the model has {:.1} GB of weights, more than a library can embed ({:.1} GB): compile it with --weights external",
-                    f.bytes.len() as f64 / 1e9,
-                    EMBED_MAX_BYTES as f64 / 1e9
-                ));
-            }
-            capi::Weights::Embedded(f)
-        }
-    };
-    std::fs::write(
-        scratch.path().join("wrapper.c"),
-        capi::wrapper(&g, name, &entry, placed, opts.threads),
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(scratch.path().join("wrapper.c"), wrapper).map_err(|e| e.to_string())?;
     let (cc, ar) = tools.ok_or("internal error: a library without its C toolchain")?;
     capi::link(scratch.path(), &objects, name, out, (&cc, &ar), &placed)?;
     let h = write(out.join(format!("{name}.h")), header.as_bytes())?;
@@ -177,6 +158,55 @@ pub fn compile(
         files.push(write(out.join(format!("{name}.weights")), &f.bytes)?);
     }
     Ok(files)
+}
+
+fn weights_file(weights: &[lower::ExternalWeight], opts: &Options) -> Option<capi::WeightsFile> {
+    (opts.external_weights || !weights.is_empty()).then(|| capi::weights_file(weights))
+}
+
+/// Where the library finds its weights: none, embedded, or `NAME.weights`.
+fn placement<'a>(
+    file: &'a Option<capi::WeightsFile>,
+    opts: &Options,
+) -> Result<capi::Weights<'a>, String> {
+    Ok(match file {
+        None => capi::Weights::None,
+        Some(f) if opts.external_weights => capi::Weights::External(f),
+        Some(f) => {
+            // Beyond 2 GB of data, code cannot reach the data after it (x86-64's default code
+            // model): such weights must stay outside.
+            if f.bytes.len() > EMBED_MAX_BYTES {
+                return Err(format!(
+                    "the model has {:.1} GB of weights, more than a library can embed ({:.1} GB): compile it with --weights external",
+                    f.bytes.len() as f64 / 1e9,
+                    EMBED_MAX_BYTES as f64 / 1e9
+                ));
+            }
+            capi::Weights::Embedded(f)
+        }
+    })
+}
+
+/// The header and the C wrapper of the library.
+fn c_text(g: &Graph, opts: &Options, entry: &str, placed: capi::Weights) -> (String, String) {
+    let version = env!("CARGO_PKG_VERSION");
+    let name = &opts.name;
+    (
+        capi::header(g, name, version, opts.external_weights, opts.threads),
+        capi::wrapper(g, name, entry, placed, opts.threads),
+    )
+}
+
+/// The C sources `compile` would build the library from (`NAME.h` and the wrapper), without
+/// running LLVM: for the tests, which compile them with a C compiler's strictest warnings.
+pub fn c_sources(g: Graph, opts: &Options) -> Result<(String, String), String> {
+    let g = prepare(g)?;
+    let target = llvm::target(opts.target.as_deref(), opts.cpu.as_deref())?;
+    let entry = format!("{}_forgec_main", opts.name);
+    let cpu = cpu::Cpu::new(&g, llvm::simd_lanes(&target));
+    let (_, weights) = lower::emit(&g, &cpu, &entry)?;
+    let file = weights_file(&weights, opts);
+    Ok(c_text(&g, opts, &entry, placement(&file, opts)?))
 }
 
 fn metadata(
