@@ -536,25 +536,82 @@ fn weights_asm(name: &str) -> String {
     )
 }
 
+/// The wrapper's C, a template (`wrapper.c` beside this file) that `wrapper` fills.
+const TEMPLATE: &str = include_str!("wrapper.c");
+
+/// A section of the template (the lines after its `//@ name` line, up to the next one),
+/// without the template's own `//` notes.
+fn section(name: &str) -> String {
+    let mut lines = TEMPLATE.lines();
+    let marker = format!("//@ {name}");
+    if !lines.any(|l| l == marker) {
+        panic!("wrapper.c has no section `{name}`");
+    }
+    lines
+        .take_while(|l| !l.starts_with("//@ "))
+        .filter(|l| !l.starts_with("//"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// A section filled in one pass: `UPNAME` and `NAME` become `name` upper-cased and as it is,
+/// `@key@` becomes its value in `vars` (a line that is only `@key@` becomes the value alone,
+/// which holds whole lines or none). Text that replaces is never scanned again.
+fn fill(name: &str, up: &str, sec: &str, vars: &[(&str, &str)]) -> String {
+    let text = section(sec);
+    let mut out = String::with_capacity(text.len() * 2);
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches('\n');
+        if let Some(v) = bare
+            .strip_prefix('@')
+            .and_then(|k| k.strip_suffix('@'))
+            .and_then(|k| vars.iter().find(|(n, _)| *n == k))
+        {
+            out.push_str(v.1);
+            continue;
+        }
+        let mut rest = line;
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix("UPNAME") {
+                out.push_str(up);
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("NAME") {
+                out.push_str(name);
+                rest = r;
+            } else if let Some((k, v)) = rest.strip_prefix('@').and_then(|r| {
+                let end = r.find('@')?;
+                vars.iter()
+                    .find(|(n, _)| *n == &r[..end])
+                    .map(|&(_, v)| (end, v))
+            }) {
+                out.push_str(v);
+                rest = &rest[k + 2..];
+            } else {
+                let c = rest.chars().next().unwrap();
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+/// The C wrapper of a model: `wrapper.c` filled with the model's buffers, weights and
+/// threading, and the per-model lists (descriptor types, shape tables, argument checks).
 pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Weights, threads: usize) -> String {
     let (file, external) = match weights {
         Weights::None => (None, false),
         Weights::Embedded(w) => (Some(w), false),
         Weights::External(w) => (Some(w), true),
     };
-    // Whether (and why not) the batch may be cut across threads.
-    let obstacle = batch_split_obstacle(g);
-    let splittable = obstacle.is_none();
     let up = name.to_uppercase();
+    let fill = |sec: &str, vars: &[(&str, &str)]| fill(name, &up, sec, vars);
     let mut c = String::new();
     if external {
-        // dladdr (the library's own path) and mmap.
-        c.push_str("#define _GNU_SOURCE\n#include <dlfcn.h>\n#include <fcntl.h>\n#include <string.h>\n#include <sys/mman.h>\n#include <sys/stat.h>\n#include <unistd.h>\n");
+        c.push_str(&fill("external_includes", &[]));
     }
-    let _ = writeln!(
-        c,
-        "#include \"{name}.h\"\n#include <stdio.h>\n#include <stdlib.h>\n#include <pthread.h>\n#include <sched.h>\n#include <setjmp.h>\n"
-    );
+    c.push_str(&fill("includes", &[]));
+    // One memref descriptor type per rank the entry's arguments have.
     let wblocks: &[(usize, Vec<usize>)] = file.map_or(&[], |w| &w.blocks);
     let mut ranks: Vec<usize> = g
         .inputs
@@ -582,163 +639,32 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Weights, threads: us
         .map(|&v| format!("memref_{} *", g.ty(v).rank()))
         .chain(wblocks.iter().map(|(_, d)| format!("memref_{} *", d.len())))
         .collect();
-    let _ = writeln!(
-        c,
-        "\nextern void _mlir_ciface_{entry}({});\n",
-        args.join(", ")
-    );
-    if let Weights::Embedded(_) = weights {
-        let _ = writeln!(
-            c,
-            "extern const char {name}_forgec_weights[] __attribute__((visibility(\"hidden\")));\nstatic const char *const {name}_weights = {name}_forgec_weights;\n"
-        );
+    c.push_str(&fill(
+        "entry",
+        &[("entry", entry), ("args", &args.join(", "))],
+    ));
+    match weights {
+        Weights::None => {}
+        Weights::Embedded(_) => c.push_str(&fill("embedded_weights", &[])),
+        Weights::External(w) => {
+            let hash: Vec<String> = w.bytes[16..32]
+                .iter()
+                .map(|b| format!("0x{b:02x}"))
+                .collect();
+            c.push_str(&fill(
+                "external_weights",
+                &[
+                    ("hash", &hash.join(", ")),
+                    ("total", &w.bytes.len().to_string()),
+                ],
+            ));
+        }
     }
-    if let Weights::External(w) = weights {
-        let hash: Vec<String> = w.bytes[16..32]
-            .iter()
-            .map(|b| format!("0x{b:02x}"))
-            .collect();
-        let _ = write!(
-            c,
-            "static const char *{name}_weights;
-static char {name}_weights_error[600] = \"the weights file was not mapped\";
-static const unsigned char {name}_weights_hash[16] = {{ {hash} }};
-static uint64_t {name}_rotl(uint64_t x, int r) {{ return (x << r) | (x >> (64 - r)); }}
-/* capi::checksum64 */
-static uint64_t {name}_sum(const unsigned char *d, size_t n) {{
-    const uint64_t k = 0x9E3779B97F4A7C15ull;
-    uint64_t h[4] = {{ 1, 2, 3, 4 }}, w;
-    unsigned char tail[32];
-    for (size_t i = 0; i < n; i += 32) {{
-        const unsigned char *b = d + i;
-        if (n - i < 32) {{ memset(tail, 0, 32); memcpy(tail, b, n - i); b = tail; }}
-        for (int j = 0; j < 4; j++) {{ memcpy(&w, b + 8 * j, 8); h[j] = {name}_rotl(h[j] ^ w, 29) * k; }}
-    }}
-    return h[0] ^ {name}_rotl(h[1], 17) ^ {name}_rotl(h[2], 31) ^ {name}_rotl(h[3], 47) ^ (uint64_t)n;
-}}
-/* Maps NAME.weights when the library is loaded: from ${up}_WEIGHTS if set, else from the
- * directory of the file this code was loaded from (the shared library, or the program that
- * linked the static one). The file must be this build's: its size and hash are checked. */
-__attribute__((constructor)) static void {name}_map_weights(void) {{
-    char path[4096];
-    const char *env = getenv(\"{up}_WEIGHTS\");
-    if (env) snprintf(path, sizeof path, \"%s\", env);
-    else {{
-        Dl_info info;
-        if (!dladdr((void *)&{name}_weights_hash, &info) || !info.dli_fname) {{
-            snprintf({name}_weights_error, sizeof {name}_weights_error, \"cannot find where the library was loaded from: set {up}_WEIGHTS to the path of {name}.weights\");
-            return;
-        }}
-        snprintf(path, sizeof path, \"%s\", info.dli_fname);
-        char *slash = strrchr(path, '/');
-        size_t dir = slash ? (size_t)(slash - path + 1) : 0;
-        snprintf(path + dir, sizeof path - dir, \"{name}.weights\");
-    }}
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {{
-        snprintf({name}_weights_error, sizeof {name}_weights_error, \"cannot open the weights file %s: put {name}.weights beside the library or set {up}_WEIGHTS\", path);
-        return;
-    }}
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size != {total}) {{
-        snprintf({name}_weights_error, sizeof {name}_weights_error, \"%s has %lld bytes, not the {total} of this build's weights\", path, (long long)st.st_size);
-        close(fd);
-        return;
-    }}
-    void *p = mmap(NULL, {total}, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED) {{
-        snprintf({name}_weights_error, sizeof {name}_weights_error, \"cannot map %s\", path);
-        return;
-    }}
-    if (memcmp(p, \"FORGECW1\", 8) != 0 || memcmp((const char *)p + 16, {name}_weights_hash, 16) != 0) {{
-        munmap(p, {total});
-        snprintf({name}_weights_error, sizeof {name}_weights_error, \"%s holds other weights (another model or build of it)\", path);
-        return;
-    }}
-    /* The data must be what was written: a flipped byte would give wrong outputs silently. */
-    uint64_t want; memcpy(&want, (const char *)p + 48, 8);
-    if ({name}_sum((const unsigned char *)p + 64, {total} - 64) != want) {{
-        munmap(p, {total});
-        snprintf({name}_weights_error, sizeof {name}_weights_error, \"%s is damaged: its checksum does not match its data (copy the file again)\", path);
-        return;
-    }}
-    {name}_weights = (const char *)p;
-}}
-",
-            hash = hash.join(", "),
-            total = w.bytes.len()
-        );
-    }
-    // MLIR lowers copies between strided views to a call of `memrefCopy` (from its runner
-    // library): the artifact carries its own, renamed `NAME_forgec_memrefCopy` by
-    // `llvm::compile`, so that it never meets another library's.
-    c.push_str(&MEMREF_COPY.replace("NAME", name));
-    // Scratch memory: the kernels allocate and free their intermediate buffers through these
-    // two functions. A context keeps the buffers freed during a call for the next call (the
-    // same sizes come back every call at a given batch size), so that a steady stream of calls
-    // neither mallocs nor page-faults. The context of the running call is found through a
-    // thread-local pointer: two threads, each with its own context, never share a buffer.
-    let _ = writeln!(
-        c,
-        "#define {up}_CACHE 1024
-struct {name}_ctx {{ char error[256]; void *blk[{up}_CACHE]; int nblk; int threads; int intra; {name}_ctx *sub[{up}_MAX_THREADS]; void *pool; jmp_buf oom; volatile int armed; int busy; int failed; }};
-static __thread {name}_ctx *{name}_current;
-/* A pool thread running a task: where an allocation that fails jumps back to (the task is
- * abandoned, its token set as an error, and the run that handed it out fails with
- * {up}_ERR_MEMORY). */
-static __thread jmp_buf *{name}_task_oom;
-static __thread void *{name}_last_token;
-static void {name}_oom(size_t n) {{
-    {name}_ctx *ctx = {name}_current;
-    if (ctx && ctx->armed) longjmp(ctx->oom, 1);
-    if ({name}_task_oom) longjmp(*{name}_task_oom, 1);
-    /* Not reached: every allocation happens inside a run, on its thread or a pool task. */
-    (void)n;
-}}
-typedef struct {{ size_t size; size_t pad; }} {name}_hdr;
-void *{name}_forgec_alloc(size_t n) {{
-    {name}_ctx *ctx = {name}_current;
-    if (ctx) for (int i = ctx->nblk - 1; i >= 0; i--) {{
-        {name}_hdr *h = ({name}_hdr *)ctx->blk[i];
-        if (h->size == n) {{ ctx->blk[i] = ctx->blk[--ctx->nblk]; return h + 1; }}
-    }}
-    {name}_hdr *h = ({name}_hdr *)malloc(sizeof({name}_hdr) + n);
-    if (!h) {{
-        /* Back to the run, which returns {up}_ERR_MEMORY (the call's buffers so far are lost). */
-        {name}_oom(n);
-        return NULL;
-    }}
-    h->size = n;
-    return h + 1;
-}}
-void {name}_forgec_free(void *p) {{
-    if (!p) return;
-    {name}_hdr *h = ({name}_hdr *)p - 1;
-    {name}_ctx *ctx = {name}_current;
-    if (ctx && ctx->nblk < {up}_CACHE) ctx->blk[ctx->nblk++] = h; else free(h);
-}}
-"
-    );
-    let _ = writeln!(
-        c,
-        "/* A context on one thread (the batch slices' contexts are). */\nstatic {name}_ctx *{name}_new(void) {{\n    {name}_ctx *ctx = ({name}_ctx *)calloc(1, sizeof({name}_ctx));\n    if (ctx) ctx->threads = 1;\n    return ctx;\n}}"
-    );
-    let _ = writeln!(
-        c,
-        "struct {name}_pool;\nstatic void {name}_pool_stop(struct {name}_pool *pl);
-void {name}_destroy({name}_ctx *ctx) {{
-    if (!ctx) return;
-    {name}_pool_stop((struct {name}_pool *)ctx->pool);
-    for (int i = 0; i < ctx->nblk; i++) free(ctx->blk[i]);
-    for (int t = 0; t < {up}_MAX_THREADS; t++) {name}_destroy(ctx->sub[t]);
-    free(ctx);
-}}"
-    );
-    let _ = writeln!(c, "const char *{name}_last_error(const {name}_ctx *ctx) {{ return ctx ? ctx->error : \"the context is NULL\"; }}\n");
+    c.push_str(&fill("runtime", &[]));
     // Shapes and dtypes.
     for (what, list) in [("input", &g.inputs), ("output", &g.outputs)] {
-        let _ = writeln!(c, "int {name}_{what}_shape(int i, int64_t batch, int64_t *dims) {{\n    if (!dims) return -1;\n    switch (i) {{");
+        let mut shapes = String::new();
+        let mut dtypes = String::new();
         for (k, &v) in list.iter().enumerate() {
             let d = dims_expr(&g.ty(v).shape);
             let sets: String = d
@@ -746,17 +672,24 @@ void {name}_destroy({name}_ctx *ctx) {{
                 .enumerate()
                 .map(|(j, e)| format!("dims[{j}] = {e}; "))
                 .collect();
-            let _ = writeln!(c, "    case {k}: {sets}return {};", d.len());
+            let _ = writeln!(shapes, "    case {k}: {sets}return {};", d.len());
+            let _ = writeln!(
+                dtypes,
+                "    case {k}: return {};",
+                dtype_code(g.ty(v).dtype)
+            );
         }
-        let _ = writeln!(c, "    default: (void)batch; return -1;\n    }}\n}}");
-        let _ = writeln!(c, "int {name}_{what}_dtype(int i) {{\n    switch (i) {{");
-        for (k, &v) in list.iter().enumerate() {
-            let _ = writeln!(c, "    case {k}: return {};", dtype_code(g.ty(v).dtype));
-        }
-        let _ = writeln!(c, "    default: return -1;\n    }}\n}}\n");
+        c.push_str(&fill(
+            "io",
+            &[
+                ("what", what),
+                ("shape_cases", &shapes),
+                ("dtype_cases", &dtypes),
+            ],
+        ));
     }
     // `NAME_call`: one call of the kernels on buffers already checked.
-    let params = run_params(g, name, &wrapper_names(g));
+    let params = run_params(g, name, &wrapper_names(g)).join(", ");
     let mut checks = String::new();
     let mut body = String::new();
     let mut descs = Vec::new();
@@ -797,7 +730,7 @@ void {name}_destroy({name}_ctx *ctx) {{
     // Table lookups by indices the caller passes (Keras's Embedding: a gather by an input, or
     // by an input cast to integers): every index is checked before any kernel runs, as the
     // interpreter does (the kernels clamp an index computed inside the model instead).
-    let _ = write!(checks, "{}", index_checks(g, &up));
+    checks.push_str(&index_checks(g, &up));
     // The kernels write an output while they still read the inputs (and may read an output
     // they wrote, for a later one): a buffer that overlaps another is refused.
     let nin = g.inputs.len();
@@ -826,18 +759,18 @@ void {name}_destroy({name}_ctx *ctx) {{
             );
         }
     }
+    let list = |v: &[usize]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for (j, (off, dims)) in wblocks.iter().enumerate() {
         let r = dims.len();
         let mut strides = vec![1usize; r];
         for i in (0..r.saturating_sub(1)).rev() {
             strides[i] = strides[i + 1] * dims[i + 1];
         }
-        let list = |v: &[usize]| {
-            v.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let _ = writeln!(
             body,
             "    memref_{r} w{j} = {{ (void *)({name}_weights + {off}), (void *)({name}_weights + {off}), 0, {{ {} }}, {{ {} }} }};",
@@ -846,27 +779,28 @@ void {name}_destroy({name}_ctx *ctx) {{
         );
         descs.push(format!("&w{j}"));
     }
-    let _ = writeln!(c, "static void {name}_drain({name}_ctx *ctx);");
-    let _ = writeln!(c, "static int {name}_call({}) {{", params.join(", "));
-    c.push_str(&body);
-    if !g
+    let batch_used = g
         .inputs
         .iter()
         .chain(&g.outputs)
-        .any(|&v| g.ty(v).shape.iter().any(|d| d.known().is_none()))
-    {
-        let _ = writeln!(c, "    (void)batch;");
-    }
-    let _ = writeln!(
-        c,
-        "    {name}_ctx *volatile outer = {name}_current;\n    {name}_current = ctx;\n    ctx->failed = 0;\n    if (setjmp(ctx->oom)) {{\n        ctx->armed = 0;\n        {name}_drain(ctx);\n        {name}_current = outer;\n        snprintf(ctx->error, sizeof ctx->error, \"out of memory: a scratch buffer for batch %lld could not be allocated\", (long long)batch);\n        return {up}_ERR_MEMORY;\n    }}\n    ctx->armed = 1;\n    _mlir_ciface_{entry}({});\n    ctx->armed = 0;\n    {name}_current = outer;\n    if (__atomic_load_n(&ctx->failed, __ATOMIC_ACQUIRE)) {{\n        snprintf(ctx->error, sizeof ctx->error, \"out of memory: a scratch buffer for batch %lld could not be allocated on a pool thread\", (long long)batch);\n        return {up}_ERR_MEMORY;\n    }}\n    return {up}_OK;\n}}\n",
-        descs.join(", ")
-    );
+        .any(|&v| g.ty(v).shape.iter().any(|d| d.known().is_none()));
+    c.push_str(&fill(
+        "call",
+        &[
+            ("params", &params),
+            ("descriptors", &body),
+            (
+                "unused_batch",
+                if batch_used { "" } else { "    (void)batch;\n" },
+            ),
+            ("entry", entry),
+            ("descs", &descs.join(", ")),
+        ],
+    ));
     // Threads: the batch is cut into slices, each run by `NAME_call` with the taking thread's
-    // own context (and so its own scratch buffers).
+    // own context. Elements per sample of each buffer (the batch is the leading dim of every
+    // one, when the batch is split; the numbers are unused otherwise, and a scalar has none).
     let args = wrapper_names(g);
-    // Elements per sample of each buffer (the batch is the leading dim of every one, when the
-    // batch is split; the numbers are unused otherwise, and a scalar has none).
     let per: Vec<usize> = g
         .inputs
         .iter()
@@ -880,266 +814,59 @@ void {name}_destroy({name}_ctx *ctx) {{
                 .product()
         })
         .collect();
-    {
-        let mut fields = String::new();
-        for p in &params[2..] {
-            let _ = write!(fields, " {p};");
-        }
-        let _ = writeln!(
-            c,
-            "typedef struct {{ {name}_ctx *ctx; int64_t batch; int rc;{fields} }} {name}_job;\n\
-",
-        );
-        let _ = writeln!(c, "typedef struct {name}_pool {name}_pool;
-typedef struct {{ {name}_pool *pool; int i; }} {name}_slot;
-/* Tasks: chunks of a kernel (coroutines of MLIR's async runtime, see below). */
-typedef struct {{ void (*fn)(void *); void *arg; void *token; int *failed; }} {name}_task;
-#define {up}_QCAP (2 * {up}_MAX_THREADS)
-struct {name}_pool {{
-    pthread_mutex_t mu; pthread_cond_t go, done;
-    unsigned gen; int pending, quit, n, sleeping, qhead, qcount, active;
-    {name}_task q[{up}_QCAP];
-    pthread_t tid[{up}_MAX_THREADS]; {name}_slot slot[{up}_MAX_THREADS];
-    /* A split batch: `whole`, in `nslices` slices of `slice` samples; `next` is the next
-     * slice to take; `jobs[t]` is thread t's context and first error. */
-    {name}_job whole, jobs[{up}_MAX_THREADS]; int64_t slice, nslices, next;
-}};
-static void {name}_relax(void) {{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__(\"yield\");
-#endif
-}}
-static int {name}_pool_pop({name}_pool *pl, {name}_task *t) {{
-    if (__atomic_load_n(&pl->qcount, __ATOMIC_ACQUIRE) == 0) return 0;
-    pthread_mutex_lock(&pl->mu);
-    int ok = pl->qcount > 0;
-    if (ok) {{
-        *t = pl->q[pl->qhead];
-        pl->qhead = (pl->qhead + 1) % {up}_QCAP;
-        __atomic_add_fetch(&pl->active, 1, __ATOMIC_ACQ_REL);
-        __atomic_store_n(&pl->qcount, pl->qcount - 1, __ATOMIC_RELEASE);
-    }}
-    pthread_mutex_unlock(&pl->mu);
-    return ok;
-}}
-static void {name}_token_fail(void *token);
-/* Runs a task (popped from `pl`'s queue, or NULL). An allocation that fails inside it jumps
- * back here: the task is abandoned, its token set as an error (so that nobody waits for it),
- * and its run marked as failed. */
-static void {name}_run_task({name}_pool *pl, {name}_task t) {{
-    jmp_buf here;
-    jmp_buf *outer = {name}_task_oom;
-    {name}_ctx *ctx = {name}_current;
-    int armed = ctx ? ctx->armed : 0;
-    if (ctx) ctx->armed = 0;
-    {name}_task_oom = &here;
-    if (setjmp(here) == 0) t.fn(t.arg);
-    else {{
-        if (t.failed) __atomic_store_n(t.failed, 1, __ATOMIC_RELEASE);
-        if (t.token) {name}_token_fail(t.token);
-    }}
-    {name}_task_oom = outer;
-    if (ctx) ctx->armed = armed;
-    if (pl) __atomic_sub_fetch(&pl->active, 1, __ATOMIC_ACQ_REL);
-}}
-static void {name}_pool_push({name}_pool *pl, {name}_task t) {{
-    pthread_mutex_lock(&pl->mu);
-    /* A full queue: the task runs here and now (a coroutine may be resumed once saved). */
-    if (pl->qcount == {up}_QCAP) {{ pthread_mutex_unlock(&pl->mu); {name}_run_task(NULL, t); return; }}
-    pl->q[(pl->qhead + pl->qcount) % {up}_QCAP] = t;
-    __atomic_store_n(&pl->qcount, pl->qcount + 1, __ATOMIC_RELEASE);
-    if (pl->sleeping) pthread_cond_signal(&pl->go);
-    pthread_mutex_unlock(&pl->mu);
-}}
-/* Takes slices of a split batch, one after another, until none is left (after an error
- * none is taken). */
-static void {name}_take({name}_pool *pl, int t);
-/* A pool thread: runs tasks as they come (spinning a while for the next one, as a kernel hands
- * out chunks every few microseconds, then sleeping), and its slice of each new generation of
- * batch-split jobs (if it has rows). */
-static void *{name}_pool_main(void *p) {{
-    {name}_slot *s = ({name}_slot *)p;
-    {name}_pool *pl = s->pool;
-    unsigned seen = 0;
-    {name}_task t;
-    for (;;) {{
-        for (long spin = 0; spin < (1L << 15); spin++) {{
-            if ({name}_pool_pop(pl, &t)) {{ {name}_run_task(pl, t); spin = 0; continue; }}
-            if (__atomic_load_n(&pl->gen, __ATOMIC_ACQUIRE) != seen || __atomic_load_n(&pl->quit, __ATOMIC_ACQUIRE)) break;
-            {name}_relax();
-        }}
-        pthread_mutex_lock(&pl->mu);
-        while (pl->gen == seen && !pl->quit && pl->qcount == 0) {{
-            pl->sleeping++;
-            pthread_cond_wait(&pl->go, &pl->mu);
-            pl->sleeping--;
-        }}
-        if (pl->quit) {{ pthread_mutex_unlock(&pl->mu); break; }}
-        if (pl->gen == seen) {{ pthread_mutex_unlock(&pl->mu); continue; }}
-        seen = pl->gen;
-        pthread_mutex_unlock(&pl->mu);
-        {name}_take(pl, s->i);
-        pthread_mutex_lock(&pl->mu);
-        if (--pl->pending == 0) pthread_cond_signal(&pl->done);
-        pthread_mutex_unlock(&pl->mu);
-    }}
-    return NULL;
-}}
-static void {name}_pool_stop({name}_pool *pl) {{
-    if (!pl) return;
-    pthread_mutex_lock(&pl->mu);
-    __atomic_store_n(&pl->quit, 1, __ATOMIC_RELEASE);
-    pthread_cond_broadcast(&pl->go);
-    pthread_mutex_unlock(&pl->mu);
-    for (int i = 1; i <= pl->n; i++) pthread_join(pl->tid[i], NULL);
-    pthread_mutex_destroy(&pl->mu); pthread_cond_destroy(&pl->go); pthread_cond_destroy(&pl->done);
-    free(pl);
-}}
-/* After a run jumped out on an out-of-memory: the tasks it handed out are run or finished
- * before it returns, so that none writes to the caller's buffers after. */
-static void {name}_drain({name}_ctx *ctx) {{
-    {name}_pool *pl = ({name}_pool *)ctx->pool;
-    {name}_task t;
-    if (!pl) return;
-    for (;;) {{
-        if ({name}_pool_pop(pl, &t)) {{ {name}_run_task(pl, t); continue; }}
-        if (__atomic_load_n(&pl->active, __ATOMIC_ACQUIRE) == 0 && __atomic_load_n(&pl->qcount, __ATOMIC_ACQUIRE) == 0) return;
-        {name}_relax();
-    }}
-}}
-/* Starts threads - 1 pool threads (the caller's thread is the first worker). */
-static {name}_pool *{name}_pool_start(int threads) {{
-    {name}_pool *pl = ({name}_pool *)calloc(1, sizeof *pl);
-    if (!pl) return NULL;
-    pthread_mutex_init(&pl->mu, NULL); pthread_cond_init(&pl->go, NULL); pthread_cond_init(&pl->done, NULL);
-    for (int i = 1; i < threads; i++) {{
-        pl->slot[i].pool = pl; pl->slot[i].i = i;
-        if (pthread_create(&pl->tid[i], NULL, {name}_pool_main, &pl->slot[i]) != 0) break;
-        pl->n = i;
-    }}
-    return pl;
-}}
-");
-        let offs: Vec<String> = args
-            .iter()
+    let params_v = run_params(g, name, &args);
+    let fields: String = params_v[2..].iter().map(|p| format!(" {p};")).collect();
+    let slices = |base: &str| -> String {
+        args.iter()
             .zip(&per)
-            .map(|(a, p)| format!("w->{a} + b0 * {p}"))
-            .collect();
-        let _ = writeln!(c, "static void {name}_take({name}_pool *pl, int t) {{
-    {name}_job *j = &pl->jobs[t];
-    const {name}_job *w = &pl->whole;
-    for (;;) {{
-        int64_t k = __atomic_fetch_add(&pl->next, 1, __ATOMIC_RELAXED);
-        if (k >= pl->nslices) return;
-        int64_t b0 = k * pl->slice, n = w->batch - b0 < pl->slice ? w->batch - b0 : pl->slice;
-        int rc = {name}_call(j->ctx, n, {});
-        if (rc != {up}_OK) {{ j->rc = rc; __atomic_store_n(&pl->next, pl->nslices, __ATOMIC_RELAXED); return; }}
-    }}
-}}", offs.join(", "));
-    }
-    c.push_str(&ASYNC_RUNTIME.replace("NAME", name));
-    let _ = writeln!(c, "static int {name}_set_threads_owned({name}_ctx *ctx, int threads) {{\n    ctx->error[0] = 0;");
-    let _ = writeln!(c, "    if (threads < 1 || threads > {up}_MAX_THREADS) {{ snprintf(ctx->error, sizeof ctx->error, \"%d threads: use 1..%d\", threads, {up}_MAX_THREADS); return {up}_ERR_ARG; }}");
-    let _ = writeln!(c, "    if (threads == ctx->threads) return {up}_OK;\n    {name}_pool_stop(({name}_pool *)ctx->pool);\n    ctx->pool = NULL;\n    ctx->threads = 1;\n    if (threads > 1) {{\n        ctx->pool = {name}_pool_start(threads);\n        if (!ctx->pool || (({name}_pool *)ctx->pool)->n == 0) {{ {name}_pool_stop(({name}_pool *)ctx->pool); ctx->pool = NULL; snprintf(ctx->error, sizeof ctx->error, \"could not start %d threads\", threads); return {up}_ERR_ARG; }}\n    }}\n    ctx->threads = threads;\n    return {up}_OK;\n}}\n");
-    let _ = writeln!(c, "int {name}_set_threads({name}_ctx *ctx, int threads) {{\n    if (!ctx) return {up}_ERR_NULL;\n    if (__atomic_exchange_n(&ctx->busy, 1, __ATOMIC_ACQUIRE)) return {up}_ERR_BUSY;\n    int rc = {name}_set_threads_owned(ctx, threads);\n    __atomic_store_n(&ctx->busy, 0, __ATOMIC_RELEASE);\n    return rc;\n}}");
-    let _ = writeln!(
-        c,
-        "int {name}_threads(const {name}_ctx *ctx) {{ return ctx ? ctx->threads : 0; }}"
-    );
-    let _ = writeln!(
-        c,
-        "{name}_ctx *{name}_create(void) {{\n    {name}_ctx *ctx = {name}_new();"
-    );
+            .map(|(a, p)| format!("{base}{a} + b0 * {p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    c.push_str(&fill(
+        "pool",
+        &[
+            ("fields", fields.trim_start()),
+            ("slice_args", &slices("w->")),
+        ],
+    ));
+    c.push_str(&fill("async", &[]));
+    c.push_str(&fill("threads", &[]));
     if threads > 1 {
-        let _ = writeln!(c, "    if (ctx && {name}_set_threads(ctx, {threads}) != {up}_OK) {{ {name}_destroy(ctx); return NULL; }}");
+        c.push_str(&fill(
+            "create_threads",
+            &[("threads", &threads.to_string())],
+        ));
     }
-    let _ = writeln!(c, "    return ctx;\n}}\n");
-    let _ = writeln!(c, "static int {name}_run_owned({}) {{", params.join(", "));
-    let _ = writeln!(
-        c,
-        "    if (!ctx) return {up}_ERR_NULL;\n    ctx->error[0] = 0;"
-    );
-    let _ = writeln!(
-        c,
-        "    if (batch < 0 || batch > {up}_MAX_BATCH) {{ snprintf(ctx->error, sizeof ctx->error, \"batch size %lld is outside 0..%lld\", (long long)batch, (long long){up}_MAX_BATCH); return {up}_ERR_BATCH; }}"
-    );
-    c.push_str(&checks);
+    c.push_str(&fill("create_end", &[]));
+    c.push_str(&fill("run", &[("params", &params), ("checks", &checks)]));
     if external {
-        let _ = writeln!(c, "    if (!{name}_weights) {{ snprintf(ctx->error, sizeof ctx->error, \"%s\", {name}_weights_error); return {up}_ERR_WEIGHTS; }}");
+        c.push_str(&fill("weights_missing", &[]));
     }
-    if splittable {
-        let _ = writeln!(c, "    {name}_pool *pl = ({name}_pool *)ctx->pool;");
-        let _ = writeln!(
-            c,
-            "    int nt = ctx->threads < batch ? ctx->threads : (int)batch;"
-        );
-        let _ = writeln!(c, "    if (pl && nt > pl->n + 1) nt = pl->n + 1;");
-        let min_rows = min_slice(g);
-        let _ = writeln!(c, "    if (batch / {min_rows} < nt) nt = batch / {min_rows} > 1 ? (int)(batch / {min_rows}) : 1;");
-        // The batch is split when every thread gets a slice worth it; otherwise the kernels
-        // split their rows (`NAME_forgec_threads`).
-        // The batch is split when every thread gets a slice worth it: the threads take slices
-        // of at most `cache_slice` samples in turn (a thread slowed by another program takes
-        // fewer); otherwise the kernels split their rows (`NAME_forgec_threads`).
-        let slice = cache_slice(g);
-        let _ = writeln!(
-            c,
-            "    if (pl && nt > 1 && nt == pl->n + 1) {{\n        ctx->intra = 1;"
-        );
-        let _ = writeln!(c, "        int64_t even = (batch + nt - 1) / nt;");
-        // As many slices as a multiple of the threads, of near-equal size: every thread gets
-        // the same share on an idle machine.
-        let _ = writeln!(c, "        int64_t most = even < {slice} ? even : {slice}, ns = (batch + most - 1) / most;\n        ns = (ns + nt - 1) / nt * nt;\n        pl->slice = (batch + ns - 1) / ns;\n        pl->nslices = (batch + pl->slice - 1) / pl->slice;\n        pl->next = 0;");
-        let sets: Vec<String> = args
+    let args_list = args.join(", ");
+    // Whether the batch may be cut across threads (see `batch_split_obstacle`).
+    if batch_split_obstacle(g).is_none() {
+        let slice = cache_slice(g).to_string();
+        let whole: Vec<String> = args
             .iter()
             .map(|a| format!("pl->whole.{a} = {a};"))
             .collect();
-        let _ = writeln!(c, "        pl->whole.batch = batch; {}", sets.join(" "));
-        let _ = writeln!(c, "        for (int t = 0; t < nt; t++) {{");
-        let _ = writeln!(
-            c,
-            "            if (t > 0 && !ctx->sub[t]) ctx->sub[t] = {name}_new();"
-        );
-        let _ = writeln!(
-            c,
-            "            {name}_ctx *tc = t == 0 ? ctx : ctx->sub[t];"
-        );
-        let _ = writeln!(
-            c,
-            "            if (!tc) return {name}_call(ctx, batch, {});",
-            args.join(", ")
-        );
-        let _ = writeln!(
-            c,
-            "            pl->jobs[t].ctx = tc; pl->jobs[t].rc = {up}_OK;\n        }}"
-        );
-        let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        pl->pending = pl->n;\n        __atomic_store_n(&pl->gen, pl->gen + 1, __ATOMIC_RELEASE);\n        pthread_cond_broadcast(&pl->go);\n        pthread_mutex_unlock(&pl->mu);");
-        let _ = writeln!(c, "        {name}_take(pl, 0);");
-        let _ = writeln!(c, "        pthread_mutex_lock(&pl->mu);\n        while (pl->pending > 0) pthread_cond_wait(&pl->done, &pl->mu);\n        pthread_mutex_unlock(&pl->mu);");
-        // A slice's error (out of memory) is the run's.
-        let _ = writeln!(c, "        for (int t = 0; t < nt; t++) if (pl->jobs[t].rc != {up}_OK) {{\n            if (t > 0) snprintf(ctx->error, sizeof ctx->error, \"%s\", pl->jobs[t].ctx->error);\n            return pl->jobs[t].rc;\n        }}\n        return {up}_OK;\n    }}");
-        // One thread: a batch larger than a slice runs slice by slice all the same.
-        if slice < 1 << 30 {
-            let offs: Vec<String> = args
-                .iter()
-                .zip(&per)
-                .map(|(a, p)| format!("{a} + b0 * {p}"))
-                .collect();
-            let _ = writeln!(c, "    if (!pl && batch > {slice}) {{\n        ctx->intra = 1;\n        for (int64_t b0 = 0; b0 < batch; b0 += {slice}) {{\n            int rc = {name}_call(ctx, batch - b0 < {slice} ? batch - b0 : {slice}, {});\n            if (rc != {up}_OK) return rc;\n        }}\n        return {up}_OK;\n    }}", offs.join(", "));
+        c.push_str(&fill(
+            "split",
+            &[
+                ("min_rows", &min_slice(g).to_string()),
+                ("slice", &slice),
+                ("whole", &whole.join(" ")),
+                ("args", &args_list),
+            ],
+        ));
+        if cache_slice(g) < 1 << 30 {
+            c.push_str(&fill(
+                "slices",
+                &[("slice", &slice), ("slice_args", &slices(""))],
+            ));
         }
     }
-    let _ = writeln!(
-        c,
-        "    ctx->intra = ctx->pool ? (({name}_pool *)ctx->pool)->n + 1 : 1;\n    return {name}_call(ctx, batch, {});\n}}\n",
-        args.join(", ")
-    );
-    // One call at a time per context: a second thread's call is refused, never run alongside.
-    let _ = writeln!(c, "int {name}_run({}) {{", params.join(", "));
-    let _ = writeln!(c, "    if (!ctx) return {up}_ERR_NULL;\n    if (__atomic_exchange_n(&ctx->busy, 1, __ATOMIC_ACQUIRE)) return {up}_ERR_BUSY;\n    int rc = {name}_run_owned(ctx, batch, {});\n    __atomic_store_n(&ctx->busy, 0, __ATOMIC_RELEASE);\n    return rc;\n}}\n", args.join(", "));
-    let _ = writeln!(c, "int {name}_run_v({name}_ctx *ctx, int64_t batch, const void *const *inputs, void *const *outputs) {{");
-    let _ = writeln!(c, "    if (!ctx) return {up}_ERR_NULL;\n    if (!inputs || !outputs) {{ snprintf(ctx->error, sizeof ctx->error, \"the input or output array is NULL\"); return {up}_ERR_NULL; }}");
     let mut call = vec!["ctx".to_string(), "batch".to_string()];
     for (k, &i) in g.inputs.iter().enumerate() {
         call.push(format!("(const {} *)inputs[{k}]", c_type(g.ty(i).dtype)));
@@ -1147,115 +874,16 @@ static {name}_pool *{name}_pool_start(int threads) {{
     for (k, &o) in g.outputs.iter().enumerate() {
         call.push(format!("({} *)outputs[{k}]", c_type(g.ty(o).dtype)));
     }
-    let _ = writeln!(c, "    return {name}_run({});\n}}", call.join(", "));
+    c.push_str(&fill(
+        "run_end",
+        &[
+            ("args", &args_list),
+            ("params", &params),
+            ("call_v", &call.join(", ")),
+        ],
+    ));
     c
 }
-
-/// MLIR's async runtime (the calls `convert-async-to-llvm` makes, renamed `NAME_forgec_async_*`
-/// by `llvm::compile`), for the one pattern `async-parallel-for` uses: the calling thread hands
-/// a kernel's chunks but the first to the pool as tasks (coroutines), runs the first, and waits
-/// for the group of their tokens, running queued tasks itself while it waits (so a pool thread
-/// that is slow to wake delays nothing). Tokens and groups are reference counted; a token joins
-/// at most one group. `NAME_forgec_threads` is the number of threads the running call lends the
-/// kernels: the context's pool plus the caller, or 1 (one thread; a slice of a split batch).
-const ASYNC_RUNTIME: &str = r#"typedef struct { long refs; } NAME_rc;
-typedef struct { NAME_rc rc; long pending, rank, errors; } NAME_group;
-typedef struct { NAME_rc rc; int state; NAME_group *grp; } NAME_token;
-#define NAME_TOKEN_DONE ((NAME_group *)1)
-int64_t NAME_forgec_threads(void) {
-    NAME_ctx *ctx = NAME_current;
-    return ctx && ctx->intra > 1 ? ctx->intra : 1;
-}
-int64_t NAME_forgec_async_GetNumWorkerThreads(void) { return NAME_forgec_threads(); }
-void NAME_forgec_async_AddRef(void *p, int64_t n) { __atomic_add_fetch(&((NAME_rc *)p)->refs, n, __ATOMIC_RELAXED); }
-void NAME_forgec_async_DropRef(void *p, int64_t n) {
-    if (__atomic_sub_fetch(&((NAME_rc *)p)->refs, n, __ATOMIC_ACQ_REL) == 0) free(p);
-}
-void *NAME_forgec_async_CreateToken(void) {
-    NAME_token *t = (NAME_token *)calloc(1, sizeof *t);
-    if (!t) { NAME_oom(sizeof *t); return NULL; }
-    t->rc.refs = 2; /* the caller's, and the task's until it sets the token */
-    NAME_last_token = t; /* the task `Execute` is handed next is this token's */
-    return t;
-}
-void *NAME_forgec_async_CreateGroup(int64_t size) {
-    NAME_group *g = (NAME_group *)calloc(1, sizeof *g);
-    if (!g) { NAME_oom(sizeof *g); return NULL; }
-    g->rc.refs = 1;
-    g->pending = size;
-    return g;
-}
-static void NAME_group_done(NAME_group *g, int error) {
-    if (error) __atomic_add_fetch(&g->errors, 1, __ATOMIC_RELAXED);
-    __atomic_sub_fetch(&g->pending, 1, __ATOMIC_ACQ_REL);
-    NAME_forgec_async_DropRef(g, 1);
-}
-int64_t NAME_forgec_async_AddTokenToGroup(NAME_token *t, NAME_group *g) {
-    int64_t rank = __atomic_fetch_add(&g->rank, 1, __ATOMIC_RELAXED);
-    NAME_forgec_async_AddRef(g, 1);
-    NAME_group *none = NULL;
-    if (!__atomic_compare_exchange_n(&t->grp, &none, g, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-        NAME_group_done(g, __atomic_load_n(&t->state, __ATOMIC_ACQUIRE) == 2); /* set already */
-    return rank;
-}
-static void NAME_token_set(NAME_token *t, int state) {
-    __atomic_store_n(&t->state, state, __ATOMIC_RELEASE);
-    NAME_group *g = __atomic_exchange_n(&t->grp, NAME_TOKEN_DONE, __ATOMIC_ACQ_REL);
-    if (g) NAME_group_done(g, state == 2);
-    NAME_forgec_async_DropRef(t, 1);
-}
-void NAME_forgec_async_EmplaceToken(NAME_token *t) { NAME_token_set(t, 1); }
-static void NAME_token_fail(void *t) { NAME_token_set((NAME_token *)t, 2); }
-void NAME_forgec_async_SetTokenError(NAME_token *t) { NAME_token_set(t, 2); }
-_Bool NAME_forgec_async_IsTokenError(NAME_token *t) { return __atomic_load_n(&t->state, __ATOMIC_ACQUIRE) == 2; }
-_Bool NAME_forgec_async_IsGroupError(NAME_group *g) { return __atomic_load_n(&g->errors, __ATOMIC_ACQUIRE) > 0; }
-/* Waits until `*v` (a counter or a state) reaches `until`, running the pool's tasks meanwhile. */
-static void NAME_wait(long *pending, int *state) {
-    NAME_ctx *ctx = NAME_current;
-    NAME_pool *pl = ctx ? (NAME_pool *)ctx->pool : NULL;
-    NAME_task t;
-    for (long spin = 0;; spin++) {
-        if (pending ? __atomic_load_n(pending, __ATOMIC_ACQUIRE) <= 0 : __atomic_load_n(state, __ATOMIC_ACQUIRE) != 0) return;
-        if (pl && NAME_pool_pop(pl, &t)) { NAME_run_task(pl, t); continue; }
-        if (spin > (1L << 12)) sched_yield(); else NAME_relax();
-    }
-}
-void NAME_forgec_async_AwaitAllInGroup(NAME_group *g) { NAME_wait(&g->pending, NULL); }
-void NAME_forgec_async_AwaitToken(NAME_token *t) { NAME_wait(NULL, &t->state); }
-void NAME_forgec_async_Execute(void *handle, void (*resume)(void *)) {
-    NAME_ctx *ctx = NAME_current;
-    NAME_pool *pl = ctx ? (NAME_pool *)ctx->pool : NULL;
-    NAME_task t = { resume, handle, NAME_last_token, ctx ? &ctx->failed : NULL };
-    NAME_last_token = NULL;
-    if (!pl) { NAME_run_task(NULL, t); return; } /* one thread makes one chunk: not reached */
-    NAME_pool_push(pl, t);
-}
-"#;
-
-const MEMREF_COPY: &str = r#"#include <string.h>
-typedef struct { int64_t rank; void *descriptor; } forgec_unranked;
-typedef struct { char *allocated; char *aligned; int64_t offset; int64_t rest[]; } forgec_desc;
-void NAME_forgec_memrefCopy(int64_t elem, forgec_unranked *src, forgec_unranked *dst) {
-    int64_t rank = src->rank;
-    forgec_desc *s = (forgec_desc *)src->descriptor, *d = (forgec_desc *)dst->descriptor;
-    const int64_t *sizes = s->rest, *ss = s->rest + rank, *ds = d->rest + rank;
-    int64_t n = 1, idx[16] = {0};
-    if (rank > 16) return;
-    if (rank == 0) { memcpy(d->aligned + d->offset * elem, s->aligned + s->offset * elem, (size_t)elem); return; }
-    for (int64_t i = 0; i < rank; i++) n *= sizes[i];
-    if (n == 0) return;
-    /* The trailing dims that both sides hold contiguously are copied in one memcpy. */
-    int64_t last = rank, run = 1;
-    while (last > 0 && ss[last - 1] == run && ds[last - 1] == run) run *= sizes[--last];
-    for (int64_t k = 0; k < n; k += run) {
-        int64_t so = s->offset, dof = d->offset;
-        for (int64_t i = 0; i < last; i++) { so += idx[i] * ss[i]; dof += idx[i] * ds[i]; }
-        memcpy(d->aligned + dof * elem, s->aligned + so * elem, (size_t)(elem * run));
-        for (int64_t i = last - 1; i >= 0; i--) { if (++idx[i] < sizes[i]) break; idx[i] = 0; }
-    }
-}
-
-"#;
 
 /// The functions of `NAME.h`, each `NAME_` + this: all that `libNAME.so` exports.
 pub const API_FUNCTIONS: &[&str] = &[
