@@ -6,6 +6,8 @@
 //! - `passes/`: parse, verify, run the passes, verify again, print (or the errors).
 //! - `interp/`: parse, verify, run the reference interpreter, print every output.
 //! - `import/`: the IR forgec imports from a Keras model (weights elided).
+//! - `compile/`: compile, run at several batch sizes, compare with the interpreter; blessed MLIR
+//!   snapshots per CPU for the cases that ask (see `compile_golden`).
 
 use crate::common::*;
 use forgec::keras::{load, LoadOptions};
@@ -28,19 +30,35 @@ fn cases(kind: &str) -> Vec<PathBuf> {
 
 /// Compares `got` with the case's `.out` file, or rewrites it under FORGEC_BLESS=1.
 fn golden(case: &Path, got: &str) -> Option<String> {
-    let out = case.with_extension("out");
+    golden_file(&case.with_extension("out"), got)
+}
+
+/// Compares `got` with the file `out`, or rewrites it under FORGEC_BLESS=1. A difference is
+/// said with its first differing line (and all of `got` when it is short).
+fn golden_file(out: &Path, got: &str) -> Option<String> {
     if std::env::var_os("FORGEC_BLESS").is_some() {
-        std::fs::write(&out, got).unwrap();
+        std::fs::write(out, got).unwrap();
         return None;
     }
-    let want = std::fs::read_to_string(&out).unwrap_or_default();
-    (want != got).then(|| {
-        format!(
-            "{}: output differs from {} (FORGEC_BLESS=1 to update)\n--- got:\n{got}",
-            case.display(),
-            out.display()
-        )
-    })
+    let want = std::fs::read_to_string(out).unwrap_or_default();
+    if want == got {
+        return None;
+    }
+    let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
+    let at = (0..w.len().max(g.len()))
+        .find(|&i| w.get(i) != g.get(i))
+        .unwrap_or(0);
+    let mut msg = format!(
+        "{}: differs from what forgec gives now, first at line {} (FORGEC_BLESS=1 to update)\n- {}\n+ {}",
+        out.display(),
+        at + 1,
+        w.get(at).unwrap_or(&"(end of file)"),
+        g.get(at).unwrap_or(&"(end of output)")
+    );
+    if g.len() <= 60 {
+        msg.push_str(&format!("\n--- got:\n{got}"));
+    }
+    Some(msg)
 }
 
 fn check_all(kind: &str, f: impl Fn(&Path, &str) -> String) {
@@ -166,4 +184,186 @@ fn malformed_text_is_reported_with_its_place() {
         let e = text::parse(src).unwrap_err();
         assert!(e.contains(want), "expected `{want}` in `{e}`");
     }
+}
+
+/// The `# key: value` header lines of a case.
+fn header<'a>(src: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("# {key}:");
+    src.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(str::trim)
+        .collect()
+}
+
+/// A case's values for `input`: its `# input %name: [v, ...]` list, repeated to fill `n`
+/// elements (`nan`, `inf` allowed), else a fixed pattern of small values with repeats.
+fn input_values(src: &str, input: &str, n: usize) -> Vec<f64> {
+    let given: Option<Vec<f64>> = src.lines().find_map(|l| {
+        let (name, list) = l.strip_prefix("# input ")?.split_once(':')?;
+        (name.trim() == format!("%{input}")).then(|| {
+            list.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .split(',')
+                .map(|v| {
+                    v.trim()
+                        .parse::<f64>()
+                        .unwrap_or_else(|e| panic!("{v}: {e}"))
+                })
+                .collect()
+        })
+    });
+    match given {
+        Some(v) => (0..n).map(|i| v[i % v.len()]).collect(),
+        None => (0..n)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 16.0)
+            .collect(),
+    }
+}
+
+/// `compile/`: each graph is compiled for this machine (`--cpu native`), run at the batch
+/// sizes of its `# batches:` line (default 1 and 3; a graph without a batch runs once) on inputs
+/// from its `# input` lines, and every output compared with the reference interpreter's: the
+/// same bits (NaN where it has NaN) with `# tol: 0`, else within the tolerance relative to the
+/// largest magnitude. The `.out` file records what matched. A case with a `# mlir:` line also
+/// has blessed MLIR snapshots, one per CPU named (`CASE.x86-64-v4.mlir`): the MLIR is target
+/// text (the vector width is the CPU's), so a change in generated code shows in review.
+#[test]
+fn compile_golden() {
+    use forgec::codegen::{self, Emit, Options};
+    use forgec_runtime::compiled::CompiledModel;
+    use forgec_runtime::Tensor;
+    let failures: Vec<String> = cases("compile")
+        .iter()
+        .flat_map(|case| {
+            let src = std::fs::read_to_string(case).unwrap();
+            let stem = case.file_stem().unwrap().to_str().unwrap().to_string();
+            let name = forgec::codegen::artifact_name(&stem);
+            let g = text::parse(&src).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+            let es = verify(&g);
+            assert!(es.is_empty(), "{}: {es:?}", case.display());
+            let opts = |cpu: &str, emit: Emit| Options {
+                name: name.clone(),
+                cpu: Some(cpu.into()),
+                target: None,
+                emit,
+                external_weights: false,
+                threads: 1,
+            };
+            let mut failures = Vec::new();
+            let cpus: Vec<&str> = header(&src, "mlir")
+                .iter()
+                .flat_map(|l| l.split(','))
+                .map(str::trim)
+                .collect();
+            for cpu in cpus {
+                let dir = scratch(&format!("golden_compile_{stem}_{cpu}"));
+                codegen::compile(g.clone(), &opts(cpu, Emit::Mlir), &dir, "")
+                    .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+                let mlir = std::fs::read_to_string(dir.join(format!("{name}.mlir"))).unwrap();
+                let snap = case.with_extension(format!("{cpu}.mlir"));
+                failures.extend(golden_file(&snap, &mlir));
+            }
+            let dir = scratch(&format!("golden_compile_{stem}"));
+            codegen::compile(g.clone(), &opts("native", Emit::Lib), &dir, "")
+                .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+            let lib = CompiledModel::load(&dir.join(format!("lib{name}.so")), &name).unwrap();
+            let tol: f64 = header(&src, "tol")
+                .first()
+                .map_or(1e-6, |t| t.parse().unwrap());
+            let symbolic = g
+                .inputs
+                .iter()
+                .any(|&i| g.ty(i).shape.iter().any(|d| d.known().is_none()));
+            let batches: Vec<usize> = if !symbolic {
+                vec![0]
+            } else {
+                header(&src, "batches").first().map_or(vec![1, 3], |l| {
+                    l.split(',').map(|b| b.trim().parse().unwrap()).collect()
+                })
+            };
+            let mut report = String::new();
+            for b in batches {
+                let ins: Vec<(String, Tensor)> = g
+                    .inputs
+                    .iter()
+                    .map(|&i| {
+                        let (v, t) = (g.value(i), g.ty(i));
+                        let shape: Vec<usize> =
+                            t.shape.iter().map(|d| d.known().unwrap_or(b)).collect();
+                        let n = shape.iter().product();
+                        let vals = input_values(&src, &v.name, n);
+                        (
+                            v.name.clone(),
+                            Tensor::from_f64_values(t.dtype, shape, &vals).unwrap(),
+                        )
+                    })
+                    .collect();
+                let want = forgec_ir::interp::run(&g, &ins)
+                    .unwrap_or_else(|e| panic!("{}: interpreter: {e}", case.display()));
+                let refs: Vec<&Tensor> = ins.iter().map(|(_, t)| t).collect();
+                let got = lib
+                    .run(&refs)
+                    .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+                let at = if symbolic {
+                    format!("batch {b}")
+                } else {
+                    "run".into()
+                };
+                for ((&o, w), c) in g.outputs.iter().zip(&want).zip(&got) {
+                    let what = format!("{at}: %{} {}{:?}", g.value(o).name, w.dtype(), w.shape());
+                    let (a, e) = (c.to_f64_vec(), w.to_f64_vec());
+                    let nan_ok = a.len() == e.len()
+                        && a.iter().zip(&e).all(|(x, y)| x.is_nan() == y.is_nan());
+                    let finite = |v: &[f64]| {
+                        v.iter()
+                            .map(|x| if x.is_nan() { 0.0 } else { *x })
+                            .collect::<Vec<_>>()
+                    };
+                    let line = if c.shape() != w.shape() || c.dtype() != w.dtype() {
+                        format!("{what}: compiled gives {}{:?}", c.dtype(), c.shape())
+                    } else if !nan_ok {
+                        format!("{what}: NaN in other places than the interpreter's")
+                    } else if tol == 0.0 {
+                        if finite(&a) == finite(&e) {
+                            format!("{what}: the interpreter's bits")
+                        } else {
+                            format!("{what}: differs from the interpreter")
+                        }
+                    } else {
+                        let (fa, fe) = (finite(&a), finite(&e));
+                        let ta = Tensor::from_f64_values(
+                            forgec_runtime::DType::F64,
+                            c.shape().to_vec(),
+                            &fa,
+                        )
+                        .unwrap();
+                        let te = Tensor::from_f64_values(
+                            forgec_runtime::DType::F64,
+                            w.shape().to_vec(),
+                            &fe,
+                        )
+                        .unwrap();
+                        let d = ta.max_rel_diff(&te).unwrap();
+                        if d <= tol {
+                            format!("{what}: the interpreter's within {tol:e}")
+                        } else {
+                            format!(
+                                "{what}: differs from the interpreter by {d:e} (tolerance {tol:e})"
+                            )
+                        }
+                    };
+                    report.push_str(&line);
+                    let nans = e.iter().filter(|x| x.is_nan()).count();
+                    if nans > 0 {
+                        report.push_str(&format!(" ({nans} NaN)"));
+                    }
+                    report.push('\n');
+                }
+            }
+            failures.extend(golden(case, &report));
+            failures
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
