@@ -4,8 +4,11 @@
 //! allocated, and HDF5 (whose C library can crash on malformed files) is read in a child
 //! process (see `keras::weights`).
 
+pub mod error;
 pub mod keras;
 pub mod onnx;
+
+pub use error::ImportError;
 
 use std::path::Path;
 
@@ -38,7 +41,7 @@ fn is_onnx(path: &Path) -> bool {
 }
 
 /// Loads a model file of any supported kind: `.onnx` by extension, Keras files by content.
-pub fn load_any(path: &Path, opts: &keras::LoadOptions) -> Result<Model, keras::ImportError> {
+pub fn load_any(path: &Path, opts: &keras::LoadOptions) -> Result<Model, ImportError> {
     if is_onnx(path) {
         onnx::load(path).map(Model::Onnx)
     } else {
@@ -50,16 +53,12 @@ pub fn load_any(path: &Path, opts: &keras::LoadOptions) -> Result<Model, keras::
 pub fn load_model(
     path: &Path,
     opts: &keras::LoadOptions,
-) -> Result<keras::KerasModel, keras::ImportError> {
+) -> Result<keras::KerasModel, ImportError> {
     if is_onnx(path) {
-        return Err(keras::ImportError {
-            problems: vec![format!(
-                "{}: this command needs the model's Keras files (.keras, .json + .weights.h5, .h5): an ONNX file has no loss or layer configs",
-                path.display()
-            )],
-            shape_only: false,
-            needs_const: vec![],
-        });
+        return Err(ImportError::one(format!(
+            "{}: this command needs the model's Keras files (.keras, .json + .weights.h5, .h5): an ONNX file has no loss or layer configs",
+            path.display()
+        )));
     }
     keras::load(path, opts)
 }

@@ -1,8 +1,8 @@
 //! `forgec check`: the classic Keras mistakes, found before any training.
 
-use crate::keras::{KerasModel, LoadOptions};
+use crate::keras::loss::{compiled_losses, Loss, LossKind};
+use crate::keras::LoadOptions;
 use crate::UserError;
-use serde_json::Value;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -53,87 +53,6 @@ impl std::fmt::Display for Finding {
             "{sev}: {}: {}\n  fix: {}",
             self.layer, self.why, self.fix
         )
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LossKind {
-    Binary,
-    Categorical,
-    Sparse,
-    Other,
-}
-
-#[derive(Clone, Debug)]
-struct Loss {
-    name: String,
-    kind: LossKind,
-    from_logits: bool,
-}
-
-fn loss_kind(name: &str) -> LossKind {
-    let n: String = name
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .collect();
-    match n.as_str() {
-        "binarycrossentropy" | "bce" | "binaryfocalcrossentropy" => LossKind::Binary,
-        "categoricalcrossentropy" | "cce" | "categoricalfocalcrossentropy" => LossKind::Categorical,
-        "sparsecategoricalcrossentropy" | "scce" => LossKind::Sparse,
-        _ => LossKind::Other,
-    }
-}
-
-fn parse_loss(v: &Value) -> Option<Loss> {
-    match v {
-        Value::String(s) => Some(Loss {
-            name: s.clone(),
-            kind: loss_kind(s),
-            from_logits: false,
-        }),
-        Value::Object(o) if o.contains_key("class_name") => {
-            let class = o.get("class_name")?.as_str()?;
-            let cfg = o.get("config");
-            let name = cfg
-                .and_then(|c| c.get("name"))
-                .and_then(|n| n.as_str())
-                .unwrap_or(class);
-            let from_logits = cfg
-                .and_then(|c| c.get("from_logits"))
-                .and_then(|b| b.as_bool())
-                .unwrap_or(false);
-            Some(Loss {
-                name: name.to_string(),
-                kind: loss_kind(class),
-                from_logits,
-            })
-        }
-        _ => None,
-    }
-}
-
-/// The loss of each output (by output layer name), from the compile config.
-fn compiled_losses(m: &KerasModel) -> Vec<(String, Loss)> {
-    let Some(cc) = &m.compile else { return vec![] };
-    let Some(loss) = cc.get("loss") else {
-        return vec![];
-    };
-    let outs: Vec<String> = m.outputs.iter().map(|o| o.layer.clone()).collect();
-    match loss {
-        Value::Object(o) if !o.contains_key("class_name") => o
-            .iter()
-            .filter_map(|(k, v)| parse_loss(v).map(|l| (k.clone(), l)))
-            .collect(),
-        Value::Array(a) => outs
-            .iter()
-            .zip(a)
-            .filter_map(|(k, v)| parse_loss(v).map(|l| (k.clone(), l)))
-            .collect(),
-        v => match parse_loss(v) {
-            Some(l) => outs.iter().map(|k| (k.clone(), l.clone())).collect(),
-            None => vec![],
-        },
     }
 }
 
@@ -204,16 +123,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         losses = m
             .outputs
             .iter()
-            .map(|o| {
-                (
-                    o.layer.clone(),
-                    Loss {
-                        name: l.clone(),
-                        kind: loss_kind(l),
-                        from_logits: false,
-                    },
-                )
-            })
+            .map(|o| (o.layer.clone(), Loss::named(l)))
             .collect();
     }
     if let Some(fl) = a.from_logits {

@@ -6,6 +6,7 @@ mod activations;
 mod build;
 mod json;
 pub mod layers;
+pub mod loss;
 pub mod weights;
 
 use build::Lb;
@@ -87,31 +88,9 @@ pub struct LoadOptions {
     pub input_shape: Option<Vec<usize>>,
 }
 
-/// All the problems found while importing, each naming the file and the place in it.
-#[derive(Debug)]
-pub struct ImportError {
-    pub problems: Vec<String>,
-    /// True when every problem is a layer fed a shape it was not built for (the data's
-    /// shape, for `check`), not a broken or unsupported file.
-    pub shape_only: bool,
-    /// ONNX: graph inputs the importer needs as constants (shapes, axes, RNN weights fed as
-    /// data); binding them (`onnx::load_with`) makes the model importable.
-    pub needs_const: Vec<String>,
-}
+pub use crate::error::ImportError;
 
-impl std::fmt::Display for ImportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.problems.join("\n"))
-    }
-}
-
-fn fail<T>(msg: String) -> Result<T, ImportError> {
-    Err(ImportError {
-        problems: vec![msg],
-        shape_only: false,
-        needs_const: vec![],
-    })
-}
+use crate::error::fail;
 
 /// Loads a Keras model from any of the supported files.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> {
@@ -131,11 +110,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
             version,
         )
     } else if bytes.starts_with(b"\x89HDF") {
-        let wf = WeightFile::open(path, disp.clone()).map_err(|e| ImportError {
-            problems: vec![e],
-            shape_only: false,
-            needs_const: vec![],
-        })?;
+        let wf = WeightFile::open(path, disp.clone()).map_err(ImportError::one)?;
         let cfg = match wf.model_config() {
             Ok(c) => c,
             Err(e) => return fail(e),
@@ -190,13 +165,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
             None => find_weights(path),
         };
         match weights {
-            Some(w) if w.exists() || opts.weights.is_some() => Some(
-                WeightFile::open(&w, w.display().to_string()).map_err(|e| ImportError {
-                    problems: vec![e],
-                    shape_only: false,
-                    needs_const: vec![],
-                })?,
-            ),
+            Some(w) if w.exists() || opts.weights.is_some() => {
+                Some(WeightFile::open(&w, w.display().to_string()).map_err(ImportError::one)?)
+            }
             _ if opts.allow_missing_weights => None,
             _ => {
                 let looked: Vec<String> = weight_candidates(path)
@@ -280,11 +251,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
     };
     if !problems.is_empty() {
         problems.extend(std::mem::take(&mut cx.shape_problems));
-        return Err(ImportError {
-            problems,
-            shape_only: false,
-            needs_const: vec![],
-        });
+        return Err(ImportError::many(problems));
     }
     if !cx.shape_problems.is_empty() {
         return Err(ImportError {
@@ -450,32 +417,18 @@ fn open_archive(path: &Path, bytes: &[u8], opts: &LoadOptions) -> Result<Archive
                 .map(String::from)
         });
     let store = match &opts.weights {
-        Some(w) => Some(
-            WeightFile::open(w, w.display().to_string()).map_err(|e| ImportError {
-                problems: vec![e],
-                shape_only: false,
-                needs_const: vec![],
-            })?,
-        ),
+        Some(w) => Some(WeightFile::open(w, w.display().to_string()).map_err(ImportError::one)?),
         None => match read("model.weights.h5")? {
             Some(h5) => Some(
-                WeightFile::open_bytes(&h5, format!("{disp}:model.weights.h5")).map_err(|e| {
-                    ImportError {
-                        problems: vec![e],
-                        shape_only: false,
-                        needs_const: vec![],
-                    }
-                })?,
+                WeightFile::open_bytes(&h5, format!("{disp}:model.weights.h5"))
+                    .map_err(ImportError::one)?,
             ),
             None if opts.allow_missing_weights => None,
             None => return fail(format!("{disp}: the archive has no model.weights.h5")),
         },
     };
-    let cfg = String::from_utf8(cfg).map_err(|_| ImportError {
-        problems: vec![format!("{disp}:config.json is not UTF-8 text")],
-        shape_only: false,
-        needs_const: vec![],
-    })?;
+    let cfg = String::from_utf8(cfg)
+        .map_err(|_| ImportError::one(format!("{disp}:config.json is not UTF-8 text")))?;
     Ok((cfg, store, version))
 }
 

@@ -6,7 +6,7 @@
 mod ops;
 pub mod proto;
 
-use crate::keras::ImportError;
+use crate::ImportError;
 use forgec_ir::{Dim, Graph, Op, Origin, Tensor, TensorType, ValueId, Weight};
 use onnx_protobuf::{Message, ModelProto, NodeProto};
 use std::collections::{BTreeMap, HashMap};
@@ -51,13 +51,7 @@ pub(crate) struct Cx<'a> {
     pub elem_code: HashMap<ValueId, i32>,
 }
 
-fn fail<T>(msg: String) -> Result<T, ImportError> {
-    Err(ImportError {
-        problems: vec![msg],
-        shape_only: false,
-        needs_const: vec![],
-    })
-}
+use crate::error::fail;
 
 /// The op types forgec imports from the default domain.
 pub fn supported_ops() -> &'static [&'static str] {
@@ -102,11 +96,8 @@ pub fn input_names(path: &Path) -> Option<Vec<String>> {
 /// fix shapes (axes, target shapes, pads) and are fed as data.
 pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxModel, ImportError> {
     let disp = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ImportError {
-        problems: vec![format!("{disp}: cannot read: {e}")],
-        shape_only: false,
-        needs_const: vec![],
-    })?;
+    let bytes =
+        std::fs::read(path).map_err(|e| ImportError::one(format!("{disp}: cannot read: {e}")))?;
     let model = match ModelProto::parse_from_bytes(&bytes) {
         Ok(m) => m,
         Err(e) => return fail(format!("{disp}: not a valid ONNX model (protobuf: {e})")),
@@ -155,11 +146,7 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
         }
     }
     if !problems.is_empty() {
-        return Err(ImportError {
-            problems,
-            shape_only: false,
-            needs_const: vec![],
-        });
+        return Err(ImportError::many(problems));
     }
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let mut cx = Cx {
@@ -186,11 +173,8 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
     let mut param_bytes = 0;
     // Initializers: float ones are the model's weights, integer ones literal constants.
     for init in &graph.initializer {
-        let t = proto::tensor(init, base_dir).map_err(|e| ImportError {
-            problems: vec![format!("{disp}: initializer `{}`: {e}", init.name)],
-            shape_only: false,
-            needs_const: vec![],
-        })?;
+        let t = proto::tensor(init, base_dir)
+            .map_err(|e| ImportError::one(format!("{disp}: initializer `{}`: {e}", init.name)))?;
         let weight = t.dtype().is_float();
         if weight {
             params += t.numel();
@@ -235,11 +219,8 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
             cx.fresh += 1;
             format!("unk{}", cx.fresh)
         };
-        let ty = proto::value_type(tp, &mut fresh).map_err(|e| ImportError {
-            problems: vec![format!("{disp}: graph input `{}`: {e}", inp.name)],
-            shape_only: false,
-            needs_const: vec![],
-        })?;
+        let ty = proto::value_type(tp, &mut fresh)
+            .map_err(|e| ImportError::one(format!("{disp}: graph input `{}`: {e}", inp.name)))?;
         let id = cx.g.add_input(&inp.name, ty);
         if let Some(code) = elem_code(tp) {
             cx.elem_code.insert(id, code);
@@ -307,13 +288,9 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
     for out in &graph.output {
         match cx.vals.get(&out.name).cloned() {
             Some(v) => {
-                let id = cx
-                    .materialize(v, &Origin::default())
-                    .map_err(|e| ImportError {
-                        problems: vec![format!("{disp}: graph output `{}`: {e}", out.name)],
-                        shape_only: false,
-                        needs_const: vec![],
-                    })?;
+                let id = cx.materialize(v, &Origin::default()).map_err(|e| {
+                    ImportError::one(format!("{disp}: graph output `{}`: {e}", out.name))
+                })?;
                 cx.g.outputs.push(id);
             }
             None => {
@@ -338,14 +315,11 @@ pub fn load_with(path: &Path, bound: &HashMap<String, Tensor>) -> Result<OnnxMod
     forgec_passes::cleanup::dce(&mut g);
     let errs = forgec_ir::verify::verify(&g);
     if !errs.is_empty() {
-        return Err(ImportError {
-            problems: errs
-                .into_iter()
+        return Err(ImportError::many(
+            errs.into_iter()
                 .map(|e| format!("{disp}: internal error, the imported graph is invalid: {e}"))
                 .collect(),
-            shape_only: false,
-            needs_const: vec![],
-        });
+        ));
     }
     Ok(OnnxModel {
         path: path.to_path_buf(),
