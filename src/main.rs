@@ -1,5 +1,3 @@
-use clap::Parser;
-
 fn main() {
     // A panic is forgec's bug: say so plainly, without a backtrace, and exit non-zero.
     std::panic::set_hook(Box::new(|info| {
@@ -24,7 +22,7 @@ fn main() {
             .unwrap_or_default();
         eprintln!("error: internal error in forgec{loc}: {msg}\nerror: this is a bug in forgec, not in your model; please report it with the model file");
     }));
-    let cli = forgec::cli::Cli::parse();
+    let cli = forgec::cli::parse();
     let code = std::panic::catch_unwind(|| forgec::cli::main_with(cli)).unwrap_or(101);
     std::process::exit(code);
 }

@@ -404,3 +404,91 @@ fn absurd_sizes_are_refused_before_allocating() {
     ]);
     fails_with(&out, &["RepeatVector `rep`", "over 2^31 elements"]);
 }
+
+/// Every argument of every command says what it is in `--help` (clap's own help and version
+/// flags aside), and every command has a one-line description.
+#[test]
+fn every_flag_has_help_text() {
+    use clap::CommandFactory;
+    let cli = forgec::cli::Cli::command();
+    let mut missing = Vec::new();
+    for sub in cli.get_subcommands() {
+        if sub.get_about().is_none() {
+            missing.push(format!("forgec {}", sub.get_name()));
+        }
+        for arg in sub.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() {
+                missing.push(format!("forgec {} {id}", sub.get_name()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "no help text: {missing:?}");
+}
+
+/// `--version` names the LLVM and MLIR forgec generates code with; `completions` writes a
+/// script for each shell that knows the commands and their flags; an unknown shell is a usage
+/// error (exit code 2), as is a bad number.
+#[test]
+fn version_completions_and_usage_errors() {
+    let v = forgec(&["--version"]);
+    assert_eq!(v.code, 0);
+    assert!(
+        v.stdout.starts_with("forgec 0.")
+            && v.stdout.contains("LLVM 22.")
+            && v.stdout.contains("MLIR 22"),
+        "{}",
+        v.stdout
+    );
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef forgec"),
+        ("fish", "complete -c forgec"),
+    ] {
+        let c = forgec(&["completions", shell]);
+        assert_eq!(c.code, 0, "{shell}: {}", c.stderr);
+        assert!(
+            c.stdout.contains(marker),
+            "{shell}: {}",
+            &c.stdout[..200.min(c.stdout.len())]
+        );
+        // fish spells a long flag `-l weights`.
+        assert!(
+            c.stdout.contains("compile") && c.stdout.contains("weights"),
+            "{shell}"
+        );
+    }
+    let bad = forgec(&["completions", "tcsh"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("possible values"), "{}", bad.stderr);
+    let m = model_file("mlp_binary.keras");
+    let secs = forgec(&["bench", m.to_str().unwrap(), "--seconds=-1"]);
+    assert_eq!(secs.code, 2);
+    assert!(secs.stderr.contains("--seconds -1"), "{}", secs.stderr);
+    let help = forgec(&["--help"]);
+    assert!(
+        help.stdout.contains("Exit codes: 0 success; 1 findings"),
+        "{}",
+        help.stdout
+    );
+}
+
+/// `compile -o DIR` into a directory that cannot be written is said before any work.
+#[test]
+fn compile_into_an_unwritable_directory_is_said_first() {
+    let m = model_file("mlp_binary.keras");
+    let out = forgec(&[
+        "compile",
+        m.to_str().unwrap(),
+        "-o",
+        "/proc/forgec-cannot-be-here",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("/proc/forgec-cannot-be-here: cannot create")
+            && out.stderr.contains("choose another -o"),
+        "{}",
+        out.stderr
+    );
+}

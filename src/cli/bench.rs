@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5, or .onnx (compiled
+    /// first, for this machine)
     pub model: PathBuf,
+    /// Batch sizes to measure, comma-separated (1 to the most whose buffers fit in memory)
     #[arg(
         long = "batch",
         value_name = "BATCH",
@@ -17,11 +20,14 @@ pub struct Args {
         default_value = "1,32"
     )]
     pub batches: Vec<usize>,
+    /// Thread counts to measure, comma-separated (1 to 64): every batch size runs on each
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub threads: Vec<usize>,
     /// Write the records as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The CPU to compile for: native (this machine's), x86-64-v2, x86-64-v3, x86-64-v4, or an
+    /// LLVM CPU name; code for a CPU this machine lacks cannot run here
     #[arg(long, default_value = "native")]
     pub cpu: String,
     /// Seconds of measurement per batch size and thread count (in 5 rounds, the cases taking

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The model: .keras, .json (+ .weights.h5 beside it), or tf.keras .h5 (the checks need
+    /// its Keras layer configs and compile config; an ONNX file has none)
     pub model: PathBuf,
+    /// The Keras weights file (.weights.h5), when it is not beside the JSON (the checks run
+    /// without weights too)
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// The loss (default: the one the model was compiled with)

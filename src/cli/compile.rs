@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5, or .onnx
     pub model: PathBuf,
     /// `external`: large constants go to NAME.weights, which the library maps when it is
     /// loaded; `embedded` (the default) keeps them in the library. Any other value is the
@@ -56,6 +57,9 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         ))
     })?;
     super::check_threads(a.threads)?;
+    // A directory that cannot be written is said before the work (a big model compiles for
+    // minutes).
+    super::writable_dir(&a.out, "-o")?;
     let mode = |p: &PathBuf| p.as_os_str() == "external" || p.as_os_str() == "embedded";
     let external = a.weights.iter().any(|p| p.as_os_str() == "external");
     let weights_file = a.weights.iter().find(|p| !mode(p)).cloned();

@@ -16,8 +16,10 @@ pub struct Args {
     /// Where to write the JSON report
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Relative tolerance: an element passes when |got - want| <= atol + rtol * |want|
     #[arg(long, default_value_t = 1e-3)]
     pub rtol: f64,
+    /// Absolute tolerance (see --rtol)
     #[arg(long, default_value_t = 1e-7)]
     pub atol: f64,
     /// Only cases whose path contains this text

@@ -1,4 +1,6 @@
-//! The `forgec` command line: `summary`, `check`, `run`.
+//! The `forgec` command line: `summary`, `check`, `compile`, `run`, `bench`, `conformance`,
+//! `completions`. Each command's flags and their checks live in its module; this one parses
+//! and dispatches, and maps errors to exit codes (0 ok, 1 findings, 2 usage or input error).
 
 pub mod bench;
 pub mod check;
@@ -11,11 +13,19 @@ use crate::UserError;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// What `--help` ends with.
+const EXIT_CODES: &str =
+    "Exit codes: 0 success; 1 findings (`check` found mistakes, `conformance` missed its \
+bounds); 2 a usage or input error (a bad flag, a malformed or unsupported model, wrong shapes), \
+said in one message naming the file and the layer or node; 101 an internal error (a bug in \
+forgec).";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "forgec",
     version,
-    about = "Graph compiler and ahead-of-time exporter for Keras and ONNX models"
+    about = "Graph compiler and ahead-of-time exporter for Keras and ONNX models",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -24,11 +34,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the model's layers, output shapes and parameter counts, as Keras's model.summary() does.
+    /// Print the model's layers, output shapes and parameter counts, as Keras's model.summary() does
+    /// (for an ONNX model: its inputs, outputs, op table and parameters).
     Summary {
-        /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5
+        /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5, or .onnx
         model: PathBuf,
-        /// The weights file, when it is not next to the JSON
+        /// The Keras weights file (.weights.h5), when it is not beside the JSON
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Also print forgec's IR of the model (weights elided)
@@ -46,7 +57,9 @@ pub enum Command {
     Conformance(conformance::Args),
     /// Run the model on inputs and write its outputs as .npy files.
     Run {
+        /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5, or .onnx
         model: PathBuf,
+        /// The Keras weights file (.weights.h5), when it is not beside the JSON
         #[arg(long)]
         weights: Option<PathBuf>,
         /// An input as [NAME=]FILE.npy, or an .npz holding inputs by name (repeatable; none for a model without inputs)
@@ -66,6 +79,50 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `forgec completions bash > ~/.local/share/bash-completion/completions/forgec`;
+    /// zsh: `forgec completions zsh > _forgec` in a directory of your $fpath; fish:
+    /// `forgec completions fish > ~/.config/fish/completions/forgec.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `--version`: forgec's version and the LLVM and MLIR it generates code with.
+pub fn long_version() -> String {
+    let (ma, mi, pa) = crate::codegen::llvm::llvm_version();
+    format!(
+        "{} (LLVM {ma}.{mi}.{pa}, MLIR {ma}, linked statically)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Parses the command line (`--version` with [`long_version`]).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let version: &'static str = Box::leak(long_version().into_boxed_str());
+    let matches = Cli::command().version(version).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// A directory the command will write into: made if missing, and checked writable before
+/// any work (`flag` names the option that chose it).
+pub fn writable_dir(dir: &std::path::Path, flag: &str) -> Result<(), UserError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        UserError::new(format!(
+            "{}: cannot create: {e} (choose another {flag})",
+            dir.display()
+        ))
+    })?;
+    tempfile::tempfile_in(dir).map_err(|e| {
+        UserError::new(format!(
+            "{}: cannot write there: {e} (choose another {flag})",
+            dir.display()
+        ))
+    })?;
+    Ok(())
 }
 
 /// A `--threads` count is one a context can run on.
@@ -88,6 +145,11 @@ pub fn main_with(cli: Cli) -> i32 {
         Command::Bench(a) => bench::cmd(a),
         Command::Compile(a) => compile::cmd(a),
         Command::Conformance(a) => conformance::cmd(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "forgec", &mut std::io::stdout());
+            Ok(0)
+        }
         Command::Run {
             model,
             weights,

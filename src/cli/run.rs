@@ -115,14 +115,7 @@ pub fn cmd(
         )));
     }
     // The output directory first: a directory that cannot be written is said before the work.
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| UserError::new(format!("{}: cannot create: {e}", out_dir.display())))?;
-    tempfile::tempfile_in(out_dir).map_err(|e| {
-        UserError::new(format!(
-            "{}: cannot write there: {e} (choose another --output-dir)",
-            out_dir.display()
-        ))
-    })?;
+    super::writable_dir(out_dir, "--output-dir")?;
     let opts = LoadOptions {
         weights,
         allow_missing_weights: false,

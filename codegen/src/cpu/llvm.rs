@@ -33,6 +33,11 @@ pub struct Target_ {
     pub features: String,
 }
 
+/// The version of the LLVM (and MLIR, built from the same tree) linked in: (major, minor, patch).
+pub fn llvm_version() -> (u32, u32, u32) {
+    inkwell::support::get_llvm_version()
+}
+
 /// Resolves `--target` and `--cpu` (native, x86-64-v2/v3/v4, or any LLVM CPU name; default
 /// x86-64-v2 on x86_64, generic elsewhere). A triple
 /// LLVM has no backend for, or a CPU name it does not know for x86_64/aarch64 (where LLVM would
