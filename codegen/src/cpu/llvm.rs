@@ -256,7 +256,7 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<
                 .set_name(&format!("{name}_forgec_{ours}"));
         }
     }
-    // MLIR's async runtime calls, answered by the C wrapper (`capi::ASYNC_RUNTIME`) under the
+    // MLIR's async runtime calls, answered by the C wrapper (the `async` section of `cpu/wrapper.c`) under the
     // model's name: `mlirAsyncRuntimeCreateToken` -> `NAME_forgec_async_CreateToken`.
     for f in llmod.get_functions() {
         let n = f.get_name().to_string_lossy().into_owned();

@@ -787,7 +787,7 @@ pub(crate) fn par_grid(
     res
 }
 
-/// The threads the calling context lends the kernels (see `capi::ASYNC_RUNTIME`).
+/// The threads the calling context lends the kernels (see the `async` section of `cpu/wrapper.c`).
 pub(crate) fn threads(e: &mut E) -> String {
     let v = e.fresh();
     e.line(&format!("{v} = func.call @forgec_threads() : () -> index"));
