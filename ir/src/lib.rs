@@ -10,6 +10,7 @@ pub mod graph;
 pub mod infer;
 pub mod interp;
 pub mod op;
+pub mod ops;
 pub mod text;
 pub mod types;
 pub mod verify;

@@ -1,0 +1,557 @@
+//! Contractions and windows: matmul (batched), convolution and transposed convolution (N-d, strides, dilations, pads, groups, both layouts), pooling. For each op of the family, its type rule (`infer`) and its
+//! reference evaluation (`eval`), side by side; the derivative rule joins them here.
+
+use crate::infer::*;
+use crate::interp::*;
+use crate::op::*;
+use crate::types::{Dim, TensorType};
+use forgec_runtime::{DType, Tensor};
+
+type R<T> = Result<T, String>;
+
+/// The output types of a linalg op from its input types (arity already checked).
+pub(crate) fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
+    let one = |t: TensorType| Ok(vec![t]);
+    match op {
+        Op::MatMul => {
+            let dt = same_dtype(ins)?;
+            if dt == DType::Bool {
+                return Err("matmul does not take bool".into());
+            }
+            let (a, b) = (&ins[0].shape, &ins[1].shape);
+            if a.len() < 2 || b.len() < 2 {
+                return Err(format!(
+                    "both operands need rank 2 or more, got {} and {}",
+                    shape_str(a),
+                    shape_str(b)
+                ));
+            }
+            let (m, ka) = (&a[a.len() - 2], &a[a.len() - 1]);
+            let (kb, n) = (&b[b.len() - 2], &b[b.len() - 1]);
+            if ka != kb {
+                return Err(format!(
+                    "the contraction dims differ: {} has {ka} columns but {} has {kb} rows",
+                    shape_str(a),
+                    shape_str(b)
+                ));
+            }
+            let mut s = broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2])?;
+            s.push(m.clone());
+            s.push(n.clone());
+            one(TensorType::new(dt, s))
+        }
+        Op::Conv(c) => conv_type(c, &ins[0], &ins[1], false),
+        Op::ConvTranspose(c) => conv_type(c, &ins[0], &ins[1], true),
+        Op::Pool(p) => {
+            let x = &ins[0];
+            need_float(x, "the input")?;
+            if x.rank() < 3 {
+                return Err(format!(
+                    "the input must have rank 3 or more, got {}",
+                    x.rank()
+                ));
+            }
+            let ns = x.rank() - 2;
+            check_spatial_attrs(
+                ns,
+                &[
+                    ("window", p.window.len()),
+                    ("strides", p.strides.len()),
+                    ("pads", p.pads.len()),
+                ],
+            )?;
+            let (n, c, spatial) = split_layout(&x.shape, p.layout);
+            let mut out = Vec::new();
+            for (i, d) in spatial.iter().enumerate() {
+                let s = known(d, "a spatial dim")?;
+                let dil = p.dilations.get(i).copied().unwrap_or(1);
+                out.push(Dim::Known(window_out(
+                    s,
+                    p.window[i],
+                    p.strides[i],
+                    dil,
+                    p.pads[i],
+                )?));
+            }
+            one(TensorType::new(x.dtype, join_layout(n, c, out, p.layout)))
+        }
+        _ => unreachable!("{} is not in the linalg family", op.name()),
+    }
+}
+
+/// Evaluates a linalg op on concrete tensors: `out_ty` are the result types (from `infer`),
+/// `oshape` the first result's shape.
+pub(crate) fn eval(
+    op: &Op,
+    ins: &[&Tensor],
+    out_ty: &[TensorType],
+    oshape: Vec<usize>,
+) -> R<Vec<Tensor>> {
+    let ot = &out_ty[0];
+    let one = |t: Tensor| Ok(vec![t]);
+    match op {
+        Op::MatMul => one(matmul(ins[0], ins[1], ot.dtype, &oshape)?),
+        Op::Conv(c) => one(conv_eval(c, ins[0], ins[1], ot.dtype, &oshape)?),
+        Op::ConvTranspose(c) => one(conv_transpose(c, ins[0], ins[1], ot.dtype, &oshape)?),
+        Op::Pool(p) => one(pool(p, ins[0], ot.dtype, &oshape)?),
+        _ => unreachable!("{} is not in the linalg family", op.name()),
+    }
+}
+
+/// Output size of a sliding window along one dim.
+pub(crate) fn window_out(
+    input: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pads: (usize, usize),
+) -> R<usize> {
+    if stride == 0 || dilation == 0 || k == 0 {
+        return Err("window, strides and dilations must be at least 1".into());
+    }
+    let eff = (k - 1) * dilation + 1;
+    let padded = input + pads.0 + pads.1;
+    if padded < eff {
+        return Err(format!(
+            "the window ({eff} after dilation) is larger than the padded input ({padded})"
+        ));
+    }
+    Ok((padded - eff) / stride + 1)
+}
+
+/// Splits a data shape by layout into (batch, channels, spatial).
+pub(crate) fn split_layout(shape: &[Dim], layout: Layout) -> (Dim, Dim, Vec<Dim>) {
+    let r = shape.len();
+    match layout {
+        Layout::ChannelsLast => (
+            shape[0].clone(),
+            shape[r - 1].clone(),
+            shape[1..r - 1].to_vec(),
+        ),
+        Layout::ChannelsFirst => (shape[0].clone(), shape[1].clone(), shape[2..].to_vec()),
+    }
+}
+
+pub(crate) fn join_layout(n: Dim, c: Dim, spatial: Vec<Dim>, layout: Layout) -> Vec<Dim> {
+    let mut out = vec![n];
+    match layout {
+        Layout::ChannelsLast => {
+            out.extend(spatial);
+            out.push(c);
+        }
+        Layout::ChannelsFirst => {
+            out.push(c);
+            out.extend(spatial);
+        }
+    }
+    out
+}
+
+pub(crate) fn check_spatial_attrs(n: usize, lists: &[(&str, usize)]) -> R<()> {
+    for (name, len) in lists {
+        if *len != n {
+            return Err(format!("'{name}' has {len} entries for {n} spatial dims"));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn conv_type(
+    c: &ConvAttrs,
+    x: &TensorType,
+    w: &TensorType,
+    transpose: bool,
+) -> R<Vec<TensorType>> {
+    let dt = same_dtype(&[x.clone(), w.clone()])?;
+    need_float(x, "the input")?;
+    if x.rank() < 3 {
+        return Err(format!(
+            "the input must have rank 3 or more, got {}",
+            x.rank()
+        ));
+    }
+    if w.rank() != x.rank() {
+        return Err(format!(
+            "the kernel has rank {} but the input has rank {}",
+            w.rank(),
+            x.rank()
+        ));
+    }
+    let ns = x.rank() - 2;
+    let mut lists = vec![
+        ("strides", c.strides.len()),
+        ("dilations", c.dilations.len()),
+        ("pads", c.pads.len()),
+    ];
+    if transpose {
+        lists.push(("output_padding", c.output_padding.len()));
+    }
+    check_spatial_attrs(ns, &lists)?;
+    if c.groups == 0 {
+        return Err("groups must be at least 1".into());
+    }
+    let (n, cin, spatial) = split_layout(&x.shape, c.layout);
+    let cin = known(&cin, "the channel dim")?;
+    let wk: Vec<usize> = w
+        .known_shape()
+        .ok_or("the kernel must have a known shape")?;
+    // Normalize the kernel to (a, b, k...) with a, b the two channel dims as stored.
+    let (k, a, b) = match c.layout {
+        Layout::ChannelsLast => (wk[..ns].to_vec(), wk[ns], wk[ns + 1]),
+        Layout::ChannelsFirst => (wk[2..].to_vec(), wk[0], wk[1]),
+    };
+    let g = c.groups;
+    let cout = if !transpose {
+        // last: a = C_in/groups, b = C_out; first: a = C_out, b = C_in/groups.
+        let (cin_g, cout) = match c.layout {
+            Layout::ChannelsLast => (a, b),
+            Layout::ChannelsFirst => (b, a),
+        };
+        if cin % g != 0 || cin_g * g != cin {
+            return Err(format!(
+                "the input has {cin} channels but the kernel {:?} expects {} ({} per group x {g} groups)",
+                wk,
+                cin_g * g,
+                cin_g
+            ));
+        }
+        if cout % g != 0 {
+            return Err(format!(
+                "{cout} output channels do not split into {g} groups"
+            ));
+        }
+        cout
+    } else {
+        // last: a = C_out/groups, b = C_in; first: a = C_in, b = C_out/groups.
+        let (cout_g, cin_k) = match c.layout {
+            Layout::ChannelsLast => (a, b),
+            Layout::ChannelsFirst => (b, a),
+        };
+        if cin_k != cin {
+            return Err(format!(
+                "the input has {cin} channels but the kernel {:?} expects {cin_k}",
+                wk
+            ));
+        }
+        if cin % g != 0 {
+            return Err(format!("{cin} input channels do not split into {g} groups"));
+        }
+        cout_g * g
+    };
+    let mut out_sp = Vec::with_capacity(ns);
+    for i in 0..ns {
+        let s = known(&spatial[i], "a spatial dim")?;
+        let o = if !transpose {
+            window_out(s, k[i], c.strides[i], c.dilations[i], c.pads[i])?
+        } else {
+            if c.strides[i] == 0 || c.dilations[i] == 0 || s == 0 {
+                return Err("strides, dilations and input sizes must be at least 1".into());
+            }
+            let full =
+                (s - 1) * c.strides[i] + (k[i] - 1) * c.dilations[i] + 1 + c.output_padding[i];
+            full.checked_sub(c.pads[i].0 + c.pads[i].1)
+                .filter(|&o| o > 0)
+                .ok_or("the padding removes the whole output")?
+        };
+        out_sp.push(Dim::Known(o));
+    }
+    Ok(vec![TensorType::new(
+        dt,
+        join_layout(n, Dim::Known(cout), out_sp, c.layout),
+    )])
+}
+
+pub(crate) fn matmul(a: &Tensor, b: &Tensor, dtype: DType, oshape: &[usize]) -> R<Tensor> {
+    let (sa, sb) = (a.shape(), b.shape());
+    let r = oshape.len();
+    let (m, n) = (oshape[r - 2], oshape[r - 1]);
+    let k = sa[sa.len() - 1];
+    let batch = &oshape[..r - 2];
+    let nb = numel(batch);
+    // Batch index maps: broadcast each operand's batch dims to the output's.
+    let mut ab: Vec<usize> = sa[..sa.len() - 2].to_vec();
+    let mut bb: Vec<usize> = sb[..sb.len() - 2].to_vec();
+    while ab.len() < batch.len() {
+        ab.insert(0, 1);
+    }
+    while bb.len() < batch.len() {
+        bb.insert(0, 1);
+    }
+    let ma = bcast_map(batch, &ab);
+    let mb = bcast_map(batch, &bb);
+    let (av, bv) = (a.to_f64_vec(), b.to_f64_vec());
+    let mut out = vec![0.0f64; nb * m * n];
+    for bi in 0..nb {
+        let ao = ma[bi] * m * k;
+        let bo = mb[bi] * k * n;
+        let oo = bi * m * n;
+        for i in 0..m {
+            let row = &mut out[oo + i * n..oo + (i + 1) * n];
+            for kk in 0..k {
+                let x = av[ao + i * k + kk];
+                if x == 0.0 {
+                    continue;
+                }
+                let brow = &bv[bo + kk * n..bo + (kk + 1) * n];
+                for (o, &y) in row.iter_mut().zip(brow) {
+                    *o += x * y;
+                }
+            }
+        }
+    }
+    if dtype.is_float() {
+        float_t(dtype, oshape.to_vec(), &out)
+    } else {
+        int_t(
+            dtype,
+            oshape.to_vec(),
+            &out.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// Data to channels-first `(N, C, spatial...)` as f64.
+pub(crate) fn to_ncx(x: &Tensor, layout: Layout) -> (Vec<f64>, Vec<usize>) {
+    let v = x.to_f64_vec();
+    match layout {
+        Layout::ChannelsFirst => (v, x.shape().to_vec()),
+        Layout::ChannelsLast => {
+            let r = x.shape().len();
+            let mut perm = vec![0, r - 1];
+            perm.extend(1..r - 1);
+            transpose_vec(&v, x.shape(), &perm)
+        }
+    }
+}
+
+pub(crate) fn from_ncx(v: Vec<f64>, shape: &[usize], layout: Layout, dtype: DType) -> R<Tensor> {
+    match layout {
+        Layout::ChannelsFirst => float_t(dtype, shape.to_vec(), &v),
+        Layout::ChannelsLast => {
+            let r = shape.len();
+            let mut perm = vec![0];
+            perm.extend(2..r);
+            perm.push(1);
+            let (o, s) = transpose_vec(&v, shape, &perm);
+            float_t(dtype, s, &o)
+        }
+    }
+}
+
+/// Kernel to `(A, B, k...)` where conv: A = C_out, B = C_in/g; conv_transpose: A = C_in, B = C_out/g.
+pub(crate) fn kernel_abk(w: &Tensor, layout: Layout, transpose: bool) -> (Vec<f64>, Vec<usize>) {
+    let v = w.to_f64_vec();
+    let r = w.shape().len();
+    let ns = r - 2;
+    match layout {
+        Layout::ChannelsFirst => (v, w.shape().to_vec()),
+        Layout::ChannelsLast => {
+            // conv: [k..., Cin/g, Cout] -> [Cout, Cin/g, k...]
+            // conv_transpose: [k..., Cout/g, Cin] -> [Cin, Cout/g, k...]
+            let mut perm = vec![ns + 1, ns];
+            perm.extend(0..ns);
+            let _ = transpose;
+            transpose_vec(&v, w.shape(), &perm)
+        }
+    }
+}
+
+pub(crate) fn conv_eval(
+    c: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    dtype: DType,
+    oshape: &[usize],
+) -> R<Tensor> {
+    let (xv, xs) = to_ncx(x, c.layout);
+    let (wv, ws) = kernel_abk(w, c.layout, false);
+    let ns = xs.len() - 2;
+    let (n, cin) = (xs[0], xs[1]);
+    let cout = ws[0];
+    let cpg = ws[1];
+    let g = c.groups;
+    let opg = cout / g;
+    let in_sp = &xs[2..];
+    let k_sp = &ws[2..];
+    let out_sp: Vec<usize> = match c.layout {
+        Layout::ChannelsFirst => oshape[2..].to_vec(),
+        Layout::ChannelsLast => oshape[1..oshape.len() - 1].to_vec(),
+    };
+    let in_st = strides(in_sp);
+    let nin = numel(in_sp);
+    let nk = numel(k_sp);
+    let nout = numel(&out_sp);
+    let koffs: Vec<Vec<usize>> = index_iter(k_sp).collect();
+    let outs: Vec<Vec<usize>> = index_iter(&out_sp).collect();
+    let mut out = vec![0.0f64; n * cout * nout];
+    for b in 0..n {
+        for co in 0..cout {
+            let grp = co / opg;
+            for (po, oidx) in outs.iter().enumerate() {
+                let mut acc = 0.0;
+                for (kk, kidx) in koffs.iter().enumerate() {
+                    let mut off = 0usize;
+                    let mut inside = true;
+                    for d in 0..ns {
+                        let p = (oidx[d] * c.strides[d] + kidx[d] * c.dilations[d]) as i64
+                            - c.pads[d].0 as i64;
+                        if p < 0 || p >= in_sp[d] as i64 {
+                            inside = false;
+                            break;
+                        }
+                        off += p as usize * in_st[d];
+                    }
+                    if !inside {
+                        continue;
+                    }
+                    for ci in 0..cpg {
+                        let xc = grp * cpg + ci;
+                        acc += xv[(b * cin + xc) * nin + off] * wv[(co * cpg + ci) * nk + kk];
+                    }
+                }
+                out[(b * cout + co) * nout + po] = acc;
+            }
+        }
+    }
+    let mut ncx = vec![n, cout];
+    ncx.extend(&out_sp);
+    from_ncx(out, &ncx, c.layout, dtype)
+}
+
+pub(crate) fn conv_transpose(
+    c: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    dtype: DType,
+    oshape: &[usize],
+) -> R<Tensor> {
+    let (xv, xs) = to_ncx(x, c.layout);
+    let (wv, ws) = kernel_abk(w, c.layout, true);
+    let ns = xs.len() - 2;
+    let (n, cin) = (xs[0], xs[1]);
+    let opg = ws[1];
+    let g = c.groups;
+    let ipg = cin / g;
+    let cout = opg * g;
+    let in_sp = &xs[2..];
+    let k_sp = &ws[2..];
+    let out_sp: Vec<usize> = match c.layout {
+        Layout::ChannelsFirst => oshape[2..].to_vec(),
+        Layout::ChannelsLast => oshape[1..oshape.len() - 1].to_vec(),
+    };
+    let out_st = strides(&out_sp);
+    let nin = numel(in_sp);
+    let nk = numel(k_sp);
+    let nout = numel(&out_sp);
+    let koffs: Vec<Vec<usize>> = index_iter(k_sp).collect();
+    let ins: Vec<Vec<usize>> = index_iter(in_sp).collect();
+    let mut out = vec![0.0f64; n * cout * nout];
+    // Scatter: each input position adds kernel * x into the output window.
+    for b in 0..n {
+        for ci in 0..cin {
+            let grp = ci / ipg;
+            for (pi, iidx) in ins.iter().enumerate() {
+                let xval = xv[(b * cin + ci) * nin + pi];
+                if xval == 0.0 {
+                    continue;
+                }
+                for (kk, kidx) in koffs.iter().enumerate() {
+                    let mut off = 0usize;
+                    let mut inside = true;
+                    for d in 0..ns {
+                        let p = (iidx[d] * c.strides[d] + kidx[d] * c.dilations[d]) as i64
+                            - c.pads[d].0 as i64;
+                        if p < 0 || p >= out_sp[d] as i64 {
+                            inside = false;
+                            break;
+                        }
+                        off += p as usize * out_st[d];
+                    }
+                    if !inside {
+                        continue;
+                    }
+                    for oc in 0..opg {
+                        let co = grp * opg + oc;
+                        out[(b * cout + co) * nout + off] += xval * wv[(ci * opg + oc) * nk + kk];
+                    }
+                }
+            }
+        }
+    }
+    let mut ncx = vec![n, cout];
+    ncx.extend(&out_sp);
+    from_ncx(out, &ncx, c.layout, dtype)
+}
+
+pub(crate) fn pool(p: &PoolAttrs, x: &Tensor, dtype: DType, oshape: &[usize]) -> R<Tensor> {
+    let (xv, xs) = to_ncx(x, p.layout);
+    let ns = xs.len() - 2;
+    let (n, c) = (xs[0], xs[1]);
+    let in_sp = &xs[2..];
+    let out_sp: Vec<usize> = match p.layout {
+        Layout::ChannelsFirst => oshape[2..].to_vec(),
+        Layout::ChannelsLast => oshape[1..oshape.len() - 1].to_vec(),
+    };
+    let in_st = strides(in_sp);
+    let nin = numel(in_sp);
+    let nout = numel(&out_sp);
+    let koffs: Vec<Vec<usize>> = index_iter(&p.window).collect();
+    let outs: Vec<Vec<usize>> = index_iter(&out_sp).collect();
+    let mut out = vec![0.0f64; n * c * nout];
+    for bc in 0..n * c {
+        for (po, oidx) in outs.iter().enumerate() {
+            let mut acc = if p.kind == PoolKind::Max {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            };
+            let mut count = 0usize;
+            for kidx in &koffs {
+                let mut off = 0usize;
+                let mut inside = true;
+                let mut in_padded = true;
+                for d in 0..ns {
+                    let dil = p.dilations.get(d).copied().unwrap_or(1);
+                    let q = (oidx[d] * p.strides[d] + kidx[d] * dil) as i64 - p.pads[d].0 as i64;
+                    if q < 0 || q >= in_sp[d] as i64 {
+                        inside = false;
+                        if q < -(p.pads[d].0 as i64) || q >= (in_sp[d] + p.pads[d].1) as i64 {
+                            in_padded = false;
+                        }
+                    } else {
+                        off += q as usize * in_st[d];
+                    }
+                }
+                if !inside {
+                    if p.count_include_pad && in_padded {
+                        count += 1;
+                    }
+                    continue;
+                }
+                let v = xv[bc * nin + off];
+                count += 1;
+                match p.kind {
+                    PoolKind::Max => {
+                        if v > acc || v.is_nan() {
+                            acc = v
+                        }
+                    }
+                    PoolKind::Avg => acc += v,
+                }
+            }
+            out[bc * nout + po] = match p.kind {
+                PoolKind::Max => acc,
+                PoolKind::Avg => {
+                    if count == 0 {
+                        0.0
+                    } else {
+                        acc / count as f64
+                    }
+                }
+            };
+        }
+    }
+    let mut ncx = vec![n, c];
+    ncx.extend(&out_sp);
+    from_ncx(out, &ncx, p.layout, dtype)
+}

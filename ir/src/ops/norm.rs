@@ -1,0 +1,132 @@
+//! Normalizations: batch_norm (inference form), layer_norm, dropout (identity at inference). For each op of the family, its type rule (`infer`) and its
+//! reference evaluation (`eval`), side by side; the derivative rule joins them here.
+
+use crate::infer::*;
+use crate::interp::*;
+use crate::op::*;
+use crate::types::TensorType;
+use forgec_runtime::{DType, Tensor};
+
+type R<T> = Result<T, String>;
+
+/// The output types of a norm op from its input types (arity already checked).
+pub(crate) fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
+    let one = |t: TensorType| Ok(vec![t]);
+    match op {
+        Op::BatchNorm { axis, .. } => {
+            let x = &ins[0];
+            need_float(x, "the input")?;
+            check_axis(*axis, x.rank())?;
+            same_dtype(ins)?;
+            for (k, p) in ins[1..].iter().enumerate() {
+                if p.rank() != 1 || p.shape[0] != x.shape[*axis] {
+                    let name = ["gamma", "beta", "moving_mean", "moving_variance"][k];
+                    return Err(format!(
+                        "{name} has shape {} but the input has {} channels on axis {axis}",
+                        shape_str(&p.shape),
+                        x.shape[*axis]
+                    ));
+                }
+            }
+            one(x.clone())
+        }
+        Op::LayerNorm { axes, .. } => {
+            let x = &ins[0];
+            need_float(x, "the input")?;
+            same_dtype(ins)?;
+            let mut want = Vec::new();
+            for &a in axes {
+                check_axis(a, x.rank())?;
+                want.push(x.shape[a].clone());
+            }
+            for (k, p) in ins[1..].iter().enumerate() {
+                if p.shape != want {
+                    return Err(format!(
+                        "{} has shape {} but the normalized axes have {}",
+                        ["gamma", "beta"][k],
+                        shape_str(&p.shape),
+                        shape_str(&want)
+                    ));
+                }
+            }
+            one(x.clone())
+        }
+        Op::Dropout { rate } => {
+            if !(0.0..1.0).contains(rate) {
+                return Err(format!("rate {rate} is not in [0, 1)"));
+            }
+            one(ins[0].clone())
+        }
+        _ => unreachable!("{} is not in the norm family", op.name()),
+    }
+}
+
+/// Evaluates a norm op on concrete tensors: `out_ty` are the result types (from `infer`),
+/// `oshape` the first result's shape.
+pub(crate) fn eval(
+    op: &Op,
+    ins: &[&Tensor],
+    out_ty: &[TensorType],
+    oshape: Vec<usize>,
+) -> R<Vec<Tensor>> {
+    let ot = &out_ty[0];
+    let one = |t: Tensor| Ok(vec![t]);
+    match op {
+        Op::Dropout { .. } => one(ins[0].clone().reshaped(oshape).map_err(|e| e.0)?),
+        Op::BatchNorm { axis, epsilon } => {
+            let x = ins[0];
+            let v = x.to_f64_vec();
+            let p: Vec<Vec<f64>> = ins[1..].iter().map(|t| t.to_f64_vec()).collect();
+            let (gamma, beta, mean, var) = (&p[0], &p[1], &p[2], &p[3]);
+            let shape = x.shape();
+            let inner = numel(&shape[axis + 1..]);
+            let c = shape[*axis];
+            let out: Vec<f64> = v
+                .iter()
+                .enumerate()
+                .map(|(k, &a)| {
+                    let ch = (k / inner) % c;
+                    (a - mean[ch]) / (var[ch] + epsilon).sqrt() * gamma[ch] + beta[ch]
+                })
+                .collect();
+            one(float_t(ot.dtype, oshape, &out)?)
+        }
+        Op::LayerNorm { axes, epsilon } => one(layer_norm(ins, axes, *epsilon, ot.dtype, oshape)?),
+        _ => unreachable!("{} is not in the norm family", op.name()),
+    }
+}
+
+pub(crate) fn layer_norm(
+    ins: &[&Tensor],
+    axes: &[usize],
+    eps: f64,
+    dtype: DType,
+    oshape: Vec<usize>,
+) -> R<Tensor> {
+    let x = ins[0];
+    let shape = x.shape();
+    let r = shape.len();
+    // Move the normalized axes last, normalize rows, move back.
+    let mut perm: Vec<usize> = (0..r).filter(|a| !axes.contains(a)).collect();
+    perm.extend(axes.iter().copied());
+    let (v, ps) = transpose_vec(&x.to_f64_vec(), shape, &perm);
+    let row = numel(&ps[r - axes.len()..]);
+    // gamma/beta are laid out in `axes` order, which matches the moved axes.
+    let gamma = ins[1].to_f64_vec();
+    let beta = ins[2].to_f64_vec();
+    let mut out = vec![0.0; v.len()];
+    for (o, chunk) in out.chunks_mut(row.max(1)).zip(v.chunks(row.max(1))) {
+        let mean = chunk.iter().sum::<f64>() / row as f64;
+        let var = chunk.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / row as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        for k in 0..chunk.len() {
+            o[k] = (chunk[k] - mean) * inv * gamma[k] + beta[k];
+        }
+    }
+    let mut inv_perm = vec![0; r];
+    for (i, &p) in perm.iter().enumerate() {
+        inv_perm[p] = i;
+    }
+    let (back, _) = transpose_vec(&out, &ps, &inv_perm);
+    float_t(dtype, oshape, &back)
+}
