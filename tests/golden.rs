@@ -367,3 +367,117 @@ fn compile_golden() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// `grad/`: gradient checks. Each graph's first output is a scalar loss; `# wrt:` names the
+/// inputs to differentiate (default: every float input). The autodiff pass appends the
+/// gradients, the interpreter evaluates them, and each is compared with central finite
+/// differences of the loss in f64 (`# batch:` sizes the symbolic batch, default 3; inputs
+/// from `# input` lines or a fixed pattern without zeros, so no kink of relu or abs is hit).
+/// The `.out` says which gradients match (within 1e-6 of the largest magnitude), or the
+/// errors the pass reports.
+#[test]
+fn grad_golden() {
+    use forgec_runtime::Tensor;
+    check_all("grad", |case, src| {
+        let g = text::parse(src).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+        let es = verify(&g);
+        assert!(es.is_empty(), "{}: {es:?}", case.display());
+        let batch: usize = header(src, "batch")
+            .first()
+            .map_or(3, |b| b.parse().unwrap());
+        let loss = g.outputs[0];
+        let wrt: Vec<forgec_ir::ValueId> = match header(src, "wrt").first() {
+            Some(l) => l
+                .split(',')
+                .map(|n| g.find_value(n.trim().trim_start_matches('%')).unwrap())
+                .collect(),
+            None => g
+                .inputs
+                .iter()
+                .copied()
+                .filter(|&i| g.ty(i).dtype.is_float())
+                .collect(),
+        };
+        let mut gg = g.clone();
+        let grads = match forgec_passes::autodiff::gradients(&mut gg, loss, &wrt) {
+            Ok(d) => d,
+            Err(es) => return errors(&es),
+        };
+        gg.outputs = vec![loss];
+        gg.outputs.extend(&grads);
+        let es = verify(&gg);
+        assert!(
+            es.is_empty(),
+            "{}: the gradient graph: {es:?}",
+            case.display()
+        );
+        let mut ins: Vec<(String, Tensor)> = g
+            .inputs
+            .iter()
+            .map(|&i| {
+                let (v, t) = (g.value(i), g.ty(i));
+                let shape: Vec<usize> =
+                    t.shape.iter().map(|d| d.known().unwrap_or(batch)).collect();
+                let n = shape.iter().product();
+                let vals = if src.contains(&format!("# input %{}:", v.name)) {
+                    input_values(src, &v.name, n)
+                } else {
+                    (0..n)
+                        .map(|i| ((i * 37 % 101) as f64 - 50.5) / 40.0)
+                        .collect()
+                };
+                (
+                    v.name.clone(),
+                    Tensor::from_f64_values(t.dtype, shape, &vals).unwrap(),
+                )
+            })
+            .collect();
+        let got = forgec_ir::interp::run(&gg, &ins)
+            .unwrap_or_else(|e| panic!("{}: interpreter: {e}", case.display()));
+        let loss_at = |ins: &[(String, Tensor)]| -> f64 {
+            forgec_ir::interp::run(&g, ins).unwrap()[0].to_f64_vec()[0]
+        };
+        let mut report = String::new();
+        for (k, &w) in wrt.iter().enumerate() {
+            let name = g.value(w).name.clone();
+            let slot = ins.iter().position(|(n, _)| *n == name).unwrap();
+            let base = ins[slot].1.clone();
+            let vals = base.to_f64_vec();
+            let analytic = got[1 + k].to_f64_vec();
+            let mut numeric = Vec::new();
+            for e in 0..vals.len() {
+                let h = 1e-6 * vals[e].abs().max(1.0);
+                let mut at = |d: f64| {
+                    let mut v = vals.clone();
+                    v[e] += d;
+                    ins[slot].1 =
+                        Tensor::from_f64_values(base.dtype(), base.shape().to_vec(), &v).unwrap();
+                    loss_at(&ins)
+                };
+                numeric.push((at(h) - at(-h)) / (2.0 * h));
+            }
+            ins[slot].1 = base.clone();
+            let scale = numeric.iter().fold(1e-12f64, |m, x| m.max(x.abs()));
+            let err = analytic
+                .iter()
+                .zip(&numeric)
+                .fold(0.0f64, |m, (a, n)| m.max((a - n).abs()))
+                / scale;
+            let what = format!(
+                "d%{}/d%{} {}{:?}",
+                g.value(loss).name,
+                name,
+                base.dtype(),
+                base.shape()
+            );
+            if analytic.len() == numeric.len() && err <= 1e-6 {
+                report.push_str(&format!("{what}: matches central differences\n"));
+            } else {
+                report.push_str(&format!(
+                    "{what}: differs from central differences by {err:e}\n"
+                ));
+            }
+        }
+        report
+    });
+}

@@ -19,6 +19,7 @@
 //! `inference` before code generation, `interpreter` before the reference interpreter runs a
 //! model (the training pipeline will join them).
 
+pub mod autodiff;
 pub mod cleanup;
 pub mod fold;
 pub mod layout;

@@ -333,6 +333,193 @@ pub(crate) fn binary_i(b: BinaryOp, x: i64, y: i64) -> R<i64> {
     })
 }
 
+
+/// Derivative rules: unary ops by their closed forms (from the result where that is cheaper),
+/// binary ops with the broadcast axes summed back (`Builder::sum_to`), select through the
+/// chosen branch, casts between float types. Rounding and sign ops pass no gradient (as in
+/// TensorFlow); comparisons, logic, bit ops and integer modulo have none.
+pub(crate) fn grad(
+    b: &mut super::Builder,
+    op: &Op,
+    ins: &[crate::ValueId],
+    outs: &[crate::ValueId],
+    dys: &[Option<crate::ValueId>],
+    need: &[bool],
+) -> R<Vec<Option<crate::ValueId>>> {
+    use BinaryOp as B;
+    use UnaryOp as U;
+    let Some(dy) = dys[0] else {
+        return Ok(vec![None; ins.len()]);
+    };
+    let y = outs[0];
+    match op {
+        Op::Unary(u) => {
+            let x = ins[0];
+            let dx = match u {
+                U::Neg => b.unary(U::Neg, dy)?,
+                U::Exp => b.binary(B::Mul, dy, y)?,
+                U::Log => b.binary(B::Div, dy, x)?,
+                U::Sqrt => {
+                    // dy / (2 sqrt(x))
+                    let two = b.scalar_like(y, 2.0);
+                    let d = b.binary(B::Mul, y, two)?;
+                    b.binary(B::Div, dy, d)?
+                }
+                U::Rsqrt => {
+                    // -dy y^3 / 2
+                    let h = b.scalar_like(y, -0.5);
+                    let y2 = b.binary(B::Mul, y, y)?;
+                    let y3 = b.binary(B::Mul, y2, y)?;
+                    let t = b.binary(B::Mul, y3, h)?;
+                    b.binary(B::Mul, dy, t)?
+                }
+                U::Reciprocal => {
+                    let y2 = b.binary(B::Mul, y, y)?;
+                    let t = b.binary(B::Mul, dy, y2)?;
+                    b.unary(U::Neg, t)?
+                }
+                U::Tanh => {
+                    let one = b.scalar_like(y, 1.0);
+                    let y2 = b.binary(B::Mul, y, y)?;
+                    let d = b.binary(B::Sub, one, y2)?;
+                    b.binary(B::Mul, dy, d)?
+                }
+                U::Sigmoid => {
+                    let one = b.scalar_like(y, 1.0);
+                    let c = b.binary(B::Sub, one, y)?;
+                    let d = b.binary(B::Mul, y, c)?;
+                    b.binary(B::Mul, dy, d)?
+                }
+                U::Relu => {
+                    let zero = b.scalar_like(x, 0.0);
+                    let pos = b.binary(B::Gt, x, zero)?;
+                    let z = b.scalar_like(dy, 0.0);
+                    b.op(Op::Select, &[pos, dy, z], "grad")?
+                }
+                U::Softplus => {
+                    let s = b.unary(U::Sigmoid, x)?;
+                    b.binary(B::Mul, dy, s)?
+                }
+                U::Abs => {
+                    let s = b.unary(U::Sign, x)?;
+                    b.binary(B::Mul, dy, s)?
+                }
+                U::Erf => {
+                    // dy 2/sqrt(pi) exp(-x^2)
+                    let x2 = b.binary(B::Mul, x, x)?;
+                    let n = b.unary(U::Neg, x2)?;
+                    let e = b.unary(U::Exp, n)?;
+                    let k = b.scalar_like(x, std::f64::consts::FRAC_2_SQRT_PI);
+                    let d = b.binary(B::Mul, e, k)?;
+                    b.binary(B::Mul, dy, d)?
+                }
+                U::Sin => {
+                    let c = b.unary(U::Cos, x)?;
+                    b.binary(B::Mul, dy, c)?
+                }
+                U::Cos => {
+                    let s = b.unary(U::Sin, x)?;
+                    let t = b.binary(B::Mul, dy, s)?;
+                    b.unary(U::Neg, t)?
+                }
+                U::Atan => {
+                    let one = b.scalar_like(x, 1.0);
+                    let x2 = b.binary(B::Mul, x, x)?;
+                    let d = b.binary(B::Add, one, x2)?;
+                    b.binary(B::Div, dy, d)?
+                }
+                U::Floor | U::Ceil | U::Round | U::Sign => return Ok(vec![None]),
+                U::Not | U::BitNot => return Err(format!("{} has no gradient", u.name())),
+            };
+            Ok(vec![Some(dx)])
+        }
+        Op::Binary(op) => {
+            let (x, z) = (ins[0], ins[1]);
+            let (tx, tz) = (b.g.ty(x).clone(), b.g.ty(z).clone());
+            let (dx, dz) = match op {
+                B::Add => (Some(dy), Some(dy)),
+                B::Sub => (Some(dy), need[1].then(|| b.unary(U::Neg, dy)).transpose()?),
+                B::Mul => (
+                    need[0].then(|| b.binary(B::Mul, dy, z)).transpose()?,
+                    need[1].then(|| b.binary(B::Mul, dy, x)).transpose()?,
+                ),
+                B::Div => {
+                    let dx = b.binary(B::Div, dy, z)?;
+                    let dz = if need[1] {
+                        // -dy x / z^2 = -(dy / z) y
+                        let t = b.binary(B::Mul, dx, y)?;
+                        Some(b.unary(U::Neg, t)?)
+                    } else {
+                        None
+                    };
+                    (Some(dx), dz)
+                }
+                B::Max | B::Min => {
+                    // Ties go to the first operand, as TensorFlow's maximum/minimum do.
+                    let cmp = if *op == B::Max { B::Ge } else { B::Le };
+                    let first = b.binary(cmp, x, z)?;
+                    let zero = b.scalar_like(dy, 0.0);
+                    let dx = b.op(Op::Select, &[first, dy, zero], "grad")?;
+                    let dz = b.op(Op::Select, &[first, zero, dy], "grad")?;
+                    (Some(dx), Some(dz))
+                }
+                B::Pow => {
+                    // d/dx x^z = z x^(z-1); d/dz x^z = x^z log x
+                    let one = b.scalar_like(z, 1.0);
+                    let zm = b.binary(B::Sub, z, one)?;
+                    let p = b.binary(B::Pow, x, zm)?;
+                    let zp = b.binary(B::Mul, z, p)?;
+                    let dx = b.binary(B::Mul, dy, zp)?;
+                    let dz = if need[1] {
+                        let l = b.unary(U::Log, x)?;
+                        let yl = b.binary(B::Mul, y, l)?;
+                        Some(b.binary(B::Mul, dy, yl)?)
+                    } else {
+                        None
+                    };
+                    (Some(dx), dz)
+                }
+                other => return Err(format!("{} has no gradient", other.name())),
+            };
+            let dx = match dx {
+                Some(d) if need[0] => Some(b.sum_to(d, &tx)?),
+                _ => None,
+            };
+            let dz = match dz {
+                Some(d) if need[1] => Some(b.sum_to(d, &tz)?),
+                _ => None,
+            };
+            Ok(vec![dx, dz])
+        }
+        Op::Select => {
+            let (c, x, z) = (ins[0], ins[1], ins[2]);
+            let (tx, tz) = (b.g.ty(x).clone(), b.g.ty(z).clone());
+            let zero = b.scalar_like(dy, 0.0);
+            let dx = if need[1] {
+                let d = b.op(Op::Select, &[c, dy, zero], "grad")?;
+                Some(b.sum_to(d, &tx)?)
+            } else {
+                None
+            };
+            let dz = if need[2] {
+                let d = b.op(Op::Select, &[c, zero, dy], "grad")?;
+                Some(b.sum_to(d, &tz)?)
+            } else {
+                None
+            };
+            Ok(vec![None, dx, dz])
+        }
+        Op::Cast { .. } => {
+            let from = b.g.ty(ins[0]).dtype;
+            if !from.is_float() {
+                return Ok(vec![None]);
+            }
+            Ok(vec![Some(b.op(Op::Cast { to: from }, &[dy], "grad")?)])
+        }
+        _ => unreachable!("{} is not in the elementwise family", op.name()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

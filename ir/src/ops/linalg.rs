@@ -555,3 +555,63 @@ pub(crate) fn pool(p: &PoolAttrs, x: &Tensor, dtype: DType, oshape: &[usize]) ->
     ncx.extend(&out_sp);
     from_ncx(out, &ncx, p.layout, dtype)
 }
+
+/// The perm that swaps the last two of `rank` axes.
+fn swap_last(rank: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..rank).collect();
+    p.swap(rank - 2, rank - 1);
+    p
+}
+
+/// Derivative rules. A matmul's gradients are matmuls: dA = dY B^T, dB = A^T dY, each summed
+/// over the batch dims it was broadcast along (a dense layer on a sequence: a batched matmul,
+/// then a sum over the batch). Convolution and pooling rules come next.
+pub(crate) fn grad(
+    b: &mut super::Builder,
+    op: &Op,
+    ins: &[crate::ValueId],
+    _outs: &[crate::ValueId],
+    dys: &[Option<crate::ValueId>],
+    need: &[bool],
+) -> R<Vec<Option<crate::ValueId>>> {
+    let Some(dy) = dys[0] else {
+        return Ok(vec![None; ins.len()]);
+    };
+    match op {
+        Op::MatMul => {
+            let (x, w) = (ins[0], ins[1]);
+            let (tx, tw) = (b.g.ty(x).clone(), b.g.ty(w).clone());
+            let dx = if need[0] {
+                let wt = b.op(
+                    Op::Transpose {
+                        perm: swap_last(tw.rank()),
+                    },
+                    &[w],
+                    "grad.t",
+                )?;
+                let d = b.op(Op::MatMul, &[dy, wt], "grad")?;
+                Some(b.sum_to(d, &tx)?)
+            } else {
+                None
+            };
+            let dw = if need[1] {
+                let xt = b.op(
+                    Op::Transpose {
+                        perm: swap_last(tx.rank()),
+                    },
+                    &[x],
+                    "grad.t",
+                )?;
+                let d = b.op(Op::MatMul, &[xt, dy], "grad")?;
+                Some(b.sum_to(d, &tw)?)
+            } else {
+                None
+            };
+            Ok(vec![dx, dw])
+        }
+        _ => Err(format!(
+            "{} has no derivative rule yet (forgec cannot train through it)",
+            op.name()
+        )),
+    }
+}

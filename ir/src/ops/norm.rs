@@ -130,3 +130,19 @@ pub(crate) fn layer_norm(
     let (back, _) = transpose_vec(&out, &ps, &inv_perm);
     float_t(dtype, oshape, &back)
 }
+
+/// Derivative rules: none yet (batch and layer normalization, training-mode dropout come
+/// with the training-mode layers).
+pub(crate) fn grad(
+    _b: &mut super::Builder,
+    op: &Op,
+    _ins: &[crate::ValueId],
+    _outs: &[crate::ValueId],
+    _dys: &[Option<crate::ValueId>],
+    _need: &[bool],
+) -> R<Vec<Option<crate::ValueId>>> {
+    Err(format!(
+        "{} has no derivative rule yet (forgec cannot train through it)",
+        op.name()
+    ))
+}

@@ -353,3 +353,130 @@ pub(crate) fn out_half_softmax(
         out[k] = if log { r(y.ln()) } else { y };
     }
 }
+
+/// `dy` of a reduction over `axes` of `x` (kept or not), reshaped to keep the reduced axes
+/// as 1 and broadcast back to `x`'s shape.
+fn spread(
+    b: &mut super::Builder,
+    dy: crate::ValueId,
+    x: &TensorType,
+    axes: &[usize],
+) -> R<crate::ValueId> {
+    let kept: Vec<Dim> = (0..x.rank())
+        .map(|a| {
+            if axes.contains(&a) {
+                Dim::Known(1)
+            } else {
+                x.shape[a].clone()
+            }
+        })
+        .collect();
+    let k = b.reshape_to(dy, &TensorType::new(x.dtype, kept))?;
+    b.broadcast_to(k, x)
+}
+
+/// Derivative rules: a sum spreads its gradient back, a mean divides it by the count (a
+/// symbolic one, the batch, counted at run time), max/min send it to the elements equal to the
+/// result (shared among ties, as TensorFlow does); softmax and log-softmax by their Jacobians.
+/// Arg reductions, top-k indices and scans have none yet.
+pub(crate) fn grad(
+    b: &mut super::Builder,
+    op: &Op,
+    ins: &[crate::ValueId],
+    outs: &[crate::ValueId],
+    dys: &[Option<crate::ValueId>],
+    _need: &[bool],
+) -> R<Vec<Option<crate::ValueId>>> {
+    use BinaryOp as B;
+    let Some(dy) = dys[0] else {
+        return Ok(vec![None; ins.len()]);
+    };
+    let x = ins[0];
+    let tx = b.g.ty(x).clone();
+    match op {
+        Op::Reduce { kind, axes, .. } => {
+            let all: Vec<usize> = if axes.is_empty() {
+                (0..tx.rank()).collect()
+            } else {
+                axes.clone()
+            };
+            let d = spread(b, dy, &tx, &all)?;
+            let dx = match kind {
+                ReduceKind::Sum => d,
+                ReduceKind::Mean => {
+                    let known: Option<usize> = all.iter().map(|&a| tx.shape[a].known()).product();
+                    let count = match known {
+                        Some(n) => b.scalar_like(x, n as f64),
+                        None => {
+                            // The count of a symbolic dim: the sum of ones over it.
+                            let one = b.scalar_like(x, 1.0);
+                            let ones = b.broadcast_to(one, &tx)?;
+                            let c = b.op(
+                                Op::Reduce {
+                                    kind: ReduceKind::Sum,
+                                    axes: all.clone(),
+                                    keepdims: true,
+                                },
+                                &[ones],
+                                "grad.count",
+                            )?;
+                            b.broadcast_to(c, &tx)?
+                        }
+                    };
+                    b.binary(B::Div, d, count)?
+                }
+                ReduceKind::Max | ReduceKind::Min => {
+                    let yb = spread(b, outs[0], &tx, &all)?;
+                    let hit = b.binary(B::Eq, x, yb)?;
+                    let m = b.op(Op::Cast { to: tx.dtype }, &[hit], "grad.mask")?;
+                    let n = b.op(
+                        Op::Reduce {
+                            kind: ReduceKind::Sum,
+                            axes: all.clone(),
+                            keepdims: true,
+                        },
+                        &[m],
+                        "grad.ties",
+                    )?;
+                    let nb = b.broadcast_to(n, &tx)?;
+                    let share = b.binary(B::Div, m, nb)?;
+                    b.binary(B::Mul, d, share)?
+                }
+                ReduceKind::Prod => {
+                    return Err("reduce prod has no derivative rule yet".into());
+                }
+            };
+            Ok(vec![Some(dx)])
+        }
+        Op::Softmax { axis, log } => {
+            let y = outs[0];
+            let sum = |b: &mut super::Builder, v: crate::ValueId| -> R<crate::ValueId> {
+                let s = b.op(
+                    Op::Reduce {
+                        kind: ReduceKind::Sum,
+                        axes: vec![*axis],
+                        keepdims: true,
+                    },
+                    &[v],
+                    "grad.sum",
+                )?;
+                b.broadcast_to(s, &tx)
+            };
+            let dx = if *log {
+                // dx = dy - softmax(x) * sum(dy)
+                let p = b.unary(UnaryOp::Exp, y)?;
+                let s = sum(b, dy)?;
+                let ps = b.binary(B::Mul, p, s)?;
+                b.binary(B::Sub, dy, ps)?
+            } else {
+                // dx = y * (dy - sum(dy * y))
+                let dyy = b.binary(B::Mul, dy, y)?;
+                let s = sum(b, dyy)?;
+                let c = b.binary(B::Sub, dy, s)?;
+                b.binary(B::Mul, y, c)?
+            };
+            Ok(vec![Some(dx)])
+        }
+        _ => Err(format!("{} has no gradient", op.name())),
+    }
+}

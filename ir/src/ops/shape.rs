@@ -357,3 +357,65 @@ pub(crate) fn interleave<T: Copy>(parts: &[Vec<T>], widths: &[usize], outer: usi
     }
     out
 }
+
+/// Derivative rules: data movement moves the gradient back (a reshape reshapes it, a
+/// transpose transposes it by the inverse perm, a broadcast sums it, a concat slices it).
+/// Slice and pad rules come next.
+pub(crate) fn grad(
+    b: &mut super::Builder,
+    op: &Op,
+    ins: &[crate::ValueId],
+    _outs: &[crate::ValueId],
+    dys: &[Option<crate::ValueId>],
+    need: &[bool],
+) -> R<Vec<Option<crate::ValueId>>> {
+    let Some(dy) = dys[0] else {
+        return Ok(vec![None; ins.len()]);
+    };
+    let tx = b.g.ty(ins[0]).clone();
+    match op {
+        Op::Reshape { .. } => Ok(vec![Some(b.reshape_to(dy, &tx)?)]),
+        Op::Transpose { perm } => {
+            let mut inv = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inv[p] = i;
+            }
+            Ok(vec![Some(b.op(
+                Op::Transpose { perm: inv },
+                &[dy],
+                "grad.t",
+            )?)])
+        }
+        Op::Broadcast { .. } => Ok(vec![Some(b.sum_to(dy, &tx)?)]),
+        Op::Concat { axis } => {
+            let mut start = 0i64;
+            let mut out = Vec::new();
+            for (k, &x) in ins.iter().enumerate() {
+                let n = b.g.ty(x).shape[*axis]
+                    .known()
+                    .ok_or("concat along a symbolic dim has no derivative rule")?
+                    as i64;
+                out.push(if need[k] {
+                    Some(b.op(
+                        Op::Slice {
+                            axes: vec![*axis],
+                            starts: vec![start],
+                            ends: vec![start + n],
+                            steps: vec![1],
+                        },
+                        &[dy],
+                        "grad.part",
+                    )?)
+                } else {
+                    None
+                });
+                start += n;
+            }
+            Ok(out)
+        }
+        _ => Err(format!(
+            "{} has no derivative rule yet (forgec cannot train through it)",
+            op.name()
+        )),
+    }
+}
