@@ -9,3 +9,4 @@ mod golden;
 mod keras_models;
 mod onnx_models;
 mod security;
+mod train;

@@ -26,6 +26,7 @@ pub mod layout;
 pub mod lower;
 pub mod shape;
 pub mod simplify;
+pub mod train;
 
 use forgec_ir::Graph;
 

@@ -333,7 +333,6 @@ pub(crate) fn binary_i(b: BinaryOp, x: i64, y: i64) -> R<i64> {
     })
 }
 
-
 /// Derivative rules: unary ops by their closed forms (from the result where that is cheaper),
 /// binary ops with the broadcast axes summed back (`Builder::sum_to`), select through the
 /// chosen branch, casts between float types. Rounding and sign ops pass no gradient (as in

@@ -1,0 +1,426 @@
+//! Training steps as IR. [`step_graph`] turns an inference graph, a loss and an optimizer into
+//! one step: forward, loss (Keras's formulas, from the logits where Keras takes them), the
+//! gradients ([`crate::autodiff`]) and the optimizer's update. Trainable weights become graph
+//! inputs and their updated values graph outputs (the state a caller carries from step to
+//! step); non-trainable weights stay constants and are never changed. The step is plain IR:
+//! the interpreter runs it (the reference), and the code generator compiles it like any graph.
+
+use crate::autodiff::gradients;
+use forgec_ir::{
+    BinaryOp, DType, Graph, Op, Origin, ReduceKind, Tensor, TensorType, UnaryOp, ValueId,
+};
+
+/// A Keras loss, as the step computes it (`sum_over_batch_size`: the mean over the batch,
+/// the partial last batch included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossFn {
+    MeanSquaredError,
+    MeanAbsoluteError,
+    BinaryCrossentropy,
+    CategoricalCrossentropy,
+    SparseCategoricalCrossentropy,
+}
+
+impl LossFn {
+    /// A loss by any of Keras's spellings (`binary_crossentropy`, `BinaryCrossentropy`, `bce`,
+    /// `mse`, ...).
+    pub fn from_name(name: &str) -> Option<LossFn> {
+        let n: String = name
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .collect();
+        Some(match n.as_str() {
+            "meansquarederror" | "mse" => LossFn::MeanSquaredError,
+            "meanabsoluteerror" | "mae" => LossFn::MeanAbsoluteError,
+            "binarycrossentropy" | "bce" => LossFn::BinaryCrossentropy,
+            "categoricalcrossentropy" | "cce" => LossFn::CategoricalCrossentropy,
+            "sparsecategoricalcrossentropy" | "scce" => LossFn::SparseCategoricalCrossentropy,
+            _ => return None,
+        })
+    }
+
+    /// The names `from_name` takes, for messages.
+    pub const KNOWN: &'static str = "mean_squared_error (mse), mean_absolute_error (mae), binary_crossentropy, categorical_crossentropy, sparse_categorical_crossentropy";
+}
+
+/// An optimizer with Keras's update formulas. The learning rate is a step input (settable
+/// between steps); the other hyperparameters are fixed in the step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    /// `w -= lr * g`.
+    Sgd,
+    /// Keras's Adam: `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
+    /// `w -= m lr sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps)`, t the step (from 1).
+    Adam {
+        beta_1: f64,
+        beta_2: f64,
+        epsilon: f64,
+    },
+}
+
+impl Optimizer {
+    /// Keras's defaults for `name` (sgd, adam).
+    pub fn from_name(name: &str) -> Option<Optimizer> {
+        Some(match name.to_lowercase().as_str() {
+            "sgd" => Optimizer::Sgd,
+            "adam" => Optimizer::Adam {
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-7,
+            },
+            _ => return None,
+        })
+    }
+
+    /// The per-weight slots it keeps (Adam: m and v).
+    pub fn slots(&self) -> &'static [&'static str] {
+        match self {
+            Optimizer::Sgd => &[],
+            Optimizer::Adam { .. } => &["m", "v"],
+        }
+    }
+}
+
+/// A training step and the layout of its inputs and outputs.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Inputs: the model's inputs, one labels input per model output, `lr`, (`step` for
+    /// optimizers that count), the trainable weights, then each slot of each weight (slot-major:
+    /// all `m`, then all `v`). Outputs: `loss`, the updated weights, the updated slots, in the
+    /// same orders.
+    pub graph: Graph,
+    /// The trainable weights' names, in state order.
+    pub weights: Vec<String>,
+    /// The names of the labels inputs, one per model output.
+    pub labels: Vec<String>,
+    pub optimizer: Optimizer,
+}
+
+type R<T> = Result<T, Vec<String>>;
+
+fn err(e: impl std::fmt::Display) -> Vec<String> {
+    vec![e.to_string()]
+}
+
+struct B<'a> {
+    g: &'a mut Graph,
+    o: Origin,
+}
+
+impl B<'_> {
+    fn op(&mut self, op: Op, ins: &[ValueId], name: &str) -> R<ValueId> {
+        self.g.add(op, ins, name, &self.o).map_err(err)
+    }
+    fn bin(&mut self, b: BinaryOp, x: ValueId, y: ValueId, name: &str) -> R<ValueId> {
+        self.op(Op::Binary(b), &[x, y], name)
+    }
+    fn un(&mut self, u: UnaryOp, x: ValueId, name: &str) -> R<ValueId> {
+        self.op(Op::Unary(u), &[x], name)
+    }
+    fn scalar(&mut self, dt: DType, v: f64, name: &str) -> ValueId {
+        let t = Tensor::full(dt, vec![], v).expect("a scalar");
+        self.g.add_const(t, None, name, &self.o.clone())
+    }
+    fn reduce(&mut self, kind: ReduceKind, x: ValueId, axes: Vec<usize>, name: &str) -> R<ValueId> {
+        self.op(
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims: false,
+            },
+            &[x],
+            name,
+        )
+    }
+    /// The mean over every axis (Keras's per-sample mean, then `sum_over_batch_size`).
+    fn mean_all(&mut self, x: ValueId, name: &str) -> R<ValueId> {
+        let r = self.g.ty(x).rank();
+        self.reduce(ReduceKind::Mean, x, (0..r).collect(), name)
+    }
+}
+
+/// The producer of `v` and its op.
+fn producer(g: &Graph, v: ValueId) -> Option<&forgec_ir::Node> {
+    g.nodes.iter().find(|n| n.outputs.contains(&v))
+}
+
+/// Builds the training step of `model` (an inference graph as imported) for `loss` on each
+/// output and `opt`. Every problem is reported at once.
+pub fn step_graph(model: &Graph, loss: LossFn, opt: Optimizer) -> R<Step> {
+    let mut g = model.clone();
+    let mut problems = Vec::new();
+    for n in &g.nodes {
+        if let Op::Dropout { rate } = n.op {
+            if rate > 0.0 {
+                problems.push(format!(
+                    "{}: Dropout in training mode (rate {rate}) is not compiled yet: forgec cannot train this model",
+                    n.origin
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    crate::cleanup::strip_dropout(&mut g);
+    // Trainable weights become inputs (state), in graph order.
+    let mut weights = Vec::new();
+    g.nodes.retain(|n| match &n.op {
+        Op::Const {
+            weight: Some(w), ..
+        } if w.trainable => {
+            weights.push(n.outputs[0]);
+            false
+        }
+        _ => true,
+    });
+    if weights.is_empty() {
+        return Err(vec![
+            "the model has no trainable weights: there is nothing to train".into(),
+        ]);
+    }
+    let outputs = g.outputs.clone();
+    let mut b = B {
+        g: &mut g,
+        o: Origin::default(),
+    };
+    let mut labels = Vec::new();
+    let mut total: Option<ValueId> = None;
+    for &out in &outputs {
+        let ty = b.g.ty(out).clone();
+        let oname = b.g.value(out).name.clone();
+        if !ty.dtype.is_float() || ty.rank() == 0 {
+            problems.push(format!(
+                "output `{oname}` is {}{:?}: a loss needs a float output with a batch dim",
+                ty.dtype, ty.shape
+            ));
+            continue;
+        }
+        let o = producer(b.g, out)
+            .map(|n| n.origin.clone())
+            .unwrap_or_default();
+        b.o = o;
+        let last = ty.rank() - 1;
+        let lty = match loss {
+            LossFn::SparseCategoricalCrossentropy => {
+                TensorType::new(DType::I32, ty.shape[..last].to_vec())
+            }
+            _ => ty.clone(),
+        };
+        let y = b.g.add_input(&format!("{oname}.labels"), lty);
+        labels.push(b.g.value(y).name.clone());
+        // Keras takes the logits of a sigmoid (binary) or softmax (categorical) output.
+        let prod = producer(b.g, out).map(|n| (n.op.clone(), n.inputs.clone()));
+        let logits = match (&prod, loss) {
+            (Some((Op::Unary(UnaryOp::Sigmoid), ins)), LossFn::BinaryCrossentropy) => Some(ins[0]),
+            (
+                Some((Op::Softmax { axis, log: false }, ins)),
+                LossFn::CategoricalCrossentropy | LossFn::SparseCategoricalCrossentropy,
+            ) if *axis == last => Some(ins[0]),
+            _ => None,
+        };
+        let dt = ty.dtype;
+        let l = match (loss, logits) {
+            (LossFn::MeanSquaredError, _) => {
+                let d = b.bin(BinaryOp::Sub, y, out, "loss.diff")?;
+                let sq = b.bin(BinaryOp::Mul, d, d, "loss.sq")?;
+                b.mean_all(sq, "loss")?
+            }
+            (LossFn::MeanAbsoluteError, _) => {
+                let d = b.bin(BinaryOp::Sub, y, out, "loss.diff")?;
+                let a = b.un(UnaryOp::Abs, d, "loss.abs")?;
+                b.mean_all(a, "loss")?
+            }
+            (LossFn::BinaryCrossentropy, Some(z)) => {
+                // max(z, 0) - z y + log(1 + exp(-|z|))
+                let zero = b.scalar(dt, 0.0, "loss.zero");
+                let mz = b.bin(BinaryOp::Max, z, zero, "loss.relu")?;
+                let zy = b.bin(BinaryOp::Mul, z, y, "loss.zy")?;
+                let az = b.un(UnaryOp::Abs, z, "loss.abs")?;
+                let naz = b.un(UnaryOp::Neg, az, "loss.nabs")?;
+                let sp = b.un(UnaryOp::Softplus, naz, "loss.softplus")?;
+                let d = b.bin(BinaryOp::Sub, mz, zy, "loss.d")?;
+                let e = b.bin(BinaryOp::Add, d, sp, "loss.elem")?;
+                b.mean_all(e, "loss")?
+            }
+            (LossFn::BinaryCrossentropy, None) => {
+                // -(y log p + (1 - y) log(1 - p)), p clipped to [1e-7, 1 - 1e-7]
+                let (lo, hi) = (
+                    b.scalar(dt, 1e-7, "loss.eps"),
+                    b.scalar(dt, 1.0 - 1e-7, "loss.1eps"),
+                );
+                let p1 = b.bin(BinaryOp::Max, out, lo, "loss.clip")?;
+                let p = b.bin(BinaryOp::Min, p1, hi, "loss.clip")?;
+                let one = b.scalar(dt, 1.0, "loss.one");
+                let lp = b.un(UnaryOp::Log, p, "loss.logp")?;
+                let q = b.bin(BinaryOp::Sub, one, p, "loss.q")?;
+                let lq = b.un(UnaryOp::Log, q, "loss.logq")?;
+                let yn = b.bin(BinaryOp::Sub, one, y, "loss.yn")?;
+                let t1 = b.bin(BinaryOp::Mul, y, lp, "loss.t1")?;
+                let t2 = b.bin(BinaryOp::Mul, yn, lq, "loss.t2")?;
+                let s = b.bin(BinaryOp::Add, t1, t2, "loss.s")?;
+                let e = b.un(UnaryOp::Neg, s, "loss.elem")?;
+                b.mean_all(e, "loss")?
+            }
+            (LossFn::CategoricalCrossentropy | LossFn::SparseCategoricalCrossentropy, _) => {
+                // -sum(y * log p) over the classes, log p = log_softmax(z) from the logits,
+                // else log(clip(p / sum(p))).
+                let logp = match logits {
+                    Some(z) => b.op(
+                        Op::Softmax {
+                            axis: last,
+                            log: true,
+                        },
+                        &[z],
+                        "loss.logp",
+                    )?,
+                    None => {
+                        let s = b.op(
+                            Op::Reduce {
+                                kind: ReduceKind::Sum,
+                                axes: vec![last],
+                                keepdims: true,
+                            },
+                            &[out],
+                            "loss.norm",
+                        )?;
+                        let pn = b.bin(BinaryOp::Div, out, s, "loss.pn")?;
+                        let (lo, hi) = (
+                            b.scalar(dt, 1e-7, "loss.eps"),
+                            b.scalar(dt, 1.0 - 1e-7, "loss.1eps"),
+                        );
+                        let p1 = b.bin(BinaryOp::Max, pn, lo, "loss.clip")?;
+                        let p = b.bin(BinaryOp::Min, p1, hi, "loss.clip")?;
+                        b.un(UnaryOp::Log, p, "loss.logp")?
+                    }
+                };
+                let target = if loss == LossFn::SparseCategoricalCrossentropy {
+                    // One-hot from the class ids: ids[..., 1] == [0, 1, ..., C-1].
+                    let classes = ty.shape[last].known().ok_or_else(|| {
+                        vec![format!(
+                            "output `{oname}`: the number of classes must be known"
+                        )]
+                    })?;
+                    let mut kept: Vec<i64> = ty.shape[..last]
+                        .iter()
+                        .map(|d| d.known().map_or(-1, |n| n as i64))
+                        .collect();
+                    kept.push(1);
+                    let ids = b.op(Op::Reshape { shape: kept }, &[y], "loss.ids")?;
+                    let iota = Tensor::from_f64_values(
+                        DType::I32,
+                        vec![classes],
+                        &(0..classes).map(|c| c as f64).collect::<Vec<_>>(),
+                    )
+                    .expect("class ids");
+                    let iota = b.g.add_const(iota, None, "loss.classes", &b.o.clone());
+                    let hot = b.bin(BinaryOp::Eq, ids, iota, "loss.hot")?;
+                    b.op(Op::Cast { to: dt }, &[hot], "loss.onehot")?
+                } else {
+                    y
+                };
+                let prod = b.bin(BinaryOp::Mul, target, logp, "loss.ylogp")?;
+                let s = b.reduce(ReduceKind::Sum, prod, vec![last], "loss.sum")?;
+                let e = b.un(UnaryOp::Neg, s, "loss.elem")?;
+                b.mean_all(e, "loss")?
+            }
+        };
+        total = Some(match total {
+            None => l,
+            Some(t) => b.bin(BinaryOp::Add, t, l, "loss.total")?,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let loss_v = total.expect("at least one output");
+    let dt = b.g.ty(weights[0]).dtype;
+    let lr = b.g.add_input("lr", TensorType::new(dt, vec![]));
+    let step = matches!(opt, Optimizer::Adam { .. })
+        .then(|| b.g.add_input("step", TensorType::new(dt, vec![])));
+    drop(b);
+    let grads = gradients(&mut g, loss_v, &weights)?;
+    let mut b = B {
+        g: &mut g,
+        o: Origin::default(),
+    };
+    // The weights move to the end of the inputs, after lr and step, in their graph order.
+    b.g.inputs.retain(|v| !weights.contains(v));
+    b.g.inputs.extend(&weights);
+    let mut new_w = Vec::new();
+    let mut new_slots: Vec<Vec<ValueId>> = vec![Vec::new(); opt.slots().len()];
+    let mut slot_inputs: Vec<Vec<ValueId>> = vec![Vec::new(); opt.slots().len()];
+    for (k, s) in opt.slots().iter().enumerate() {
+        for &w in &weights {
+            let (name, ty) = (b.g.value(w).name.clone(), b.g.ty(w).clone());
+            slot_inputs[k].push(b.g.add_input(&format!("{name}.{s}"), ty));
+        }
+    }
+    for (i, (&w, &gw)) in weights.iter().zip(&grads).enumerate() {
+        let name = b.g.value(w).name.clone();
+        let nw = match opt {
+            Optimizer::Sgd => {
+                let d = b.bin(BinaryOp::Mul, gw, lr, &format!("{name}.delta"))?;
+                b.bin(BinaryOp::Sub, w, d, &format!("{name}.new"))?
+            }
+            Optimizer::Adam {
+                beta_1,
+                beta_2,
+                epsilon,
+            } => {
+                let t = step.expect("adam counts steps");
+                let (m, v) = (slot_inputs[0][i], slot_inputs[1][i]);
+                let c1 = b.scalar(dt, 1.0 - beta_1, "adam.c1");
+                let c2 = b.scalar(dt, 1.0 - beta_2, "adam.c2");
+                let gm = b.bin(BinaryOp::Sub, gw, m, "adam.gm")?;
+                let dm = b.bin(BinaryOp::Mul, gm, c1, "adam.dm")?;
+                let m2 = b.bin(BinaryOp::Add, m, dm, &format!("{name}.m.new"))?;
+                let gg = b.bin(BinaryOp::Mul, gw, gw, "adam.gg")?;
+                let gv = b.bin(BinaryOp::Sub, gg, v, "adam.gv")?;
+                let dv = b.bin(BinaryOp::Mul, gv, c2, "adam.dv")?;
+                let v2 = b.bin(BinaryOp::Add, v, dv, &format!("{name}.v.new"))?;
+                // alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
+                let one = b.scalar(dt, 1.0, "adam.one");
+                let b1 = b.scalar(dt, beta_1, "adam.b1");
+                let b2 = b.scalar(dt, beta_2, "adam.b2");
+                let p1 = b.bin(BinaryOp::Pow, b1, t, "adam.b1t")?;
+                let p2 = b.bin(BinaryOp::Pow, b2, t, "adam.b2t")?;
+                let q1 = b.bin(BinaryOp::Sub, one, p1, "adam.q1")?;
+                let q2 = b.bin(BinaryOp::Sub, one, p2, "adam.q2")?;
+                let sq = b.un(UnaryOp::Sqrt, q2, "adam.sq")?;
+                let a0 = b.bin(BinaryOp::Mul, lr, sq, "adam.a0")?;
+                let alpha = b.bin(BinaryOp::Div, a0, q1, "adam.alpha")?;
+                let eps = b.scalar(dt, epsilon, "adam.eps");
+                let sv = b.un(UnaryOp::Sqrt, v2, "adam.sv")?;
+                let den = b.bin(BinaryOp::Add, sv, eps, "adam.den")?;
+                let ma = b.bin(BinaryOp::Mul, m2, alpha, "adam.ma")?;
+                let d = b.bin(BinaryOp::Div, ma, den, &format!("{name}.delta"))?;
+                new_slots[0].push(m2);
+                new_slots[1].push(v2);
+                b.bin(BinaryOp::Sub, w, d, &format!("{name}.new"))?
+            }
+        };
+        new_w.push(nw);
+    }
+    let names: Vec<String> = weights.iter().map(|&w| g.value(w).name.clone()).collect();
+    g.outputs = vec![loss_v];
+    g.outputs.extend(&new_w);
+    for s in &new_slots {
+        g.outputs.extend(s);
+    }
+    crate::cleanup::dce(&mut g);
+    let errs = forgec_ir::verify::verify(&g);
+    if !errs.is_empty() {
+        return Err(errs
+            .into_iter()
+            .map(|e| format!("internal error: the training step is invalid: {e}"))
+            .collect());
+    }
+    Ok(Step {
+        graph: g,
+        weights: names,
+        labels,
+        optimizer: opt,
+    })
+}

@@ -1,0 +1,178 @@
+//! Training steps (`passes::train`) run by the reference interpreter against Keras's own runs
+//! (`tests/fixtures/training`, copied from the shared Keras 3.15 runs: batch 32, no shuffle,
+//! 3 epochs): every per-batch loss and the final weights.
+
+use crate::common::*;
+use forgec::keras::{load, LoadOptions};
+use forgec_passes::train::{step_graph, LossFn, Optimizer};
+use forgec_runtime::{DType, Tensor};
+
+fn training(name: &str) -> std::path::PathBuf {
+    fixtures().join("training").join(name)
+}
+
+/// Rows `[at, at + n)` of `t` (the leading dim).
+fn rows_at(t: &Tensor, at: usize, n: usize) -> Tensor {
+    let per: usize = t.shape()[1..].iter().product();
+    let v = t.to_f64_vec()[at * per..(at + n) * per].to_vec();
+    let mut shape = t.shape().to_vec();
+    shape[0] = n;
+    Tensor::from_f64_values(t.dtype(), shape, &v).unwrap()
+}
+
+/// The model's weights by name, as a graph of constants holds them.
+fn weights_of(g: &forgec_ir::Graph) -> Vec<(String, Tensor)> {
+    g.weights()
+        .into_iter()
+        .map(|(v, t, _)| (g.value(v).name.clone(), t.clone()))
+        .collect()
+}
+
+/// Runs `model`'s training step for `epochs` over `x`, `y` in batches of `batch` (no
+/// shuffle), as Keras's fit does; returns every batch's loss and the final weights.
+fn fit(
+    model: &forgec_ir::Graph,
+    loss: LossFn,
+    opt: Optimizer,
+    lr: f32,
+    (x, y): (&Tensor, &Tensor),
+    batch: usize,
+    epochs: usize,
+) -> (Vec<f64>, Vec<(String, Tensor)>) {
+    let step = step_graph(model, loss, opt).unwrap_or_else(|e| panic!("{e:?}"));
+    let init = weights_of(model);
+    let mut state: Vec<Tensor> = step
+        .weights
+        .iter()
+        .map(|n| init.iter().find(|(m, _)| m == n).unwrap().1.clone())
+        .collect();
+    let mut slots: Vec<Tensor> = (0..opt.slots().len())
+        .flat_map(|_| {
+            state
+                .iter()
+                .map(|w| Tensor::full(w.dtype(), w.shape().to_vec(), 0.0).unwrap())
+        })
+        .collect();
+    let input = model.value(model.inputs[0]).name.clone();
+    let n = x.shape()[0];
+    let mut losses = Vec::new();
+    let mut t = 0;
+    for _ in 0..epochs {
+        let mut at = 0;
+        while at < n {
+            let b = batch.min(n - at);
+            t += 1;
+            let mut ins = vec![
+                (input.clone(), rows_at(x, at, b)),
+                (step.labels[0].clone(), rows_at(y, at, b)),
+                ("lr".to_string(), Tensor::scalar_f32(lr)),
+            ];
+            if matches!(opt, Optimizer::Adam { .. }) {
+                ins.push(("step".into(), Tensor::scalar_f32(t as f32)));
+            }
+            for (name, w) in step.weights.iter().zip(&state) {
+                ins.push((name.clone(), w.clone()));
+            }
+            for (k, s) in opt.slots().iter().enumerate() {
+                for (i, name) in step.weights.iter().enumerate() {
+                    ins.push((format!("{name}.{s}"), slots[k * state.len() + i].clone()));
+                }
+            }
+            let outs = forgec_ir::interp::run(&step.graph, &ins).unwrap_or_else(|e| panic!("{e}"));
+            losses.push(outs[0].to_f64_vec()[0]);
+            let nw = state.len();
+            state = outs[1..1 + nw].to_vec();
+            slots = outs[1 + nw..].to_vec();
+            at += b;
+        }
+    }
+    (losses, step.weights.iter().cloned().zip(state).collect())
+}
+
+/// The largest difference relative to the reference's largest magnitude.
+fn rel(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1e-30f64, |m, x| m.max(x.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+fn matches_keras(opt: Optimizer, lr: f32, run: &str) {
+    let m = load(&model_file("mlp_binary.json"), &LoadOptions::default()).unwrap();
+    let x = npy(&training("mlp_binary.train_x.npy"));
+    let y = npy(&training("mlp_binary.train_y.npy"));
+    let (losses, weights) = fit(
+        &m.graph,
+        LossFn::BinaryCrossentropy,
+        opt,
+        lr,
+        (&x, &y),
+        32,
+        3,
+    );
+    let want = npy(&training(&format!("mlp_binary.{run}.losses.npy"))).to_f64_vec();
+    assert_eq!(losses.len(), 96);
+    let d = rel(&losses, &want);
+    println!("mlp_binary {run}: per-batch losses within {d:.2e} of Keras");
+    assert!(
+        d <= 1e-5,
+        "{run}: per-batch losses differ from Keras's by {d:e}"
+    );
+    let fin = load(
+        &model_file("mlp_binary.json"),
+        &LoadOptions {
+            weights: Some(training(&format!("mlp_binary.{run}.final.weights.h5"))),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let kw = weights_of(&fin.graph);
+    assert_eq!(kw.len(), weights.len());
+    for (name, w) in &weights {
+        let k = &kw.iter().find(|(n, _)| n == name).unwrap().1;
+        let d = rel(&w.to_f64_vec(), &k.to_f64_vec());
+        println!("mlp_binary {run}: final {name} within {d:.2e} of Keras");
+        assert!(
+            d <= 1e-5,
+            "{run}: final {name} differs from Keras's by {d:e}"
+        );
+        assert_eq!(w.dtype(), DType::F32);
+    }
+}
+
+/// SGD (lr 0.01 as Keras stores it, a float32) on mlp_binary: 96 steps.
+#[test]
+fn sgd_steps_match_keras_step_for_step() {
+    matches_keras(Optimizer::Sgd, 0.01, "sgd");
+}
+
+/// Adam (lr 0.001, Keras's defaults: epsilon 1e-7 added to the uncorrected sqrt(v)).
+#[test]
+fn adam_steps_match_keras_step_for_step() {
+    matches_keras(Optimizer::from_name("adam").unwrap(), 0.001, "adam");
+}
+
+/// What cannot be trained is said before any step: no trainable weights, a training-mode
+/// Dropout, an unknown loss name.
+#[test]
+fn untrainable_models_are_refused_with_the_reason() {
+    let frozen = forgec_ir::text::parse(
+        "graph \"g\" {\n  input %x: f32[batch,2]\n  %w: f32[2,1] = const {weight = true, trainable = false} [1.0, 2.0]\n  %y: f32[batch,1] = matmul(%x, %w)\n  output %y\n}\n",
+    )
+    .unwrap();
+    let e = step_graph(&frozen, LossFn::MeanSquaredError, Optimizer::Sgd).unwrap_err();
+    assert!(e[0].contains("no trainable weights"), "{e:?}");
+    let m = load(&model_file("mlp_dropout.json"), &LoadOptions::default()).unwrap();
+    let e = step_graph(&m.graph, LossFn::BinaryCrossentropy, Optimizer::Sgd).unwrap_err();
+    assert!(
+        e[0].contains("Dropout") && e[0].contains("training mode"),
+        "{e:?}"
+    );
+    assert!(LossFn::from_name("binary_crossentropyy").is_none());
+    assert_eq!(
+        LossFn::from_name("BinaryCrossentropy"),
+        Some(LossFn::BinaryCrossentropy)
+    );
+}
