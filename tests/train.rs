@@ -99,31 +99,29 @@ fn rel(got: &[f64], want: &[f64]) -> f64 {
         / scale
 }
 
-fn matches_keras(opt: Optimizer, lr: f32, run: &str) {
-    let m = load(&model_file("mlp_binary.json"), &LoadOptions::default()).unwrap();
-    let x = npy(&training("mlp_binary.train_x.npy"));
-    let y = npy(&training("mlp_binary.train_y.npy"));
-    let (losses, weights) = fit(
-        &m.graph,
-        LossFn::BinaryCrossentropy,
-        opt,
-        lr,
-        (&x, &y),
-        32,
-        3,
-    );
-    let want = npy(&training(&format!("mlp_binary.{run}.losses.npy"))).to_f64_vec();
+/// `model`'s shared Keras run `run` (sgd or adam), replayed: losses and final weights within
+/// 1e-5 of Keras's.
+fn matches_keras(model: &str, loss: LossFn, opt: Optimizer, lr: f32, run: &str) {
+    let m = load(
+        &model_file(&format!("{model}.json")),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let x = npy(&training(&format!("{model}.train_x.npy")));
+    let y = npy(&training(&format!("{model}.train_y.npy")));
+    let (losses, weights) = fit(&m.graph, loss, opt, lr, (&x, &y), 32, 3);
+    let want = npy(&training(&format!("{model}.{run}.losses.npy"))).to_f64_vec();
     assert_eq!(losses.len(), 96);
     let d = rel(&losses, &want);
-    println!("mlp_binary {run}: per-batch losses within {d:.2e} of Keras");
+    println!("{model} {run}: per-batch losses within {d:.2e} of Keras");
     assert!(
         d <= 1e-5,
-        "{run}: per-batch losses differ from Keras's by {d:e}"
+        "{model} {run}: per-batch losses differ from Keras's by {d:e}"
     );
     let fin = load(
-        &model_file("mlp_binary.json"),
+        &model_file(&format!("{model}.json")),
         &LoadOptions {
-            weights: Some(training(&format!("mlp_binary.{run}.final.weights.h5"))),
+            weights: Some(training(&format!("{model}.{run}.final.weights.h5"))),
             ..LoadOptions::default()
         },
     )
@@ -133,25 +131,54 @@ fn matches_keras(opt: Optimizer, lr: f32, run: &str) {
     for (name, w) in &weights {
         let k = &kw.iter().find(|(n, _)| n == name).unwrap().1;
         let d = rel(&w.to_f64_vec(), &k.to_f64_vec());
-        println!("mlp_binary {run}: final {name} within {d:.2e} of Keras");
+        println!("{model} {run}: final {name} within {d:.2e} of Keras");
         assert!(
             d <= 1e-5,
-            "{run}: final {name} differs from Keras's by {d:e}"
+            "{model} {run}: final {name} differs from Keras's by {d:e}"
         );
         assert_eq!(w.dtype(), DType::F32);
     }
 }
 
-/// SGD (lr 0.01 as Keras stores it, a float32) on mlp_binary: 96 steps.
+/// SGD (lr 0.01 as Keras stores it, a float32), 96 steps: mlp_binary (binary cross-entropy
+/// from the sigmoid's logits) and mlp_mnist (sparse categorical cross-entropy from the
+/// softmax's logits, a partial last batch of 8 in every epoch).
 #[test]
 fn sgd_steps_match_keras_step_for_step() {
-    matches_keras(Optimizer::Sgd, 0.01, "sgd");
+    matches_keras(
+        "mlp_binary",
+        LossFn::BinaryCrossentropy,
+        Optimizer::Sgd,
+        0.01,
+        "sgd",
+    );
+    matches_keras(
+        "mlp_mnist",
+        LossFn::SparseCategoricalCrossentropy,
+        Optimizer::Sgd,
+        0.01,
+        "sgd",
+    );
 }
 
 /// Adam (lr 0.001, Keras's defaults: epsilon 1e-7 added to the uncorrected sqrt(v)).
 #[test]
 fn adam_steps_match_keras_step_for_step() {
-    matches_keras(Optimizer::from_name("adam").unwrap(), 0.001, "adam");
+    let adam = Optimizer::from_name("adam").unwrap();
+    matches_keras(
+        "mlp_binary",
+        LossFn::BinaryCrossentropy,
+        adam,
+        0.001,
+        "adam",
+    );
+    matches_keras(
+        "mlp_mnist",
+        LossFn::SparseCategoricalCrossentropy,
+        adam,
+        0.001,
+        "adam",
+    );
 }
 
 /// What cannot be trained is said before any step: no trainable weights, a training-mode
