@@ -267,14 +267,48 @@ pub(crate) fn reduce(
                 has_sym = Some(a);
             }
         }
-        if has_sym.is_some() {
-            return Err("a mean over a symbolic dim is not compiled yet".into());
-        }
         let kt2 = kt.clone();
-        v = e.elementwise(&kt2, &[(v, kt.clone())], &mut |lines, a| {
-            let c = push(lines, E::scalar_const(dt, count as f64));
-            binary_body(lines, BinaryOp::Div, &a[0], &c, dt).unwrap_or_default()
-        })?;
+        if has_sym.is_some() {
+            // The count of a symbolic dim (the batch) is known at run time only: the sizes
+            // multiplied as integers, converted once, outside the loop.
+            if !dt.is_float() {
+                return Err("an integer mean over a symbolic dim is not compiled yet".into());
+            }
+            let mut n: Option<String> = None;
+            for &a in axes {
+                if x.1.shape[a].known().is_none() {
+                    let size = e.dim_val(&x.1.shape[a])?;
+                    let s64 = e.fresh();
+                    e.line(&format!("{s64} = arith.index_cast {size} : index to i64"));
+                    n = Some(match n {
+                        None => s64,
+                        Some(p) => {
+                            let m = e.fresh();
+                            e.line(&format!("{m} = arith.muli {p}, {s64} : i64"));
+                            m
+                        }
+                    });
+                }
+            }
+            let nf = e.fresh();
+            let n = n.expect("a symbolic axis");
+            e.line(&format!("{nf} = arith.sitofp {n} : i64 to {}", elem(dt)));
+            let known = e.fresh();
+            e.line(&format!("{known} = {}", E::scalar_const(dt, count as f64)));
+            let total = e.fresh();
+            e.line(&format!(
+                "{total} = arith.mulf {nf}, {known} : {}",
+                elem(dt)
+            ));
+            v = e.elementwise(&kt2, &[(v, kt.clone())], &mut |lines, a| {
+                binary_body(lines, BinaryOp::Div, &a[0], &total, dt).unwrap_or_default()
+            })?;
+        } else {
+            v = e.elementwise(&kt2, &[(v, kt.clone())], &mut |lines, a| {
+                let c = push(lines, E::scalar_const(dt, count as f64));
+                binary_body(lines, BinaryOp::Div, &a[0], &c, dt).unwrap_or_default()
+            })?;
+        }
     }
     if !keepdims {
         v = reshape(e, &(v, kt), ot)?;
