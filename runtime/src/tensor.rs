@@ -266,6 +266,32 @@ impl Tensor {
         self.numel() * self.dtype().size_bytes()
     }
 
+    /// The samples `rows` (indices into the leading dim, in that order) as a new tensor: a
+    /// batch drawn from a dataset. Panics on a rank-0 tensor or an index out of range.
+    pub fn take_rows(&self, rows: &[usize]) -> Tensor {
+        let per: usize = self.shape[1..].iter().product();
+        fn take<T: Copy>(v: &[T], rows: &[usize], per: usize) -> Vec<T> {
+            let mut out = Vec::with_capacity(rows.len() * per);
+            for &r in rows {
+                out.extend_from_slice(&v[r * per..(r + 1) * per]);
+            }
+            out
+        }
+        let data = match &self.data {
+            Data::F32(v) => Data::F32(take(v, rows, per)),
+            Data::F64(v) => Data::F64(take(v, rows, per)),
+            Data::F16(v) => Data::F16(take(v, rows, per)),
+            Data::BF16(v) => Data::BF16(take(v, rows, per)),
+            Data::I8(v) => Data::I8(take(v, rows, per)),
+            Data::I32(v) => Data::I32(take(v, rows, per)),
+            Data::I64(v) => Data::I64(take(v, rows, per)),
+            Data::Bool(v) => Data::Bool(take(v, rows, per)),
+        };
+        let mut shape = self.shape.clone();
+        shape[0] = rows.len();
+        Tensor { shape, data }
+    }
+
     /// Same data, new shape with the same element count.
     pub fn reshaped(self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         Tensor::new(shape, self.data)

@@ -8,6 +8,7 @@ pub mod compile;
 pub mod conformance;
 pub mod run;
 pub mod summary;
+pub mod train;
 
 use crate::UserError;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,9 @@ pub enum Command {
     Compile(compile::Args),
     /// Measure the compiled model: latency (median, p90) and throughput per batch size.
     Bench(bench::Args),
+    /// Train the model: its training step (forward, loss, gradients, optimizer update) compiled
+    /// and run over the data as Keras's fit does; writes history.json and the final weights.
+    Train(train::Args),
     /// Run an ONNX test suite (standard layout) through import and the interpreter.
     Conformance(conformance::Args),
     /// Run the model on inputs and write its outputs as .npy files.
@@ -145,6 +149,7 @@ pub fn main_with(cli: Cli) -> i32 {
         Command::Bench(a) => bench::cmd(a),
         Command::Compile(a) => compile::cmd(a),
         Command::Conformance(a) => conformance::cmd(a),
+        Command::Train(a) => train::cmd(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "forgec", &mut std::io::stdout());

@@ -1,0 +1,417 @@
+//! `forgec train`: the minimal training driver. Builds the model's training step
+//! (`passes::train`), compiles it like any graph, and runs it over the data for the epochs
+//! asked, as Keras's `fit` does (batches in order or shuffled by a seed, the partial last
+//! batch included). Writes `history.json` after every epoch (a run that dies keeps the epochs
+//! before) and the final weights.
+
+use crate::keras::LoadOptions;
+use crate::UserError;
+use forgec_passes::train::{step_graph, LossFn, Optimizer};
+use forgec_runtime::Tensor;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5, or .onnx
+    pub model: PathBuf,
+    /// The Keras weights file (.weights.h5), when it is not beside the JSON
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// The training inputs: [NAME=]FILE.npy, or an .npz holding them by name (repeatable)
+    #[arg(long = "x", required = true)]
+    pub x: Vec<String>,
+    /// The labels, one per model output: [OUTPUT=]FILE.npy, or an .npz by output name
+    #[arg(long = "y", required = true)]
+    pub y: Vec<String>,
+    /// Passes over the data
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Samples per step (the last batch of an epoch may be smaller)
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Take the samples in file order every epoch (Keras's shuffle=False); by default each
+    /// epoch takes them in an order drawn from --seed
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// The seed of the shuffling order
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The loss (default: the one the model was compiled with)
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// sgd or adam (default: the one the model was compiled with)
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// The learning rate (default: the model's compile config, else Keras's default)
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Threads the step runs on (1 to 64)
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Where to write history.json and final.weights.npz
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+}
+
+/// The loss and optimizer the model was compiled with (Keras's compile config), if any.
+fn compiled_training(m: &crate::Model) -> (Option<String>, Option<Value>) {
+    let crate::Model::Keras(k) = m else {
+        return (None, None);
+    };
+    let Some(cc) = &k.compile else {
+        return (None, None);
+    };
+    let loss = match cc.get("loss") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Object(o)) => o
+            .get("class_name")
+            .and_then(|c| c.as_str())
+            .map(str::to_string),
+        _ => None,
+    };
+    (loss, cc.get("optimizer").cloned())
+}
+
+/// The optimizer and learning rate from the flags, else the compile config, else Keras's
+/// defaults. Settings forgec does not compile yet are refused, never ignored.
+fn optimizer(a: &Args, saved: Option<&Value>) -> Result<(Optimizer, f64), UserError> {
+    let (name, cfg) = match (&a.optimizer, saved) {
+        (Some(n), _) => (n.clone(), None),
+        (None, Some(Value::String(s))) => (s.clone(), None),
+        (None, Some(o @ Value::Object(_))) => (
+            o.get("class_name")
+                .and_then(|c| c.as_str())
+                .unwrap_or("")
+                .to_string(),
+            o.get("config").cloned(),
+        ),
+        _ => return Err(UserError::new(
+            "the model was saved without an optimizer: pass --optimizer sgd or --optimizer adam",
+        )),
+    };
+    let opt = Optimizer::from_name(&name).ok_or_else(|| {
+        UserError::new(format!(
+            "optimizer `{name}` is not compiled yet: use sgd or adam"
+        ))
+    })?;
+    let num = |k: &str| cfg.as_ref().and_then(|c| c.get(k)).and_then(|v| v.as_f64());
+    let set = |k: &str| {
+        cfg.as_ref()
+            .and_then(|c| c.get(k))
+            .is_some_and(|v| !v.is_null() && v != &json!(false) && v != &json!(0.0))
+    };
+    for k in [
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "clipnorm",
+        "clipvalue",
+        "global_clipnorm",
+        "amsgrad",
+    ] {
+        if set(k) {
+            return Err(UserError::new(format!(
+                "the model's optimizer sets `{k}`, which forgec does not compile yet: pass --optimizer to train with the plain {name}"
+            )));
+        }
+    }
+    let opt = match opt {
+        Optimizer::Adam {
+            beta_1,
+            beta_2,
+            epsilon,
+        } => Optimizer::Adam {
+            beta_1: num("beta_1").unwrap_or(beta_1),
+            beta_2: num("beta_2").unwrap_or(beta_2),
+            epsilon: num("epsilon").unwrap_or(epsilon),
+        },
+        o => o,
+    };
+    let default_lr = match opt {
+        Optimizer::Sgd => 0.01,
+        Optimizer::Adam { .. } => 0.001,
+    };
+    let lr = a.lr.or(num("learning_rate")).unwrap_or(default_lr);
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(UserError::new(format!(
+            "--lr {lr}: use a positive learning rate"
+        )));
+    }
+    Ok((opt, lr))
+}
+
+/// A permutation of `0..n` from a seed (xorshift64*, Fisher-Yates).
+fn shuffled(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut s =
+        (seed ^ 0x9E37_79B9_7F4A_7C15).wrapping_add(epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9)) | 1;
+    let mut next = || {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        s.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+/// Writes `v` to `path` through a temporary file, so a reader never sees half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), UserError> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| UserError::new(format!("{}: cannot write: {e}", path.display())))
+}
+
+pub fn cmd(a: Args) -> Result<i32, UserError> {
+    super::check_threads(a.threads)?;
+    if a.epochs == 0 || a.epochs > 1_000_000 {
+        return Err(UserError::new(format!(
+            "--epochs {}: use 1 to 1000000",
+            a.epochs
+        )));
+    }
+    if a.batch_size == 0 || a.batch_size > 1 << 20 {
+        return Err(UserError::new(format!(
+            "--batch-size {}: use 1 to 1048576",
+            a.batch_size
+        )));
+    }
+    super::writable_dir(&a.out, "--out")?;
+    let opts = LoadOptions {
+        weights: a.weights.clone(),
+        allow_missing_weights: false,
+        input_shape: None,
+    };
+    let m = crate::load_any(&a.model, &opts).map_err(|e| UserError::new(e.to_string()))?;
+    let (saved_loss, saved_opt) = compiled_training(&m);
+    let loss_name = a.loss.clone().or(saved_loss).ok_or_else(|| {
+        UserError::new(
+            "the model was saved without a loss: pass --loss (e.g. --loss binary_crossentropy)",
+        )
+    })?;
+    let loss = LossFn::from_name(&loss_name).ok_or_else(|| {
+        UserError::new(format!(
+            "loss `{loss_name}` is not compiled yet (or is misspelled): use one of {}",
+            LossFn::KNOWN
+        ))
+    })?;
+    let (opt, lr) = optimizer(&a, saved_opt.as_ref())?;
+    let g = m.into_graph();
+    let step = step_graph(&g, loss, opt).map_err(|e| {
+        UserError::new(
+            e.iter()
+                .map(|p| format!("{}: {p}", a.model.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    // The data: inputs by the model's input names, labels by its output names.
+    let in_names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();
+    let out_names: Vec<String> = g.outputs.iter().map(|&o| g.value(o).name.clone()).collect();
+    let xs = super::run::read_inputs(&a.x, &in_names)?;
+    let ys = super::run::read_inputs(&a.y, &out_names)?;
+    let mut data: Vec<(String, Tensor)> = Vec::new();
+    for n in &in_names {
+        let t = xs
+            .iter()
+            .find(|(m, _)| m == n)
+            .ok_or_else(|| UserError::new(format!("no --x for the model input `{n}`")))?;
+        data.push(t.clone());
+    }
+    for (n, l) in out_names.iter().zip(&step.labels) {
+        let (_, t) = ys
+            .iter()
+            .find(|(m, _)| m == n)
+            .ok_or_else(|| UserError::new(format!("no --y for the model output `{n}`")))?;
+        // Labels of another number type are converted when they hold the same values
+        // (Keras takes float or integer labels alike); the step's checks do the rest.
+        let want = step
+            .graph
+            .ty(step.graph.find_value(l).expect("labels input"))
+            .dtype;
+        let t = if t.dtype() == want {
+            t.clone()
+        } else {
+            let c = t.cast(want);
+            if c.to_f64_vec() != t.to_f64_vec() {
+                return Err(UserError::new(format!(
+                    "--y for `{n}`: the labels are {} but {} wants {} class ids (whole numbers)",
+                    t.dtype(),
+                    loss_name,
+                    want
+                )));
+            }
+            c
+        };
+        data.push((l.clone(), t));
+    }
+    let n = data[0].1.shape().first().copied().unwrap_or(0);
+    for (name, t) in &data {
+        if t.shape().first() != Some(&n) {
+            return Err(UserError::new(format!(
+                "`{name}` has {} samples but `{}` has {n}: every --x and --y needs one row per sample",
+                t.shape().first().copied().unwrap_or(0),
+                data[0].0
+            )));
+        }
+    }
+    if n == 0 {
+        return Err(UserError::new("the data has no samples"));
+    }
+    // The data checked by the interpreter's rules first: wrong shapes and dtypes are said
+    // with the input's name before anything is compiled.
+    let probe = data.clone();
+    let mut state: Vec<(String, Tensor)> = step
+        .weights
+        .iter()
+        .map(|w| {
+            let v = g.find_value(w).expect("a weight");
+            let t = g
+                .nodes
+                .iter()
+                .find_map(|nd| match &nd.op {
+                    forgec_ir::Op::Const { value, .. } if nd.outputs[0] == v => Some(value.clone()),
+                    _ => None,
+                })
+                .expect("the weight's constant");
+            (w.clone(), t)
+        })
+        .collect();
+    let mut slots: Vec<(String, Tensor)> = Vec::new();
+    for s in opt.slots() {
+        for (w, t) in &state {
+            slots.push((
+                format!("{w}.{s}"),
+                Tensor::full(t.dtype(), t.shape().to_vec(), 0.0).unwrap(),
+            ));
+        }
+    }
+    let dt = state[0].1.dtype();
+    let scalar = |v: f64| Tensor::from_f64_values(dt, vec![], &[v]).unwrap();
+    let inputs_of = |batch: Vec<(String, Tensor)>,
+                     state: &[(String, Tensor)],
+                     slots: &[(String, Tensor)],
+                     t: usize| {
+        let mut ins = batch;
+        ins.push(("lr".into(), scalar(lr)));
+        if !opt.slots().is_empty() {
+            ins.push(("step".into(), scalar(t as f64)));
+        }
+        ins.extend(state.iter().cloned());
+        ins.extend(slots.iter().cloned());
+        ins
+    };
+    forgec_ir::interp::check_inputs(&step.graph, &inputs_of(probe, &state, &slots, 1))
+        .map_err(|e| UserError::new(format!("{}: {}", a.model.display(), e.0)))?;
+    // The step, compiled.
+    let dir = tempfile::tempdir().map_err(|e| UserError::new(e.to_string()))?;
+    let copts = crate::codegen::Options {
+        name: "step".into(),
+        cpu: Some("native".into()),
+        target: None,
+        emit: crate::codegen::Emit::Lib,
+        external_weights: false,
+        threads: 1,
+    };
+    crate::codegen::compile(step.graph.clone(), &copts, dir.path(), "")
+        .map_err(|e| UserError::new(format!("{}: {e}", a.model.display())))?;
+    let lib = forgec_runtime::compiled::CompiledModel::load(&dir.path().join("libstep.so"), "step")
+        .map_err(UserError::new)?;
+    lib.set_threads(a.threads).map_err(UserError::new)?;
+    let nw = state.len();
+    let mut batch_loss: Vec<f64> = Vec::new();
+    let mut epochs: Vec<Value> = Vec::new();
+    let mut t = 0usize;
+    let history = |batch_loss: &[f64], epochs: &[Value], status: &str| {
+        json!({
+            "status": status,
+            "loss": loss_name,
+            "optimizer": format!("{opt:?}"),
+            "learning_rate": lr,
+            "batch_size": a.batch_size,
+            "shuffle": !a.no_shuffle,
+            "seed": a.seed,
+            "threads": a.threads,
+            "samples": n,
+            "epochs": epochs,
+            "epoch_loss": epochs.iter().map(|e| e["loss"].clone()).collect::<Vec<_>>(),
+            "batch_loss": batch_loss,
+        })
+    };
+    let hist_path = a.out.join("history.json");
+    for epoch in 0..a.epochs {
+        let order: Vec<usize> = if a.no_shuffle {
+            (0..n).collect()
+        } else {
+            shuffled(n, a.seed, epoch as u64)
+        };
+        let start = std::time::Instant::now();
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for rows in order.chunks(a.batch_size) {
+            t += 1;
+            let batch: Vec<(String, Tensor)> = data
+                .iter()
+                .map(|(k, d)| (k.clone(), d.take_rows(rows)))
+                .collect();
+            let ins = inputs_of(batch, &state, &slots, t);
+            let (ordered, _) = forgec_ir::interp::check_inputs(&step.graph, &ins)
+                .map_err(|e| UserError::new(format!("{}: {}", a.model.display(), e.0)))?;
+            let outs = lib.run(&ordered).map_err(UserError::new)?;
+            let l = outs[0].to_f64_vec()[0];
+            if !l.is_finite() {
+                let h = history(&batch_loss, &epochs, "stopped: the loss is not finite");
+                write_atomic(
+                    &hist_path,
+                    serde_json::to_string_pretty(&h).unwrap().as_bytes(),
+                )?;
+                return Err(UserError {
+                    message: format!(
+                        "epoch {}, step {t}: the loss is {l}: training stopped before this step's update (the weights are those after step {}); lower --lr, or check the data for NaN or huge values",
+                        epoch + 1,
+                        t - 1
+                    ),
+                    code: 1,
+                });
+            }
+            batch_loss.push(l);
+            sum += l * rows.len() as f64;
+            count += rows.len();
+            for (k, o) in outs.into_iter().skip(1).enumerate() {
+                if k < nw {
+                    state[k].1 = o;
+                } else {
+                    slots[k - nw].1 = o;
+                }
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let el = sum / count as f64;
+        println!(
+            "epoch {}/{}: loss {el:.6} ({} steps, {:.0} samples/s)",
+            epoch + 1,
+            a.epochs,
+            n.div_ceil(a.batch_size),
+            n as f64 / secs.max(1e-9)
+        );
+        epochs.push(json!({"epoch": epoch + 1, "loss": el, "seconds": secs}));
+        let h = history(&batch_loss, &epochs, "running");
+        write_atomic(
+            &hist_path,
+            serde_json::to_string_pretty(&h).unwrap().as_bytes(),
+        )?;
+    }
+    let h = history(&batch_loss, &epochs, "done");
+    write_atomic(
+        &hist_path,
+        serde_json::to_string_pretty(&h).unwrap().as_bytes(),
+    )?;
+    let wpath = a.out.join("final.weights.npz");
+    forgec_runtime::write_npz(&wpath, &state).map_err(|e| UserError::new(e.0))?;
+    println!("{}\n{}", hist_path.display(), wpath.display());
+    Ok(0)
+}
