@@ -202,3 +202,24 @@ fn data_shape_that_does_not_fit_the_input() {
     let out = check(&[&m("cnn_mnist.keras"), "--input-shape", "28,28,1"]);
     assert_eq!(out.code, 0, "{}", out.stdout);
 }
+
+/// A loss name Keras does not have is an error (it used to pass as "no problems found").
+#[test]
+fn misspelled_loss_is_an_error() {
+    let m = model_file("mlp_binary.keras");
+    let o = forgec(&[
+        "check",
+        m.to_str().unwrap(),
+        "--loss",
+        "binary_crossentropyy",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stdout);
+    assert!(
+        o.stderr
+            .contains("--loss binary_crossentropyy: Keras has no loss of that name"),
+        "{}",
+        o.stderr
+    );
+    let ok = forgec(&["check", m.to_str().unwrap(), "--loss", "BinaryCrossentropy"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+}

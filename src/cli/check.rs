@@ -122,6 +122,15 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         }
     }
     // Losses per output.
+    if let Some(l) = a
+        .loss
+        .as_deref()
+        .filter(|l| !crate::keras::loss::is_known(l))
+    {
+        return Err(UserError::new(format!(
+            "--loss {l}: Keras has no loss of that name (binary_crossentropy, categorical_crossentropy, sparse_categorical_crossentropy, mean_squared_error, mean_absolute_error, huber, ...)"
+        )));
+    }
     let mut losses = compiled_losses(&m);
     if let Some(l) = &a.loss {
         losses = m

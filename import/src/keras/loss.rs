@@ -51,6 +51,52 @@ pub fn loss_kind(name: &str) -> LossKind {
     }
 }
 
+/// Keras 3's built-in losses, by their function names (the class names and short aliases
+/// normalize to these: lower case, no `_`).
+const KNOWN: &[&str] = &[
+    "binarycrossentropy",
+    "bce",
+    "binaryfocalcrossentropy",
+    "categoricalcrossentropy",
+    "cce",
+    "categoricalfocalcrossentropy",
+    "sparsecategoricalcrossentropy",
+    "scce",
+    "meansquarederror",
+    "mse",
+    "meanabsoluteerror",
+    "mae",
+    "meanabsolutepercentageerror",
+    "mape",
+    "meansquaredlogarithmicerror",
+    "msle",
+    "huber",
+    "logcosh",
+    "hinge",
+    "squaredhinge",
+    "categoricalhinge",
+    "kldivergence",
+    "kld",
+    "kullbackleiblerdivergence",
+    "poisson",
+    "cosinesimilarity",
+    "ctc",
+    "dice",
+    "tversky",
+    "circle",
+    "categoricalgeneralizedcrossentropy",
+];
+
+/// Whether `name` is one of Keras's built-in losses, in any of its spellings.
+pub fn is_known(name: &str) -> bool {
+    let n: String = name
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect();
+    KNOWN.contains(&n.as_str())
+}
+
 /// A loss from its compile-config entry: a name, or a serialized loss object.
 pub fn parse_loss(v: &Value) -> Option<Loss> {
     match v {
@@ -146,5 +192,7 @@ mod tests {
             );
         }
         assert!(parse_loss(&serde_json::json!(3)).is_none());
+        assert!(is_known("BinaryCrossentropy") && is_known("mse") && is_known("log_cosh"));
+        assert!(!is_known("binary_crossentropyy"));
     }
 }
