@@ -441,3 +441,57 @@ fn forgec_train_refuses_bad_input() {
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains("class ids"), "{}", o.stderr);
 }
+
+/// `bench --train` times the compiled step: one JSON record per batch size and thread count,
+/// marked as training, with the loss and optimizer it ran.
+#[test]
+fn bench_times_the_training_step() {
+    let f = fixtures().join("training");
+    let json = scratch("bench_train").join("t.json");
+    let out = forgec(&[
+        "bench",
+        model_file("mlp_binary.json").to_str().unwrap(),
+        "--train",
+        "--x",
+        f.join("mlp_binary.train_x.npy").to_str().unwrap(),
+        "--y",
+        f.join("mlp_binary.train_y.npy").to_str().unwrap(),
+        "--batch",
+        "8,32",
+        "--threads",
+        "1,2",
+        "--seconds",
+        "0.05",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let recs = v["records"].as_array().unwrap();
+    let seen: Vec<(u64, u64)> = recs
+        .iter()
+        .map(|r| {
+            assert_eq!(r["train"], true, "{r}");
+            assert_eq!(r["loss"], "binary_crossentropy", "{r}");
+            let (med, p90) = (
+                r["median_ms"].as_f64().unwrap(),
+                r["p90_ms"].as_f64().unwrap(),
+            );
+            assert!(med > 0.0 && med <= p90, "{r}");
+            (r["batch"].as_u64().unwrap(), r["threads"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(seen, vec![(8, 1), (8, 2), (32, 1), (32, 2)]);
+    let bad = forgec(&[
+        "bench",
+        model_file("mlp_binary.json").to_str().unwrap(),
+        "--train",
+    ]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("--train needs the data"),
+        "{}",
+        bad.stderr
+    );
+}

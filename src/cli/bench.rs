@@ -38,6 +38,22 @@ pub struct Args {
     /// in another engine on the same inputs and threads, and print the ratio: onnxruntime
     #[arg(long, value_name = "ENGINE")]
     pub compare: Option<String>,
+    /// Time the training step (forward, loss, gradients, update) instead of inference, on the
+    /// first samples of --x and --y
+    #[arg(long)]
+    pub train: bool,
+    /// With --train: the training inputs ([NAME=]FILE.npy or .npz, repeatable)
+    #[arg(long = "x")]
+    pub x: Vec<String>,
+    /// With --train: the labels ([OUTPUT=]FILE.npy or .npz, repeatable)
+    #[arg(long = "y")]
+    pub y: Vec<String>,
+    /// With --train: the loss (default: the model's compile config)
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// With --train: sgd or adam (default: the model's compile config)
+    #[arg(long)]
+    pub optimizer: Option<String>,
     /// The Python with onnxruntime for --compare (default: target/bench-venv/bin/python, which
     /// scripts/bench.sh makes, else python3)
     #[arg(long)]
@@ -243,6 +259,9 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             a.seconds
         )));
     }
+    if a.train {
+        return bench_train(&a);
+    }
     let twin = match a.compare.as_deref() {
         None => None,
         Some("onnxruntime") => Some(onnx_twin(&a.model)?),
@@ -404,6 +423,114 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             r["ort_runs"] = serde_json::json!(c.ort.len());
             r["ratio_to_ort"] = serde_json::json!(f / o);
         }
+    }
+    if let Some(j) = &a.json {
+        let doc = serde_json::json!({"model": path_name(&a.model), "compile_s": compile_s, "records": records});
+        std::fs::write(j, serde_json::to_string_pretty(&doc).expect("json"))
+            .map_err(|e| UserError::new(format!("{}: cannot write: {e}", j.display())))?;
+    }
+    Ok(0)
+}
+
+/// `bench --train`: the compiled training step per batch size and thread count, the cases
+/// taking turns in rounds as for inference; the state is not advanced (a step's work does not
+/// depend on the weights' values).
+fn bench_train(a: &Args) -> Result<i32, UserError> {
+    if a.x.is_empty() || a.y.is_empty() {
+        return Err(UserError::new(
+            "--train needs the data: --x FILE.npy --y FILE.npy",
+        ));
+    }
+    if a.compare.is_some() {
+        return Err(UserError::new(
+            "--compare times inference only; drop it with --train",
+        ));
+    }
+    let targs = super::train::Args {
+        model: a.model.clone(),
+        weights: None,
+        x: a.x.clone(),
+        y: a.y.clone(),
+        epochs: 1,
+        batch_size: 1,
+        no_shuffle: true,
+        seed: 0,
+        loss: a.loss.clone(),
+        optimizer: a.optimizer.clone(),
+        lr: None,
+        threads: 1,
+        out: PathBuf::new(),
+    };
+    let tr = super::train::prepare(&targs)?;
+    if let Some(&b) = a.batches.iter().find(|&&b| b > tr.samples) {
+        return Err(UserError::new(format!(
+            "--batch {b}: the data has {} samples",
+            tr.samples
+        )));
+    }
+    let t0 = Instant::now();
+    let (dir, _) = tr.compile(&a.model, 1)?;
+    let compile_s = t0.elapsed().as_secs_f64();
+    println!(
+        "{}: training step ({}, {:?}) compiled in {compile_s:.2} s",
+        a.model.display(),
+        tr.loss_name,
+        tr.opt
+    );
+    let so = dir.path().join("libstep.so");
+    let mut cases = Vec::new();
+    for &batch in &a.batches {
+        for &threads in &a.threads {
+            let lib = CompiledModel::load(&so, "step").map_err(UserError::new)?;
+            lib.set_threads(threads).map_err(UserError::new)?;
+            let rows: Vec<usize> = (0..batch).collect();
+            let ins = tr.inputs(tr.batch(&rows), 1);
+            cases.push((batch, threads, lib, ins, Vec::<Duration>::new()));
+        }
+    }
+    let run = |lib: &CompiledModel, ins: &[(String, forgec_runtime::Tensor)]| {
+        let (ordered, _) = forgec_ir::interp::check_inputs(&tr.step.graph, ins)
+            .map_err(|e| UserError::new(e.0))?;
+        lib.run(&ordered).map_err(UserError::new)
+    };
+    for c in &cases {
+        for _ in 0..3 {
+            run(&c.2, &c.3)?;
+        }
+    }
+    let slice = a.seconds / ROUNDS as f64;
+    for _ in 0..ROUNDS {
+        for c in &mut cases {
+            let start = Instant::now();
+            let mut n = 0;
+            while (start.elapsed().as_secs_f64() < slice || n < 2) && n < 20_000 {
+                let t = Instant::now();
+                run(&c.2, &c.3)?;
+                c.4.push(t.elapsed());
+                n += 1;
+            }
+        }
+    }
+    println!(
+        "{:>6} {:>8} {:>12} {:>12} {:>14} {:>8}",
+        "batch", "threads", "median ms", "p90 ms", "samples/s", "steps"
+    );
+    let mut records = Vec::new();
+    for c in &mut cases {
+        c.4.sort();
+        let (med, p90) = (percentile(&c.4, 0.5), percentile(&c.4, 0.9));
+        let thr = c.0 as f64 / (med / 1e3);
+        println!(
+            "{:>6} {:>8} {med:>12.4} {p90:>12.4} {thr:>14.1} {:>8}",
+            c.0,
+            c.1,
+            c.4.len()
+        );
+        records.push(serde_json::json!({
+            "batch": c.0, "threads": c.1, "median_ms": med, "p90_ms": p90,
+            "samples_per_s": thr, "steps": c.4.len(), "engine": "compiled", "train": true,
+            "loss": tr.loss_name, "optimizer": format!("{:?}", tr.opt),
+        }));
     }
     if let Some(j) = &a.json {
         let doc = serde_json::json!({"model": path_name(&a.model), "compile_s": compile_s, "records": records});

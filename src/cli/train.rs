@@ -167,7 +167,70 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), UserError> {
         .map_err(|e| UserError::new(format!("{}: cannot write: {e}", path.display())))
 }
 
-pub fn cmd(a: Args) -> Result<i32, UserError> {
+/// What a training run needs, checked: the step, the data (the model's inputs, then the
+/// labels, by the step's input names), the initial state and the hyperparameters.
+pub struct Training {
+    pub step: forgec_passes::train::Step,
+    pub data: Vec<(String, Tensor)>,
+    pub state: Vec<(String, Tensor)>,
+    pub slots: Vec<(String, Tensor)>,
+    pub samples: usize,
+    pub loss_name: String,
+    pub opt: Optimizer,
+    pub lr: f64,
+}
+
+impl Training {
+    /// The step's inputs for `batch` (data rows) at step `t` (from 1).
+    pub fn inputs(&self, batch: Vec<(String, Tensor)>, t: usize) -> Vec<(String, Tensor)> {
+        let dt = self.state[0].1.dtype();
+        let scalar = |v: f64| Tensor::from_f64_values(dt, vec![], &[v]).unwrap();
+        let mut ins = batch;
+        ins.push(("lr".into(), scalar(self.lr)));
+        if !self.opt.slots().is_empty() {
+            ins.push(("step".into(), scalar(t as f64)));
+        }
+        ins.extend(self.state.iter().cloned());
+        ins.extend(self.slots.iter().cloned());
+        ins
+    }
+
+    /// The rows `rows` of every data tensor.
+    pub fn batch(&self, rows: &[usize]) -> Vec<(String, Tensor)> {
+        self.data
+            .iter()
+            .map(|(k, d)| (k.clone(), d.take_rows(rows)))
+            .collect()
+    }
+
+    /// The step compiled for this machine (in a scratch directory kept with it) on `threads`.
+    pub fn compile(
+        &self,
+        model: &Path,
+        threads: usize,
+    ) -> Result<(tempfile::TempDir, forgec_runtime::compiled::CompiledModel), UserError> {
+        let dir = tempfile::tempdir().map_err(|e| UserError::new(e.to_string()))?;
+        let copts = crate::codegen::Options {
+            name: "step".into(),
+            cpu: Some("native".into()),
+            target: None,
+            emit: crate::codegen::Emit::Lib,
+            external_weights: false,
+            threads: 1,
+        };
+        crate::codegen::compile(self.step.graph.clone(), &copts, dir.path(), "")
+            .map_err(|e| UserError::new(format!("{}: {e}", model.display())))?;
+        let lib =
+            forgec_runtime::compiled::CompiledModel::load(&dir.path().join("libstep.so"), "step")
+                .map_err(UserError::new)?;
+        lib.set_threads(threads).map_err(UserError::new)?;
+        Ok((dir, lib))
+    }
+}
+
+/// Loads the model and the data and builds the training step; every check is made here,
+/// before anything is compiled.
+pub fn prepare(a: &Args) -> Result<Training, UserError> {
     super::check_threads(a.threads)?;
     if a.epochs == 0 || a.epochs > 1_000_000 {
         return Err(UserError::new(format!(
@@ -200,7 +263,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             LossFn::KNOWN
         ))
     })?;
-    let (opt, lr) = optimizer(&a, saved_opt.as_ref())?;
+    let (opt, lr) = optimizer(a, saved_opt.as_ref())?;
     let g = m.into_graph();
     let step = step_graph(&g, loss, opt).map_err(|e| {
         UserError::new(
@@ -266,7 +329,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     // The data checked by the interpreter's rules first: wrong shapes and dtypes are said
     // with the input's name before anything is compiled.
     let probe = data.clone();
-    let mut state: Vec<(String, Tensor)> = step
+    let state: Vec<(String, Tensor)> = step
         .weights
         .iter()
         .map(|w| {
@@ -291,39 +354,41 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             ));
         }
     }
-    let dt = state[0].1.dtype();
-    let scalar = |v: f64| Tensor::from_f64_values(dt, vec![], &[v]).unwrap();
-    let inputs_of = |batch: Vec<(String, Tensor)>,
-                     state: &[(String, Tensor)],
-                     slots: &[(String, Tensor)],
-                     t: usize| {
-        let mut ins = batch;
-        ins.push(("lr".into(), scalar(lr)));
-        if !opt.slots().is_empty() {
-            ins.push(("step".into(), scalar(t as f64)));
-        }
-        ins.extend(state.iter().cloned());
-        ins.extend(slots.iter().cloned());
-        ins
+    let tr = Training {
+        step,
+        data,
+        state,
+        slots,
+        samples: n,
+        loss_name,
+        opt,
+        lr,
     };
-    forgec_ir::interp::check_inputs(&step.graph, &inputs_of(probe, &state, &slots, 1))
+    forgec_ir::interp::check_inputs(&tr.step.graph, &tr.inputs(probe, 1))
         .map_err(|e| UserError::new(format!("{}: {}", a.model.display(), e.0)))?;
-    // The step, compiled.
-    let dir = tempfile::tempdir().map_err(|e| UserError::new(e.to_string()))?;
-    let copts = crate::codegen::Options {
-        name: "step".into(),
-        cpu: Some("native".into()),
-        target: None,
-        emit: crate::codegen::Emit::Lib,
-        external_weights: false,
-        threads: 1,
-    };
-    crate::codegen::compile(step.graph.clone(), &copts, dir.path(), "")
-        .map_err(|e| UserError::new(format!("{}: {e}", a.model.display())))?;
-    let lib = forgec_runtime::compiled::CompiledModel::load(&dir.path().join("libstep.so"), "step")
-        .map_err(UserError::new)?;
-    lib.set_threads(a.threads).map_err(UserError::new)?;
-    let nw = state.len();
+    Ok(tr)
+}
+
+pub fn cmd(a: Args) -> Result<i32, UserError> {
+    super::check_threads(a.threads)?;
+    if a.epochs == 0 || a.epochs > 1_000_000 {
+        return Err(UserError::new(format!(
+            "--epochs {}: use 1 to 1000000",
+            a.epochs
+        )));
+    }
+    if a.batch_size == 0 || a.batch_size > 1 << 20 {
+        return Err(UserError::new(format!(
+            "--batch-size {}: use 1 to 1048576",
+            a.batch_size
+        )));
+    }
+    super::writable_dir(&a.out, "--out")?;
+    let mut tr = prepare(&a)?;
+    let (_dir, lib) = tr.compile(&a.model, a.threads)?;
+    let (n, opt, lr) = (tr.samples, tr.opt, tr.lr);
+    let loss_name = tr.loss_name.clone();
+    let nw = tr.state.len();
     let mut batch_loss: Vec<f64> = Vec::new();
     let mut epochs: Vec<Value> = Vec::new();
     let mut t = 0usize;
@@ -354,12 +419,8 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         let (mut sum, mut count) = (0.0f64, 0usize);
         for rows in order.chunks(a.batch_size) {
             t += 1;
-            let batch: Vec<(String, Tensor)> = data
-                .iter()
-                .map(|(k, d)| (k.clone(), d.take_rows(rows)))
-                .collect();
-            let ins = inputs_of(batch, &state, &slots, t);
-            let (ordered, _) = forgec_ir::interp::check_inputs(&step.graph, &ins)
+            let ins = tr.inputs(tr.batch(rows), t);
+            let (ordered, _) = forgec_ir::interp::check_inputs(&tr.step.graph, &ins)
                 .map_err(|e| UserError::new(format!("{}: {}", a.model.display(), e.0)))?;
             let outs = lib.run(&ordered).map_err(UserError::new)?;
             let l = outs[0].to_f64_vec()[0];
@@ -383,9 +444,9 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             count += rows.len();
             for (k, o) in outs.into_iter().skip(1).enumerate() {
                 if k < nw {
-                    state[k].1 = o;
+                    tr.state[k].1 = o;
                 } else {
-                    slots[k - nw].1 = o;
+                    tr.slots[k - nw].1 = o;
                 }
             }
         }
@@ -411,7 +472,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         serde_json::to_string_pretty(&h).unwrap().as_bytes(),
     )?;
     let wpath = a.out.join("final.weights.npz");
-    forgec_runtime::write_npz(&wpath, &state).map_err(|e| UserError::new(e.0))?;
+    forgec_runtime::write_npz(&wpath, &tr.state).map_err(|e| UserError::new(e.0))?;
     println!("{}\n{}", hist_path.display(), wpath.display());
     Ok(0)
 }
