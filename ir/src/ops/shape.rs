@@ -360,7 +360,7 @@ pub(crate) fn interleave<T: Copy>(parts: &[Vec<T>], widths: &[usize], outer: usi
 
 /// Derivative rules: data movement moves the gradient back (a reshape reshapes it, a
 /// transpose transposes it by the inverse perm, a broadcast sums it, a concat slices it).
-/// Slice and pad rules come next.
+/// A step-1 slice pads the gradient back with zeros, a constant pad slices it.
 pub(crate) fn grad(
     b: &mut super::Builder,
     op: &Op,
@@ -412,6 +412,71 @@ pub(crate) fn grad(
                 start += n;
             }
             Ok(out)
+        }
+        Op::Slice {
+            axes,
+            starts,
+            ends,
+            steps,
+        } => {
+            // A step-1 slice's gradient is the gradient padded back with zeros.
+            let mut pads = vec![(0usize, 0usize); tx.rank()];
+            for (k, &a) in axes.iter().enumerate() {
+                if steps[k] != 1 {
+                    return Err(
+                        "a slice with a step other than 1 has no derivative rule yet".into(),
+                    );
+                }
+                let n = tx.shape[a]
+                    .known()
+                    .ok_or("a slice of a symbolic dim has no derivative rule")?;
+                let (s, count) = slice_range(n, starts[k], ends[k], 1)?;
+                pads[a] = (s as usize, n - s as usize - count);
+            }
+            Ok(vec![Some(b.op(
+                Op::Pad {
+                    pads,
+                    mode: PadMode::Constant,
+                    value: 0.0,
+                },
+                &[dy],
+                "grad.pad",
+            )?)])
+        }
+        Op::Pad { pads, mode, .. } => {
+            if *mode != PadMode::Constant {
+                return Err(format!(
+                    "{} padding has no derivative rule yet",
+                    mode.name()
+                ));
+            }
+            // A constant pad's gradient is the gradient cut back to the input's place.
+            let (mut axes, mut starts, mut ends, mut steps) = (vec![], vec![], vec![], vec![]);
+            for (a, &(lo, hi)) in pads.iter().enumerate() {
+                if (lo, hi) == (0, 0) {
+                    continue;
+                }
+                let n = tx.shape[a]
+                    .known()
+                    .ok_or("a pad of a symbolic dim has no derivative rule")?;
+                axes.push(a);
+                starts.push(lo as i64);
+                ends.push((lo + n) as i64);
+                steps.push(1);
+            }
+            if axes.is_empty() {
+                return Ok(vec![Some(dy)]);
+            }
+            Ok(vec![Some(b.op(
+                Op::Slice {
+                    axes,
+                    starts,
+                    ends,
+                    steps,
+                },
+                &[dy],
+                "grad.unpad",
+            )?)])
         }
         _ => Err(format!(
             "{} has no derivative rule yet (forgec cannot train through it)",
