@@ -472,10 +472,10 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
     let (dir, _) = tr.compile(&a.model, 1)?;
     let compile_s = t0.elapsed().as_secs_f64();
     println!(
-        "{}: training step ({}, {:?}) compiled in {compile_s:.2} s",
+        "{}: training step ({}, {}) compiled in {compile_s:.2} s",
         a.model.display(),
         tr.loss_name,
-        tr.opt
+        super::train::describe(tr.opt, tr.lr)
     );
     let so = dir.path().join("libstep.so");
     let mut cases = Vec::new();
@@ -529,7 +529,7 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         records.push(serde_json::json!({
             "batch": c.0, "threads": c.1, "median_ms": med, "p90_ms": p90,
             "samples_per_s": thr, "steps": c.4.len(), "engine": "compiled", "train": true,
-            "loss": tr.loss_name, "optimizer": format!("{:?}", tr.opt),
+            "loss": tr.loss_name, "optimizer": super::train::describe(tr.opt, tr.lr),
         }));
     }
     if let Some(j) = &a.json {

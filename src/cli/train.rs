@@ -159,6 +159,20 @@ fn shuffled(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     p
 }
 
+/// The optimizer as history.json and bench records say it.
+pub fn describe(opt: Optimizer, lr: f64) -> Value {
+    match opt {
+        Optimizer::Sgd => json!({"name": "sgd", "learning_rate": lr}),
+        Optimizer::Adam {
+            beta_1,
+            beta_2,
+            epsilon,
+        } => {
+            json!({"name": "adam", "learning_rate": lr, "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon})
+        }
+    }
+}
+
 /// Writes `v` to `path` through a temporary file, so a reader never sees half a file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), UserError> {
     let tmp = path.with_extension("json.tmp");
@@ -396,8 +410,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         json!({
             "status": status,
             "loss": loss_name,
-            "optimizer": format!("{opt:?}"),
-            "learning_rate": lr,
+            "optimizer": describe(opt, lr),
             "batch_size": a.batch_size,
             "shuffle": !a.no_shuffle,
             "seed": a.seed,
