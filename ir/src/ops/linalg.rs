@@ -565,7 +565,8 @@ fn swap_last(rank: usize) -> Vec<usize> {
 
 /// Derivative rules. A matmul's gradients are matmuls: dA = dY B^T, dB = A^T dY, each summed
 /// over the batch dims it was broadcast along (a dense layer on a sequence: a batched matmul,
-/// then a sum over the batch). Convolution and pooling rules come next.
+/// then a sum over the batch). A 2-D convolution (one group): the input's gradient is a
+/// transposed convolution, the kernel's one batched matmul per kernel position. Pooling next.
 pub(crate) fn grad(
     b: &mut super::Builder,
     op: &Op,
@@ -609,9 +610,189 @@ pub(crate) fn grad(
             };
             Ok(vec![dx, dw])
         }
+        Op::Conv(c) if c.groups == 1 && b.g.ty(ins[0]).rank() == 4 => {
+            let (x, w) = (ins[0], ins[1]);
+            let (tx, tw) = (b.g.ty(x).clone(), b.g.ty(w).clone());
+            let dx = if need[0] {
+                Some(conv_input_grad(b, c, dy, w, &tx)?)
+            } else {
+                None
+            };
+            let dw = if need[1] {
+                Some(conv_kernel_grad(b, c, x, dy, &tw)?)
+            } else {
+                None
+            };
+            Ok(vec![dx, dw])
+        }
         _ => Err(format!(
             "{} has no derivative rule yet (forgec cannot train through it)",
             op.name()
         )),
+    }
+}
+
+/// A convolution's input gradient: the transposed convolution of the output gradient with the
+/// same kernel (its stored layout is the one conv_transpose takes), the output padding making
+/// up what the strides dropped.
+fn conv_input_grad(
+    b: &mut super::Builder,
+    c: &ConvAttrs,
+    dy: crate::ValueId,
+    w: crate::ValueId,
+    tx: &TensorType,
+) -> R<crate::ValueId> {
+    let (_, _, spatial) = split_layout(&tx.shape, c.layout);
+    let ksp: Vec<usize> = {
+        let ws = b.g.ty(w).shape.clone();
+        let k: Vec<Dim> = match c.layout {
+            Layout::ChannelsLast => ws[..ws.len() - 2].to_vec(),
+            Layout::ChannelsFirst => ws[2..].to_vec(),
+        };
+        k.iter().map(|d| d.known().unwrap_or(1)).collect()
+    };
+    let mut output_padding = Vec::new();
+    for (i, d) in spatial.iter().enumerate() {
+        let h = d
+            .known()
+            .ok_or("a convolution over a symbolic spatial dim has no derivative rule")?;
+        let span = h + c.pads[i].0 + c.pads[i].1;
+        let reach = c.dilations[i] * (ksp[i] - 1) + 1;
+        output_padding.push((span - reach) % c.strides[i]);
+    }
+    let t = ConvAttrs {
+        output_padding,
+        ..c.clone()
+    };
+    b.op(Op::ConvTranspose(t), &[dy, w], "grad.conv_t")
+}
+
+/// A 2-D convolution's kernel gradient, one kernel position at a time: the input window the
+/// position reads (a strided slice of the padded input) times the output gradient, summed over
+/// the samples and output positions (a batched matmul, then a sum over the batch).
+fn conv_kernel_grad(
+    b: &mut super::Builder,
+    c: &ConvAttrs,
+    x: crate::ValueId,
+    dy: crate::ValueId,
+    tw: &TensorType,
+) -> R<crate::ValueId> {
+    // Channels-first is handled in channels-last form, transposed in and out.
+    let (x, dy) = if c.layout == Layout::ChannelsFirst {
+        let t = |b: &mut super::Builder, v| {
+            b.op(
+                Op::Transpose {
+                    perm: vec![0, 2, 3, 1],
+                },
+                &[v],
+                "grad.nhwc",
+            )
+        };
+        (t(b, x)?, t(b, dy)?)
+    } else {
+        (x, dy)
+    };
+    let (tx, ty) = (b.g.ty(x).clone(), b.g.ty(dy).clone());
+    let k = |d: &Dim| {
+        d.known()
+            .ok_or("a convolution with symbolic spatial dims has no derivative rule")
+    };
+    let (oh, ow, co) = (k(&ty.shape[1])?, k(&ty.shape[2])?, k(&ty.shape[3])?);
+    let ci = k(&tx.shape[3])?;
+    let (kh, kw) = match c.layout {
+        Layout::ChannelsLast => (k(&tw.shape[0])?, k(&tw.shape[1])?),
+        Layout::ChannelsFirst => (k(&tw.shape[2])?, k(&tw.shape[3])?),
+    };
+    let xp = if c.pads.iter().any(|&p| p != (0, 0)) {
+        b.op(
+            Op::Pad {
+                pads: vec![(0, 0), c.pads[0], c.pads[1], (0, 0)],
+                mode: PadMode::Constant,
+                value: 0.0,
+            },
+            &[x],
+            "grad.pad",
+        )?
+    } else {
+        x
+    };
+    let (oo, oi, oc) = ((oh * ow) as i64, ci as i64, co as i64);
+    let dr = b.op(
+        Op::Reshape {
+            shape: vec![0, oo, oc],
+        },
+        &[dy],
+        "grad.rows",
+    )?;
+    let mut rows = Vec::new();
+    for i in 0..kh {
+        let mut cols = Vec::new();
+        for j in 0..kw {
+            let (s0, s1) = ((i * c.dilations[0]) as i64, (j * c.dilations[1]) as i64);
+            let xs = b.op(
+                Op::Slice {
+                    axes: vec![1, 2],
+                    starts: vec![s0, s1],
+                    ends: vec![
+                        s0 + ((oh - 1) * c.strides[0]) as i64 + 1,
+                        s1 + ((ow - 1) * c.strides[1]) as i64 + 1,
+                    ],
+                    steps: vec![c.strides[0] as i64, c.strides[1] as i64],
+                },
+                &[xp],
+                "grad.window",
+            )?;
+            let xr = b.op(
+                Op::Reshape {
+                    shape: vec![0, oo, oi],
+                },
+                &[xs],
+                "grad.rows",
+            )?;
+            let xt = b.op(
+                Op::Transpose {
+                    perm: vec![0, 2, 1],
+                },
+                &[xr],
+                "grad.t",
+            )?;
+            let p = b.op(Op::MatMul, &[xt, dr], "grad")?;
+            let s = b.op(
+                Op::Reduce {
+                    kind: ReduceKind::Sum,
+                    axes: vec![0],
+                    keepdims: false,
+                },
+                &[p],
+                "grad.sum",
+            )?;
+            cols.push(b.op(
+                Op::Reshape {
+                    shape: vec![1, 1, oi, oc],
+                },
+                &[s],
+                "grad.tap",
+            )?);
+        }
+        rows.push(if cols.len() == 1 {
+            cols[0]
+        } else {
+            b.op(Op::Concat { axis: 1 }, &cols, "grad.row")?
+        });
+    }
+    let hwio = if rows.len() == 1 {
+        rows[0]
+    } else {
+        b.op(Op::Concat { axis: 0 }, &rows, "grad.kernel")?
+    };
+    match c.layout {
+        Layout::ChannelsLast => Ok(hwio),
+        Layout::ChannelsFirst => b.op(
+            Op::Transpose {
+                perm: vec![3, 2, 0, 1],
+            },
+            &[hwio],
+            "grad.oihw",
+        ),
     }
 }
