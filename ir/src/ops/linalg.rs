@@ -566,12 +566,13 @@ fn swap_last(rank: usize) -> Vec<usize> {
 /// Derivative rules. A matmul's gradients are matmuls: dA = dY B^T, dB = A^T dY, each summed
 /// over the batch dims it was broadcast along (a dense layer on a sequence: a batched matmul,
 /// then a sum over the batch). A 2-D convolution (one group): the input's gradient is a
-/// transposed convolution, the kernel's one batched matmul per kernel position. Pooling next.
+/// transposed convolution, the kernel's one batched matmul per kernel position. 2-D pooling:
+/// the gradient routed to the window's maximum (or spread over it), window position by position.
 pub(crate) fn grad(
     b: &mut super::Builder,
     op: &Op,
     ins: &[crate::ValueId],
-    _outs: &[crate::ValueId],
+    outs: &[crate::ValueId],
     dys: &[Option<crate::ValueId>],
     need: &[bool],
 ) -> R<Vec<Option<crate::ValueId>>> {
@@ -625,11 +626,225 @@ pub(crate) fn grad(
             };
             Ok(vec![dx, dw])
         }
+        Op::Pool(p) if b.g.ty(ins[0]).rank() == 4 => {
+            Ok(vec![Some(pool_grad(b, p, ins[0], outs[0], dy)?)])
+        }
         _ => Err(format!(
             "{} has no derivative rule yet (forgec cannot train through it)",
             op.name()
         )),
     }
+}
+
+/// `v` (`[n, oh, ow, c]`) spread onto a `[n, h, w, c]` grid: element (a, b) lands at
+/// (off_h + a s_h, off_w + b s_w), zeros elsewhere (zero-stuffing, then padding or cutting
+/// to the grid).
+#[allow(clippy::too_many_arguments)]
+fn place(
+    b: &mut super::Builder,
+    v: crate::ValueId,
+    (oh, ow, c): (usize, usize, usize),
+    (sh, sw): (usize, usize),
+    (off_h, off_w): (usize, usize),
+    (h, w): (usize, usize),
+) -> R<crate::ValueId> {
+    let mut v = v;
+    if sh > 1 || sw > 1 {
+        let (a, bb, cc) = (oh as i64, ow as i64, c as i64);
+        let r6 = b.op(
+            Op::Reshape {
+                shape: vec![0, a, 1, bb, 1, cc],
+            },
+            &[v],
+            "grad.stuff",
+        )?;
+        let p6 = b.op(
+            Op::Pad {
+                pads: vec![(0, 0), (0, 0), (0, sh - 1), (0, 0), (0, sw - 1), (0, 0)],
+                mode: PadMode::Constant,
+                value: 0.0,
+            },
+            &[r6],
+            "grad.stuff",
+        )?;
+        v = b.op(
+            Op::Reshape {
+                shape: vec![0, a * sh as i64, bb * sw as i64, cc],
+            },
+            &[p6],
+            "grad.stuff",
+        )?;
+    }
+    let (lh, lw) = (oh * sh, ow * sw);
+    // Cut what runs past the grid, then pad up to it.
+    let (eh, ew) = ((h - off_h).min(lh), (w - off_w).min(lw));
+    if eh < lh || ew < lw {
+        v = b.op(
+            Op::Slice {
+                axes: vec![1, 2],
+                starts: vec![0, 0],
+                ends: vec![eh as i64, ew as i64],
+                steps: vec![1, 1],
+            },
+            &[v],
+            "grad.cut",
+        )?;
+    }
+    b.op(
+        Op::Pad {
+            pads: vec![
+                (0, 0),
+                (off_h, h - off_h - eh),
+                (off_w, w - off_w - ew),
+                (0, 0),
+            ],
+            mode: PadMode::Constant,
+            value: 0.0,
+        },
+        &[v],
+        "grad.place",
+    )
+}
+
+/// A 2-D pooling's gradient, one window position at a time. Max: each output's gradient goes
+/// to the first input in the window (row-major) equal to the maximum, as TensorFlow's
+/// MaxPoolGrad does; average: spread evenly over the window (padded positions counted when
+/// they count in the divisor).
+fn pool_grad(
+    b: &mut super::Builder,
+    p: &PoolAttrs,
+    x: crate::ValueId,
+    y: crate::ValueId,
+    dy: crate::ValueId,
+) -> R<crate::ValueId> {
+    let first = p.layout == Layout::ChannelsFirst;
+    let nhwc = |b: &mut super::Builder, v| {
+        b.op(
+            Op::Transpose {
+                perm: vec![0, 2, 3, 1],
+            },
+            &[v],
+            "grad.nhwc",
+        )
+    };
+    let (x, y, dy) = if first {
+        (nhwc(b, x)?, nhwc(b, y)?, nhwc(b, dy)?)
+    } else {
+        (x, y, dy)
+    };
+    let (tx, ty) = (b.g.ty(x).clone(), b.g.ty(y).clone());
+    let k = |d: &Dim| {
+        d.known()
+            .ok_or("a pooling over symbolic spatial dims has no derivative rule")
+    };
+    let (h, w, c) = (k(&tx.shape[1])?, k(&tx.shape[2])?, k(&tx.shape[3])?);
+    let (oh, ow) = (k(&ty.shape[1])?, k(&ty.shape[2])?);
+    let dil = |i: usize| p.dilations.get(i).copied().unwrap_or(1);
+    let (hp, wp) = (h + p.pads[0].0 + p.pads[0].1, w + p.pads[1].0 + p.pads[1].1);
+    let padded = p.pads.iter().any(|&q| q != (0, 0));
+    if p.kind == PoolKind::Avg && padded && !p.count_include_pad {
+        return Err(
+            "average pooling with padding left out of the count has no derivative rule yet".into(),
+        );
+    }
+    let xp = if padded {
+        let fill = if p.kind == PoolKind::Max {
+            f64::NEG_INFINITY
+        } else {
+            0.0
+        };
+        b.op(
+            Op::Pad {
+                pads: vec![(0, 0), p.pads[0], p.pads[1], (0, 0)],
+                mode: PadMode::Constant,
+                value: fill,
+            },
+            &[x],
+            "grad.pad",
+        )?
+    } else {
+        x
+    };
+    let zero = b.scalar_like(dy, 0.0);
+    let share = if p.kind == PoolKind::Avg {
+        let n = b.scalar_like(dy, (p.window[0] * p.window[1]) as f64);
+        Some(b.binary(BinaryOp::Div, dy, n)?)
+    } else {
+        None
+    };
+    let mut taken: Option<crate::ValueId> = None;
+    let mut acc: Option<crate::ValueId> = None;
+    for i in 0..p.window[0] {
+        for j in 0..p.window[1] {
+            let (o0, o1) = (i * dil(0), j * dil(1));
+            let part = match share {
+                Some(s) => s,
+                None => {
+                    let xs = b.op(
+                        Op::Slice {
+                            axes: vec![1, 2],
+                            starts: vec![o0 as i64, o1 as i64],
+                            ends: vec![
+                                (o0 + (oh - 1) * p.strides[0] + 1) as i64,
+                                (o1 + (ow - 1) * p.strides[1] + 1) as i64,
+                            ],
+                            steps: vec![p.strides[0] as i64, p.strides[1] as i64],
+                        },
+                        &[xp],
+                        "grad.window",
+                    )?;
+                    let hit = b.binary(BinaryOp::Eq, xs, y)?;
+                    let hit = match taken {
+                        None => hit,
+                        Some(t) => {
+                            let free = b.unary(UnaryOp::Not, t)?;
+                            b.binary(BinaryOp::And, hit, free)?
+                        }
+                    };
+                    taken = Some(match taken {
+                        None => hit,
+                        Some(t) => b.binary(BinaryOp::Or, t, hit)?,
+                    });
+                    b.op(Op::Select, &[hit, dy, zero], "grad.route")?
+                }
+            };
+            let placed = place(
+                b,
+                part,
+                (oh, ow, c),
+                (p.strides[0], p.strides[1]),
+                (o0, o1),
+                (hp, wp),
+            )?;
+            acc = Some(match acc {
+                None => placed,
+                Some(a) => b.binary(BinaryOp::Add, a, placed)?,
+            });
+        }
+    }
+    let mut dx = acc.ok_or("an empty pooling window")?;
+    if padded {
+        dx = b.op(
+            Op::Slice {
+                axes: vec![1, 2],
+                starts: vec![p.pads[0].0 as i64, p.pads[1].0 as i64],
+                ends: vec![(p.pads[0].0 + h) as i64, (p.pads[1].0 + w) as i64],
+                steps: vec![1, 1],
+            },
+            &[dx],
+            "grad.unpad",
+        )?;
+    }
+    if first {
+        dx = b.op(
+            Op::Transpose {
+                perm: vec![0, 3, 1, 2],
+            },
+            &[dx],
+            "grad.nchw",
+        )?;
+    }
+    Ok(dx)
 }
 
 /// A convolution's input gradient: the transposed convolution of the output gradient with the
