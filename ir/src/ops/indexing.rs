@@ -4,7 +4,7 @@
 use crate::infer::*;
 use crate::interp::*;
 use crate::op::*;
-use crate::types::TensorType;
+use crate::types::{Dim, TensorType};
 use forgec_runtime::{DType, Tensor};
 
 type R<T> = Result<T, String>;
@@ -491,5 +491,98 @@ pub(crate) fn gather_elems(
     } else {
         let v = x.to_i64_vec();
         int_t(dtype, shape, &map.iter().map(|&m| v[m]).collect::<Vec<_>>())
+    }
+}
+
+/// Derivative rules: a gather along axis 0 (an embedding lookup) sends each output row's
+/// gradient back to the row it read, summing rows read several times (a one-hot matmul per
+/// sample, then a sum over the batch). Other indexing ops have none yet.
+pub(crate) fn grad(
+    b: &mut super::Builder,
+    op: &Op,
+    ins: &[crate::ValueId],
+    _outs: &[crate::ValueId],
+    dys: &[Option<crate::ValueId>],
+    need: &[bool],
+) -> R<Vec<Option<crate::ValueId>>> {
+    let Some(dy) = dys[0] else {
+        return Ok(vec![None; ins.len()]);
+    };
+    match op {
+        Op::Gather { axis: 0 } if need[0] => {
+            let (data, idx) = (ins[0], ins[1]);
+            let (td, ti) = (b.g.ty(data).clone(), b.g.ty(idx).clone());
+            let k = |d: &Dim| -> R<usize> {
+                d.known().ok_or_else(|| {
+                    "a gather with symbolic table dims has no derivative rule".to_string()
+                })
+            };
+            let v = k(&td.shape[0])?;
+            let rest: usize = td.shape[1..].iter().map(k).product::<R<usize>>()?;
+            // The indices as [batch (or 1), T]: a symbolic leading dim stays, the rest is one.
+            let lead_sym = ti.shape.first().is_some_and(|d| d.known().is_none());
+            let tail: usize = ti.shape[usize::from(lead_sym)..]
+                .iter()
+                .map(k)
+                .product::<R<usize>>()?;
+            let lead = if lead_sym { 0 } else { 1 };
+            let it = ti.dtype;
+            let i2 = b.op(
+                Op::Reshape {
+                    shape: vec![lead, tail as i64, 1],
+                },
+                &[idx],
+                "grad.ids",
+            )?;
+            // Negative indices count from the end, as the gather reads them.
+            let zero = {
+                let t = Tensor::full(it, vec![], 0.0).expect("a scalar");
+                b.g.add_const(t, None, "grad.c", &b.origin.clone())
+            };
+            let vv = {
+                let t = Tensor::full(it, vec![], v as f64).expect("a scalar");
+                b.g.add_const(t, None, "grad.c", &b.origin.clone())
+            };
+            let neg = b.binary(BinaryOp::Lt, i2, zero)?;
+            let wrapped = b.binary(BinaryOp::Add, i2, vv)?;
+            let ids = b.op(Op::Select, &[neg, wrapped, i2], "grad.ids")?;
+            let iota =
+                Tensor::from_f64_values(it, vec![v], &(0..v).map(|x| x as f64).collect::<Vec<_>>())
+                    .expect("row ids");
+            let iota = b.g.add_const(iota, None, "grad.rows", &b.origin.clone());
+            let hot = b.binary(BinaryOp::Eq, ids, iota)?;
+            let hot = b.op(Op::Cast { to: td.dtype }, &[hot], "grad.onehot")?;
+            let ht = b.op(
+                Op::Transpose {
+                    perm: vec![0, 2, 1],
+                },
+                &[hot],
+                "grad.t",
+            )?;
+            let d2 = b.op(
+                Op::Reshape {
+                    shape: vec![lead, tail as i64, rest as i64],
+                },
+                &[dy],
+                "grad.rows",
+            )?;
+            let p = b.op(Op::MatMul, &[ht, d2], "grad")?;
+            let s = b.op(
+                Op::Reduce {
+                    kind: ReduceKind::Sum,
+                    axes: vec![0],
+                    keepdims: false,
+                },
+                &[p],
+                "grad.sum",
+            )?;
+            let dd = b.reshape_to(s, &td)?;
+            Ok(vec![Some(dd), None])
+        }
+        Op::Gather { .. } => Ok(vec![None; ins.len()]),
+        _ => Err(format!(
+            "{} has no derivative rule yet (forgec cannot train through it)",
+            op.name()
+        )),
     }
 }

@@ -210,7 +210,8 @@ pub fn grad(
         Family::Reduce => reduce::grad(b, op, ins, outs, dys, need),
         Family::Shape => shape::grad(b, op, ins, outs, dys, need),
         Family::Norm => norm::grad(b, op, ins, outs, dys, need),
-        Family::Indexing | Family::Recurrent => Err(format!(
+        Family::Indexing => indexing::grad(b, op, ins, outs, dys, need),
+        Family::Recurrent => Err(format!(
             "{} has no derivative rule yet (forgec cannot train through it)",
             op.name()
         )),
