@@ -40,19 +40,7 @@ fn fit(
     epochs: usize,
 ) -> (Vec<f64>, Vec<(String, Tensor)>) {
     let step = step_graph(model, loss, opt).unwrap_or_else(|e| panic!("{e:?}"));
-    let init = weights_of(model);
-    let mut state: Vec<Tensor> = step
-        .weights
-        .iter()
-        .map(|n| init.iter().find(|(m, _)| m == n).unwrap().1.clone())
-        .collect();
-    let mut slots: Vec<Tensor> = (0..opt.slots().len())
-        .flat_map(|_| {
-            state
-                .iter()
-                .map(|w| Tensor::full(w.dtype(), w.shape().to_vec(), 0.0).unwrap())
-        })
-        .collect();
+    let (mut state, mut slots) = initial_state(&step, model);
     let input = model.value(model.inputs[0]).name.clone();
     let n = x.shape()[0];
     let mut losses = Vec::new();
@@ -87,6 +75,46 @@ fn fit(
         }
     }
     (losses, step.weights.iter().cloned().zip(state).collect())
+}
+
+/// The step's initial state: the model's weights (in the step's order) and zeroed slots.
+fn initial_state(
+    step: &forgec_passes::train::Step,
+    model: &forgec_ir::Graph,
+) -> (Vec<Tensor>, Vec<Tensor>) {
+    let init = weights_of(model);
+    let state: Vec<Tensor> = step
+        .weights
+        .iter()
+        .map(|n| init.iter().find(|(k, _)| k == n).unwrap().1.clone())
+        .collect();
+    let slots = (0..step.optimizer.slots().len())
+        .flat_map(|_| {
+            state
+                .iter()
+                .map(|w| Tensor::full(w.dtype(), w.shape().to_vec(), 0.0).unwrap())
+        })
+        .collect();
+    (state, slots)
+}
+
+/// The step compiled for this machine as the library `name`, loaded.
+fn compile_step(
+    step: &forgec_passes::train::Step,
+    name: &str,
+) -> forgec_runtime::compiled::CompiledModel {
+    let dir = scratch(&format!("train_step_{name}"));
+    let o = forgec::codegen::Options {
+        name: name.into(),
+        cpu: Some("native".into()),
+        target: None,
+        emit: forgec::codegen::Emit::Lib,
+        external_weights: false,
+        threads: 1,
+    };
+    forgec::codegen::compile(step.graph.clone(), &o, &dir, "")
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    forgec_runtime::compiled::CompiledModel::load(&dir.join(format!("lib{name}.so")), name).unwrap()
 }
 
 /// The largest difference relative to the reference's largest magnitude.
@@ -209,8 +237,6 @@ fn untrainable_models_are_refused_with_the_reason() {
 /// weights, batch 32 and a partial batch of 8, within 1e-5.
 #[test]
 fn compiled_steps_match_the_interpreter() {
-    use forgec::codegen::{self, Emit, Options};
-    use forgec_runtime::compiled::CompiledModel;
     for (model, loss) in [
         ("mlp_binary", LossFn::BinaryCrossentropy),
         ("mlp_mnist", LossFn::SparseCategoricalCrossentropy),
@@ -226,34 +252,11 @@ fn compiled_steps_match_the_interpreter() {
             .unwrap();
             let step = step_graph(&m.graph, loss, opt).unwrap();
             let name = format!("{}_{}", model, opt.slots().len());
-            let dir = scratch(&format!("train_step_{name}"));
-            let o = Options {
-                name: name.clone(),
-                cpu: Some("native".into()),
-                target: None,
-                emit: Emit::Lib,
-                external_weights: false,
-                threads: 1,
-            };
-            codegen::compile(step.graph.clone(), &o, &dir, "")
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let lib = CompiledModel::load(&dir.join(format!("lib{name}.so")), &name).unwrap();
+            let lib = compile_step(&step, &name);
             let x = npy(&training(&format!("{model}.train_x.npy")));
             let y = npy(&training(&format!("{model}.train_y.npy")));
-            let init = weights_of(&m.graph);
-            let mut state: Vec<Tensor> = step
-                .weights
-                .iter()
-                .map(|n| init.iter().find(|(k, _)| k == n).unwrap().1.clone())
-                .collect();
+            let (mut state, mut slots) = initial_state(&step, &m.graph);
             let nw = state.len();
-            let mut slots: Vec<Tensor> = (0..opt.slots().len())
-                .flat_map(|_| {
-                    state
-                        .iter()
-                        .map(|w| Tensor::full(w.dtype(), w.shape().to_vec(), 0.0).unwrap())
-                })
-                .collect();
             for (t, (at, b)) in [(0, 32), (32, 32), (64, 8), (72, 32), (104, 32)]
                 .into_iter()
                 .enumerate()
@@ -504,8 +507,6 @@ fn bench_times_the_training_step() {
 /// switched for plain ones: a different summation order lands that far away after 3 epochs).
 #[test]
 fn cnn_steps_match_keras_compiled() {
-    use forgec::codegen::{self, Emit, Options};
-    use forgec_runtime::compiled::CompiledModel;
     let mut m = load(&model_file("cnn_mnist.json"), &LoadOptions::default()).unwrap();
     for n in &mut m.graph.nodes {
         if let forgec_ir::Op::Dropout { rate } = &mut n.op {
@@ -520,32 +521,9 @@ fn cnn_steps_match_keras_compiled() {
     ] {
         let step = step_graph(&m.graph, LossFn::SparseCategoricalCrossentropy, opt).unwrap();
         let name = format!("cnn_{run}");
-        let dir = scratch(&format!("train_{name}"));
-        let o = Options {
-            name: name.clone(),
-            cpu: Some("native".into()),
-            target: None,
-            emit: Emit::Lib,
-            external_weights: false,
-            threads: 1,
-        };
-        codegen::compile(step.graph.clone(), &o, &dir, "")
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let lib = CompiledModel::load(&dir.join(format!("lib{name}.so")), &name).unwrap();
-        let init = weights_of(&m.graph);
-        let mut state: Vec<Tensor> = step
-            .weights
-            .iter()
-            .map(|n| init.iter().find(|(k, _)| k == n).unwrap().1.clone())
-            .collect();
+        let lib = compile_step(&step, &name);
+        let (mut state, mut slots) = initial_state(&step, &m.graph);
         let nw = state.len();
-        let mut slots: Vec<Tensor> = (0..opt.slots().len())
-            .flat_map(|_| {
-                state
-                    .iter()
-                    .map(|w| Tensor::full(w.dtype(), w.shape().to_vec(), 0.0).unwrap())
-            })
-            .collect();
         let mut losses = Vec::new();
         let mut t = 0;
         for _ in 0..3 {
@@ -606,27 +584,10 @@ fn cnn_steps_match_keras_compiled() {
 /// compiled step equals the interpreter's within 1e-5 over three SGD steps.
 #[test]
 fn embedding_steps_compile() {
-    use forgec::codegen::{self, Emit, Options};
-    use forgec_runtime::compiled::CompiledModel;
     let m = load(&model_file("text_embed.keras"), &LoadOptions::default()).unwrap();
     let step = step_graph(&m.graph, LossFn::BinaryCrossentropy, Optimizer::Sgd).unwrap();
-    let dir = scratch("train_text_embed");
-    let o = Options {
-        name: "te".into(),
-        cpu: Some("native".into()),
-        target: None,
-        emit: Emit::Lib,
-        external_weights: false,
-        threads: 1,
-    };
-    codegen::compile(step.graph.clone(), &o, &dir, "").unwrap();
-    let lib = CompiledModel::load(&dir.join("libte.so"), "te").unwrap();
-    let init = weights_of(&m.graph);
-    let mut state: Vec<Tensor> = step
-        .weights
-        .iter()
-        .map(|n| init.iter().find(|(k, _)| k == n).unwrap().1.clone())
-        .collect();
+    let lib = compile_step(&step, "te");
+    let (mut state, _) = initial_state(&step, &m.graph);
     for s in 0..3 {
         let b = 7;
         let ids: Vec<f64> = (0..b * 50)
