@@ -50,6 +50,9 @@ impl LossFn {
 pub enum Optimizer {
     /// `w -= lr * g`.
     Sgd,
+    /// Keras's SGD with momentum: `m = momentum m - lr g`, then `w += m`, or with Nesterov
+    /// `w += momentum m - lr g` (the updated m).
+    Momentum { momentum: f64, nesterov: bool },
     /// Keras's Adam: `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
     /// `w -= m lr sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps)`, t the step (from 1).
     Adam {
@@ -77,6 +80,7 @@ impl Optimizer {
     pub fn slots(&self) -> &'static [&'static str] {
         match self {
             Optimizer::Sgd => &[],
+            Optimizer::Momentum { .. } => &["momentum"],
             Optimizer::Adam { .. } => &["m", "v"],
         }
     }
@@ -363,6 +367,21 @@ pub fn step_graph(model: &Graph, loss: LossFn, opt: Optimizer) -> R<Step> {
             Optimizer::Sgd => {
                 let d = b.bin(BinaryOp::Mul, gw, lr, &format!("{name}.delta"))?;
                 b.bin(BinaryOp::Sub, w, d, &format!("{name}.new"))?
+            }
+            Optimizer::Momentum { momentum, nesterov } => {
+                let m = slot_inputs[0][i];
+                let mu = b.scalar(dt, momentum, "momentum");
+                let glr = b.bin(BinaryOp::Mul, gw, lr, "momentum.glr")?;
+                let mm = b.bin(BinaryOp::Mul, m, mu, "momentum.mm")?;
+                let m2 = b.bin(BinaryOp::Sub, mm, glr, &format!("{name}.momentum.new"))?;
+                new_slots[0].push(m2);
+                let step = if nesterov {
+                    let m2mu = b.bin(BinaryOp::Mul, m2, mu, "momentum.nm")?;
+                    b.bin(BinaryOp::Sub, m2mu, glr, &format!("{name}.delta"))?
+                } else {
+                    m2
+                };
+                b.bin(BinaryOp::Add, w, step, &format!("{name}.new"))?
             }
             Optimizer::Adam {
                 beta_1,

@@ -102,8 +102,6 @@ fn optimizer(a: &Args, saved: Option<&Value>) -> Result<(Optimizer, f64), UserEr
             .is_some_and(|v| !v.is_null() && v != &json!(false) && v != &json!(0.0))
     };
     for k in [
-        "momentum",
-        "nesterov",
         "weight_decay",
         "clipnorm",
         "clipvalue",
@@ -126,10 +124,14 @@ fn optimizer(a: &Args, saved: Option<&Value>) -> Result<(Optimizer, f64), UserEr
             beta_2: num("beta_2").unwrap_or(beta_2),
             epsilon: num("epsilon").unwrap_or(epsilon),
         },
+        Optimizer::Sgd if num("momentum").unwrap_or(0.0) != 0.0 => Optimizer::Momentum {
+            momentum: num("momentum").unwrap_or(0.0),
+            nesterov: set("nesterov"),
+        },
         o => o,
     };
     let default_lr = match opt {
-        Optimizer::Sgd => 0.01,
+        Optimizer::Sgd | Optimizer::Momentum { .. } => 0.01,
         Optimizer::Adam { .. } => 0.001,
     };
     let lr = a.lr.or(num("learning_rate")).unwrap_or(default_lr);
@@ -163,6 +165,9 @@ fn shuffled(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 pub fn describe(opt: Optimizer, lr: f64) -> Value {
     match opt {
         Optimizer::Sgd => json!({"name": "sgd", "learning_rate": lr}),
+        Optimizer::Momentum { momentum, nesterov } => {
+            json!({"name": "sgd", "learning_rate": lr, "momentum": momentum, "nesterov": nesterov})
+        }
         Optimizer::Adam {
             beta_1,
             beta_2,
