@@ -443,6 +443,24 @@ fn forgec_train_refuses_bad_input() {
     let o = train(&model_file("mlp_mnist.json"), &mx, &frac, &[]);
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains("class ids"), "{}", o.stderr);
+    // Class ids beyond the 10 classes.
+    let big = dir.join("big.npy");
+    let ids: Vec<f64> = (0..1000)
+        .map(|i| if i == 17 { 10.0 } else { (i % 10) as f64 })
+        .collect();
+    forgec_runtime::write_npy(
+        &big,
+        &Tensor::from_f64_values(DType::I32, vec![1000], &ids).unwrap(),
+    )
+    .unwrap();
+    let o = train(&model_file("mlp_mnist.json"), &mx, &big, &[]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .contains("label 10 at element 17 is not a class id of the output's 10 classes"),
+        "{}",
+        o.stderr
+    );
 }
 
 /// `bench --train` times the compiled step: one JSON record per batch size and thread count,
@@ -697,5 +715,49 @@ fn momentum_follows_keras_formulas() {
             w = outs[1..1 + nw].to_vec();
             slots = outs[1 + nw..].to_vec();
         }
+    }
+}
+
+/// A loss told `from_logits` takes the outputs as logits: a linear output with binary
+/// cross-entropy from logits trains exactly as the same model with a sigmoid output and plain
+/// binary cross-entropy (which Keras, and forgec, compute from the sigmoid's logits).
+#[test]
+fn from_logits_takes_the_outputs_as_logits() {
+    let m = load(&model_file("mlp_binary.json"), &LoadOptions::default()).unwrap();
+    let mut linear = m.graph.clone();
+    let last = linear.nodes.len() - 1;
+    assert!(matches!(
+        linear.nodes[last].op,
+        forgec_ir::Op::Unary(forgec_ir::UnaryOp::Sigmoid)
+    ));
+    linear.outputs = vec![linear.nodes[last].inputs[0]];
+    linear.nodes.pop();
+    let a = step_graph(&m.graph, LossFn::BinaryCrossentropy, Optimizer::Sgd).unwrap();
+    let b = forgec_passes::train::step_graph_with(
+        &linear,
+        LossFn::BinaryCrossentropy,
+        true,
+        Optimizer::Sgd,
+    )
+    .unwrap();
+    let x = npy(&training("mlp_binary.train_x.npy"));
+    let y = npy(&training("mlp_binary.train_y.npy"));
+    let run = |s: &forgec_passes::train::Step, graph: &forgec_ir::Graph| {
+        let (w, _) = initial_state(s, graph);
+        let mut ins = vec![
+            (
+                graph.value(graph.inputs[0]).name.clone(),
+                rows_at(&x, 0, 32),
+            ),
+            (s.labels[0].clone(), rows_at(&y, 0, 32)),
+            ("lr".to_string(), Tensor::scalar_f32(0.01)),
+        ];
+        ins.extend(s.weights.iter().cloned().zip(w));
+        forgec_ir::interp::run(&s.graph, &ins).unwrap()
+    };
+    let (ra, rb) = (run(&a, &m.graph), run(&b, &linear));
+    assert_eq!(ra.len(), rb.len());
+    for (p, q) in ra.iter().zip(&rb) {
+        assert_eq!(p.to_f64_vec(), q.to_f64_vec());
     }
 }

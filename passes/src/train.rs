@@ -152,6 +152,12 @@ fn producer(g: &Graph, v: ValueId) -> Option<&forgec_ir::Node> {
 /// Builds the training step of `model` (an inference graph as imported) for `loss` on each
 /// output and `opt`. Every problem is reported at once.
 pub fn step_graph(model: &Graph, loss: LossFn, opt: Optimizer) -> R<Step> {
+    step_graph_with(model, loss, false, opt)
+}
+
+/// [`step_graph`] for a loss told `from_logits`: a cross-entropy then takes the outputs as
+/// logits (Keras's `from_logits=True`), whatever op makes them.
+pub fn step_graph_with(model: &Graph, loss: LossFn, from_logits: bool, opt: Optimizer) -> R<Step> {
     let mut g = model.clone();
     let mut problems = Vec::new();
     for n in &g.nodes {
@@ -216,7 +222,9 @@ pub fn step_graph(model: &Graph, loss: LossFn, opt: Optimizer) -> R<Step> {
         labels.push(b.g.value(y).name.clone());
         // Keras takes the logits of a sigmoid (binary) or softmax (categorical) output.
         let prod = producer(b.g, out).map(|n| (n.op.clone(), n.inputs.clone()));
+        let cross_entropy = !matches!(loss, LossFn::MeanSquaredError | LossFn::MeanAbsoluteError);
         let logits = match (&prod, loss) {
+            _ if from_logits && cross_entropy => Some(out),
             (Some((Op::Unary(UnaryOp::Sigmoid), ins)), LossFn::BinaryCrossentropy) => Some(ins[0]),
             (
                 Some((Op::Softmax { axis, log: false }, ins)),

@@ -6,7 +6,7 @@
 
 use crate::keras::LoadOptions;
 use crate::UserError;
-use forgec_passes::train::{step_graph, LossFn, Optimizer};
+use forgec_passes::train::{step_graph_with, LossFn, Optimizer};
 use forgec_runtime::Tensor;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -54,23 +54,28 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// The loss and optimizer the model was compiled with (Keras's compile config), if any.
-fn compiled_training(m: &crate::Model) -> (Option<String>, Option<Value>) {
+/// The loss (the one of every output; several different ones are refused) and the optimizer
+/// the model was compiled with (Keras's compile config), if any.
+fn compiled_training(
+    m: &crate::Model,
+) -> Result<(Option<crate::keras::loss::Loss>, Option<Value>), UserError> {
     let crate::Model::Keras(k) = m else {
-        return (None, None);
+        return Ok((None, None));
     };
-    let Some(cc) = &k.compile else {
-        return (None, None);
-    };
-    let loss = match cc.get("loss") {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Object(o)) => o
-            .get("class_name")
-            .and_then(|c| c.as_str())
-            .map(str::to_string),
-        _ => None,
-    };
-    (loss, cc.get("optimizer").cloned())
+    let losses = crate::keras::loss::compiled_losses(k);
+    if let Some((_, l)) = losses.iter().find(|(_, l)| {
+        l.function != losses[0].1.function || l.from_logits != losses[0].1.from_logits
+    }) {
+        return Err(UserError::new(format!(
+            "the model is compiled with a loss per output ({} and {}): forgec trains one loss for all outputs today; pass --loss to choose it",
+            losses[0].1.name, l.name
+        )));
+    }
+    let opt = k
+        .compile
+        .as_ref()
+        .and_then(|cc| cc.get("optimizer").cloned());
+    Ok((losses.into_iter().next().map(|(_, l)| l), opt))
 }
 
 /// The optimizer and learning rate from the flags, else the compile config, else Keras's
@@ -270,12 +275,18 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         input_shape: None,
     };
     let m = crate::load_any(&a.model, &opts).map_err(|e| UserError::new(e.to_string()))?;
-    let (saved_loss, saved_opt) = compiled_training(&m);
-    let loss_name = a.loss.clone().or(saved_loss).ok_or_else(|| {
-        UserError::new(
-            "the model was saved without a loss: pass --loss (e.g. --loss binary_crossentropy)",
-        )
-    })?;
+    let (saved_loss, saved_opt) = compiled_training(&m)?;
+    // --loss replaces the saved loss, from_logits included.
+    let from_logits = a.loss.is_none() && saved_loss.as_ref().is_some_and(|l| l.from_logits);
+    let loss_name = a
+        .loss
+        .clone()
+        .or(saved_loss.map(|l| l.function))
+        .ok_or_else(|| {
+            UserError::new(
+                "the model was saved without a loss: pass --loss (e.g. --loss binary_crossentropy)",
+            )
+        })?;
     let loss = LossFn::from_name(&loss_name).ok_or_else(|| {
         UserError::new(format!(
             "loss `{loss_name}` is not compiled yet (or is misspelled): use one of {}",
@@ -284,7 +295,7 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
     })?;
     let (opt, lr) = optimizer(a, saved_opt.as_ref())?;
     let g = m.into_graph();
-    let step = step_graph(&g, loss, opt).map_err(|e| {
+    let step = step_graph_with(&g, loss, from_logits, opt).map_err(|e| {
         UserError::new(
             e.iter()
                 .map(|p| format!("{}: {p}", a.model.display()))
@@ -330,6 +341,24 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
             }
             c
         };
+        // Class ids outside the output's classes would match no class and add nothing to
+        // the loss: refused, as Keras refuses them.
+        if loss == LossFn::SparseCategoricalCrossentropy {
+            let out = g.outputs[out_names.iter().position(|m| m == n).expect("an output")];
+            if let Some(classes) = g.ty(out).shape.last().and_then(|d| d.known()) {
+                if let Some((at, bad)) = t
+                    .to_f64_vec()
+                    .into_iter()
+                    .enumerate()
+                    .find(|(_, v)| !(0.0..classes as f64).contains(v))
+                {
+                    return Err(UserError::new(format!(
+                        "--y for `{n}`: label {bad} at element {at} is not a class id of the output's {classes} classes (0 to {})",
+                        classes - 1
+                    )));
+                }
+            }
+        }
         data.push((l.clone(), t));
     }
     let n = data[0].1.shape().first().copied().unwrap_or(0);

@@ -21,6 +21,9 @@ pub enum LossKind {
 pub struct Loss {
     /// The name the model (or `--loss`) gives it.
     pub name: String,
+    /// The Keras function or class it is (`binary_crossentropy`, `CategoricalCrossentropy`):
+    /// the name for a loss given as a string, the class of a serialized loss object.
+    pub function: String,
     pub kind: LossKind,
     pub from_logits: bool,
 }
@@ -30,6 +33,7 @@ impl Loss {
     pub fn named(name: &str) -> Loss {
         Loss {
             name: name.to_string(),
+            function: name.to_string(),
             kind: loss_kind(name),
             from_logits: false,
         }
@@ -100,11 +104,7 @@ pub fn is_known(name: &str) -> bool {
 /// A loss from its compile-config entry: a name, or a serialized loss object.
 pub fn parse_loss(v: &Value) -> Option<Loss> {
     match v {
-        Value::String(s) => Some(Loss {
-            name: s.clone(),
-            kind: loss_kind(s),
-            from_logits: false,
-        }),
+        Value::String(s) => Some(Loss::named(s)),
         Value::Object(o) if o.contains_key("class_name") => {
             let class = o.get("class_name")?.as_str()?;
             let cfg = o.get("config");
@@ -118,6 +118,7 @@ pub fn parse_loss(v: &Value) -> Option<Loss> {
                 .unwrap_or(false);
             Some(Loss {
                 name: name.to_string(),
+                function: class.to_string(),
                 kind: loss_kind(class),
                 from_logits,
             })
