@@ -92,13 +92,7 @@ pub fn compile(
             .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
         return Ok(vec![file]);
     }
-    // Every global symbol of the object carries the model's name, so that several models link
-    // into one program.
-    let entry = format!("{name}_forgec_main");
-    // The large constants are always the entry function's arguments: from NAME.weights with
-    // `--weights external`, else from a blob the assembler puts into the library.
-    let cpu = cpu::Cpu::new(&g, llvm::simd_lanes(&target));
-    let (text, weights) = lower::emit(&g, &cpu, &entry)?;
+    let (entry, text, weights) = lower_for(&g, &target, name)?;
     let write = |file: PathBuf, bytes: &[u8]| -> Result<PathBuf, String> {
         std::fs::write(&file, bytes)
             .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
@@ -160,6 +154,22 @@ pub fn compile(
     Ok(files)
 }
 
+/// The prepared graph lowered to MLIR for the CPU of `target`: the entry's name, the module
+/// text and the large constants. Every global symbol of the object carries the model's name,
+/// so that several models link into one program; the large constants are always the entry
+/// function's arguments (from NAME.weights with `--weights external`, else from a blob the
+/// assembler puts into the library).
+fn lower_for(
+    g: &Graph,
+    target: &llvm::Target_,
+    name: &str,
+) -> Result<(String, String, Vec<lower::ExternalWeight>), String> {
+    let entry = format!("{name}_forgec_main");
+    let cpu = cpu::Cpu::new(g, llvm::simd_lanes(target));
+    let (text, weights) = lower::emit(g, &cpu, &entry)?;
+    Ok((entry, text, weights))
+}
+
 fn weights_file(weights: &[lower::ExternalWeight], opts: &Options) -> Option<capi::WeightsFile> {
     (opts.external_weights || !weights.is_empty()).then(|| capi::weights_file(weights))
 }
@@ -202,9 +212,7 @@ fn c_text(g: &Graph, opts: &Options, entry: &str, placed: capi::Weights) -> (Str
 pub fn c_sources(g: Graph, opts: &Options) -> Result<(String, String), String> {
     let g = prepare(g)?;
     let target = llvm::target(opts.target.as_deref(), opts.cpu.as_deref())?;
-    let entry = format!("{}_forgec_main", opts.name);
-    let cpu = cpu::Cpu::new(&g, llvm::simd_lanes(&target));
-    let (_, weights) = lower::emit(&g, &cpu, &entry)?;
+    let (entry, _, weights) = lower_for(&g, &target, &opts.name)?;
     let file = weights_file(&weights, opts);
     Ok(c_text(&g, opts, &entry, placement(&file, opts)?))
 }

@@ -18,6 +18,10 @@
 //! pipelines ([`PIPELINES`], [`pipeline`]) are the orders the rest of forgec runs them in:
 //! `inference` before code generation, `interpreter` before the reference interpreter runs a
 //! model (the training pipeline will join them).
+//!
+//! Training: [`autodiff::gradients`] appends a loss's gradients to a graph (each op's rule in
+//! `forgec_ir::ops`), and [`train::step_graph`] builds a whole training step (loss, gradients,
+//! optimizer update) as plain IR.
 
 pub mod autodiff;
 pub mod cleanup;

@@ -234,6 +234,35 @@ fn inputs(g: &forgec_ir::Graph, batch: usize) -> Result<Vec<Tensor>, String> {
         .collect()
 }
 
+/// Runs `run` again and again for `slice` seconds (at least twice, at most 20,000 times) and
+/// returns each run's time: one turn of a case in a round.
+fn turn(
+    slice: f64,
+    mut run: impl FnMut() -> Result<(), UserError>,
+) -> Result<Vec<Duration>, UserError> {
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while (start.elapsed().as_secs_f64() < slice || times.len() < 2) && times.len() < 20_000 {
+        let t = Instant::now();
+        run()?;
+        times.push(t.elapsed());
+    }
+    Ok(times)
+}
+
+/// Prints a case's row of the table (batch, threads, median, p90, samples/s, runs) and returns
+/// (median ms, p90 ms, samples/s); sorts `times`.
+fn table_row(batch: usize, threads: usize, times: &mut [Duration]) -> (f64, f64, f64) {
+    times.sort();
+    let (med, p90) = (percentile(times, 0.5), percentile(times, 0.9));
+    let thr = batch as f64 / (med / 1e3);
+    println!(
+        "{batch:>6} {threads:>8} {med:>12.4} {p90:>12.4} {thr:>14.1} {:>8}",
+        times.len()
+    );
+    (med, p90, thr)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -357,14 +386,8 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     let slice = a.seconds / ROUNDS as f64;
     for _ in 0..ROUNDS {
         for c in &mut cases {
-            let start = Instant::now();
-            let mut n = 0;
-            while (start.elapsed().as_secs_f64() < slice || n < 2) && n < 20_000 {
-                let t = Instant::now();
-                c.run().map_err(UserError::new)?;
-                c.times.push(t.elapsed());
-                n += 1;
-            }
+            let t = turn(slice, || c.run().map_err(UserError::new))?;
+            c.times.extend(t);
         }
         if let Some(ort) = &mut ort {
             for ((batch, threads), times) in ort.times(slice)? {
@@ -383,15 +406,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     );
     let mut records = Vec::new();
     for c in &mut cases {
-        c.times.sort();
-        let (med, p90) = (percentile(&c.times, 0.5), percentile(&c.times, 0.9));
-        let thr = c.batch as f64 / (med / 1e3);
-        println!(
-            "{:>6} {:>8} {med:>12.4} {p90:>12.4} {thr:>14.1} {:>8}",
-            c.batch,
-            c.threads,
-            c.times.len()
-        );
+        let (med, p90, thr) = table_row(c.batch, c.threads, &mut c.times);
         records.push(serde_json::json!({
             "batch": c.batch, "threads": c.threads, "median_ms": med, "p90_ms": p90,
             "samples_per_s": thr, "runs": c.times.len(), "engine": "compiled", "cpu": a.cpu,
@@ -484,31 +499,19 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
             let lib = CompiledModel::load(&so, "step").map_err(UserError::new)?;
             lib.set_threads(threads).map_err(UserError::new)?;
             let rows: Vec<usize> = (0..batch).collect();
-            let ins = tr.inputs(tr.batch(&rows), 1);
-            cases.push((batch, threads, lib, ins, Vec::<Duration>::new()));
+            cases.push((batch, threads, lib, tr.batch(&rows), Vec::<Duration>::new()));
         }
     }
-    let run = |lib: &CompiledModel, ins: &[(String, forgec_runtime::Tensor)]| {
-        let (ordered, _) = forgec_ir::interp::check_inputs(&tr.step.graph, ins)
-            .map_err(|e| UserError::new(e.0))?;
-        lib.run(&ordered).map_err(UserError::new)
-    };
     for c in &cases {
         for _ in 0..3 {
-            run(&c.2, &c.3)?;
+            tr.run(&c.2, &c.3, 1)?;
         }
     }
     let slice = a.seconds / ROUNDS as f64;
     for _ in 0..ROUNDS {
         for c in &mut cases {
-            let start = Instant::now();
-            let mut n = 0;
-            while (start.elapsed().as_secs_f64() < slice || n < 2) && n < 20_000 {
-                let t = Instant::now();
-                run(&c.2, &c.3)?;
-                c.4.push(t.elapsed());
-                n += 1;
-            }
+            let t = turn(slice, || tr.run(&c.2, &c.3, 1).map(|_| ()))?;
+            c.4.extend(t);
         }
     }
     println!(
@@ -517,15 +520,7 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
     );
     let mut records = Vec::new();
     for c in &mut cases {
-        c.4.sort();
-        let (med, p90) = (percentile(&c.4, 0.5), percentile(&c.4, 0.9));
-        let thr = c.0 as f64 / (med / 1e3);
-        println!(
-            "{:>6} {:>8} {med:>12.4} {p90:>12.4} {thr:>14.1} {:>8}",
-            c.0,
-            c.1,
-            c.4.len()
-        );
+        let (med, p90, thr) = table_row(c.0, c.1, &mut c.4);
         records.push(serde_json::json!({
             "batch": c.0, "threads": c.1, "median_ms": med, "p90_ms": p90,
             "samples_per_s": thr, "steps": c.4.len(), "engine": "compiled", "train": true,

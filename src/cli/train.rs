@@ -205,18 +205,45 @@ pub struct Training {
 }
 
 impl Training {
-    /// The step's inputs for `batch` (data rows) at step `t` (from 1).
-    pub fn inputs(&self, batch: Vec<(String, Tensor)>, t: usize) -> Vec<(String, Tensor)> {
+    /// The step's scalar inputs at step `t` (from 1): the learning rate, and the step count
+    /// for optimizers that keep one.
+    fn scalars(&self, t: usize) -> Vec<Tensor> {
         let dt = self.state[0].1.dtype();
         let scalar = |v: f64| Tensor::from_f64_values(dt, vec![], &[v]).unwrap();
-        let mut ins = batch;
-        ins.push(("lr".into(), scalar(self.lr)));
+        let mut v = vec![scalar(self.lr)];
         if !self.opt.slots().is_empty() {
-            ins.push(("step".into(), scalar(t as f64)));
+            v.push(scalar(t as f64));
         }
+        v
+    }
+
+    /// The step's inputs for `batch` (data rows) at step `t`, named, in the step graph's input
+    /// order: what `prepare` checks once against the graph.
+    fn named_inputs(&self, batch: Vec<(String, Tensor)>, t: usize) -> Vec<(String, Tensor)> {
+        let mut ins = batch;
+        let names = ["lr", "step"];
+        ins.extend(names.iter().map(|n| n.to_string()).zip(self.scalars(t)));
         ins.extend(self.state.iter().cloned());
         ins.extend(self.slots.iter().cloned());
         ins
+    }
+
+    /// Runs step `t` on `batch` (data rows, as `batch` makes them): the state is lent to the
+    /// library, not copied, and the inputs are in the order `prepare` checked.
+    pub fn run(
+        &self,
+        lib: &forgec_runtime::compiled::CompiledModel,
+        batch: &[(String, Tensor)],
+        t: usize,
+    ) -> Result<Vec<Tensor>, UserError> {
+        let scalars = self.scalars(t);
+        let refs: Vec<&Tensor> = batch
+            .iter()
+            .map(|(_, d)| d)
+            .chain(&scalars)
+            .chain(self.state.iter().chain(&self.slots).map(|(_, w)| w))
+            .collect();
+        lib.run(&refs).map_err(UserError::new)
     }
 
     /// The rows `rows` of every data tensor.
@@ -412,8 +439,23 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         opt,
         lr,
     };
-    forgec_ir::interp::check_inputs(&tr.step.graph, &tr.inputs(probe, 1))
+    let named = tr.named_inputs(probe, 1);
+    forgec_ir::interp::check_inputs(&tr.step.graph, &named)
         .map_err(|e| UserError::new(format!("{}: {}", a.model.display(), e.0)))?;
+    // `run` passes the inputs by position: they must be in the graph's order.
+    let order: Vec<&str> = tr
+        .step
+        .graph
+        .inputs
+        .iter()
+        .map(|&i| tr.step.graph.value(i).name.as_str())
+        .collect();
+    let given: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    if order != given {
+        return Err(UserError::new(format!(
+            "internal error: the training step's inputs are {order:?}, not {given:?}"
+        )));
+    }
     Ok(tr)
 }
 
@@ -466,10 +508,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         let (mut sum, mut count) = (0.0f64, 0usize);
         for rows in order.chunks(a.batch_size) {
             t += 1;
-            let ins = tr.inputs(tr.batch(rows), t);
-            let (ordered, _) = forgec_ir::interp::check_inputs(&tr.step.graph, &ins)
-                .map_err(|e| UserError::new(format!("{}: {}", a.model.display(), e.0)))?;
-            let outs = lib.run(&ordered).map_err(UserError::new)?;
+            let outs = tr.run(&lib, &tr.batch(rows), t)?;
             let l = outs[0].to_f64_vec()[0];
             if !l.is_finite() {
                 let h = history(&batch_loss, &epochs, "stopped: the loss is not finite");

@@ -535,14 +535,8 @@ pub(crate) fn grad(
                 "grad.ids",
             )?;
             // Negative indices count from the end, as the gather reads them.
-            let zero = {
-                let t = Tensor::full(it, vec![], 0.0).expect("a scalar");
-                b.g.add_const(t, None, "grad.c", &b.origin.clone())
-            };
-            let vv = {
-                let t = Tensor::full(it, vec![], v as f64).expect("a scalar");
-                b.g.add_const(t, None, "grad.c", &b.origin.clone())
-            };
+            let zero = b.scalar_like(i2, 0.0);
+            let vv = b.scalar_like(i2, v as f64);
             let neg = b.binary(BinaryOp::Lt, i2, zero)?;
             let wrapped = b.binary(BinaryOp::Add, i2, vv)?;
             let ids = b.op(Op::Select, &[neg, wrapped, i2], "grad.ids")?;
