@@ -234,7 +234,7 @@ fn declared_sizes_are_checked_before_reading() {
     let dir = scratch("sec_h5_huge");
     std::fs::copy(model_file("mlp_binary.json"), dir.join("m.json")).unwrap();
     let w = dir.join("m.weights.h5");
-    {
+    forgec_import::keras::weights::with_hdf5(|| {
         let f = hdf5::File::create(&w).unwrap();
         let vars = f.create_group("layers/dense/vars").unwrap();
         vars.new_dataset::<f32>()
@@ -243,7 +243,7 @@ fn declared_sizes_are_checked_before_reading() {
             .create("0")
             .unwrap();
         vars.new_dataset::<f32>().shape(64).create("1").unwrap();
-    }
+    });
     assert!(std::fs::metadata(&w).unwrap().len() < 1 << 20);
     let out = forgec_limited(
         3 << 20,

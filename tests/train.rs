@@ -295,6 +295,34 @@ fn compiled_steps_match_the_interpreter() {
     }
 }
 
+/// Every group and dataset of an HDF5 file: its path, and a dataset's shape and type or a
+/// group's `name` attribute.
+fn h5_layout(p: &std::path::Path) -> Vec<String> {
+    fn walk(g: &hdf5::Group, out: &mut Vec<String>) {
+        let name = g
+            .attr("name")
+            .ok()
+            .and_then(|a| a.read_scalar::<hdf5::types::VarLenUnicode>().ok())
+            .map(|s| s.to_string());
+        out.push(format!("{} group name={name:?}", g.name()));
+        for d in g.datasets().unwrap() {
+            let ty = d.dtype().unwrap().to_descriptor().unwrap();
+            out.push(format!("{} {:?} {ty:?}", d.name(), d.shape()));
+        }
+        for c in g.groups().unwrap() {
+            walk(&c, out);
+        }
+    }
+    // In-process HDF5 goes through with_hdf5, so no reader is forked meanwhile.
+    forgec_import::keras::weights::with_hdf5(|| {
+        let f = hdf5::File::open(p).unwrap();
+        let mut out = Vec::new();
+        walk(&f, &mut out);
+        out.sort();
+        out
+    })
+}
+
 fn history(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("history.json")).unwrap()).unwrap()
 }
@@ -358,10 +386,52 @@ fn forgec_train_matches_keras_fit() {
         "2 threads changed the losses"
     );
     assert_eq!(
-        std::fs::read(d1.join("final.weights.npz")).unwrap(),
-        std::fs::read(d2.join("final.weights.npz")).unwrap(),
+        std::fs::read(d1.join("final.weights.h5")).unwrap(),
+        std::fs::read(d2.join("final.weights.h5")).unwrap(),
         "2 threads changed the final weights"
     );
+    // final.weights.h5 is in Keras 3's layout: the groups, datasets, shapes, types and names
+    // of Keras's own file of this run (the optimizer's variables included), and its weights
+    // (read back as any Keras weights file) within 1e-5 of Keras's.
+    let ours = d1.join("final.weights.h5");
+    let keras = training("mlp_binary.adam.final.weights.h5");
+    assert_eq!(h5_layout(&ours), h5_layout(&keras));
+    let read = |w: &std::path::Path| {
+        let opts = LoadOptions {
+            weights: Some(w.to_path_buf()),
+            ..LoadOptions::default()
+        };
+        weights_of(&load(&m, &opts).unwrap().graph)
+    };
+    let (got, want) = (read(&ours), read(&keras));
+    assert_eq!(got.len(), 4);
+    for ((n, a), (_, b)) in got.iter().zip(&want) {
+        let d = rel(&a.to_f64_vec(), &b.to_f64_vec());
+        assert!(
+            d <= 1e-5,
+            "final.weights.h5: {n} differs from Keras's by {d:e}"
+        );
+    }
+    let slots = |p: &std::path::Path| {
+        forgec_import::keras::weights::with_hdf5(|| {
+            let f = hdf5::File::open(p).unwrap();
+            (0..10)
+                .map(|i| {
+                    let ds = f.dataset(&format!("optimizer/vars/{i}")).unwrap();
+                    ds.read_raw::<f64>().unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let (a, b) = (slots(&ours), slots(&keras));
+    assert_eq!(a[0], b[0], "the step count");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate().skip(1) {
+        let d = rel(x, y);
+        assert!(
+            d <= 1e-5,
+            "optimizer/vars/{i} differs from Keras's by {d:e}"
+        );
+    }
     let s1 = run(&scratch("train_cli_s1"), &["--seed", "7"]);
     let s2 = run(&scratch("train_cli_s2"), &["--seed", "7"]);
     let s3 = run(&scratch("train_cli_s3"), &["--seed", "8"]);
@@ -759,5 +829,53 @@ fn from_logits_takes_the_outputs_as_logits() {
     assert_eq!(ra.len(), rb.len());
     for (p, q) in ra.iter().zip(&rb) {
         assert_eq!(p.to_f64_vec(), q.to_f64_vec());
+    }
+}
+
+/// The Keras 3 layout the importer records is Keras's own: writing every bundled model's
+/// weights back through `keras::save` gives the groups, datasets, shapes, types and names of
+/// the `.weights.h5` Keras saved (layers without weights, recurrent cells, nested models
+/// included), and the same values.
+#[test]
+fn weights_written_back_have_keras_layout() {
+    use forgec_import::keras::save::write_weights_h5;
+    let dir = scratch("k3_layout");
+    for name in [
+        "mlp_binary",
+        "mlp_dropout",
+        "mlp_mnist",
+        "cnn_mnist",
+        "functional_two_in_two_out",
+        "lstm_seq",
+        "text_embed",
+        "mobilenetv2_035_96",
+    ] {
+        let m = load(
+            &model_file(&format!("{name}.json")),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let ws = weights_of(&m.graph);
+        let value = |n: &str| ws.iter().find(|(m, _)| m == n).map(|(_, t)| t.clone());
+        let out = dir.join(format!("{name}.weights.h5"));
+        write_weights_h5(&out, &m.k3_layout, &value, None).unwrap();
+        let keras: Vec<String> = h5_layout(&model_file(&format!("{name}.weights.h5")))
+            .into_iter()
+            .filter(|l| !l.starts_with("/optimizer"))
+            .collect();
+        assert_eq!(h5_layout(&out), keras, "{name}");
+        let back = load(
+            &model_file(&format!("{name}.json")),
+            &LoadOptions {
+                weights: Some(out),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
+        let got = weights_of(&back.graph);
+        assert_eq!(got.len(), ws.len(), "{name}");
+        for ((n, a), (_, b)) in got.iter().zip(&ws) {
+            assert_eq!(a.to_f64_vec(), b.to_f64_vec(), "{name}: {n}");
+        }
     }
 }

@@ -77,6 +77,14 @@ impl Optimizer {
     }
 
     /// The per-weight slots it keeps (Adam: m and v).
+    /// Keras's name for the optimizer (its `optimizer/vars` group in a weights file).
+    pub fn keras_name(&self) -> &'static str {
+        match self {
+            Optimizer::Sgd | Optimizer::Momentum { .. } => "sgd",
+            Optimizer::Adam { .. } => "adam",
+        }
+    }
+
     pub fn slots(&self) -> &'static [&'static str] {
         match self {
             Optimizer::Sgd => &[],

@@ -49,7 +49,7 @@ pub struct Args {
     /// Threads the step runs on (1 to 64)
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Where to write history.json and final.weights.npz
+    /// Where to write history.json and final.weights.h5 (Keras 3's layout; .npz for ONNX models)
     #[arg(long, short = 'o')]
     pub out: PathBuf,
 }
@@ -202,6 +202,10 @@ pub struct Training {
     pub loss_name: String,
     pub opt: Optimizer,
     pub lr: f64,
+    /// A Keras model's weights file layout (None for ONNX models).
+    pub k3_layout: Option<forgec_import::keras::save::K3Layout>,
+    /// The weights the step does not change (frozen ones), by name: written back as read.
+    pub frozen: Vec<(String, Tensor)>,
 }
 
 impl Training {
@@ -244,6 +248,41 @@ impl Training {
             .chain(self.state.iter().chain(&self.slots).map(|(_, w)| w))
             .collect();
         lib.run(&refs).map_err(UserError::new)
+    }
+
+    /// Writes the weights after step `t` into `dir`: `final.weights.h5` in Keras 3's layout
+    /// (the optimizer's state included, as Keras's `save_weights` writes it) for a Keras
+    /// model, `final.weights.npz` by initializer name for an ONNX one. Returns the path.
+    pub fn write_weights(&self, dir: &Path, t: usize) -> Result<std::path::PathBuf, UserError> {
+        let Some(layout) = &self.k3_layout else {
+            let p = dir.join("final.weights.npz");
+            forgec_runtime::write_npz(&p, &self.state).map_err(|e| UserError::new(e.0))?;
+            return Ok(p);
+        };
+        use forgec_import::keras::save;
+        let p = dir.join("final.weights.h5");
+        let find = |v: &[(String, Tensor)], n: &str| {
+            v.iter().find(|(m, _)| m == n).map(|(_, t)| t.clone())
+        };
+        let value = |n: &str| find(&self.state, n).or_else(|| find(&self.frozen, n));
+        // Keras keeps each trainable weight's slots together, in its variable order.
+        let mut slots = Vec::new();
+        for w in layout.weights() {
+            for s in self.opt.slots() {
+                let name = format!("{w}.{s}");
+                if let Some((_, t)) = self.slots.iter().find(|(m, _)| *m == name) {
+                    slots.push(t);
+                }
+            }
+        }
+        let opt = save::OptimizerVars {
+            name: self.opt.keras_name(),
+            iterations: t as i64,
+            learning_rate: self.lr as f32,
+            slots,
+        };
+        save::write_weights_h5(&p, layout, &value, Some(&opt)).map_err(UserError::new)?;
+        Ok(p)
     }
 
     /// The rows `rows` of every data tensor.
@@ -321,6 +360,10 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         ))
     })?;
     let (opt, lr) = optimizer(a, saved_opt.as_ref())?;
+    let k3_layout = match &m {
+        forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),
+        forgec_import::Model::Onnx(_) => None,
+    };
     let g = m.into_graph();
     let step = step_graph_with(&g, loss, from_logits, opt).map_err(|e| {
         UserError::new(
@@ -420,6 +463,20 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
             (w.clone(), t)
         })
         .collect();
+    let frozen: Vec<(String, Tensor)> = g
+        .nodes
+        .iter()
+        .filter_map(|nd| match &nd.op {
+            forgec_ir::Op::Const {
+                value,
+                weight: Some(_),
+            } => {
+                let name = &g.value(nd.outputs[0]).name;
+                (!step.weights.contains(name)).then(|| (name.clone(), value.clone()))
+            }
+            _ => None,
+        })
+        .collect();
     let mut slots: Vec<(String, Tensor)> = Vec::new();
     for s in opt.slots() {
         for (w, t) in &state {
@@ -438,6 +495,8 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         loss_name,
         opt,
         lr,
+        k3_layout,
+        frozen,
     };
     let named = tr.named_inputs(probe, 1);
     forgec_ir::interp::check_inputs(&tr.step.graph, &named)
@@ -557,8 +616,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         &hist_path,
         serde_json::to_string_pretty(&h).unwrap().as_bytes(),
     )?;
-    let wpath = a.out.join("final.weights.npz");
-    forgec_runtime::write_npz(&wpath, &tr.state).map_err(|e| UserError::new(e.0))?;
+    let wpath = tr.write_weights(&a.out, t)?;
     println!("{}\n{}", hist_path.display(), wpath.display());
     Ok(0)
 }

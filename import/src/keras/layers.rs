@@ -120,7 +120,10 @@ pub fn k3_groups(class: &str, cfg: &Value) -> Vec<String> {
     match class {
         "LSTM" | "GRU" | "SimpleRNN" => vec!["vars".into(), "cell/vars".into()],
         "Bidirectional" => vec![
+            "vars".into(),
+            "forward_layer/vars".into(),
             "forward_layer/cell/vars".into(),
+            "backward_layer/vars".into(),
             "backward_layer/cell/vars".into(),
         ],
         "TimeDistributed" => {

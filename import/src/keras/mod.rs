@@ -7,6 +7,7 @@ mod build;
 mod json;
 pub mod layers;
 pub mod loss;
+pub mod save;
 pub mod weights;
 
 use build::Lb;
@@ -76,6 +77,8 @@ pub struct KerasModel {
     pub has_weights: bool,
     /// Whether Keras's summary of this Functional model has a "Connected to" column.
     pub sequential_like: bool,
+    /// Where each weight goes in a Keras 3 `.weights.h5` (what `forgec train` writes).
+    pub k3_layout: save::K3Layout,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -219,6 +222,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
         shape_problems: Vec::new(),
         weight_cache: HashMap::new(),
         missing_weights,
+        k3_groups: Vec::new(),
     };
     let class = root
         .get("class_name")
@@ -287,7 +291,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
     Ok(KerasModel {
         path: path.to_path_buf(),
         format,
-        name,
+        name: name.clone(),
         class,
         graph: g,
         layers: cx.infos,
@@ -296,6 +300,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
         keras_version: version,
         has_weights: store.is_some(),
         sequential_like,
+        k3_layout: save::K3Layout {
+            model: name,
+            groups: std::mem::take(&mut cx.k3_groups),
+        },
     })
 }
 
@@ -476,6 +484,8 @@ struct Importer<'a> {
     weight_cache: HashMap<String, Vec<ValueId>>,
     /// Why a layer with weights cannot have them (a JSON model with no weights file).
     missing_weights: Option<String>,
+    /// Where each layer's weights go in a Keras 3 weights file (for `save`).
+    k3_groups: Vec<save::VarGroup>,
 }
 
 type TensorKey = (String, usize, usize);
@@ -922,6 +932,88 @@ impl Importer<'_> {
         }
     }
 
+    /// Adds an empty Keras 3 `vars` group (once: a shared layer's later calls add nothing).
+    fn k3_group(&mut self, path: String, name: &str) -> usize {
+        if let Some(i) = self.k3_groups.iter().position(|g| g.path == path) {
+            return i;
+        }
+        self.k3_groups.push(save::VarGroup {
+            path,
+            name: name.to_string(),
+            vars: Vec::new(),
+        });
+        self.k3_groups.len() - 1
+    }
+
+    /// Records where the weights `cur` made go in a Keras 3 weights file: where the file
+    /// read had them when it was a Keras 3 file, else by the layer's groups (a recurrent
+    /// layer's weights live in its cell's group, a Bidirectional's halves in its two layers').
+    fn record_k3(&mut self, cur: &CurLayer, class: &str, cfg: &Value, k3_path: &str) {
+        // Keras's names for the groups: a recurrent cell is `<snake_case(class)>_cell`, a
+        // Bidirectional's layers `forward_<name>` and `backward_<name>`, a wrapped layer its own.
+        let inner = cfg.get("layer");
+        let inner_class = inner
+            .and_then(|l| l.get("class_name"))
+            .and_then(|c| c.as_str())
+            .unwrap_or(class);
+        let inner_name = inner
+            .and_then(|l| get(l, "config"))
+            .and_then(|c| c.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or(&cur.name);
+        let group_name = |g: &str| {
+            if g.ends_with("cell/vars") {
+                format!("{}_cell", snake_case(inner_class))
+            } else if g.starts_with("forward_layer") {
+                format!("forward_{inner_name}")
+            } else if g.starts_with("backward_layer") {
+                format!("backward_{inner_name}")
+            } else if g.starts_with("layer/") {
+                inner_name.to_string()
+            } else {
+                cur.name.clone()
+            }
+        };
+        let all = layers::k3_groups(class, cfg);
+        let groups: Vec<usize> = all
+            .iter()
+            .map(|g| self.k3_group(format!("{k3_path}/{g}"), &group_name(g)))
+            .collect();
+        let cells: Vec<usize> = groups
+            .iter()
+            .zip(&all)
+            .filter(|(_, g)| g.ends_with("cell/vars"))
+            .map(|(&i, _)| i)
+            .collect();
+        let keras3 = self
+            .store
+            .is_some_and(|s| s.layout() == weights::Layout::Keras3);
+        let n = cur.created.len();
+        for (i, &id) in cur.created.iter().enumerate() {
+            let from_file = cur
+                .stored
+                .as_ref()
+                .and_then(|st| st.get(i))
+                .filter(|_| keras3)
+                .and_then(|w| w.path.rsplit_once('/').map(|(g, _)| g.to_string()))
+                .and_then(|p| {
+                    groups
+                        .iter()
+                        .copied()
+                        .find(|&g| self.k3_groups[g].path == p)
+                });
+            let gi = from_file.unwrap_or(if class == "Bidirectional" && cells.len() == 2 {
+                cells[usize::from(i >= n / 2)]
+            } else if let Some(&c) = cells.first() {
+                c
+            } else {
+                *groups.last().expect("every layer has a vars group")
+            });
+            let name = self.g.value(id).name.clone();
+            self.k3_groups[gi].vars.push(name);
+        }
+    }
+
     /// Reports an unsupported layer without lowering it (after an earlier failure).
     fn check_supported(&mut self, l: &Value, place: &str) {
         let class = l.get("class_name").and_then(|c| c.as_str()).unwrap_or("?");
@@ -953,6 +1045,7 @@ impl Importer<'_> {
         let outputs_before = self.g.values.len();
         if is_model_class(&class) {
             // A model used as a layer: import it inline, its weights below its own group.
+            self.k3_group(format!("{}layers/{k3}/vars", scope.k3_prefix), &name);
             let inner = Scope {
                 k3_prefix: format!("{}layers/{k3}/", scope.k3_prefix),
                 tf_prefix: Some(
@@ -1057,6 +1150,12 @@ impl Importer<'_> {
         };
         self.g = b_graph;
         let cur = self.cur.take().expect("set above");
+        self.record_k3(
+            &cur,
+            &class,
+            &cfg,
+            &format!("{}layers/{k3}", scope.k3_prefix),
+        );
         if !cur.created.is_empty() {
             self.weight_cache
                 .insert(cur.place.clone(), cur.created.clone());
@@ -1189,6 +1288,8 @@ impl Importer<'_> {
                 }
             };
             tensors.insert((name.clone(), 0, 0), Some(v));
+            // Keras 3 gives a Functional model's inputs (layers too) empty groups.
+            self.k3_group(format!("{}layers/{}/vars", scope.k3_prefix, k3[i]), &name);
             if scope.depth == 0 {
                 let ty = self.g.ty(v).clone();
                 self.infos.push(LayerInfo {

@@ -17,6 +17,21 @@ use std::sync::Mutex;
 
 mod h5child;
 
+/// Serialises every use of libhdf5 in this process: the forks of `h5child` and forgec's own
+/// writes (`keras::save`). hdf5's own lock is a fair mutex that may hand itself to a thread
+/// waiting for it: a thread parked on it when another forks would leave the child holding a
+/// lock for a thread it does not have, and the child would hang. Behind this lock (a plain
+/// one the child never takes) nobody waits on hdf5's.
+static HDF5_GUARD: Mutex<()> = Mutex::new(());
+
+/// Runs `f`, which may call libhdf5 in this process, with no HDF5 reader being forked
+/// meanwhile. Every in-process use of the `hdf5` crate goes through here (tests too); not
+/// reentrant.
+pub fn with_hdf5<T>(f: impl FnOnce() -> T) -> T {
+    let _g = HDF5_GUARD.lock().unwrap_or_else(|p| p.into_inner());
+    f()
+}
+
 use h5child::{Child, Kind};
 
 /// An open weight file and the layout it uses.

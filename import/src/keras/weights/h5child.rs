@@ -64,8 +64,9 @@ impl Child {
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| format!("cannot make a socket: {e}"))?;
         // SAFETY: the child only calls libhdf5 and plain Rust code on its own memory, then
-        // `_exit`s; holding hdf5's lock across fork() means no other thread holds it then.
-        let pid = hdf5::sync::sync(|| unsafe { libc::fork() });
+        // `_exit`s; holding hdf5's lock across fork() means no other thread holds it then,
+        // and `with_hdf5` that no other thread waits for it (see `HDF5_GUARD`).
+        let pid = super::with_hdf5(|| hdf5::sync::sync(|| unsafe { libc::fork() }));
         if pid < 0 {
             return Err(format!(
                 "cannot start the HDF5 reader process: {}",
