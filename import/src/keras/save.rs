@@ -80,37 +80,27 @@ fn group(f: &hdf5::File, p: &str, path: &Path) -> Result<hdf5::Group, String> {
 }
 
 fn dataset(g: &hdf5::Group, name: &str, t: &Tensor, path: &Path) -> Result<(), String> {
-    let shape = t.shape().to_vec();
-    let e = h5err(path);
+    fn write<T: hdf5::H5Type>(
+        g: &hdf5::Group,
+        name: &str,
+        shape: &[usize],
+        v: &[T],
+    ) -> hdf5::Result<()> {
+        g.new_dataset::<T>().shape(shape).create(name)?.write_raw(v)
+    }
+    let (shape, v) = (t.shape(), t.to_f64_vec());
     match t.dtype() {
-        DType::F64 => {
-            let v = t.to_f64_vec();
-            let ds = g
-                .new_dataset::<f64>()
-                .shape(shape)
-                .create(name)
-                .map_err(&e)?;
-            ds.write_raw(&v).map_err(&e)
-        }
+        DType::F64 => write(g, name, shape, &v),
         DType::I64 | DType::I32 | DType::Bool => {
-            let v: Vec<i64> = t.to_f64_vec().iter().map(|&x| x as i64).collect();
-            let ds = g
-                .new_dataset::<i64>()
-                .shape(shape)
-                .create(name)
-                .map_err(&e)?;
-            ds.write_raw(&v).map_err(&e)
+            let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+            write(g, name, shape, &v)
         }
         _ => {
-            let v: Vec<f32> = t.to_f64_vec().iter().map(|&x| x as f32).collect();
-            let ds = g
-                .new_dataset::<f32>()
-                .shape(shape)
-                .create(name)
-                .map_err(&e)?;
-            ds.write_raw(&v).map_err(&e)
+            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            write(g, name, shape, &v)
         }
     }
+    .map_err(h5err(path))
 }
 
 /// Writes `layout`'s weights (their values from `value`, by IR name) and the optimizer's
