@@ -219,12 +219,6 @@ fn untrainable_models_are_refused_with_the_reason() {
     .unwrap();
     let e = step_graph(&frozen, LossFn::MeanSquaredError, Optimizer::Sgd).unwrap_err();
     assert!(e[0].contains("no trainable weights"), "{e:?}");
-    let m = load(&model_file("mlp_dropout.json"), &LoadOptions::default()).unwrap();
-    let e = step_graph(&m.graph, LossFn::BinaryCrossentropy, Optimizer::Sgd).unwrap_err();
-    assert!(
-        e[0].contains("Dropout") && e[0].contains("training mode"),
-        "{e:?}"
-    );
     assert!(LossFn::from_name("binary_crossentropyy").is_none());
     assert_eq!(
         LossFn::from_name("BinaryCrossentropy"),
@@ -878,4 +872,256 @@ fn weights_written_back_have_keras_layout() {
             assert_eq!(a.to_f64_vec(), b.to_f64_vec(), "{name}: {n}");
         }
     }
+}
+
+/// The training API as a C application uses it (`tests/c/train_api.c`, linked against
+/// `libtm.a` from `forgec compile --train`): mlp_mnist with SGD over Keras's data, 3 epochs of
+/// batch 32 (a partial last batch of 8 each): every step's loss and the final weights (read
+/// from the state blob at the offsets NAME.json gives) within 1e-5 of Keras's run; the program
+/// itself checks predict against NAME_run, evaluate against the step's loss, a resumed run
+/// against the uninterrupted one (bitwise, on 2 threads), and the refusals (NaN batch, foreign
+/// state, batch 0, NULL arrays).
+#[test]
+fn c_training_api_matches_keras() {
+    let dir = scratch("train_capi");
+    let m = model_file("mlp_mnist.json");
+    let o = forgec(&[
+        "compile",
+        m.to_str().unwrap(),
+        "--train",
+        "--optimizer",
+        "sgd",
+        "--name",
+        "tm",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // The shared library exports the inference API and the training API, nothing else (the
+    // step's, evaluation's and prediction's own wrappers stay inside).
+    let nm = std::process::Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(dir.join("libtm.so"))
+        .output()
+        .unwrap();
+    let mut exported: Vec<String> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(String::from))
+        .collect();
+    exported.sort();
+    let mut api: Vec<String> = forgec::codegen::capi::API_FUNCTIONS
+        .iter()
+        .chain(forgec::codegen::cpu::train::TRAIN_FUNCTIONS)
+        .map(|f| format!("tm_{f}"))
+        .collect();
+    api.sort();
+    assert_eq!(exported, api);
+    let x = npy(&training("mlp_mnist.train_x.npy"));
+    let y = npy(&training("mlp_mnist.train_y.npy"));
+    let raw_f32: Vec<u8> = x
+        .to_f64_vec()
+        .iter()
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect();
+    let raw_i32: Vec<u8> = y
+        .to_i64_vec()
+        .iter()
+        .flat_map(|v| (*v as i32).to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("x.bin"), raw_f32).unwrap();
+    std::fs::write(dir.join("y.bin"), raw_i32).unwrap();
+    let exe = dir.join("train_api");
+    let prog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/train_api.c");
+    let cc = std::process::Command::new("cc")
+        .args(["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror"])
+        .arg(&prog)
+        .arg(format!("-I{}", dir.display()))
+        .arg(dir.join("libtm.a"))
+        .args(["-lm", "-lpthread", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let state = dir.join("state.bin");
+    let run = std::process::Command::new(&exe)
+        .arg(dir.join("x.bin"))
+        .arg(dir.join("y.bin"))
+        .args(["1000", "3"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let losses: Vec<f64> = stdout.lines().map(|l| l.parse().unwrap()).collect();
+    let want = npy(&training("mlp_mnist.sgd.losses.npy")).to_f64_vec();
+    assert_eq!(losses.len(), 96);
+    let d = rel(&losses, &want);
+    assert!(d <= 1e-5, "the C API's losses differ from Keras's by {d:e}");
+    // The final weights, at the offsets NAME.json lists, against Keras's.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tm.json")).unwrap()).unwrap();
+    let tr = &meta["train"];
+    assert_eq!(tr["loss"], "sparse_categorical_crossentropy");
+    assert_eq!(tr["optimizer"]["name"], "sgd");
+    let blob = std::fs::read(&state).unwrap();
+    assert_eq!(blob.len() as u64, tr["state"]["bytes"].as_u64().unwrap());
+    assert_eq!(&blob[..8], b"FORGECT1");
+    assert_eq!(i64::from_le_bytes(blob[16..24].try_into().unwrap()), 96);
+    let fin = load(
+        &m,
+        &LoadOptions {
+            weights: Some(training("mlp_mnist.sgd.final.weights.h5")),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let kw = weights_of(&fin.graph);
+    let tensors = tr["state"]["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), kw.len());
+    for t in tensors {
+        let name = t["name"].as_str().unwrap();
+        let (off, bytes) = (
+            t["offset"].as_u64().unwrap() as usize,
+            t["bytes"].as_u64().unwrap() as usize,
+        );
+        let got: Vec<f64> = blob[off..off + bytes]
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect();
+        let k = &kw.iter().find(|(n, _)| n == name).unwrap().1;
+        let d = rel(&got, &k.to_f64_vec());
+        assert!(
+            d <= 1e-5,
+            "{name} after training differs from Keras's by {d:e}"
+        );
+    }
+}
+
+/// Dropout in training mode: the mask (forgec's counter-based draw) keeps about 1 - rate of
+/// the elements, scaled by 1 / (1 - rate), and is a function of the key alone; mlp_dropout's
+/// compiled step equals the interpreter's (the same masks) over 4 steps with their keys, and
+/// the masks matter (another seed gives other losses).
+#[test]
+fn dropout_masks_are_seeded_and_compiled_as_interpreted() {
+    use forgec_ir::ops::norm::dropout_key;
+    use forgec_ir::Op;
+    let x = Tensor::full(DType::F32, vec![200, 50], 1.0).unwrap();
+    let key = |k: u64| Tensor::from_i64_values(DType::I64, vec![], &[k as i64]).unwrap();
+    let mask = |k: u64, salt: i64| {
+        let op = Op::DropoutMask { rate: 0.2, salt };
+        forgec_ir::interp::eval_op(&op, &[&x, &key(k)]).unwrap()[0].to_f64_vec()
+    };
+    let m1 = mask(7, 1);
+    let kept = m1.iter().filter(|&&v| v != 0.0).count() as f64 / m1.len() as f64;
+    assert!((0.78..0.82).contains(&kept), "kept {kept}");
+    assert!(m1.iter().all(|&v| v == 0.0 || (v - 1.25).abs() < 1e-6));
+    assert_eq!(m1, mask(7, 1));
+    assert_ne!(m1, mask(8, 1));
+    assert_ne!(m1, mask(7, 2));
+
+    let m = load(&model_file("mlp_dropout.json"), &LoadOptions::default()).unwrap();
+    let step = step_graph(&m.graph, LossFn::BinaryCrossentropy, Optimizer::Sgd).unwrap();
+    assert!(step
+        .graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::DropoutMask { .. })));
+    let lib = compile_step(&step, "dropout_step");
+    let g = &m.graph;
+    let d = g.ty(g.inputs[0]).shape[1].known().unwrap();
+    let xs: Vec<f64> = (0..32 * d)
+        .map(|i| ((i * 37 % 101) as f64 / 50.0) - 1.0)
+        .collect();
+    let ys: Vec<f64> = (0..32).map(|i| (i % 3 == 0) as u8 as f64).collect();
+    let xb = Tensor::from_f64_values(DType::F32, vec![32, d], &xs).unwrap();
+    let yb = Tensor::from_f64_values(DType::F32, vec![32, 1], &ys).unwrap();
+    let run = |seed: u64, compiled: bool| {
+        let (mut state, _) = initial_state(&step, g);
+        let mut losses = Vec::new();
+        for t in 1..=4u64 {
+            let mut ins: Vec<(String, Tensor)> = vec![
+                (g.value(g.inputs[0]).name.clone(), xb.clone()),
+                (step.labels[0].clone(), yb.clone()),
+                ("lr".into(), Tensor::scalar_f32(0.05)),
+                ("key".into(), key(dropout_key(seed, t))),
+            ];
+            for (n, w) in step.weights.iter().zip(&state) {
+                ins.push((n.clone(), w.clone()));
+            }
+            let out = if compiled {
+                let refs: Vec<&Tensor> = ins.iter().map(|(_, t)| t).collect();
+                lib.run(&refs).unwrap()
+            } else {
+                forgec_ir::interp::run(&step.graph, &ins).unwrap()
+            };
+            losses.push(out[0].to_f64_vec()[0]);
+            state = out[1..].to_vec();
+        }
+        (losses, state)
+    };
+    let (li, si) = run(3, false);
+    let (lc, sc) = run(3, true);
+    let dl = rel(&lc, &li);
+    assert!(
+        dl <= 1e-5,
+        "compiled losses differ from the interpreter's by {dl:e}"
+    );
+    for (a, b) in sc.iter().zip(&si) {
+        let d = rel(&a.to_f64_vec(), &b.to_f64_vec());
+        assert!(
+            d <= 1e-5,
+            "compiled weights differ from the interpreter's by {d:e}"
+        );
+    }
+    let (lo, _) = run(4, true);
+    assert_ne!(lo, lc, "another seed drew the same masks");
+}
+
+/// `forgec train` on cnn_mnist with its Dropout (rate 0.5) in training mode: 1 epoch on 1 and
+/// 2 threads gives the same bits (the masks do not depend on the threads), the loss goes down
+/// over 2 epochs, and another --seed gives other losses.
+#[test]
+fn forgec_train_runs_dropout_reproducibly() {
+    let f = fixtures().join("training");
+    let x = f.join("cnn_mnist.train_x.npy");
+    let y = f.join("cnn_mnist.train_y.npy");
+    let m = model_file("cnn_mnist.keras");
+    let run = |dir: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            m.to_str().unwrap(),
+            "--x",
+            x.to_str().unwrap(),
+            "--y",
+            y.to_str().unwrap(),
+            "--no-shuffle",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = forgec(&args);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        history(dir)
+    };
+    let (d1, d2) = (scratch("train_drop_1"), scratch("train_drop_2"));
+    let h1 = run(&d1, &["--epochs", "2", "--seed", "5"]);
+    let h2 = run(&d2, &["--epochs", "2", "--seed", "5", "--threads", "2"]);
+    assert_eq!(h1["batch_loss"], h2["batch_loss"]);
+    assert_eq!(
+        std::fs::read(d1.join("final.weights.h5")).unwrap(),
+        std::fs::read(d2.join("final.weights.h5")).unwrap()
+    );
+    let el = floats(&h1["epoch_loss"]);
+    assert!(el[1] < el[0], "{el:?}");
+    let h3 = run(&scratch("train_drop_3"), &["--epochs", "1", "--seed", "6"]);
+    let (a, b) = (floats(&h1["batch_loss"]), floats(&h3["batch_loss"]));
+    assert_ne!(a[..16], b[..16], "another seed drew the same masks");
 }

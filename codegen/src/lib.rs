@@ -68,10 +68,101 @@ pub fn artifact_name(s: &str) -> String {
     capi::c_ident(s).to_lowercase()
 }
 
+/// What `forgec compile --train` adds to a library (see `cpu::train`): the step, evaluation
+/// and prediction graphs as `forgec_passes::train` makes them, the initial state (trainable
+/// weights in the step's order, then the slots, slot-major) and learning rate, and what
+/// `NAME.json` says of the loss and optimizer (`meta`, with a one-line `title` for the header).
+pub struct Training {
+    pub step: Graph,
+    pub eval: Graph,
+    pub predict: Graph,
+    pub state: Vec<(String, forgec_ir::Tensor)>,
+    pub lr: f64,
+    /// The metrics' names, as the step's and evaluation's outputs after the loss and state.
+    pub metrics: Vec<String>,
+    pub meta: serde_json::Value,
+    pub title: String,
+}
+
 /// Compiles `g` into `out`; returns the files written. `source_sha256` and `flags` go into
 /// `NAME.json`.
 pub fn compile(
     g: Graph,
+    opts: &Options,
+    out: &Path,
+    source_sha256: &str,
+) -> Result<Vec<PathBuf>, String> {
+    compile_with(g, None, opts, out, source_sha256)
+}
+
+/// `compile` with the training API (a library only).
+pub fn compile_train(
+    g: Graph,
+    t: Training,
+    opts: &Options,
+    out: &Path,
+    source_sha256: &str,
+) -> Result<Vec<PathBuf>, String> {
+    if opts.emit != Emit::Lib {
+        return Err("--train makes a library: leave --emit at lib".into());
+    }
+    compile_with(g, Some(t), opts, out, source_sha256)
+}
+
+/// The training graphs prepared and lowered, each a model of its own in the library.
+struct TrainBuilt {
+    graphs: Vec<(String, Graph, Option<capi::WeightsFile>, Vec<String>)>,
+}
+
+fn build_training(
+    t: &Training,
+    name: &str,
+    target: &llvm::Target_,
+    dir: &Path,
+    threads: usize,
+) -> Result<TrainBuilt, String> {
+    let internal =
+        |e: String| format!("internal error in forgec's code generator (training step): {e}");
+    let mut graphs = Vec::new();
+    for (tag, g) in [
+        ("step", &t.step),
+        ("eval", &t.eval),
+        ("predict", &t.predict),
+    ] {
+        let g = prepare(g.clone())?;
+        let pname = format!("{name}_forgec_{tag}");
+        let (entry, text, weights) = lower_for(&g, target, &pname)?;
+        let parts = llvm::compile(&text, target, llvm::Stage::Objects, &pname).map_err(internal)?;
+        let mut objects = Vec::new();
+        for (i, bytes) in parts.iter().enumerate() {
+            let o = format!("kernel_{tag}{i}.o");
+            std::fs::write(dir.join(&o), bytes).map_err(|e| e.to_string())?;
+            objects.push(o);
+        }
+        let file = (!weights.is_empty()).then(|| capi::weights_file(&weights));
+        let placed = match &file {
+            None => capi::Weights::None,
+            Some(f) => capi::Weights::Embedded(f),
+        };
+        let version = env!("CARGO_PKG_VERSION");
+        std::fs::write(
+            dir.join(format!("{pname}.h")),
+            capi::header(&g, &pname, version, false, threads),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(
+            dir.join(format!("wrapper_{tag}.c")),
+            capi::wrapper(&g, &pname, &entry, placed, threads),
+        )
+        .map_err(|e| e.to_string())?;
+        graphs.push((tag.to_string(), g, file, objects));
+    }
+    Ok(TrainBuilt { graphs })
+}
+
+fn compile_with(
+    g: Graph,
+    training: Option<Training>,
     opts: &Options,
     out: &Path,
     source_sha256: &str,
@@ -123,8 +214,17 @@ pub fn compile(
         Emit::Obj => return Ok(vec![write(out.join(format!("{name}.o")), first)?]),
         _ => {}
     }
-    let scratch =
+    let mut scratch =
         tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+    // FORGEC_KEEP_SCRATCH=1 keeps the C sources and objects the library is linked from (for
+    // reading the generated C, or compiling it with other flags).
+    if std::env::var_os("FORGEC_KEEP_SCRATCH").is_some_and(|v| v == "1") {
+        scratch.disable_cleanup(true);
+        eprintln!(
+            "forgec: scratch directory kept: {}",
+            scratch.path().display()
+        );
+    }
     let version = env!("CARGO_PKG_VERSION");
     let mut objects = Vec::new();
     for (i, bytes) in parts.iter().enumerate() {
@@ -134,13 +234,88 @@ pub fn compile(
     }
     let file = weights_file(&weights, opts);
     let placed = placement(&file, opts)?;
-    let (header, wrapper) = c_text(&g, opts, &entry, placed);
-    std::fs::write(scratch.path().join(format!("{name}.h")), &header).map_err(|e| e.to_string())?;
+    let (mut header, wrapper) = c_text(&g, opts, &entry, placed);
     std::fs::write(scratch.path().join("wrapper.c"), wrapper).map_err(|e| e.to_string())?;
     let (cc, ar) = tools.ok_or("internal error: a library without its C toolchain")?;
-    capi::link(scratch.path(), &objects, name, out, (&cc, &ar), &placed)?;
+    let mut train_meta = None;
+    if let Some(t) = &training {
+        let built = build_training(t, name, &target, scratch.path(), opts.threads)?;
+        let gr = |k: usize| &built.graphs[k].1;
+        let tp = cpu::train::TrainParts {
+            step: gr(0),
+            eval: gr(1),
+            predict: gr(2),
+            state: &t.state,
+            lr: t.lr,
+            num_inputs: g.inputs.len(),
+            num_labels: g.outputs.len(),
+            metrics: &t.metrics,
+        };
+        if let Some(why) = cpu::train::obstacle(&tp) {
+            return Err(format!("--train: {why}"));
+        }
+        let c = cpu::train::wrapper(name, &tp)?;
+        std::fs::write(scratch.path().join("train.c"), c).map_err(|e| e.to_string())?;
+        std::fs::write(
+            scratch.path().join("train_state.bin"),
+            cpu::train::state_blob(&t.state, t.lr),
+        )
+        .map_err(|e| e.to_string())?;
+        // The training API goes before the header's closing lines.
+        let close = header
+            .rfind("\n#ifdef __cplusplus")
+            .ok_or("internal error: the header has no end")?;
+        header.insert_str(close + 1, &cpu::train::header(name, &tp, &t.title));
+        std::fs::write(scratch.path().join(format!("{name}.h")), &header)
+            .map_err(|e| e.to_string())?;
+        let mut parts = vec![capi::LinkPart {
+            name: name.clone(),
+            tag: String::new(),
+            objects: objects.clone(),
+            wrapper: "wrapper.c".into(),
+            weights: placed,
+        }];
+        for (tag, _, file, objs) in &built.graphs {
+            parts.push(capi::LinkPart {
+                name: format!("{name}_forgec_{tag}"),
+                tag: tag.clone(),
+                objects: objs.clone(),
+                wrapper: format!("wrapper_{tag}.c"),
+                weights: match file {
+                    None => capi::Weights::None,
+                    Some(f) => capi::Weights::Embedded(f),
+                },
+            });
+        }
+        let exports: Vec<String> = capi::API_FUNCTIONS
+            .iter()
+            .chain(cpu::train::TRAIN_FUNCTIONS)
+            .map(|f| format!("{name}_{f}"))
+            .collect();
+        let extra = vec![(
+            "train.c".to_string(),
+            vec![(
+                format!("{name}_forgec_train_init"),
+                "train_state.bin".to_string(),
+            )],
+        )];
+        capi::link_parts(
+            scratch.path(),
+            &parts,
+            &extra,
+            name,
+            out,
+            (&cc, &ar),
+            &exports,
+        )?;
+        train_meta = Some(train_json(t, &tp));
+    } else {
+        std::fs::write(scratch.path().join(format!("{name}.h")), &header)
+            .map_err(|e| e.to_string())?;
+        capi::link(scratch.path(), &objects, name, out, (&cc, &ar), &placed)?;
+    }
     let h = write(out.join(format!("{name}.h")), header.as_bytes())?;
-    let meta = metadata(&g, name, version, source_sha256, opts, &target);
+    let meta = metadata(&g, name, version, source_sha256, opts, &target, train_meta);
     let j = write(out.join(format!("{name}.json")), meta.as_bytes())?;
     let mut files = vec![
         out.join(format!("lib{name}.a")),
@@ -224,6 +399,7 @@ fn metadata(
     sha: &str,
     opts: &Options,
     t: &llvm::Target_,
+    train: Option<serde_json::Value>,
 ) -> String {
     let tensors = |ids: &[forgec_ir::ValueId]| -> Vec<serde_json::Value> {
         ids.iter()
@@ -240,7 +416,7 @@ fn metadata(
             })
             .collect()
     };
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "name": name,
         "forgec_version": version,
         "source_sha256": sha,
@@ -253,5 +429,56 @@ fn metadata(
             "threads": opts.threads,
         },
     });
+    if let Some(tr) = train {
+        v["train"] = tr;
+    }
     serde_json::to_string_pretty(&v).expect("json") + "\n"
+}
+
+/// `NAME.json`'s `train`: the loss and optimizer (`meta`), the labels, and the state layout.
+fn train_json(t: &Training, p: &cpu::train::TrainParts) -> serde_json::Value {
+    let (offs, total) = cpu::train::layout(p.state);
+    let labels: Vec<serde_json::Value> = (0..p.num_labels)
+        .map(|k| {
+            let v = p.eval.inputs[p.num_inputs + k];
+            let ty = p.eval.ty(v);
+            serde_json::json!({
+                "name": p.eval.value(v).name,
+                "dtype": ty.dtype.numpy_name(),
+                "shape": ty.shape.iter().map(|d| match d {
+                    forgec_ir::Dim::Known(n) => serde_json::json!(n),
+                    forgec_ir::Dim::Sym(_) => serde_json::json!("batch"),
+                }).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let tensors: Vec<serde_json::Value> = p
+        .state
+        .iter()
+        .zip(&offs)
+        .map(|((n, x), o)| {
+            serde_json::json!({
+                "name": n,
+                "dtype": x.dtype().numpy_name(),
+                "shape": x.shape(),
+                "offset": o,
+                "bytes": x.size_bytes(),
+            })
+        })
+        .collect();
+    let mut m = t.meta.clone();
+    m["labels"] = serde_json::json!(labels);
+    m["state"] = serde_json::json!({
+        "bytes": total,
+        "header": {
+            "bytes": cpu::train::STATE_HEADER,
+            "magic": "FORGECT1 (bytes 0-7), then 8 bytes of this layout's id",
+            "steps": {"offset": 16, "dtype": "int64"},
+            "learning_rate": {"offset": 24, "dtype": "float64"},
+            "seed": {"offset": 32, "dtype": "uint64"},
+            "size": {"offset": 40, "dtype": "int64"},
+        },
+        "tensors": tensors,
+    });
+    m
 }

@@ -222,9 +222,17 @@ pub enum Op {
         axes: Vec<usize>,
         epsilon: f64,
     },
-    /// Identity at inference; the training graph will draw a mask.
+    /// Identity at inference; the training step multiplies by a `dropout_mask` instead.
     Dropout {
         rate: f64,
+    },
+    /// Inputs: x (only its shape is read) and key (i64 scalar). Dropout's training mask, of
+    /// x's type: `1 / (1 - rate)` where forgec's counter-based draw for (key, salt, the
+    /// element's row-major index) keeps the element, else 0 (`ops::norm::dropout_keep`). The
+    /// mask depends on nothing else (not on threads or tiling); it has no gradient.
+    DropoutMask {
+        rate: f64,
+        salt: i64,
     },
     Rnn(RnnAttrs),
     /// Index (i64) of the largest (`max`) or smallest (`min`) element along `axis`; ties go to
@@ -338,6 +346,7 @@ impl Op {
             Op::BatchNorm { .. } => "batch_norm".into(),
             Op::LayerNorm { .. } => "layer_norm".into(),
             Op::Dropout { .. } => "dropout".into(),
+            Op::DropoutMask { .. } => "dropout_mask".into(),
             Op::Rnn(_) => "rnn".into(),
             Op::ArgReduce { .. } => "arg_reduce".into(),
             Op::GatherElements { .. } => "gather_elements".into(),
@@ -364,7 +373,7 @@ impl Op {
             Op::ArgReduce { .. } | Op::Cumulative { .. } | Op::TopK { .. } | Op::Resize(_) => {
                 (1, 1)
             }
-            Op::GatherElements { .. } | Op::GatherNd { .. } => (2, 2),
+            Op::GatherElements { .. } | Op::GatherNd { .. } | Op::DropoutMask { .. } => (2, 2),
             Op::ScatterElements { .. } | Op::ScatterNd { .. } => (3, 3),
             Op::Binary(_) | Op::MatMul | Op::Conv(_) | Op::ConvTranspose(_) | Op::Gather { .. } => {
                 (2, 2)
@@ -475,6 +484,7 @@ impl Op {
                 vec![("axes", usizes(axes)), ("epsilon", Float(*epsilon))]
             }
             Op::Dropout { rate } => vec![("rate", Float(*rate))],
+            Op::DropoutMask { rate, salt } => vec![("rate", Float(*rate)), ("salt", Int(*salt))],
             Op::Rnn(r) => vec![
                 ("cell", Ident(r.cell.name().into())),
                 ("units", Int(r.units as i64)),
@@ -632,6 +642,10 @@ impl Op {
                 },
                 "dropout" => Op::Dropout {
                     rate: a.float("rate")?,
+                },
+                "dropout_mask" => Op::DropoutMask {
+                    rate: a.float("rate")?,
+                    salt: a.usize("salt")? as i64,
                 },
                 "arg_reduce" => Op::ArgReduce {
                     kind: a.parse_ident("kind", ReduceKind::from_name)?,

@@ -100,16 +100,21 @@ pub struct Step {
     /// Inputs: the model's inputs, one labels input per model output, `lr`, (`step` for
     /// optimizers that count), the trainable weights, then each slot of each weight (slot-major:
     /// all `m`, then all `v`). Outputs: `loss`, the updated weights, the updated slots, in the
-    /// same orders.
+    /// same orders, then the metrics.
     pub graph: Graph,
     /// The trainable weights' names, in state order.
     pub weights: Vec<String>,
     /// The names of the labels inputs, one per model output.
     pub labels: Vec<String>,
     pub optimizer: Optimizer,
+    /// The metrics' output names (`metric.NAME`), after the slots.
+    pub metrics: Vec<String>,
 }
 
 type R<T> = Result<T, Vec<String>>;
+
+/// Each model output with its labels input.
+type Pairs = Vec<(ValueId, ValueId)>;
 
 fn err(e: impl std::fmt::Display) -> Vec<String> {
     vec![e.to_string()]
@@ -163,26 +168,14 @@ pub fn step_graph(model: &Graph, loss: LossFn, opt: Optimizer) -> R<Step> {
     step_graph_with(model, loss, false, opt)
 }
 
-/// [`step_graph`] for a loss told `from_logits`: a cross-entropy then takes the outputs as
-/// logits (Keras's `from_logits=True`), whatever op makes them.
-pub fn step_graph_with(model: &Graph, loss: LossFn, from_logits: bool, opt: Optimizer) -> R<Step> {
+/// The model ready for training: Dropout stripped (inference mode) unless `keep_dropout`
+/// (the step replaces it by its mask, `dropout_masks`), and the trainable weights turned into
+/// inputs at the end of the inputs, in graph order (returned).
+fn weights_as_inputs(model: &Graph, keep_dropout: bool) -> R<(Graph, Vec<ValueId>)> {
     let mut g = model.clone();
-    let mut problems = Vec::new();
-    for n in &g.nodes {
-        if let Op::Dropout { rate } = n.op {
-            if rate > 0.0 {
-                problems.push(format!(
-                    "{}: Dropout in training mode (rate {rate}) is not compiled yet: forgec cannot train this model",
-                    n.origin
-                ));
-            }
-        }
+    if !keep_dropout {
+        crate::cleanup::strip_dropout(&mut g);
     }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    crate::cleanup::strip_dropout(&mut g);
-    // Trainable weights become inputs (state), in graph order.
     let mut weights = Vec::new();
     g.nodes.retain(|n| match &n.op {
         Op::Const {
@@ -198,12 +191,21 @@ pub fn step_graph_with(model: &Graph, loss: LossFn, from_logits: bool, opt: Opti
             "the model has no trainable weights: there is nothing to train".into(),
         ]);
     }
+    g.inputs.extend(&weights);
+    Ok((g, weights))
+}
+
+/// Appends Keras's `loss` of every output of `g` (summed over the outputs) and one labels
+/// input per output (after the model's inputs); returns the loss and the labels' names.
+fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<String>, Pairs)> {
+    let mut problems = Vec::new();
     let outputs = g.outputs.clone();
     let mut b = B {
-        g: &mut g,
+        g,
         o: Origin::default(),
     };
     let mut labels = Vec::new();
+    let mut pairs = Vec::new();
     let mut total: Option<ValueId> = None;
     for &out in &outputs {
         let ty = b.g.ty(out).clone();
@@ -228,6 +230,7 @@ pub fn step_graph_with(model: &Graph, loss: LossFn, from_logits: bool, opt: Opti
         };
         let y = b.g.add_input(&format!("{oname}.labels"), lty);
         labels.push(b.g.value(y).name.clone());
+        pairs.push((out, y));
         // Keras takes the logits of a sigmoid (binary) or softmax (categorical) output.
         let prod = producer(b.g, out).map(|n| (n.op.clone(), n.inputs.clone()));
         let cross_entropy = !matches!(loss, LossFn::MeanSquaredError | LossFn::MeanAbsoluteError);
@@ -354,12 +357,249 @@ pub fn step_graph_with(model: &Graph, loss: LossFn, from_logits: bool, opt: Opti
     if !problems.is_empty() {
         return Err(problems);
     }
-    let loss_v = total.expect("at least one output");
-    let dt = b.g.ty(weights[0]).dtype;
-    let lr = b.g.add_input("lr", TensorType::new(dt, vec![]));
+    Ok((total.expect("at least one output"), labels, pairs))
+}
+
+/// The checks and inputs every training graph shares: the model with its trainable weights
+/// as inputs, then (`loss`) its loss and labels.
+#[allow(clippy::type_complexity)]
+fn with_loss(
+    model: &Graph,
+    loss: LossFn,
+    from_logits: bool,
+    keep_dropout: bool,
+    metrics: &[(String, Metric)],
+) -> R<(Graph, Vec<ValueId>, ValueId, Vec<String>, Vec<ValueId>)> {
+    let (mut g, weights) = weights_as_inputs(model, keep_dropout)?;
+    // Labels come after the model's inputs, before the weights.
+    g.inputs.retain(|v| !weights.contains(v));
+    let (l, labels, pairs) = add_loss(&mut g, loss, from_logits)?;
+    let ms = add_metrics(&mut g, &pairs, metrics)?;
+    g.inputs.extend(&weights);
+    Ok((g, weights, l, labels, ms))
+}
+
+/// A metric the step and the evaluation compute beside the loss, on the forward pass's
+/// outputs (before the update), as Keras's metric of that name does: the mean over the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// `y == (p > 0.5)` (on the output as it is, probabilities or logits, as Keras does).
+    BinaryAccuracy,
+    /// `argmax(y) == argmax(p)`.
+    CategoricalAccuracy,
+    /// `y == argmax(p)` (class ids).
+    SparseCategoricalAccuracy,
+    MeanSquaredError,
+    MeanAbsoluteError,
+}
+
+impl Metric {
+    /// A metric by Keras's name; `accuracy` (`acc`) is the accuracy that fits the loss, as
+    /// Keras resolves it.
+    pub fn from_name(name: &str, loss: LossFn) -> Option<Metric> {
+        let n: String = name
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .collect();
+        Some(match n.as_str() {
+            "accuracy" | "acc" => match loss {
+                LossFn::BinaryCrossentropy => Metric::BinaryAccuracy,
+                LossFn::CategoricalCrossentropy => Metric::CategoricalAccuracy,
+                LossFn::SparseCategoricalCrossentropy => Metric::SparseCategoricalAccuracy,
+                _ => return None,
+            },
+            "binaryaccuracy" => Metric::BinaryAccuracy,
+            "categoricalaccuracy" => Metric::CategoricalAccuracy,
+            "sparsecategoricalaccuracy" => Metric::SparseCategoricalAccuracy,
+            "meansquarederror" | "mse" => Metric::MeanSquaredError,
+            "meanabsoluteerror" | "mae" => Metric::MeanAbsoluteError,
+            _ => return None,
+        })
+    }
+
+    /// The names `from_name` takes, for messages.
+    pub const KNOWN: &'static str = "accuracy (binary, categorical or sparse categorical, by the loss), binary_accuracy, categorical_accuracy, sparse_categorical_accuracy, mean_squared_error (mse), mean_absolute_error (mae)";
+}
+
+/// Appends each metric of each (output, labels) pair; returns the metric values, named
+/// `metric.NAME` (`metric.OUTPUT_NAME` with several outputs), in (metric, output) order.
+fn add_metrics(
+    g: &mut Graph,
+    pairs: &[(ValueId, ValueId)],
+    metrics: &[(String, Metric)],
+) -> R<Vec<ValueId>> {
+    let mut out = Vec::new();
+    for (name, m) in metrics {
+        for &(p, y) in pairs {
+            let oname = g.value(p).name.clone();
+            let o = producer(g, p).map(|n| n.origin.clone()).unwrap_or_default();
+            let mut b = B { g, o };
+            let pt = b.g.ty(p).clone();
+            let dt = pt.dtype;
+            let label = if pairs.len() > 1 {
+                format!("metric.{oname}_{name}")
+            } else {
+                format!("metric.{name}")
+            };
+            let argmax = |b: &mut B, v: ValueId, n: &str| {
+                let r = b.g.ty(v).rank();
+                b.op(
+                    Op::ArgReduce {
+                        kind: ReduceKind::Max,
+                        axis: r - 1,
+                        keepdims: false,
+                        select_last: false,
+                    },
+                    &[v],
+                    n,
+                )
+            };
+            let hit = match m {
+                Metric::BinaryAccuracy => {
+                    let half = b.scalar(dt, 0.5, "metric.half");
+                    let gt = b.bin(BinaryOp::Gt, p, half, "metric.gt")?;
+                    let pc = b.op(Op::Cast { to: dt }, &[gt], "metric.pred")?;
+                    Some(b.bin(BinaryOp::Eq, y, pc, "metric.hit")?)
+                }
+                Metric::SparseCategoricalAccuracy => {
+                    let a = argmax(&mut b, p, "metric.argmax")?;
+                    let yi = b.op(Op::Cast { to: DType::I64 }, &[y], "metric.ids")?;
+                    Some(b.bin(BinaryOp::Eq, yi, a, "metric.hit")?)
+                }
+                Metric::CategoricalAccuracy => {
+                    let a = argmax(&mut b, p, "metric.argmax")?;
+                    let t = argmax(&mut b, y, "metric.target")?;
+                    Some(b.bin(BinaryOp::Eq, t, a, "metric.hit")?)
+                }
+                Metric::MeanSquaredError | Metric::MeanAbsoluteError => None,
+            };
+            let v = match (m, hit) {
+                (_, Some(h)) => {
+                    let f = b.op(Op::Cast { to: dt }, &[h], "metric.hitf")?;
+                    b.mean_all(f, &label)?
+                }
+                (Metric::MeanSquaredError, None) => {
+                    let d = b.bin(BinaryOp::Sub, y, p, "metric.diff")?;
+                    let sq = b.bin(BinaryOp::Mul, d, d, "metric.sq")?;
+                    b.mean_all(sq, &label)?
+                }
+                _ => {
+                    let d = b.bin(BinaryOp::Sub, y, p, "metric.diff")?;
+                    let a = b.un(UnaryOp::Abs, d, "metric.abs")?;
+                    b.mean_all(a, &label)?
+                }
+            };
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Dropout in training mode: each Dropout of a positive rate becomes `x * dropout_mask(x,
+/// key)`, the mask salted by the layer's position, and the step gets the input `key` (i64,
+/// [`forgec_ir::ops::norm::dropout_key`] of the run's seed and the step); a rate of 0 is the
+/// identity.
+fn dropout_masks(g: &mut Graph) -> R<()> {
+    // Value ids stay as they are (the caller holds some): a rate-0 Dropout's uses are
+    // redirected to its input, and its result is left unused (the step's final DCE drops it).
+    let mut alias: std::collections::HashMap<ValueId, ValueId> = Default::default();
+    let any = g
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Dropout { rate } if rate > 0.0));
+    let key = any.then(|| g.add_input("key", TensorType::new(DType::I64, vec![])));
+    let mut nodes = Vec::with_capacity(g.nodes.len() + 4);
+    let mut salt = 0i64;
+    for mut n in std::mem::take(&mut g.nodes) {
+        for i in &mut n.inputs {
+            while let Some(&a) = alias.get(i) {
+                *i = a;
+            }
+        }
+        let (Op::Dropout { rate }, Some(key)) = (&n.op, key) else {
+            if let Op::Dropout { .. } = n.op {
+                alias.insert(n.outputs[0], n.inputs[0]);
+            } else {
+                nodes.push(n);
+            }
+            continue;
+        };
+        let (rate, x, y) = (*rate, n.inputs[0], n.outputs[0]);
+        if rate == 0.0 {
+            alias.insert(y, x);
+            continue;
+        }
+        salt += 1;
+        let ty = g.ty(y).clone();
+        let name = g.fresh_name(&format!("{}.mask", g.value(y).name));
+        g.values.push(forgec_ir::graph::Value { name, ty });
+        let m = ValueId(g.values.len() - 1);
+        nodes.push(forgec_ir::Node {
+            op: Op::DropoutMask { rate, salt },
+            inputs: vec![x, key],
+            outputs: vec![m],
+            origin: n.origin.clone(),
+        });
+        nodes.push(forgec_ir::Node {
+            op: Op::Binary(BinaryOp::Mul),
+            inputs: vec![x, m],
+            outputs: vec![y],
+            origin: n.origin,
+        });
+    }
+    g.nodes = nodes;
+    for o in &mut g.outputs {
+        while let Some(&a) = alias.get(o) {
+            *o = a;
+        }
+    }
+    Ok(())
+}
+
+/// The model's forward pass with its trainable weights as inputs (after the model's inputs,
+/// in [`Step::weights`] order): predictions with the weights a training run has reached.
+pub fn predict_graph(model: &Graph) -> R<Graph> {
+    let (mut g, _) = weights_as_inputs(model, false)?;
+    crate::cleanup::dce(&mut g);
+    Ok(g)
+}
+
+/// The loss without an update: inputs the model's, the labels, then the trainable weights
+/// (as [`Step`]'s); output `loss`.
+pub fn eval_graph(
+    model: &Graph,
+    loss: LossFn,
+    from_logits: bool,
+    metrics: &[(String, Metric)],
+) -> R<Graph> {
+    let (mut g, _, l, _, ms) = with_loss(model, loss, from_logits, false, metrics)?;
+    g.outputs = vec![l];
+    g.outputs.extend(ms);
+    crate::cleanup::dce(&mut g);
+    Ok(g)
+}
+
+/// [`step_graph`] for a loss told `from_logits`: a cross-entropy then takes the outputs as
+/// logits (Keras's `from_logits=True`), whatever op makes them.
+pub fn step_graph_with(model: &Graph, loss: LossFn, from_logits: bool, opt: Optimizer) -> R<Step> {
+    step_graph_metrics(model, loss, from_logits, opt, &[])
+}
+
+/// [`step_graph_with`] computing `metrics` too (outputs after the slots, as [`Step::metrics`]).
+pub fn step_graph_metrics(
+    model: &Graph,
+    loss: LossFn,
+    from_logits: bool,
+    opt: Optimizer,
+    metrics: &[(String, Metric)],
+) -> R<Step> {
+    let (mut g, weights, loss_v, labels, ms) = with_loss(model, loss, from_logits, true, metrics)?;
+    let dt = g.ty(weights[0]).dtype;
+    let lr = g.add_input("lr", TensorType::new(dt, vec![]));
     let step = matches!(opt, Optimizer::Adam { .. })
-        .then(|| b.g.add_input("step", TensorType::new(dt, vec![])));
-    drop(b);
+        .then(|| g.add_input("step", TensorType::new(dt, vec![])));
+    dropout_masks(&mut g)?;
     let grads = gradients(&mut g, loss_v, &weights)?;
     let mut b = B {
         g: &mut g,
@@ -444,6 +684,8 @@ pub fn step_graph_with(model: &Graph, loss: LossFn, from_logits: bool, opt: Opti
     for s in &new_slots {
         g.outputs.extend(s);
     }
+    let metric_names: Vec<String> = ms.iter().map(|&m| g.value(m).name.clone()).collect();
+    g.outputs.extend(&ms);
     crate::cleanup::dce(&mut g);
     let errs = forgec_ir::verify::verify(&g);
     if !errs.is_empty() {
@@ -457,5 +699,6 @@ pub fn step_graph_with(model: &Graph, loss: LossFn, from_logits: bool, opt: Opti
         weights: names,
         labels,
         optimizer: opt,
+        metrics: metric_names,
     })
 }

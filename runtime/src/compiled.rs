@@ -320,3 +320,350 @@ fn from_bytes(shape: Vec<usize>, dt: DType, b: &[u8]) -> Result<Tensor, String> 
     };
     Tensor::new(shape, data).map_err(|e| e.0)
 }
+
+/// A failed call of a training library: its status code and `NAME_train_last_error`.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CallError {
+    /// `NAME_ERR_NONFINITE`: the step's loss or update was not finite; the state is as before.
+    pub const NONFINITE: i32 = 7;
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+type TrainData = unsafe extern "C" fn(
+    *mut c_void,
+    i64,
+    *const *const c_void,
+    *const *const c_void,
+    *mut f64,
+    *mut f64,
+) -> c_int;
+type TrainPredict =
+    unsafe extern "C" fn(*mut c_void, i64, *const *const c_void, *const *mut c_void) -> c_int;
+
+/// A state tensor of a training library: name, byte offset in the state blob, shape, dtype.
+#[derive(Clone, Debug)]
+pub struct StateTensor {
+    pub name: String,
+    pub offset: usize,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// A library made by `forgec compile --train`, with one training context of its own (its
+/// state: weights, optimizer slots, step count, learning rate). Calls from several threads take
+/// turns on it.
+pub struct Trainer {
+    ctx: std::sync::Mutex<Ctx>,
+    step: TrainData,
+    evaluate: TrainData,
+    predict: TrainPredict,
+    last_error: LastError,
+    model: CompiledModel,
+    pub num_labels: usize,
+    pub state: Vec<StateTensor>,
+    /// The metrics every step and evaluation computes, by name.
+    pub metrics: Vec<String>,
+}
+
+impl Drop for Trainer {
+    fn drop(&mut self) {
+        let ctx = self
+            .ctx
+            .get_mut()
+            .map(|c| c.0)
+            .unwrap_or(std::ptr::null_mut());
+        if let (false, Ok(destroy)) = (ctx.is_null(), self.model.sym::<Destroy>("train_destroy")) {
+            unsafe { destroy(ctx) };
+        }
+    }
+}
+
+impl Trainer {
+    /// Loads `libNAME.so` (made with `--train`) and makes a training context: the weights of
+    /// the model file it was compiled from, zero slots, step 0.
+    pub fn load(path: &Path, name: &str) -> Result<Trainer, String> {
+        let model = CompiledModel::load(path, name)?;
+        let create: Create = model.sym("train_create")?;
+        type Count = unsafe extern "C" fn(c_int, i64, *mut i64) -> c_int;
+        type Tensor_ = unsafe extern "C" fn(c_int, *mut *const c_char, *mut i64, *mut i64) -> c_int;
+        let label_shape: Count = model.sym("train_label_shape")?;
+        let state_tensor: Tensor_ = model.sym("train_state_tensor")?;
+        let state_dtype: Dtype = model.sym("train_state_dtype")?;
+        let mut dims = [0i64; 16];
+        let num_labels = (0..)
+            .take_while(|&i| unsafe { label_shape(i, 1, dims.as_mut_ptr()) } >= 0)
+            .count();
+        let mut state = Vec::new();
+        for i in 0.. {
+            let (mut name, mut off) = (std::ptr::null(), 0i64);
+            let r = unsafe { state_tensor(i, &mut name, &mut off, dims.as_mut_ptr()) };
+            if r < 0 {
+                break;
+            }
+            let dt = dtype(unsafe { state_dtype(i) }).ok_or("unknown state element type")?;
+            state.push(StateTensor {
+                name: unsafe { CStr::from_ptr(name) }
+                    .to_string_lossy()
+                    .into_owned(),
+                offset: off as usize,
+                shape: dims[..r as usize].iter().map(|&d| d as usize).collect(),
+                dtype: dt,
+            });
+        }
+        type Name = unsafe extern "C" fn(c_int) -> *const c_char;
+        let metric_name: Name = model.sym("train_metric_name")?;
+        let mut metrics = Vec::new();
+        for i in 0.. {
+            let p = unsafe { metric_name(i) };
+            if p.is_null() {
+                break;
+            }
+            metrics.push(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned());
+        }
+        let ctx = unsafe { create() };
+        if ctx.is_null() {
+            return Err("the training context could not be made: out of memory, or its threads could not be started".into());
+        }
+        Ok(Trainer {
+            ctx: std::sync::Mutex::new(Ctx(ctx)),
+            step: model.sym("train_step")?,
+            evaluate: model.sym("train_evaluate")?,
+            predict: model.sym("train_predict")?,
+            last_error: model.sym("train_last_error")?,
+            model,
+            num_labels,
+            state,
+            metrics,
+        })
+    }
+
+    fn fail(&self, ctx: *mut c_void, rc: c_int) -> CallError {
+        let msg = unsafe { CStr::from_ptr((self.last_error)(ctx)) };
+        CallError {
+            code: rc,
+            message: msg.to_string_lossy().into_owned(),
+        }
+    }
+
+    fn plain(e: String) -> CallError {
+        CallError {
+            code: 3,
+            message: e,
+        }
+    }
+
+    /// The inputs and labels checked against the library's shapes for their batch.
+    fn data_ptrs(
+        &self,
+        inputs: &[&Tensor],
+        labels: Option<&[&Tensor]>,
+    ) -> Result<(i64, Vec<*const c_void>, Vec<*const c_void>), CallError> {
+        let batch = CompiledModel::batch_of(inputs);
+        if inputs.len() != self.model.num_inputs {
+            return Err(Self::plain(format!(
+                "the model takes {} inputs, got {}",
+                self.model.num_inputs,
+                inputs.len()
+            )));
+        }
+        let mut ins = Vec::new();
+        for (i, t) in inputs.iter().enumerate() {
+            let (shape, dt) = self.model.shape_of(false, i, batch).map_err(Self::plain)?;
+            if t.shape() != shape.as_slice() || t.dtype() != dt {
+                return Err(Self::plain(format!(
+                    "input {i} must be {dt} {shape:?} for batch {batch}, got {} {:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            ins.push(data_ptr(t));
+        }
+        let mut ls = Vec::new();
+        if let Some(labels) = labels {
+            type Shape_ = unsafe extern "C" fn(c_int, i64, *mut i64) -> c_int;
+            let shape: Shape_ = self.model.sym("train_label_shape").map_err(Self::plain)?;
+            let dtype_of: Dtype = self.model.sym("train_label_dtype").map_err(Self::plain)?;
+            if labels.len() != self.num_labels {
+                return Err(Self::plain(format!(
+                    "the model takes {} labels, got {}",
+                    self.num_labels,
+                    labels.len()
+                )));
+            }
+            for (i, t) in labels.iter().enumerate() {
+                let mut dims = [0i64; 16];
+                let r = unsafe { shape(i as c_int, batch, dims.as_mut_ptr()) };
+                let want: Vec<usize> = dims[..r.max(0) as usize]
+                    .iter()
+                    .map(|&d| d as usize)
+                    .collect();
+                let dt = dtype(unsafe { dtype_of(i as c_int) });
+                if t.shape() != want.as_slice() || Some(t.dtype()) != dt {
+                    return Err(Self::plain(format!(
+                        "labels {i} must be {} {want:?} for batch {batch}, got {} {:?}",
+                        dt.map_or("?".into(), |d| d.to_string()),
+                        t.dtype(),
+                        t.shape()
+                    )));
+                }
+                ls.push(data_ptr(t));
+            }
+        }
+        Ok((batch, ins, ls))
+    }
+
+    /// One training step; returns the loss (before the update) and the metrics.
+    pub fn step(
+        &self,
+        inputs: &[&Tensor],
+        labels: &[&Tensor],
+    ) -> Result<(f64, Vec<f64>), CallError> {
+        self.call(self.step, inputs, labels)
+    }
+
+    /// The loss and metrics of the current weights, without an update.
+    pub fn evaluate(
+        &self,
+        inputs: &[&Tensor],
+        labels: &[&Tensor],
+    ) -> Result<(f64, Vec<f64>), CallError> {
+        self.call(self.evaluate, inputs, labels)
+    }
+
+    fn call(
+        &self,
+        f: TrainData,
+        inputs: &[&Tensor],
+        labels: &[&Tensor],
+    ) -> Result<(f64, Vec<f64>), CallError> {
+        let (batch, ins, ls) = self.data_ptrs(inputs, Some(labels))?;
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loss = 0.0f64;
+        let mut metrics = vec![0.0f64; self.metrics.len()];
+        let rc = unsafe {
+            f(
+                guard.0,
+                batch,
+                ins.as_ptr(),
+                ls.as_ptr(),
+                &mut loss,
+                metrics.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(self.fail(guard.0, rc));
+        }
+        Ok((loss, metrics))
+    }
+
+    /// The model's outputs with the current weights.
+    pub fn predict(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, CallError> {
+        let (batch, ins, _) = self.data_ptrs(inputs, None)?;
+        let mut outs = self.model.output_buffers(batch).map_err(Self::plain)?;
+        let ptrs: Vec<*mut c_void> = outs
+            .iter_mut()
+            .map(|o| o.2.as_mut_ptr() as *mut c_void)
+            .collect();
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        let rc = unsafe { (self.predict)(guard.0, batch, ins.as_ptr(), ptrs.as_ptr()) };
+        if rc != 0 {
+            return Err(self.fail(guard.0, rc));
+        }
+        drop(guard);
+        outs.into_iter()
+            .map(|(s, dt, b)| from_bytes(s, dt, &b).map_err(Self::plain))
+            .collect()
+    }
+
+    /// The whole state as the library lays it out (`NAME_train_get_state`).
+    pub fn get_state(&self) -> Result<Vec<u8>, CallError> {
+        type Size = unsafe extern "C" fn() -> usize;
+        type Get = unsafe extern "C" fn(*mut c_void, *mut c_void, usize) -> c_int;
+        let size: Size = self.model.sym("train_state_size").map_err(Self::plain)?;
+        let get: Get = self.model.sym("train_get_state").map_err(Self::plain)?;
+        let n = unsafe { size() };
+        let mut b = vec![0u8; n];
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        let rc = unsafe { get(guard.0, b.as_mut_ptr() as *mut c_void, n) };
+        if rc != 0 {
+            return Err(self.fail(guard.0, rc));
+        }
+        Ok(b)
+    }
+
+    /// Replaces the state with a blob from `get_state` (of this library).
+    pub fn set_state(&self, blob: &[u8]) -> Result<(), CallError> {
+        type Set = unsafe extern "C" fn(*mut c_void, *const c_void, usize) -> c_int;
+        let set: Set = self.model.sym("train_set_state").map_err(Self::plain)?;
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        let rc = unsafe { set(guard.0, blob.as_ptr() as *const c_void, blob.len()) };
+        if rc != 0 {
+            return Err(self.fail(guard.0, rc));
+        }
+        Ok(())
+    }
+
+    /// State tensor `i` of a blob from `get_state`.
+    pub fn tensor(&self, blob: &[u8], i: usize) -> Result<Tensor, String> {
+        let s = self.state.get(i).ok_or("no such state tensor")?;
+        let n: usize = s.shape.iter().product::<usize>() * s.dtype.size_bytes();
+        let b = blob
+            .get(s.offset..s.offset + n)
+            .ok_or("the blob is shorter than the state")?;
+        from_bytes(s.shape.clone(), s.dtype, b)
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> Result<i64, String> {
+        type Steps = unsafe extern "C" fn(*const c_void) -> i64;
+        let f: Steps = self.model.sym("train_steps")?;
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(unsafe { f(guard.0) })
+    }
+
+    /// Sets the learning rate of the next steps.
+    pub fn set_lr(&self, lr: f64) -> Result<(), CallError> {
+        type SetLr = unsafe extern "C" fn(*mut c_void, f64) -> c_int;
+        let f: SetLr = self.model.sym("train_set_lr").map_err(Self::plain)?;
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        let rc = unsafe { f(guard.0, lr) };
+        if rc != 0 {
+            return Err(self.fail(guard.0, rc));
+        }
+        Ok(())
+    }
+
+    /// Sets the seed of Dropout's masks.
+    pub fn set_seed(&self, seed: u64) -> Result<(), CallError> {
+        type SetSeed = unsafe extern "C" fn(*mut c_void, u64) -> c_int;
+        let f: SetSeed = self.model.sym("train_set_seed").map_err(Self::plain)?;
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        let rc = unsafe { f(guard.0, seed) };
+        if rc != 0 {
+            return Err(self.fail(guard.0, rc));
+        }
+        Ok(())
+    }
+
+    /// Runs later calls on `threads` threads.
+    pub fn set_threads(&self, threads: usize) -> Result<(), CallError> {
+        type SetThreads = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
+        let f: SetThreads = self.model.sym("train_set_threads").map_err(Self::plain)?;
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        let rc = unsafe { f(guard.0, c_int::try_from(threads).unwrap_or(c_int::MAX)) };
+        if rc != 0 {
+            return Err(self.fail(guard.0, rc));
+        }
+        Ok(())
+    }
+}

@@ -447,9 +447,10 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     Ok(0)
 }
 
-/// `bench --train`: the compiled training step per batch size and thread count, the cases
-/// taking turns in rounds as for inference; the state is not advanced (a step's work does not
-/// depend on the weights' values).
+/// `bench --train`: the compiled training step (`NAME_train_step`, as an application calls
+/// it) per batch size and thread count, the cases taking turns in rounds as for inference.
+/// Each case trains on its one batch; a step whose result is not finite puts the state back
+/// to the initial one (a step's work does not depend on the weights' values).
 fn bench_train(a: &Args) -> Result<i32, UserError> {
     if a.x.is_empty() || a.y.is_empty() {
         return Err(UserError::new(
@@ -492,25 +493,39 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         tr.loss_name,
         super::train::describe(tr.opt, tr.lr)
     );
-    let so = dir.path().join("libstep.so");
+    let so = dir.path().join("libmodel.so");
     let mut cases = Vec::new();
     for &batch in &a.batches {
         for &threads in &a.threads {
-            let lib = CompiledModel::load(&so, "step").map_err(UserError::new)?;
-            lib.set_threads(threads).map_err(UserError::new)?;
+            let lib =
+                forgec_runtime::compiled::Trainer::load(&so, "model").map_err(UserError::new)?;
+            lib.set_threads(threads)
+                .map_err(|e| UserError::new(e.message))?;
             let rows: Vec<usize> = (0..batch).collect();
             cases.push((batch, threads, lib, tr.batch(&rows), Vec::<Duration>::new()));
         }
     }
+    let initial = cases[0]
+        .2
+        .get_state()
+        .map_err(|e| UserError::new(e.message))?;
+    let step =
+        |lib: &forgec_runtime::compiled::Trainer, b: &[(String, Tensor)]| match tr.run(lib, b) {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == forgec_runtime::compiled::CallError::NONFINITE => lib
+                .set_state(&initial)
+                .map_err(|e| UserError::new(e.message)),
+            Err(e) => Err(UserError::new(e.message)),
+        };
     for c in &cases {
         for _ in 0..3 {
-            tr.run(&c.2, &c.3, 1)?;
+            step(&c.2, &c.3)?;
         }
     }
     let slice = a.seconds / ROUNDS as f64;
     for _ in 0..ROUNDS {
         for c in &mut cases {
-            let t = turn(slice, || tr.run(&c.2, &c.3, 1).map(|_| ()))?;
+            let t = turn(slice, || step(&c.2, &c.3))?;
             c.4.extend(t);
         }
     }

@@ -36,6 +36,20 @@ pub struct Args {
     /// them per context)
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Add the training API to the library (NAME_train_*: steps, evaluation, prediction with
+    /// the trained weights, the state as one blob)
+    #[arg(long)]
+    pub train: bool,
+    /// With --train: the loss (default: the one the model was compiled with)
+    #[arg(long, requires = "train")]
+    pub loss: Option<String>,
+    /// With --train: sgd or adam (default: the one the model was compiled with)
+    #[arg(long, requires = "train")]
+    pub optimizer: Option<String>,
+    /// With --train: the learning rate a new training context starts at (default: the
+    /// model's compile config, else Keras's default)
+    #[arg(long, requires = "train")]
+    pub lr: Option<f64>,
 }
 
 /// The SHA-256 of the model's file(s), hex.
@@ -105,8 +119,20 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         external_weights: external,
         threads: a.threads,
     };
-    let written = codegen::compile(m.into_graph(), &o, &a.out, &sha)
-        .map_err(|e| UserError::new(format!("{}: {e}", a.model.display())))?;
+    let written = if a.train {
+        if emit != Emit::Lib {
+            return Err(UserError::new(format!(
+                "--train makes a library: --emit {} is for inference only",
+                a.emit
+            )));
+        }
+        let s = super::train::setup(m, &a.model, a.loss.as_deref(), a.optimizer.as_deref(), a.lr)?;
+        let t = super::train::library(&s, &a.model)?;
+        codegen::compile_train(s.g, t, &o, &a.out, &sha)
+    } else {
+        codegen::compile(m.into_graph(), &o, &a.out, &sha)
+    }
+    .map_err(|e| UserError::new(format!("{}: {e}", a.model.display())))?;
     for f in written {
         println!("{}", f.display());
     }

@@ -6,8 +6,8 @@
 
 use crate::keras::LoadOptions;
 use crate::UserError;
-use forgec_passes::train::{step_graph_with, LossFn, Optimizer};
-use forgec_runtime::Tensor;
+use forgec_passes::train::{step_graph_metrics, LossFn, Metric, Optimizer};
+use forgec_runtime::{DType, Tensor};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -80,8 +80,12 @@ fn compiled_training(
 
 /// The optimizer and learning rate from the flags, else the compile config, else Keras's
 /// defaults. Settings forgec does not compile yet are refused, never ignored.
-fn optimizer(a: &Args, saved: Option<&Value>) -> Result<(Optimizer, f64), UserError> {
-    let (name, cfg) = match (&a.optimizer, saved) {
+fn optimizer(
+    flag: Option<&str>,
+    flag_lr: Option<f64>,
+    saved: Option<&Value>,
+) -> Result<(Optimizer, f64), UserError> {
+    let (name, cfg) = match (flag.map(String::from), saved) {
         (Some(n), _) => (n.clone(), None),
         (None, Some(Value::String(s))) => (s.clone(), None),
         (None, Some(o @ Value::Object(_))) => (
@@ -139,7 +143,7 @@ fn optimizer(a: &Args, saved: Option<&Value>) -> Result<(Optimizer, f64), UserEr
         Optimizer::Sgd | Optimizer::Momentum { .. } => 0.01,
         Optimizer::Adam { .. } => 0.001,
     };
-    let lr = a.lr.or(num("learning_rate")).unwrap_or(default_lr);
+    let lr = flag_lr.or(num("learning_rate")).unwrap_or(default_lr);
     if !(lr.is_finite() && lr > 0.0) {
         return Err(UserError::new(format!(
             "--lr {lr}: use a positive learning rate"
@@ -194,60 +198,73 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), UserError> {
 /// What a training run needs, checked: the step, the data (the model's inputs, then the
 /// labels, by the step's input names), the initial state and the hyperparameters.
 pub struct Training {
-    pub step: forgec_passes::train::Step,
+    /// The model, its step and state (read through `Deref`).
+    pub setup: Setup,
     pub data: Vec<(String, Tensor)>,
-    pub state: Vec<(String, Tensor)>,
-    pub slots: Vec<(String, Tensor)>,
     pub samples: usize,
-    pub loss_name: String,
-    pub opt: Optimizer,
-    pub lr: f64,
-    /// A Keras model's weights file layout (None for ONNX models).
-    pub k3_layout: Option<forgec_import::keras::save::K3Layout>,
-    /// The weights the step does not change (frozen ones), by name: written back as read.
-    pub frozen: Vec<(String, Tensor)>,
+}
+
+impl std::ops::Deref for Training {
+    type Target = Setup;
+    fn deref(&self) -> &Setup {
+        &self.setup
+    }
+}
+
+impl std::ops::DerefMut for Training {
+    fn deref_mut(&mut self) -> &mut Setup {
+        &mut self.setup
+    }
 }
 
 impl Training {
-    /// The step's scalar inputs at step `t` (from 1): the learning rate, and the step count
-    /// for optimizers that keep one.
-    fn scalars(&self, t: usize) -> Vec<Tensor> {
+    /// The step's inputs for `batch` (data rows) at step `t`, named, in the step graph's input
+    /// order: what `prepare` checks once against the interpreter's rules.
+    fn named_inputs(&self, batch: Vec<(String, Tensor)>, t: usize) -> Vec<(String, Tensor)> {
         let dt = self.state[0].1.dtype();
         let scalar = |v: f64| Tensor::from_f64_values(dt, vec![], &[v]).unwrap();
-        let mut v = vec![scalar(self.lr)];
-        if !self.opt.slots().is_empty() {
-            v.push(scalar(t as f64));
-        }
-        v
-    }
-
-    /// The step's inputs for `batch` (data rows) at step `t`, named, in the step graph's input
-    /// order: what `prepare` checks once against the graph.
-    fn named_inputs(&self, batch: Vec<(String, Tensor)>, t: usize) -> Vec<(String, Tensor)> {
         let mut ins = batch;
-        let names = ["lr", "step"];
-        ins.extend(names.iter().map(|n| n.to_string()).zip(self.scalars(t)));
+        ins.push(("lr".into(), scalar(self.lr)));
+        if self.step.graph.find_value("step").is_some() {
+            ins.push(("step".into(), scalar(t as f64)));
+        }
+        if self.step.graph.find_value("key").is_some() {
+            let k = forgec_ir::ops::norm::dropout_key(0, t as u64) as i64;
+            ins.push((
+                "key".into(),
+                Tensor::from_i64_values(DType::I64, vec![], &[k]).unwrap(),
+            ));
+        }
         ins.extend(self.state.iter().cloned());
         ins.extend(self.slots.iter().cloned());
         ins
     }
 
-    /// Runs step `t` on `batch` (data rows, as `batch` makes them): the state is lent to the
-    /// library, not copied, and the inputs are in the order `prepare` checked.
+    /// Runs a step of the compiled training library on `batch` (data rows, as `batch` makes
+    /// them: the model's inputs, then the labels); returns the loss.
     pub fn run(
         &self,
-        lib: &forgec_runtime::compiled::CompiledModel,
+        lib: &forgec_runtime::compiled::Trainer,
         batch: &[(String, Tensor)],
-        t: usize,
-    ) -> Result<Vec<Tensor>, UserError> {
-        let scalars = self.scalars(t);
-        let refs: Vec<&Tensor> = batch
-            .iter()
-            .map(|(_, d)| d)
-            .chain(&scalars)
-            .chain(self.state.iter().chain(&self.slots).map(|(_, w)| w))
-            .collect();
-        lib.run(&refs).map_err(UserError::new)
+    ) -> Result<(f64, Vec<f64>), forgec_runtime::compiled::CallError> {
+        let n = self.g.inputs.len();
+        let refs: Vec<&Tensor> = batch.iter().map(|(_, d)| d).collect();
+        lib.step(&refs[..n], &refs[n..])
+    }
+
+    /// Takes the library's state (after a run) into `state` and `slots`.
+    pub fn take_state(&mut self, lib: &forgec_runtime::compiled::Trainer) -> Result<(), UserError> {
+        let blob = lib.get_state().map_err(|e| UserError::new(e.message))?;
+        let nw = self.state.len();
+        for i in 0..nw + self.slots.len() {
+            let t = lib.tensor(&blob, i).map_err(UserError::new)?;
+            if i < nw {
+                self.state[i].1 = t;
+            } else {
+                self.slots[i - nw].1 = t;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the weights after step `t` into `dir`: `final.weights.h5` in Keras 3's layout
@@ -293,29 +310,236 @@ impl Training {
             .collect()
     }
 
-    /// The step compiled for this machine (in a scratch directory kept with it) on `threads`.
+    /// The training library compiled for this machine (in a scratch directory kept with it),
+    /// its context on `threads`.
     pub fn compile(
         &self,
         model: &Path,
         threads: usize,
-    ) -> Result<(tempfile::TempDir, forgec_runtime::compiled::CompiledModel), UserError> {
+    ) -> Result<(tempfile::TempDir, forgec_runtime::compiled::Trainer), UserError> {
         let dir = tempfile::tempdir().map_err(|e| UserError::new(e.to_string()))?;
         let copts = crate::codegen::Options {
-            name: "step".into(),
+            name: "model".into(),
             cpu: Some("native".into()),
             target: None,
             emit: crate::codegen::Emit::Lib,
             external_weights: false,
             threads: 1,
         };
-        crate::codegen::compile(self.step.graph.clone(), &copts, dir.path(), "")
+        let t = library(&self.setup, model)?;
+        crate::codegen::compile_train(self.g.clone(), t, &copts, dir.path(), "")
             .map_err(|e| UserError::new(format!("{}: {e}", model.display())))?;
-        let lib =
-            forgec_runtime::compiled::CompiledModel::load(&dir.path().join("libstep.so"), "step")
-                .map_err(UserError::new)?;
-        lib.set_threads(threads).map_err(UserError::new)?;
+        let lib = forgec_runtime::compiled::Trainer::load(&dir.path().join("libmodel.so"), "model")
+            .map_err(UserError::new)?;
+        lib.set_threads(threads)
+            .map_err(|e| UserError::new(e.message))?;
         Ok((dir, lib))
     }
+}
+
+/// What `codegen::compile_train` takes: the step, evaluation and prediction graphs, the
+/// initial state (weights, then slots) and what NAME.json says of the loss and optimizer.
+pub fn library(s: &Setup, path: &Path) -> Result<crate::codegen::Training, UserError> {
+    let named = |e: Vec<String>| {
+        UserError::new(
+            e.iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    };
+    use forgec_passes::train::{eval_graph, predict_graph};
+    let eval = eval_graph(&s.g, s.loss, s.from_logits, &s.metrics).map_err(named)?;
+    let predict = predict_graph(&s.g).map_err(named)?;
+    let names: Vec<String> = s.metrics.iter().map(|(n, _)| n.clone()).collect();
+    let mut meta = json!({
+        "loss": s.loss_name,
+        "from_logits": s.from_logits,
+        "optimizer": describe(s.opt, s.lr),
+        "metrics": names,
+        "weights": s.step.weights,
+        "frozen": s.frozen.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+    });
+    meta["optimizer"]["slots"] = json!(s.opt.slots());
+    let title = format!(
+        "loss {}, optimizer {} (learning rate {})",
+        s.loss_name,
+        s.opt.keras_name(),
+        s.lr
+    );
+    let mut all = s.state.clone();
+    all.extend(s.slots.iter().cloned());
+    Ok(crate::codegen::Training {
+        step: s.step.graph.clone(),
+        eval,
+        predict,
+        state: all,
+        lr: s.lr,
+        metrics: names,
+        meta,
+        title,
+    })
+}
+
+/// A model ready to train: its graph, the step, the loss and optimizer chosen (flags, else the
+/// compile config, else Keras's defaults), the initial state (trainable weights, zero slots)
+/// and the weights the step does not change.
+pub struct Setup {
+    pub g: forgec_ir::Graph,
+    pub step: forgec_passes::train::Step,
+    pub loss: LossFn,
+    pub from_logits: bool,
+    pub loss_name: String,
+    pub opt: Optimizer,
+    pub lr: f64,
+    pub k3_layout: Option<forgec_import::keras::save::K3Layout>,
+    pub state: Vec<(String, Tensor)>,
+    pub slots: Vec<(String, Tensor)>,
+    pub frozen: Vec<(String, Tensor)>,
+    /// The metrics of the compile config that forgec computes, by their Keras names.
+    pub metrics: Vec<(String, Metric)>,
+}
+
+/// The compile config's metrics (every output's; one list for all): those forgec computes,
+/// and the names of the others (said, never dropped silently).
+fn compiled_metrics(m: &crate::Model, loss: LossFn) -> (Vec<(String, Metric)>, Vec<String>) {
+    let crate::Model::Keras(k) = m else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut names = Vec::new();
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+            Value::Object(o) if o.contains_key("class_name") => {
+                let n = o
+                    .get("config")
+                    .and_then(|c| c.get("name"))
+                    .or(o.get("class_name"))
+                    .and_then(|n| n.as_str())
+                    .unwrap_or("");
+                out.push(n.to_string());
+            }
+            Value::Object(o) => o.values().for_each(|x| collect(x, out)),
+            _ => {}
+        }
+    }
+    if let Some(v) = k.compile.as_ref().and_then(|c| c.get("metrics")) {
+        collect(v, &mut names);
+    }
+    let (mut ok, mut other) = (Vec::new(), Vec::new());
+    for n in names {
+        if ok.iter().any(|(m, _)| *m == n) {
+            continue;
+        }
+        match Metric::from_name(&n, loss) {
+            Some(m) => ok.push((n, m)),
+            None => other.push(n),
+        }
+    }
+    (ok, other)
+}
+
+/// Builds the training step of a loaded model; every check is made here, before anything is
+/// compiled. `path` names the model in messages.
+pub fn setup(
+    m: crate::Model,
+    path: &Path,
+    loss_flag: Option<&str>,
+    opt_flag: Option<&str>,
+    lr_flag: Option<f64>,
+) -> Result<Setup, UserError> {
+    let (saved_loss, saved_opt) = compiled_training(&m)?;
+    // --loss replaces the saved loss, from_logits included.
+    let from_logits = loss_flag.is_none() && saved_loss.as_ref().is_some_and(|l| l.from_logits);
+    let loss_name = loss_flag
+        .map(String::from)
+        .or(saved_loss.map(|l| l.function))
+        .ok_or_else(|| {
+            UserError::new(
+                "the model was saved without a loss: pass --loss (e.g. --loss binary_crossentropy)",
+            )
+        })?;
+    let loss = LossFn::from_name(&loss_name).ok_or_else(|| {
+        UserError::new(format!(
+            "loss `{loss_name}` is not compiled yet (or is misspelled): use one of {}",
+            LossFn::KNOWN
+        ))
+    })?;
+    let (opt, lr) = optimizer(opt_flag, lr_flag, saved_opt.as_ref())?;
+    let k3_layout = match &m {
+        forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),
+        forgec_import::Model::Onnx(_) => None,
+    };
+    let (metrics, unknown) = compiled_metrics(&m, loss);
+    for n in unknown {
+        eprintln!(
+            "forgec: the model's metric `{n}` is not computed yet (forgec computes {}): left out",
+            Metric::KNOWN
+        );
+    }
+    let g = m.into_graph();
+    let step = step_graph_metrics(&g, loss, from_logits, opt, &metrics).map_err(|e| {
+        UserError::new(
+            e.iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let state: Vec<(String, Tensor)> = step
+        .weights
+        .iter()
+        .map(|w| {
+            let v = g.find_value(w).expect("a weight");
+            let t = g
+                .nodes
+                .iter()
+                .find_map(|nd| match &nd.op {
+                    forgec_ir::Op::Const { value, .. } if nd.outputs[0] == v => Some(value.clone()),
+                    _ => None,
+                })
+                .expect("the weight's constant");
+            (w.clone(), t)
+        })
+        .collect();
+    let frozen: Vec<(String, Tensor)> = g
+        .nodes
+        .iter()
+        .filter_map(|nd| match &nd.op {
+            forgec_ir::Op::Const {
+                value,
+                weight: Some(_),
+            } => {
+                let name = &g.value(nd.outputs[0]).name;
+                (!step.weights.contains(name)).then(|| (name.clone(), value.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut slots: Vec<(String, Tensor)> = Vec::new();
+    for s in opt.slots() {
+        for (w, t) in &state {
+            slots.push((
+                format!("{w}.{s}"),
+                Tensor::full(t.dtype(), t.shape().to_vec(), 0.0).unwrap(),
+            ));
+        }
+    }
+    Ok(Setup {
+        g,
+        step,
+        loss,
+        from_logits,
+        loss_name,
+        opt,
+        lr,
+        k3_layout,
+        state,
+        slots,
+        frozen,
+        metrics,
+    })
 }
 
 /// Loads the model and the data and builds the training step; every check is made here,
@@ -341,38 +565,8 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         input_shape: None,
     };
     let m = crate::load_any(&a.model, &opts).map_err(|e| UserError::new(e.to_string()))?;
-    let (saved_loss, saved_opt) = compiled_training(&m)?;
-    // --loss replaces the saved loss, from_logits included.
-    let from_logits = a.loss.is_none() && saved_loss.as_ref().is_some_and(|l| l.from_logits);
-    let loss_name = a
-        .loss
-        .clone()
-        .or(saved_loss.map(|l| l.function))
-        .ok_or_else(|| {
-            UserError::new(
-                "the model was saved without a loss: pass --loss (e.g. --loss binary_crossentropy)",
-            )
-        })?;
-    let loss = LossFn::from_name(&loss_name).ok_or_else(|| {
-        UserError::new(format!(
-            "loss `{loss_name}` is not compiled yet (or is misspelled): use one of {}",
-            LossFn::KNOWN
-        ))
-    })?;
-    let (opt, lr) = optimizer(a, saved_opt.as_ref())?;
-    let k3_layout = match &m {
-        forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),
-        forgec_import::Model::Onnx(_) => None,
-    };
-    let g = m.into_graph();
-    let step = step_graph_with(&g, loss, from_logits, opt).map_err(|e| {
-        UserError::new(
-            e.iter()
-                .map(|p| format!("{}: {p}", a.model.display()))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
+    let s = setup(m, &a.model, a.loss.as_deref(), a.optimizer.as_deref(), a.lr)?;
+    let (g, step, loss, loss_name) = (&s.g, &s.step, s.loss, &s.loss_name);
     // The data: inputs by the model's input names, labels by its output names.
     let in_names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();
     let out_names: Vec<String> = g.outputs.iter().map(|&o| g.value(o).name.clone()).collect();
@@ -447,56 +641,10 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
     // The data checked by the interpreter's rules first: wrong shapes and dtypes are said
     // with the input's name before anything is compiled.
     let probe = data.clone();
-    let state: Vec<(String, Tensor)> = step
-        .weights
-        .iter()
-        .map(|w| {
-            let v = g.find_value(w).expect("a weight");
-            let t = g
-                .nodes
-                .iter()
-                .find_map(|nd| match &nd.op {
-                    forgec_ir::Op::Const { value, .. } if nd.outputs[0] == v => Some(value.clone()),
-                    _ => None,
-                })
-                .expect("the weight's constant");
-            (w.clone(), t)
-        })
-        .collect();
-    let frozen: Vec<(String, Tensor)> = g
-        .nodes
-        .iter()
-        .filter_map(|nd| match &nd.op {
-            forgec_ir::Op::Const {
-                value,
-                weight: Some(_),
-            } => {
-                let name = &g.value(nd.outputs[0]).name;
-                (!step.weights.contains(name)).then(|| (name.clone(), value.clone()))
-            }
-            _ => None,
-        })
-        .collect();
-    let mut slots: Vec<(String, Tensor)> = Vec::new();
-    for s in opt.slots() {
-        for (w, t) in &state {
-            slots.push((
-                format!("{w}.{s}"),
-                Tensor::full(t.dtype(), t.shape().to_vec(), 0.0).unwrap(),
-            ));
-        }
-    }
     let tr = Training {
-        step,
+        setup: s,
         data,
-        state,
-        slots,
         samples: n,
-        loss_name,
-        opt,
-        lr,
-        k3_layout,
-        frozen,
     };
     let named = tr.named_inputs(probe, 1);
     forgec_ir::interp::check_inputs(&tr.step.graph, &named)
@@ -535,12 +683,15 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     super::writable_dir(&a.out, "--out")?;
     let mut tr = prepare(&a)?;
     let (_dir, lib) = tr.compile(&a.model, a.threads)?;
+    // Dropout's masks draw from the run's seed too.
+    lib.set_seed(a.seed)
+        .map_err(|e| UserError::new(e.message))?;
     let (n, opt, lr) = (tr.samples, tr.opt, tr.lr);
     let loss_name = tr.loss_name.clone();
-    let nw = tr.state.len();
     let mut batch_loss: Vec<f64> = Vec::new();
     let mut epochs: Vec<Value> = Vec::new();
     let mut t = 0usize;
+    let metric_names: Vec<String> = lib.metrics.clone();
     let history = |batch_loss: &[f64], epochs: &[Value], status: &str| {
         json!({
             "status": status,
@@ -553,6 +704,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             "samples": n,
             "epochs": epochs,
             "epoch_loss": epochs.iter().map(|e| e["loss"].clone()).collect::<Vec<_>>(),
+            "metrics": metric_names,
             "batch_loss": batch_loss,
         })
     };
@@ -565,46 +717,65 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         };
         let start = std::time::Instant::now();
         let (mut sum, mut count) = (0.0f64, 0usize);
+        let mut msum = vec![0.0f64; metric_names.len()];
         for rows in order.chunks(a.batch_size) {
             t += 1;
-            let outs = tr.run(&lib, &tr.batch(rows), t)?;
-            let l = outs[0].to_f64_vec()[0];
-            if !l.is_finite() {
-                let h = history(&batch_loss, &epochs, "stopped: the loss is not finite");
+            let l = match tr.run(&lib, &tr.batch(rows)) {
+                Ok(l) => Ok(l),
+                Err(e) if e.code == forgec_runtime::compiled::CallError::NONFINITE => {
+                    Err(e.message)
+                }
+                Err(e) => return Err(UserError::new(e.message)),
+            };
+            if let Err(why) = l {
+                // The state is that of the step before: written as the final weights.
+                tr.take_state(&lib)?;
+                let wpath = tr.write_weights(&a.out, t - 1)?;
+                let h = history(
+                    &batch_loss,
+                    &epochs,
+                    "stopped: the loss or update is not finite",
+                );
                 write_atomic(
                     &hist_path,
                     serde_json::to_string_pretty(&h).unwrap().as_bytes(),
                 )?;
                 return Err(UserError {
                     message: format!(
-                        "epoch {}, step {t}: the loss is {l}: training stopped before this step's update (the weights are those after step {}); lower --lr, or check the data for NaN or huge values",
+                        "epoch {}, {why}\ntraining stopped; {} holds the weights after step {}",
                         epoch + 1,
+                        wpath.display(),
                         t - 1
                     ),
                     code: 1,
                 });
             }
+            let (l, ms) = l.expect("a finite loss");
             batch_loss.push(l);
             sum += l * rows.len() as f64;
             count += rows.len();
-            for (k, o) in outs.into_iter().skip(1).enumerate() {
-                if k < nw {
-                    tr.state[k].1 = o;
-                } else {
-                    tr.slots[k - nw].1 = o;
-                }
+            for (acc, m) in msum.iter_mut().zip(ms) {
+                *acc += m * rows.len() as f64;
             }
         }
         let secs = start.elapsed().as_secs_f64();
         let el = sum / count as f64;
+        // Each metric as Keras's logs give it: the batch-size-weighted mean over the epoch.
+        let mut shown = String::new();
+        let mut rec = json!({"epoch": epoch + 1, "loss": el, "seconds": secs});
+        for (name, m) in metric_names.iter().zip(&msum) {
+            let v = m / count as f64;
+            shown.push_str(&format!(", {name} {v:.4}"));
+            rec[name] = json!(v);
+        }
         println!(
-            "epoch {}/{}: loss {el:.6} ({} steps, {:.0} samples/s)",
+            "epoch {}/{}: loss {el:.6}{shown} ({} steps, {:.0} samples/s)",
             epoch + 1,
             a.epochs,
             n.div_ceil(a.batch_size),
             n as f64 / secs.max(1e-9)
         );
-        epochs.push(json!({"epoch": epoch + 1, "loss": el, "seconds": secs}));
+        epochs.push(rec);
         let h = history(&batch_loss, &epochs, "running");
         write_atomic(
             &hist_path,
@@ -616,6 +787,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         &hist_path,
         serde_json::to_string_pretty(&h).unwrap().as_bytes(),
     )?;
+    tr.take_state(&lib)?;
     let wpath = tr.write_weights(&a.out, t)?;
     println!("{}\n{}", hist_path.display(), wpath.display());
     Ok(0)

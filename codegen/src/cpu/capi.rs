@@ -518,21 +518,20 @@ pub fn checksum64(data: &[u8]) -> u64 {
 pub enum Weights<'a> {
     /// There are none.
     None,
-    /// In the library: the blob `NAME_forgec_weights` (see `weights_asm`).
+    /// In the library: the blob `NAME_forgec_weights` (see `blob_asm`).
     Embedded(&'a WeightsFile),
     /// In `NAME.weights`, mapped when the library is loaded (`--weights external`).
     External(&'a WeightsFile),
 }
 
-/// An assembly file that puts `weights.bin` (the bytes of a `WeightsFile`, written beside it)
-/// into the library's read-only data as the hidden symbol `NAME_forgec_weights`, 64-byte
-/// aligned. The assembler copies the bytes (`.incbin`): the weights never pass through MLIR or
-/// LLVM, whose constants cost several copies of them in memory and most of a big model's compile
-/// time. (The empty `.note.GNU-stack` keeps the stack of a program that links it
-/// non-executable.)
-fn weights_asm(name: &str) -> String {
+/// An assembly file that puts `bin` (the bytes of a `WeightsFile`, written beside it) into
+/// the library's read-only data as the hidden symbol `SYMBOL`, 64-byte aligned. The assembler
+/// copies the bytes (`.incbin`): the weights never pass through MLIR or LLVM, whose constants
+/// cost several copies of them in memory and most of a big model's compile time. (The empty
+/// `.note.GNU-stack` keeps the stack of a program that links it non-executable.)
+fn blob_asm(symbol: &str, bin: &str) -> String {
     format!(
-        "\t.section .rodata.{name}_forgec_weights,\"a\"\n\t.balign 64\n\t.globl {name}_forgec_weights\n\t.hidden {name}_forgec_weights\n{name}_forgec_weights:\n\t.incbin \"weights.bin\"\n\t.section .note.GNU-stack,\"\",%progbits\n"
+        "\t.section .rodata.{symbol},\"a\"\n\t.balign 64\n\t.globl {symbol}\n\t.hidden {symbol}\n{symbol}:\n\t.incbin \"{bin}\"\n\t.section .note.GNU-stack,\"\",%progbits\n"
     )
 }
 
@@ -541,11 +540,11 @@ const TEMPLATE: &str = include_str!("wrapper.c");
 
 /// A section of the template (the lines after its `//@ name` line, up to the next one),
 /// without the template's own `//` notes.
-fn section(name: &str) -> String {
-    let mut lines = TEMPLATE.lines();
+fn section(template: &str, name: &str) -> String {
+    let mut lines = template.lines();
     let marker = format!("//@ {name}");
     if !lines.any(|l| l == marker) {
-        panic!("wrapper.c has no section `{name}`");
+        panic!("the C template has no section `{name}`");
     }
     lines
         .take_while(|l| !l.starts_with("//@ "))
@@ -558,7 +557,18 @@ fn section(name: &str) -> String {
 /// `@key@` becomes its value in `vars` (a line that is only `@key@` becomes the value alone,
 /// which holds whole lines or none). Text that replaces is never scanned again.
 fn fill(name: &str, up: &str, sec: &str, vars: &[(&str, &str)]) -> String {
-    let text = section(sec);
+    fill_from(TEMPLATE, name, up, sec, vars)
+}
+
+/// `fill` on a section of another template (the training API's `train.c`).
+pub(crate) fn fill_from(
+    template: &str,
+    name: &str,
+    up: &str,
+    sec: &str,
+    vars: &[(&str, &str)],
+) -> String {
+    let text = section(template, sec);
     let mut out = String::with_capacity(text.len() * 2);
     for line in text.split_inclusive('\n') {
         let bare = line.trim_end_matches('\n');
@@ -955,6 +965,18 @@ pub fn toolchain(triple: &str, host: &str) -> Result<(String, String), String> {
     ))
 }
 
+/// One model's code in a library: its kernels' objects (in the scratch dir), its wrapper's
+/// C file there, and where its weights live. A training library links four (the model, its
+/// step, evaluation and prediction); `tag` keeps their files apart ("" for the model's own,
+/// whose files keep the names they always had).
+pub struct LinkPart<'a> {
+    pub name: String,
+    pub tag: String,
+    pub objects: Vec<String>,
+    pub wrapper: String,
+    pub weights: Weights<'a>,
+}
+
 /// Compiles the wrapper with `cc` and links both libraries in `dir` (a scratch dir with the
 /// model's `objects`, `wrapper.c` and the header; `ar` makes the static one); the outputs land
 /// in `out`.
@@ -963,36 +985,85 @@ pub fn link(
     objects: &[String],
     name: &str,
     out: &Path,
-    (cc, ar): (&str, &str),
+    tools: (&str, &str),
     weights: &Weights,
 ) -> Result<(), String> {
-    // Fixed relative names in the scratch dir keep the objects free of temporary paths.
-    let mut objects = objects.to_vec();
-    if let Weights::Embedded(w) = weights {
-        let write = |n: &str, b: &[u8]| std::fs::write(dir.join(n), b).map_err(|e| e.to_string());
-        write("weights.bin", &w.bytes)?;
-        write("weights.s", weights_asm(name).as_bytes())?;
+    let part = LinkPart {
+        name: name.into(),
+        tag: String::new(),
+        objects: objects.to_vec(),
+        wrapper: "wrapper.c".into(),
+        weights: *weights,
+    };
+    let api: Vec<String> = API_FUNCTIONS
+        .iter()
+        .map(|f| format!("{name}_{f}"))
+        .collect();
+    link_parts(dir, &[part], &[], name, out, tools, &api)
+}
+
+/// `link` for a library of several parts and extra C files (`extra`: (C file, blobs it
+/// refers to as (symbol, bin file))); the shared library exports `exports` alone.
+pub fn link_parts(
+    dir: &Path,
+    parts: &[LinkPart],
+    extra: &[(String, Vec<(String, String)>)],
+    name: &str,
+    out: &Path,
+    (cc, ar): (&str, &str),
+    exports: &[String],
+) -> Result<(), String> {
+    let write = |n: &str, b: &[u8]| std::fs::write(dir.join(n), b).map_err(|e| e.to_string());
+    let assemble = |symbol: &str, bin: &str, objects: &mut Vec<String>| -> Result<(), String> {
+        let stem = bin.trim_end_matches(".bin");
+        write(&format!("{stem}.s"), blob_asm(symbol, bin).as_bytes())?;
+        run(
+            Command::new(cc).current_dir(dir).args([
+                "-c",
+                &format!("{stem}.s"),
+                "-o",
+                &format!("{stem}.o"),
+            ]),
+            "assembling the weights",
+        )?;
+        objects.push(format!("{stem}.o"));
+        Ok(())
+    };
+    let compile_c = |c: &str, objects: &mut Vec<String>| -> Result<(), String> {
+        let o = format!("{}.o", c.trim_end_matches(".c"));
         run(
             Command::new(cc)
                 .current_dir(dir)
-                .args(["-c", "weights.s", "-o", "weights.o"]),
-            "assembling the weights",
+                .args(["-std=c99", "-O2", "-fPIC", "-c", c, "-o", &o]),
+            "compiling the C wrapper",
         )?;
-        objects.push("weights.o".into());
+        objects.push(o);
+        Ok(())
+    };
+    // Fixed relative names in the scratch dir keep the objects free of temporary paths.
+    let mut objects = Vec::new();
+    for p in parts {
+        objects.extend(p.objects.iter().cloned());
+        if let Weights::Embedded(w) = p.weights {
+            let bin = if p.tag.is_empty() {
+                "weights.bin".to_string()
+            } else {
+                format!("weights_{}.bin", p.tag)
+            };
+            write(&bin, &w.bytes)?;
+            assemble(&format!("{}_forgec_weights", p.name), &bin, &mut objects)?;
+        }
     }
-    let objects = &objects;
-    run(
-        Command::new(cc).current_dir(dir).args([
-            "-std=c99",
-            "-O2",
-            "-fPIC",
-            "-c",
-            "wrapper.c",
-            "-o",
-            "wrapper.o",
-        ]),
-        "compiling the C wrapper",
-    )?;
+    let mut wrappers = Vec::new();
+    for p in parts {
+        compile_c(&p.wrapper, &mut wrappers)?;
+    }
+    for (c, blobs) in extra {
+        for (symbol, bin) in blobs {
+            assemble(symbol, bin, &mut objects)?;
+        }
+        compile_c(c, &mut wrappers)?;
+    }
     // The tools run in `dir`, so a relative `out` (`-o build`) must be made absolute first.
     let out =
         &std::path::absolute(out).map_err(|e| format!("{}: cannot resolve: {e}", out.display()))?;
@@ -1003,16 +1074,13 @@ pub fn link(
             .current_dir(dir)
             .arg("rcsD")
             .arg(&a)
-            .args(objects)
-            .arg("wrapper.o"),
+            .args(&objects)
+            .args(&wrappers),
         "archiving the static library",
     )?;
     // The shared library exports the C API alone: the kernels, the wrapper's helpers and
     // MLIR's entry points stay local, so they can meet nothing else in the process.
-    let api: Vec<String> = API_FUNCTIONS
-        .iter()
-        .map(|f| format!("{name}_{f};"))
-        .collect();
+    let api: Vec<String> = exports.iter().map(|f| format!("{f};")).collect();
     std::fs::write(
         dir.join("exports.map"),
         format!("{{\n  global: {}\n  local: *;\n}};\n", api.join(" ")),
@@ -1023,8 +1091,9 @@ pub fn link(
             .current_dir(dir)
             .args(["-shared", "-Wl,--version-script=exports.map", "-o"])
             .arg(out.join(format!("lib{name}.so")))
-            .args(objects)
-            .args(["wrapper.o", "-lm"]),
+            .args(&objects)
+            .args(&wrappers)
+            .arg("-lm"),
         "linking the shared library",
     )
 }

@@ -32,7 +32,7 @@
 extern void _mlir_ciface_@entry@(@args@);
 
 //@ embedded_weights
-// Weights in the library: the blob the assembler puts there (capi::weights_asm).
+// Weights in the library: the blob the assembler puts there (capi::blob_asm).
 extern const char NAME_forgec_weights[] __attribute__((visibility("hidden")));
 static const char *const NAME_weights = NAME_forgec_weights;
 

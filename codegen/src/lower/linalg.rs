@@ -1257,3 +1257,70 @@ pub(crate) fn rnn(
         format!("{res}#0")
     })
 }
+
+/// Dropout's training mask (`dropout_mask`): per element, forgec's counter-based draw for the
+/// key (a rank-0 i64 input), the salt and the element's row-major index, the same arithmetic
+/// as `forgec_ir::ops::norm::dropout_keep` (so the compiled mask equals the interpreter's, on
+/// any number of threads).
+pub(crate) fn dropout_mask(
+    e: &mut E,
+    key: &(String, TensorType),
+    rate: f64,
+    salt: i64,
+    ot: &TensorType,
+) -> R<String> {
+    use forgec_ir::ops::norm::{
+        dropout_threshold, DROPOUT_INDEX_MUL, DROPOUT_SALT_MUL, FMIX_1, FMIX_2,
+    };
+    let r = ot.rank();
+    let mut strides = vec![1u64; r];
+    for d in (0..r.saturating_sub(1)).rev() {
+        let n = ot.shape[d + 1]
+            .known()
+            .ok_or("a dropout mask with a symbolic dim after the first is not compiled yet")?;
+        strides[d] = strides[d + 1] * n as u64;
+    }
+    let th = dropout_threshold(rate);
+    let scale = 1.0 / (1.0 - rate);
+    let dt = ot.dtype;
+    let salted = (salt as u64).wrapping_mul(DROPOUT_SALT_MUL);
+    fn c(lines: &mut Vec<String>, v: u64) -> String {
+        push(lines, format!("arith.constant {} : i64", v as i64))
+    }
+    e.elementwise(ot, std::slice::from_ref(key), &mut |lines, a| {
+        let mut idx = c(lines, 0);
+        for (d, &s) in strides.iter().enumerate() {
+            let i = push(lines, format!("linalg.index {d} : index"));
+            let ii = push(lines, format!("arith.index_cast {i} : index to i64"));
+            let sc = c(lines, s);
+            let m = push(lines, format!("arith.muli {ii}, {sc} : i64"));
+            idx = push(lines, format!("arith.addi {idx}, {m} : i64"));
+        }
+        let k1 = c(lines, salted);
+        let x0 = push(lines, format!("arith.xori {}, {k1} : i64", a[0]));
+        let k2 = c(lines, DROPOUT_INDEX_MUL);
+        let im = push(lines, format!("arith.muli {idx}, {k2} : i64"));
+        let mut z = push(lines, format!("arith.addi {x0}, {im} : i64"));
+        let s33 = c(lines, 33);
+        let mix = |lines: &mut Vec<String>, z: String| {
+            let sh = push(lines, format!("arith.shrui {z}, {s33} : i64"));
+            push(lines, format!("arith.xori {z}, {sh} : i64"))
+        };
+        for k in [FMIX_1, FMIX_2] {
+            z = mix(lines, z);
+            let kc = c(lines, k);
+            z = push(lines, format!("arith.muli {z}, {kc} : i64"));
+        }
+        z = mix(lines, z);
+        let s40 = c(lines, 40);
+        let top = push(lines, format!("arith.shrui {z}, {s40} : i64"));
+        let t = c(lines, th);
+        let keep = push(lines, format!("arith.cmpi uge, {top}, {t} : i64"));
+        let one = push(lines, E::scalar_const(dt, scale));
+        let zero = push(lines, E::scalar_const(dt, 0.0));
+        push(
+            lines,
+            format!("arith.select {keep}, {one}, {zero} : {}", elem(dt)),
+        )
+    })
+}

@@ -847,6 +847,7 @@ pub(crate) fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         }
         op if is_elementwise(op) => one(fused_elementwise(e, &[node])?),
         Op::Dropout { .. } => one(ins[0].0.clone()),
+        Op::DropoutMask { rate, salt } => one(dropout_mask(e, &ins[1], *rate, *salt, ot)?),
         Op::MatMul => one(matmul(e, &ins, ot)?),
         Op::Reshape { .. } => one(reshape(e, &ins[0], ot)?),
         Op::Transpose { perm } => {

@@ -7,7 +7,7 @@
 pub(crate) mod elementwise;
 pub(crate) mod indexing;
 pub(crate) mod linalg;
-pub(crate) mod norm;
+pub mod norm;
 pub(crate) mod recurrent;
 pub(crate) mod reduce;
 pub(crate) mod shape;
@@ -41,7 +41,10 @@ pub fn family(op: &Op) -> Family {
         | Op::ArgReduce { .. }
         | Op::TopK { .. }
         | Op::Cumulative { .. } => Family::Reduce,
-        Op::BatchNorm { .. } | Op::LayerNorm { .. } | Op::Dropout { .. } => Family::Norm,
+        Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::Dropout { .. }
+        | Op::DropoutMask { .. } => Family::Norm,
         Op::Reshape { .. }
         | Op::Transpose { .. }
         | Op::Concat { .. }

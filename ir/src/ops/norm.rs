@@ -1,5 +1,7 @@
-//! Normalizations: batch_norm (inference form), layer_norm, dropout (identity at inference). For each op of the family, its type rule (`infer`) and its
-//! reference evaluation (`eval`), side by side; the derivative rule joins them here.
+//! Normalizations: batch_norm (inference form), layer_norm, dropout (identity at inference)
+//! and dropout_mask (its training mask, from forgec's counter-based generator). For each op of
+//! the family, its type rule (`infer`) and its reference evaluation (`eval`), side by side;
+//! the derivative rule joins them here.
 
 use crate::infer::*;
 use crate::interp::*;
@@ -57,8 +59,57 @@ pub(crate) fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             }
             one(ins[0].clone())
         }
+        Op::DropoutMask { rate, .. } => {
+            if !(0.0..1.0).contains(rate) {
+                return Err(format!("rate {rate} is not in [0, 1)"));
+            }
+            need_float(&ins[0], "the input")?;
+            if ins[1].dtype != DType::I64 || ins[1].rank() != 0 {
+                return Err(format!(
+                    "the key must be an i64 scalar, not {}{}",
+                    ins[1].dtype,
+                    shape_str(&ins[1].shape)
+                ));
+            }
+            one(ins[0].clone())
+        }
         _ => unreachable!("{} is not in the norm family", op.name()),
     }
+}
+
+/// The multipliers of forgec's dropout generator (the code generator emits the same
+/// arithmetic): the element index and the salt are spread by odd constants, added to the key,
+/// and mixed by MurmurHash3's 64-bit finalizer.
+pub const DROPOUT_SALT_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+pub const DROPOUT_INDEX_MUL: u64 = 0xD1B5_4A32_D192_ED03;
+pub const FMIX_1: u64 = 0xff51_afd7_ed55_8ccd;
+pub const FMIX_2: u64 = 0xc4ce_b9fe_1a85_ec53;
+
+/// The key of training step `step` (from 1) of a run seeded `seed`: SplitMix64 of the seed
+/// advanced by the step (the training API's C computes the same).
+pub fn dropout_key(seed: u64, step: u64) -> u64 {
+    let mut z = seed.wrapping_add(step.wrapping_mul(DROPOUT_SALT_MUL));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The 24-bit draw below which an element is dropped: `ceil(rate * 2^24)`.
+pub fn dropout_threshold(rate: f64) -> u64 {
+    (rate * (1u64 << 24) as f64).ceil() as u64
+}
+
+/// Whether element `index` survives: the top 24 bits of the mixed counter, as a uniform
+/// integer in 0..2^24, at or above `threshold`.
+pub fn dropout_keep(key: u64, salt: u64, index: u64, threshold: u64) -> bool {
+    let mut z = (key ^ salt.wrapping_mul(DROPOUT_SALT_MUL))
+        .wrapping_add(index.wrapping_mul(DROPOUT_INDEX_MUL));
+    z ^= z >> 33;
+    z = z.wrapping_mul(FMIX_1);
+    z ^= z >> 33;
+    z = z.wrapping_mul(FMIX_2);
+    z ^= z >> 33;
+    (z >> 40) >= threshold
 }
 
 /// Evaluates a norm op on concrete tensors: `out_ty` are the result types (from `infer`),
@@ -73,6 +124,22 @@ pub(crate) fn eval(
     let one = |t: Tensor| Ok(vec![t]);
     match op {
         Op::Dropout { .. } => one(ins[0].clone().reshaped(oshape).map_err(|e| e.0)?),
+        Op::DropoutMask { rate, salt } => {
+            let key = ins[1].to_i64_vec()[0] as u64;
+            let th = dropout_threshold(*rate);
+            let scale = 1.0 / (1.0 - rate);
+            let n = numel(&oshape);
+            let out: Vec<f64> = (0..n as u64)
+                .map(|i| {
+                    if dropout_keep(key, *salt as u64, i, th) {
+                        scale
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            one(float_t(ot.dtype, oshape, &out)?)
+        }
         Op::BatchNorm { axis, epsilon } => {
             let x = ins[0];
             let v = x.to_f64_vec();
@@ -141,6 +208,10 @@ pub(crate) fn grad(
     _dys: &[Option<crate::ValueId>],
     _need: &[bool],
 ) -> R<Vec<Option<crate::ValueId>>> {
+    // The mask is a function of the key and of x's shape alone: no gradient flows back.
+    if let Op::DropoutMask { .. } = op {
+        return Ok(vec![None, None]);
+    }
     Err(format!(
         "{} has no derivative rule yet (forgec cannot train through it)",
         op.name()
