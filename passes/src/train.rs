@@ -54,44 +54,145 @@ pub enum Optimizer {
     /// `w += momentum m - lr g` (the updated m).
     Momentum { momentum: f64, nesterov: bool },
     /// Keras's Adam: `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
-    /// `w -= m lr sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps)`, t the step (from 1).
+    /// `w -= m lr sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps)`, t the step (from 1); with
+    /// `amsgrad`, `vhat = max(vhat, v)` takes v's place in the denominator.
     Adam {
         beta_1: f64,
         beta_2: f64,
+        epsilon: f64,
+        amsgrad: bool,
+    },
+    /// Keras's RMSprop: `v = rho v + (1 - rho) g^2`; centered, `a = rho a + (1 - rho) g` and
+    /// the denominator `v - a^2 + eps`, else `v + eps`; `inc = lr g / sqrt(denominator)`;
+    /// with momentum `m = momentum m + inc`, `w -= m`, else `w -= inc`.
+    RmsProp {
+        rho: f64,
+        momentum: f64,
+        epsilon: f64,
+        centered: bool,
+    },
+    /// Keras's Adagrad: `acc += g^2` (from `initial_accumulator`), `w -= lr g / sqrt(acc + eps)`.
+    Adagrad {
+        initial_accumulator: f64,
         epsilon: f64,
     },
 }
 
 impl Optimizer {
-    /// Keras's defaults for `name` (sgd, adam).
+    /// Keras's defaults for `name` (sgd, adam, adamw, rmsprop, adagrad; AdamW is Adam with a
+    /// weight decay, see [`GradientRules`]).
     pub fn from_name(name: &str) -> Option<Optimizer> {
         Some(match name.to_lowercase().as_str() {
             "sgd" => Optimizer::Sgd,
-            "adam" => Optimizer::Adam {
+            "adam" | "adamw" => Optimizer::Adam {
                 beta_1: 0.9,
                 beta_2: 0.999,
+                epsilon: 1e-7,
+                amsgrad: false,
+            },
+            "rmsprop" => Optimizer::RmsProp {
+                rho: 0.9,
+                momentum: 0.0,
+                epsilon: 1e-7,
+                centered: false,
+            },
+            "adagrad" => Optimizer::Adagrad {
+                initial_accumulator: 0.1,
                 epsilon: 1e-7,
             },
             _ => return None,
         })
     }
 
-    /// The per-weight slots it keeps (Adam: m and v).
-    /// Keras's name for the optimizer (its `optimizer/vars` group in a weights file).
+    /// The names `from_name` takes, for messages.
+    pub const KNOWN: &'static str = "sgd, adam, adamw, rmsprop, adagrad";
+
+    /// Keras's default learning rate.
+    pub fn default_lr(&self) -> f64 {
+        match self {
+            Optimizer::Sgd | Optimizer::Momentum { .. } => 0.01,
+            _ => 0.001,
+        }
+    }
+
+    /// Keras's name for the optimizer.
     pub fn keras_name(&self) -> &'static str {
         match self {
             Optimizer::Sgd | Optimizer::Momentum { .. } => "sgd",
             Optimizer::Adam { .. } => "adam",
+            Optimizer::RmsProp { .. } => "rmsprop",
+            Optimizer::Adagrad { .. } => "adagrad",
         }
     }
 
-    pub fn slots(&self) -> &'static [&'static str] {
+    /// The per-weight slots it keeps, in the groups Keras adds them (a group's slots
+    /// interleaved weight by weight, the groups one after another: the order of Keras's
+    /// `optimizer/vars`).
+    pub fn slot_groups(&self) -> Vec<&'static [&'static str]> {
         match self {
-            Optimizer::Sgd => &[],
-            Optimizer::Momentum { .. } => &["momentum"],
-            Optimizer::Adam { .. } => &["m", "v"],
+            Optimizer::Sgd => vec![],
+            Optimizer::Momentum { .. } => vec![&["momentum"]],
+            Optimizer::Adam { amsgrad, .. } => {
+                let mut g: Vec<&'static [&'static str]> = vec![&["m", "v"]];
+                if *amsgrad {
+                    g.push(&["vhat"]);
+                }
+                g
+            }
+            Optimizer::RmsProp {
+                momentum, centered, ..
+            } => {
+                let mut g: Vec<&'static [&'static str]> = vec![&["velocity"]];
+                if *momentum > 0.0 {
+                    g.push(&["momentum"]);
+                }
+                if *centered {
+                    g.push(&["average_gradient"]);
+                }
+                g
+            }
+            Optimizer::Adagrad { .. } => vec![&["accumulator"]],
         }
     }
+
+    /// The per-weight slots it keeps (Adam: m and v), as the step's inputs order them.
+    pub fn slots(&self) -> Vec<&'static str> {
+        self.slot_groups().into_iter().flatten().copied().collect()
+    }
+
+    /// A slot's value before the first step.
+    pub fn slot_init(&self, _slot: &str) -> f64 {
+        match self {
+            Optimizer::Adagrad {
+                initial_accumulator,
+                ..
+            } => *initial_accumulator,
+            _ => 0.0,
+        }
+    }
+}
+
+/// What Keras's optimizers do to the gradients and weights before the update rule, in its
+/// order: clip the gradients, then decay the weights (`w -= w wd lr`, every trainable weight).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct GradientRules {
+    pub clip: Clip,
+    pub weight_decay: Option<f64>,
+}
+
+/// Keras's gradient clipping (one at most, in Keras's precedence: clipnorm, global_clipnorm,
+/// clipvalue).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Clip {
+    #[default]
+    None,
+    /// Each gradient scaled to an L2 norm of at most this: `g c / max(|g|, c)`.
+    Norm(f64),
+    /// All gradients scaled together: `g c min(1 / |all|, 1 / c)` (NaN when the norm is not
+    /// finite).
+    GlobalNorm(f64),
+    /// Each element clipped to `[-v, v]`.
+    Value(f64),
 }
 
 /// A training step and the layout of its inputs and outputs.
@@ -580,18 +681,80 @@ pub fn eval_graph(
     Ok(g)
 }
 
+/// Keras's gradient clipping (`Clip`), with its formulas.
+fn clip(b: &mut B, c: Clip, grads: &[ValueId], dt: DType) -> R<Vec<ValueId>> {
+    let sumsq = |b: &mut B, g: ValueId| -> R<ValueId> {
+        let gg = b.bin(BinaryOp::Mul, g, g, "clip.gg")?;
+        let r = b.g.ty(gg).rank();
+        b.reduce(ReduceKind::Sum, gg, (0..r).collect(), "clip.sumsq")
+    };
+    match c {
+        Clip::None => Ok(grads.to_vec()),
+        Clip::Value(v) => {
+            let (lo, hi) = (b.scalar(dt, -v, "clip.lo"), b.scalar(dt, v, "clip.hi"));
+            grads
+                .iter()
+                .map(|&g| {
+                    let a = b.bin(BinaryOp::Max, g, lo, "clip.max")?;
+                    b.bin(BinaryOp::Min, a, hi, "clip.value")
+                })
+                .collect()
+        }
+        Clip::Norm(cn) => {
+            // g cn / max(|g|, cn)
+            let c = b.scalar(dt, cn, "clip.norm");
+            grads
+                .iter()
+                .map(|&g| {
+                    let s = sumsq(b, g)?;
+                    let n = b.un(UnaryOp::Sqrt, s, "clip.l2")?;
+                    let d = b.bin(BinaryOp::Max, n, c, "clip.den")?;
+                    let gc = b.bin(BinaryOp::Mul, g, c, "clip.gc")?;
+                    b.bin(BinaryOp::Div, gc, d, "clip.clipped")
+                })
+                .collect()
+        }
+        Clip::GlobalNorm(cn) => {
+            // scale = cn min(1 / |all|, 1 / cn) + (|all| - |all|)
+            let mut total: Option<ValueId> = None;
+            for &g in grads {
+                let s = sumsq(b, g)?;
+                total = Some(match total {
+                    None => s,
+                    Some(t) => b.bin(BinaryOp::Add, t, s, "clip.total")?,
+                });
+            }
+            let n = b.un(UnaryOp::Sqrt, total.expect("a gradient"), "clip.global")?;
+            let one = b.scalar(dt, 1.0, "clip.one");
+            let inv = b.bin(BinaryOp::Div, one, n, "clip.inv")?;
+            let invc = b.scalar(dt, 1.0 / cn, "clip.invc");
+            let mn = b.bin(BinaryOp::Min, inv, invc, "clip.min")?;
+            let c = b.scalar(dt, cn, "clip.c");
+            let sf = b.bin(BinaryOp::Mul, c, mn, "clip.sf")?;
+            let nn = b.bin(BinaryOp::Sub, n, n, "clip.nan")?;
+            let scale = b.bin(BinaryOp::Add, sf, nn, "clip.scale")?;
+            grads
+                .iter()
+                .map(|&g| b.bin(BinaryOp::Mul, g, scale, "clip.scaled"))
+                .collect()
+        }
+    }
+}
+
 /// [`step_graph`] for a loss told `from_logits`: a cross-entropy then takes the outputs as
 /// logits (Keras's `from_logits=True`), whatever op makes them.
 pub fn step_graph_with(model: &Graph, loss: LossFn, from_logits: bool, opt: Optimizer) -> R<Step> {
-    step_graph_metrics(model, loss, from_logits, opt, &[])
+    step_graph_metrics(model, loss, from_logits, opt, GradientRules::default(), &[])
 }
 
-/// [`step_graph_with`] computing `metrics` too (outputs after the slots, as [`Step::metrics`]).
+/// [`step_graph_with`] with Keras's gradient clipping and weight decay (`rules`), computing
+/// `metrics` too (outputs after the slots, as [`Step::metrics`]).
 pub fn step_graph_metrics(
     model: &Graph,
     loss: LossFn,
     from_logits: bool,
     opt: Optimizer,
+    rules: GradientRules,
     metrics: &[(String, Metric)],
 ) -> R<Step> {
     let (mut g, weights, loss_v, labels, ms) = with_loss(model, loss, from_logits, true, metrics)?;
@@ -608,17 +771,30 @@ pub fn step_graph_metrics(
     // The weights move to the end of the inputs, after lr and step, in their graph order.
     b.g.inputs.retain(|v| !weights.contains(v));
     b.g.inputs.extend(&weights);
-    let mut new_w = Vec::new();
-    let mut new_slots: Vec<Vec<ValueId>> = vec![Vec::new(); opt.slots().len()];
-    let mut slot_inputs: Vec<Vec<ValueId>> = vec![Vec::new(); opt.slots().len()];
-    for (k, s) in opt.slots().iter().enumerate() {
+    let slot_names = opt.slots();
+    let mut new_slots: Vec<Vec<ValueId>> = vec![Vec::new(); slot_names.len()];
+    let mut slot_inputs: Vec<Vec<ValueId>> = vec![Vec::new(); slot_names.len()];
+    for (k, s) in slot_names.iter().enumerate() {
         for &w in &weights {
             let (name, ty) = (b.g.value(w).name.clone(), b.g.ty(w).clone());
             slot_inputs[k].push(b.g.add_input(&format!("{name}.{s}"), ty));
         }
     }
-    for (i, (&w, &gw)) in weights.iter().zip(&grads).enumerate() {
-        let name = b.g.value(w).name.clone();
+    let slot = |k: &str| slot_names.iter().position(|s| *s == k).expect("a slot");
+    let grads = clip(&mut b, rules.clip, &grads, dt)?;
+    let mut new_w = Vec::new();
+    for (i, (&w0, &gw)) in weights.iter().zip(&grads).enumerate() {
+        let name = b.g.value(w0).name.clone();
+        // Keras decays the weight before the update rule, which then updates the decayed one.
+        let w = match rules.weight_decay {
+            Some(wd) if wd != 0.0 => {
+                let c = b.scalar(dt, wd, "decay.wd");
+                let ww = b.bin(BinaryOp::Mul, w0, c, "decay.wwd")?;
+                let d = b.bin(BinaryOp::Mul, ww, lr, "decay.d")?;
+                b.bin(BinaryOp::Sub, w0, d, &format!("{name}.decayed"))?
+            }
+            _ => w0,
+        };
         let nw = match opt {
             Optimizer::Sgd => {
                 let d = b.bin(BinaryOp::Mul, gw, lr, &format!("{name}.delta"))?;
@@ -643,9 +819,10 @@ pub fn step_graph_metrics(
                 beta_1,
                 beta_2,
                 epsilon,
+                amsgrad,
             } => {
                 let t = step.expect("adam counts steps");
-                let (m, v) = (slot_inputs[0][i], slot_inputs[1][i]);
+                let (m, v) = (slot_inputs[slot("m")][i], slot_inputs[slot("v")][i]);
                 let c1 = b.scalar(dt, 1.0 - beta_1, "adam.c1");
                 let c2 = b.scalar(dt, 1.0 - beta_2, "adam.c2");
                 let gm = b.bin(BinaryOp::Sub, gw, m, "adam.gm")?;
@@ -667,12 +844,79 @@ pub fn step_graph_metrics(
                 let a0 = b.bin(BinaryOp::Mul, lr, sq, "adam.a0")?;
                 let alpha = b.bin(BinaryOp::Div, a0, q1, "adam.alpha")?;
                 let eps = b.scalar(dt, epsilon, "adam.eps");
-                let sv = b.un(UnaryOp::Sqrt, v2, "adam.sv")?;
+                new_slots[slot("m")].push(m2);
+                new_slots[slot("v")].push(v2);
+                let vd = if amsgrad {
+                    let vh = slot_inputs[slot("vhat")][i];
+                    let vh2 = b.bin(BinaryOp::Max, vh, v2, &format!("{name}.vhat.new"))?;
+                    new_slots[slot("vhat")].push(vh2);
+                    vh2
+                } else {
+                    v2
+                };
+                let sv = b.un(UnaryOp::Sqrt, vd, "adam.sv")?;
                 let den = b.bin(BinaryOp::Add, sv, eps, "adam.den")?;
                 let ma = b.bin(BinaryOp::Mul, m2, alpha, "adam.ma")?;
                 let d = b.bin(BinaryOp::Div, ma, den, &format!("{name}.delta"))?;
-                new_slots[0].push(m2);
-                new_slots[1].push(v2);
+                b.bin(BinaryOp::Sub, w, d, &format!("{name}.new"))?
+            }
+            Optimizer::RmsProp {
+                rho,
+                momentum,
+                epsilon,
+                centered,
+            } => {
+                let v = slot_inputs[slot("velocity")][i];
+                let r = b.scalar(dt, rho, "rmsprop.rho");
+                let r1 = b.scalar(dt, 1.0 - rho, "rmsprop.1rho");
+                let rv = b.bin(BinaryOp::Mul, r, v, "rmsprop.rv")?;
+                let gg = b.bin(BinaryOp::Mul, gw, gw, "rmsprop.gg")?;
+                let rg = b.bin(BinaryOp::Mul, r1, gg, "rmsprop.rg")?;
+                let v2 = b.bin(BinaryOp::Add, rv, rg, &format!("{name}.velocity.new"))?;
+                new_slots[slot("velocity")].push(v2);
+                let eps = b.scalar(dt, epsilon, "rmsprop.eps");
+                let den = if centered {
+                    let a = slot_inputs[slot("average_gradient")][i];
+                    let ra = b.bin(BinaryOp::Mul, r, a, "rmsprop.ra")?;
+                    let r1g = b.bin(BinaryOp::Mul, r1, gw, "rmsprop.r1g")?;
+                    let a2 = b.bin(
+                        BinaryOp::Add,
+                        ra,
+                        r1g,
+                        &format!("{name}.average_gradient.new"),
+                    )?;
+                    new_slots[slot("average_gradient")].push(a2);
+                    let aa = b.bin(BinaryOp::Mul, a2, a2, "rmsprop.aa")?;
+                    let va = b.bin(BinaryOp::Sub, v2, aa, "rmsprop.va")?;
+                    b.bin(BinaryOp::Add, va, eps, "rmsprop.den")?
+                } else {
+                    b.bin(BinaryOp::Add, v2, eps, "rmsprop.den")?
+                };
+                let lg = b.bin(BinaryOp::Mul, lr, gw, "rmsprop.lg")?;
+                let sd = b.un(UnaryOp::Sqrt, den, "rmsprop.sd")?;
+                let inc = b.bin(BinaryOp::Div, lg, sd, &format!("{name}.delta"))?;
+                let step = if momentum > 0.0 {
+                    let mo = slot_inputs[slot("momentum")][i];
+                    let mu = b.scalar(dt, momentum, "rmsprop.momentum");
+                    let mm = b.bin(BinaryOp::Mul, mu, mo, "rmsprop.mm")?;
+                    let m2 = b.bin(BinaryOp::Add, mm, inc, &format!("{name}.momentum.new"))?;
+                    new_slots[slot("momentum")].push(m2);
+                    m2
+                } else {
+                    inc
+                };
+                b.bin(BinaryOp::Sub, w, step, &format!("{name}.new"))?
+            }
+            Optimizer::Adagrad { epsilon, .. } => {
+                let acc = slot_inputs[0][i];
+                let gg = b.bin(BinaryOp::Mul, gw, gw, "adagrad.gg")?;
+                let a2 = b.bin(BinaryOp::Add, acc, gg, &format!("{name}.accumulator.new"))?;
+                new_slots[0].push(a2);
+                let eps = b.scalar(dt, epsilon, "adagrad.eps");
+                let lg = b.bin(BinaryOp::Mul, lr, gw, "adagrad.lg")?;
+                let ae = b.bin(BinaryOp::Add, a2, eps, "adagrad.ae")?;
+                let sd = b.un(UnaryOp::Sqrt, ae, "adagrad.sd")?;
+                let d = b.bin(BinaryOp::Div, lg, sd, &format!("{name}.delta"))?;
                 b.bin(BinaryOp::Sub, w, d, &format!("{name}.new"))?
             }
         };

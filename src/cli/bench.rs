@@ -491,7 +491,7 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         "{}: training step ({}, {}) compiled in {compile_s:.2} s",
         a.model.display(),
         tr.loss_name,
-        super::train::describe(tr.opt, tr.lr)
+        super::train::describe(tr.opt, tr.rules, tr.lr)
     );
     let so = dir.path().join("libmodel.so");
     let mut cases = Vec::new();
@@ -539,7 +539,7 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         records.push(serde_json::json!({
             "batch": c.0, "threads": c.1, "median_ms": med, "p90_ms": p90,
             "samples_per_s": thr, "steps": c.4.len(), "engine": "compiled", "train": true,
-            "loss": tr.loss_name, "optimizer": super::train::describe(tr.opt, tr.lr),
+            "loss": tr.loss_name, "optimizer": super::train::describe(tr.opt, tr.rules, tr.lr),
         }));
     }
     if let Some(j) = &a.json {

@@ -6,7 +6,7 @@
 
 use crate::keras::LoadOptions;
 use crate::UserError;
-use forgec_passes::train::{step_graph_metrics, LossFn, Metric, Optimizer};
+use forgec_passes::train::{step_graph_metrics, Clip, GradientRules, LossFn, Metric, Optimizer};
 use forgec_runtime::{DType, Tensor};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ pub struct Args {
     /// The loss (default: the one the model was compiled with)
     #[arg(long)]
     pub loss: Option<String>,
-    /// sgd or adam (default: the one the model was compiled with)
+    /// sgd, adam, adamw, rmsprop or adagrad (default: the one the model was compiled with)
     #[arg(long)]
     pub optimizer: Option<String>,
     /// The learning rate (default: the model's compile config, else Keras's default)
@@ -84,7 +84,7 @@ fn optimizer(
     flag: Option<&str>,
     flag_lr: Option<f64>,
     saved: Option<&Value>,
-) -> Result<(Optimizer, f64), UserError> {
+) -> Result<(Optimizer, GradientRules, f64, String), UserError> {
     let (name, cfg) = match (flag.map(String::from), saved) {
         (Some(n), _) => (n.clone(), None),
         (None, Some(Value::String(s))) => (s.clone(), None),
@@ -95,13 +95,17 @@ fn optimizer(
                 .to_string(),
             o.get("config").cloned(),
         ),
-        _ => return Err(UserError::new(
-            "the model was saved without an optimizer: pass --optimizer sgd or --optimizer adam",
-        )),
+        _ => {
+            return Err(UserError::new(format!(
+                "the model was saved without an optimizer: pass --optimizer ({})",
+                Optimizer::KNOWN
+            )))
+        }
     };
     let opt = Optimizer::from_name(&name).ok_or_else(|| {
         UserError::new(format!(
-            "optimizer `{name}` is not compiled yet: use sgd or adam"
+            "optimizer `{name}` is not compiled yet (or is misspelled): use one of {}",
+            Optimizer::KNOWN
         ))
     })?;
     let num = |k: &str| cfg.as_ref().and_then(|c| c.get(k)).and_then(|v| v.as_f64());
@@ -111,11 +115,9 @@ fn optimizer(
             .is_some_and(|v| !v.is_null() && v != &json!(false) && v != &json!(0.0))
     };
     for k in [
-        "weight_decay",
-        "clipnorm",
-        "clipvalue",
-        "global_clipnorm",
-        "amsgrad",
+        "use_ema",
+        "loss_scale_factor",
+        "gradient_accumulation_steps",
     ] {
         if set(k) {
             return Err(UserError::new(format!(
@@ -123,33 +125,88 @@ fn optimizer(
             )));
         }
     }
+    if cfg
+        .as_ref()
+        .and_then(|c| c.get("learning_rate"))
+        .is_some_and(|v| v.is_object())
+    {
+        return Err(UserError::new(format!(
+            "the model's optimizer has a learning-rate schedule, which forgec does not compile yet: pass --lr to train {name} with a constant rate"
+        )));
+    }
+    let positive = |k: &str| -> Result<Option<f64>, UserError> {
+        match num(k) {
+            Some(v) if !(v.is_finite() && v > 0.0) => Err(UserError::new(format!(
+                "the model's optimizer has {k} = {v}: it must be positive"
+            ))),
+            Some(v) => Ok(Some(v)),
+            None => Ok(None),
+        }
+    };
+    // Keras's precedence: clipnorm, then global_clipnorm, then clipvalue.
+    let clip = if let Some(c) = positive("clipnorm")? {
+        Clip::Norm(c)
+    } else if let Some(c) = positive("global_clipnorm")? {
+        Clip::GlobalNorm(c)
+    } else if let Some(c) = positive("clipvalue")? {
+        Clip::Value(c)
+    } else {
+        Clip::None
+    };
+    // AdamW is Adam with a weight decay (Keras's default 0.004).
+    let adamw = name.eq_ignore_ascii_case("adamw");
+    let weight_decay = num("weight_decay").or(adamw.then_some(0.004));
+    let rules = GradientRules { clip, weight_decay };
     let opt = match opt {
         Optimizer::Adam {
             beta_1,
             beta_2,
             epsilon,
+            ..
         } => Optimizer::Adam {
             beta_1: num("beta_1").unwrap_or(beta_1),
             beta_2: num("beta_2").unwrap_or(beta_2),
             epsilon: num("epsilon").unwrap_or(epsilon),
+            amsgrad: set("amsgrad"),
         },
         Optimizer::Sgd if num("momentum").unwrap_or(0.0) != 0.0 => Optimizer::Momentum {
             momentum: num("momentum").unwrap_or(0.0),
             nesterov: set("nesterov"),
         },
+        Optimizer::RmsProp {
+            rho,
+            momentum,
+            epsilon,
+            ..
+        } => Optimizer::RmsProp {
+            rho: num("rho").unwrap_or(rho),
+            momentum: num("momentum").unwrap_or(momentum),
+            epsilon: num("epsilon").unwrap_or(epsilon),
+            centered: set("centered"),
+        },
+        Optimizer::Adagrad {
+            initial_accumulator,
+            epsilon,
+        } => Optimizer::Adagrad {
+            initial_accumulator: num("initial_accumulator_value").unwrap_or(initial_accumulator),
+            epsilon: num("epsilon").unwrap_or(epsilon),
+        },
         o => o,
     };
-    let default_lr = match opt {
-        Optimizer::Sgd | Optimizer::Momentum { .. } => 0.01,
-        Optimizer::Adam { .. } => 0.001,
-    };
-    let lr = flag_lr.or(num("learning_rate")).unwrap_or(default_lr);
+    let lr = flag_lr.or(num("learning_rate")).unwrap_or(opt.default_lr());
     if !(lr.is_finite() && lr > 0.0) {
         return Err(UserError::new(format!(
             "--lr {lr}: use a positive learning rate"
         )));
     }
-    Ok((opt, lr))
+    // Keras's name for it (its weights file's optimizer group is named so).
+    let keras_name = cfg
+        .as_ref()
+        .and_then(|c| c.get("name"))
+        .and_then(|n| n.as_str())
+        .map(String::from)
+        .unwrap_or_else(|| name.to_lowercase());
+    Ok((opt, rules, lr, keras_name))
 }
 
 /// A permutation of `0..n` from a seed (xorshift64*, Fisher-Yates).
@@ -171,20 +228,46 @@ fn shuffled(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 }
 
 /// The optimizer as history.json and bench records say it.
-pub fn describe(opt: Optimizer, lr: f64) -> Value {
-    match opt {
-        Optimizer::Sgd => json!({"name": "sgd", "learning_rate": lr}),
+pub fn describe(opt: Optimizer, rules: GradientRules, lr: f64) -> Value {
+    let mut v = match opt {
+        Optimizer::Sgd => json!({"name": "sgd"}),
         Optimizer::Momentum { momentum, nesterov } => {
-            json!({"name": "sgd", "learning_rate": lr, "momentum": momentum, "nesterov": nesterov})
+            json!({"name": "sgd", "momentum": momentum, "nesterov": nesterov})
         }
         Optimizer::Adam {
             beta_1,
             beta_2,
             epsilon,
+            amsgrad,
         } => {
-            json!({"name": "adam", "learning_rate": lr, "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon})
+            json!({"name": "adam", "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon, "amsgrad": amsgrad})
         }
+        Optimizer::RmsProp {
+            rho,
+            momentum,
+            epsilon,
+            centered,
+        } => {
+            json!({"name": "rmsprop", "rho": rho, "momentum": momentum, "epsilon": epsilon, "centered": centered})
+        }
+        Optimizer::Adagrad {
+            initial_accumulator,
+            epsilon,
+        } => {
+            json!({"name": "adagrad", "initial_accumulator_value": initial_accumulator, "epsilon": epsilon})
+        }
+    };
+    v["learning_rate"] = json!(lr);
+    if let Some(wd) = rules.weight_decay {
+        v["weight_decay"] = json!(wd);
     }
+    match rules.clip {
+        Clip::None => {}
+        Clip::Norm(c) => v["clipnorm"] = json!(c),
+        Clip::GlobalNorm(c) => v["global_clipnorm"] = json!(c),
+        Clip::Value(c) => v["clipvalue"] = json!(c),
+    }
+    v
 }
 
 /// Writes `v` to `path` through a temporary file, so a reader never sees half a file.
@@ -282,18 +365,21 @@ impl Training {
             v.iter().find(|(m, _)| m == n).map(|(_, t)| t.clone())
         };
         let value = |n: &str| find(&self.state, n).or_else(|| find(&self.frozen, n));
-        // Keras keeps each trainable weight's slots together, in its variable order.
+        // Keras adds the slots in groups, each group's slots weight by weight in its
+        // variable order (Adam: m and v of each weight, then amsgrad's vhat of each).
         let mut slots = Vec::new();
-        for w in layout.weights() {
-            for s in self.opt.slots() {
-                let name = format!("{w}.{s}");
-                if let Some((_, t)) = self.slots.iter().find(|(m, _)| *m == name) {
-                    slots.push(t);
+        for group in self.opt.slot_groups() {
+            for w in layout.weights() {
+                for s in group {
+                    let name = format!("{w}.{s}");
+                    if let Some((_, t)) = self.slots.iter().find(|(m, _)| *m == name) {
+                        slots.push(t);
+                    }
                 }
             }
         }
         let opt = save::OptimizerVars {
-            name: self.opt.keras_name(),
+            name: &self.opt_name,
             iterations: t as i64,
             learning_rate: self.lr as f32,
             slots,
@@ -355,7 +441,7 @@ pub fn library(s: &Setup, path: &Path) -> Result<crate::codegen::Training, UserE
     let mut meta = json!({
         "loss": s.loss_name,
         "from_logits": s.from_logits,
-        "optimizer": describe(s.opt, s.lr),
+        "optimizer": describe(s.opt, s.rules, s.lr),
         "metrics": names,
         "weights": s.step.weights,
         "frozen": s.frozen.iter().map(|(n, _)| n).collect::<Vec<_>>(),
@@ -391,7 +477,10 @@ pub struct Setup {
     pub from_logits: bool,
     pub loss_name: String,
     pub opt: Optimizer,
+    pub rules: GradientRules,
     pub lr: f64,
+    /// The optimizer's name in Keras (`adam`, or its compile config's).
+    pub opt_name: String,
     pub k3_layout: Option<forgec_import::keras::save::K3Layout>,
     pub state: Vec<(String, Tensor)>,
     pub slots: Vec<(String, Tensor)>,
@@ -466,7 +555,7 @@ pub fn setup(
             LossFn::KNOWN
         ))
     })?;
-    let (opt, lr) = optimizer(opt_flag, lr_flag, saved_opt.as_ref())?;
+    let (opt, rules, lr, opt_name) = optimizer(opt_flag, lr_flag, saved_opt.as_ref())?;
     let k3_layout = match &m {
         forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),
         forgec_import::Model::Onnx(_) => None,
@@ -479,7 +568,7 @@ pub fn setup(
         );
     }
     let g = m.into_graph();
-    let step = step_graph_metrics(&g, loss, from_logits, opt, &metrics).map_err(|e| {
+    let step = step_graph_metrics(&g, loss, from_logits, opt, rules, &metrics).map_err(|e| {
         UserError::new(
             e.iter()
                 .map(|p| format!("{}: {p}", path.display()))
@@ -522,7 +611,7 @@ pub fn setup(
         for (w, t) in &state {
             slots.push((
                 format!("{w}.{s}"),
-                Tensor::full(t.dtype(), t.shape().to_vec(), 0.0).unwrap(),
+                Tensor::full(t.dtype(), t.shape().to_vec(), opt.slot_init(s)).unwrap(),
             ));
         }
     }
@@ -533,7 +622,9 @@ pub fn setup(
         from_logits,
         loss_name,
         opt,
+        rules,
         lr,
+        opt_name,
         k3_layout,
         state,
         slots,
@@ -686,7 +777,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     // Dropout's masks draw from the run's seed too.
     lib.set_seed(a.seed)
         .map_err(|e| UserError::new(e.message))?;
-    let (n, opt, lr) = (tr.samples, tr.opt, tr.lr);
+    let (n, opt, rules, lr) = (tr.samples, tr.opt, tr.rules, tr.lr);
     let loss_name = tr.loss_name.clone();
     let mut batch_loss: Vec<f64> = Vec::new();
     let mut epochs: Vec<Value> = Vec::new();
@@ -696,7 +787,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         json!({
             "status": status,
             "loss": loss_name,
-            "optimizer": describe(opt, lr),
+            "optimizer": describe(opt, rules, lr),
             "batch_size": a.batch_size,
             "shuffle": !a.no_shuffle,
             "seed": a.seed,

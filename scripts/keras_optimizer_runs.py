@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Keras's own runs of mlp_binary with the optimizers and gradient rules that the shared runs
+do not cover, as fixtures for tests/train.rs (`optimizers_match_keras`):
+    KERAS_BACKEND=jax python3 scripts/keras_optimizer_runs.py tests/fixtures/training/optimizers
+Each run starts from the model's weights (tests/fixtures/models/mlp_binary.json + .weights.h5),
+takes the shared data in batches of 32 in file order for 3 epochs with train_on_batch (each
+batch's own loss), and writes NAME.losses.npy and NAME.final.weights.h5. One run is also saved
+compiled (NAME.keras), so that forgec train reads its optimizer from the compile config."""
+import json, os, sys
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+import numpy as np
+import keras
+
+here = os.path.dirname(os.path.abspath(__file__))
+fx = os.path.join(here, "..", "tests", "fixtures")
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+x = np.load(os.path.join(fx, "training", "mlp_binary.train_x.npy"))
+y = np.load(os.path.join(fx, "training", "mlp_binary.train_y.npy"))
+O = keras.optimizers
+runs = {
+    "rmsprop": lambda: O.RMSprop(learning_rate=0.001),
+    "rmsprop_centered_momentum": lambda: O.RMSprop(learning_rate=0.001, rho=0.8, momentum=0.5, centered=True),
+    "adagrad": lambda: O.Adagrad(learning_rate=0.05),
+    "adamw": lambda: O.AdamW(learning_rate=0.002, weight_decay=0.05),
+    "adam_amsgrad": lambda: O.Adam(learning_rate=0.002, amsgrad=True),
+    "sgd_clipnorm": lambda: O.SGD(learning_rate=0.05, clipnorm=0.1),
+    "adam_global_clipnorm": lambda: O.Adam(learning_rate=0.002, global_clipnorm=0.05),
+    "sgd_clipvalue": lambda: O.SGD(learning_rate=0.05, clipvalue=0.01),
+    "sgd_momentum_weight_decay": lambda: O.SGD(learning_rate=0.02, momentum=0.9, weight_decay=0.01),
+}
+saved = {"adamw_clipnorm": lambda: O.AdamW(learning_rate=0.002, weight_decay=0.05, clipnorm=0.5)}
+manifest = {"keras": keras.__version__, "backend": keras.backend.backend(), "runs": {}}
+for name, make in list(runs.items()) + list(saved.items()):
+    with open(os.path.join(fx, "models", "mlp_binary.json")) as f:
+        model = keras.models.model_from_json(f.read())
+    model.load_weights(os.path.join(fx, "models", "mlp_binary.weights.h5"))
+    opt = make()
+    model.compile(optimizer=opt, loss="binary_crossentropy")
+    losses = []
+    for _ in range(3):
+        for at in range(0, len(x), 32):
+            r = model.train_on_batch(x[at:at + 32], y[at:at + 32])
+            losses.append(float(np.ravel(r)[0]))
+    np.save(os.path.join(out, f"{name}.losses.npy"), np.array(losses, dtype=np.float32))
+    model.save_weights(os.path.join(out, f"{name}.final.weights.h5"))
+    if name in saved:
+        # The same model compiled with this optimizer, from the initial weights.
+        with open(os.path.join(fx, "models", "mlp_binary.json")) as f:
+            fresh = keras.models.model_from_json(f.read())
+        fresh.load_weights(os.path.join(fx, "models", "mlp_binary.weights.h5"))
+        fresh.compile(optimizer=make(), loss="binary_crossentropy", metrics=["accuracy"])
+        fresh.save(os.path.join(out, f"{name}.keras"))
+    manifest["runs"][name] = opt.get_config()
+with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(manifest, f, indent=1, default=str)
+print("wrote", len(manifest["runs"]), "runs to", out)
