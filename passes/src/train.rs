@@ -10,6 +10,15 @@ use forgec_ir::{
     BinaryOp, DType, Graph, Op, Origin, ReduceKind, Tensor, TensorType, UnaryOp, ValueId,
 };
 
+/// A Keras name reduced to what tells its spellings apart (`binary_crossentropy`,
+/// `BinaryCrossentropy` -> `binarycrossentropy`).
+fn squash(name: &str) -> String {
+    name.to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect()
+}
+
 /// A Keras loss, as the step computes it (`sum_over_batch_size`: the mean over the batch,
 /// the partial last batch included).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,11 +34,7 @@ impl LossFn {
     /// A loss by any of Keras's spellings (`binary_crossentropy`, `BinaryCrossentropy`, `bce`,
     /// `mse`, ...).
     pub fn from_name(name: &str) -> Option<LossFn> {
-        let n: String = name
-            .to_lowercase()
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .collect();
+        let n = squash(name);
         Some(match n.as_str() {
             "meansquarederror" | "mse" => LossFn::MeanSquaredError,
             "meanabsoluteerror" | "mae" => LossFn::MeanAbsoluteError,
@@ -498,11 +503,7 @@ impl Metric {
     /// A metric by Keras's name; `accuracy` (`acc`) is the accuracy that fits the loss, as
     /// Keras resolves it.
     pub fn from_name(name: &str, loss: LossFn) -> Option<Metric> {
-        let n: String = name
-            .to_lowercase()
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .collect();
+        let n = squash(name);
         Some(match n.as_str() {
             "accuracy" | "acc" => match loss {
                 LossFn::BinaryCrossentropy => Metric::BinaryAccuracy,

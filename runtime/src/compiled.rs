@@ -368,6 +368,9 @@ pub struct Trainer {
     evaluate: TrainData,
     predict: TrainPredict,
     last_error: LastError,
+    /// `NAME_train_label_shape` / `_dtype`, looked up once (every step checks the labels).
+    label_shape: Shape,
+    label_dtype: Dtype,
     model: CompiledModel,
     pub num_labels: usize,
     pub state: Vec<StateTensor>,
@@ -440,6 +443,8 @@ impl Trainer {
             evaluate: model.sym("train_evaluate")?,
             predict: model.sym("train_predict")?,
             last_error: model.sym("train_last_error")?,
+            label_shape: model.sym("train_label_shape")?,
+            label_dtype: model.sym("train_label_dtype")?,
             model,
             num_labels,
             state,
@@ -490,9 +495,7 @@ impl Trainer {
         }
         let mut ls = Vec::new();
         if let Some(labels) = labels {
-            type Shape_ = unsafe extern "C" fn(c_int, i64, *mut i64) -> c_int;
-            let shape: Shape_ = self.model.sym("train_label_shape").map_err(Self::plain)?;
-            let dtype_of: Dtype = self.model.sym("train_label_dtype").map_err(Self::plain)?;
+            let (shape, dtype_of) = (self.label_shape, self.label_dtype);
             if labels.len() != self.num_labels {
                 return Err(Self::plain(format!(
                     "the model takes {} labels, got {}",
@@ -631,39 +634,35 @@ impl Trainer {
         Ok(unsafe { f(guard.0) })
     }
 
-    /// Sets the learning rate of the next steps.
-    pub fn set_lr(&self, lr: f64) -> Result<(), CallError> {
-        type SetLr = unsafe extern "C" fn(*mut c_void, f64) -> c_int;
-        let f: SetLr = self.model.sym("train_set_lr").map_err(Self::plain)?;
+    /// Calls `f` on the context; a non-zero status is the library's error.
+    fn status(&self, f: impl FnOnce(*mut c_void) -> c_int) -> Result<(), CallError> {
         let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
-        let rc = unsafe { f(guard.0, lr) };
+        let rc = f(guard.0);
         if rc != 0 {
             return Err(self.fail(guard.0, rc));
         }
         Ok(())
+    }
+
+    /// Sets the learning rate of the next steps.
+    pub fn set_lr(&self, lr: f64) -> Result<(), CallError> {
+        type SetLr = unsafe extern "C" fn(*mut c_void, f64) -> c_int;
+        let f: SetLr = self.model.sym("train_set_lr").map_err(Self::plain)?;
+        self.status(|c| unsafe { f(c, lr) })
     }
 
     /// Sets the seed of Dropout's masks.
     pub fn set_seed(&self, seed: u64) -> Result<(), CallError> {
         type SetSeed = unsafe extern "C" fn(*mut c_void, u64) -> c_int;
         let f: SetSeed = self.model.sym("train_set_seed").map_err(Self::plain)?;
-        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
-        let rc = unsafe { f(guard.0, seed) };
-        if rc != 0 {
-            return Err(self.fail(guard.0, rc));
-        }
-        Ok(())
+        self.status(|c| unsafe { f(c, seed) })
     }
 
     /// Runs later calls on `threads` threads.
     pub fn set_threads(&self, threads: usize) -> Result<(), CallError> {
         type SetThreads = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
         let f: SetThreads = self.model.sym("train_set_threads").map_err(Self::plain)?;
-        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
-        let rc = unsafe { f(guard.0, c_int::try_from(threads).unwrap_or(c_int::MAX)) };
-        if rc != 0 {
-            return Err(self.fail(guard.0, rc));
-        }
-        Ok(())
+        let n = c_int::try_from(threads).unwrap_or(c_int::MAX);
+        self.status(|c| unsafe { f(c, n) })
     }
 }
