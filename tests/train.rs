@@ -587,9 +587,9 @@ fn bench_times_the_training_step() {
 /// cnn_mnist (two convolutions with ReLU, two max poolings, a dense softmax layer) trained by
 /// its compiled step against Keras's `nodropout` runs (Dropout at rate 0: Keras's dropout
 /// masks come from TensorFlow's own generator), SGD and Adam, 48 steps with a partial last
-/// batch of 20: the per-batch losses within 2e-4 of Keras's, the final weights within 1e-3
-/// (Keras itself moves its cnn_mnist weights by up to 5e-4 when oneDNN's convolutions are
-/// switched for plain ones: a different summation order lands that far away after 3 epochs).
+/// batch of 20: the per-batch losses and the final weights within 2e-4 of Keras's, the issue's
+/// bound (Keras itself moves its cnn_mnist weights by up to 5e-4 when oneDNN's convolutions are
+/// switched for plain ones; measured 2026-12-03: losses 2.0e-7, weights 5.2e-6 at worst).
 #[test]
 fn cnn_steps_match_keras_compiled() {
     let mut m = load(&model_file("cnn_mnist.json"), &LoadOptions::default()).unwrap();
@@ -657,7 +657,7 @@ fn cnn_steps_match_keras_compiled() {
             let d = rel(&w.to_f64_vec(), &k.to_f64_vec());
             println!("cnn_mnist {run}: final {name} within {d:.2e} of Keras");
             assert!(
-                d <= 1e-3,
+                d <= 2e-4,
                 "cnn_mnist {run}: final {name} differs from Keras's by {d:e}"
             );
         }

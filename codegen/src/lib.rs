@@ -132,6 +132,9 @@ fn build_training(
         let g = prepare(g.clone())?;
         let pname = format!("{name}_forgec_{tag}");
         let (entry, text, weights) = lower_for(&g, target, &pname)?;
+        if keep_scratch() {
+            let _ = std::fs::write(dir.join(format!("{pname}.mlir")), &text);
+        }
         let parts = llvm::compile(&text, target, llvm::Stage::Objects, &pname).map_err(internal)?;
         let mut objects = Vec::new();
         for (i, bytes) in parts.iter().enumerate() {
@@ -158,6 +161,11 @@ fn build_training(
         graphs.push((tag.to_string(), g, file, objects));
     }
     Ok(TrainBuilt { graphs })
+}
+
+/// FORGEC_KEEP_SCRATCH=1: keep the scratch directory, with the MLIR of every compiled part.
+fn keep_scratch() -> bool {
+    std::env::var_os("FORGEC_KEEP_SCRATCH").is_some_and(|v| v == "1")
 }
 
 fn compile_with(
@@ -218,12 +226,14 @@ fn compile_with(
         tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
     // FORGEC_KEEP_SCRATCH=1 keeps the C sources and objects the library is linked from (for
     // reading the generated C, or compiling it with other flags).
-    if std::env::var_os("FORGEC_KEEP_SCRATCH").is_some_and(|v| v == "1") {
+    if keep_scratch() {
         scratch.disable_cleanup(true);
         eprintln!(
             "forgec: scratch directory kept: {}",
             scratch.path().display()
         );
+        // The MLIR the objects came from, for reading a training step's kernels.
+        let _ = std::fs::write(scratch.path().join(format!("{name}.mlir")), &text);
     }
     let version = env!("CARGO_PKG_VERSION");
     let mut objects = Vec::new();

@@ -110,6 +110,7 @@ pub(crate) fn fast_conv(
             },
             m,
             k: kk,
+            k_sym: None,
             n: f,
             b: &b,
             bt,

@@ -9,18 +9,20 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 /// `(K, N)` when an `a x b -> ot` matmul fits the register-tiled kernel: f32, `[M, K] x [K, N]`
-/// with K and N known.
+/// with N known and K known (`Some`) or the same symbol on both sides (`None`: a weight
+/// gradient, which contracts over the batch).
 pub(crate) fn fast_matmul_fits(
     a: &TensorType,
     b: &TensorType,
     ot: &TensorType,
-) -> Option<(usize, usize)> {
+) -> Option<(Option<usize>, usize)> {
     let f32_only = [a, b, ot].iter().all(|t| t.dtype == DType::F32);
-    if !f32_only || a.rank() != 2 || b.rank() != 2 {
+    if !f32_only || a.rank() != 2 || b.rank() != 2 || a.shape[1] != b.shape[0] {
         return None;
     }
-    let (k, n) = (b.shape[0].known()?, b.shape[1].known()?);
-    (a.shape[1].known() == Some(k) && k > 0 && n > 0).then_some((k, n))
+    let n = b.shape[1].known()?;
+    let k = b.shape[0].known();
+    (k != Some(0) && n > 0).then_some((k, n))
 }
 
 /// Constant weights used only as the right operand of matmuls that the tiled kernel runs:
@@ -40,7 +42,10 @@ pub(crate) fn packable_weights(g: &Graph, simd: usize) -> HashMap<ValueId, Pack>
                     return None;
                 }
                 match &u.op {
-                    Op::MatMul => fast_matmul_fits(a, w, ot).map(|_| Pack::Panels),
+                    Op::MatMul => match fast_matmul_fits(a, w, ot) {
+                        Some((Some(_), _)) => Some(Pack::Panels),
+                        _ => None,
+                    },
                     Op::Conv(c) if winograd::fits(a, w, c, ot, simd) => Some(Pack::Winograd),
                     Op::Conv(c) => fast_conv_fits(a, w, c, ot).then_some(Pack::Panels),
                     _ => None,
@@ -114,6 +119,10 @@ pub(crate) fn fast_matmul(
         return Ok(None);
     };
     let m = e.dim_val(&a.1.shape[0])?;
+    let k_sym = match k {
+        Some(_) => None,
+        None => Some(e.dim_val(&a.1.shape[1])?),
+    };
     let out = e.empty(ot)?;
     Ok(Some(mm_kernel(
         e,
@@ -123,7 +132,8 @@ pub(crate) fn fast_matmul(
                 at: tensor_ty(&a.1),
             },
             m,
-            k,
+            k: k.unwrap_or(SYMBOLIC_K),
+            k_sym,
             n,
             b: &b.0,
             bt: tensor_ty(&b.1),
@@ -139,7 +149,10 @@ pub(crate) fn fast_matmul(
 pub(crate) struct Mm<'a> {
     pub(crate) rows: Rows<'a>,
     pub(crate) m: String,
+    /// K; when K is symbolic (`k_sym`, its SSA index), only a guess that sizes the threads'
+    /// chunks.
     pub(crate) k: usize,
+    pub(crate) k_sym: Option<String>,
     pub(crate) n: usize,
     pub(crate) b: &'a str,
     pub(crate) bt: String,
@@ -174,6 +187,9 @@ pub(crate) struct ConvA {
     pub(crate) pads: [usize; 2],
     pub(crate) padded: bool,
 }
+
+/// The K that sizes the threads' chunks of a matmul whose K is symbolic (the batch).
+pub(crate) const SYMBOLIC_K: usize = 32;
 
 /// The fewest column panels for which `mm_kernel` packs A first: each packed element is then
 /// read at least this often.
@@ -244,8 +260,18 @@ pub(crate) fn mm_kernel(e: &mut E, mm: &Mm) -> String {
     let nfull = n - n % w;
     let min_rows = chunk_min_rows(k * n);
     // A matrix read by many panels is first packed into micro-panels (see `pack_rows`).
-    let pack_a = conv.is_none() && n.div_ceil(w) >= PACK_MIN_PANELS;
-    let (c0, c1, ck, cw) = (e.idx(0), e.idx(1), e.idx(k as i64), e.idx(w as i64));
+    let pack_a = conv.is_none() && mm.k_sym.is_none() && n.div_ceil(w) >= PACK_MIN_PANELS;
+    debug_assert!(
+        !(packed && mm.k_sym.is_some()),
+        "packed weights have a known K"
+    );
+    // (In this order, so that the MLIR of a known K is as it was.)
+    let (c0, c1) = (e.idx(0), e.idx(1));
+    let ck = match &mm.k_sym {
+        Some(v) => v.clone(),
+        None => e.idx(k as i64),
+    };
+    let cw = e.idx(w as i64);
     let out = mm.out.clone();
     // The tiles write a chunk of rows and columns (see `par_grid`).
     let st = if e.serial {
@@ -934,6 +960,7 @@ pub(crate) fn mm_any(
                     rows: Rows::Matrix { a: &flat, at },
                     m,
                     k,
+                    k_sym: None,
                     n,
                     b: &b.0,
                     bt: tensor_ty(&b.1),
@@ -946,6 +973,90 @@ pub(crate) fn mm_any(
         }
     }
     fast_matmul(e, ins, ot, false)
+}
+
+/// A batched matmul `[B, M, K] x [B, K, N]` (M, K, N known; B the same dim on both sides, a
+/// convolution's weight gradient per tap, say) by the tiled kernel: the batch items in chunks
+/// over the threads, each item's matmul on its thread. None when the shapes do not fit.
+pub(crate) fn batched_mm(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    ot: &TensorType,
+) -> R<Option<String>> {
+    let (a, b) = (&ins[0], &ins[1]);
+    let f32_only = [&a.1, &b.1, ot].iter().all(|t| t.dtype == DType::F32);
+    if !f32_only || a.1.rank() != 3 || b.1.rank() != 3 || a.1.shape[0] != b.1.shape[0] {
+        return Ok(None);
+    }
+    let known = |t: &TensorType, i: usize| t.shape[i].known().filter(|&d| d > 0);
+    let (Some(m), Some(k), Some(n)) = (known(&a.1, 1), known(&a.1, 2), known(&b.1, 2)) else {
+        return Ok(None);
+    };
+    if b.1.shape[1].known() != Some(k) {
+        return Ok(None);
+    }
+    let (at, bt, mt) = (
+        format!("tensor<{m}x{k}xf32>"),
+        format!("tensor<{k}x{n}xf32>"),
+        format!("tensor<{m}x{n}xf32>"),
+    );
+    let (ta, tb, ct) = (tensor_ty(&a.1), tensor_ty(&b.1), tensor_ty(ot));
+    let items = e.dim_val(&a.1.shape[0])?;
+    let out = e.empty(ot)?;
+    let (c0, c1) = (e.idx(0), e.idx(1));
+    let st = format!("tensor<?x{m}x{n}xf32>");
+    let y = par_rows(
+        e,
+        &out,
+        &ct,
+        &items,
+        &[m, n],
+        1,
+        chunk_min_rows(m * k * n),
+        &mut |e, slice, r0, len| {
+            let serial = std::mem::replace(&mut e.serial, true);
+            let y = for_carrying(e, &st, slice, (&c0, len, &c1), &mut |e, o, i| {
+                let bi = ix(e, "addi", r0, i);
+                let (ai, bj, oi) = (e.fresh(), e.fresh(), e.fresh());
+                e.line(&format!(
+                    "{ai} = tensor.extract_slice {}[{bi}, 0, 0] [1, {m}, {k}] [1, 1, 1] : {ta} to {at}",
+                    a.0
+                ));
+                e.line(&format!(
+                    "{bj} = tensor.extract_slice {}[{bi}, 0, 0] [1, {k}, {n}] [1, 1, 1] : {tb} to {bt}",
+                    b.0
+                ));
+                e.line(&format!("{oi} = tensor.empty() : {mt}"));
+                let cm = e.idx(m as i64);
+                let r = mm_kernel(
+                    e,
+                    &Mm {
+                        rows: Rows::Matrix {
+                            a: &ai,
+                            at: at.clone(),
+                        },
+                        m: cm,
+                        k,
+                        k_sym: None,
+                        n,
+                        b: &bj,
+                        bt: bt.clone(),
+                        packed: false,
+                        ct: mt.clone(),
+                        out: oi,
+                    },
+                );
+                let v = e.fresh();
+                e.line(&format!(
+                    "{v} = tensor.insert_slice {r} into {o}[{i}, 0, 0] [1, {m}, {n}] [1, 1, 1] : {mt} into {st}"
+                ));
+                v
+            });
+            e.serial = serial;
+            y
+        },
+    );
+    Ok(Some(y))
 }
 
 /// `batch * per` rows: their count as an SSA index, and as a type dim (`?` when the batch is

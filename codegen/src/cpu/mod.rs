@@ -104,7 +104,10 @@ impl Target for Cpu {
         let ot = &outs[0];
         let packed = node.inputs.get(1).and_then(|w| self.packed.get(w)).copied();
         let v = match &node.op {
-            Op::MatMul => fast_matmul(e, ins, ot, packed == Some(Pack::Panels))?,
+            Op::MatMul => match fast_matmul(e, ins, ot, packed == Some(Pack::Panels))? {
+                Some(v) => Some(v),
+                None => batched_mm(e, ins, ot)?,
+            },
             Op::Conv(c) if packed == Some(Pack::Winograd) => {
                 Some(winograd::conv(e, &ins[0], &ins[1], c, ot)?)
             }

@@ -332,6 +332,7 @@ fn block(e: &mut E, g: &Wg, s: &str, (n, nl): (&str, &str), blk: &str, r0: &str)
                 },
                 m: ntiles.clone(),
                 k: ch,
+                k_sym: None,
                 n: f,
                 b: &b,
                 bt: bty.clone(),

@@ -318,7 +318,10 @@ pub(crate) fn epilogue_chain(g: &Graph, i: usize, target: &dyn Target) -> Vec<(u
                     Op::Const { value, .. } if p.outputs == [other] => Some(value),
                     _ => None,
                 });
+                // A graph input is there before any kernel runs, as a constant is (a training
+                // step's bias is one).
                 let is_const = konst.is_some();
+                let is_input = g.inputs.contains(&other);
                 let ct = g.ty(other);
                 let Some(cs) = ct.known_shape() else { break };
                 let numel: usize = cs.iter().product();
@@ -326,7 +329,12 @@ pub(crate) fn epilogue_chain(g: &Graph, i: usize, target: &dyn Target) -> Vec<(u
                 let column_vector = cs.iter().rev().skip(1).all(|&d| d == 1)
                     && cs.last() == Some(&cols)
                     && cs.len() <= t.rank();
-                if !is_const || ct.dtype != DType::F32 || (per_col && !column_vector) {
+                if !(is_const || is_input) || ct.dtype != DType::F32 || (per_col && !column_vector)
+                {
+                    break;
+                }
+                // A max/min takes only a constant (whose NaNs are known, see below).
+                if !is_const && matches!(op, BinaryOp::Max | BinaryOp::Min) {
                     break;
                 }
                 // A max/min with a NaN constant stays out (the kernel's select form would

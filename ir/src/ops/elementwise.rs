@@ -390,8 +390,10 @@ pub(crate) fn grad(
                     b.binary(B::Mul, dy, d)?
                 }
                 U::Relu => {
-                    let zero = b.scalar_like(x, 0.0);
-                    let pos = b.binary(B::Gt, x, zero)?;
+                    // y > 0 exactly where x > 0: reading y leaves x to the relu alone, so
+                    // the relu can run in the epilogue of the kernel that makes x.
+                    let zero = b.scalar_like(y, 0.0);
+                    let pos = b.binary(B::Gt, y, zero)?;
                     let z = b.scalar_like(dy, 0.0);
                     b.op(Op::Select, &[pos, dy, z], "grad")?
                 }
