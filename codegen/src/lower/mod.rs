@@ -1039,17 +1039,23 @@ pub(crate) fn fused_elementwise(e: &mut E, members: &[&Node]) -> R<String> {
     }
 }
 
-/// Chains of elementwise nodes to run as one loop nest, each in graph order: a node joins the
-/// chain when it is the only user of the chain's last output (which is no graph output), and
-/// its output has the same shape. `taken` are nodes fused elsewhere (kernel epilogues).
+/// Trees of elementwise nodes to run as one loop nest, each in graph order, its root (the
+/// node whose result leaves the tree) last: a node joins the tree of the node that reads its
+/// output when that node is its only user, its output is no graph output, and it has the
+/// root's shape. `taken` are nodes fused elsewhere (kernel epilogues). (An optimizer's update
+/// is such a tree: the new weight from the new slots, the gradient and the learning rate.)
 pub(crate) fn elementwise_groups(g: &Graph, taken: &HashSet<usize>) -> Vec<Vec<usize>> {
     let mut users: HashMap<ValueId, Vec<usize>> = HashMap::new();
+    let mut producer: HashMap<ValueId, usize> = HashMap::new();
     for (k, n) in g.nodes.iter().enumerate() {
         for &i in &n.inputs {
             let u = users.entry(i).or_default();
             if u.last() != Some(&k) {
                 u.push(k);
             }
+        }
+        for &o in &n.outputs {
+            producer.insert(o, k);
         }
     }
     let single = |k: usize| {
@@ -1058,30 +1064,38 @@ pub(crate) fn elementwise_groups(g: &Graph, taken: &HashSet<usize>) -> Vec<Vec<u
     };
     let mut grouped: HashSet<usize> = HashSet::new();
     let mut groups = Vec::new();
-    for s in 0..g.nodes.len() {
-        if grouped.contains(&s) || !single(s) {
+    // From the last node back, so that each tree is found from its root.
+    for r in (0..g.nodes.len()).rev() {
+        if grouped.contains(&r) || !single(r) {
             continue;
         }
-        let shape = &g.ty(g.nodes[s].outputs[0]).shape;
-        let mut chain = vec![s];
-        loop {
-            let v = g.nodes[chain[chain.len() - 1]].outputs[0];
-            if g.outputs.contains(&v) {
-                break;
+        let shape = &g.ty(g.nodes[r].outputs[0]).shape;
+        let mut tree = vec![r];
+        let mut todo = vec![r];
+        while let Some(k) = todo.pop() {
+            for i in &g.nodes[k].inputs {
+                let Some(&p) = producer.get(i) else { continue };
+                let only_k = users.get(i).is_some_and(|u| u.as_slice() == [k]);
+                if !only_k
+                    || tree.contains(&p)
+                    || grouped.contains(&p)
+                    || !single(p)
+                    || g.outputs.contains(i)
+                    || &g.ty(*i).shape != shape
+                {
+                    continue;
+                }
+                tree.push(p);
+                todo.push(p);
             }
-            let Some([u]) = users.get(&v).map(|u| u.as_slice()) else {
-                break;
-            };
-            if grouped.contains(u) || !single(*u) || &g.ty(g.nodes[*u].outputs[0]).shape != shape {
-                break;
-            }
-            chain.push(*u);
         }
-        if chain.len() > 1 {
-            grouped.extend(&chain);
-            groups.push(chain);
+        if tree.len() > 1 {
+            tree.sort_unstable();
+            grouped.extend(&tree);
+            groups.push(tree);
         }
     }
+    groups.reverse();
     groups
 }
 
