@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Keras's own runs of mlp_binary with the optimizers and gradient rules that the shared runs
 do not cover, as fixtures for tests/train.rs (`optimizers_match_keras`):
-    KERAS_BACKEND=jax python3 scripts/keras_optimizer_runs.py tests/fixtures/training/optimizers
+    KERAS_BACKEND=jax python3 scripts/keras_optimizer_runs.py tests/fixtures/training/optimizers [RUN...]
 Each run starts from the model's weights (tests/fixtures/models/mlp_binary.json + .weights.h5),
 takes the shared data in batches of 32 in file order for 3 epochs with train_on_batch (each
 batch's own loss), and writes NAME.losses.npy and NAME.final.weights.h5. One run is also saved
@@ -30,14 +30,23 @@ runs = {
     "sgd_clipvalue": lambda: O.SGD(learning_rate=0.05, clipvalue=0.01),
     "sgd_momentum_weight_decay": lambda: O.SGD(learning_rate=0.02, momentum=0.9, weight_decay=0.01),
 }
-saved = {"adamw_clipnorm": lambda: O.AdamW(learning_rate=0.002, weight_decay=0.05, clipnorm=0.5)}
+saved = {
+    "adamw_clipnorm": lambda: O.AdamW(learning_rate=0.002, weight_decay=0.05, clipnorm=0.5),
+    "sgd_huber": lambda: O.SGD(learning_rate=0.5),
+}
+# A run's loss, when not binary cross-entropy.
+loss_of = {"sgd_huber": lambda: keras.losses.Huber(delta=0.3)}
+only = sys.argv[2:]  # run names: just these (default all)
 manifest = {"keras": keras.__version__, "backend": keras.backend.backend(), "runs": {}}
 for name, make in list(runs.items()) + list(saved.items()):
+    if only and name not in only:
+        continue
+    loss = loss_of.get(name, lambda: "binary_crossentropy")
     with open(os.path.join(fx, "models", "mlp_binary.json")) as f:
         model = keras.models.model_from_json(f.read())
     model.load_weights(os.path.join(fx, "models", "mlp_binary.weights.h5"))
     opt = make()
-    model.compile(optimizer=opt, loss="binary_crossentropy")
+    model.compile(optimizer=opt, loss=loss())
     losses = []
     for _ in range(3):
         for at in range(0, len(x), 32):
@@ -50,9 +59,15 @@ for name, make in list(runs.items()) + list(saved.items()):
         with open(os.path.join(fx, "models", "mlp_binary.json")) as f:
             fresh = keras.models.model_from_json(f.read())
         fresh.load_weights(os.path.join(fx, "models", "mlp_binary.weights.h5"))
-        fresh.compile(optimizer=make(), loss="binary_crossentropy", metrics=["accuracy"])
+        fresh.compile(optimizer=make(), loss=loss(), metrics=["accuracy"])
         fresh.save(os.path.join(out, f"{name}.keras"))
     manifest["runs"][name] = opt.get_config()
-with open(os.path.join(out, "manifest.json"), "w") as f:
+mf = os.path.join(out, "manifest.json")
+if only and os.path.exists(mf):
+    with open(mf) as f:
+        old = json.load(f)
+    old["runs"].update(manifest["runs"])
+    manifest = old
+with open(mf, "w") as f:
     json.dump(manifest, f, indent=1, default=str)
 print("wrote", len(manifest["runs"]), "runs to", out)

@@ -21,10 +21,15 @@ fn squash(name: &str) -> String {
 
 /// A Keras loss, as the step computes it (`sum_over_batch_size`: the mean over the batch,
 /// the partial last batch included).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LossFn {
     MeanSquaredError,
     MeanAbsoluteError,
+    /// Keras's huber: `0.5 e^2` where `|e| <= delta`, else `delta |e| - 0.5 delta^2` (e the
+    /// error), the mean over the last axis.
+    Huber {
+        delta: f64,
+    },
     BinaryCrossentropy,
     CategoricalCrossentropy,
     SparseCategoricalCrossentropy,
@@ -38,6 +43,7 @@ impl LossFn {
         Some(match n.as_str() {
             "meansquarederror" | "mse" => LossFn::MeanSquaredError,
             "meanabsoluteerror" | "mae" => LossFn::MeanAbsoluteError,
+            "huber" => LossFn::Huber { delta: 1.0 },
             "binarycrossentropy" | "bce" => LossFn::BinaryCrossentropy,
             "categoricalcrossentropy" | "cce" => LossFn::CategoricalCrossentropy,
             "sparsecategoricalcrossentropy" | "scce" => LossFn::SparseCategoricalCrossentropy,
@@ -46,7 +52,7 @@ impl LossFn {
     }
 
     /// The names `from_name` takes, for messages.
-    pub const KNOWN: &'static str = "mean_squared_error (mse), mean_absolute_error (mae), binary_crossentropy, categorical_crossentropy, sparse_categorical_crossentropy";
+    pub const KNOWN: &'static str = "mean_squared_error (mse), mean_absolute_error (mae), huber, binary_crossentropy, categorical_crossentropy, sparse_categorical_crossentropy";
 }
 
 /// An optimizer with Keras's update formulas. The learning rate is a step input (settable
@@ -339,7 +345,10 @@ fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<S
         pairs.push((out, y));
         // Keras takes the logits of a sigmoid (binary) or softmax (categorical) output.
         let prod = producer(b.g, out).map(|n| (n.op.clone(), n.inputs.clone()));
-        let cross_entropy = !matches!(loss, LossFn::MeanSquaredError | LossFn::MeanAbsoluteError);
+        let cross_entropy = !matches!(
+            loss,
+            LossFn::MeanSquaredError | LossFn::MeanAbsoluteError | LossFn::Huber { .. }
+        );
         let logits = match (&prod, loss) {
             _ if from_logits && cross_entropy => Some(out),
             (Some((Op::Unary(UnaryOp::Sigmoid), ins)), LossFn::BinaryCrossentropy) => Some(ins[0]),
@@ -360,6 +369,21 @@ fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<S
                 let d = b.bin(BinaryOp::Sub, y, out, "loss.diff")?;
                 let a = b.un(UnaryOp::Abs, d, "loss.abs")?;
                 b.mean_all(a, "loss")?
+            }
+            (LossFn::Huber { delta }, _) => {
+                // With q = min(|e|, delta): 0.5 q^2 + delta (|e| - q), which is Keras's two
+                // branches (q = |e| inside delta, q = delta outside) without a select.
+                let d = b.bin(BinaryOp::Sub, out, y, "loss.diff")?;
+                let a = b.un(UnaryOp::Abs, d, "loss.abs")?;
+                let dl = b.scalar(dt, delta, "loss.delta");
+                let q = b.bin(BinaryOp::Min, a, dl, "loss.q")?;
+                let q2 = b.bin(BinaryOp::Mul, q, q, "loss.q2")?;
+                let half = b.scalar(dt, 0.5, "loss.half");
+                let quad = b.bin(BinaryOp::Mul, q2, half, "loss.quad")?;
+                let over = b.bin(BinaryOp::Sub, a, q, "loss.over")?;
+                let lin = b.bin(BinaryOp::Mul, over, dl, "loss.lin")?;
+                let e = b.bin(BinaryOp::Add, quad, lin, "loss.elem")?;
+                b.mean_all(e, "loss")?
             }
             (LossFn::BinaryCrossentropy, Some(z)) => {
                 // max(z, 0) - z y + log(1 + exp(-|z|))

@@ -78,6 +78,35 @@ fn compiled_training(
     Ok((losses.into_iter().next().map(|(_, l)| l), opt))
 }
 
+/// `loss` with the settings of its saved config (Huber's `delta`). A setting that changes what
+/// the loss computes and that forgec does not compile yet is refused, never ignored.
+fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<LossFn, UserError> {
+    let Some(Value::Object(cfg)) = cfg else {
+        return Ok(loss);
+    };
+    let refuse = |what: String| {
+        UserError::new(format!(
+            "the model's loss `{name}` is compiled with {what}, which forgec does not train yet: pass --loss to train with the plain loss, or recompile the model without it"
+        ))
+    };
+    let mut loss = loss;
+    for (k, v) in cfg {
+        match (k.as_str(), v) {
+            ("name" | "from_logits" | "dtype", _) => {}
+            ("reduction", Value::Null) => {}
+            ("reduction", Value::String(r)) if r == "sum_over_batch_size" || r == "auto" => {}
+            ("axis", v) if v.as_i64() == Some(-1) => {}
+            ("label_smoothing", v) if v.as_f64() == Some(0.0) => {}
+            ("delta", v) if matches!(loss, LossFn::Huber { .. }) => match v.as_f64() {
+                Some(d) if d > 0.0 && d.is_finite() => loss = LossFn::Huber { delta: d },
+                _ => return Err(refuse(format!("delta {v}"))),
+            },
+            (k, v) => return Err(refuse(format!("{k}={v}"))),
+        }
+    }
+    Ok(loss)
+}
+
 /// The optimizer and learning rate from the flags, else the compile config, else Keras's
 /// defaults. Settings forgec does not compile yet are refused, never ignored.
 fn optimizer(
@@ -539,8 +568,12 @@ pub fn setup(
     lr_flag: Option<f64>,
 ) -> Result<Setup, UserError> {
     let (saved_loss, saved_opt) = compiled_training(&m)?;
-    // --loss replaces the saved loss, from_logits included.
+    // --loss replaces the saved loss, from_logits and the rest of its config included.
     let from_logits = loss_flag.is_none() && saved_loss.as_ref().is_some_and(|l| l.from_logits);
+    let saved_cfg = match loss_flag {
+        None => saved_loss.as_ref().and_then(|l| l.config.clone()),
+        Some(_) => None,
+    };
     let loss_name = loss_flag
         .map(String::from)
         .or(saved_loss.map(|l| l.function))
@@ -555,6 +588,7 @@ pub fn setup(
             LossFn::KNOWN
         ))
     })?;
+    let loss = loss_config(loss, &loss_name, saved_cfg.as_ref())?;
     let (opt, rules, lr, opt_name) = optimizer(opt_flag, lr_flag, saved_opt.as_ref())?;
     let k3_layout = match &m {
         forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),

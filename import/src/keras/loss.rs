@@ -26,6 +26,8 @@ pub struct Loss {
     pub function: String,
     pub kind: LossKind,
     pub from_logits: bool,
+    /// A serialized loss object's config (its `delta`, `label_smoothing`, `reduction`, ...).
+    pub config: Option<Value>,
 }
 
 impl Loss {
@@ -36,6 +38,7 @@ impl Loss {
             function: name.to_string(),
             kind: loss_kind(name),
             from_logits: false,
+            config: None,
         }
     }
 }
@@ -121,6 +124,7 @@ pub fn parse_loss(v: &Value) -> Option<Loss> {
                 function: class.to_string(),
                 kind: loss_kind(class),
                 from_logits,
+                config: cfg.cloned(),
             })
         }
         _ => None,
