@@ -224,15 +224,14 @@ fn compile_with(
     }
     let mut scratch =
         tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
-    // FORGEC_KEEP_SCRATCH=1 keeps the C sources and objects the library is linked from (for
-    // reading the generated C, or compiling it with other flags).
+    // FORGEC_KEEP_SCRATCH=1 keeps the C sources, objects and MLIR the library is made from (for
+    // reading the generated code, or compiling it with other flags).
     if keep_scratch() {
         scratch.disable_cleanup(true);
         eprintln!(
             "forgec: scratch directory kept: {}",
             scratch.path().display()
         );
-        // The MLIR the objects came from, for reading a training step's kernels.
         let _ = std::fs::write(scratch.path().join(format!("{name}.mlir")), &text);
     }
     let version = env!("CARGO_PKG_VERSION");

@@ -84,6 +84,8 @@ fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<LossFn, 
     let Some(Value::Object(cfg)) = cfg else {
         return Ok(loss);
     };
+    // Names from the model file are shown escaped (no control characters reach the terminal).
+    let name = name.escape_debug();
     let refuse = |what: String| {
         UserError::new(format!(
             "the model's loss `{name}` is compiled with {what}, which forgec does not train yet: pass --loss to train with the plain loss, or recompile the model without it"
@@ -101,7 +103,7 @@ fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<LossFn, 
                 Some(d) if d > 0.0 && d.is_finite() => loss = LossFn::Huber { delta: d },
                 _ => return Err(refuse(format!("delta {v}"))),
             },
-            (k, v) => return Err(refuse(format!("{k}={v}"))),
+            (k, v) => return Err(refuse(format!("{}={v}", k.escape_debug()))),
         }
     }
     Ok(loss)
