@@ -1436,3 +1436,196 @@ fn rewrite_keras_config(
     }
     z.finish().unwrap();
 }
+
+/// Every dataset of an HDF5 file, by path, its values as f64.
+fn h5_datasets(p: &std::path::Path) -> Vec<(String, Vec<f64>)> {
+    fn walk(g: &hdf5::Group, out: &mut Vec<(String, Vec<f64>)>) {
+        for d in g.datasets().unwrap() {
+            out.push((d.name(), d.read_raw::<f64>().unwrap()));
+        }
+        for c in g.groups().unwrap() {
+            walk(&c, out);
+        }
+    }
+    forgec_import::keras::weights::with_hdf5(|| {
+        let f = hdf5::File::open(p).unwrap();
+        let mut out = Vec::new();
+        walk(&f, &mut out);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    })
+}
+
+/// BatchNormalization in training mode trains as Keras trains it
+/// (scripts/keras_batchnorm_run.py: Keras 3.15.1 on JAX): batch statistics over every axis but
+/// the channel's (a channel axis in the middle too), gradients through them, moving averages
+/// with the layer's momentum, and a frozen layer (trainable=False) in inference mode whose
+/// statistics never move. `forgec train` on the model Keras saved compiled (Adam): every
+/// per-batch loss within 1e-5 of Keras's, the weights file in Keras's layout, every weight,
+/// moving statistic and slot within 1e-4 (an Adam step of a weight whose gradient is about
+/// its epsilon, 1e-8 here, is decided by round-off: 3e-5 measured, 2e-6 after one step for
+/// all others); the frozen layer's statistics exactly as saved. The compiled step (SGD with
+/// momentum) equals the interpreter's within 1e-5, statistics included, and evaluation uses
+/// the moving statistics.
+#[test]
+fn batchnorm_trains_as_keras() {
+    let dir = fixtures().join("training").join("batchnorm");
+    let f = fixtures().join("training");
+    let out = scratch("train_batchnorm");
+    let m = dir.join("bn_mlp.keras");
+    let (x, y) = (
+        f.join("mlp_binary.train_x.npy"),
+        f.join("mlp_binary.train_y.npy"),
+    );
+    let o = forgec(&[
+        "train",
+        m.to_str().unwrap(),
+        "--x",
+        x.to_str().unwrap(),
+        "--y",
+        y.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--no-shuffle",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let h = history(&out);
+    let d = rel(
+        &floats(&h["batch_loss"]),
+        &npy(&dir.join("bn_mlp.losses.npy")).to_f64_vec(),
+    );
+    assert!(d <= 1e-5, "losses differ from Keras's by {d:e}");
+    let ours = out.join("final.weights.h5");
+    let keras = dir.join("bn_mlp.final.weights.h5");
+    // JAX's Keras keeps the step count as an int32, TensorFlow's (forgec's layout) an int64.
+    let jax: Vec<String> = h5_layout(&keras)
+        .into_iter()
+        .map(|x| {
+            x.replace(
+                "/optimizer/vars/0 [] Integer(U4)",
+                "/optimizer/vars/0 [] Integer(U8)",
+            )
+        })
+        .collect();
+    assert_eq!(h5_layout(&ours), jax);
+    let (a, b) = (h5_datasets(&ours), h5_datasets(&keras));
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        let d = rel(x, y);
+        assert!(d <= 1e-4, "{n} differs from Keras's by {d:e}");
+    }
+    // The frozen layer's moving statistics, as saved (Keras's run kept them too).
+    let model = load(&m, &LoadOptions::default()).unwrap();
+    let init = weights_of(&model.graph);
+    for (n, stat) in [
+        (
+            "frozen_bn/moving_mean",
+            "/layers/batch_normalization_2/vars/2",
+        ),
+        (
+            "frozen_bn/moving_variance",
+            "/layers/batch_normalization_2/vars/3",
+        ),
+    ] {
+        let saved = init.iter().find(|(k, _)| k == n).unwrap().1.to_f64_vec();
+        let got = &a.iter().find(|(k, _)| k == stat).unwrap().1;
+        assert_eq!(&saved, got, "{n}");
+    }
+    // The step's state: the trainable weights, the slots, then the two training-mode layers'
+    // statistics (the frozen one's stay constants). With SGD with momentum: Adam would turn
+    // the round-off in a gradient of about 1e-8 into a whole step (see above).
+    let opt = Optimizer::Momentum {
+        momentum: 0.9,
+        nesterov: false,
+    };
+    let step = step_graph(&model.graph, LossFn::BinaryCrossentropy, opt).unwrap();
+    assert_eq!(
+        step.stats,
+        [
+            "batch_normalization/moving_mean",
+            "batch_normalization/moving_variance",
+            "batch_normalization_1/moving_mean",
+            "batch_normalization_1/moving_variance"
+        ]
+    );
+    let lib = compile_step(&step, "bn_step");
+    let (xs, ys) = (npy(&x), npy(&y));
+    let (mut state, mut slots) = initial_state(&step, &model.graph);
+    let mut stats: Vec<Tensor> = step
+        .stats
+        .iter()
+        .map(|n| init.iter().find(|(k, _)| k == n).unwrap().1.clone())
+        .collect();
+    let (nw, ns) = (state.len(), slots.len());
+    for (t, (at, b)) in [(0, 32), (32, 7), (64, 32)].into_iter().enumerate() {
+        let mut ins: Vec<(String, Tensor)> = vec![
+            (
+                model.graph.value(model.graph.inputs[0]).name.clone(),
+                rows_at(&xs, at, b),
+            ),
+            (step.labels[0].clone(), rows_at(&ys, at, b)),
+            ("lr".into(), Tensor::scalar_f32(0.05)),
+        ];
+        for (n, w) in step.weights.iter().zip(&state) {
+            ins.push((n.clone(), w.clone()));
+        }
+        for (k, s) in opt.slots().iter().enumerate() {
+            for (i, n) in step.weights.iter().enumerate() {
+                ins.push((format!("{n}.{s}"), slots[k * nw + i].clone()));
+            }
+        }
+        for (n, s) in step.stats.iter().zip(&stats) {
+            ins.push((n.clone(), s.clone()));
+        }
+        let want = forgec_ir::interp::run(&step.graph, &ins).unwrap();
+        let refs: Vec<&Tensor> = ins.iter().map(|(_, t)| t).collect();
+        let got = lib.run(&refs).unwrap();
+        for (k, (a, w)) in got.iter().zip(&want).enumerate() {
+            let d = rel(&a.to_f64_vec(), &w.to_f64_vec());
+            assert!(
+                d <= 1e-5,
+                "step {t}, output {k}: compiled differs from the interpreter by {d:e}"
+            );
+        }
+        // The statistics moved: momentum 0.9 of the first layer, Keras's default 0.99 of the
+        // second.
+        let new_stats = want[1 + nw + ns..1 + nw + ns + stats.len()].to_vec();
+        assert_ne!(new_stats[0].to_f64_vec(), stats[0].to_f64_vec());
+        state = want[1..1 + nw].to_vec();
+        slots = want[1 + nw..1 + nw + ns].to_vec();
+        stats = new_stats;
+    }
+    // Evaluation normalizes with the moving statistics: another batch statistic, another
+    // loss than the step's.
+    let eval =
+        forgec_passes::train::eval_graph(&model.graph, LossFn::BinaryCrossentropy, false, &[])
+            .unwrap();
+    let mut ins: Vec<(String, Tensor)> = vec![
+        (
+            model.graph.value(model.graph.inputs[0]).name.clone(),
+            rows_at(&xs, 0, 32),
+        ),
+        (step.labels[0].clone(), rows_at(&ys, 0, 32)),
+    ];
+    for (n, w) in step.weights.iter().zip(&state) {
+        ins.push((n.clone(), w.clone()));
+    }
+    for (n, s) in step.stats.iter().zip(&stats) {
+        ins.push((n.clone(), s.clone()));
+    }
+    let e = forgec_ir::interp::run(&eval, &ins).unwrap()[0].to_f64_vec()[0];
+    let by_rows: Vec<f64> = (0..32)
+        .map(|r| {
+            let mut one = ins.clone();
+            one[0].1 = rows_at(&xs, r, 1);
+            one[1].1 = rows_at(&ys, r, 1);
+            forgec_ir::interp::run(&eval, &one).unwrap()[0].to_f64_vec()[0]
+        })
+        .collect();
+    let mean = by_rows.iter().sum::<f64>() / 32.0;
+    assert!(
+        (e - mean).abs() <= 1e-6 * e.abs(),
+        "evaluation depends on the batch: {e} vs {mean}"
+    );
+}

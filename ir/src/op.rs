@@ -212,10 +212,12 @@ pub enum Op {
         shape: Vec<Dim>,
     },
     /// Inference-form batch normalization. Inputs: x, gamma, beta, moving_mean, moving_var,
-    /// each of the size of x's `axis`.
+    /// each of the size of x's `axis`. `momentum` is the moving statistics' update in
+    /// training (`moving = moving * momentum + batch * (1 - momentum)`); inference ignores it.
     BatchNorm {
         axis: usize,
         epsilon: f64,
+        momentum: f64,
     },
     /// Inputs: x, gamma, beta, each of the shape of x's `axes`.
     LayerNorm {
@@ -477,9 +479,15 @@ impl Op {
             ],
             Op::Gather { axis } => vec![("axis", Int(*axis as i64))],
             Op::Broadcast { shape } => vec![("shape", Attr::Dims(shape.clone()))],
-            Op::BatchNorm { axis, epsilon } => {
-                vec![("axis", Int(*axis as i64)), ("epsilon", Float(*epsilon))]
-            }
+            Op::BatchNorm {
+                axis,
+                epsilon,
+                momentum,
+            } => vec![
+                ("axis", Int(*axis as i64)),
+                ("epsilon", Float(*epsilon)),
+                ("momentum", Float(*momentum)),
+            ],
             Op::LayerNorm { axes, epsilon } => {
                 vec![("axes", usizes(axes)), ("epsilon", Float(*epsilon))]
             }
@@ -635,6 +643,7 @@ impl Op {
                 "batch_norm" => Op::BatchNorm {
                     axis: a.usize("axis")?,
                     epsilon: a.float("epsilon")?,
+                    momentum: a.float("momentum")?,
                 },
                 "layer_norm" => Op::LayerNorm {
                     axes: a.usizes("axes")?,

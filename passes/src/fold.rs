@@ -141,7 +141,7 @@ fn insert_const(g: &mut Graph, at: usize, value: Tensor, name: &str, origin: &Or
 /// For the batch norm at `i`: (index of the weights' const node, folded weights, shift).
 fn fold_one(g: &Graph, i: usize) -> Option<(usize, Tensor, Tensor)> {
     let bn = &g.nodes[i];
-    let Op::BatchNorm { axis, epsilon } = bn.op else {
+    let Op::BatchNorm { axis, epsilon, .. } = bn.op else {
         return None;
     };
     let const_of = |v: ValueId| {

@@ -210,12 +210,16 @@ pub enum Clip {
 #[derive(Clone, Debug)]
 pub struct Step {
     /// Inputs: the model's inputs, one labels input per model output, `lr`, (`step` for
-    /// optimizers that count), the trainable weights, then each slot of each weight (slot-major:
-    /// all `m`, then all `v`). Outputs: `loss`, the updated weights, the updated slots, in the
-    /// same orders, then the metrics.
+    /// optimizers that count, `key` for Dropout), the trainable weights, then each slot of each
+    /// weight (slot-major: all `m`, then all `v`), then the moving statistics. Outputs:
+    /// `loss`, the updated weights, the updated slots, the updated statistics, in the same
+    /// orders, then the metrics.
     pub graph: Graph,
     /// The trainable weights' names, in state order.
     pub weights: Vec<String>,
+    /// The moving statistics of the BatchNormalization layers in training mode (each layer's
+    /// mean, then variance): state the step updates, not the optimizer.
+    pub stats: Vec<String>,
     /// The names of the labels inputs, one per model output.
     pub labels: Vec<String>,
     pub optimizer: Optimizer,
@@ -281,18 +285,54 @@ pub fn step_graph(model: &Graph, loss: LossFn, opt: Optimizer) -> R<Step> {
 }
 
 /// The model ready for training: Dropout stripped (inference mode) unless `keep_dropout`
-/// (the step replaces it by its mask, `dropout_masks`), and the trainable weights turned into
-/// inputs at the end of the inputs, in graph order (returned).
-fn weights_as_inputs(model: &Graph, keep_dropout: bool) -> R<(Graph, Vec<ValueId>)> {
+/// (the step replaces it by its mask, `dropout_masks`), the trainable weights turned into
+/// inputs at the end of the inputs, in graph order, then the moving statistics of every
+/// BatchNormalization in training mode ([`bn_in_training`]), each layer's mean then variance.
+/// Returns the weights and the statistics. A batch_norm's statistics are never trainable
+/// (an ONNX initializer is a weight, but the optimizer must not move a moving mean).
+fn weights_as_inputs(model: &Graph, keep_dropout: bool) -> R<(Graph, Vec<ValueId>, Vec<ValueId>)> {
     let mut g = model.clone();
     if !keep_dropout {
         crate::cleanup::strip_dropout(&mut g);
     }
+    let mut stats = Vec::new();
+    let mut frozen_stats = std::collections::HashSet::new();
+    let mut problems = Vec::new();
+    for n in &g.nodes {
+        if !matches!(n.op, Op::BatchNorm { .. }) {
+            continue;
+        }
+        let training = bn_in_training(&g, n);
+        for &v in &n.inputs[3..5] {
+            if !training {
+                frozen_stats.insert(v);
+            } else if stats.contains(&v) {
+                problems.push(format!(
+                    "{}: the layer is applied more than once in training mode (its moving statistics would be updated once per call): forgec does not train that yet",
+                    n.origin
+                ));
+            } else if is_weight(&g, v) {
+                stats.push(v);
+            } else {
+                problems.push(format!(
+                    "{}: its moving statistics are computed, not stored: a BatchNormalization trains only with stored statistics",
+                    n.origin
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        problems.dedup();
+        return Err(problems);
+    }
     let mut weights = Vec::new();
     g.nodes.retain(|n| match &n.op {
         Op::Const {
+            weight: Some(_), ..
+        } if stats.contains(&n.outputs[0]) => false,
+        Op::Const {
             weight: Some(w), ..
-        } if w.trainable => {
+        } if w.trainable && !frozen_stats.contains(&n.outputs[0]) => {
             weights.push(n.outputs[0]);
             false
         }
@@ -304,7 +344,155 @@ fn weights_as_inputs(model: &Graph, keep_dropout: bool) -> R<(Graph, Vec<ValueId
         ]);
     }
     g.inputs.extend(&weights);
-    Ok((g, weights))
+    g.inputs.extend(&stats);
+    Ok((g, weights, stats))
+}
+
+/// Whether `v` is a stored weight (a constant marked as one).
+fn is_weight(g: &Graph, v: ValueId) -> bool {
+    matches!(producer(g, v), Some(n) if matches!(&n.op, Op::Const { weight: Some(_), .. }))
+}
+
+/// Whether a batch_norm node runs in training mode in the step (batch statistics, moving
+/// averages updated), as Keras's `training and layer.trainable`: its gamma or beta is a
+/// trainable weight, or it has neither (`scale=False, center=False`). A frozen layer's are
+/// non-trainable weights: it normalizes with its moving statistics, which stay as they are.
+fn bn_in_training(g: &Graph, n: &forgec_ir::Node) -> bool {
+    let weight = |v: ValueId| match producer(g, v).map(|p| &p.op) {
+        Some(Op::Const {
+            weight: Some(w), ..
+        }) => Some(w.trainable),
+        _ => None,
+    };
+    match (weight(n.inputs[1]), weight(n.inputs[2])) {
+        (None, None) => true,
+        (a, b) => a == Some(true) || b == Some(true),
+    }
+}
+
+/// Rewrites each batch_norm of a training-mode BatchNormalization (its moving statistics among
+/// `stats`, the step's inputs) into Keras's training form: the batch's mean and (biased)
+/// variance over every axis but the channel's, `inv = rsqrt(var + eps) gamma`,
+/// `y = x inv + (beta - mean inv)`; and returns the updated statistics, in `stats`' order:
+/// `moving momentum + batch (1 - momentum)`. The result keeps its value id.
+fn bn_training(g: &mut Graph, stats: &[ValueId]) -> R<Vec<ValueId>> {
+    let mut new_stats: Vec<Option<ValueId>> = vec![None; stats.len()];
+    let at: Vec<usize> = (0..g.nodes.len())
+        .filter(|&i| {
+            matches!(g.nodes[i].op, Op::BatchNorm { .. }) && stats.contains(&g.nodes[i].inputs[3])
+        })
+        .collect();
+    for &i in at.iter().rev() {
+        let n = g.nodes[i].clone();
+        let Op::BatchNorm {
+            axis,
+            epsilon,
+            momentum,
+        } = n.op
+        else {
+            unreachable!("a batch_norm")
+        };
+        let (x, gamma, beta, mm, mv) = (
+            n.inputs[0],
+            n.inputs[1],
+            n.inputs[2],
+            n.inputs[3],
+            n.inputs[4],
+        );
+        let y = n.outputs[0];
+        let xt = g.ty(x).clone();
+        let c = xt.shape[axis].known().ok_or_else(|| {
+            vec![format!(
+                "{}: the normalized axis must have a known size",
+                n.origin
+            )]
+        })?;
+        let dt = xt.dtype;
+        let start = g.nodes.len();
+        let name = g.value(y).name.clone();
+        let mut b = B {
+            g: &mut *g,
+            o: n.origin.clone(),
+        };
+        let axes: Vec<usize> = (0..xt.rank()).filter(|&a| a != axis).collect();
+        let mean_of = |b: &mut B, v: ValueId, nm: &str| {
+            b.op(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: axes.clone(),
+                    keepdims: true,
+                },
+                &[v],
+                nm,
+            )
+        };
+        // [1, .., C, .., 1]: a channel vector broadcast along x.
+        let kept: Vec<i64> = (0..xt.rank())
+            .map(|a| if a == axis { c as i64 } else { 1 })
+            .collect();
+        let mean = mean_of(&mut b, x, &format!("{name}.batch_mean"))?;
+        let d = b.bin(BinaryOp::Sub, x, mean, &format!("{name}.centered"))?;
+        let dd = b.bin(BinaryOp::Mul, d, d, &format!("{name}.sq"))?;
+        let var = mean_of(&mut b, dd, &format!("{name}.batch_variance"))?;
+        let eps = b.scalar(dt, epsilon, &format!("{name}.eps"));
+        let ve = b.bin(BinaryOp::Add, var, eps, &format!("{name}.ve"))?;
+        let inv0 = b.un(UnaryOp::Rsqrt, ve, &format!("{name}.rsqrt"))?;
+        let gk = b.op(
+            Op::Reshape {
+                shape: kept.clone(),
+            },
+            &[gamma],
+            &format!("{name}.gamma"),
+        )?;
+        let inv = b.bin(BinaryOp::Mul, inv0, gk, &format!("{name}.inv"))?;
+        let bk = b.op(
+            Op::Reshape { shape: kept },
+            &[beta],
+            &format!("{name}.beta"),
+        )?;
+        let mi = b.bin(BinaryOp::Mul, mean, inv, &format!("{name}.mean_inv"))?;
+        let res = b.bin(BinaryOp::Sub, bk, mi, &format!("{name}.shift"))?;
+        let xi = b.bin(BinaryOp::Mul, x, inv, &format!("{name}.scaled"))?;
+        // The moving averages, from the batch statistics as vectors of C.
+        let mo = b.scalar(dt, momentum, &format!("{name}.momentum"));
+        let m1 = b.scalar(dt, 1.0 - momentum, &format!("{name}.1momentum"));
+        for (moving, batch, what) in [(mm, mean, "moving_mean"), (mv, var, "moving_variance")] {
+            let bv = b.op(
+                Op::Reshape {
+                    shape: vec![c as i64],
+                },
+                &[batch],
+                &format!("{name}.{what}.batch"),
+            )?;
+            let a = b.bin(BinaryOp::Mul, moving, mo, &format!("{name}.{what}.kept"))?;
+            let t = b.bin(BinaryOp::Mul, bv, m1, &format!("{name}.{what}.added"))?;
+            let nv = b.bin(
+                BinaryOp::Add,
+                a,
+                t,
+                &format!("{}.new", b.g.value(moving).name),
+            )?;
+            let k = stats.iter().position(|&s| s == moving).ok_or_else(|| {
+                vec![format!(
+                    "{}: internal error: the moving statistics are not the step's",
+                    n.origin
+                )]
+            })?;
+            new_stats[k] = Some(nv);
+        }
+        let mut new: Vec<forgec_ir::Node> = g.nodes.drain(start..).collect();
+        new.push(forgec_ir::Node {
+            op: Op::Binary(BinaryOp::Add),
+            inputs: vec![xi, res],
+            outputs: vec![y],
+            origin: n.origin,
+        });
+        g.nodes.splice(i..i + 1, new);
+    }
+    new_stats
+        .into_iter()
+        .map(|v| v.ok_or_else(|| err("internal error: a moving statistic without its layer")))
+        .collect()
 }
 
 /// Appends Keras's `loss` of every output of `g` (summed over the outputs) and one labels
@@ -490,23 +678,42 @@ fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<S
     Ok((total.expect("at least one output"), labels, pairs))
 }
 
+/// What every training graph shares: the model with its trainable weights and moving
+/// statistics as inputs ([`weights_as_inputs`]), its loss, labels and metrics.
+struct WithLoss {
+    g: Graph,
+    weights: Vec<ValueId>,
+    stats: Vec<ValueId>,
+    loss: ValueId,
+    labels: Vec<String>,
+    metrics: Vec<ValueId>,
+}
+
 /// The checks and inputs every training graph shares: the model with its trainable weights
-/// as inputs, then (`loss`) its loss and labels.
-#[allow(clippy::type_complexity)]
+/// and moving statistics as inputs, then (`loss`) its loss and labels.
 fn with_loss(
     model: &Graph,
     loss: LossFn,
     from_logits: bool,
     keep_dropout: bool,
     metrics: &[(String, Metric)],
-) -> R<(Graph, Vec<ValueId>, ValueId, Vec<String>, Vec<ValueId>)> {
-    let (mut g, weights) = weights_as_inputs(model, keep_dropout)?;
-    // Labels come after the model's inputs, before the weights.
-    g.inputs.retain(|v| !weights.contains(v));
+) -> R<WithLoss> {
+    let (mut g, weights, stats) = weights_as_inputs(model, keep_dropout)?;
+    // Labels come after the model's inputs, before the weights and statistics.
+    g.inputs
+        .retain(|v| !weights.contains(v) && !stats.contains(v));
     let (l, labels, pairs) = add_loss(&mut g, loss, from_logits)?;
     let ms = add_metrics(&mut g, &pairs, metrics)?;
     g.inputs.extend(&weights);
-    Ok((g, weights, l, labels, ms))
+    g.inputs.extend(&stats);
+    Ok(WithLoss {
+        g,
+        weights,
+        stats,
+        loss: l,
+        labels,
+        metrics: ms,
+    })
 }
 
 /// A metric the step and the evaluation compute beside the loss, on the forward pass's
@@ -684,22 +891,29 @@ fn dropout_masks(g: &mut Graph) -> R<()> {
 }
 
 /// The model's forward pass with its trainable weights as inputs (after the model's inputs,
-/// in [`Step::weights`] order): predictions with the weights a training run has reached.
+/// in [`Step::weights`] order), then the moving statistics ([`Step::stats`]): predictions
+/// with the weights a training run has reached.
 pub fn predict_graph(model: &Graph) -> R<Graph> {
-    let (mut g, _) = weights_as_inputs(model, false)?;
+    let (mut g, _, _) = weights_as_inputs(model, false)?;
     crate::cleanup::dce(&mut g);
     Ok(g)
 }
 
-/// The loss without an update: inputs the model's, the labels, then the trainable weights
-/// (as [`Step`]'s); output `loss`.
+/// The loss without an update (BatchNormalization with its moving statistics, as Keras's
+/// `evaluate`): inputs the model's, the labels, then the trainable weights and the moving
+/// statistics (as [`Step`]'s); outputs `loss`, then the metrics.
 pub fn eval_graph(
     model: &Graph,
     loss: LossFn,
     from_logits: bool,
     metrics: &[(String, Metric)],
 ) -> R<Graph> {
-    let (mut g, _, l, _, ms) = with_loss(model, loss, from_logits, false, metrics)?;
+    let WithLoss {
+        mut g,
+        loss: l,
+        metrics: ms,
+        ..
+    } = with_loss(model, loss, from_logits, false, metrics)?;
     g.outputs = vec![l];
     g.outputs.extend(ms);
     crate::cleanup::dce(&mut g);
@@ -782,19 +996,29 @@ pub fn step_graph_metrics(
     rules: GradientRules,
     metrics: &[(String, Metric)],
 ) -> R<Step> {
-    let (mut g, weights, loss_v, labels, ms) = with_loss(model, loss, from_logits, true, metrics)?;
+    let WithLoss {
+        mut g,
+        weights,
+        stats,
+        loss: loss_v,
+        labels,
+        metrics: ms,
+    } = with_loss(model, loss, from_logits, true, metrics)?;
     let dt = g.ty(weights[0]).dtype;
     let lr = g.add_input("lr", TensorType::new(dt, vec![]));
     let step = matches!(opt, Optimizer::Adam { .. })
         .then(|| g.add_input("step", TensorType::new(dt, vec![])));
     dropout_masks(&mut g)?;
+    let new_stats = bn_training(&mut g, &stats)?;
     let grads = gradients(&mut g, loss_v, &weights)?;
     let mut b = B {
         g: &mut g,
         o: Origin::default(),
     };
-    // The weights move to the end of the inputs, after lr and step, in their graph order.
-    b.g.inputs.retain(|v| !weights.contains(v));
+    // The weights move to the end of the inputs, after lr and step, in their graph order;
+    // the slots follow them, then the moving statistics.
+    b.g.inputs
+        .retain(|v| !weights.contains(v) && !stats.contains(v));
     b.g.inputs.extend(&weights);
     let slot_names = opt.slots();
     let mut new_slots: Vec<Vec<ValueId>> = vec![Vec::new(); slot_names.len()];
@@ -805,6 +1029,7 @@ pub fn step_graph_metrics(
             slot_inputs[k].push(b.g.add_input(&format!("{name}.{s}"), ty));
         }
     }
+    b.g.inputs.extend(&stats);
     let slot = |k: &str| slot_names.iter().position(|s| *s == k).expect("a slot");
     let grads = clip(&mut b, rules.clip, &grads, dt)?;
     let mut new_w = Vec::new();
@@ -953,6 +1178,8 @@ pub fn step_graph_metrics(
     for s in &new_slots {
         g.outputs.extend(s);
     }
+    g.outputs.extend(&new_stats);
+    let stat_names: Vec<String> = stats.iter().map(|&v| g.value(v).name.clone()).collect();
     let metric_names: Vec<String> = ms.iter().map(|&m| g.value(m).name.clone()).collect();
     g.outputs.extend(&ms);
     crate::cleanup::dce(&mut g);
@@ -966,6 +1193,7 @@ pub fn step_graph_metrics(
     Ok(Step {
         graph: g,
         weights: names,
+        stats: stat_names,
         labels,
         optimizer: opt,
         metrics: metric_names,

@@ -351,6 +351,7 @@ impl Training {
         }
         ins.extend(self.state.iter().cloned());
         ins.extend(self.slots.iter().cloned());
+        ins.extend(self.stats.iter().cloned());
         ins
     }
 
@@ -366,16 +367,18 @@ impl Training {
         lib.step(&refs[..n], &refs[n..])
     }
 
-    /// Takes the library's state (after a run) into `state` and `slots`.
+    /// Takes the library's state (after a run) into `state`, `slots` and `stats`.
     pub fn take_state(&mut self, lib: &forgec_runtime::compiled::Trainer) -> Result<(), UserError> {
         let blob = lib.get_state().map_err(|e| UserError::new(e.message))?;
-        let nw = self.state.len();
-        for i in 0..nw + self.slots.len() {
-            let t = lib.tensor(&blob, i).map_err(UserError::new)?;
-            if i < nw {
-                self.state[i].1 = t;
-            } else {
-                self.slots[i - nw].1 = t;
+        let mut i = 0;
+        for part in [
+            &mut self.setup.state,
+            &mut self.setup.slots,
+            &mut self.setup.stats,
+        ] {
+            for (_, t) in part.iter_mut() {
+                *t = lib.tensor(&blob, i).map_err(UserError::new)?;
+                i += 1;
             }
         }
         Ok(())
@@ -395,7 +398,11 @@ impl Training {
         let find = |v: &[(String, Tensor)], n: &str| {
             v.iter().find(|(m, _)| m == n).map(|(_, t)| t.clone())
         };
-        let value = |n: &str| find(&self.state, n).or_else(|| find(&self.frozen, n));
+        let value = |n: &str| {
+            find(&self.state, n)
+                .or_else(|| find(&self.stats, n))
+                .or_else(|| find(&self.frozen, n))
+        };
         // Keras adds the slots in groups, each group's slots weight by weight in its
         // variable order (Adam: m and v of each weight, then amsgrad's vhat of each).
         let mut slots = Vec::new();
@@ -475,6 +482,7 @@ pub fn library(s: &Setup, path: &Path) -> Result<crate::codegen::Training, UserE
         "optimizer": describe(s.opt, s.rules, s.lr),
         "metrics": names,
         "weights": s.step.weights,
+        "moving_statistics": s.step.stats,
         "frozen": s.frozen.iter().map(|(n, _)| n).collect::<Vec<_>>(),
     });
     meta["optimizer"]["slots"] = json!(s.opt.slots());
@@ -486,6 +494,7 @@ pub fn library(s: &Setup, path: &Path) -> Result<crate::codegen::Training, UserE
     );
     let mut all = s.state.clone();
     all.extend(s.slots.iter().cloned());
+    all.extend(s.stats.iter().cloned());
     Ok(crate::codegen::Training {
         step: s.step.graph.clone(),
         eval,
@@ -515,6 +524,8 @@ pub struct Setup {
     pub k3_layout: Option<forgec_import::keras::save::K3Layout>,
     pub state: Vec<(String, Tensor)>,
     pub slots: Vec<(String, Tensor)>,
+    /// BatchNormalization's moving statistics the step updates (training mode), by name.
+    pub stats: Vec<(String, Tensor)>,
     pub frozen: Vec<(String, Tensor)>,
     /// The metrics of the compile config that forgec computes, by their Keras names.
     pub metrics: Vec<(String, Metric)>,
@@ -612,22 +623,20 @@ pub fn setup(
                 .join("\n"),
         )
     })?;
-    let state: Vec<(String, Tensor)> = step
-        .weights
-        .iter()
-        .map(|w| {
-            let v = g.find_value(w).expect("a weight");
-            let t = g
-                .nodes
-                .iter()
-                .find_map(|nd| match &nd.op {
-                    forgec_ir::Op::Const { value, .. } if nd.outputs[0] == v => Some(value.clone()),
-                    _ => None,
-                })
-                .expect("the weight's constant");
-            (w.clone(), t)
-        })
-        .collect();
+    let const_of = |w: &String| {
+        let v = g.find_value(w).expect("a weight");
+        let t = g
+            .nodes
+            .iter()
+            .find_map(|nd| match &nd.op {
+                forgec_ir::Op::Const { value, .. } if nd.outputs[0] == v => Some(value.clone()),
+                _ => None,
+            })
+            .expect("the weight's constant");
+        (w.clone(), t)
+    };
+    let state: Vec<(String, Tensor)> = step.weights.iter().map(const_of).collect();
+    let stats: Vec<(String, Tensor)> = step.stats.iter().map(const_of).collect();
     let frozen: Vec<(String, Tensor)> = g
         .nodes
         .iter()
@@ -637,7 +646,8 @@ pub fn setup(
                 weight: Some(_),
             } => {
                 let name = &g.value(nd.outputs[0]).name;
-                (!step.weights.contains(name)).then(|| (name.clone(), value.clone()))
+                (!step.weights.contains(name) && !step.stats.contains(name))
+                    .then(|| (name.clone(), value.clone()))
             }
             _ => None,
         })
@@ -664,6 +674,7 @@ pub fn setup(
         k3_layout,
         state,
         slots,
+        stats,
         frozen,
         metrics,
     })

@@ -950,7 +950,7 @@ pub(crate) fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
             reverse,
         } => one(indexing::cumulative(e, &ins[0], *kind, *axis, *exclusive, *reverse, ot)?),
         Op::Resize(r) => one(indexing::resize(e, &ins[0], r, ot)?),
-        Op::BatchNorm { axis, epsilon } => one(batch_norm(e, node, &ins, *axis, *epsilon, ot)?),
+        Op::BatchNorm { axis, epsilon, .. } => one(batch_norm(e, node, &ins, *axis, *epsilon, ot)?),
         Op::LayerNorm { axes, epsilon } => one(layer_norm(e, &ins, axes, *epsilon, ot)?),
         Op::Conv(c) => one(conv(e, &ins[0], &ins[1], c, ot)?),
         Op::Pool(p) => one(pool(e, &ins[0], p, ot)?),

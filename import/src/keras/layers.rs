@@ -411,6 +411,7 @@ pub fn lower(
                 .known()
                 .ok_or("the normalized axis must be known")?;
             let eps = f64_or(cfg, "epsilon", 1e-3)?;
+            let momentum = f64_or(cfg, "momentum", 0.99)?;
             let center = bool_or(cfg, "center", true)?;
             let scale = bool_or(cfg, "scale", true)?;
             let mut specs = Vec::new();
@@ -442,7 +443,11 @@ pub fn lower(
             let mean = ws.next().unwrap();
             let var = ws.next().unwrap();
             one(b.op(
-                Op::BatchNorm { axis, epsilon: eps },
+                Op::BatchNorm {
+                    axis,
+                    epsilon: eps,
+                    momentum,
+                },
                 &[x, gamma, beta, mean, var],
                 "batch_norm",
             )?)

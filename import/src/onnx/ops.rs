@@ -1261,6 +1261,7 @@ fn lower_node(cx: &mut Cx, n: &NodeProto, o: &Origin) -> R<Vec<Val>> {
                 Op::BatchNorm {
                     axis: 1.min(l.rank(x) - 1),
                     epsilon: eps,
+                    momentum: af(n, "momentum", 0.9),
                 },
                 &[x, ins[0], ins[1], ins[2], ins[3]],
             )?)

@@ -140,7 +140,7 @@ pub(crate) fn eval(
                 .collect();
             one(float_t(ot.dtype, oshape, &out)?)
         }
-        Op::BatchNorm { axis, epsilon } => {
+        Op::BatchNorm { axis, epsilon, .. } => {
             let x = ins[0];
             let v = x.to_f64_vec();
             let p: Vec<Vec<f64>> = ins[1..].iter().map(|t| t.to_f64_vec()).collect();
@@ -198,22 +198,65 @@ pub(crate) fn layer_norm(
     float_t(dtype, oshape, &back)
 }
 
-/// Derivative rules: none yet (batch and layer normalization, training-mode dropout come
-/// with the training-mode layers).
+/// Derivative rules: batch_norm in its inference form (a per-channel affine map: what a frozen
+/// BatchNormalization computes in training too; a training-mode one is rewritten into batch
+/// statistics by the training step, whose ops have rules of their own), and dropout_mask (no
+/// gradient: the mask depends on the key and x's shape alone). Layer normalization has none
+/// yet.
 pub(crate) fn grad(
-    _b: &mut super::Builder,
+    b: &mut super::Builder,
     op: &Op,
-    _ins: &[crate::ValueId],
+    ins: &[crate::ValueId],
     _outs: &[crate::ValueId],
-    _dys: &[Option<crate::ValueId>],
-    _need: &[bool],
+    dys: &[Option<crate::ValueId>],
+    need: &[bool],
 ) -> R<Vec<Option<crate::ValueId>>> {
-    // The mask is a function of the key and of x's shape alone: no gradient flows back.
-    if let Op::DropoutMask { .. } = op {
-        return Ok(vec![None, None]);
+    use crate::{BinaryOp as B, UnaryOp as U};
+    match op {
+        Op::DropoutMask { .. } => Ok(vec![None, None]),
+        Op::BatchNorm { axis, epsilon, .. } => {
+            let Some(dy) = dys[0] else {
+                return Ok(vec![None; 5]);
+            };
+            if need[3] || need[4] {
+                return Err("batch_norm's moving statistics have no gradient (they are not trained: make them non-trainable)".into());
+            }
+            let (x, gamma, mean, var) = (ins[0], ins[1], ins[3], ins[4]);
+            let xt = b.g.ty(x).clone();
+            // A per-channel vector as [C, 1, ..., 1]: it broadcasts along x's `axis`.
+            let mut cshape = vec![crate::Dim::Known(1); xt.rank() - axis];
+            cshape[0] = xt.shape[*axis].clone();
+            let ct = TensorType::new(xt.dtype, cshape);
+            let vt = b.g.ty(var).clone();
+            let eps = b.scalar_like(var, *epsilon);
+            let ve = b.binary(B::Add, var, eps)?;
+            let inv = b.unary(U::Rsqrt, ve)?;
+            let mut out = vec![None; 5];
+            let per_channel = |b: &mut super::Builder, v: crate::ValueId| -> R<crate::ValueId> {
+                let s = b.sum_to(v, &ct)?;
+                b.reshape_to(s, &vt)
+            };
+            if need[0] {
+                let s = b.binary(B::Mul, gamma, inv)?;
+                let sc = b.reshape_to(s, &ct)?;
+                out[0] = Some(b.binary(B::Mul, dy, sc)?);
+            }
+            if need[1] {
+                let mc = b.reshape_to(mean, &ct)?;
+                let ic = b.reshape_to(inv, &ct)?;
+                let d = b.binary(B::Sub, x, mc)?;
+                let xh = b.binary(B::Mul, d, ic)?;
+                let t = b.binary(B::Mul, dy, xh)?;
+                out[1] = Some(per_channel(b, t)?);
+            }
+            if need[2] {
+                out[2] = Some(per_channel(b, dy)?);
+            }
+            Ok(out)
+        }
+        _ => Err(format!(
+            "{} has no derivative rule yet (forgec cannot train through it)",
+            op.name()
+        )),
     }
-    Err(format!(
-        "{} has no derivative rule yet (forgec cannot train through it)",
-        op.name()
-    ))
 }
