@@ -1629,3 +1629,100 @@ fn batchnorm_trains_as_keras() {
         "evaluation depends on the batch: {e} vs {mean}"
     );
 }
+
+/// A loss per output with loss_weights trains as Keras trains it (scripts/keras_two_outputs_run.py:
+/// the bundled two-input, two-output model recompiled with SGD, its losses
+/// {class_out: sparse_categorical_crossentropy, bin_out: binary_crossentropy}, loss_weights
+/// {1, 0.5} and an accuracy per output; its BatchNormalization in training mode). `forgec
+/// train` reads all of it from the compile config: every per-batch total loss within 1e-5 of
+/// Keras's, each epoch's per-output losses and accuracies (Keras's log names,
+/// `class_out_loss`, `bin_out_accuracy`, ...) equal to the batch-size-weighted means of Keras's
+/// per-batch values, and every weight, statistic and slot of the weights file within 1e-5.
+/// `--loss` replaces the per-output losses by one for every output.
+#[test]
+fn two_output_losses_train_as_keras() {
+    let dir = fixtures().join("training").join("two_outputs");
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let out = scratch("train_two_outputs");
+    let args = |loss: Option<&str>, out: &std::path::Path| {
+        let mut a = vec![
+            "train".to_string(),
+            p("two_out.keras"),
+            "--x".into(),
+            format!("input_a={}", p("input_a.npy")),
+            "--x".into(),
+            format!("input_b={}", p("input_b.npy")),
+            "--y".into(),
+            format!("class_out={}", p("class_out.npy")),
+            "--y".into(),
+            format!("bin_out={}", p("bin_out.npy")),
+            "--epochs".into(),
+            "3".into(),
+            "--no-shuffle".into(),
+            "--out".into(),
+            out.to_str().unwrap().to_string(),
+        ];
+        if let Some(l) = loss {
+            a.extend(["--loss".to_string(), l.to_string()]);
+        }
+        a
+    };
+    let run = |loss: Option<&str>, out: &std::path::Path| {
+        let a = args(loss, out);
+        let refs: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        forgec(&refs)
+    };
+    let o = run(None, &out);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let logs = forgec_runtime::read_npz(&dir.join("two_out.logs.npz")).unwrap();
+    let log = |k: &str| logs.iter().find(|(n, _)| n == k).unwrap().1.to_f64_vec();
+    let h = history(&out);
+    assert_eq!(
+        h["loss"],
+        "class_out: sparse_categorical_crossentropy, bin_out: binary_crossentropy x 0.5"
+    );
+    let d = rel(&floats(&h["batch_loss"]), &log("loss"));
+    assert!(d <= 1e-5, "losses differ from Keras's by {d:e}");
+    // 200 samples in batches of 32: 7 steps an epoch, the last of 8.
+    let sizes: Vec<f64> = (0..7).map(|i| if i == 6 { 8.0 } else { 32.0 }).collect();
+    for name in [
+        "class_out_loss",
+        "bin_out_loss",
+        "class_out_accuracy",
+        "bin_out_accuracy",
+    ] {
+        let k = log(name);
+        for (e, rec) in h["epochs"].as_array().unwrap().iter().enumerate() {
+            let want: f64 = (0..7).map(|i| k[e * 7 + i] * sizes[i]).sum::<f64>() / 200.0;
+            let got = rec[name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name} in {rec}"));
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "epoch {}, {name}: {got} but Keras's {want}",
+                e + 1
+            );
+        }
+    }
+    let ours = out.join("final.weights.h5");
+    let keras = dir.join("two_out.final.weights.h5");
+    let (a, b) = (h5_datasets(&ours), h5_datasets(&keras));
+    assert_eq!(
+        a.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        b.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        let d = rel(x, y);
+        assert!(d <= 1e-5, "{n} differs from Keras's by {d:e}");
+    }
+    // `--loss` replaces every output's loss: mean squared error wants labels of the outputs'
+    // shapes, so class_out's class ids are refused, by name, before any step.
+    let out2 = scratch("train_two_outputs_flag");
+    let o = run(Some("mse"), &out2);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("class_out.labels") && o.stderr.contains("(None, 3)"),
+        "{}",
+        o.stderr
+    );
+}

@@ -495,11 +495,22 @@ fn bn_training(g: &mut Graph, stats: &[ValueId]) -> R<Vec<ValueId>> {
         .collect()
 }
 
-/// Appends Keras's `loss` of every output of `g` (summed over the outputs) and one labels
-/// input per output (after the model's inputs); returns the loss and the labels' names.
-fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<String>, Pairs)> {
+/// Appends Keras's loss of every output of `g` (`specs[i]` for output i; the total is the sum
+/// of each loss times its weight) and one labels input per output (after the model's inputs);
+/// returns the total, the labels' names, each output with its labels, and, with several
+/// outputs, each output's own loss (unweighted, as Keras logs `NAME_loss`).
+#[allow(clippy::type_complexity)]
+fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pairs, Vec<ValueId>)> {
     let mut problems = Vec::new();
     let outputs = g.outputs.clone();
+    if specs.len() != outputs.len() {
+        return Err(vec![format!(
+            "internal error: {} losses for {} outputs",
+            specs.len(),
+            outputs.len()
+        )]);
+    }
+    let mut each = Vec::new();
     let mut b = B {
         g,
         o: Origin::default(),
@@ -507,7 +518,8 @@ fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<S
     let mut labels = Vec::new();
     let mut pairs = Vec::new();
     let mut total: Option<ValueId> = None;
-    for &out in &outputs {
+    for (&out, spec) in outputs.iter().zip(specs) {
+        let (loss, from_logits) = (spec.loss, spec.from_logits);
         let ty = b.g.ty(out).clone();
         let oname = b.g.value(out).name.clone();
         if !ty.dtype.is_float() || ty.rank() == 0 {
@@ -547,16 +559,22 @@ fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<S
             _ => None,
         };
         let dt = ty.dtype;
+        // With several outputs, each output's loss is also a metric under Keras's log name.
+        let lname = if outputs.len() > 1 {
+            format!("metric.{oname}_loss")
+        } else {
+            "loss".to_string()
+        };
         let l = match (loss, logits) {
             (LossFn::MeanSquaredError, _) => {
                 let d = b.bin(BinaryOp::Sub, y, out, "loss.diff")?;
                 let sq = b.bin(BinaryOp::Mul, d, d, "loss.sq")?;
-                b.mean_all(sq, "loss")?
+                b.mean_all(sq, &lname)?
             }
             (LossFn::MeanAbsoluteError, _) => {
                 let d = b.bin(BinaryOp::Sub, y, out, "loss.diff")?;
                 let a = b.un(UnaryOp::Abs, d, "loss.abs")?;
-                b.mean_all(a, "loss")?
+                b.mean_all(a, &lname)?
             }
             (LossFn::Huber { delta }, _) => {
                 // With q = min(|e|, delta): 0.5 q^2 + delta (|e| - q), which is Keras's two
@@ -571,7 +589,7 @@ fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<S
                 let over = b.bin(BinaryOp::Sub, a, q, "loss.over")?;
                 let lin = b.bin(BinaryOp::Mul, over, dl, "loss.lin")?;
                 let e = b.bin(BinaryOp::Add, quad, lin, "loss.elem")?;
-                b.mean_all(e, "loss")?
+                b.mean_all(e, &lname)?
             }
             (LossFn::BinaryCrossentropy, Some(z)) => {
                 // max(z, 0) - z y + log(1 + exp(-|z|))
@@ -583,7 +601,7 @@ fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<S
                 let sp = b.un(UnaryOp::Softplus, naz, "loss.softplus")?;
                 let d = b.bin(BinaryOp::Sub, mz, zy, "loss.d")?;
                 let e = b.bin(BinaryOp::Add, d, sp, "loss.elem")?;
-                b.mean_all(e, "loss")?
+                b.mean_all(e, &lname)?
             }
             (LossFn::BinaryCrossentropy, None) => {
                 // -(y log p + (1 - y) log(1 - p)), p clipped to [1e-7, 1 - 1e-7]
@@ -602,7 +620,7 @@ fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<S
                 let t2 = b.bin(BinaryOp::Mul, yn, lq, "loss.t2")?;
                 let s = b.bin(BinaryOp::Add, t1, t2, "loss.s")?;
                 let e = b.un(UnaryOp::Neg, s, "loss.elem")?;
-                b.mean_all(e, "loss")?
+                b.mean_all(e, &lname)?
             }
             (LossFn::CategoricalCrossentropy | LossFn::SparseCategoricalCrossentropy, _) => {
                 // -sum(y * log p) over the classes, log p = log_softmax(z) from the logits,
@@ -664,18 +682,27 @@ fn add_loss(g: &mut Graph, loss: LossFn, from_logits: bool) -> R<(ValueId, Vec<S
                 let prod = b.bin(BinaryOp::Mul, target, logp, "loss.ylogp")?;
                 let s = b.reduce(ReduceKind::Sum, prod, vec![last], "loss.sum")?;
                 let e = b.un(UnaryOp::Neg, s, "loss.elem")?;
-                b.mean_all(e, "loss")?
+                b.mean_all(e, &lname)?
             }
         };
+        let lw = if spec.weight == 1.0 {
+            l
+        } else {
+            let w = b.scalar(dt, spec.weight, "loss.weight");
+            b.bin(BinaryOp::Mul, l, w, "loss.weighted")?
+        };
+        if outputs.len() > 1 {
+            each.push(l);
+        }
         total = Some(match total {
-            None => l,
-            Some(t) => b.bin(BinaryOp::Add, t, l, "loss.total")?,
+            None => lw,
+            Some(t) => b.bin(BinaryOp::Add, t, lw, "loss.total")?,
         });
     }
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok((total.expect("at least one output"), labels, pairs))
+    Ok((total.expect("at least one output"), labels, pairs, each))
 }
 
 /// What every training graph shares: the model with its trainable weights and moving
@@ -691,19 +718,14 @@ struct WithLoss {
 
 /// The checks and inputs every training graph shares: the model with its trainable weights
 /// and moving statistics as inputs, then (`loss`) its loss and labels.
-fn with_loss(
-    model: &Graph,
-    loss: LossFn,
-    from_logits: bool,
-    keep_dropout: bool,
-    metrics: &[(String, Metric)],
-) -> R<WithLoss> {
+fn with_loss(model: &Graph, specs: &[OutputSpec], keep_dropout: bool) -> R<WithLoss> {
     let (mut g, weights, stats) = weights_as_inputs(model, keep_dropout)?;
     // Labels come after the model's inputs, before the weights and statistics.
     g.inputs
         .retain(|v| !weights.contains(v) && !stats.contains(v));
-    let (l, labels, pairs) = add_loss(&mut g, loss, from_logits)?;
-    let ms = add_metrics(&mut g, &pairs, metrics)?;
+    let (l, labels, pairs, each) = add_loss(&mut g, specs)?;
+    let mut ms = each;
+    ms.extend(add_metrics(&mut g, &pairs, specs)?);
     g.inputs.extend(&weights);
     g.inputs.extend(&stats);
     Ok(WithLoss {
@@ -755,16 +777,48 @@ impl Metric {
     pub const KNOWN: &'static str = "accuracy (binary, categorical or sparse categorical, by the loss), binary_accuracy, categorical_accuracy, sparse_categorical_accuracy, mean_squared_error (mse), mean_absolute_error (mae)";
 }
 
-/// Appends each metric of each (output, labels) pair; returns the metric values, named
-/// `metric.NAME` (`metric.OUTPUT_NAME` with several outputs), in (metric, output) order.
+/// What the step minimises and reports for one model output: Keras's loss (from the logits
+/// when `from_logits`), its weight in the total (`loss_weights`; the total is the weighted
+/// sum), and the metrics computed on it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputSpec {
+    pub loss: LossFn,
+    pub from_logits: bool,
+    pub weight: f64,
+    pub metrics: Vec<(String, Metric)>,
+}
+
+impl OutputSpec {
+    /// `loss` with weight 1 and `metrics` on every output of `model`.
+    pub fn every_output(
+        model: &Graph,
+        loss: LossFn,
+        from_logits: bool,
+        metrics: &[(String, Metric)],
+    ) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                loss,
+                from_logits,
+                weight: 1.0,
+                metrics: metrics.to_vec(),
+            };
+            model.outputs.len()
+        ]
+    }
+}
+
+/// Appends the metrics of each (output, labels) pair (`specs[i].metrics` for output i);
+/// returns the metric values, named `metric.NAME` (`metric.OUTPUT_NAME` with several outputs,
+/// as Keras logs them), in (output, metric) order.
 fn add_metrics(
     g: &mut Graph,
     pairs: &[(ValueId, ValueId)],
-    metrics: &[(String, Metric)],
+    specs: &[OutputSpec],
 ) -> R<Vec<ValueId>> {
     let mut out = Vec::new();
-    for (name, m) in metrics {
-        for &(p, y) in pairs {
+    for (&(p, y), spec) in pairs.iter().zip(specs) {
+        for (name, m) in &spec.metrics {
             let oname = g.value(p).name.clone();
             let o = producer(g, p).map(|n| n.origin.clone()).unwrap_or_default();
             let mut b = B { g, o };
@@ -908,12 +962,20 @@ pub fn eval_graph(
     from_logits: bool,
     metrics: &[(String, Metric)],
 ) -> R<Graph> {
+    eval_graph_outputs(
+        model,
+        &OutputSpec::every_output(model, loss, from_logits, metrics),
+    )
+}
+
+/// [`eval_graph`] with a loss, weight and metrics per output.
+pub fn eval_graph_outputs(model: &Graph, specs: &[OutputSpec]) -> R<Graph> {
     let WithLoss {
         mut g,
         loss: l,
         metrics: ms,
         ..
-    } = with_loss(model, loss, from_logits, false, metrics)?;
+    } = with_loss(model, specs, false)?;
     g.outputs = vec![l];
     g.outputs.extend(ms);
     crate::cleanup::dce(&mut g);
@@ -996,6 +1058,19 @@ pub fn step_graph_metrics(
     rules: GradientRules,
     metrics: &[(String, Metric)],
 ) -> R<Step> {
+    let specs = OutputSpec::every_output(model, loss, from_logits, metrics);
+    step_graph_outputs(model, &specs, opt, rules)
+}
+
+/// The training step with a loss, weight and metrics per model output (`specs`, in the
+/// outputs' order: Keras's dict or list of losses, `loss_weights` and metrics), Keras's
+/// gradient rules and `opt`.
+pub fn step_graph_outputs(
+    model: &Graph,
+    specs: &[OutputSpec],
+    opt: Optimizer,
+    rules: GradientRules,
+) -> R<Step> {
     let WithLoss {
         mut g,
         weights,
@@ -1003,7 +1078,7 @@ pub fn step_graph_metrics(
         loss: loss_v,
         labels,
         metrics: ms,
-    } = with_loss(model, loss, from_logits, true, metrics)?;
+    } = with_loss(model, specs, true)?;
     let dt = g.ty(weights[0]).dtype;
     let lr = g.add_input("lr", TensorType::new(dt, vec![]));
     let step = matches!(opt, Optimizer::Adam { .. })

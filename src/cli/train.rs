@@ -6,7 +6,9 @@
 
 use crate::keras::LoadOptions;
 use crate::UserError;
-use forgec_passes::train::{step_graph_metrics, Clip, GradientRules, LossFn, Metric, Optimizer};
+use forgec_passes::train::{
+    step_graph_outputs, Clip, GradientRules, LossFn, Metric, Optimizer, OutputSpec,
+};
 use forgec_runtime::{DType, Tensor};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -37,7 +39,8 @@ pub struct Args {
     /// The seed of the shuffling order
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The loss (default: the one the model was compiled with)
+    /// The loss of every output (default: the ones the model was compiled with, with its
+    /// loss_weights; this replaces them all)
     #[arg(long)]
     pub loss: Option<String>,
     /// sgd, adam, adamw, rmsprop or adagrad (default: the one the model was compiled with)
@@ -54,28 +57,114 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// The loss (the one of every output; several different ones are refused) and the optimizer
-/// the model was compiled with (Keras's compile config), if any.
+/// What the model was compiled with (Keras's compile config), if anything: each output's
+/// loss (by output layer name), the `loss_weights` and the optimizer.
 fn compiled_training(
     m: &crate::Model,
-) -> Result<(Option<crate::keras::loss::Loss>, Option<Value>), UserError> {
+) -> (
+    Vec<(String, crate::keras::loss::Loss)>,
+    Option<Value>,
+    Option<Value>,
+) {
     let crate::Model::Keras(k) = m else {
-        return Ok((None, None));
+        return (Vec::new(), None, None);
     };
-    let losses = crate::keras::loss::compiled_losses(k);
-    if let Some((_, l)) = losses.iter().find(|(_, l)| {
-        l.function != losses[0].1.function || l.from_logits != losses[0].1.from_logits
-    }) {
-        return Err(UserError::new(format!(
-            "the model is compiled with a loss per output ({} and {}): forgec trains one loss for all outputs today; pass --loss to choose it",
-            losses[0].1.name, l.name
-        )));
+    let cc = k.compile.as_ref();
+    let get = |key: &str| {
+        cc.and_then(|c| c.get(key))
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
+    (
+        crate::keras::loss::compiled_losses(k),
+        get("loss_weights"),
+        get("optimizer"),
+    )
+}
+
+/// The model's output names as its compile config names them (Keras: the output layers;
+/// ONNX: the graph outputs).
+fn output_names(m: &crate::Model) -> Vec<String> {
+    match m {
+        crate::Model::Keras(k) => k.outputs.iter().map(|o| o.layer.clone()).collect(),
+        crate::Model::Onnx(o) => o
+            .graph
+            .outputs
+            .iter()
+            .map(|&v| o.graph.value(v).name.clone())
+            .collect(),
     }
-    let opt = k
-        .compile
-        .as_ref()
-        .and_then(|cc| cc.get("optimizer").cloned());
-    Ok((losses.into_iter().next().map(|(_, l)| l), opt))
+}
+
+/// Each output's loss: `--loss` for all (weight 1), else the compile config's loss of that
+/// output with its settings and `loss_weights`. Returns the specs (metrics empty) and each
+/// output's loss name.
+fn output_losses(
+    m: &crate::Model,
+    loss_flag: Option<&str>,
+) -> Result<(Vec<OutputSpec>, Vec<String>), UserError> {
+    let outs = output_names(m);
+    let known = |name: &str| {
+        LossFn::from_name(name).ok_or_else(|| {
+            UserError::new(format!(
+                "loss `{}` is not compiled yet (or is misspelled): use one of {}",
+                name.escape_debug(),
+                LossFn::KNOWN
+            ))
+        })
+    };
+    if let Some(f) = loss_flag {
+        let loss = known(f)?;
+        let spec = OutputSpec {
+            loss,
+            from_logits: false,
+            weight: 1.0,
+            metrics: Vec::new(),
+        };
+        return Ok((vec![spec; outs.len()], vec![f.to_string(); outs.len()]));
+    }
+    let (saved, weights, _) = compiled_training(m);
+    if saved.is_empty() {
+        return Err(UserError::new(
+            "the model was saved without a loss: pass --loss (e.g. --loss binary_crossentropy)",
+        ));
+    }
+    let weight_of = |i: usize, name: &str| -> Result<f64, UserError> {
+        let w = match &weights {
+            None => return Ok(1.0),
+            Some(Value::Object(o)) => o.get(name),
+            Some(Value::Array(a)) => a.get(i),
+            Some(v) if outs.len() == 1 => Some(v),
+            Some(_) => None,
+        };
+        match w.map(|v| v.as_f64()) {
+            None => Ok(1.0),
+            Some(Some(x)) if x.is_finite() && x >= 0.0 => Ok(x),
+            Some(_) => Err(UserError::new(format!(
+                "the model's loss_weights give output `{}` the weight {}: a weight is a finite number of at least 0",
+                name.escape_debug(),
+                w.unwrap()
+            ))),
+        }
+    };
+    let (mut specs, mut names) = (Vec::new(), Vec::new());
+    for (i, o) in outs.iter().enumerate() {
+        let Some((_, l)) = saved.iter().find(|(k, _)| k == o) else {
+            return Err(UserError::new(format!(
+                "the model's compile config gives output `{}` no loss: pass --loss to train every output with one loss",
+                o.escape_debug()
+            )));
+        };
+        let loss = loss_config(known(&l.function)?, &l.function, l.config.as_ref())?;
+        specs.push(OutputSpec {
+            loss,
+            from_logits: l.from_logits,
+            weight: weight_of(i, o)?,
+            metrics: Vec::new(),
+        });
+        names.push(l.function.clone());
+    }
+    Ok((specs, names))
 }
 
 /// `loss` with the settings of its saved config (Huber's `delta`). A setting that changes what
@@ -472,13 +561,34 @@ pub fn library(s: &Setup, path: &Path) -> Result<crate::codegen::Training, UserE
                 .join("\n"),
         )
     };
-    use forgec_passes::train::{eval_graph, predict_graph};
-    let eval = eval_graph(&s.g, s.loss, s.from_logits, &s.metrics).map_err(named)?;
+    use forgec_passes::train::{eval_graph_outputs, predict_graph};
+    let eval = eval_graph_outputs(&s.g, &s.outputs).map_err(named)?;
     let predict = predict_graph(&s.g).map_err(named)?;
-    let names: Vec<String> = s.metrics.iter().map(|(n, _)| n.clone()).collect();
+    // Keras's log names: `accuracy`, or `OUTPUT_accuracy` and `OUTPUT_loss` with several
+    // outputs.
+    let names: Vec<String> = s
+        .step
+        .metrics
+        .iter()
+        .map(|n| n.strip_prefix("metric.").unwrap_or(n).to_string())
+        .collect();
+    let outs: Vec<Value> =
+        s.g.outputs
+            .iter()
+            .zip(&s.outputs)
+            .zip(&s.loss_names)
+            .map(|((&o, spec), name)| {
+                json!({
+                    "output": s.g.value(o).name,
+                    "loss": name,
+                    "from_logits": spec.from_logits,
+                    "weight": spec.weight,
+                })
+            })
+            .collect();
     let mut meta = json!({
         "loss": s.loss_name,
-        "from_logits": s.from_logits,
+        "losses": outs,
         "optimizer": describe(s.opt, s.rules, s.lr),
         "metrics": names,
         "weights": s.step.weights,
@@ -513,8 +623,11 @@ pub fn library(s: &Setup, path: &Path) -> Result<crate::codegen::Training, UserE
 pub struct Setup {
     pub g: forgec_ir::Graph,
     pub step: forgec_passes::train::Step,
-    pub loss: LossFn,
-    pub from_logits: bool,
+    /// Each output's loss, weight and metrics, in the outputs' order.
+    pub outputs: Vec<OutputSpec>,
+    /// Each output's loss as the model or `--loss` names it.
+    pub loss_names: Vec<String>,
+    /// The losses in words (`binary_crossentropy`; `a: mse, b: mae x 0.5` per output).
     pub loss_name: String,
     pub opt: Optimizer,
     pub rules: GradientRules,
@@ -527,17 +640,36 @@ pub struct Setup {
     /// BatchNormalization's moving statistics the step updates (training mode), by name.
     pub stats: Vec<(String, Tensor)>,
     pub frozen: Vec<(String, Tensor)>,
-    /// The metrics of the compile config that forgec computes, by their Keras names.
-    pub metrics: Vec<(String, Metric)>,
 }
 
-/// The compile config's metrics (every output's; one list for all): those forgec computes,
-/// and the names of the others (said, never dropped silently).
-fn compiled_metrics(m: &crate::Model, loss: LossFn) -> (Vec<(String, Metric)>, Vec<String>) {
+/// The losses in words: one name when every output has the same loss with weight 1, else
+/// `OUTPUT: LOSS` (`x WEIGHT`) per output.
+fn describe_losses(outs: &[String], names: &[String], specs: &[OutputSpec]) -> String {
+    if names.iter().all(|n| *n == names[0]) && specs.iter().all(|s| s.weight == 1.0) {
+        return names[0].clone();
+    }
+    outs.iter()
+        .zip(names)
+        .zip(specs)
+        .map(|((o, n), s)| {
+            if s.weight == 1.0 {
+                format!("{o}: {n}")
+            } else {
+                format!("{o}: {n} x {}", s.weight)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The compile config's metrics of each output (Keras's rules: with one output every metric
+/// is its; with several, a dict by output name or a list with one entry per output), each
+/// resolved by that output's loss: those forgec computes, and the names of the others (said,
+/// never dropped silently).
+fn compiled_metrics(m: &crate::Model, specs: &mut [OutputSpec]) -> Vec<String> {
     let crate::Model::Keras(k) = m else {
-        return (Vec::new(), Vec::new());
+        return Vec::new();
     };
-    let mut names = Vec::new();
     fn collect(v: &Value, out: &mut Vec<String>) {
         match v {
             Value::String(s) => out.push(s.clone()),
@@ -555,20 +687,42 @@ fn compiled_metrics(m: &crate::Model, loss: LossFn) -> (Vec<(String, Metric)>, V
             _ => {}
         }
     }
-    if let Some(v) = k.compile.as_ref().and_then(|c| c.get("metrics")) {
-        collect(v, &mut names);
-    }
-    let (mut ok, mut other) = (Vec::new(), Vec::new());
-    for n in names {
-        if ok.iter().any(|(m, _)| *m == n) {
-            continue;
+    let Some(v) = k.compile.as_ref().and_then(|c| c.get("metrics")) else {
+        return Vec::new();
+    };
+    let outs = output_names(m);
+    let mut per: Vec<Vec<String>> = vec![Vec::new(); specs.len()];
+    match v {
+        _ if specs.len() == 1 => collect(v, &mut per[0]),
+        Value::Object(o) if !o.contains_key("class_name") => {
+            for (i, name) in outs.iter().enumerate() {
+                if let Some(x) = o.get(name) {
+                    collect(x, &mut per[i]);
+                }
+            }
         }
-        match Metric::from_name(&n, loss) {
-            Some(m) => ok.push((n, m)),
-            None => other.push(n),
+        Value::Array(a) if a.len() == specs.len() => {
+            for (i, x) in a.iter().enumerate() {
+                collect(x, &mut per[i]);
+            }
+        }
+        // Keras refuses other forms for several outputs; every metric on every output.
+        _ => per.iter_mut().for_each(|p| collect(v, p)),
+    }
+    let mut other = Vec::new();
+    for (spec, names) in specs.iter_mut().zip(per) {
+        for n in names {
+            if spec.metrics.iter().any(|(m, _)| *m == n) {
+                continue;
+            }
+            match Metric::from_name(&n, spec.loss) {
+                Some(m) => spec.metrics.push((n, m)),
+                None if !other.contains(&n) => other.push(n),
+                None => {}
+            }
         }
     }
-    (ok, other)
+    other
 }
 
 /// Builds the training step of a loaded model; every check is made here, before anything is
@@ -580,42 +734,23 @@ pub fn setup(
     opt_flag: Option<&str>,
     lr_flag: Option<f64>,
 ) -> Result<Setup, UserError> {
-    let (saved_loss, saved_opt) = compiled_training(&m)?;
-    // --loss replaces the saved loss, from_logits and the rest of its config included.
-    let from_logits = loss_flag.is_none() && saved_loss.as_ref().is_some_and(|l| l.from_logits);
-    let saved_cfg = match loss_flag {
-        None => saved_loss.as_ref().and_then(|l| l.config.clone()),
-        Some(_) => None,
-    };
-    let loss_name = loss_flag
-        .map(String::from)
-        .or(saved_loss.map(|l| l.function))
-        .ok_or_else(|| {
-            UserError::new(
-                "the model was saved without a loss: pass --loss (e.g. --loss binary_crossentropy)",
-            )
-        })?;
-    let loss = LossFn::from_name(&loss_name).ok_or_else(|| {
-        UserError::new(format!(
-            "loss `{loss_name}` is not compiled yet (or is misspelled): use one of {}",
-            LossFn::KNOWN
-        ))
-    })?;
-    let loss = loss_config(loss, &loss_name, saved_cfg.as_ref())?;
+    let (_, _, saved_opt) = compiled_training(&m);
+    let (mut outputs, loss_names) = output_losses(&m, loss_flag)?;
+    let loss_name = describe_losses(&output_names(&m), &loss_names, &outputs);
     let (opt, rules, lr, opt_name) = optimizer(opt_flag, lr_flag, saved_opt.as_ref())?;
     let k3_layout = match &m {
         forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),
         forgec_import::Model::Onnx(_) => None,
     };
-    let (metrics, unknown) = compiled_metrics(&m, loss);
-    for n in unknown {
+    for n in compiled_metrics(&m, &mut outputs) {
         eprintln!(
-            "forgec: the model's metric `{n}` is not computed yet (forgec computes {}): left out",
+            "forgec: the model's metric `{}` is not computed yet (forgec computes {}): left out",
+            n.escape_debug(),
             Metric::KNOWN
         );
     }
     let g = m.into_graph();
-    let step = step_graph_metrics(&g, loss, from_logits, opt, rules, &metrics).map_err(|e| {
+    let step = step_graph_outputs(&g, &outputs, opt, rules).map_err(|e| {
         UserError::new(
             e.iter()
                 .map(|p| format!("{}: {p}", path.display()))
@@ -664,8 +799,8 @@ pub fn setup(
     Ok(Setup {
         g,
         step,
-        loss,
-        from_logits,
+        outputs,
+        loss_names,
         loss_name,
         opt,
         rules,
@@ -676,7 +811,6 @@ pub fn setup(
         slots,
         stats,
         frozen,
-        metrics,
     })
 }
 
@@ -704,7 +838,7 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
     };
     let m = crate::load_any(&a.model, &opts).map_err(|e| UserError::new(e.to_string()))?;
     let s = setup(m, &a.model, a.loss.as_deref(), a.optimizer.as_deref(), a.lr)?;
-    let (g, step, loss, loss_name) = (&s.g, &s.step, s.loss, &s.loss_name);
+    let (g, step) = (&s.g, &s.step);
     // The data: inputs by the model's input names, labels by its output names.
     let in_names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();
     let out_names: Vec<String> = g.outputs.iter().map(|&o| g.value(o).name.clone()).collect();
@@ -718,7 +852,8 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
             .ok_or_else(|| UserError::new(format!("no --x for the model input `{n}`")))?;
         data.push(t.clone());
     }
-    for (n, l) in out_names.iter().zip(&step.labels) {
+    for (k, (n, l)) in out_names.iter().zip(&step.labels).enumerate() {
+        let (loss, loss_name) = (s.outputs[k].loss, &s.loss_names[k]);
         let (_, t) = ys
             .iter()
             .find(|(m, _)| m == n)
@@ -746,7 +881,7 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         // Class ids outside the output's classes would match no class and add nothing to
         // the loss: refused, as Keras refuses them.
         if loss == LossFn::SparseCategoricalCrossentropy {
-            let out = g.outputs[out_names.iter().position(|m| m == n).expect("an output")];
+            let out = g.outputs[k];
             if let Some(classes) = g.ty(out).shape.last().and_then(|d| d.known()) {
                 if let Some((at, bad)) = t
                     .to_f64_vec()
