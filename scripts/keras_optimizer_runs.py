@@ -33,6 +33,7 @@ runs = {
 saved = {
     "adamw_clipnorm": lambda: O.AdamW(learning_rate=0.002, weight_decay=0.05, clipnorm=0.5),
     "sgd_huber": lambda: O.SGD(learning_rate=0.5),
+    "nadam": lambda: O.Nadam(learning_rate=0.002, beta_1=0.85),
 }
 # A run's loss, when not binary cross-entropy.
 loss_of = {"sgd_huber": lambda: keras.losses.Huber(delta=0.3)}

@@ -87,6 +87,15 @@ pub enum Optimizer {
         initial_accumulator: f64,
         epsilon: f64,
     },
+    /// Keras 3's Nadam: with `u(t) = b1 (1 - 0.5 0.96^t)` and the running product
+    /// `P = P u(t)` (one scalar of state, `u_product`, from 1), `m += (g - m)(1 - b1)`,
+    /// `v += (g^2 - v)(1 - b2)`, `mhat = u(t+1) m / (1 - P u(t+1)) + (1 - u(t)) g / (1 - P)`,
+    /// `w -= lr mhat / (sqrt(v / (1 - b2^t)) + eps)`.
+    Nadam {
+        beta_1: f64,
+        beta_2: f64,
+        epsilon: f64,
+    },
 }
 
 impl Optimizer {
@@ -111,12 +120,17 @@ impl Optimizer {
                 initial_accumulator: 0.1,
                 epsilon: 1e-7,
             },
+            "nadam" => Optimizer::Nadam {
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-7,
+            },
             _ => return None,
         })
     }
 
     /// The names `from_name` takes, for messages.
-    pub const KNOWN: &'static str = "sgd, adam, adamw, rmsprop, adagrad";
+    pub const KNOWN: &'static str = "sgd, adam, adamw, rmsprop, adagrad, nadam";
 
     /// Keras's default learning rate.
     pub fn default_lr(&self) -> f64 {
@@ -133,6 +147,21 @@ impl Optimizer {
             Optimizer::Adam { .. } => "adam",
             Optimizer::RmsProp { .. } => "rmsprop",
             Optimizer::Adagrad { .. } => "adagrad",
+            Optimizer::Nadam { .. } => "nadam",
+        }
+    }
+
+    /// Whether the step takes the step count `step` (from 1).
+    pub fn counts_steps(&self) -> bool {
+        matches!(self, Optimizer::Adam { .. } | Optimizer::Nadam { .. })
+    }
+
+    /// The optimizer's own scalars of state (not per weight) with their values before the
+    /// first step, after every slot in Keras's variable order: Nadam's `u_product`.
+    pub fn globals(&self) -> Vec<(&'static str, f64)> {
+        match self {
+            Optimizer::Nadam { .. } => vec![("u_product", 1.0)],
+            _ => vec![],
         }
     }
 
@@ -163,6 +192,7 @@ impl Optimizer {
                 g
             }
             Optimizer::Adagrad { .. } => vec![&["accumulator"]],
+            Optimizer::Nadam { .. } => vec![&["momentum", "velocity"]],
         }
     }
 
@@ -218,7 +248,9 @@ pub struct Step {
     /// The trainable weights' names, in state order.
     pub weights: Vec<String>,
     /// The moving statistics of the BatchNormalization layers in training mode (each layer's
-    /// mean, then variance): state the step updates, not the optimizer.
+    /// mean, then variance): state the step updates, not the optimizer. After them in the
+    /// inputs and outputs come the optimizer's own scalars (`optimizer.NAME`, as
+    /// [`Optimizer::globals`] lists them).
     pub stats: Vec<String>,
     /// The names of the labels inputs, one per model output.
     pub labels: Vec<String>,
@@ -1081,7 +1113,8 @@ pub fn step_graph_outputs(
     } = with_loss(model, specs, true)?;
     let dt = g.ty(weights[0]).dtype;
     let lr = g.add_input("lr", TensorType::new(dt, vec![]));
-    let step = matches!(opt, Optimizer::Adam { .. })
+    let step = opt
+        .counts_steps()
         .then(|| g.add_input("step", TensorType::new(dt, vec![])));
     dropout_masks(&mut g)?;
     let new_stats = bn_training(&mut g, &stats)?;
@@ -1105,6 +1138,42 @@ pub fn step_graph_outputs(
         }
     }
     b.g.inputs.extend(&stats);
+    let globals: Vec<ValueId> = opt
+        .globals()
+        .iter()
+        .map(|(n, _)| {
+            b.g.add_input(&format!("optimizer.{n}"), TensorType::new(dt, vec![]))
+        })
+        .collect();
+    let mut new_globals: Vec<ValueId> = Vec::new();
+    // Nadam's factors, shared by every weight: u(t), u(t+1), the product before and after.
+    let nadam = match opt {
+        Optimizer::Nadam { beta_1, .. } => {
+            let t = step.expect("nadam counts steps");
+            let b1 = b.scalar(dt, beta_1, "nadam.b1");
+            let decay = b.scalar(dt, 0.96, "nadam.decay");
+            let half = b.scalar(dt, 0.5, "nadam.half");
+            let one = b.scalar(dt, 1.0, "nadam.one");
+            // Keras's order of operations: u(t) = b1 (1 - 0.5 0.96^t); the product takes
+            // (P b1) (1 - 0.5 0.96^t).
+            let d = |b: &mut B, at: ValueId| -> R<ValueId> {
+                let p = b.bin(BinaryOp::Pow, decay, at, "nadam.pow")?;
+                let h = b.bin(BinaryOp::Mul, p, half, "nadam.hp")?;
+                b.bin(BinaryOp::Sub, one, h, "nadam.d")
+            };
+            let dt_ = d(&mut b, t)?;
+            let ut = b.bin(BinaryOp::Mul, b1, dt_, "nadam.u")?;
+            let t1 = b.bin(BinaryOp::Add, t, one, "nadam.next")?;
+            let dt1 = d(&mut b, t1)?;
+            let ut1 = b.bin(BinaryOp::Mul, b1, dt1, "nadam.u_next")?;
+            let pb = b.bin(BinaryOp::Mul, globals[0], b1, "nadam.pb")?;
+            let pt = b.bin(BinaryOp::Mul, pb, dt_, "optimizer.u_product.new")?;
+            let pt1 = b.bin(BinaryOp::Mul, pt, ut1, "nadam.u_product_next")?;
+            new_globals.push(pt);
+            Some((ut, ut1, pt, pt1, one))
+        }
+        _ => None,
+    };
     let slot = |k: &str| slot_names.iter().position(|s| *s == k).expect("a slot");
     let grads = clip(&mut b, rules.clip, &grads, dt)?;
     let mut new_w = Vec::new();
@@ -1232,6 +1301,52 @@ pub fn step_graph_outputs(
                 };
                 b.bin(BinaryOp::Sub, w, step, &format!("{name}.new"))?
             }
+            Optimizer::Nadam {
+                beta_1,
+                beta_2,
+                epsilon,
+            } => {
+                let t = step.expect("nadam counts steps");
+                let (ut, ut1, pt, pt1, one) = nadam.expect("nadam's factors");
+                let (m, v) = (
+                    slot_inputs[slot("momentum")][i],
+                    slot_inputs[slot("velocity")][i],
+                );
+                // 1 - b1 and 1 - b2 in the weights' type, as Keras's Nadam computes them.
+                let (b1, b2) = (
+                    b.scalar(dt, beta_1, "nadam.b1"),
+                    b.scalar(dt, beta_2, "nadam.b2"),
+                );
+                let c1 = b.bin(BinaryOp::Sub, one, b1, "nadam.c1")?;
+                let c2 = b.bin(BinaryOp::Sub, one, b2, "nadam.c2")?;
+                let gm = b.bin(BinaryOp::Sub, gw, m, "nadam.gm")?;
+                let dm = b.bin(BinaryOp::Mul, gm, c1, "nadam.dm")?;
+                let m2 = b.bin(BinaryOp::Add, m, dm, &format!("{name}.momentum.new"))?;
+                let gg = b.bin(BinaryOp::Mul, gw, gw, "nadam.gg")?;
+                let gv = b.bin(BinaryOp::Sub, gg, v, "nadam.gv")?;
+                let dv = b.bin(BinaryOp::Mul, gv, c2, "nadam.dv")?;
+                let v2 = b.bin(BinaryOp::Add, v, dv, &format!("{name}.velocity.new"))?;
+                new_slots[slot("momentum")].push(m2);
+                new_slots[slot("velocity")].push(v2);
+                // mhat = u(t+1) m / (1 - P u(t+1)) + (1 - u(t)) g / (1 - P)
+                let um = b.bin(BinaryOp::Mul, ut1, m2, "nadam.um")?;
+                let q1 = b.bin(BinaryOp::Sub, one, pt1, "nadam.q1")?;
+                let a = b.bin(BinaryOp::Div, um, q1, "nadam.a")?;
+                let ou = b.bin(BinaryOp::Sub, one, ut, "nadam.ou")?;
+                let og = b.bin(BinaryOp::Mul, ou, gw, "nadam.og")?;
+                let q0 = b.bin(BinaryOp::Sub, one, pt, "nadam.q0")?;
+                let c = b.bin(BinaryOp::Div, og, q0, "nadam.c")?;
+                let mhat = b.bin(BinaryOp::Add, a, c, "nadam.mhat")?;
+                let p2 = b.bin(BinaryOp::Pow, b2, t, "nadam.b2t")?;
+                let q2 = b.bin(BinaryOp::Sub, one, p2, "nadam.q2")?;
+                let vhat = b.bin(BinaryOp::Div, v2, q2, "nadam.vhat")?;
+                let sv = b.un(UnaryOp::Sqrt, vhat, "nadam.sv")?;
+                let eps = b.scalar(dt, epsilon, "nadam.eps");
+                let den = b.bin(BinaryOp::Add, sv, eps, "nadam.den")?;
+                let ml = b.bin(BinaryOp::Mul, mhat, lr, "nadam.ml")?;
+                let d = b.bin(BinaryOp::Div, ml, den, &format!("{name}.delta"))?;
+                b.bin(BinaryOp::Sub, w, d, &format!("{name}.new"))?
+            }
             Optimizer::Adagrad { epsilon, .. } => {
                 let acc = slot_inputs[0][i];
                 let gg = b.bin(BinaryOp::Mul, gw, gw, "adagrad.gg")?;
@@ -1254,6 +1369,7 @@ pub fn step_graph_outputs(
         g.outputs.extend(s);
     }
     g.outputs.extend(&new_stats);
+    g.outputs.extend(&new_globals);
     let stat_names: Vec<String> = stats.iter().map(|&v| g.value(v).name.clone()).collect();
     let metric_names: Vec<String> = ms.iter().map(|&m| g.value(m).name.clone()).collect();
     g.outputs.extend(&ms);

@@ -43,7 +43,7 @@ pub struct Args {
     /// With --train: the loss (default: the one the model was compiled with)
     #[arg(long, requires = "train")]
     pub loss: Option<String>,
-    /// With --train: sgd, adam, adamw, rmsprop or adagrad (default: the compile config's)
+    /// With --train: sgd, adam, adamw, rmsprop, adagrad or nadam (default: the compile config's)
     #[arg(long, requires = "train")]
     pub optimizer: Option<String>,
     /// With --train: the learning rate a new training context starts at (default: the

@@ -43,7 +43,8 @@ pub struct Args {
     /// loss_weights; this replaces them all)
     #[arg(long)]
     pub loss: Option<String>,
-    /// sgd, adam, adamw, rmsprop or adagrad (default: the one the model was compiled with)
+    /// sgd, adam, adamw, rmsprop, adagrad or nadam (default: the one the model was compiled
+    /// with)
     #[arg(long)]
     pub optimizer: Option<String>,
     /// The learning rate (default: the model's compile config, else Keras's default)
@@ -304,6 +305,15 @@ fn optimizer(
             epsilon: num("epsilon").unwrap_or(epsilon),
             centered: set("centered"),
         },
+        Optimizer::Nadam {
+            beta_1,
+            beta_2,
+            epsilon,
+        } => Optimizer::Nadam {
+            beta_1: num("beta_1").unwrap_or(beta_1),
+            beta_2: num("beta_2").unwrap_or(beta_2),
+            epsilon: num("epsilon").unwrap_or(epsilon),
+        },
         Optimizer::Adagrad {
             initial_accumulator,
             epsilon,
@@ -376,6 +386,11 @@ pub fn describe(opt: Optimizer, rules: GradientRules, lr: f64) -> Value {
         } => {
             json!({"name": "adagrad", "initial_accumulator_value": initial_accumulator, "epsilon": epsilon})
         }
+        Optimizer::Nadam {
+            beta_1,
+            beta_2,
+            epsilon,
+        } => json!({"name": "nadam", "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon}),
     };
     v["learning_rate"] = json!(lr);
     if let Some(wd) = rules.weight_decay {
@@ -441,6 +456,7 @@ impl Training {
         ins.extend(self.state.iter().cloned());
         ins.extend(self.slots.iter().cloned());
         ins.extend(self.stats.iter().cloned());
+        ins.extend(self.globals.iter().cloned());
         ins
     }
 
@@ -460,11 +476,8 @@ impl Training {
     pub fn take_state(&mut self, lib: &forgec_runtime::compiled::Trainer) -> Result<(), UserError> {
         let blob = lib.get_state().map_err(|e| UserError::new(e.message))?;
         let mut i = 0;
-        for part in [
-            &mut self.setup.state,
-            &mut self.setup.slots,
-            &mut self.setup.stats,
-        ] {
+        let s = &mut self.setup;
+        for part in [&mut s.state, &mut s.slots, &mut s.stats, &mut s.globals] {
             for (_, t) in part.iter_mut() {
                 *t = lib.tensor(&blob, i).map_err(UserError::new)?;
                 i += 1;
@@ -505,6 +518,8 @@ impl Training {
                 }
             }
         }
+        // The optimizer's own scalars (Nadam's u_product) come after every slot.
+        slots.extend(self.globals.iter().map(|(_, t)| t));
         let opt = save::OptimizerVars {
             name: &self.opt_name,
             iterations: t as i64,
@@ -605,6 +620,7 @@ pub fn library(s: &Setup, path: &Path) -> Result<crate::codegen::Training, UserE
     let mut all = s.state.clone();
     all.extend(s.slots.iter().cloned());
     all.extend(s.stats.iter().cloned());
+    all.extend(s.globals.iter().cloned());
     Ok(crate::codegen::Training {
         step: s.step.graph.clone(),
         eval,
@@ -639,6 +655,8 @@ pub struct Setup {
     pub slots: Vec<(String, Tensor)>,
     /// BatchNormalization's moving statistics the step updates (training mode), by name.
     pub stats: Vec<(String, Tensor)>,
+    /// The optimizer's own scalars (`optimizer.u_product` of Nadam).
+    pub globals: Vec<(String, Tensor)>,
     pub frozen: Vec<(String, Tensor)>,
 }
 
@@ -787,6 +805,17 @@ pub fn setup(
             _ => None,
         })
         .collect();
+    let dt = state[0].1.dtype();
+    let globals: Vec<(String, Tensor)> = opt
+        .globals()
+        .into_iter()
+        .map(|(n, v)| {
+            (
+                format!("optimizer.{n}"),
+                Tensor::full(dt, vec![], v).unwrap(),
+            )
+        })
+        .collect();
     let mut slots: Vec<(String, Tensor)> = Vec::new();
     for s in opt.slots() {
         for (w, t) in &state {
@@ -810,6 +839,7 @@ pub fn setup(
         state,
         slots,
         stats,
+        globals,
         frozen,
     })
 }
