@@ -591,6 +591,35 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
             _ => None,
         };
         let dt = ty.dtype;
+        let ls = spec.label_smoothing;
+        let y = match loss {
+            _ if ls == 0.0 => y,
+            LossFn::BinaryCrossentropy | LossFn::CategoricalCrossentropy => {
+                // Keras: y (1 - s) + s / 2, or + s / classes (in the labels' type).
+                let keep = b.scalar(dt, 1.0 - ls, "loss.smooth_keep");
+                let s = b.scalar(dt, ls, "loss.smooth");
+                let add = if loss == LossFn::BinaryCrossentropy {
+                    let h = b.scalar(dt, 0.5, "loss.half");
+                    b.bin(BinaryOp::Mul, h, s, "loss.smooth_add")?
+                } else {
+                    let k = ty.shape[last].known().ok_or_else(|| {
+                        vec![format!(
+                            "output `{oname}`: the number of classes must be known"
+                        )]
+                    })?;
+                    let kc = b.scalar(dt, k as f64, "loss.smooth_classes");
+                    b.bin(BinaryOp::Div, s, kc, "loss.smooth_add")?
+                };
+                let yk = b.bin(BinaryOp::Mul, y, keep, "loss.smooth_y")?;
+                b.bin(BinaryOp::Add, yk, add, "loss.smoothed")?
+            }
+            _ => {
+                problems.push(format!(
+                    "output `{oname}`: label smoothing applies to binary and categorical cross-entropy only"
+                ));
+                continue;
+            }
+        };
         // With several outputs, each output's loss is also a metric under Keras's log name.
         let lname = if outputs.len() > 1 {
             format!("metric.{oname}_loss")
@@ -816,6 +845,9 @@ impl Metric {
 pub struct OutputSpec {
     pub loss: LossFn,
     pub from_logits: bool,
+    /// Keras's `label_smoothing` of a binary or categorical cross-entropy: the labels become
+    /// `y (1 - s) + s / 2` (binary) or `y (1 - s) + s / classes`; metrics read them unsmoothed.
+    pub label_smoothing: f64,
     pub weight: f64,
     pub metrics: Vec<(String, Metric)>,
 }
@@ -832,6 +864,7 @@ impl OutputSpec {
             OutputSpec {
                 loss,
                 from_logits,
+                label_smoothing: 0.0,
                 weight: 1.0,
                 metrics: metrics.to_vec(),
             };

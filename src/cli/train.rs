@@ -119,6 +119,7 @@ fn output_losses(
         let spec = OutputSpec {
             loss,
             from_logits: false,
+            label_smoothing: 0.0,
             weight: 1.0,
             metrics: Vec::new(),
         };
@@ -156,10 +157,12 @@ fn output_losses(
                 o.escape_debug()
             )));
         };
-        let loss = loss_config(known(&l.function)?, &l.function, l.config.as_ref())?;
+        let (loss, label_smoothing) =
+            loss_config(known(&l.function)?, &l.function, l.config.as_ref())?;
         specs.push(OutputSpec {
             loss,
             from_logits: l.from_logits,
+            label_smoothing,
             weight: weight_of(i, o)?,
             metrics: Vec::new(),
         });
@@ -168,11 +171,12 @@ fn output_losses(
     Ok((specs, names))
 }
 
-/// `loss` with the settings of its saved config (Huber's `delta`). A setting that changes what
-/// the loss computes and that forgec does not compile yet is refused, never ignored.
-fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<LossFn, UserError> {
+/// `loss` with the settings of its saved config (Huber's `delta`; the cross-entropies'
+/// `label_smoothing`, returned). A setting that changes what the loss computes and that forgec
+/// does not compile yet is refused, never ignored.
+fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<(LossFn, f64), UserError> {
     let Some(Value::Object(cfg)) = cfg else {
-        return Ok(loss);
+        return Ok((loss, 0.0));
     };
     // Names from the model file are shown escaped (no control characters reach the terminal).
     let name = name.escape_debug();
@@ -182,6 +186,11 @@ fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<LossFn, 
         ))
     };
     let mut loss = loss;
+    let mut smoothing = 0.0;
+    let smoothable = matches!(
+        loss,
+        LossFn::BinaryCrossentropy | LossFn::CategoricalCrossentropy
+    );
     for (k, v) in cfg {
         match (k.as_str(), v) {
             ("name" | "from_logits" | "dtype", _) => {}
@@ -189,6 +198,10 @@ fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<LossFn, 
             ("reduction", Value::String(r)) if r == "sum_over_batch_size" || r == "auto" => {}
             ("axis", v) if v.as_i64() == Some(-1) => {}
             ("label_smoothing", v) if v.as_f64() == Some(0.0) => {}
+            ("label_smoothing", v) if smoothable => match v.as_f64() {
+                Some(s) if (0.0..=1.0).contains(&s) => smoothing = s,
+                _ => return Err(refuse(format!("label_smoothing {v} (Keras takes 0 to 1)"))),
+            },
             ("delta", v) if matches!(loss, LossFn::Huber { .. }) => match v.as_f64() {
                 Some(d) if d > 0.0 && d.is_finite() => loss = LossFn::Huber { delta: d },
                 _ => return Err(refuse(format!("delta {v}"))),
@@ -196,7 +209,7 @@ fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<LossFn, 
             (k, v) => return Err(refuse(format!("{}={v}", k.escape_debug()))),
         }
     }
-    Ok(loss)
+    Ok((loss, smoothing))
 }
 
 /// The optimizer and learning rate from the flags, else the compile config, else Keras's
