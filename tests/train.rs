@@ -1465,7 +1465,7 @@ fn h5_datasets(p: &std::path::Path) -> Vec<(String, Vec<f64>)> {
 }
 
 /// BatchNormalization in training mode trains as Keras trains it
-/// (scripts/keras_batchnorm_run.py: Keras 3.15.1 on JAX): batch statistics over every axis but
+/// (scripts/keras_normalization_runs.py: Keras 3.15.1 on JAX): batch statistics over every axis but
 /// the channel's (a channel axis in the middle too), gradients through them, moving averages
 /// with the layer's momentum, and a frozen layer (trainable=False) in inference mode whose
 /// statistics never move. `forgec train` on the model Keras saved compiled (Adam): every
@@ -1477,7 +1477,7 @@ fn h5_datasets(p: &std::path::Path) -> Vec<(String, Vec<f64>)> {
 /// the moving statistics.
 #[test]
 fn batchnorm_trains_as_keras() {
-    let dir = fixtures().join("training").join("batchnorm");
+    let dir = fixtures().join("training").join("normalization");
     let f = fixtures().join("training");
     let out = scratch("train_batchnorm");
     let m = dir.join("bn_mlp.keras");
@@ -1792,6 +1792,53 @@ fn forgec_train_takes_nadam() {
     assert!(p[0] > 0.0 && p[0] < 1e-10, "u_product {p:?}");
 }
 
+/// `forgec train MODEL --x X --y Y --epochs 3 --no-shuffle` (batch 32) against a Keras run of
+/// the same: every per-batch loss within 1e-5 of `KERAS.losses.npy`, and every dataset of
+/// `final.weights.h5` (weights, statistics, the optimizer's variables) within `tol` of
+/// `KERAS.final.weights.h5`'s, with the same names. Returns history.json.
+fn trains_like_keras(
+    model: &std::path::Path,
+    x: &std::path::Path,
+    y: &std::path::Path,
+    keras: &std::path::Path,
+    tol: f64,
+) -> serde_json::Value {
+    let tag = keras.file_name().unwrap().to_str().unwrap();
+    let out = scratch(&format!("train_like_{tag}"));
+    let o = forgec(&[
+        "train",
+        model.to_str().unwrap(),
+        "--x",
+        x.to_str().unwrap(),
+        "--y",
+        y.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--no-shuffle",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{tag}: {}", o.stderr);
+    let h = history(&out);
+    let with = |ext: &str| keras.with_file_name(format!("{tag}.{ext}"));
+    let d = rel(
+        &floats(&h["batch_loss"]),
+        &npy(&with("losses.npy")).to_f64_vec(),
+    );
+    assert!(d <= 1e-5, "{tag}: losses differ from Keras's by {d:e}");
+    let (a, b) = (
+        h5_datasets(&out.join("final.weights.h5")),
+        h5_datasets(&with("final.weights.h5")),
+    );
+    assert_eq!(a.len(), b.len(), "{tag}");
+    for ((n, x), (m, y)) in a.iter().zip(&b) {
+        assert_eq!(n, m, "{tag}");
+        let d = rel(x, y);
+        assert!(d <= tol, "{tag}: {n} differs from Keras's by {d:e}");
+    }
+    h
+}
+
 /// Keras's label smoothing trains as Keras trains it, read from the saved compile config
 /// (scripts/keras_optimizer_runs.py, SGD): binary cross-entropy with label_smoothing 0.2 on
 /// mlp_binary, categorical cross-entropy with 0.1 on mlp_mnist (one-hot labels). Every
@@ -1813,39 +1860,32 @@ fn forgec_train_takes_label_smoothing() {
             dir.join("mlp_mnist.onehot_y.npy"),
         ),
     ] {
-        let out = scratch(&format!("train_{run}"));
-        let o = forgec(&[
-            "train",
-            dir.join(format!("{run}.keras")).to_str().unwrap(),
-            "--x",
-            f.join(format!("{stem}.train_x.npy")).to_str().unwrap(),
-            "--y",
-            y.to_str().unwrap(),
-            "--epochs",
-            "3",
-            "--no-shuffle",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(o.code, 0, "{run}: {}", o.stderr);
-        let h = history(&out);
-        let d = rel(
-            &floats(&h["batch_loss"]),
-            &npy(&dir.join(format!("{run}.losses.npy"))).to_f64_vec(),
+        let h = trains_like_keras(
+            &dir.join(format!("{run}.keras")),
+            &f.join(format!("{stem}.train_x.npy")),
+            &y,
+            &dir.join(run),
+            1e-5,
         );
-        assert!(d <= 1e-5, "{run}: losses differ from Keras's by {d:e}");
-        let (a, b) = (
-            h5_datasets(&out.join("final.weights.h5")),
-            h5_datasets(&dir.join(format!("{run}.final.weights.h5"))),
-        );
-        assert_eq!(a.len(), b.len());
-        for ((n, x), (m, y)) in a.iter().zip(&b) {
-            assert_eq!(n, m);
-            let d = rel(x, y);
-            assert!(d <= 1e-5, "{run}: {n} differs from Keras's by {d:e}");
-        }
         // The model learns: its accuracy on the labels as given rises over the epochs.
         let acc = |e: usize| h["epochs"][e]["accuracy"].as_f64().unwrap();
         assert!(acc(0) < acc(2) && acc(2) <= 1.0, "{run}: {}", h["epochs"]);
     }
+}
+
+/// LayerNormalization trains as Keras trains it (scripts/keras_normalization_runs.py, Adam):
+/// the last axis, two axes at once, and one without a beta; the gradients through its
+/// statistics. Every per-batch loss and final weight within 1e-5 of Keras's run (1.0e-7 and
+/// 1e-6 measured).
+#[test]
+fn layernorm_trains_as_keras() {
+    let dir = fixtures().join("training").join("normalization");
+    let f = fixtures().join("training");
+    trains_like_keras(
+        &dir.join("ln_mlp.keras"),
+        &f.join("mlp_binary.train_x.npy"),
+        &f.join("mlp_binary.train_y.npy"),
+        &dir.join("ln_mlp"),
+        1e-5,
+    );
 }

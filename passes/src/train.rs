@@ -402,11 +402,79 @@ fn bn_in_training(g: &Graph, n: &forgec_ir::Node) -> bool {
     }
 }
 
+/// Keras's normalization from statistics of the input itself (`ops.moments`, then
+/// `inv = rsqrt(var + eps) gamma`, `y = x inv + (beta - mean inv)`): the mean and (biased)
+/// variance over `axes`, kept as dims of 1; gamma and beta reshaped to `kept` (x's rank, their
+/// dims where they vary). Returns the mean, the variance and the two terms of y; the caller
+/// adds them into the node's own result.
+#[allow(clippy::too_many_arguments)]
+fn self_normalize(
+    b: &mut B,
+    x: ValueId,
+    axes: &[usize],
+    kept: Vec<i64>,
+    gamma: ValueId,
+    beta: ValueId,
+    epsilon: f64,
+    name: &str,
+) -> R<(ValueId, ValueId, ValueId, ValueId)> {
+    let dt = b.g.ty(x).dtype;
+    let mean_of = |b: &mut B, v: ValueId, nm: &str| {
+        b.op(
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes: axes.to_vec(),
+                keepdims: true,
+            },
+            &[v],
+            nm,
+        )
+    };
+    let mean = mean_of(b, x, &format!("{name}.mean"))?;
+    let d = b.bin(BinaryOp::Sub, x, mean, &format!("{name}.centered"))?;
+    let dd = b.bin(BinaryOp::Mul, d, d, &format!("{name}.sq"))?;
+    let var = mean_of(b, dd, &format!("{name}.variance"))?;
+    let eps = b.scalar(dt, epsilon, &format!("{name}.eps"));
+    let ve = b.bin(BinaryOp::Add, var, eps, &format!("{name}.ve"))?;
+    let inv0 = b.un(UnaryOp::Rsqrt, ve, &format!("{name}.rsqrt"))?;
+    let gk = b.op(
+        Op::Reshape {
+            shape: kept.clone(),
+        },
+        &[gamma],
+        &format!("{name}.gamma"),
+    )?;
+    let inv = b.bin(BinaryOp::Mul, inv0, gk, &format!("{name}.inv"))?;
+    let bk = b.op(
+        Op::Reshape { shape: kept },
+        &[beta],
+        &format!("{name}.beta"),
+    )?;
+    let mi = b.bin(BinaryOp::Mul, mean, inv, &format!("{name}.mean_inv"))?;
+    let res = b.bin(BinaryOp::Sub, bk, mi, &format!("{name}.shift"))?;
+    let xi = b.bin(BinaryOp::Mul, x, inv, &format!("{name}.scaled"))?;
+    Ok((mean, var, xi, res))
+}
+
+/// Replaces node `i` by the nodes appended to the graph since `start` and a final
+/// `add(xi, res)` into the node's own result (so its value id stays).
+fn splice_sum(g: &mut Graph, i: usize, start: usize, xi: ValueId, res: ValueId) {
+    let n = g.nodes[i].clone();
+    let mut new: Vec<forgec_ir::Node> = g.nodes.drain(start..).collect();
+    new.push(forgec_ir::Node {
+        op: Op::Binary(BinaryOp::Add),
+        inputs: vec![xi, res],
+        outputs: vec![n.outputs[0]],
+        origin: n.origin,
+    });
+    g.nodes.splice(i..i + 1, new);
+}
+
 /// Rewrites each batch_norm of a training-mode BatchNormalization (its moving statistics among
 /// `stats`, the step's inputs) into Keras's training form: the batch's mean and (biased)
-/// variance over every axis but the channel's, `inv = rsqrt(var + eps) gamma`,
-/// `y = x inv + (beta - mean inv)`; and returns the updated statistics, in `stats`' order:
-/// `moving momentum + batch (1 - momentum)`. The result keeps its value id.
+/// variance over every axis but the channel's ([`self_normalize`]); and returns the updated
+/// statistics, in `stats`' order: `moving momentum + batch (1 - momentum)`. The result keeps
+/// its value id.
 fn bn_training(g: &mut Graph, stats: &[ValueId]) -> R<Vec<ValueId>> {
     let mut new_stats: Vec<Option<ValueId>> = vec![None; stats.len()];
     let at: Vec<usize> = (0..g.nodes.len())
@@ -431,7 +499,6 @@ fn bn_training(g: &mut Graph, stats: &[ValueId]) -> R<Vec<ValueId>> {
             n.inputs[3],
             n.inputs[4],
         );
-        let y = n.outputs[0];
         let xt = g.ty(x).clone();
         let c = xt.shape[axis].known().ok_or_else(|| {
             vec![format!(
@@ -441,50 +508,26 @@ fn bn_training(g: &mut Graph, stats: &[ValueId]) -> R<Vec<ValueId>> {
         })?;
         let dt = xt.dtype;
         let start = g.nodes.len();
-        let name = g.value(y).name.clone();
+        let name = g.value(n.outputs[0]).name.clone();
         let mut b = B {
             g: &mut *g,
             o: n.origin.clone(),
         };
         let axes: Vec<usize> = (0..xt.rank()).filter(|&a| a != axis).collect();
-        let mean_of = |b: &mut B, v: ValueId, nm: &str| {
-            b.op(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes: axes.clone(),
-                    keepdims: true,
-                },
-                &[v],
-                nm,
-            )
-        };
         // [1, .., C, .., 1]: a channel vector broadcast along x.
         let kept: Vec<i64> = (0..xt.rank())
             .map(|a| if a == axis { c as i64 } else { 1 })
             .collect();
-        let mean = mean_of(&mut b, x, &format!("{name}.batch_mean"))?;
-        let d = b.bin(BinaryOp::Sub, x, mean, &format!("{name}.centered"))?;
-        let dd = b.bin(BinaryOp::Mul, d, d, &format!("{name}.sq"))?;
-        let var = mean_of(&mut b, dd, &format!("{name}.batch_variance"))?;
-        let eps = b.scalar(dt, epsilon, &format!("{name}.eps"));
-        let ve = b.bin(BinaryOp::Add, var, eps, &format!("{name}.ve"))?;
-        let inv0 = b.un(UnaryOp::Rsqrt, ve, &format!("{name}.rsqrt"))?;
-        let gk = b.op(
-            Op::Reshape {
-                shape: kept.clone(),
-            },
-            &[gamma],
-            &format!("{name}.gamma"),
+        let (mean, var, xi, res) = self_normalize(
+            &mut b,
+            x,
+            &axes,
+            kept,
+            gamma,
+            beta,
+            epsilon,
+            &format!("{name}.batch"),
         )?;
-        let inv = b.bin(BinaryOp::Mul, inv0, gk, &format!("{name}.inv"))?;
-        let bk = b.op(
-            Op::Reshape { shape: kept },
-            &[beta],
-            &format!("{name}.beta"),
-        )?;
-        let mi = b.bin(BinaryOp::Mul, mean, inv, &format!("{name}.mean_inv"))?;
-        let res = b.bin(BinaryOp::Sub, bk, mi, &format!("{name}.shift"))?;
-        let xi = b.bin(BinaryOp::Mul, x, inv, &format!("{name}.scaled"))?;
         // The moving averages, from the batch statistics as vectors of C.
         let mo = b.scalar(dt, momentum, &format!("{name}.momentum"));
         let m1 = b.scalar(dt, 1.0 - momentum, &format!("{name}.1momentum"));
@@ -512,19 +555,50 @@ fn bn_training(g: &mut Graph, stats: &[ValueId]) -> R<Vec<ValueId>> {
             })?;
             new_stats[k] = Some(nv);
         }
-        let mut new: Vec<forgec_ir::Node> = g.nodes.drain(start..).collect();
-        new.push(forgec_ir::Node {
-            op: Op::Binary(BinaryOp::Add),
-            inputs: vec![xi, res],
-            outputs: vec![y],
-            origin: n.origin,
-        });
-        g.nodes.splice(i..i + 1, new);
+        splice_sum(g, i, start, xi, res);
     }
     new_stats
         .into_iter()
         .map(|v| v.ok_or_else(|| err("internal error: a moving statistic without its layer")))
         .collect()
+}
+
+/// Rewrites each layer_norm into Keras's ops ([`self_normalize`] over its axes), so that the
+/// gradients flow through its statistics by the rules of plain ops.
+fn layer_norm_ops(g: &mut Graph) -> R<()> {
+    let at: Vec<usize> = (0..g.nodes.len())
+        .filter(|&i| matches!(g.nodes[i].op, Op::LayerNorm { .. }))
+        .collect();
+    for &i in at.iter().rev() {
+        let n = g.nodes[i].clone();
+        let Op::LayerNorm { axes, epsilon } = n.op.clone() else {
+            unreachable!("a layer_norm")
+        };
+        let (x, gamma, beta) = (n.inputs[0], n.inputs[1], n.inputs[2]);
+        let xt = g.ty(x).clone();
+        let mut kept = Vec::new();
+        for a in 0..xt.rank() {
+            kept.push(match (axes.contains(&a), xt.shape[a].known()) {
+                (false, _) => 1,
+                (true, Some(d)) => d as i64,
+                (true, None) => {
+                    return Err(vec![format!(
+                        "{}: the normalized axes must have known sizes",
+                        n.origin
+                    )])
+                }
+            });
+        }
+        let start = g.nodes.len();
+        let name = g.value(n.outputs[0]).name.clone();
+        let mut b = B {
+            g: &mut *g,
+            o: n.origin.clone(),
+        };
+        let (_, _, xi, res) = self_normalize(&mut b, x, &axes, kept, gamma, beta, epsilon, &name)?;
+        splice_sum(g, i, start, xi, res);
+    }
+    Ok(())
 }
 
 /// Appends Keras's loss of every output of `g` (`specs[i]` for output i; the total is the sum
@@ -1151,6 +1225,7 @@ pub fn step_graph_outputs(
         .then(|| g.add_input("step", TensorType::new(dt, vec![])));
     dropout_masks(&mut g)?;
     let new_stats = bn_training(&mut g, &stats)?;
+    layer_norm_ops(&mut g)?;
     let grads = gradients(&mut g, loss_v, &weights)?;
     let mut b = B {
         g: &mut g,
