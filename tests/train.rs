@@ -1889,3 +1889,59 @@ fn layernorm_trains_as_keras() {
         1e-5,
     );
 }
+
+/// An ONNX model trains with `--loss` and `--optimizer` (its float initializers are the
+/// weights): mlp_mnist.onnx (tf2onnx's export of the Keras model, same weights) with
+/// sparse categorical cross-entropy and Adam follows the shared Keras run of the Keras model:
+/// every per-batch loss within 1e-5, and `final.weights.npz` (by initializer name) within 1e-5
+/// of Keras's final weights.
+#[test]
+fn onnx_models_train_like_keras() {
+    let f = fixtures().join("training");
+    let out = scratch("train_onnx");
+    let o = forgec(&[
+        "train",
+        model_file("mlp_mnist.onnx").to_str().unwrap(),
+        "--loss",
+        "sparse_categorical_crossentropy",
+        "--optimizer",
+        "adam",
+        "--x",
+        f.join("mlp_mnist.train_x.npy").to_str().unwrap(),
+        "--y",
+        f.join("mlp_mnist.train_y.npy").to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--no-shuffle",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let d = rel(
+        &floats(&history(&out)["batch_loss"]),
+        &npy(&f.join("mlp_mnist.adam.losses.npy")).to_f64_vec(),
+    );
+    assert!(d <= 1e-5, "losses differ from Keras's by {d:e}");
+    let ours = forgec_runtime::read_npz(&out.join("final.weights.npz")).unwrap();
+    let keras = weights_of(
+        &load(
+            &model_file("mlp_mnist.json"),
+            &LoadOptions {
+                weights: Some(f.join("mlp_mnist.adam.final.weights.h5")),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap()
+        .graph,
+    );
+    assert_eq!(ours.len(), keras.len());
+    // The two models name their weights apart; each of mlp_mnist's four has a shape of its own.
+    for (n, t) in &ours {
+        let (_, k) = keras
+            .iter()
+            .find(|(_, k)| k.shape() == t.shape())
+            .unwrap_or_else(|| panic!("{n}: no Keras weight of shape {:?}", t.shape()));
+        let d = rel(&t.to_f64_vec(), &k.to_f64_vec());
+        assert!(d <= 1e-5, "{n} differs from Keras's by {d:e}");
+    }
+}

@@ -611,7 +611,13 @@ pub(crate) fn grad(
             };
             Ok(vec![dx, dw])
         }
-        Op::Conv(c) if c.groups == 1 && b.g.ty(ins[0]).rank() == 4 => {
+        // One group, or depthwise (a group per input channel: Keras's DepthwiseConv2D).
+        Op::Conv(c)
+            if b.g.ty(ins[0]).rank() == 4
+                && (c.groups == 1
+                    || Some(c.groups)
+                        == split_layout(&b.g.ty(ins[0]).shape, c.layout).1.known()) =>
+        {
             let (x, w) = (ins[0], ins[1]);
             let (tx, tw) = (b.g.ty(x).clone(), b.g.ty(w).clone());
             let dx = if need[0] {
@@ -931,6 +937,9 @@ fn conv_kernel_grad(
     } else {
         x
     };
+    if c.groups > 1 {
+        return depthwise_kernel_grad(b, c, xp, dy, (oh, ow, ci, co), (kh, kw));
+    }
     let (oo, oi, oc) = ((oh * ow) as i64, ci as i64, co as i64);
     let dr = b.op(
         Op::Reshape {
@@ -1002,6 +1011,94 @@ fn conv_kernel_grad(
     };
     match c.layout {
         Layout::ChannelsLast => Ok(hwio),
+        Layout::ChannelsFirst => b.op(
+            Op::Transpose {
+                perm: vec![3, 2, 0, 1],
+            },
+            &[hwio],
+            "grad.oihw",
+        ),
+    }
+}
+
+/// A depthwise convolution's kernel gradient (channels-last, `xp` the padded input; kernel
+/// `[kh, kw, 1, ci m]`, output channel `c m + k` reads input channel c): per kernel position,
+/// the input window times the output gradient, summed over the samples and output positions,
+/// elementwise per channel.
+fn depthwise_kernel_grad(
+    b: &mut super::Builder,
+    c: &ConvAttrs,
+    xp: crate::ValueId,
+    dy: crate::ValueId,
+    (oh, ow, ci, co): (usize, usize, usize, usize),
+    (kh, kw): (usize, usize),
+) -> R<crate::ValueId> {
+    let m = co / ci;
+    let (h, w, cc, mm) = (oh as i64, ow as i64, ci as i64, m as i64);
+    let d5 = b.op(
+        Op::Reshape {
+            shape: vec![0, h, w, cc, mm],
+        },
+        &[dy],
+        "grad.per_channel",
+    )?;
+    let mut rows = Vec::new();
+    for i in 0..kh {
+        let mut cols = Vec::new();
+        for j in 0..kw {
+            let (s0, s1) = ((i * c.dilations[0]) as i64, (j * c.dilations[1]) as i64);
+            let xs = b.op(
+                Op::Slice {
+                    axes: vec![1, 2],
+                    starts: vec![s0, s1],
+                    ends: vec![
+                        s0 + ((oh - 1) * c.strides[0]) as i64 + 1,
+                        s1 + ((ow - 1) * c.strides[1]) as i64 + 1,
+                    ],
+                    steps: vec![c.strides[0] as i64, c.strides[1] as i64],
+                },
+                &[xp],
+                "grad.window",
+            )?;
+            let x5 = b.op(
+                Op::Reshape {
+                    shape: vec![0, h, w, cc, 1],
+                },
+                &[xs],
+                "grad.window5",
+            )?;
+            let p = b.op(Op::Binary(crate::BinaryOp::Mul), &[x5, d5], "grad")?;
+            let s = b.op(
+                Op::Reduce {
+                    kind: ReduceKind::Sum,
+                    axes: vec![0, 1, 2],
+                    keepdims: false,
+                },
+                &[p],
+                "grad.sum",
+            )?;
+            cols.push(b.op(
+                Op::Reshape {
+                    shape: vec![1, 1, 1, (ci * m) as i64],
+                },
+                &[s],
+                "grad.tap",
+            )?);
+        }
+        rows.push(if cols.len() == 1 {
+            cols[0]
+        } else {
+            b.op(Op::Concat { axis: 1 }, &cols, "grad.row")?
+        });
+    }
+    let hwio = if rows.len() == 1 {
+        rows[0]
+    } else {
+        b.op(Op::Concat { axis: 0 }, &rows, "grad.kernel")?
+    };
+    match c.layout {
+        Layout::ChannelsLast => Ok(hwio),
+        // OIHW: [ci m, 1, kh, kw].
         Layout::ChannelsFirst => b.op(
             Op::Transpose {
                 perm: vec![3, 2, 0, 1],
