@@ -751,23 +751,23 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Weights, threads: us
         d.push(format!("sizeof({})", c_type(t.dtype)));
         format!("(size_t){}", d.join(" * (size_t)"))
     };
-    for k in nin..ios.len() {
-        for j in 0..k {
-            let what = if j < nin {
-                format!("input {j}")
-            } else {
-                format!("output {}", j - nin)
-            };
-            let _ = writeln!(
-                checks,
-                "    {{ size_t a = {}, b = {}; if (a && b && (const char *)io{k} < (const char *)io{j} + b && (const char *)io{j} < (const char *)io{k} + a) {{ snprintf(ctx->error, sizeof ctx->error, \"output {} (`%s`) overlaps {what} (`%s`): give each output a buffer of its own\", \"{}\", \"{}\"); return {up}_ERR_ARG; }} }}",
-                bytes(ios[k]),
-                bytes(ios[j]),
-                k - nin,
-                c_escape(&g.value(ios[k]).name),
-                c_escape(&g.value(ios[j]).name)
-            );
-        }
+    // One loop over a table (a model's step can have hundreds of buffers: checks spelled out
+    // pair by pair made tens of megabytes of C).
+    if ios.len() > nin && ios.len() > 1 {
+        let n = ios.len();
+        let ptrs: Vec<String> = (0..n).map(|k| format!("(const char *)io{k}")).collect();
+        let sizes: Vec<String> = ios.iter().map(|&v| bytes(v)).collect();
+        let names: Vec<String> = ios
+            .iter()
+            .map(|&v| format!("\"{}\"", c_escape(&g.value(v).name)))
+            .collect();
+        let _ = writeln!(
+            checks,
+            "    {{\n        const char *const p[{n}] = {{ {} }};\n        const size_t s[{n}] = {{ {} }};\n        static const char *const nm[{n}] = {{ {} }};\n        for (int k = {nin}; k < {n}; k++)\n            for (int j = 0; j < k; j++)\n                if (s[k] && s[j] && p[k] < p[j] + s[j] && p[j] < p[k] + s[k]) {{\n                    snprintf(ctx->error, sizeof ctx->error, \"output %d (`%s`) overlaps %s %d (`%s`): give each output a buffer of its own\", k - {nin}, nm[k], j < {nin} ? \"input\" : \"output\", j < {nin} ? j : j - {nin}, nm[j]);\n                    return {up}_ERR_ARG;\n                }}\n    }}",
+            ptrs.join(", "),
+            sizes.join(", "),
+            names.join(", ")
+        );
     }
     let list = |v: &[usize]| {
         v.iter()
