@@ -1744,29 +1744,15 @@ fn two_output_losses_train_as_keras() {
 fn forgec_train_takes_nadam() {
     let dir = fixtures().join("training").join("optimizers");
     let f = fixtures().join("training");
-    let out = scratch("train_nadam");
-    let o = forgec(&[
-        "train",
-        dir.join("nadam.keras").to_str().unwrap(),
-        "--x",
-        f.join("mlp_binary.train_x.npy").to_str().unwrap(),
-        "--y",
-        f.join("mlp_binary.train_y.npy").to_str().unwrap(),
-        "--epochs",
-        "3",
-        "--no-shuffle",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    let h = history(&out);
+    let (h, out) = trains_like_keras(
+        &dir.join("nadam.keras"),
+        &f.join("mlp_binary.train_x.npy"),
+        &f.join("mlp_binary.train_y.npy"),
+        &dir.join("nadam"),
+        1e-5,
+    );
     assert_eq!(h["optimizer"]["name"], "nadam");
     assert_eq!(h["optimizer"]["beta_1"], 0.85);
-    let d = rel(
-        &floats(&h["batch_loss"]),
-        &npy(&dir.join("nadam.losses.npy")).to_f64_vec(),
-    );
-    assert!(d <= 1e-5, "losses differ from Keras's by {d:e}");
     let ours = out.join("final.weights.h5");
     let keras = dir.join("nadam.final.weights.h5");
     // The run's optimizer was that Keras's first Nadam (`nadam`), the saved model's its second
@@ -1782,12 +1768,8 @@ fn forgec_train_takes_nadam() {
         })
         .collect();
     assert_eq!(h5_layout(&ours), run);
-    let (a, b) = (h5_datasets(&ours), h5_datasets(&keras));
-    for ((n, x), (_, y)) in a.iter().zip(&b) {
-        let d = rel(x, y);
-        assert!(d <= 1e-5, "{n} differs from Keras's by {d:e}");
-    }
     // The product after 96 steps is far from its initial 1.
+    let a = h5_datasets(&ours);
     let p = &a.iter().find(|(n, _)| n == "/optimizer/vars/10").unwrap().1;
     assert!(p[0] > 0.0 && p[0] < 1e-10, "u_product {p:?}");
 }
@@ -1795,14 +1777,15 @@ fn forgec_train_takes_nadam() {
 /// `forgec train MODEL --x X --y Y --epochs 3 --no-shuffle` (batch 32) against a Keras run of
 /// the same: every per-batch loss within 1e-5 of `KERAS.losses.npy`, and every dataset of
 /// `final.weights.h5` (weights, statistics, the optimizer's variables) within `tol` of
-/// `KERAS.final.weights.h5`'s, with the same names. Returns history.json.
+/// `KERAS.final.weights.h5`'s, with the same names. Returns history.json and the run's
+/// directory.
 fn trains_like_keras(
     model: &std::path::Path,
     x: &std::path::Path,
     y: &std::path::Path,
     keras: &std::path::Path,
     tol: f64,
-) -> serde_json::Value {
+) -> (serde_json::Value, std::path::PathBuf) {
     let tag = keras.file_name().unwrap().to_str().unwrap();
     let out = scratch(&format!("train_like_{tag}"));
     let o = forgec(&[
@@ -1836,7 +1819,7 @@ fn trains_like_keras(
         let d = rel(x, y);
         assert!(d <= tol, "{tag}: {n} differs from Keras's by {d:e}");
     }
-    h
+    (h, out)
 }
 
 /// Keras's label smoothing trains as Keras trains it, read from the saved compile config
@@ -1860,7 +1843,7 @@ fn forgec_train_takes_label_smoothing() {
             dir.join("mlp_mnist.onehot_y.npy"),
         ),
     ] {
-        let h = trains_like_keras(
+        let (h, _) = trains_like_keras(
             &dir.join(format!("{run}.keras")),
             &f.join(format!("{stem}.train_x.npy")),
             &y,
@@ -1881,7 +1864,7 @@ fn forgec_train_takes_label_smoothing() {
 fn layernorm_trains_as_keras() {
     let dir = fixtures().join("training").join("normalization");
     let f = fixtures().join("training");
-    trains_like_keras(
+    let _ = trains_like_keras(
         &dir.join("ln_mlp.keras"),
         &f.join("mlp_binary.train_x.npy"),
         &f.join("mlp_binary.train_y.npy"),

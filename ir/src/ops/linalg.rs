@@ -948,6 +948,53 @@ fn conv_kernel_grad(
         &[dy],
         "grad.rows",
     )?;
+    kernel_taps(b, c, xp, (oh, ow), (kh, kw), |b, xs| {
+        let xr = b.op(
+            Op::Reshape {
+                shape: vec![0, oo, oi],
+            },
+            &[xs],
+            "grad.rows",
+        )?;
+        let xt = b.op(
+            Op::Transpose {
+                perm: vec![0, 2, 1],
+            },
+            &[xr],
+            "grad.t",
+        )?;
+        let p = b.op(Op::MatMul, &[xt, dr], "grad")?;
+        let s = b.op(
+            Op::Reduce {
+                kind: ReduceKind::Sum,
+                axes: vec![0],
+                keepdims: false,
+            },
+            &[p],
+            "grad.sum",
+        )?;
+        b.op(
+            Op::Reshape {
+                shape: vec![1, 1, oi, oc],
+            },
+            &[s],
+            "grad.tap",
+        )
+    })
+}
+
+/// A kernel gradient assembled tap by tap: for each kernel position, the input window it
+/// reads (a strided slice of the padded channels-last input `xp`) goes to `tap`, which gives
+/// that position's `[1, 1, I, O]` block; the blocks make the HWIO kernel (OIHW for a
+/// channels-first convolution).
+fn kernel_taps(
+    b: &mut super::Builder,
+    c: &ConvAttrs,
+    xp: crate::ValueId,
+    (oh, ow): (usize, usize),
+    (kh, kw): (usize, usize),
+    mut tap: impl FnMut(&mut super::Builder, crate::ValueId) -> R<crate::ValueId>,
+) -> R<crate::ValueId> {
     let mut rows = Vec::new();
     for i in 0..kh {
         let mut cols = Vec::new();
@@ -966,37 +1013,7 @@ fn conv_kernel_grad(
                 &[xp],
                 "grad.window",
             )?;
-            let xr = b.op(
-                Op::Reshape {
-                    shape: vec![0, oo, oi],
-                },
-                &[xs],
-                "grad.rows",
-            )?;
-            let xt = b.op(
-                Op::Transpose {
-                    perm: vec![0, 2, 1],
-                },
-                &[xr],
-                "grad.t",
-            )?;
-            let p = b.op(Op::MatMul, &[xt, dr], "grad")?;
-            let s = b.op(
-                Op::Reduce {
-                    kind: ReduceKind::Sum,
-                    axes: vec![0],
-                    keepdims: false,
-                },
-                &[p],
-                "grad.sum",
-            )?;
-            cols.push(b.op(
-                Op::Reshape {
-                    shape: vec![1, 1, oi, oc],
-                },
-                &[s],
-                "grad.tap",
-            )?);
+            cols.push(tap(b, xs)?);
         }
         rows.push(if cols.len() == 1 {
             cols[0]
@@ -1042,69 +1059,31 @@ fn depthwise_kernel_grad(
         &[dy],
         "grad.per_channel",
     )?;
-    let mut rows = Vec::new();
-    for i in 0..kh {
-        let mut cols = Vec::new();
-        for j in 0..kw {
-            let (s0, s1) = ((i * c.dilations[0]) as i64, (j * c.dilations[1]) as i64);
-            let xs = b.op(
-                Op::Slice {
-                    axes: vec![1, 2],
-                    starts: vec![s0, s1],
-                    ends: vec![
-                        s0 + ((oh - 1) * c.strides[0]) as i64 + 1,
-                        s1 + ((ow - 1) * c.strides[1]) as i64 + 1,
-                    ],
-                    steps: vec![c.strides[0] as i64, c.strides[1] as i64],
-                },
-                &[xp],
-                "grad.window",
-            )?;
-            let x5 = b.op(
-                Op::Reshape {
-                    shape: vec![0, h, w, cc, 1],
-                },
-                &[xs],
-                "grad.window5",
-            )?;
-            let p = b.op(Op::Binary(crate::BinaryOp::Mul), &[x5, d5], "grad")?;
-            let s = b.op(
-                Op::Reduce {
-                    kind: ReduceKind::Sum,
-                    axes: vec![0, 1, 2],
-                    keepdims: false,
-                },
-                &[p],
-                "grad.sum",
-            )?;
-            cols.push(b.op(
-                Op::Reshape {
-                    shape: vec![1, 1, 1, (ci * m) as i64],
-                },
-                &[s],
-                "grad.tap",
-            )?);
-        }
-        rows.push(if cols.len() == 1 {
-            cols[0]
-        } else {
-            b.op(Op::Concat { axis: 1 }, &cols, "grad.row")?
-        });
-    }
-    let hwio = if rows.len() == 1 {
-        rows[0]
-    } else {
-        b.op(Op::Concat { axis: 0 }, &rows, "grad.kernel")?
-    };
-    match c.layout {
-        Layout::ChannelsLast => Ok(hwio),
-        // OIHW: [ci m, 1, kh, kw].
-        Layout::ChannelsFirst => b.op(
-            Op::Transpose {
-                perm: vec![3, 2, 0, 1],
+    kernel_taps(b, c, xp, (oh, ow), (kh, kw), |b, xs| {
+        let x5 = b.op(
+            Op::Reshape {
+                shape: vec![0, h, w, cc, 1],
             },
-            &[hwio],
-            "grad.oihw",
-        ),
-    }
+            &[xs],
+            "grad.window5",
+        )?;
+        let p = b.op(Op::Binary(crate::BinaryOp::Mul), &[x5, d5], "grad")?;
+        let s = b.op(
+            Op::Reduce {
+                kind: ReduceKind::Sum,
+                axes: vec![0, 1, 2],
+                keepdims: false,
+            },
+            &[p],
+            "grad.sum",
+        )?;
+        // OIHW of a depthwise kernel is [ci m, 1, kh, kw]: the transpose of this HWIO.
+        b.op(
+            Op::Reshape {
+                shape: vec![1, 1, 1, cc * mm],
+            },
+            &[s],
+            "grad.tap",
+        )
+    })
 }
