@@ -97,14 +97,15 @@ fn output_names(m: &crate::Model) -> Vec<String> {
     }
 }
 
-/// Each output's loss: `--loss` for all (weight 1), else the compile config's loss of that
-/// output with its settings and `loss_weights`. Returns the specs (metrics empty) and each
-/// output's loss name.
+/// Each output (`outs`, by name) with its loss: `--loss` for all (weight 1), else the compile
+/// config's loss of that output (`saved`) with its settings and `loss_weights` (`weights`).
+/// Returns the specs (metrics empty) and each output's loss name.
 fn output_losses(
-    m: &crate::Model,
+    outs: &[String],
+    saved: &[(String, crate::keras::loss::Loss)],
+    weights: Option<&Value>,
     loss_flag: Option<&str>,
 ) -> Result<(Vec<OutputSpec>, Vec<String>), UserError> {
-    let outs = output_names(m);
     let known = |name: &str| {
         LossFn::from_name(name).ok_or_else(|| {
             UserError::new(format!(
@@ -125,14 +126,13 @@ fn output_losses(
         };
         return Ok((vec![spec; outs.len()], vec![f.to_string(); outs.len()]));
     }
-    let (saved, weights, _) = compiled_training(m);
     if saved.is_empty() {
         return Err(UserError::new(
             "the model was saved without a loss: pass --loss (e.g. --loss binary_crossentropy)",
         ));
     }
     let weight_of = |i: usize, name: &str| -> Result<f64, UserError> {
-        let w = match &weights {
+        let w = match weights {
             None => return Ok(1.0),
             Some(Value::Object(o)) => o.get(name),
             Some(Value::Array(a)) => a.get(i),
@@ -674,15 +674,20 @@ pub struct Setup {
 }
 
 /// The losses in words: one name when every output has the same loss with weight 1, else
-/// `OUTPUT: LOSS` (`x WEIGHT`) per output.
+/// `OUTPUT: LOSS` (`x WEIGHT`) per output. Names from the model file are escaped (this text
+/// is printed).
 fn describe_losses(outs: &[String], names: &[String], specs: &[OutputSpec]) -> String {
-    if names.iter().all(|n| *n == names[0]) && specs.iter().all(|s| s.weight == 1.0) {
-        return names[0].clone();
+    let same = names.windows(2).all(|w| w[0] == w[1]);
+    if same && specs.iter().all(|s| s.weight == 1.0) {
+        return names
+            .first()
+            .map_or(String::new(), |n| n.escape_debug().to_string());
     }
     outs.iter()
         .zip(names)
         .zip(specs)
         .map(|((o, n), s)| {
+            let (o, n) = (o.escape_debug(), n.escape_debug());
             if s.weight == 1.0 {
                 format!("{o}: {n}")
             } else {
@@ -765,9 +770,11 @@ pub fn setup(
     opt_flag: Option<&str>,
     lr_flag: Option<f64>,
 ) -> Result<Setup, UserError> {
-    let (_, _, saved_opt) = compiled_training(&m);
-    let (mut outputs, loss_names) = output_losses(&m, loss_flag)?;
-    let loss_name = describe_losses(&output_names(&m), &loss_names, &outputs);
+    let (saved_losses, loss_weights, saved_opt) = compiled_training(&m);
+    let outs = output_names(&m);
+    let (mut outputs, loss_names) =
+        output_losses(&outs, &saved_losses, loss_weights.as_ref(), loss_flag)?;
+    let loss_name = describe_losses(&outs, &loss_names, &outputs);
     let (opt, rules, lr, opt_name) = optimizer(opt_flag, lr_flag, saved_opt.as_ref())?;
     let k3_layout = match &m {
         forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),
