@@ -28,6 +28,7 @@ pub mod cleanup;
 pub mod fold;
 pub mod layout;
 pub mod lower;
+pub mod recurrent;
 pub mod shape;
 pub mod simplify;
 pub mod train;

@@ -459,11 +459,17 @@ fn self_normalize(
 /// Replaces node `i` by the nodes appended to the graph since `start` and a final
 /// `add(xi, res)` into the node's own result (so its value id stays).
 fn splice_sum(g: &mut Graph, i: usize, start: usize, xi: ValueId, res: ValueId) {
+    splice_op(g, i, start, Op::Binary(BinaryOp::Add), vec![xi, res]);
+}
+
+/// Replaces node `i` by the nodes appended to the graph since `start` and a final `op` of
+/// `inputs` into the node's own (first) result, so its value id stays.
+pub(crate) fn splice_op(g: &mut Graph, i: usize, start: usize, op: Op, inputs: Vec<ValueId>) {
     let n = g.nodes[i].clone();
     let mut new: Vec<forgec_ir::Node> = g.nodes.drain(start..).collect();
     new.push(forgec_ir::Node {
-        op: Op::Binary(BinaryOp::Add),
-        inputs: vec![xi, res],
+        op,
+        inputs,
         outputs: vec![n.outputs[0]],
         origin: n.origin,
     });
@@ -1226,6 +1232,7 @@ pub fn step_graph_outputs(
     dropout_masks(&mut g)?;
     let new_stats = bn_training(&mut g, &stats)?;
     layer_norm_ops(&mut g)?;
+    crate::recurrent::unroll_rnns(&mut g)?;
     let grads = gradients(&mut g, loss_v, &weights)?;
     let mut b = B {
         g: &mut g,
