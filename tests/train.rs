@@ -2015,6 +2015,114 @@ fn lstm_step_compiles_as_interpreted() {
     );
 }
 
+/// Keras's sample weights (scripts/keras_sample_weight_runs.py): mlp_binary (Adam) with a
+/// weight per sample, some 0, from `--sample-weight FILE.npy`, and the two-output model (SGD,
+/// loss_weights) with a weight per output from an .npz by output name. Every per-batch loss,
+/// each output's epoch loss and every final weight within 1e-5 of Keras's run (losses 1.4e-7
+/// and 1.6e-7 measured). Weights of the wrong length are refused, naming the output.
+#[test]
+fn sample_weights_train_as_keras() {
+    let dir = fixtures().join("training").join("sample_weight");
+    let f = fixtures().join("training");
+    let two = f.join("two_outputs");
+    let s = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+    for (name, data) in [
+        (
+            "sw_mlp",
+            vec![
+                "--x".to_string(),
+                s(f.join("mlp_binary.train_x.npy")),
+                "--y".into(),
+                s(f.join("mlp_binary.train_y.npy")),
+                "--sample-weight".into(),
+                s(dir.join("sw_mlp.sample_weight.npy")),
+            ],
+        ),
+        (
+            "sw_two",
+            vec![
+                "--x".to_string(),
+                format!("input_a={}", s(two.join("input_a.npy"))),
+                "--x".into(),
+                format!("input_b={}", s(two.join("input_b.npy"))),
+                "--y".into(),
+                format!("class_out={}", s(two.join("class_out.npy"))),
+                "--y".into(),
+                format!("bin_out={}", s(two.join("bin_out.npy"))),
+                "--sample-weight".into(),
+                s(dir.join("sw_two.sample_weight.npz")),
+            ],
+        ),
+    ] {
+        let out = scratch(&format!("train_{name}"));
+        let mut a = vec!["train".to_string(), s(dir.join(format!("{name}.keras")))];
+        a.extend(data);
+        a.extend(["--epochs", "3", "--no-shuffle", "--out"].map(String::from));
+        a.push(s(out.clone()));
+        let refs: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
+        let o = forgec(&refs);
+        assert_eq!(o.code, 0, "{name}: {}", o.stderr);
+        let logs = forgec_runtime::read_npz(&dir.join(format!("{name}.logs.npz"))).unwrap();
+        let log = |k: &str| logs.iter().find(|(n, _)| n == k).unwrap().1.to_f64_vec();
+        let h = history(&out);
+        let d = rel(&floats(&h["batch_loss"]), &log("loss"));
+        assert!(d <= 1e-5, "{name}: losses differ from Keras's by {d:e}");
+        if name == "sw_two" {
+            // 200 samples in batches of 32: 7 steps an epoch, the last of 8.
+            let sizes: Vec<f64> = (0..7).map(|i| if i == 6 { 8.0 } else { 32.0 }).collect();
+            for m in ["class_out_loss", "bin_out_loss"] {
+                let k = log(m);
+                for (e, rec) in h["epochs"].as_array().unwrap().iter().enumerate() {
+                    let want: f64 = (0..7).map(|i| k[e * 7 + i] * sizes[i]).sum::<f64>() / 200.0;
+                    let got = rec[m].as_f64().unwrap_or_else(|| panic!("{m} in {rec}"));
+                    assert!(
+                        (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "{name}, epoch {}, {m}: {got} but Keras's {want}",
+                        e + 1
+                    );
+                }
+            }
+        }
+        let (a, b) = (
+            h5_datasets(&out.join("final.weights.h5")),
+            h5_datasets(&dir.join(format!("{name}.final.weights.h5"))),
+        );
+        assert_eq!(a.len(), b.len(), "{name}");
+        for ((n, x), (m, y)) in a.iter().zip(&b) {
+            assert_eq!(n, m, "{name}");
+            let d = rel(x, y);
+            assert!(d <= 1e-5, "{name}: {n} differs from Keras's by {d:e}");
+        }
+    }
+    // 100 weights for 1024 samples.
+    let short = scratch("train_sw_bad").join("short.npy");
+    forgec_runtime::write_npy(
+        &short,
+        &Tensor::from_f64_values(DType::F32, vec![100], &[1.0; 100]).unwrap(),
+    )
+    .unwrap();
+    let out = scratch("train_sw_bad_out");
+    let o = forgec(&[
+        "train",
+        &s(dir.join("sw_mlp.keras")),
+        "--x",
+        &s(f.join("mlp_binary.train_x.npy")),
+        "--y",
+        &s(f.join("mlp_binary.train_y.npy")),
+        "--sample-weight",
+        &s(short),
+        "--out",
+        &s(out),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("--sample-weight for `output_0`: 100 weights for 1024 samples"),
+        "{}",
+        o.stderr
+    );
+}
+
 /// An ONNX model trains with `--loss` and `--optimizer` (its float initializers are the
 /// weights): mlp_mnist.onnx (tf2onnx's export of the Keras model, same weights) with
 /// sparse categorical cross-entropy and Adam follows the shared Keras run of the Keras model:

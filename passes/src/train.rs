@@ -303,6 +303,32 @@ impl B<'_> {
         let r = self.g.ty(x).rank();
         self.reduce(ReduceKind::Mean, x, (0..r).collect(), name)
     }
+    /// Keras's `sum_over_batch_size` of the losses `e`: their mean. With sample weights `sw`
+    /// (one per sample), each sample's loss (`elementwise`: the mean over `e`'s last axis, as
+    /// Keras's losses reduce it) times its weight, then the sum over the number of losses.
+    fn sum_over_batch(
+        &mut self,
+        e: ValueId,
+        sw: Option<ValueId>,
+        elementwise: bool,
+        name: &str,
+    ) -> R<ValueId> {
+        let Some(sw) = sw else {
+            return self.mean_all(e, name);
+        };
+        let r = self.g.ty(e).rank();
+        let per = if elementwise && r >= 2 {
+            self.reduce(ReduceKind::Mean, e, vec![r - 1], "loss.per_sample")?
+        } else {
+            e
+        };
+        let pr = self.g.ty(per).rank();
+        let mut shape = vec![0i64];
+        shape.extend(std::iter::repeat_n(1, pr.saturating_sub(1)));
+        let w = self.op(Op::Reshape { shape }, &[sw], "loss.sample_weight")?;
+        let weighted = self.bin(BinaryOp::Mul, per, w, "loss.weighted_samples")?;
+        self.mean_all(weighted, name)
+    }
 }
 
 /// The producer of `v` and its op.
@@ -630,6 +656,7 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
     let mut labels = Vec::new();
     let mut pairs = Vec::new();
     let mut total: Option<ValueId> = None;
+    let mut sample_weights = Vec::new();
     for (&out, spec) in outputs.iter().zip(specs) {
         let (loss, from_logits) = (spec.loss, spec.from_logits);
         let ty = b.g.ty(out).clone();
@@ -654,6 +681,11 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
         };
         let y = b.g.add_input(&format!("{oname}.labels"), lty);
         labels.push(b.g.value(y).name.clone());
+        let sw = spec.sample_weighted.then(|| {
+            let ty = TensorType::new(ty.dtype, vec![ty.shape[0].clone()]);
+            b.g.add_input(&format!("{oname}.sample_weight"), ty)
+        });
+        sample_weights.extend(sw);
         pairs.push((out, y));
         // Keras takes the logits of a sigmoid (binary) or softmax (categorical) output.
         let prod = producer(b.g, out).map(|n| (n.op.clone(), n.inputs.clone()));
@@ -710,12 +742,12 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
             (LossFn::MeanSquaredError, _) => {
                 let d = b.bin(BinaryOp::Sub, y, out, "loss.diff")?;
                 let sq = b.bin(BinaryOp::Mul, d, d, "loss.sq")?;
-                b.mean_all(sq, &lname)?
+                b.sum_over_batch(sq, sw, true, &lname)?
             }
             (LossFn::MeanAbsoluteError, _) => {
                 let d = b.bin(BinaryOp::Sub, y, out, "loss.diff")?;
                 let a = b.un(UnaryOp::Abs, d, "loss.abs")?;
-                b.mean_all(a, &lname)?
+                b.sum_over_batch(a, sw, true, &lname)?
             }
             (LossFn::Huber { delta }, _) => {
                 // With q = min(|e|, delta): 0.5 q^2 + delta (|e| - q), which is Keras's two
@@ -730,7 +762,7 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
                 let over = b.bin(BinaryOp::Sub, a, q, "loss.over")?;
                 let lin = b.bin(BinaryOp::Mul, over, dl, "loss.lin")?;
                 let e = b.bin(BinaryOp::Add, quad, lin, "loss.elem")?;
-                b.mean_all(e, &lname)?
+                b.sum_over_batch(e, sw, true, &lname)?
             }
             (LossFn::BinaryCrossentropy, Some(z)) => {
                 // max(z, 0) - z y + log(1 + exp(-|z|))
@@ -742,7 +774,7 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
                 let sp = b.un(UnaryOp::Softplus, naz, "loss.softplus")?;
                 let d = b.bin(BinaryOp::Sub, mz, zy, "loss.d")?;
                 let e = b.bin(BinaryOp::Add, d, sp, "loss.elem")?;
-                b.mean_all(e, &lname)?
+                b.sum_over_batch(e, sw, true, &lname)?
             }
             (LossFn::BinaryCrossentropy, None) => {
                 // -(y log p + (1 - y) log(1 - p)), p clipped to [1e-7, 1 - 1e-7]
@@ -761,7 +793,7 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
                 let t2 = b.bin(BinaryOp::Mul, yn, lq, "loss.t2")?;
                 let s = b.bin(BinaryOp::Add, t1, t2, "loss.s")?;
                 let e = b.un(UnaryOp::Neg, s, "loss.elem")?;
-                b.mean_all(e, &lname)?
+                b.sum_over_batch(e, sw, true, &lname)?
             }
             (LossFn::CategoricalCrossentropy | LossFn::SparseCategoricalCrossentropy, _) => {
                 // -sum(y * log p) over the classes, log p = log_softmax(z) from the logits,
@@ -823,7 +855,7 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
                 let prod = b.bin(BinaryOp::Mul, target, logp, "loss.ylogp")?;
                 let s = b.reduce(ReduceKind::Sum, prod, vec![last], "loss.sum")?;
                 let e = b.un(UnaryOp::Neg, s, "loss.elem")?;
-                b.mean_all(e, &lname)?
+                b.sum_over_batch(e, sw, false, &lname)?
             }
         };
         let lw = if spec.weight == 1.0 {
@@ -843,6 +875,9 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
     if !problems.is_empty() {
         return Err(problems);
     }
+    // The sample weights follow every output's labels.
+    b.g.inputs.retain(|v| !sample_weights.contains(v));
+    b.g.inputs.extend(&sample_weights);
     Ok((total.expect("at least one output"), labels, pairs, each))
 }
 
@@ -930,6 +965,12 @@ pub struct OutputSpec {
     pub label_smoothing: f64,
     pub weight: f64,
     pub metrics: Vec<(String, Metric)>,
+    /// Keras's `sample_weight`: the graphs take an input `OUTPUT.sample_weight` of one weight
+    /// per sample (after every output's labels); each sample's loss (the mean over the
+    /// output's last axis) is multiplied by its weight before `sum_over_batch_size` (so the
+    /// divisor stays the number of losses, as Keras's). Metrics stay unweighted, as Keras's
+    /// `metrics` (not `weighted_metrics`).
+    pub sample_weighted: bool,
 }
 
 impl OutputSpec {
@@ -947,6 +988,7 @@ impl OutputSpec {
                 label_smoothing: 0.0,
                 weight: 1.0,
                 metrics: metrics.to_vec(),
+                sample_weighted: false,
             };
             model.outputs.len()
         ]

@@ -339,9 +339,12 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// `NAME_train_step_weighted` and `NAME_train_evaluate_weighted`: context, batch, inputs,
+/// labels, sample weights (NULL: ones), loss, metrics.
 type TrainData = unsafe extern "C" fn(
     *mut c_void,
     i64,
+    *const *const c_void,
     *const *const c_void,
     *const *const c_void,
     *mut f64,
@@ -439,8 +442,8 @@ impl Trainer {
         }
         Ok(Trainer {
             ctx: std::sync::Mutex::new(Ctx(ctx)),
-            step: model.sym("train_step")?,
-            evaluate: model.sym("train_evaluate")?,
+            step: model.sym("train_step_weighted")?,
+            evaluate: model.sym("train_evaluate_weighted")?,
             predict: model.sym("train_predict")?,
             last_error: model.sym("train_last_error")?,
             label_shape: model.sym("train_label_shape")?,
@@ -531,7 +534,18 @@ impl Trainer {
         inputs: &[&Tensor],
         labels: &[&Tensor],
     ) -> Result<(f64, Vec<f64>), CallError> {
-        self.call(self.step, inputs, labels)
+        self.call(self.step, inputs, labels, None)
+    }
+
+    /// One training step with Keras's sample weights: one `[batch]` tensor per output, of
+    /// the weights' float type.
+    pub fn step_weighted(
+        &self,
+        inputs: &[&Tensor],
+        labels: &[&Tensor],
+        sample_weights: &[&Tensor],
+    ) -> Result<(f64, Vec<f64>), CallError> {
+        self.call(self.step, inputs, labels, Some(sample_weights))
     }
 
     /// The loss and metrics of the current weights, without an update.
@@ -540,7 +554,17 @@ impl Trainer {
         inputs: &[&Tensor],
         labels: &[&Tensor],
     ) -> Result<(f64, Vec<f64>), CallError> {
-        self.call(self.evaluate, inputs, labels)
+        self.call(self.evaluate, inputs, labels, None)
+    }
+
+    /// `evaluate` with sample weights, as `step_weighted`.
+    pub fn evaluate_weighted(
+        &self,
+        inputs: &[&Tensor],
+        labels: &[&Tensor],
+        sample_weights: &[&Tensor],
+    ) -> Result<(f64, Vec<f64>), CallError> {
+        self.call(self.evaluate, inputs, labels, Some(sample_weights))
     }
 
     fn call(
@@ -548,8 +572,35 @@ impl Trainer {
         f: TrainData,
         inputs: &[&Tensor],
         labels: &[&Tensor],
+        sample_weights: Option<&[&Tensor]>,
     ) -> Result<(f64, Vec<f64>), CallError> {
         let (batch, ins, ls) = self.data_ptrs(inputs, Some(labels))?;
+        let mut sw: Vec<*const c_void> = Vec::new();
+        if let Some(ws) = sample_weights {
+            let dt = self.state.first().map_or(DType::F32, |s| s.dtype);
+            if ws.len() != self.num_labels {
+                return Err(Self::plain(format!(
+                    "the model takes {} sample weight arrays (one per output), got {}",
+                    self.num_labels,
+                    ws.len()
+                )));
+            }
+            for (i, t) in ws.iter().enumerate() {
+                if t.shape() != [batch as usize] || t.dtype() != dt {
+                    return Err(Self::plain(format!(
+                        "sample weights {i} must be {dt} [{batch}], got {} {:?}",
+                        t.dtype(),
+                        t.shape()
+                    )));
+                }
+                sw.push(data_ptr(t));
+            }
+        }
+        let swp = if sample_weights.is_some() {
+            sw.as_ptr()
+        } else {
+            std::ptr::null()
+        };
         let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
         let mut loss = 0.0f64;
         let mut metrics = vec![0.0f64; self.metrics.len()];
@@ -559,6 +610,7 @@ impl Trainer {
                 batch,
                 ins.as_ptr(),
                 ls.as_ptr(),
+                swp,
                 &mut loss,
                 metrics.as_mut_ptr(),
             )

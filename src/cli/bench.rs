@@ -467,6 +467,7 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         weights: None,
         x: a.x.clone(),
         y: a.y.clone(),
+        sample_weight: Vec::new(),
         epochs: 1,
         batch_size: 1,
         no_shuffle: true,

@@ -26,6 +26,10 @@ pub struct Args {
     /// The labels, one per model output: [OUTPUT=]FILE.npy, or an .npz by output name
     #[arg(long = "y", required = true)]
     pub y: Vec<String>,
+    /// Keras's sample_weight: one weight per sample for each output's loss: FILE.npy (every
+    /// output), OUTPUT=FILE.npy, or an .npz by output name (default: every sample weighs 1)
+    #[arg(long = "sample-weight")]
+    pub sample_weight: Vec<String>,
     /// Passes over the data
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
@@ -123,6 +127,7 @@ fn output_losses(
             label_smoothing: 0.0,
             weight: 1.0,
             metrics: Vec::new(),
+            sample_weighted: false,
         };
         return Ok((vec![spec; outs.len()], vec![f.to_string(); outs.len()]));
     }
@@ -165,6 +170,7 @@ fn output_losses(
             label_smoothing,
             weight: weight_of(i, o)?,
             metrics: Vec::new(),
+            sample_weighted: false,
         });
         names.push(l.function.clone());
     }
@@ -474,15 +480,15 @@ impl Training {
     }
 
     /// Runs a step of the compiled training library on `batch` (data rows, as `batch` makes
-    /// them: the model's inputs, then the labels); returns the loss.
+    /// them: the model's inputs, the labels, the sample weights); returns the loss.
     pub fn run(
         &self,
         lib: &forgec_runtime::compiled::Trainer,
         batch: &[(String, Tensor)],
     ) -> Result<(f64, Vec<f64>), forgec_runtime::compiled::CallError> {
-        let n = self.g.inputs.len();
+        let (n, l) = (self.g.inputs.len(), self.step.labels.len());
         let refs: Vec<&Tensor> = batch.iter().map(|(_, d)| d).collect();
-        lib.step(&refs[..n], &refs[n..])
+        lib.step_weighted(&refs[..n], &refs[n..n + l], &refs[n + l..])
     }
 
     /// Takes the library's state (after a run) into `state`, `slots` and `stats`.
@@ -723,8 +729,16 @@ fn compiled_metrics(m: &crate::Model, specs: &mut [OutputSpec]) -> Vec<String> {
             _ => {}
         }
     }
+    // Keras's weighted_metrics (metrics weighted by the sample weights): not computed yet.
+    let mut weighted = Vec::new();
+    if let Some(w) = k.compile.as_ref().and_then(|c| c.get("weighted_metrics")) {
+        collect(w, &mut weighted);
+    }
+    let weighted = weighted
+        .into_iter()
+        .map(|n| format!("{n} (weighted_metrics)"));
     let Some(v) = k.compile.as_ref().and_then(|c| c.get("metrics")) else {
-        return Vec::new();
+        return weighted.collect();
     };
     let outs = output_names(m);
     let mut per: Vec<Vec<String>> = vec![Vec::new(); specs.len()];
@@ -758,6 +772,7 @@ fn compiled_metrics(m: &crate::Model, specs: &mut [OutputSpec]) -> Vec<String> {
             }
         }
     }
+    other.extend(weighted);
     other
 }
 
@@ -786,6 +801,11 @@ pub fn setup(
             n.escape_debug(),
             Metric::KNOWN
         );
+    }
+    // The library's step and evaluation always take sample weights (ones when none are
+    // given), so that one library serves both.
+    for o in &mut outputs {
+        o.sample_weighted = true;
     }
     let g = m.into_graph();
     let step = step_graph_outputs(&g, &outputs, opt, rules).map_err(|e| {
@@ -862,6 +882,64 @@ pub fn setup(
         globals,
         frozen,
     })
+}
+
+/// `--sample-weight`: each output's weights (`OUTPUT.sample_weight`, of the weights' type
+/// `dt`), one per sample of `n`; ones where none are given. One file without a name weighs
+/// every output, as Keras's single `sample_weight` array does.
+fn sample_weights(
+    a: &Args,
+    outs: &[String],
+    n: usize,
+    dt: DType,
+) -> Result<Vec<(String, Tensor)>, UserError> {
+    let given = match a.sample_weight.as_slice() {
+        [] => Vec::new(),
+        [one] if !one.contains('=') && !one.ends_with(".npz") => {
+            let t = forgec_runtime::read_npy(Path::new(one)).map_err(|e| UserError::new(e.0))?;
+            outs.iter().map(|o| (o.clone(), t.clone())).collect()
+        }
+        many => super::run::read_inputs(many, outs)?,
+    };
+    if let Some((k, _)) = given.iter().find(|(k, _)| !outs.contains(k)) {
+        return Err(UserError::new(format!(
+            "--sample-weight for `{}`: the model has no output of that name (its outputs: {})",
+            k.escape_debug(),
+            outs.join(", ")
+        )));
+    }
+    let mut ws = Vec::new();
+    for o in outs {
+        let name = format!("{o}.sample_weight");
+        let Some((_, t)) = given.iter().find(|(k, _)| k == o) else {
+            ws.push((name, Tensor::full(dt, vec![n], 1.0).expect("ones")));
+            continue;
+        };
+        let flat = match t.shape() {
+            [m] | [m, 1] => *m,
+            s => {
+                return Err(UserError::new(format!(
+                    "--sample-weight for `{o}`: the weights have shape {s:?}: give one weight per sample, shape [{n}]"
+                )))
+            }
+        };
+        if flat != n {
+            return Err(UserError::new(format!(
+                "--sample-weight for `{o}`: {flat} weights for {n} samples: give one per sample"
+            )));
+        }
+        let v = t.to_f64_vec();
+        if let Some((at, bad)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(UserError::new(format!(
+                "--sample-weight for `{o}`: weight {bad} at sample {at} is not a finite number"
+            )));
+        }
+        ws.push((
+            name,
+            Tensor::from_f64_values(dt, vec![n], &v).expect("weights"),
+        ));
+    }
+    Ok(ws)
 }
 
 /// Loads the model and the data and builds the training step; every check is made here,
@@ -949,6 +1027,7 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         data.push((l.clone(), t));
     }
     let n = data[0].1.shape().first().copied().unwrap_or(0);
+    data.extend(sample_weights(a, &out_names, n, s.state[0].1.dtype())?);
     for (name, t) in &data {
         if t.shape().first() != Some(&n) {
             return Err(UserError::new(format!(

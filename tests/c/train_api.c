@@ -5,6 +5,7 @@
  * - evaluate on a batch equals the loss the next step on it reports, and the step's accuracy
  *   (TM_TRAIN_NUM_METRICS == 1, `accuracy`) is that of predict's outputs on the batch;
  * - a state saved after epoch 1 and set on a second context replays epochs 2.. to the same bits;
+ * - evaluate_weighted weighs each sample's loss and divides by the batch size;
  * - a batch holding NaN returns TM_ERR_NONFINITE and leaves the state as it was;
  * - a foreign blob, batch 0 and NULL arrays are refused with their codes.
  * Writes the final state blob to OUT.
@@ -101,6 +102,18 @@ int main(int argc, char **argv) {
                 hits += (int32_t)best == want;
             }
             if (tm_train_evaluate(t, bs, in, lab, &ev, em) != TM_OK) fail("evaluate", tm_train_last_error(t));
+            if (at == 0) {
+                /* Sample weights: all 2 doubles the loss; ones on the first half and zeros on
+                 * the rest give the first half's loss times half / bs (the divisor stays bs). */
+                float w2[32], wh[32];
+                for (int r = 0; r < 32; r++) { w2[r] = 2; wh[r] = r < 16; }
+                const void *sw2[1] = { w2 }, *swh[1] = { wh };
+                double e2 = 0, eh = 0, ef = 0;
+                if (tm_train_evaluate_weighted(t, bs, in, lab, sw2, &e2, NULL) != TM_OK) fail("evaluate_weighted", tm_train_last_error(t));
+                if (tm_train_evaluate_weighted(t, bs, in, lab, swh, &eh, NULL) != TM_OK) fail("evaluate_weighted", tm_train_last_error(t));
+                if (tm_train_evaluate(t, 16, in, lab, &ef, NULL) != TM_OK) fail("evaluate", tm_train_last_error(t));
+                if (fabs(e2 - 2 * ev) > 1e-6 * fabs(ev) || fabs(eh - ef / 2) > 1e-6 * fabs(ef)) fail("sample weights", "not Keras's weighted sum over the batch size");
+            }
             if (tm_train_step(t, bs, in, lab, &loss, sm) != TM_OK) fail("step", tm_train_last_error(t));
             if (fabs(ev - loss) > 1e-6 * (1 + fabs(loss))) fail("evaluate", "differs from the step's loss");
             if (fabs(sm[0] - (double)hits / bs) > 1.01 / bs || fabs(em[0] - sm[0]) > 1.01 / bs) fail("accuracy", "not predict's on the batch");

@@ -32,6 +32,8 @@ struct NAME_train {
     NAME_forgec_predict_ctx *predict;
     char *state[2];
     int cur, busy;
+    @scalar@ *ones; /* unit sample weights for the calls that give none, grown to the largest batch */
+    int64_t ones_n;
 };
 
 /* The header of a state blob (see NAME.h). */
@@ -47,6 +49,7 @@ void NAME_train_destroy(NAME_train *t) {
     NAME_forgec_predict_destroy(t->predict);
     free(t->state[0]);
     free(t->state[1]);
+    free(t->ones);
     free(t);
 }
 
@@ -162,10 +165,34 @@ static int NAME_check_data(NAME_train *t, int64_t batch, const void *const *inpu
 static const char *const NAME_metric_names[UPNAME_TRAIN_NUM_METRICS + 1] = { @metric_names@ };
 const char *NAME_train_metric_name(int i) { return i < 0 || i >= UPNAME_TRAIN_NUM_METRICS ? NULL : NAME_metric_names[i]; }
 
+/* Each output's sample weights: the caller's, else ones (allocated when a larger batch first
+ * comes, so a run of one batch size allocates once). */
+static int NAME_sample_weights(NAME_train *t, int64_t batch, const void *const *given, const void **sw) {
+    int need = 0;
+    for (int k = 0; k < UPNAME_TRAIN_NUM_LABELS; k++) need |= !(given && given[k]);
+    if (need && t->ones_n < batch) {
+        @scalar@ *p = (@scalar@ *)malloc((size_t)batch * sizeof *p);
+        if (!p) { snprintf(t->error, sizeof t->error, "out of memory for %lld sample weights", (long long)batch); return UPNAME_ERR_MEMORY; }
+        for (int64_t i = 0; i < batch; i++) p[i] = 1;
+        free(t->ones);
+        t->ones = p;
+        t->ones_n = batch;
+    }
+    for (int k = 0; k < UPNAME_TRAIN_NUM_LABELS; k++) sw[k] = given && given[k] ? given[k] : (const void *)t->ones;
+    return UPNAME_OK;
+}
+
 int NAME_train_step(NAME_train *t, int64_t batch, const void *const *inputs, const void *const *labels, double *loss, double *metrics) {
+    return NAME_train_step_weighted(t, batch, inputs, labels, NULL, loss, metrics);
+}
+
+int NAME_train_step_weighted(NAME_train *t, int64_t batch, const void *const *inputs, const void *const *labels, const void *const *sample_weights, double *loss, double *metrics) {
     int rc = NAME_enter(t);
     if (rc != UPNAME_OK) return rc;
     if ((rc = NAME_check_data(t, batch, inputs, labels, 1)) != UPNAME_OK) return NAME_leave(t, rc);
+    const void *sw[UPNAME_TRAIN_NUM_LABELS + 1];
+    if ((rc = NAME_sample_weights(t, batch, sample_weights, sw)) != UPNAME_OK) return NAME_leave(t, rc);
+    (void)sw;
     const char *cur = t->state[t->cur];
     char *next = t->state[1 - t->cur];
     int64_t steps = NAME_get_i64(cur, 16);
@@ -196,9 +223,16 @@ int NAME_train_step(NAME_train *t, int64_t batch, const void *const *inputs, con
 }
 
 int NAME_train_evaluate(NAME_train *t, int64_t batch, const void *const *inputs, const void *const *labels, double *loss, double *metrics) {
+    return NAME_train_evaluate_weighted(t, batch, inputs, labels, NULL, loss, metrics);
+}
+
+int NAME_train_evaluate_weighted(NAME_train *t, int64_t batch, const void *const *inputs, const void *const *labels, const void *const *sample_weights, double *loss, double *metrics) {
     int rc = NAME_enter(t);
     if (rc != UPNAME_OK) return rc;
     if ((rc = NAME_check_data(t, batch, inputs, labels, 1)) != UPNAME_OK) return NAME_leave(t, rc);
+    const void *sw[UPNAME_TRAIN_NUM_LABELS + 1];
+    if ((rc = NAME_sample_weights(t, batch, sample_weights, sw)) != UPNAME_OK) return NAME_leave(t, rc);
+    (void)sw;
     if (!loss) { snprintf(t->error, sizeof t->error, "the loss pointer is NULL"); return NAME_leave(t, UPNAME_ERR_NULL); }
     const char *cur = t->state[t->cur];
     @scalar@ value = 0, mvals[UPNAME_TRAIN_NUM_METRICS + 1] = { 0 };

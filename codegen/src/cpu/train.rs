@@ -31,6 +31,8 @@ pub const TRAIN_FUNCTIONS: &[&str] = &[
     "train_set_state",
     "train_state_tensor",
     "train_state_dtype",
+    "train_step_weighted",
+    "train_evaluate_weighted",
     "train_label_shape",
     "train_label_dtype",
     "train_metric_name",
@@ -158,6 +160,7 @@ pub fn header(name: &str, p: &TrainParts, describe: &str) -> String {
     let _ = writeln!(h, "/* One training step on `batch` samples (1..{up}_MAX_BATCH; each call may take another batch size):\n * forward, the loss (Keras's sum_over_batch_size: the mean over these samples), the gradients and\n * the optimizer's update of the state. `inputs` holds {up}_NUM_INPUTS buffers, `labels`\n * {up}_TRAIN_NUM_LABELS. Writes the loss before the update to `*loss` and the metrics (of the same\n * forward pass) to `metrics[0..{up}_TRAIN_NUM_METRICS-1]` (either may be NULL). A loss or an update\n * that is not finite returns {up}_ERR_NONFINITE and leaves the state as it was. */");
     let _ = writeln!(h, "int {name}_train_step({name}_train *t, int64_t batch, const void *const *inputs, const void *const *labels, double *loss, double *metrics);");
     let _ = writeln!(h, "/* The loss (and metrics) of the current weights on a batch, without an update. */\nint {name}_train_evaluate({name}_train *t, int64_t batch, const void *const *inputs, const void *const *labels, double *loss, double *metrics);");
+    let _ = writeln!(h, "/* As step and evaluate, with Keras's sample_weight: `sample_weights[k]` holds `batch` weights (of the\n * labels' float type) for output k's loss, each sample's loss times its weight, the sum divided by\n * the number of losses (sum_over_batch_size, as Keras; a weight of 0 leaves a sample out without\n * changing the divisor). NULL, or a NULL entry, weighs every sample 1. The metrics are unweighted\n * (Keras's `metrics`, not `weighted_metrics`). */\nint {name}_train_step_weighted({name}_train *t, int64_t batch, const void *const *inputs, const void *const *labels, const void *const *sample_weights, double *loss, double *metrics);\nint {name}_train_evaluate_weighted({name}_train *t, int64_t batch, const void *const *inputs, const void *const *labels, const void *const *sample_weights, double *loss, double *metrics);");
     let _ = writeln!(h, "/* The model's outputs with the current weights ({name}_output_shape; {name}_run keeps the model file's). */\nint {name}_train_predict({name}_train *t, int64_t batch, const void *const *inputs, void *const *outputs);\n");
     let _ = writeln!(h, "/* Steps taken; the learning rate (positive and finite; schedules set it between steps). */\nint64_t {name}_train_steps(const {name}_train *t);\ndouble {name}_train_lr(const {name}_train *t);\nint {name}_train_set_lr({name}_train *t, double lr);\n");
     let _ = writeln!(h, "/* The seed of Dropout's masks (default 0): a step's mask is a function of the seed, the step\n * count and the element's index alone, so a run is the same on any number of threads and a\n * resumed run draws the masks the uninterrupted one would. */\nuint64_t {name}_train_seed(const {name}_train *t);\nint {name}_train_set_seed({name}_train *t, uint64_t seed);\n");
@@ -208,6 +211,8 @@ pub fn wrapper(name: &str, p: &TrainParts) -> Result<String, String> {
                 format!("inputs[{k}]")
             } else if k < p.num_inputs + p.num_labels {
                 format!("labels[{}]", k - p.num_inputs)
+            } else if k < p.num_inputs + 2 * p.num_labels && n.ends_with(".sample_weight") {
+                format!("sw[{}]", k - p.num_inputs - p.num_labels)
             } else {
                 return Err(format!(
                     "internal error: the {what} graph's input {k} (`{n}`) is none the training API knows"
