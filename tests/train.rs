@@ -613,7 +613,10 @@ fn bench_times_the_training_step() {
 /// masks come from TensorFlow's own generator), SGD and Adam, 48 steps with a partial last
 /// batch of 20: the per-batch losses and the final weights within 2e-4 of Keras's, the issue's
 /// bound (Keras itself moves its cnn_mnist weights by up to 5e-4 when oneDNN's convolutions are
-/// switched for plain ones; measured 2026-12-03: losses 2.0e-7, weights 5.2e-6 at worst).
+/// switched for plain ones; measured 2026-12-04: losses 2.0e-7, weights 1.2e-6 at worst).
+/// This agreement is fragile: changing which f32 sums accumulate in f64 moved the Adam run's
+/// first kernel by 4.6e-4 (Adam's update divides by the gradient's own size, so an element
+/// with a gradient near 0 follows its round-off).
 #[test]
 fn cnn_steps_match_keras_compiled() {
     let mut m = load(&model_file("cnn_mnist.json"), &LoadOptions::default()).unwrap();
@@ -2181,12 +2184,13 @@ fn onnx_models_train_like_keras() {
 
 /// MobileNetV2 (depthwise and pointwise convolutions, 52 BatchNormalizations in training
 /// mode, ReLU6, zero paddings, a global average pooling) gets a compiled training step (its
-/// library's C once took gcc minutes: 48 MB of buffer-overlap checks), whose loss equals the
-/// interpreter's within 1e-5 and whose every updated weight and statistic is finite, SGD on a
-/// batch of 2. (The updates themselves differ from the interpreter's by up to 4e-2 of a
-/// weight's magnitude: after 52 batch normalizations over 2 samples the gradients are
-/// dominated by cancellation; in a reduced model the differing values are exactly 0 in exact
-/// arithmetic. Not yet asserted.)
+/// library's C once took gcc minutes: 48 MB of buffer-overlap checks) whose loss equals the
+/// interpreter's within 1e-5 and whose every output is within 1e-3 of an f64 run of the whole
+/// step (SGD, a batch of 2; 3.9e-4 measured, the interpreter's own f32 run 1.4e-5: the
+/// compiled f32 sums of the smaller batch statistics and of the convolutions' kernel gradients
+/// are the rest). With every f32 sum accumulated in f32 the compiled batch statistics put one
+/// ReLU input of 23,040 (3.5e-5 in f64) on the other side of 0, and its gradient moved updates
+/// by 18%; sums of 1024 known terms or more now accumulate in f64.
 #[test]
 fn mobilenet_step_compiles() {
     let m = load(
@@ -2224,10 +2228,47 @@ fn mobilenet_step_compiles() {
         d <= 1e-5,
         "the loss differs from the interpreter's by {d:e}"
     );
-    for (k, t) in got.iter().enumerate() {
-        assert!(
-            t.to_f64_vec().iter().all(|v| v.is_finite()),
-            "output {k} is not finite"
-        );
+    // The f64 step (every f32 of the graph made f64) is the exact reference.
+    let mut g64 = step.graph.clone();
+    for v in g64.values.iter_mut() {
+        if v.ty.dtype == DType::F32 {
+            v.ty.dtype = DType::F64;
+        }
     }
+    for n in g64.nodes.iter_mut() {
+        match &mut n.op {
+            forgec_ir::Op::Const { value, .. } if value.dtype() == DType::F32 => {
+                *value = value.cast(DType::F64)
+            }
+            forgec_ir::Op::Cast { to } if *to == DType::F32 => *to = DType::F64,
+            _ => {}
+        }
+    }
+    forgec_passes::shape::infer_shapes(&mut g64).unwrap();
+    let ins64: Vec<(String, Tensor)> = ins
+        .iter()
+        .map(|(n, t)| {
+            let t = if t.dtype() == DType::F32 {
+                t.cast(DType::F64)
+            } else {
+                t.clone()
+            };
+            (n.clone(), t)
+        })
+        .collect();
+    let exact = forgec_ir::interp::run(&g64, &ins64).unwrap();
+    let mut worst = (0.0f64, String::new());
+    for (k, ((a, w), x)) in got.iter().zip(&want).zip(&exact).enumerate() {
+        let name = &step.graph.value(step.graph.outputs[k]).name;
+        let x = x.to_f64_vec();
+        let (dc, di) = (rel(&a.to_f64_vec(), &x), rel(&w.to_f64_vec(), &x));
+        if dc > worst.0 {
+            worst = (
+                dc,
+                format!("{name}: the compiled step is {dc:e} from the f64 step (the interpreter's {di:e})"),
+            );
+        }
+    }
+    println!("largest: {}", worst.1);
+    assert!(worst.0 <= 1e-3, "{}", worst.1);
 }

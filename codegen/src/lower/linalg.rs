@@ -147,6 +147,9 @@ pub(crate) fn reshape(e: &mut E, x: &(String, TensorType), ot: &TensorType) -> R
     Ok(v)
 }
 
+/// The number of known terms from which an f32 sum accumulates in f64.
+const LONG_SUM: usize = 1024;
+
 pub(crate) fn reduce(
     e: &mut E,
     x: &(String, TensorType),
@@ -199,7 +202,22 @@ pub(crate) fn reduce(
                 }
             })
             .collect();
-    let kt = TensorType::new(dt, kept);
+    let kt = TensorType::new(dt, kept.clone());
+    // Long f32 sums accumulate in f64 and round once, as the interpreter's: a batch
+    // normalization's statistics sum thousands of values per channel, and f32 partial sums
+    // lose digits (that a ReLU's kink downstream can turn into another gradient). Short ones
+    // (under 64 known terms: a sum over the batch alone, a softmax's) stay f32, as
+    // frameworks sum them.
+    let known_terms: usize = axes.iter().filter_map(|&a| x.1.shape[a].known()).product();
+    let acc = if dt == DType::F32
+        && matches!(kind, ReduceKind::Sum | ReduceKind::Mean)
+        && known_terms >= LONG_SUM
+    {
+        DType::F64
+    } else {
+        dt
+    };
+    let ka = TensorType::new(acc, kept);
     let init_v = match kind {
         ReduceKind::Sum | ReduceKind::Mean => 0.0,
         ReduceKind::Prod => 1.0,
@@ -218,7 +236,7 @@ pub(crate) fn reduce(
             }
         }
     };
-    let init = filled(e, &kt, init_v)?;
+    let init = filled(e, &ka, init_v)?;
     let in_map = map(r, &(0..r).map(|i| format!("d{i}")).collect::<Vec<_>>());
     let out_map = map(
         r,
@@ -253,8 +271,11 @@ pub(crate) fn reduce(
         &[in_map, out_map],
         &iters,
         init,
-        &kt,
-        &mut |lines, a, out| binary_body(lines, op, out, &a[0], dt).unwrap_or_default(),
+        &ka,
+        &mut |lines, a, out| {
+            let w = cast_body(lines, &a[0], dt, acc);
+            binary_body(lines, op, out, &w, acc).unwrap_or_default()
+        },
     );
     if kind == ReduceKind::Mean {
         let count: usize = axes
@@ -267,7 +288,7 @@ pub(crate) fn reduce(
                 has_sym = Some(a);
             }
         }
-        let kt2 = kt.clone();
+        let kt2 = ka.clone();
         if has_sym.is_some() {
             // The count of a symbolic dim (the batch) is known at run time only: the sizes
             // multiplied as integers, converted once, outside the loop.
@@ -292,23 +313,28 @@ pub(crate) fn reduce(
             }
             let nf = e.fresh();
             let n = n.expect("a symbolic axis");
-            e.line(&format!("{nf} = arith.sitofp {n} : i64 to {}", elem(dt)));
+            e.line(&format!("{nf} = arith.sitofp {n} : i64 to {}", elem(acc)));
             let known = e.fresh();
-            e.line(&format!("{known} = {}", E::scalar_const(dt, count as f64)));
+            e.line(&format!("{known} = {}", E::scalar_const(acc, count as f64)));
             let total = e.fresh();
             e.line(&format!(
                 "{total} = arith.mulf {nf}, {known} : {}",
-                elem(dt)
+                elem(acc)
             ));
-            v = e.elementwise(&kt2, &[(v, kt.clone())], &mut |lines, a| {
-                binary_body(lines, BinaryOp::Div, &a[0], &total, dt).unwrap_or_default()
+            v = e.elementwise(&kt2, &[(v, ka.clone())], &mut |lines, a| {
+                binary_body(lines, BinaryOp::Div, &a[0], &total, acc).unwrap_or_default()
             })?;
         } else {
-            v = e.elementwise(&kt2, &[(v, kt.clone())], &mut |lines, a| {
-                let c = push(lines, E::scalar_const(dt, count as f64));
-                binary_body(lines, BinaryOp::Div, &a[0], &c, dt).unwrap_or_default()
+            v = e.elementwise(&kt2, &[(v, ka.clone())], &mut |lines, a| {
+                let c = push(lines, E::scalar_const(acc, count as f64));
+                binary_body(lines, BinaryOp::Div, &a[0], &c, acc).unwrap_or_default()
             })?;
         }
+    }
+    if acc != dt {
+        v = e.elementwise(&kt, &[(v, ka.clone())], &mut |lines, a| {
+            cast_body(lines, &a[0], acc, dt)
+        })?;
     }
     if !keepdims {
         v = reshape(e, &(v, kt), ot)?;
