@@ -1919,32 +1919,12 @@ fn recurrent_layers_train_as_keras() {
         );
     }
     // tf2onnx's export of lstm_seq (its LSTM an ONNX LSTM node) trains the same way.
-    let out = scratch("train_onnx_lstm");
-    let o = forgec(&[
-        "train",
-        model_file("lstm_seq.onnx").to_str().unwrap(),
-        "--loss",
+    let _ = onnx_trains_like_keras(
+        "lstm_seq.onnx",
         "mse",
-        "--optimizer",
-        "adam",
-        "--x",
-        dir.join("seq.train_x.npy").to_str().unwrap(),
-        "--y",
-        dir.join("seq.train_y.npy").to_str().unwrap(),
-        "--epochs",
-        "3",
-        "--no-shuffle",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    let d = rel(
-        &floats(&history(&out)["batch_loss"]),
-        &npy(&dir.join("lstm_seq.losses.npy")).to_f64_vec(),
-    );
-    assert!(
-        d <= 1e-5,
-        "lstm_seq.onnx: losses differ from Keras's by {d:e}"
+        &dir.join("seq.train_x.npy"),
+        &dir.join("seq.train_y.npy"),
+        &dir.join("lstm_seq.losses.npy"),
     );
 }
 
@@ -2126,6 +2106,43 @@ fn sample_weights_train_as_keras() {
     );
 }
 
+/// `forgec train` of the bundled ONNX `model` with `--loss loss --optimizer adam` for 3
+/// epochs in file order: every per-batch loss within 1e-5 of Keras's (`keras_losses`).
+/// Returns the run's directory.
+fn onnx_trains_like_keras(
+    model: &str,
+    loss: &str,
+    x: &std::path::Path,
+    y: &std::path::Path,
+    keras_losses: &std::path::Path,
+) -> std::path::PathBuf {
+    let out = scratch(&format!("train_onnx_{model}"));
+    let o = forgec(&[
+        "train",
+        model_file(model).to_str().unwrap(),
+        "--loss",
+        loss,
+        "--optimizer",
+        "adam",
+        "--x",
+        x.to_str().unwrap(),
+        "--y",
+        y.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--no-shuffle",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{model}: {}", o.stderr);
+    let d = rel(
+        &floats(&history(&out)["batch_loss"]),
+        &npy(keras_losses).to_f64_vec(),
+    );
+    assert!(d <= 1e-5, "{model}: losses differ from Keras's by {d:e}");
+    out
+}
+
 /// An ONNX model trains with `--loss` and `--optimizer` (its float initializers are the
 /// weights): mlp_mnist.onnx (tf2onnx's export of the Keras model, same weights) with
 /// sparse categorical cross-entropy and Adam follows the shared Keras run of the Keras model:
@@ -2134,30 +2151,13 @@ fn sample_weights_train_as_keras() {
 #[test]
 fn onnx_models_train_like_keras() {
     let f = fixtures().join("training");
-    let out = scratch("train_onnx");
-    let o = forgec(&[
-        "train",
-        model_file("mlp_mnist.onnx").to_str().unwrap(),
-        "--loss",
+    let out = onnx_trains_like_keras(
+        "mlp_mnist.onnx",
         "sparse_categorical_crossentropy",
-        "--optimizer",
-        "adam",
-        "--x",
-        f.join("mlp_mnist.train_x.npy").to_str().unwrap(),
-        "--y",
-        f.join("mlp_mnist.train_y.npy").to_str().unwrap(),
-        "--epochs",
-        "3",
-        "--no-shuffle",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    let d = rel(
-        &floats(&history(&out)["batch_loss"]),
-        &npy(&f.join("mlp_mnist.adam.losses.npy")).to_f64_vec(),
+        &f.join("mlp_mnist.train_x.npy"),
+        &f.join("mlp_mnist.train_y.npy"),
+        &f.join("mlp_mnist.adam.losses.npy"),
     );
-    assert!(d <= 1e-5, "losses differ from Keras's by {d:e}");
     let ours = forgec_runtime::read_npz(&out.join("final.weights.npz")).unwrap();
     let keras = weights_of(
         &load(

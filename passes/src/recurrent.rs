@@ -126,6 +126,17 @@ impl Cell<'_> {
         }
     }
 
+    /// `xs + h U`, or `xs` at the first step (no state yet).
+    fn plus_hu(&mut self, xs: ValueId, h: Option<ValueId>, rk: ValueId, what: &str) -> R<ValueId> {
+        match h {
+            Some(h) => {
+                let hu = self.op(Op::MatMul, &[h, rk], what)?;
+                self.bin(BinaryOp::Add, xs, hu, &format!("{what}.sum"))
+            }
+            None => Ok(xs),
+        }
+    }
+
     /// The unrolled layer over `t` steps: its last state, or (return_sequences) every step's
     /// state in processing order, `[batch, t, units]`.
     fn unroll(
@@ -182,23 +193,11 @@ impl Cell<'_> {
             )?;
             let new_h = match r.cell {
                 RnnCell::Simple => {
-                    let pre = match h {
-                        Some(h) => {
-                            let hu = self.op(Op::MatMul, &[h, rk], &s("hu"))?;
-                            self.bin(BinaryOp::Add, xs, hu, &s("pre"))?
-                        }
-                        None => xs,
-                    };
+                    let pre = self.plus_hu(xs, h, rk, &s("hu"))?;
                     self.act(r.activation, pre, &s("h"))?
                 }
                 RnnCell::Lstm => {
-                    let z = match h {
-                        Some(h) => {
-                            let hu = self.op(Op::MatMul, &[h, rk], &s("hu"))?;
-                            self.bin(BinaryOp::Add, xs, hu, &s("xhu"))?
-                        }
-                        None => xs,
-                    };
+                    let z = self.plus_hu(xs, h, rk, &s("hu"))?;
                     let z = self.bin(BinaryOp::Add, z, b_in, &s("z"))?;
                     let zi = self.gate(z, 0, &s("zi"))?;
                     let zf = self.gate(z, 1, &s("zf"))?;
