@@ -8,6 +8,8 @@
 - sw_two: two_outputs/two_out.keras (two inputs, two outputs, SGD, loss_weights) on that data
   with a weight per output (sw_two.sample_weight.npz, by output name; Keras 3.15's
   train_on_batch takes them as a list in output order).
+- sw_sum, sw_mean_with_sample_weight: sw_mlp recompiled with BinaryCrossentropy(reduction=
+  "sum") and (reduction="mean_with_sample_weight"), the same weights.
 Each: 3 epochs of train_on_batch in batches of 32 in file order with `sample_weight=`; the
 per-batch logs (NAME.logs.npz: the total loss, each output's loss and metrics) and
 NAME.final.weights.h5."""
@@ -57,3 +59,12 @@ ws["class_out"][::5] = 0.0
 np.savez(os.path.join(out, "sw_two.sample_weight.npz"), **ws)
 shutil.copy(os.path.join(two, "two_out.keras"), os.path.join(out, "sw_two.keras"))
 run(keras.saving.load_model(os.path.join(out, "sw_two.keras")), "sw_two", xs, ys, ws, n)
+
+# Keras's other loss reductions, with the same sample weights: the sum, and the sum over the
+# weights' sum (mlp_binary, Adam, as sw_mlp).
+for red in ["sum", "mean_with_sample_weight"]:
+    m = keras.saving.load_model(os.path.join(out, "sw_mlp.keras"))
+    m.compile(optimizer=keras.optimizers.Adam(), loss=keras.losses.BinaryCrossentropy(reduction=red), metrics=["accuracy"])
+    name = f"sw_{red}"
+    m.save(os.path.join(out, f"{name}.keras"))
+    run(m, name, x, y, w, len(x))

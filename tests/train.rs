@@ -1999,28 +1999,29 @@ fn lstm_step_compiles_as_interpreted() {
 }
 
 /// Keras's sample weights (scripts/keras_sample_weight_runs.py): mlp_binary (Adam) with a
-/// weight per sample, some 0, from `--sample-weight FILE.npy`, and the two-output model (SGD,
-/// loss_weights) with a weight per output from an .npz by output name. Every per-batch loss,
-/// each output's epoch loss and every final weight within 1e-5 of Keras's run (losses 1.4e-7
-/// and 1.6e-7 measured). Weights of the wrong length are refused, naming the output.
+/// weight per sample, some 0, from `--sample-weight FILE.npy`, also with the loss reductions
+/// `sum` and `mean_with_sample_weight`, and the two-output model (SGD, loss_weights) with a
+/// weight per output from an .npz by output name. Every per-batch loss, each output's epoch
+/// loss and every final weight within 1e-5 of Keras's run (losses 1.4e-7, 1.4e-7, 2.1e-7 and
+/// 1.6e-7 measured). Weights of the wrong length are refused, naming the output.
 #[test]
 fn sample_weights_train_as_keras() {
     let dir = fixtures().join("training").join("sample_weight");
     let f = fixtures().join("training");
     let two = f.join("two_outputs");
     let s = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+    let mlp = vec![
+        "--x".to_string(),
+        s(f.join("mlp_binary.train_x.npy")),
+        "--y".into(),
+        s(f.join("mlp_binary.train_y.npy")),
+        "--sample-weight".into(),
+        s(dir.join("sw_mlp.sample_weight.npy")),
+    ];
     for (name, data) in [
-        (
-            "sw_mlp",
-            vec![
-                "--x".to_string(),
-                s(f.join("mlp_binary.train_x.npy")),
-                "--y".into(),
-                s(f.join("mlp_binary.train_y.npy")),
-                "--sample-weight".into(),
-                s(dir.join("sw_mlp.sample_weight.npy")),
-            ],
-        ),
+        ("sw_mlp", mlp.clone()),
+        ("sw_sum", mlp.clone()),
+        ("sw_mean_with_sample_weight", mlp.clone()),
         (
             "sw_two",
             vec![

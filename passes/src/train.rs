@@ -306,16 +306,19 @@ impl B<'_> {
     /// Keras's `sum_over_batch_size` of the losses `e`: their mean. With sample weights `sw`
     /// (one per sample), each sample's loss (`elementwise`: the mean over `e`'s last axis, as
     /// Keras's losses reduce it) times its weight, then the sum over the number of losses.
+    /// With `Reduction::Sum` the sum instead, and `MeanWithSampleWeight` the sum over the
+    /// sum of the weights (`divide_no_nan`: 0 when they sum to 0).
     fn sum_over_batch(
         &mut self,
         e: ValueId,
         sw: Option<ValueId>,
         elementwise: bool,
+        reduction: Reduction,
         name: &str,
     ) -> R<ValueId> {
-        let Some(sw) = sw else {
+        if sw.is_none() && reduction == Reduction::SumOverBatchSize {
             return self.mean_all(e, name);
-        };
+        }
         let r = self.g.ty(e).rank();
         let per = if elementwise && r >= 2 {
             self.reduce(ReduceKind::Mean, e, vec![r - 1], "loss.per_sample")?
@@ -323,11 +326,46 @@ impl B<'_> {
             e
         };
         let pr = self.g.ty(per).rank();
-        let mut shape = vec![0i64];
-        shape.extend(std::iter::repeat_n(1, pr.saturating_sub(1)));
-        let w = self.op(Op::Reshape { shape }, &[sw], "loss.sample_weight")?;
-        let weighted = self.bin(BinaryOp::Mul, per, w, "loss.weighted_samples")?;
-        self.mean_all(weighted, name)
+        if reduction == Reduction::MeanWithSampleWeight && pr > 1 {
+            // Keras divides by the weights' sum when they are given and by the number of
+            // losses when not: with one loss per sample the two agree, not with more.
+            return Err(vec![format!(
+                "the loss reduction mean_with_sample_weight on an output with {} losses per sample is not compiled yet: use sum_over_batch_size or sum",
+                self.g.ty(per).shape[1..].iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ")
+            )]);
+        }
+        let weighted = match sw {
+            Some(sw) => {
+                let mut shape = vec![0i64];
+                shape.extend(std::iter::repeat_n(1, pr.saturating_sub(1)));
+                let w = self.op(Op::Reshape { shape }, &[sw], "loss.sample_weight")?;
+                self.bin(BinaryOp::Mul, per, w, "loss.weighted_samples")?
+            }
+            None => per,
+        };
+        match (reduction, sw) {
+            (Reduction::SumOverBatchSize, _) | (Reduction::MeanWithSampleWeight, None) => {
+                self.mean_all(weighted, name)
+            }
+            (Reduction::Sum, _) => self.reduce(ReduceKind::Sum, weighted, (0..pr).collect(), name),
+            (Reduction::MeanWithSampleWeight, Some(sw)) => {
+                let total = self.reduce(
+                    ReduceKind::Sum,
+                    weighted,
+                    (0..pr).collect(),
+                    "loss.total_weighted",
+                )?;
+                let ws = self.reduce(ReduceKind::Sum, sw, vec![0], "loss.weight_sum")?;
+                let dt = self.g.ty(ws).dtype;
+                let (zero, one) = (
+                    self.scalar(dt, 0.0, "loss.zero"),
+                    self.scalar(dt, 1.0, "loss.one"),
+                );
+                let none = self.bin(BinaryOp::Eq, ws, zero, "loss.no_weight")?;
+                let d = self.op(Op::Select, &[none, one, ws], "loss.divisor")?;
+                self.bin(BinaryOp::Div, total, d, name)
+            }
+        }
     }
 }
 
@@ -742,12 +780,12 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
             (LossFn::MeanSquaredError, _) => {
                 let d = b.bin(BinaryOp::Sub, y, out, "loss.diff")?;
                 let sq = b.bin(BinaryOp::Mul, d, d, "loss.sq")?;
-                b.sum_over_batch(sq, sw, true, &lname)?
+                b.sum_over_batch(sq, sw, true, spec.reduction, &lname)?
             }
             (LossFn::MeanAbsoluteError, _) => {
                 let d = b.bin(BinaryOp::Sub, y, out, "loss.diff")?;
                 let a = b.un(UnaryOp::Abs, d, "loss.abs")?;
-                b.sum_over_batch(a, sw, true, &lname)?
+                b.sum_over_batch(a, sw, true, spec.reduction, &lname)?
             }
             (LossFn::Huber { delta }, _) => {
                 // With q = min(|e|, delta): 0.5 q^2 + delta (|e| - q), which is Keras's two
@@ -762,7 +800,7 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
                 let over = b.bin(BinaryOp::Sub, a, q, "loss.over")?;
                 let lin = b.bin(BinaryOp::Mul, over, dl, "loss.lin")?;
                 let e = b.bin(BinaryOp::Add, quad, lin, "loss.elem")?;
-                b.sum_over_batch(e, sw, true, &lname)?
+                b.sum_over_batch(e, sw, true, spec.reduction, &lname)?
             }
             (LossFn::BinaryCrossentropy, Some(z)) => {
                 // max(z, 0) - z y + log(1 + exp(-|z|))
@@ -774,7 +812,7 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
                 let sp = b.un(UnaryOp::Softplus, naz, "loss.softplus")?;
                 let d = b.bin(BinaryOp::Sub, mz, zy, "loss.d")?;
                 let e = b.bin(BinaryOp::Add, d, sp, "loss.elem")?;
-                b.sum_over_batch(e, sw, true, &lname)?
+                b.sum_over_batch(e, sw, true, spec.reduction, &lname)?
             }
             (LossFn::BinaryCrossentropy, None) => {
                 // -(y log p + (1 - y) log(1 - p)), p clipped to [1e-7, 1 - 1e-7]
@@ -793,7 +831,7 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
                 let t2 = b.bin(BinaryOp::Mul, yn, lq, "loss.t2")?;
                 let s = b.bin(BinaryOp::Add, t1, t2, "loss.s")?;
                 let e = b.un(UnaryOp::Neg, s, "loss.elem")?;
-                b.sum_over_batch(e, sw, true, &lname)?
+                b.sum_over_batch(e, sw, true, spec.reduction, &lname)?
             }
             (LossFn::CategoricalCrossentropy | LossFn::SparseCategoricalCrossentropy, _) => {
                 // -sum(y * log p) over the classes, log p = log_softmax(z) from the logits,
@@ -855,7 +893,7 @@ fn add_loss(g: &mut Graph, specs: &[OutputSpec]) -> R<(ValueId, Vec<String>, Pai
                 let prod = b.bin(BinaryOp::Mul, target, logp, "loss.ylogp")?;
                 let s = b.reduce(ReduceKind::Sum, prod, vec![last], "loss.sum")?;
                 let e = b.un(UnaryOp::Neg, s, "loss.elem")?;
-                b.sum_over_batch(e, sw, false, &lname)?
+                b.sum_over_batch(e, sw, false, spec.reduction, &lname)?
             }
         };
         let lw = if spec.weight == 1.0 {
@@ -971,6 +1009,32 @@ pub struct OutputSpec {
     /// divisor stays the number of losses, as Keras's). Metrics stay unweighted, as Keras's
     /// `metrics` (not `weighted_metrics`).
     pub sample_weighted: bool,
+    /// Keras's loss `reduction` of the per-sample losses.
+    pub reduction: Reduction,
+}
+
+/// Keras's loss reductions (`keras.losses.Loss(reduction=...)`) of the per-sample losses
+/// (each times its sample weight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// Their sum over their number (Keras's default, `auto` too).
+    #[default]
+    SumOverBatchSize,
+    /// Their sum.
+    Sum,
+    /// Their sum over the sum of the sample weights (0 when that is 0).
+    MeanWithSampleWeight,
+}
+
+impl Reduction {
+    pub fn from_name(name: &str) -> Option<Reduction> {
+        match name {
+            "sum_over_batch_size" | "auto" | "mean" => Some(Reduction::SumOverBatchSize),
+            "sum" => Some(Reduction::Sum),
+            "mean_with_sample_weight" => Some(Reduction::MeanWithSampleWeight),
+            _ => None,
+        }
+    }
 }
 
 impl OutputSpec {
@@ -989,6 +1053,7 @@ impl OutputSpec {
                 weight: 1.0,
                 metrics: metrics.to_vec(),
                 sample_weighted: false,
+                reduction: Reduction::SumOverBatchSize,
             };
             model.outputs.len()
         ]

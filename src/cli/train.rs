@@ -7,7 +7,7 @@
 use crate::keras::LoadOptions;
 use crate::UserError;
 use forgec_passes::train::{
-    step_graph_outputs, Clip, GradientRules, LossFn, Metric, Optimizer, OutputSpec,
+    step_graph_outputs, Clip, GradientRules, LossFn, Metric, Optimizer, OutputSpec, Reduction,
 };
 use forgec_runtime::{DType, Tensor};
 use serde_json::{json, Value};
@@ -128,6 +128,7 @@ fn output_losses(
             weight: 1.0,
             metrics: Vec::new(),
             sample_weighted: false,
+            reduction: Reduction::SumOverBatchSize,
         };
         return Ok((vec![spec; outs.len()], vec![f.to_string(); outs.len()]));
     }
@@ -162,7 +163,7 @@ fn output_losses(
                 o.escape_debug()
             )));
         };
-        let (loss, label_smoothing) =
+        let (loss, label_smoothing, reduction) =
             loss_config(known(&l.function)?, &l.function, l.config.as_ref())?;
         specs.push(OutputSpec {
             loss,
@@ -171,6 +172,7 @@ fn output_losses(
             weight: weight_of(i, o)?,
             metrics: Vec::new(),
             sample_weighted: false,
+            reduction,
         });
         names.push(l.function.clone());
     }
@@ -180,9 +182,13 @@ fn output_losses(
 /// `loss` with the settings of its saved config (Huber's `delta`; the cross-entropies'
 /// `label_smoothing`, returned). A setting that changes what the loss computes and that forgec
 /// does not compile yet is refused, never ignored.
-fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<(LossFn, f64), UserError> {
+fn loss_config(
+    loss: LossFn,
+    name: &str,
+    cfg: Option<&Value>,
+) -> Result<(LossFn, f64, Reduction), UserError> {
     let Some(Value::Object(cfg)) = cfg else {
-        return Ok((loss, 0.0));
+        return Ok((loss, 0.0, Reduction::SumOverBatchSize));
     };
     // Names from the model file are shown escaped (no control characters reach the terminal).
     let name = name.escape_debug();
@@ -193,6 +199,7 @@ fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<(LossFn,
     };
     let mut loss = loss;
     let mut smoothing = 0.0;
+    let mut reduction = Reduction::SumOverBatchSize;
     let smoothable = matches!(
         loss,
         LossFn::BinaryCrossentropy | LossFn::CategoricalCrossentropy
@@ -201,7 +208,9 @@ fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<(LossFn,
         match (k.as_str(), v) {
             ("name" | "from_logits" | "dtype", _) => {}
             ("reduction", Value::Null) => {}
-            ("reduction", Value::String(r)) if r == "sum_over_batch_size" || r == "auto" => {}
+            ("reduction", Value::String(r)) if Reduction::from_name(r).is_some() => {
+                reduction = Reduction::from_name(r).expect("a reduction")
+            }
             ("axis", v) if v.as_i64() == Some(-1) => {}
             ("label_smoothing", v) if v.as_f64() == Some(0.0) => {}
             ("label_smoothing", v) if smoothable => match v.as_f64() {
@@ -215,7 +224,7 @@ fn loss_config(loss: LossFn, name: &str, cfg: Option<&Value>) -> Result<(LossFn,
             (k, v) => return Err(refuse(format!("{}={v}", k.escape_debug()))),
         }
     }
-    Ok((loss, smoothing))
+    Ok((loss, smoothing, reduction))
 }
 
 /// The optimizer and learning rate from the flags, else the compile config, else Keras's
@@ -617,6 +626,12 @@ pub fn library(s: &Setup, path: &Path) -> Result<crate::codegen::Training, UserE
                     "loss": name,
                     "from_logits": spec.from_logits,
                     "weight": spec.weight,
+                    "label_smoothing": spec.label_smoothing,
+                    "reduction": match spec.reduction {
+                        Reduction::SumOverBatchSize => "sum_over_batch_size",
+                        Reduction::Sum => "sum",
+                        Reduction::MeanWithSampleWeight => "mean_with_sample_weight",
+                    },
                 })
             })
             .collect();
