@@ -1372,7 +1372,7 @@ fn forgec_train_takes_the_compiled_optimizer() {
 /// taken on mlp_binary's sigmoid outputs) trains as Keras trains it: `forgec train` on a model
 /// Keras saved compiled with `Huber(delta=0.3)` and SGD, every per-batch loss within 1e-5 of
 /// Keras's own run (scripts/keras_optimizer_runs.py). A loss setting forgec does not compile
-/// (label smoothing) is refused by name, not ignored.
+/// (label smoothing on Huber, the reduction `none`) is refused by name, not ignored.
 #[test]
 fn forgec_train_takes_the_compiled_huber_loss() {
     let dir = fixtures().join("training").join("optimizers");
@@ -1430,8 +1430,8 @@ fn forgec_train_takes_the_compiled_huber_loss() {
         ),
         (
             "\"reduction\": \"sum_over_batch_size\"",
-            "\"reduction\": \"sum\"",
-            "reduction=\"sum\"",
+            "\"reduction\": \"none\"",
+            "reduction=\"none\"",
         ),
     ] {
         let changed = scratch("train_smoothed").join("m.keras");
