@@ -546,13 +546,6 @@ pub(crate) fn grad(
             let iota = b.g.add_const(iota, None, "grad.rows", &b.origin.clone());
             let hot = b.binary(BinaryOp::Eq, ids, iota)?;
             let hot = b.op(Op::Cast { to: td.dtype }, &[hot], "grad.onehot")?;
-            let ht = b.op(
-                Op::Transpose {
-                    perm: vec![0, 2, 1],
-                },
-                &[hot],
-                "grad.t",
-            )?;
             let d2 = b.op(
                 Op::Reshape {
                     shape: vec![lead, tail as i64, rest as i64],
@@ -560,16 +553,7 @@ pub(crate) fn grad(
                 &[dy],
                 "grad.rows",
             )?;
-            let p = b.op(Op::MatMul, &[ht, d2], "grad")?;
-            let s = b.op(
-                Op::Reduce {
-                    kind: ReduceKind::Sum,
-                    axes: vec![0],
-                    keepdims: false,
-                },
-                &[p],
-                "grad.sum",
-            )?;
+            let s = b.t_matmul_summed(hot, d2)?;
             let dd = b.reshape_to(s, &td)?;
             Ok(vec![Some(dd), None])
         }

@@ -956,23 +956,7 @@ fn conv_kernel_grad(
             &[xs],
             "grad.rows",
         )?;
-        let xt = b.op(
-            Op::Transpose {
-                perm: vec![0, 2, 1],
-            },
-            &[xr],
-            "grad.t",
-        )?;
-        let p = b.op(Op::MatMul, &[xt, dr], "grad")?;
-        let s = b.op(
-            Op::Reduce {
-                kind: ReduceKind::Sum,
-                axes: vec![0],
-                keepdims: false,
-            },
-            &[p],
-            "grad.sum",
-        )?;
+        let s = b.t_matmul_summed(xr, dr)?;
         b.op(
             Op::Reshape {
                 shape: vec![1, 1, oi, oc],

@@ -125,6 +125,28 @@ impl Builder<'_> {
         self.op(Op::Binary(b), &[x, y], "grad")
     }
 
+    /// `Σₙ a[n]ᵀ d[n]` for `a` `[n, r, p]` and `d` `[n, r, q]`: a weight's gradient from
+    /// per-sample rows (a batched matmul, then the sum over the batch).
+    pub fn t_matmul_summed(&mut self, a: crate::ValueId, d: crate::ValueId) -> R<crate::ValueId> {
+        let at = self.op(
+            Op::Transpose {
+                perm: vec![0, 2, 1],
+            },
+            &[a],
+            "grad.t",
+        )?;
+        let p = self.op(Op::MatMul, &[at, d], "grad")?;
+        self.op(
+            Op::Reduce {
+                kind: crate::ReduceKind::Sum,
+                axes: vec![0],
+                keepdims: false,
+            },
+            &[p],
+            "grad.sum",
+        )
+    }
+
     /// A scalar constant of `x`'s element type.
     pub fn scalar_like(&mut self, x: crate::ValueId, v: f64) -> crate::ValueId {
         let dt = self.g.ty(x).dtype;
