@@ -439,7 +439,8 @@ fn forgec_train_matches_keras_fit() {
 
 /// Bad training input is said before any step, naming what is wrong: an unknown loss, an
 /// optimizer forgec does not compile, labels of the wrong shape, class ids that are not whole
-/// numbers, inputs and labels of different lengths, an LSTM over sequences of no fixed length.
+/// numbers, inputs and labels of different lengths, an LSTM over sequences of no fixed length
+/// or of more time steps than forgec unrolls.
 #[test]
 fn forgec_train_refuses_bad_input() {
     let f = fixtures().join("training");
@@ -552,6 +553,17 @@ fn forgec_train_refuses_bad_input() {
         "{}",
         o.stderr
     );
+    // A sequence length from the model file too long to unroll: refused, not unrolled.
+    let long = text.replace("[null, 20, 8]", "[null, 5000, 8]");
+    std::fs::write(&vm, long).unwrap();
+    let o = train(
+        &vm,
+        &seq.join("seq.train_x.npy"),
+        &seq.join("seq.train_y.npy"),
+        &[],
+    );
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("5000 time steps"), "{}", o.stderr);
 }
 
 /// `bench --train` times the compiled step: one JSON record per batch size and thread count,

@@ -9,6 +9,10 @@ use forgec_ir::{Activation, BinaryOp, Graph, Op, Origin, RnnAttrs, RnnCell, Unar
 
 type R<T> = Result<T, Vec<String>>;
 
+/// The most time steps a recurrent layer is unrolled over (each adds some 20 nodes and their
+/// gradients to the step).
+pub const MAX_UNROLL: usize = 4096;
+
 /// Rewrites every rnn of `g` into its unrolled cell ops; its result keeps its value id.
 /// The number of time steps must be known. Every problem is reported at once.
 pub fn unroll_rnns(g: &mut Graph) -> R<()> {
@@ -31,6 +35,14 @@ pub fn unroll_rnns(g: &mut Graph) -> R<()> {
             ));
             continue;
         };
+        // A model file's sequence length sizes the unrolled graph: bounded.
+        if t > MAX_UNROLL {
+            problems.push(format!(
+                "{}: training unrolls this layer over its {t} time steps, more than the {MAX_UNROLL} forgec unrolls: train on shorter sequences",
+                n.origin
+            ));
+            continue;
+        }
         let start = g.nodes.len();
         let name = g.value(n.outputs[0]).name.clone();
         let dt = g.ty(n.inputs[0]).dtype;
