@@ -170,7 +170,21 @@ pub enum Op {
     Conv(ConvAttrs),
     /// Inputs: x, kernel.
     ConvTranspose(ConvAttrs),
+    /// A 2-D channels-last convolution's kernel gradient (one group). Inputs: the convolution's
+    /// input x `[N, H, W, C]` and the gradient of its output dy `[N, OH, OW, F]`; the result
+    /// `[kernel..., C, F]` is `Σ x[n, y s0 + i d0 - p0, x s1 + j d1 - p1, c] dy[n, y, x, f]`
+    /// (zero outside the input), summed per sample over (y, x), then over the samples.
+    ConvKernelGrad {
+        conv: ConvAttrs,
+        kernel: Vec<usize>,
+    },
     Pool(PoolAttrs),
+    /// A 2-D max pooling's gradient, channels-last. Inputs: x, the pooling's output y, the
+    /// gradient of y. Each window's gradient goes to the first input of the window (row-major;
+    /// padding counts as -inf) equal to the window's y, as TensorFlow's MaxPoolGrad does; the
+    /// result has x's type. Made by the pooling's derivative rule for windows that do not
+    /// overlap, which the CPU target runs as one pass over the input.
+    PoolGrad(PoolAttrs),
     Reduce {
         kind: ReduceKind,
         axes: Vec<usize>,
@@ -335,7 +349,9 @@ impl Op {
             Op::MatMul => "matmul".into(),
             Op::Conv(_) => "conv".into(),
             Op::ConvTranspose(_) => "conv_transpose".into(),
+            Op::ConvKernelGrad { .. } => "conv_kernel_grad".into(),
             Op::Pool(_) => "pool".into(),
+            Op::PoolGrad(_) => "pool_grad".into(),
             Op::Reduce { .. } => "reduce".into(),
             Op::Softmax { .. } => "softmax".into(),
             Op::Reshape { .. } => "reshape".into(),
@@ -377,10 +393,13 @@ impl Op {
             }
             Op::GatherElements { .. } | Op::GatherNd { .. } | Op::DropoutMask { .. } => (2, 2),
             Op::ScatterElements { .. } | Op::ScatterNd { .. } => (3, 3),
-            Op::Binary(_) | Op::MatMul | Op::Conv(_) | Op::ConvTranspose(_) | Op::Gather { .. } => {
-                (2, 2)
-            }
-            Op::Select | Op::LayerNorm { .. } => (3, 3),
+            Op::Binary(_)
+            | Op::MatMul
+            | Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::ConvKernelGrad { .. }
+            | Op::Gather { .. } => (2, 2),
+            Op::Select | Op::LayerNorm { .. } | Op::PoolGrad(_) => (3, 3),
             Op::BatchNorm { .. } => (5, 5),
             Op::Rnn(_) => (4, 4),
             Op::Concat { .. } => (1, usize::MAX),
@@ -439,7 +458,15 @@ impl Op {
                 }
                 v
             }
-            Op::Pool(p) => vec![
+            Op::ConvKernelGrad { conv: c, kernel } => vec![
+                ("kernel", usizes(kernel)),
+                ("strides", usizes(&c.strides)),
+                ("dilations", usizes(&c.dilations)),
+                ("pads", pairs(&c.pads)),
+                ("groups", Int(c.groups as i64)),
+                ("layout", Ident(c.layout.name().into())),
+            ],
+            Op::Pool(p) | Op::PoolGrad(p) => vec![
                 ("kind", Ident(p.kind.name().into())),
                 ("window", usizes(&p.window)),
                 ("strides", usizes(&p.strides)),
@@ -577,34 +604,44 @@ impl Op {
                 "cast" => Op::Cast {
                     to: a.parse_ident("to", DType::from_name)?,
                 },
-                "conv" | "conv_transpose" => {
+                "conv" | "conv_transpose" | "conv_kernel_grad" => {
                     let c = ConvAttrs {
                         strides: a.usizes("strides")?,
                         dilations: a.usizes("dilations")?,
                         pads: a.pairs("pads")?,
                         groups: a.usize("groups")?,
                         layout: a.parse_ident("layout", Layout::from_name)?,
-                        output_padding: if name == "conv" {
-                            vec![]
-                        } else {
+                        output_padding: if name == "conv_transpose" {
                             a.usizes("output_padding")?
+                        } else {
+                            vec![]
                         },
                     };
-                    if name == "conv" {
-                        Op::Conv(c)
-                    } else {
-                        Op::ConvTranspose(c)
+                    match name {
+                        "conv" => Op::Conv(c),
+                        "conv_transpose" => Op::ConvTranspose(c),
+                        _ => Op::ConvKernelGrad {
+                            conv: c,
+                            kernel: a.usizes("kernel")?,
+                        },
                     }
                 }
-                "pool" => Op::Pool(PoolAttrs {
-                    kind: a.parse_ident("kind", PoolKind::from_name)?,
-                    window: a.usizes("window")?,
-                    strides: a.usizes("strides")?,
-                    pads: a.pairs("pads")?,
-                    layout: a.parse_ident("layout", Layout::from_name)?,
-                    count_include_pad: a.bool("count_include_pad")?,
-                    dilations: a.usizes("dilations")?,
-                }),
+                "pool" | "pool_grad" => {
+                    let p = PoolAttrs {
+                        kind: a.parse_ident("kind", PoolKind::from_name)?,
+                        window: a.usizes("window")?,
+                        strides: a.usizes("strides")?,
+                        pads: a.pairs("pads")?,
+                        layout: a.parse_ident("layout", Layout::from_name)?,
+                        count_include_pad: a.bool("count_include_pad")?,
+                        dilations: a.usizes("dilations")?,
+                    };
+                    if name == "pool" {
+                        Op::Pool(p)
+                    } else {
+                        Op::PoolGrad(p)
+                    }
+                }
                 "reduce" => Op::Reduce {
                     kind: a.parse_ident("kind", ReduceKind::from_name)?,
                     axes: a.usizes("axes")?,

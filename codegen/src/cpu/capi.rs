@@ -129,6 +129,7 @@ pub fn batch_split_obstacle(g: &Graph) -> Option<String> {
             | Op::MatMul
             | Op::Conv(_)
             | Op::Pool(_)
+            | Op::PoolGrad(_)
             | Op::Reshape { .. }
             | Op::Dropout { .. }
             | Op::BatchNorm { .. }

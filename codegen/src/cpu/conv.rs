@@ -4,6 +4,7 @@
 use super::*;
 use crate::lower::*;
 use forgec_ir::{ConvAttrs, DType, Dim, Layout, PoolKind, TensorType};
+use std::fmt::Write;
 
 /// Whether a convolution runs as a matmul (`fast_conv`): f32, channels-last, one group, every
 /// dim but the batch known.
@@ -494,4 +495,473 @@ pub(crate) fn window_kernel(
         "{v} = tensor.expand_shape {res} [[0, 1], [2], [3]] output_shape [{nbv}, {oh}, {ow}, {ch}] : {flat_ty} into {ct}"
     ));
     Ok(v)
+}
+
+/// Whether `pool_grad` runs as `max_pool_grad`: f32, dims known but the batch, no padding,
+/// windows that do not overlap (stride at least the window, no dilation).
+pub(crate) fn max_pool_grad_fits(x: &TensorType, p: &forgec_ir::PoolAttrs) -> bool {
+    x.dtype == DType::F32
+        && x.rank() == 4
+        && p.window.len() == 2
+        && x.shape[1..].iter().all(|d| d.known().is_some())
+        && p.pads.iter().all(|q| *q == (0, 0))
+        && (0..2)
+            .all(|i| p.strides[i] >= p.window[i] && p.dilations.get(i).copied().unwrap_or(1) == 1)
+}
+
+/// A max pooling's gradient (`pool_grad`, windows apart) in one pass over the input, vectorised
+/// across channels: input pixel (y, x) is tap (y % sh, x % sw) of window (y / sh, x / sw), and
+/// gets that window's gradient where its first tap equal to the window's maximum (found
+/// scanning the taps, per channel) is this one; pixels outside every window get zero. Rows
+/// `(image, y)` go in chunks over the threads.
+pub(crate) fn max_pool_grad(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    p: &forgec_ir::PoolAttrs,
+    ot: &TensorType,
+) -> R<Option<String>> {
+    let (x, y, dy) = (&ins[0], &ins[1], &ins[2]);
+    if !max_pool_grad_fits(&x.1, p) {
+        return Ok(None);
+    }
+    let xs: Vec<usize> = x.1.shape[1..].iter().filter_map(|d| d.known()).collect();
+    let (h, wd, ch) = (xs[0], xs[1], xs[2]);
+    let ys: Vec<usize> = y.1.shape[1..3].iter().filter_map(|d| d.known()).collect();
+    let (oh, ow) = (ys[0], ys[1]);
+    let [kh, kw] = [p.window[0], p.window[1]];
+    let (sh, sw) = (p.strides[0], p.strides[1]);
+    let lanes = 2 * simd(e);
+    let (vt, it) = (
+        format!("vector<{lanes}xf32>"),
+        format!("vector<{lanes}xi32>"),
+    );
+    let (xt, yt, ct) = (tensor_ty(&x.1), tensor_ty(&y.1), tensor_ty(ot));
+    let cfull = ch - ch % lanes;
+    let min_rows = chunk_min_rows(wd * ch * (kh * kw + 2));
+    let (c0, c1) = (e.idx(0), e.idx(1));
+    let nb = e.dim_val(&ot.shape[0])?;
+    let out = e.empty(ot)?;
+    let st = format!("tensor<?x{wd}x{ch}xf32>");
+    let (m, mdim) = rows_of(e, &ot.shape[0], h)?;
+    let flat_ty = format!("tensor<{mdim}x{wd}x{ch}xf32>");
+    let flat = e.fresh();
+    e.line(&format!(
+        "{flat} = tensor.collapse_shape {out} [[0, 1], [2], [3]] : {ct} into {flat_ty}"
+    ));
+    let (zero, pad, none) = (e.fresh(), e.fresh(), e.fresh());
+    e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
+    e.line(&format!("{pad} = arith.constant 0.0 : f32"));
+    e.line(&format!(
+        "{none} = arith.constant dense<{}> : {it}",
+        kh * kw
+    ));
+    let tapc: Vec<String> = (0..kh * kw)
+        .map(|t| {
+            let v = e.fresh();
+            e.line(&format!("{v} = arith.constant dense<{t}> : {it}"));
+            v
+        })
+        .collect();
+    let mask = (cfull < ch).then(|| {
+        let mk = e.fresh();
+        let crem = e.idx((ch - cfull) as i64);
+        e.line(&format!(
+            "{mk} = vector.create_mask {crem} : vector<{lanes}xi1>"
+        ));
+        mk
+    });
+    // Window index and tap along one axis (`o` the input coordinate): the window clamped into
+    // the output (reads stay in bounds), and whether the pixel is inside a window at all.
+    let split = |e: &mut E, o: &str, s: usize, k: usize, n: usize| -> (String, String, String) {
+        let (cs, ck, cn, clast) = (
+            e.idx(s as i64),
+            e.idx(k as i64),
+            e.idx(n as i64),
+            e.idx(n as i64 - 1),
+        );
+        let (a, t, ca, inw, ina, both) = (
+            e.fresh(),
+            e.fresh(),
+            e.fresh(),
+            e.fresh(),
+            e.fresh(),
+            e.fresh(),
+        );
+        e.line(&format!("{a} = arith.divui {o}, {cs} : index"));
+        e.line(&format!("{t} = arith.remui {o}, {cs} : index"));
+        e.line(&format!("{ca} = arith.minui {a}, {clast} : index"));
+        e.line(&format!("{inw} = arith.cmpi ult, {t}, {ck} : index"));
+        e.line(&format!("{ina} = arith.cmpi ult, {a}, {cn} : index"));
+        e.line(&format!("{both} = arith.andi {inw}, {ina} : i1"));
+        (ca, t, both)
+    };
+    let (chh, cww, ckw) = (e.idx(h as i64), e.idx(wd as i64), e.idx(kw as i64));
+    let (clanes, ccfull) = (e.idx(lanes as i64), e.idx(cfull as i64));
+    // One vector of channels from `cv` at input pixel (b, y, x), stored at row `wy` of `o`.
+    #[allow(clippy::too_many_arguments)]
+    let pixel = |e: &mut E,
+                 o: &str,
+                 (b, wy, xx): (&str, &str, &str),
+                 (a, bb): (&str, &str),
+                 tap: &str,
+                 inside: &str,
+                 cv: &str,
+                 masked: bool|
+     -> String {
+        let tail = transfer_tail(if masked { mask.as_deref() } else { None });
+        let (yv, dv) = (e.fresh(), e.fresh());
+        e.line(&format!(
+            "{yv} = vector.transfer_read {}[{b}, {a}, {bb}, {cv}], {pad}{tail} : {yt}, {vt}",
+            y.0
+        ));
+        e.line(&format!(
+            "{dv} = vector.transfer_read {}[{b}, {a}, {bb}, {cv}], {pad}{tail} : {yt}, {vt}",
+            dy.0
+        ));
+        let (csh, csw) = (e.idx(sh as i64), e.idx(sw as i64));
+        let (r0, q0) = (e.fresh(), e.fresh());
+        e.line(&format!("{r0} = arith.muli {a}, {csh} : index"));
+        e.line(&format!("{q0} = arith.muli {bb}, {csw} : index"));
+        // The first tap equal to the maximum: the taps scanned last to first.
+        let mut first = none.clone();
+        for t in (0..kh * kw).rev() {
+            let (ci, cj) = (e.idx((t / kw) as i64), e.idx((t % kw) as i64));
+            let (r, q, xv, eq, f) = (e.fresh(), e.fresh(), e.fresh(), e.fresh(), e.fresh());
+            e.line(&format!("{r} = arith.addi {r0}, {ci} : index"));
+            e.line(&format!("{q} = arith.addi {q0}, {cj} : index"));
+            e.line(&format!(
+                "{xv} = vector.transfer_read {}[{b}, {r}, {q}, {cv}], {pad}{tail} : {xt}, {vt}",
+                x.0
+            ));
+            e.line(&format!("{eq} = arith.cmpf oeq, {xv}, {yv} : {vt}"));
+            e.line(&format!(
+                "{f} = arith.select {eq}, {}, {first} : vector<{lanes}xi1>, {it}",
+                tapc[t]
+            ));
+            first = f;
+        }
+        let (mine, g, z, w) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
+        e.line(&format!("{mine} = arith.cmpi eq, {first}, {tap} : {it}"));
+        e.line(&format!(
+            "{g} = arith.select {mine}, {dv}, {zero} : vector<{lanes}xi1>, {vt}"
+        ));
+        e.line(&format!("{z} = arith.select {inside}, {g}, {zero} : {vt}"));
+        e.line(&format!(
+            "{w} = vector.transfer_write {z}, {o}[{wy}, {xx}, {cv}]{tail} : {vt}, {st}"
+        ));
+        w
+    };
+    let pixel = std::cell::RefCell::new(pixel);
+    let res = par_rows(
+        e,
+        &flat,
+        &flat_ty,
+        &m,
+        &[wd, ch],
+        1,
+        min_rows,
+        &mut |e, o, r0, len| {
+            for_carrying(e, &st, o, (&c0, len, &c1), &mut |e, o, wr| {
+                let (r, b, yy) = (e.fresh(), e.fresh(), e.fresh());
+                e.line(&format!("{r} = arith.addi {r0}, {wr} : index"));
+                e.line(&format!("{b} = arith.divui {r}, {chh} : index"));
+                e.line(&format!("{yy} = arith.remui {r}, {chh} : index"));
+                let (a, i, row_in) = split(e, &yy, sh, kh, oh);
+                for_carrying(e, &st, o, (&c0, &cww, &c1), &mut |e, o, xx| {
+                    let (bb, j, col_in) = split(e, xx, sw, kw, ow);
+                    let (inside, ti, t, tap) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
+                    e.line(&format!("{inside} = arith.andi {row_in}, {col_in} : i1"));
+                    e.line(&format!("{ti} = arith.muli {i}, {ckw} : index"));
+                    e.line(&format!("{t} = arith.addi {ti}, {j} : index"));
+                    let t32 = e.fresh();
+                    e.line(&format!("{t32} = arith.index_cast {t} : index to i32"));
+                    e.line(&format!("{tap} = vector.broadcast {t32} : i32 to {it}"));
+                    let mut o = o.to_string();
+                    let at = (b.as_str(), wr, xx);
+                    let win = (a.as_str(), bb.as_str());
+                    if cfull > 0 {
+                        o = for_carrying(e, &st, &o, (&c0, &ccfull, &clanes), &mut |e, o, cv| {
+                            (pixel.borrow_mut())(e, o, at, win, &tap, &inside, cv, false)
+                        });
+                    }
+                    if cfull < ch {
+                        o = (pixel.borrow_mut())(e, &o, at, win, &tap, &inside, &ccfull, true);
+                    }
+                    o
+                })
+            })
+        },
+    );
+    let nbv = match ot.shape[0].known() {
+        Some(n) => n.to_string(),
+        None => nb,
+    };
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.expand_shape {res} [[0, 1], [2], [3]] output_shape [{nbv}, {h}, {wd}, {ch}] : {flat_ty} into {ct}"
+    ));
+    Ok(Some(v))
+}
+
+/// `conv_kernel_grad` as a register-tiled kernel, f32 and every dim known but the batch: the
+/// kernel gradient as `[kh kw C, F]`, row `(i, j, c)` of A read in place from the input (the
+/// pixel each output position's window has at tap (i, j), zero in the padding), B the output
+/// gradient; K runs over the samples and, within each, the output positions. A tile keeps a
+/// total per accumulator and a sum per sample, added to the total after each sample (as the
+/// interpreter sums). Rows go in chunks over the threads.
+pub(crate) fn conv_kernel_grad(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    c: &ConvAttrs,
+    kernel: &[usize],
+    ot: &TensorType,
+) -> R<Option<String>> {
+    let (x, dy) = (&ins[0], &ins[1]);
+    let known = |t: &TensorType| t.shape[1..].iter().all(|d| d.known().is_some());
+    let fits = [&x.1, &dy.1, ot].iter().all(|t| t.dtype == DType::F32)
+        && x.1.rank() == 4
+        && known(&x.1)
+        && known(&dy.1)
+        && kernel.len() == 2;
+    if !fits {
+        return Ok(None);
+    }
+    let dim = |t: &TensorType, i: usize| t.shape[i].known().unwrap_or(0);
+    let (h, wd, ci) = (dim(&x.1, 1), dim(&x.1, 2), dim(&x.1, 3));
+    let (oh, ow, co) = (dim(&dy.1, 1), dim(&dy.1, 2), dim(&dy.1, 3));
+    let (kh, kw) = (kernel[0], kernel[1]);
+    let kk = kh * kw * ci;
+    let padded = c.pads.iter().any(|p| *p != (0, 0));
+    let w = 2 * simd(e);
+    let rows = if simd(e) >= 16 { 8 } else { 6 };
+    let vt = format!("vector<{w}xf32>");
+    let nfull = co - co % w;
+    let (xt, dt, ct) = (tensor_ty(&x.1), tensor_ty(&dy.1), tensor_ty(ot));
+    let ft = format!("tensor<{kk}x{co}xf32>");
+    let st = "tensor<?x?xf32>".to_string();
+    let out = e.empty(ot)?;
+    let flat = e.fresh();
+    e.line(&format!(
+        "{flat} = tensor.collapse_shape {out} [[0, 1, 2], [3]] : {ct} into {ft}"
+    ));
+    let nb = e.dim_val(&x.1.shape[0])?;
+    let (c0, c1) = (e.idx(0), e.idx(1));
+    let (zero, pad) = (e.fresh(), e.fresh());
+    e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
+    e.line(&format!("{pad} = arith.constant 0.0 : f32"));
+    let mask = (nfull < co).then(|| {
+        let mk = e.fresh();
+        let crem = e.idx((co - nfull) as i64);
+        e.line(&format!(
+            "{mk} = vector.create_mask {crem} : vector<{w}xi1>"
+        ));
+        mk
+    });
+    let cs = [e.idx(c.strides[0] as i64), e.idx(c.strides[1] as i64)];
+    let (cci, ckw) = (e.idx(ci as i64), e.idx(kw as i64));
+    let (cd0, cd1) = (e.idx(c.dilations[0] as i64), e.idx(c.dilations[1] as i64));
+    let (cp0, cp1) = (e.idx(c.pads[0].0 as i64), e.idx(c.pads[1].0 as i64));
+    let (chh, cww, coh, cow) = (
+        e.idx(h as i64),
+        e.idx(wd as i64),
+        e.idx(oh as i64),
+        e.idx(ow as i64),
+    );
+    let op = |e: &mut E, rhs: String| {
+        let v = e.fresh();
+        e.line(&format!("{v} = {rhs}"));
+        v
+    };
+    // One tile: `nr` rows from chunk row `i` (global row `r0 + i`) by the panel at column `j`.
+    let tile = |e: &mut E, o: &str, r0: &str, i: &str, j: &str, nr: usize, masked: bool| {
+        let tail = transfer_tail(if masked { mask.as_deref() } else { None });
+        // Each row's tap offsets and channel.
+        let mut taps = Vec::new();
+        for r in 0..nr {
+            let cr = e.idx(r as i64);
+            let li = op(e, format!("arith.addi {i}, {cr} : index"));
+            let gi = op(e, format!("arith.addi {r0}, {li} : index"));
+            let tap = op(e, format!("arith.divui {gi}, {cci} : index"));
+            let ch = op(e, format!("arith.remui {gi}, {cci} : index"));
+            let ti = op(e, format!("arith.divui {tap}, {ckw} : index"));
+            let tj = op(e, format!("arith.remui {tap}, {ckw} : index"));
+            let dh = op(e, format!("arith.muli {ti}, {cd0} : index"));
+            let dw = op(e, format!("arith.muli {tj}, {cd1} : index"));
+            let oy = op(e, format!("arith.subi {dh}, {cp0} : index"));
+            let ox = op(e, format!("arith.subi {dw}, {cp1} : index"));
+            taps.push((li, ch, oy, ox));
+        }
+        let tys = vec![vt.clone(); nr].join(", ");
+        let bind = |names: &[String], vals: &[String]| -> String {
+            names
+                .iter()
+                .zip(vals)
+                .map(|(a, b)| format!("{a} = {b}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let fresh_n = |e: &mut E| -> Vec<String> { (0..nr).map(|_| e.fresh()).collect() };
+        let (tot_in, part_in, acc_in) = (fresh_n(e), fresh_n(e), fresh_n(e));
+        let (nv, yv, xv) = (e.fresh(), e.fresh(), e.fresh());
+        let (tot, part, accs) = (e.fresh(), e.fresh(), e.fresh());
+        let zeros = vec![zero.clone(); nr];
+        let mut body = String::new();
+        let _ = writeln!(
+            body,
+            "{tot}:{nr} = scf.for {nv} = {c0} to {nb} step {c1} iter_args({}) -> ({tys}) {{",
+            bind(&tot_in, &zeros)
+        );
+        let _ = writeln!(
+            body,
+            "      {part}:{nr} = scf.for {yv} = {c0} to {coh} step {c1} iter_args({}) -> ({tys}) {{",
+            bind(&part_in, &zeros)
+        );
+        let ys = e.fresh();
+        let _ = writeln!(body, "      {ys} = arith.muli {yv}, {} : index", cs[0]);
+        let _ = writeln!(
+            body,
+            "      {accs}:{nr} = scf.for {xv} = {c0} to {cow} step {c1} iter_args({}) -> ({tys}) {{",
+            bind(&acc_in, &part_in)
+        );
+        let (xs, bv) = (e.fresh(), e.fresh());
+        let _ = writeln!(body, "      {xs} = arith.muli {xv}, {} : index", cs[1]);
+        let _ = writeln!(
+            body,
+            "      {bv} = vector.transfer_read {}[{nv}, {yv}, {xv}, {j}], {pad}{tail} : {dt}, {vt}",
+            dy.0
+        );
+        let mut next = Vec::new();
+        for (r, (_, ch, oy, ox)) in taps.iter().enumerate() {
+            let (ih, iw, a, ab, f) = (e.fresh(), e.fresh(), e.fresh(), e.fresh(), e.fresh());
+            let _ = writeln!(body, "      {ih} = arith.addi {ys}, {oy} : index");
+            let _ = writeln!(body, "      {iw} = arith.addi {xs}, {ox} : index");
+            if padded {
+                let v: Vec<String> = (0..9).map(|_| e.fresh()).collect();
+                let _ = writeln!(body, "      {} = arith.cmpi sge, {ih}, {c0} : index", v[0]);
+                let _ = writeln!(body, "      {} = arith.cmpi slt, {ih}, {chh} : index", v[1]);
+                let _ = writeln!(body, "      {} = arith.cmpi sge, {iw}, {c0} : index", v[2]);
+                let _ = writeln!(body, "      {} = arith.cmpi slt, {iw}, {cww} : index", v[3]);
+                let _ = writeln!(body, "      {} = arith.andi {}, {} : i1", v[4], v[0], v[1]);
+                let _ = writeln!(body, "      {} = arith.andi {}, {} : i1", v[5], v[2], v[3]);
+                let _ = writeln!(body, "      {} = arith.andi {}, {} : i1", v[6], v[4], v[5]);
+                let _ = writeln!(
+                    body,
+                    "      {} = arith.select {}, {ih}, {c0} : index",
+                    v[7], v[6]
+                );
+                let _ = writeln!(
+                    body,
+                    "      {} = arith.select {}, {iw}, {c0} : index",
+                    v[8], v[6]
+                );
+                let raw = e.fresh();
+                let _ = writeln!(
+                    body,
+                    "      {raw} = tensor.extract {}[{nv}, {}, {}, {ch}] : {xt}",
+                    x.0, v[7], v[8]
+                );
+                let _ = writeln!(
+                    body,
+                    "      {a} = arith.select {}, {raw}, {pad} : f32",
+                    v[6]
+                );
+            } else {
+                let _ = writeln!(
+                    body,
+                    "      {a} = tensor.extract {}[{nv}, {ih}, {iw}, {ch}] : {xt}",
+                    x.0
+                );
+            }
+            let _ = writeln!(body, "      {ab} = vector.broadcast {a} : f32 to {vt}");
+            let _ = writeln!(
+                body,
+                "      {f} = vector.fma {ab}, {bv}, {} : {vt}",
+                acc_in[r]
+            );
+            next.push(f);
+        }
+        let res = |v: &str| -> String {
+            (0..nr)
+                .map(|r| format!("{v}#{r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(body, "      scf.yield {} : {tys}\n    }}", next.join(", "));
+        let _ = writeln!(body, "      scf.yield {} : {tys}\n    }}", res(&accs));
+        let mut sums = Vec::new();
+        for (r, t) in tot_in.iter().enumerate() {
+            let s = e.fresh();
+            let _ = writeln!(body, "      {s} = arith.addf {t}, {part}#{r} : {vt}");
+            sums.push(s);
+        }
+        let _ = write!(body, "      scf.yield {} : {tys}\n    }}", sums.join(", "));
+        e.line(&body);
+        let mut cur = o.to_string();
+        for (r, (li, ..)) in taps.iter().enumerate() {
+            let v = e.fresh();
+            e.line(&format!(
+                "{v} = vector.transfer_write {tot}#{r}, {cur}[{li}, {j}]{tail} : {vt}, {st}"
+            ));
+            cur = v;
+        }
+        cur
+    };
+    let tile = std::cell::RefCell::new(tile);
+    let (crows, cw, cnfull) = (e.idx(rows as i64), e.idx(w as i64), e.idx(nfull as i64));
+    let ckk = e.idx(kk as i64);
+    let min_rows = chunk_min_rows(SYMBOLIC_K * oh * ow * co);
+    let res = par_rows(
+        e,
+        &flat,
+        &ft,
+        &ckk,
+        &[co],
+        rows,
+        min_rows,
+        &mut |e, o, r0, len| {
+            let o = cast_rows(e, o, co);
+            let (rem, mfull) = (e.fresh(), e.fresh());
+            e.line(&format!("{rem} = arith.remui {len}, {crows} : index"));
+            e.line(&format!("{mfull} = arith.subi {len}, {rem} : index"));
+            let blocks = |e: &mut E, o: &str, lo: &str, hi: &str, step: &str, nr: usize| {
+                for_carrying(e, &st, o, (lo, hi, step), &mut |e, o, i| {
+                    let mut o = o.to_string();
+                    if nfull > 0 {
+                        o = for_carrying(e, &st, &o, (&c0, &cnfull, &cw), &mut |e, o, j| {
+                            (tile.borrow_mut())(e, o, r0, i, j, nr, false)
+                        });
+                    }
+                    if nfull < co {
+                        o = (tile.borrow_mut())(e, &o, r0, i, &cnfull, nr, true);
+                    }
+                    o
+                })
+            };
+            let o = blocks(e, &o, &c0, &mfull, &crows, rows);
+            let o = blocks(e, &o, &mfull, len, &c1, 1);
+            uncast_rows(e, &o, co)
+        },
+    );
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.expand_shape {res} [[0, 1, 2], [3]] output_shape [{kh}, {kw}, {ci}, {co}] : {ft} into {ct}"
+    ));
+    Ok(Some(v))
+}
+
+/// A chunk `tensor<?xNxf32>` as `tensor<?x?xf32>` (the type the tiles write), and back.
+fn cast_rows(e: &mut E, o: &str, n: usize) -> String {
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.cast {o} : tensor<?x{n}xf32> to tensor<?x?xf32>"
+    ));
+    v
+}
+
+fn uncast_rows(e: &mut E, o: &str, n: usize) -> String {
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.cast {o} : tensor<?x?xf32> to tensor<?x{n}xf32>"
+    ));
+    v
 }

@@ -118,6 +118,8 @@ impl Target for Cpu {
                 }
             }
             Op::Pool(p) => fast_pool(e, &ins[0], p, ot)?,
+            Op::PoolGrad(p) => max_pool_grad(e, ins, p, ot)?,
+            Op::ConvKernelGrad { conv, kernel } => conv_kernel_grad(e, ins, conv, kernel, ot)?,
             _ => None,
         };
         Ok(v.map(|v| vec![v]))

@@ -1350,3 +1350,147 @@ pub(crate) fn dropout_mask(
         )
     })
 }
+
+/// `conv_kernel_grad` (channels-last, 2-D, one group) for any float type, where the target has
+/// no kernel: the padded input's window at each kernel position times the output gradient,
+/// summed over the samples and output positions in one generic (loops: kernel position and
+/// input channel, then the samples and output positions, the output channel innermost).
+pub(crate) fn conv_kernel_grad(
+    e: &mut E,
+    x: &(String, TensorType),
+    dy: &(String, TensorType),
+    c: &ConvAttrs,
+    ot: &TensorType,
+) -> R<String> {
+    let x = pad_input(e, x, c)?;
+    // d0 i, d1 j, d2 input channel, d3 sample, d4 oy, d5 ox, d6 output channel.
+    let d = |i: usize| format!("d{i}");
+    let xe = [
+        d(3),
+        format!("d4 * {} + d0 * {}", c.strides[0], c.dilations[0]),
+        format!("d5 * {} + d1 * {}", c.strides[1], c.dilations[1]),
+        d(2),
+    ];
+    let de = [d(3), d(4), d(5), d(6)];
+    let oe = [d(0), d(1), d(2), d(6)];
+    let maps = [map(7, &xe), map(7, &de), map(7, &oe)];
+    let iters = [
+        "parallel",
+        "parallel",
+        "parallel",
+        "reduction",
+        "reduction",
+        "reduction",
+        "parallel",
+    ];
+    let init = filled(e, ot, 0.0)?;
+    let dt = ot.dtype;
+    Ok(generic(
+        e,
+        &[x, dy.clone()],
+        &maps,
+        &iters,
+        init,
+        ot,
+        &mut |lines, a, out| {
+            let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
+            binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
+        },
+    ))
+}
+
+/// `pool_grad` (channels-last 2-D max pooling) for any float type, where the target has no
+/// kernel, for windows apart without padding (what the derivative rule makes): input pixel
+/// (y, x) is tap (y % sh, x % sw) of window (y / sh, x / sw) and gets that window's gradient
+/// where its first tap equal to the window's maximum is this one; pixels outside every window
+/// get zero.
+pub(crate) fn max_pool_grad(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    p: &forgec_ir::PoolAttrs,
+    ot: &TensorType,
+) -> R<String> {
+    let (x, y, dy) = (&ins[0], &ins[1], &ins[2]);
+    let dil = |i: usize| p.dilations.get(i).copied().unwrap_or(1);
+    let apart = (0..2).all(|i| p.strides[i] >= p.window[i] && dil(i) == 1);
+    if !apart || p.pads.iter().any(|q| *q != (0, 0)) {
+        return Err(
+            "a max pooling's gradient over overlapping or padded windows as one op is not compiled yet"
+                .into(),
+        );
+    }
+    let known = |t: &TensorType, i: usize| {
+        t.shape[i]
+            .known()
+            .ok_or("a max pooling's gradient over a symbolic spatial dim is not compiled yet")
+    };
+    let (oh, ow) = (known(&y.1, 1)?, known(&y.1, 2)?);
+    let [kh, kw] = [p.window[0], p.window[1]];
+    let (sh, sw) = (p.strides[0], p.strides[1]);
+    let dt = ot.dtype;
+    let (ft, zero) = (elem(dt), E::scalar_const(dt, 0.0));
+    let (xv, xt) = (x.0.clone(), tensor_ty(&x.1));
+    let (yv, yt) = (y.0.clone(), tensor_ty(&y.1));
+    let (dv, dyt) = (dy.0.clone(), tensor_ty(&dy.1));
+    let id = map(4, &(0..4).map(|i| format!("d{i}")).collect::<Vec<_>>());
+    let init = e.empty(ot)?;
+    Ok(generic(
+        e,
+        std::slice::from_ref(x),
+        &[id.clone(), id],
+        &["parallel"; 4],
+        init,
+        ot,
+        &mut |lines, _, _| {
+            let op = &mut |s: String| push(lines, s);
+            let ix: Vec<S> = (0..4)
+                .map(|d| op(format!("linalg.index {d} : index")))
+                .collect();
+            let (n, ch) = (ix[0].clone(), ix[3].clone());
+            // Window and tap along one axis, the window clamped into the output (reads stay in
+            // bounds), and whether the pixel is inside a window at all.
+            let mut split = |o: &str, s: usize, k: usize, n: usize| {
+                let (cs, ck, cn, clast) = (
+                    op(format!("arith.constant {s} : index")),
+                    op(format!("arith.constant {k} : index")),
+                    op(format!("arith.constant {n} : index")),
+                    op(format!("arith.constant {} : index", n - 1)),
+                );
+                let a = op(format!("arith.divui {o}, {cs} : index"));
+                let t = op(format!("arith.remui {o}, {cs} : index"));
+                let ca = op(format!("arith.minui {a}, {clast} : index"));
+                let inw = op(format!("arith.cmpi ult, {t}, {ck} : index"));
+                let ina = op(format!("arith.cmpi ult, {a}, {cn} : index"));
+                let both = op(format!("arith.andi {inw}, {ina} : i1"));
+                let base = op(format!("arith.muli {ca}, {cs} : index"));
+                (ca, t, both, base)
+            };
+            let (a, i, row_in, r0) = split(&ix[1], sh, kh, oh);
+            let (b, j, col_in, q0) = split(&ix[2], sw, kw, ow);
+            let ymax = op(format!("tensor.extract {yv}[{n}, {a}, {b}, {ch}] : {yt}"));
+            let g = op(format!("tensor.extract {dv}[{n}, {a}, {b}, {ch}] : {dyt}"));
+            // The first tap equal to the maximum: the taps scanned last to first.
+            let mut first = op(format!("arith.constant {} : index", kh * kw));
+            for t in (0..kh * kw).rev() {
+                let (ci, cj, ct) = (
+                    op(format!("arith.constant {} : index", t / kw)),
+                    op(format!("arith.constant {} : index", t % kw)),
+                    op(format!("arith.constant {t} : index")),
+                );
+                let r = op(format!("arith.addi {r0}, {ci} : index"));
+                let q = op(format!("arith.addi {q0}, {cj} : index"));
+                let v = op(format!("tensor.extract {xv}[{n}, {r}, {q}, {ch}] : {xt}"));
+                let eq = op(format!("arith.cmpf oeq, {v}, {ymax} : {ft}"));
+                first = op(format!("arith.select {eq}, {ct}, {first} : index"));
+            }
+            let ckw = op(format!("arith.constant {kw} : index"));
+            let ti = op(format!("arith.muli {i}, {ckw} : index"));
+            let tap = op(format!("arith.addi {ti}, {j} : index"));
+            let mine = op(format!("arith.cmpi eq, {first}, {tap} : index"));
+            let inside = op(format!("arith.andi {row_in}, {col_in} : i1"));
+            let take = op(format!("arith.andi {mine}, {inside} : i1"));
+            let z = op(zero.clone());
+            op(format!("arith.select {take}, {g}, {z} : {ft}"))
+        },
+    ))
+}

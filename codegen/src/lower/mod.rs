@@ -954,6 +954,8 @@ pub(crate) fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         Op::LayerNorm { axes, epsilon } => one(layer_norm(e, &ins, axes, *epsilon, ot)?),
         Op::Conv(c) => one(conv(e, &ins[0], &ins[1], c, ot)?),
         Op::Pool(p) => one(pool(e, &ins[0], p, ot)?),
+        Op::PoolGrad(p) => one(max_pool_grad(e, &ins, p, ot)?),
+        Op::ConvKernelGrad { conv, .. } => one(conv_kernel_grad(e, &ins[0], &ins[1], conv, ot)?),
         Op::Rnn(r) => {
             let v = rnn(e, &ins, r, ot);
             e.serial = false;
@@ -1001,8 +1003,53 @@ pub(crate) fn fused_elementwise(e: &mut E, members: &[&Node]) -> R<String> {
         .last()
         .ok_or("internal error: an empty elementwise group")?;
     let ot = e.ty(last.outputs[0]);
+    // Operands of the result's shape (or scalars): one flat loop, which LLVM vectorises as it
+    // is (a loop nest it may vectorise across an outer dim, with gathers).
+    let flat = ot.rank() >= 2
+        && ins
+            .iter()
+            .all(|(_, t)| t.shape == ot.shape || t.rank() == 0);
+    let init = e.empty(&ot)?;
+    let (ins, ft, init) = if flat {
+        let n = ot
+            .shape
+            .iter()
+            .try_fold(1usize, |a, d| Some(a * d.known()?));
+        let ft = TensorType::new(
+            ot.dtype,
+            vec![n.map_or(Dim::Sym("flat".into()), Dim::Known)],
+        );
+        let all: Vec<String> = (0..ot.rank()).map(|i| i.to_string()).collect();
+        let ins = ins
+            .into_iter()
+            .map(|(v, t)| {
+                if t.rank() == 0 {
+                    return (v, t);
+                }
+                let f = e.fresh();
+                let fty = TensorType::new(t.dtype, ft.shape.clone());
+                e.line(&format!(
+                    "{f} = tensor.collapse_shape {v} [[{}]] : {} into {}",
+                    all.join(", "),
+                    tensor_ty(&t),
+                    tensor_ty(&fty)
+                ));
+                (f, fty)
+            })
+            .collect();
+        let f = e.fresh();
+        e.line(&format!(
+            "{f} = tensor.collapse_shape {init} [[{}]] : {} into {}",
+            all.join(", "),
+            tensor_ty(&ot),
+            tensor_ty(&ft)
+        ));
+        (ins, ft, f)
+    } else {
+        (ins, ot.clone(), init)
+    };
     let mut err = None;
-    let v = e.elementwise(&ot, &ins, &mut |lines, a| {
+    let v = e.elementwise_into(&ft, init, &ins, &mut |lines, a, _| {
         let mut scalars: HashMap<ValueId, S> = HashMap::new();
         let mut y = String::new();
         for m in members {
@@ -1032,11 +1079,24 @@ pub(crate) fn fused_elementwise(e: &mut E, members: &[&Node]) -> R<String> {
             }
         }
         y
-    })?;
-    match err {
-        Some(m) => Err(m),
-        None => Ok(v),
+    });
+    if let Some(m) = err {
+        return Err(m);
     }
+    if !flat {
+        return Ok(v);
+    }
+    let sizes: Vec<String> = ot.shape.iter().map(|d| e.size_lit(d)).collect::<R<_>>()?;
+    let all: Vec<String> = (0..ot.rank()).map(|i| i.to_string()).collect();
+    let r = e.fresh();
+    e.line(&format!(
+        "{r} = tensor.expand_shape {v} [[{}]] output_shape [{}] : {} into {}",
+        all.join(", "),
+        sizes.join(", "),
+        tensor_ty(&ft),
+        tensor_ty(&ot)
+    ));
+    Ok(r)
 }
 
 /// Trees of elementwise nodes to run as one loop nest, each in graph order, its root (the

@@ -75,6 +75,45 @@ pub(crate) fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             }
             one(TensorType::new(x.dtype, join_layout(n, c, out, p.layout)))
         }
+        Op::ConvKernelGrad { conv, kernel } => {
+            let (x, dy) = (&ins[0], &ins[1]);
+            if conv.layout != Layout::ChannelsLast || conv.groups != 1 || x.rank() != 4 {
+                return Err(
+                    "conv_kernel_grad is the kernel gradient of a channels-last 2-D convolution of one group"
+                        .into(),
+                );
+            }
+            if kernel.len() != 2 {
+                return Err(format!(
+                    "'kernel' has {} entries for 2 spatial dims",
+                    kernel.len()
+                ));
+            }
+            let mut ws: Vec<Dim> = kernel.iter().map(|&k| Dim::Known(k)).collect();
+            ws.push(x.shape[3].clone());
+            ws.push(dy.shape[3].clone());
+            let wt = TensorType::new(x.dtype, ws);
+            let y = conv_type(conv, x, &wt, false)?;
+            if *dy != y[0] {
+                return Err(format!(
+                    "the output gradient is {dy} but the convolution gives {}",
+                    y[0]
+                ));
+            }
+            one(wt)
+        }
+        Op::PoolGrad(p) => {
+            if p.kind != PoolKind::Max || p.layout != Layout::ChannelsLast || ins[0].rank() != 4 {
+                return Err("pool_grad is the gradient of a channels-last 2-D max pooling".into());
+            }
+            let y = infer(&Op::Pool(p.clone()), &ins[..1])?;
+            for (what, t) in [("the pooled output", &ins[1]), ("its gradient", &ins[2])] {
+                if *t != y[0] {
+                    return Err(format!("{what} is {} but the pooling gives {}", t, y[0]));
+                }
+            }
+            one(ins[0].clone())
+        }
         _ => unreachable!("{} is not in the linalg family", op.name()),
     }
 }
@@ -94,6 +133,10 @@ pub(crate) fn eval(
         Op::Conv(c) => one(conv_eval(c, ins[0], ins[1], ot.dtype, &oshape)?),
         Op::ConvTranspose(c) => one(conv_transpose(c, ins[0], ins[1], ot.dtype, &oshape)?),
         Op::Pool(p) => one(pool(p, ins[0], ot.dtype, &oshape)?),
+        Op::PoolGrad(p) => one(max_pool_grad(p, ins[0], ins[1], ins[2], ot.dtype)?),
+        Op::ConvKernelGrad { conv, .. } => {
+            one(kernel_grad_eval(conv, ins[0], ins[1], &oshape, ot.dtype)?)
+        }
         _ => unreachable!("{} is not in the linalg family", op.name()),
     }
 }
@@ -556,6 +599,82 @@ pub(crate) fn pool(p: &PoolAttrs, x: &Tensor, dtype: DType, oshape: &[usize]) ->
     from_ncx(out, &ncx, p.layout, dtype)
 }
 
+/// `conv_kernel_grad`: per sample the sum over output positions, then over the samples.
+fn kernel_grad_eval(
+    c: &ConvAttrs,
+    x: &Tensor,
+    dy: &Tensor,
+    oshape: &[usize],
+    dtype: DType,
+) -> R<Tensor> {
+    let (xs, ds) = (x.shape(), dy.shape());
+    let (n, h, w, ci) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oh, ow, co) = (ds[1], ds[2], ds[3]);
+    let (kh, kw) = (oshape[0], oshape[1]);
+    let (xv, dv) = (x.to_f64_vec(), dy.to_f64_vec());
+    let mut total = vec![0.0f64; kh * kw * ci * co];
+    let mut part = vec![0.0f64; total.len()];
+    for b in 0..n {
+        part.iter_mut().for_each(|v| *v = 0.0);
+        for (y, xx) in (0..oh).flat_map(|y| (0..ow).map(move |xx| (y, xx))) {
+            let d = &dv[((b * oh + y) * ow + xx) * co..][..co];
+            for (i, j) in (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))) {
+                let q = (y * c.strides[0] + i * c.dilations[0]) as i64 - c.pads[0].0 as i64;
+                let r = (xx * c.strides[1] + j * c.dilations[1]) as i64 - c.pads[1].0 as i64;
+                if q < 0 || q >= h as i64 || r < 0 || r >= w as i64 {
+                    continue;
+                }
+                let at = ((b * h + q as usize) * w + r as usize) * ci;
+                for ch in 0..ci {
+                    let xvv = xv[at + ch];
+                    let o = ((i * kw + j) * ci + ch) * co;
+                    for (f, dd) in d.iter().enumerate() {
+                        part[o + f] += xvv * dd;
+                    }
+                }
+            }
+        }
+        for (t, p) in total.iter_mut().zip(&part) {
+            *t += p;
+        }
+    }
+    float_t(dtype, oshape.to_vec(), &total)
+}
+
+/// `pool_grad`: each window's gradient to the first of its taps (row-major, padding as -inf)
+/// equal to the window's output (channels-last 2-D max pooling).
+fn max_pool_grad(p: &PoolAttrs, x: &Tensor, y: &Tensor, dy: &Tensor, dtype: DType) -> R<Tensor> {
+    let (xs, ys) = (x.shape(), y.shape());
+    let (n, h, w, c) = (xs[0], xs[1], xs[2], xs[3]);
+    let (oh, ow) = (ys[1], ys[2]);
+    let (xv, yv, dv) = (x.to_f64_vec(), y.to_f64_vec(), dy.to_f64_vec());
+    let dil = |i: usize| p.dilations.get(i).copied().unwrap_or(1);
+    let mut dx = vec![0.0f64; xv.len()];
+    for b in 0..n {
+        for (a, bb) in (0..oh).flat_map(|a| (0..ow).map(move |bb| (a, bb))) {
+            for ch in 0..c {
+                let o = ((b * oh + a) * ow + bb) * c + ch;
+                'taps: for i in 0..p.window[0] {
+                    for j in 0..p.window[1] {
+                        let q = (a * p.strides[0] + i * dil(0)) as i64 - p.pads[0].0 as i64;
+                        let r = (bb * p.strides[1] + j * dil(1)) as i64 - p.pads[1].0 as i64;
+                        let inside = q >= 0 && q < h as i64 && r >= 0 && r < w as i64;
+                        let at = inside.then(|| ((b * h + q as usize) * w + r as usize) * c + ch);
+                        let v = at.map_or(f64::NEG_INFINITY, |k| xv[k]);
+                        if v == yv[o] {
+                            if let Some(k) = at {
+                                dx[k] += dv[o];
+                            }
+                            break 'taps;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    float_t(dtype, xs.to_vec(), &dx)
+}
+
 /// The perm that swaps the last two of `rank` axes.
 fn swap_last(rank: usize) -> Vec<usize> {
     let mut p: Vec<usize> = (0..rank).collect();
@@ -712,7 +831,8 @@ fn place(
     )
 }
 
-/// A 2-D pooling's gradient, one window position at a time. Max: each output's gradient goes
+/// A 2-D pooling's gradient: `pool_grad` for a max pooling whose windows do not overlap, else
+/// one window position at a time. Max: each output's gradient goes
 /// to the first input in the window (row-major) equal to the maximum, as TensorFlow's
 /// MaxPoolGrad does; average: spread evenly over the window (padded positions counted when
 /// they count in the divisor).
@@ -752,6 +872,26 @@ fn pool_grad(
         return Err(
             "average pooling with padding left out of the count has no derivative rule yet".into(),
         );
+    }
+    // Windows that do not overlap (and no padding): one op, one pass over the input.
+    let apart = (0..2).all(|i| p.strides[i] >= p.window[i] && dil(i) == 1);
+    if p.kind == PoolKind::Max && apart && !padded {
+        let t = PoolAttrs {
+            layout: Layout::ChannelsLast,
+            ..p.clone()
+        };
+        let dx = b.op(Op::PoolGrad(t), &[x, y, dy], "grad.pool")?;
+        return if first {
+            b.op(
+                Op::Transpose {
+                    perm: vec![0, 3, 1, 2],
+                },
+                &[dx],
+                "grad.nchw",
+            )
+        } else {
+            Ok(dx)
+        };
     }
     let xp = if padded {
         let fill = if p.kind == PoolKind::Max {
@@ -888,9 +1028,10 @@ fn conv_input_grad(
     b.op(Op::ConvTranspose(t), &[dy, w], "grad.conv_t")
 }
 
-/// A 2-D convolution's kernel gradient, one kernel position at a time: the input window the
-/// position reads (a strided slice of the padded input) times the output gradient, summed over
-/// the samples and output positions (a batched matmul, then a sum over the batch).
+/// A 2-D convolution's kernel gradient: `conv_kernel_grad` (f32 and f64, one group), else one
+/// kernel position at a time: the input window the position reads (a strided slice of the
+/// padded input) times the output gradient, summed over the samples and output positions (a
+/// batched matmul, then a sum over the batch).
 fn conv_kernel_grad(
     b: &mut super::Builder,
     c: &ConvAttrs,
@@ -924,6 +1065,22 @@ fn conv_kernel_grad(
         Layout::ChannelsLast => (k(&tw.shape[0])?, k(&tw.shape[1])?),
         Layout::ChannelsFirst => (k(&tw.shape[2])?, k(&tw.shape[3])?),
     };
+    // One op, which the CPU target runs as one pass (in f64 for the gradient checks).
+    if c.groups == 1 && matches!(tx.dtype, DType::F32 | DType::F64) {
+        let t = ConvAttrs {
+            layout: Layout::ChannelsLast,
+            ..c.clone()
+        };
+        let hwio = b.op(
+            Op::ConvKernelGrad {
+                conv: t,
+                kernel: vec![kh, kw],
+            },
+            &[x, dy],
+            "grad.kernel",
+        )?;
+        return to_kernel_layout(b, c, hwio);
+    }
     let xp = if c.pads.iter().any(|&p| p != (0, 0)) {
         b.op(
             Op::Pad {
@@ -967,6 +1124,49 @@ fn conv_kernel_grad(
     })
 }
 
+/// The input window kernel position `(i, j)` reads: a strided slice of the padded
+/// channels-last input `xp`, `[N, oh, ow, C]`.
+fn window(
+    b: &mut super::Builder,
+    c: &ConvAttrs,
+    xp: crate::ValueId,
+    (oh, ow): (usize, usize),
+    (i, j): (usize, usize),
+) -> R<crate::ValueId> {
+    let (s0, s1) = ((i * c.dilations[0]) as i64, (j * c.dilations[1]) as i64);
+    b.op(
+        Op::Slice {
+            axes: vec![1, 2],
+            starts: vec![s0, s1],
+            ends: vec![
+                s0 + ((oh - 1) * c.strides[0]) as i64 + 1,
+                s1 + ((ow - 1) * c.strides[1]) as i64 + 1,
+            ],
+            steps: vec![c.strides[0] as i64, c.strides[1] as i64],
+        },
+        &[xp],
+        "grad.window",
+    )
+}
+
+/// An HWIO kernel gradient in the convolution's kernel layout (OIHW for channels-first).
+fn to_kernel_layout(
+    b: &mut super::Builder,
+    c: &ConvAttrs,
+    hwio: crate::ValueId,
+) -> R<crate::ValueId> {
+    match c.layout {
+        Layout::ChannelsLast => Ok(hwio),
+        Layout::ChannelsFirst => b.op(
+            Op::Transpose {
+                perm: vec![3, 2, 0, 1],
+            },
+            &[hwio],
+            "grad.oihw",
+        ),
+    }
+}
+
 /// A kernel gradient assembled tap by tap: for each kernel position, the input window it
 /// reads (a strided slice of the padded channels-last input `xp`) goes to `tap`, which gives
 /// that position's `[1, 1, I, O]` block; the blocks make the HWIO kernel (OIHW for a
@@ -983,20 +1183,7 @@ fn kernel_taps(
     for i in 0..kh {
         let mut cols = Vec::new();
         for j in 0..kw {
-            let (s0, s1) = ((i * c.dilations[0]) as i64, (j * c.dilations[1]) as i64);
-            let xs = b.op(
-                Op::Slice {
-                    axes: vec![1, 2],
-                    starts: vec![s0, s1],
-                    ends: vec![
-                        s0 + ((oh - 1) * c.strides[0]) as i64 + 1,
-                        s1 + ((ow - 1) * c.strides[1]) as i64 + 1,
-                    ],
-                    steps: vec![c.strides[0] as i64, c.strides[1] as i64],
-                },
-                &[xp],
-                "grad.window",
-            )?;
+            let xs = window(b, c, xp, (oh, ow), (i, j))?;
             cols.push(tap(b, xs)?);
         }
         rows.push(if cols.len() == 1 {
@@ -1010,16 +1197,7 @@ fn kernel_taps(
     } else {
         b.op(Op::Concat { axis: 0 }, &rows, "grad.kernel")?
     };
-    match c.layout {
-        Layout::ChannelsLast => Ok(hwio),
-        Layout::ChannelsFirst => b.op(
-            Op::Transpose {
-                perm: vec![3, 2, 0, 1],
-            },
-            &[hwio],
-            "grad.oihw",
-        ),
-    }
+    to_kernel_layout(b, c, hwio)
 }
 
 /// A depthwise convolution's kernel gradient (channels-last, `xp` the padded input; kernel

@@ -35,7 +35,12 @@ pub fn family(op: &Op) -> Family {
     match op {
         Op::Const { .. } => Family::Const,
         Op::Unary { .. } | Op::Binary { .. } | Op::Select | Op::Cast { .. } => Family::Elementwise,
-        Op::MatMul | Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Pool { .. } => Family::Linalg,
+        Op::MatMul
+        | Op::Conv { .. }
+        | Op::ConvTranspose { .. }
+        | Op::ConvKernelGrad { .. }
+        | Op::Pool { .. }
+        | Op::PoolGrad { .. } => Family::Linalg,
         Op::Reduce { .. }
         | Op::Softmax { .. }
         | Op::ArgReduce { .. }

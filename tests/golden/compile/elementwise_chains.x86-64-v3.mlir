@@ -47,7 +47,9 @@ module {
   }
   func.func private @op8(%s0: index, %x0: tensor<?x5xf32>) -> (tensor<?x5xf32>) attributes {passthrough = ["noinline"]} {
     %v1 = tensor.empty(%s0) : tensor<?x5xf32>
-    %v2 = linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%x0 : tensor<?x5xf32>) outs(%v1 : tensor<?x5xf32>) {
+    %v2 = tensor.collapse_shape %x0 [[0, 1]] : tensor<?x5xf32> into tensor<?xf32>
+    %v3 = tensor.collapse_shape %v1 [[0, 1]] : tensor<?x5xf32> into tensor<?xf32>
+    %v4 = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%v2 : tensor<?xf32>) outs(%v3 : tensor<?xf32>) {
     ^bb0(%a0: f32, %out: f32):
       %t0 = arith.negf %a0 : f32
       %t1 = arith.constant 0xC2CFF1AA : f32
@@ -107,17 +109,21 @@ module {
       %t55 = arith.divf %t53, %t54 : f32
       %t56 = arith.mulf %t55, %a0 : f32
       linalg.yield %t56 : f32
-    } -> tensor<?x5xf32>
-    return %v2 : tensor<?x5xf32>
+    } -> tensor<?xf32>
+    %v5 = tensor.expand_shape %v4 [[0, 1]] output_shape [%s0, 5] : tensor<?xf32> into tensor<?x5xf32>
+    return %v5 : tensor<?x5xf32>
   }
   func.func private @op9(%s0: index, %x0: tensor<?x5xf32>, %dest: memref<?x5xf32>) -> () attributes {passthrough = ["noinline"]} {
     %destt = bufferization.to_tensor %dest restrict writable : memref<?x5xf32> to tensor<?x5xf32>
-    %v1 = linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%x0 : tensor<?x5xf32>) outs(%destt : tensor<?x5xf32>) {
+    %v1 = tensor.collapse_shape %x0 [[0, 1]] : tensor<?x5xf32> into tensor<?xf32>
+    %v2 = tensor.collapse_shape %destt [[0, 1]] : tensor<?x5xf32> into tensor<?xf32>
+    %v3 = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%v1 : tensor<?xf32>) outs(%v2 : tensor<?xf32>) {
     ^bb0(%a0: f32, %out: f32):
       %t0 = arith.negf %a0 : f32
       linalg.yield %t0 : f32
-    } -> tensor<?x5xf32>
-    bufferization.materialize_in_destination %v1 in writable %dest : (tensor<?x5xf32>, memref<?x5xf32>) -> ()
+    } -> tensor<?xf32>
+    %v4 = tensor.expand_shape %v3 [[0, 1]] output_shape [%s0, 5] : tensor<?xf32> into tensor<?x5xf32>
+    bufferization.materialize_in_destination %v4 in writable %dest : (tensor<?x5xf32>, memref<?x5xf32>) -> ()
     return
   }
   func.func @elementwise_chains_forgec_main(%in0: memref<?x5xf32>, %out0: memref<?x5xf64>, %out1: memref<?x5xf32>, %out2: memref<?x5xf32>) attributes {llvm.emit_c_interface} {
