@@ -1047,6 +1047,93 @@ fn c_training_api_matches_keras() {
     }
 }
 
+/// A training step allocates nothing once its context has run one at that batch size
+/// (`tests/c/train_allocs.c` interposes malloc and its kin and counts them): cnn_mnist's
+/// compiled step (convolutions, poolings, their gradients, Adam), 2 warm-up steps then 10
+/// counted, on 1 thread: the scratch buffers come back from the context's cache, and the async
+/// runtime's tokens and groups from its spares. With 2 threads each parallel region still
+/// allocates its coroutine frame (printed, not asserted; see the README).
+#[test]
+fn training_step_allocates_nothing_after_the_first() {
+    let dir = scratch("train_allocs");
+    let o = forgec(&[
+        "compile",
+        model_file("cnn_mnist.keras").to_str().unwrap(),
+        "--train",
+        "--name",
+        "ta",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let x = npy(&training("cnn_mnist.train_x.npy"));
+    let y = npy(&training("cnn_mnist.train_y.npy"));
+    let raw_f32: Vec<u8> = x
+        .to_f64_vec()
+        .iter()
+        .take(32 * 28 * 28)
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect();
+    let raw_i32: Vec<u8> = y
+        .to_i64_vec()
+        .iter()
+        .take(32)
+        .flat_map(|v| (*v as i32).to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("x.bin"), raw_f32).unwrap();
+    std::fs::write(dir.join("y.bin"), raw_i32).unwrap();
+    let exe = dir.join("train_allocs");
+    let prog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/train_allocs.c");
+    let cc = std::process::Command::new("cc")
+        .args(["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror"])
+        .arg(&prog)
+        .arg(format!("-I{}", dir.display()))
+        .arg(dir.join("libta.a"))
+        .args(["-lm", "-lpthread", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let run = std::process::Command::new(&exe)
+        .arg(dir.join("x.bin"))
+        .arg(dir.join("y.bin"))
+        .args(["32", "2", "10", "1", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    println!("{stdout}");
+    let counts: Vec<(u64, u64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let t = l
+                .strip_prefix("threads ")?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()?;
+            let n = l
+                .split("allocations: ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((t, n))
+        })
+        .collect();
+    assert_eq!(counts.len(), 2, "{stdout}");
+    assert_eq!(counts[0], (1, 0), "1 thread: {stdout}");
+}
+
 /// Dropout in training mode: the mask (forgec's counter-based draw) keeps about 1 - rate of
 /// the elements, scaled by 1 / (1 - rate), and is a function of the key alone; mlp_dropout's
 /// compiled step equals the interpreter's (the same masks) over 4 steps with their keys, and

@@ -137,7 +137,10 @@ void NAME_forgec_memrefCopy(int64_t elem, forgec_unranked *src, forgec_unranked 
 }
 
 #define UPNAME_CACHE 1024
-struct NAME_ctx { char error[256]; void *blk[UPNAME_CACHE]; int nblk; int threads; int intra; NAME_ctx *sub[UPNAME_MAX_THREADS]; void *pool; jmp_buf oom; volatile int armed; int busy; int failed; };
+#define UPNAME_SPARE 256
+/* spare: the async runtime's tokens and groups kept for the next call (see the async section),
+ * under the spin lock `slock`, since the last reference to one may go on a pool thread. */
+struct NAME_ctx { char error[256]; void *blk[UPNAME_CACHE]; int nblk; int threads; int intra; NAME_ctx *sub[UPNAME_MAX_THREADS]; void *pool; jmp_buf oom; volatile int armed; int busy; int failed; void *spare[UPNAME_SPARE]; int nspare; int slock; };
 static __thread NAME_ctx *NAME_current;
 /* A pool thread running a task: where an allocation that fails jumps back to (the task is
  * abandoned, its token set as an error, and the run that handed it out fails with
@@ -186,6 +189,7 @@ void NAME_destroy(NAME_ctx *ctx) {
     if (!ctx) return;
     NAME_pool_stop((struct NAME_pool *)ctx->pool);
     for (int i = 0; i < ctx->nblk; i++) free(ctx->blk[i]);
+    for (int i = 0; i < ctx->nspare; i++) free(ctx->spare[i]);
     for (int t = 0; t < UPNAME_MAX_THREADS; t++) NAME_destroy(ctx->sub[t]);
     free(ctx);
 }
@@ -393,9 +397,30 @@ static void NAME_take(NAME_pool *pl, int t) {
 // slow to wake delays nothing). Tokens and groups are reference counted; a token joins at most one
 // group. `NAME_forgec_threads` is the number of threads the running call lends the kernels: the
 // context's pool plus the caller, or 1 (one thread; a slice of a split batch).
-typedef struct { long refs; } NAME_rc;
+// A token or a group comes from the spares of the context whose thread made it (`home`) and
+// goes back there with its last reference, on whichever thread drops it: a steady stream of
+// calls makes them without malloc. A context's pool threads are joined before it is freed, so
+// no reference outlives its home.
+typedef struct { long refs; NAME_ctx *home; } NAME_rc;
 typedef struct { NAME_rc rc; long pending, rank, errors; } NAME_group;
 typedef struct { NAME_rc rc; int state; NAME_group *grp; } NAME_token;
+typedef union { NAME_group g; NAME_token t; } NAME_async_obj;
+static void NAME_lock(int *l) { while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE)) NAME_relax(); }
+static void NAME_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+static void *NAME_async_new(void) {
+    NAME_ctx *ctx = NAME_current;
+    void *p = NULL;
+    if (ctx) {
+        NAME_lock(&ctx->slock);
+        if (ctx->nspare > 0) p = ctx->spare[--ctx->nspare];
+        NAME_unlock(&ctx->slock);
+    }
+    if (!p) p = malloc(sizeof(NAME_async_obj));
+    if (!p) { NAME_oom(sizeof(NAME_async_obj)); return NULL; }
+    memset(p, 0, sizeof(NAME_async_obj));
+    ((NAME_rc *)p)->home = ctx;
+    return p;
+}
 #define NAME_TOKEN_DONE ((NAME_group *)1)
 int64_t NAME_forgec_threads(void) {
     NAME_ctx *ctx = NAME_current;
@@ -404,18 +429,25 @@ int64_t NAME_forgec_threads(void) {
 int64_t NAME_forgec_async_GetNumWorkerThreads(void) { return NAME_forgec_threads(); }
 void NAME_forgec_async_AddRef(void *p, int64_t n) { __atomic_add_fetch(&((NAME_rc *)p)->refs, n, __ATOMIC_RELAXED); }
 void NAME_forgec_async_DropRef(void *p, int64_t n) {
-    if (__atomic_sub_fetch(&((NAME_rc *)p)->refs, n, __ATOMIC_ACQ_REL) == 0) free(p);
+    if (__atomic_sub_fetch(&((NAME_rc *)p)->refs, n, __ATOMIC_ACQ_REL) != 0) return;
+    NAME_ctx *home = ((NAME_rc *)p)->home;
+    if (home) {
+        NAME_lock(&home->slock);
+        if (home->nspare < UPNAME_SPARE) { home->spare[home->nspare++] = p; p = NULL; }
+        NAME_unlock(&home->slock);
+    }
+    free(p);
 }
 void *NAME_forgec_async_CreateToken(void) {
-    NAME_token *t = (NAME_token *)calloc(1, sizeof *t);
-    if (!t) { NAME_oom(sizeof *t); return NULL; }
+    NAME_token *t = (NAME_token *)NAME_async_new();
+    if (!t) return NULL;
     t->rc.refs = 2; /* the caller's, and the task's until it sets the token */
     NAME_last_token = t; /* the task `Execute` is handed next is this token's */
     return t;
 }
 void *NAME_forgec_async_CreateGroup(int64_t size) {
-    NAME_group *g = (NAME_group *)calloc(1, sizeof *g);
-    if (!g) { NAME_oom(sizeof *g); return NULL; }
+    NAME_group *g = (NAME_group *)NAME_async_new();
+    if (!g) return NULL;
     g->rc.refs = 1;
     g->pending = size;
     return g;
