@@ -1050,9 +1050,12 @@ fn c_training_api_matches_keras() {
 /// A training step allocates nothing once its context has run one at that batch size
 /// (`tests/c/train_allocs.c` interposes malloc and its kin and counts them): cnn_mnist's
 /// compiled step (convolutions, poolings, their gradients, Adam), 2 warm-up steps then 10
-/// counted, on 1 thread: the scratch buffers come back from the context's cache, and the async
-/// runtime's tokens and groups from its spares. With 2 threads each parallel region still
-/// allocates its coroutine frame (printed, not asserted; see the README).
+/// counted: on 1 thread none at all (the scratch buffers come back from the context's cache, the
+/// async runtime's tokens, groups and coroutine frames from the spares of the context that made
+/// them); on 2 and 3 threads fewer than one a step, since a pool thread's own cache fills the
+/// first time that thread runs a chunk of each kernel, which depends on how the threads are
+/// scheduled (measured: 0 in 20 steps on 2 threads, 1 on 3; before these caches, 12 a step on 1
+/// thread and 37 on 2).
 #[test]
 fn training_step_allocates_nothing_after_the_first() {
     let dir = scratch("train_allocs");
@@ -1101,7 +1104,7 @@ fn training_step_allocates_nothing_after_the_first() {
     let run = std::process::Command::new(&exe)
         .arg(dir.join("x.bin"))
         .arg(dir.join("y.bin"))
-        .args(["32", "2", "10", "1", "2"])
+        .args(["32", "5", "10", "1", "2", "3"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -1130,8 +1133,10 @@ fn training_step_allocates_nothing_after_the_first() {
             Some((t, n))
         })
         .collect();
-    assert_eq!(counts.len(), 2, "{stdout}");
-    assert_eq!(counts[0], (1, 0), "1 thread: {stdout}");
+    let threads: Vec<u64> = counts.iter().map(|c| c.0).collect();
+    assert_eq!(threads, vec![1, 2, 3], "{stdout}");
+    assert_eq!(counts[0].1, 0, "1 thread: {stdout}");
+    assert!(counts.iter().all(|c| c.1 < 10), "{stdout}");
 }
 
 /// Dropout in training mode: the mask (forgec's counter-based draw) keeps about 1 - rate of

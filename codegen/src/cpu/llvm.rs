@@ -248,6 +248,9 @@ pub fn compile(mlir: &str, t: &Target_, stage: Stage, name: &str) -> Result<Vec<
         ("_mlir_memref_to_llvm_aligned_alloc", "aligned_alloc"),
         ("_mlir_memref_to_llvm_free", "free"),
         ("forgec_threads", "threads"),
+        // The coroutine frames of MLIR's async lowering, kept by the wrapper for the next call.
+        ("aligned_alloc", "frame_alloc"),
+        ("free", "frame_free"),
         // The strided copy of MLIR's runner library, answered by the wrapper.
         ("memrefCopy", "memrefCopy"),
     ] {

@@ -140,8 +140,11 @@ void NAME_forgec_memrefCopy(int64_t elem, forgec_unranked *src, forgec_unranked 
 #define UPNAME_SPARE 256
 /* spare: the async runtime's tokens and groups kept for the next call (see the async section),
  * under the spin lock `slock`, since the last reference to one may go on a pool thread. */
-struct NAME_ctx { char error[256]; void *blk[UPNAME_CACHE]; int nblk; int threads; int intra; NAME_ctx *sub[UPNAME_MAX_THREADS]; void *pool; jmp_buf oom; volatile int armed; int busy; int failed; void *spare[UPNAME_SPARE]; int nspare; int slock; };
+struct NAME_ctx { char error[256]; void *blk[UPNAME_CACHE]; int nblk; int threads; int intra; NAME_ctx *sub[UPNAME_MAX_THREADS]; void *pool; jmp_buf oom; volatile int armed; int busy; int failed; void *spare[UPNAME_SPARE]; int nspare; void *frames[UPNAME_SPARE]; int nframes; int slock; };
 static __thread NAME_ctx *NAME_current;
+/* A coroutine frame's header, just before the frame (see the async section); `block` is what
+ * malloc gave. */
+typedef struct { size_t size, align; NAME_ctx *home; void *block; } NAME_frame;
 /* A pool thread running a task: where an allocation that fails jumps back to (the task is
  * abandoned, its token set as an error, and the run that handed it out fails with
  * UPNAME_ERR_MEMORY). */
@@ -190,6 +193,7 @@ void NAME_destroy(NAME_ctx *ctx) {
     NAME_pool_stop((struct NAME_pool *)ctx->pool);
     for (int i = 0; i < ctx->nblk; i++) free(ctx->blk[i]);
     for (int i = 0; i < ctx->nspare; i++) free(ctx->spare[i]);
+    for (int i = 0; i < ctx->nframes; i++) free(((NAME_frame *)ctx->frames[i] - 1)->block);
     for (int t = 0; t < UPNAME_MAX_THREADS; t++) NAME_destroy(ctx->sub[t]);
     free(ctx);
 }
@@ -320,6 +324,11 @@ static void *NAME_pool_main(void *p) {
     NAME_pool *pl = s->pool;
     unsigned seen = 0;
     NAME_task t;
+    /* The thread's own context, current while it runs tasks: their scratch buffers, tokens and
+     * coroutine frames are kept in it for the next call (NULL, if it cannot be had: then they
+     * are malloc'ed each time). */
+    NAME_ctx *own = NAME_new();
+    NAME_current = own;
     for (;;) {
         for (long spin = 0; spin < (1L << 15); spin++) {
             if (NAME_pool_pop(pl, &t)) { NAME_run_task(pl, t); spin = 0; continue; }
@@ -341,6 +350,8 @@ static void *NAME_pool_main(void *p) {
         if (--pl->pending == 0) pthread_cond_signal(&pl->done);
         pthread_mutex_unlock(&pl->mu);
     }
+    NAME_current = NULL;
+    NAME_destroy(own);
     return NULL;
 }
 static void NAME_pool_stop(NAME_pool *pl) {
@@ -437,6 +448,47 @@ void NAME_forgec_async_DropRef(void *p, int64_t n) {
         NAME_unlock(&home->slock);
     }
     free(p);
+}
+// Coroutine frames: MLIR's async lowering makes one per task with aligned_alloc and frees it with
+// free, renamed NAME_forgec_frame_alloc/free by `llvm::compile`. They are kept like tokens, in
+// the spares of the context that made them, found again by size and alignment. A header before
+// the frame says where the block starts and whose it is.
+void *NAME_forgec_frame_alloc(size_t align, size_t n) {
+    NAME_ctx *ctx = NAME_current;
+    char *p = NULL;
+    if (ctx) {
+        NAME_lock(&ctx->slock);
+        for (int i = ctx->nframes - 1; i >= 0; i--) {
+            NAME_frame *f = (NAME_frame *)ctx->frames[i] - 1;
+            if (f->size == n && f->align == align) { p = (char *)ctx->frames[i]; ctx->frames[i] = ctx->frames[--ctx->nframes]; break; }
+        }
+        NAME_unlock(&ctx->slock);
+    }
+    if (!p) {
+        /* Room for the header and the alignment: p is the first multiple of it past the header. */
+        size_t a = align < 16 ? 16 : align, total = sizeof(NAME_frame) + a + n;
+        char *block = (char *)malloc(total);
+        if (!block) { NAME_oom(total); return NULL; }
+        uintptr_t at = (uintptr_t)(block + sizeof(NAME_frame));
+        p = (char *)((at + a - 1) / a * a);
+        ((NAME_frame *)p - 1)->block = block;
+    }
+    NAME_frame *f = (NAME_frame *)p - 1;
+    f->size = n; f->align = align; f->home = ctx;
+    return p;
+}
+void NAME_forgec_frame_free(void *p) {
+    if (!p) return;
+    NAME_frame *f = (NAME_frame *)p - 1;
+    NAME_ctx *home = f->home;
+    if (home) {
+        NAME_lock(&home->slock);
+        int kept = home->nframes < UPNAME_SPARE;
+        if (kept) home->frames[home->nframes++] = p;
+        NAME_unlock(&home->slock);
+        if (kept) return;
+    }
+    free(f->block);
 }
 void *NAME_forgec_async_CreateToken(void) {
     NAME_token *t = (NAME_token *)NAME_async_new();
