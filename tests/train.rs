@@ -1055,7 +1055,8 @@ fn c_training_api_matches_keras() {
 /// them); on 2 and 3 threads fewer than one a step, since a pool thread's own cache fills the
 /// first time that thread runs a chunk of each kernel, which depends on how the threads are
 /// scheduled (measured: 0 in 20 steps on 2 threads, 1 on 3; before these caches, 12 a step on 1
-/// thread and 37 on 2).
+/// thread and 37 on 2). The same steps leave the same state, bit for bit, on 1, 2 and 3
+/// threads and when run again.
 #[test]
 fn training_step_allocates_nothing_after_the_first() {
     let dir = scratch("train_allocs");
@@ -1104,7 +1105,7 @@ fn training_step_allocates_nothing_after_the_first() {
     let run = std::process::Command::new(&exe)
         .arg(dir.join("x.bin"))
         .arg(dir.join("y.bin"))
-        .args(["32", "5", "10", "1", "2", "3"])
+        .args(["32", "5", "10", "1", "2", "3", "1"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -1134,7 +1135,14 @@ fn training_step_allocates_nothing_after_the_first() {
         })
         .collect();
     let threads: Vec<u64> = counts.iter().map(|c| c.0).collect();
-    assert_eq!(threads, vec![1, 2, 3], "{stdout}");
+    assert_eq!(threads, vec![1, 2, 3, 1], "{stdout}");
+    // The same 15 steps give the same state to the bit on 1, 2 and 3 threads, and twice.
+    let states: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split("state ").nth(1))
+        .collect();
+    assert_eq!(states.len(), 4, "{stdout}");
+    assert!(states.iter().all(|s| *s == states[0]), "{stdout}");
     assert_eq!(counts[0].1, 0, "1 thread: {stdout}");
     assert!(counts.iter().all(|c| c.1 < 10), "{stdout}");
 }

@@ -1,7 +1,9 @@
 /* Counts the heap allocations of a training library's steps (library `ta`, from forgec compile
  * --train): malloc, calloc, realloc, aligned_alloc and posix_memalign are interposed here and
  * counted while COUNTED steps run, after WARM steps at the same batch (the first call sizes the
- * context's scratch buffers). Prints "allocations: N" for each thread count asked for.
+ * context's scratch buffers). Prints, for each thread count asked for, "allocations: N" and the
+ * FNV-1a hash of the whole state blob after the steps (weights, slots, step count), which the
+ * same steps must give bitwise on any number of threads.
  * Usage: train_allocs X.bin Y.bin BATCH WARM COUNTED THREADS... */
 #define _GNU_SOURCE
 #include "ta.h"
@@ -57,7 +59,13 @@ int main(int argc, char **argv) {
             if (ta_train_step(t, batch, in, lab, &loss, NULL) != TA_OK) { fprintf(stderr, "FAIL: step: %s\n", ta_train_last_error(t)); return 1; }
         }
         __atomic_store_n(&counting, 0, __ATOMIC_RELAXED);
-        printf("threads %d: allocations: %ld in %d steps (loss %g)\n", threads, count, steps, loss);
+        size_t sz = ta_train_state_size();
+        unsigned char *blob = __libc_malloc(sz);
+        if (!blob || ta_train_get_state(t, blob, sz) != TA_OK) { fprintf(stderr, "FAIL: get_state\n"); return 1; }
+        uint64_t h = 1469598103934665603ULL;
+        for (size_t i = 0; i < sz; i++) h = (h ^ blob[i]) * 1099511628211ULL;
+        free(blob);
+        printf("threads %d: allocations: %ld in %d steps (loss %.17g, state %016llx)\n", threads, count, steps, loss, (unsigned long long)h);
         count = 0;
         ta_train_destroy(t);
     }
