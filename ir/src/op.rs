@@ -178,6 +178,17 @@ pub enum Op {
         conv: ConvAttrs,
         kernel: Vec<usize>,
     },
+    /// Column-to-image, channels-last 2-D: the sum, at each pixel of an `[N, size..., C]` image,
+    /// of the columns `[N, OH, OW, kernel... * C]` whose window (a convolution's, by `conv`'s
+    /// strides, dilations and pads) covers that pixel: `y[n, p, q, c] = Σ x[n, (p + p0 - i d0) /
+    /// s0, (q + p1 - j d1) / s1, (i kw + j) C + c]` over the taps (i, j) row-major where the
+    /// division is exact and in range. With `cols = dy · Wᵀ` it is a transposed convolution
+    /// (what `lower-conv-transpose` makes of one).
+    Col2Im {
+        conv: ConvAttrs,
+        kernel: Vec<usize>,
+        size: Vec<usize>,
+    },
     Pool(PoolAttrs),
     /// A 2-D max pooling's gradient, channels-last. Inputs: x, the pooling's output y, the
     /// gradient of y. Each window's gradient goes to the first input of the window (row-major;
@@ -350,6 +361,7 @@ impl Op {
             Op::Conv(_) => "conv".into(),
             Op::ConvTranspose(_) => "conv_transpose".into(),
             Op::ConvKernelGrad { .. } => "conv_kernel_grad".into(),
+            Op::Col2Im { .. } => "col2im".into(),
             Op::Pool(_) => "pool".into(),
             Op::PoolGrad(_) => "pool_grad".into(),
             Op::Reduce { .. } => "reduce".into(),
@@ -387,7 +399,7 @@ impl Op {
             | Op::Reduce { .. }
             | Op::Softmax { .. } => (1, 1),
             Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Pad { .. } => (1, 1),
-            Op::Broadcast { .. } | Op::Dropout { .. } => (1, 1),
+            Op::Broadcast { .. } | Op::Dropout { .. } | Op::Col2Im { .. } => (1, 1),
             Op::ArgReduce { .. } | Op::Cumulative { .. } | Op::TopK { .. } | Op::Resize(_) => {
                 (1, 1)
             }
@@ -458,6 +470,19 @@ impl Op {
                 }
                 v
             }
+            Op::Col2Im {
+                conv: c,
+                kernel,
+                size,
+            } => vec![
+                ("kernel", usizes(kernel)),
+                ("size", usizes(size)),
+                ("strides", usizes(&c.strides)),
+                ("dilations", usizes(&c.dilations)),
+                ("pads", pairs(&c.pads)),
+                ("groups", Int(c.groups as i64)),
+                ("layout", Ident(c.layout.name().into())),
+            ],
             Op::ConvKernelGrad { conv: c, kernel } => vec![
                 ("kernel", usizes(kernel)),
                 ("strides", usizes(&c.strides)),
@@ -604,7 +629,7 @@ impl Op {
                 "cast" => Op::Cast {
                     to: a.parse_ident("to", DType::from_name)?,
                 },
-                "conv" | "conv_transpose" | "conv_kernel_grad" => {
+                "conv" | "conv_transpose" | "conv_kernel_grad" | "col2im" => {
                     let c = ConvAttrs {
                         strides: a.usizes("strides")?,
                         dilations: a.usizes("dilations")?,
@@ -620,6 +645,11 @@ impl Op {
                     match name {
                         "conv" => Op::Conv(c),
                         "conv_transpose" => Op::ConvTranspose(c),
+                        "col2im" => Op::Col2Im {
+                            conv: c,
+                            kernel: a.usizes("kernel")?,
+                            size: a.usizes("size")?,
+                        },
                         _ => Op::ConvKernelGrad {
                             conv: c,
                             kernel: a.usizes("kernel")?,

@@ -1,6 +1,6 @@
 //! Lowering: ops the compiler has no kernel for, rewritten as ops it has.
 
-use forgec_ir::{Graph, Layout, Node, Op, PadMode};
+use forgec_ir::{ConvAttrs, Dim, Graph, Layout, Node, Op, PadMode};
 
 /// Rewrites every `conv_transpose` (known kernel and spatial dims) as a convolution: the input
 /// zero-stuffed by the strides (`reshape` with a unit dim after each strided spatial dim, a
@@ -10,7 +10,12 @@ use forgec_ir::{Graph, Layout, Node, Op, PadMode};
 /// kernel flipped in space (`slice` with step -1) and its channel dims exchanged per group
 /// (`reshape`, `transpose`, `reshape`): ops on the weights that `fold-constants` folds when
 /// they are constant. The result keeps its value id and type; `fold-pad` then folds the
-/// padding into the convolution. Others stay as they are (the compiler names them).
+/// padding into the convolution. A strided channels-last 2-D one of one group instead becomes
+/// `col2im(x · Wᵀ)` (`columns`): no multiply-adds with stuffed zeros (3 in 4 at stride 2).
+/// Stride 1 keeps the convolution: a training step's input gradient is one, and its summation
+/// order is what cnn_mnist's Adam run follows Keras's with (col2im's order moved the run's first
+/// kernel 9e-4 from Keras's, for a step 1.1x faster). Others stay as they are (the compiler
+/// names them).
 pub fn conv_transpose_to_conv(g: &mut Graph) {
     let old = std::mem::take(&mut g.nodes);
     for n in old {
@@ -59,6 +64,15 @@ fn build(g: &mut Graph, n: &Node) -> Option<()> {
         Layout::ChannelsFirst => ws[2..].to_vec(),
     };
     let base = g.value(n.outputs[0]).name.clone();
+    let strided = c.strides.iter().any(|&s| s > 1);
+    if c.layout == Layout::ChannelsLast
+        && c.groups == 1
+        && ns == 2
+        && strided
+        && xt.dtype.is_float()
+    {
+        return columns(g, n, c, &k, &ws, &base);
+    }
     let o = &n.origin;
     let mut cur = x;
     // Zero-stuffing: [.., H, ..] -> [.., H, 1, ..] -> pad to [.., H, s, ..] -> [.., H*s, ..].
@@ -218,6 +232,69 @@ fn build(g: &mut Graph, n: &Node) -> Option<()> {
     g.nodes.push(Node {
         op: conv,
         inputs: vec![cur, wv],
+        outputs: n.outputs.clone(),
+        origin: n.origin.clone(),
+    });
+    Some(())
+}
+
+/// A channels-last 2-D transposed convolution of one group as `col2im(x · Wᵀ)`: the kernel
+/// `[kh, kw, C_out, C_in]` as rows `[kh kw C_out, C_in]`, transposed (folded when constant);
+/// each input position's columns `x · Wᵀ` (`[N, H, W, kh kw C_out]`), summed into the output
+/// pixels their taps reach.
+fn columns(
+    g: &mut Graph,
+    n: &Node,
+    c: &ConvAttrs,
+    k: &[usize],
+    ws: &[usize],
+    base: &str,
+) -> Option<()> {
+    let (x, w) = (n.inputs[0], n.inputs[1]);
+    let o = &n.origin;
+    let (cout, cin) = (ws[2], ws[3]);
+    let rows = (k[0] * k[1] * cout) as i64;
+    let wm = g
+        .add(
+            Op::Reshape {
+                shape: vec![rows, cin as i64],
+            },
+            &[w],
+            &format!("{base}.kernel_rows"),
+            o,
+        )
+        .ok()?;
+    let wt = g
+        .add(
+            Op::Transpose { perm: vec![1, 0] },
+            &[wm],
+            &format!("{base}.kernel_t"),
+            o,
+        )
+        .ok()?;
+    let cols = g
+        .add(Op::MatMul, &[x, wt], &format!("{base}.columns"), o)
+        .ok()?;
+    let ot = g.ty(n.outputs[0]).clone();
+    let size: Vec<usize> = ot.shape[1..3]
+        .iter()
+        .map(Dim::known)
+        .collect::<Option<_>>()?;
+    let op = Op::Col2Im {
+        conv: ConvAttrs {
+            output_padding: Vec::new(),
+            ..c.clone()
+        },
+        kernel: k.to_vec(),
+        size,
+    };
+    match forgec_ir::infer::infer(&op, &[g.ty(cols).clone()]) {
+        Ok(t) if t.len() == 1 && t[0] == ot => {}
+        _ => return None,
+    }
+    g.nodes.push(Node {
+        op,
+        inputs: vec![cols],
         outputs: n.outputs.clone(),
         origin: n.origin.clone(),
     });

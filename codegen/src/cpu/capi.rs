@@ -130,6 +130,7 @@ pub fn batch_split_obstacle(g: &Graph) -> Option<String> {
             | Op::Conv(_)
             | Op::Pool(_)
             | Op::PoolGrad(_)
+            | Op::Col2Im { .. }
             | Op::Reshape { .. }
             | Op::Dropout { .. }
             | Op::BatchNorm { .. }

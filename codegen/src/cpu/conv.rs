@@ -965,3 +965,156 @@ fn uncast_rows(e: &mut E, o: &str, n: usize) -> String {
     ));
     v
 }
+
+/// `col2im` in one pass over the output, vectorised across channels (f32, dims known but the
+/// batch): output pixel (y, x) sums, in the taps' row-major order, the column of each tap (i, j)
+/// whose window reaches it (`(y + p0 - i d0) / s0` exact and in range, likewise for x), each read
+/// as a vector of channels and selected to zero where the tap does not reach. Rows `(image, y)`
+/// go in chunks over the threads.
+pub(crate) fn col2im(
+    e: &mut E,
+    x: &(String, TensorType),
+    c: &ConvAttrs,
+    kernel: &[usize],
+    ot: &TensorType,
+) -> R<Option<String>> {
+    let known = |t: &TensorType| t.shape[1..].iter().all(|d| d.known().is_some());
+    if x.1.dtype != DType::F32 || ot.dtype != DType::F32 || !known(&x.1) || !known(ot) {
+        return Ok(None);
+    }
+    let dim = |t: &TensorType, i: usize| t.shape[i].known().unwrap_or(0);
+    let (oh, ow) = (dim(&x.1, 1), dim(&x.1, 2));
+    let (h, wd, ch) = (dim(ot, 1), dim(ot, 2), dim(ot, 3));
+    let (kh, kw) = (kernel[0], kernel[1]);
+    let lanes = 2 * simd(e);
+    let vt = format!("vector<{lanes}xf32>");
+    let (xt, ct) = (tensor_ty(&x.1), tensor_ty(ot));
+    let cfull = ch - ch % lanes;
+    let min_rows = chunk_min_rows(wd * ch * kh * kw);
+    let (c0, c1) = (e.idx(0), e.idx(1));
+    let nb = e.dim_val(&ot.shape[0])?;
+    let out = e.empty(ot)?;
+    let st = format!("tensor<?x{wd}x{ch}xf32>");
+    let (m, mdim) = rows_of(e, &ot.shape[0], h)?;
+    let flat_ty = format!("tensor<{mdim}x{wd}x{ch}xf32>");
+    let flat = e.fresh();
+    e.line(&format!(
+        "{flat} = tensor.collapse_shape {out} [[0, 1], [2], [3]] : {ct} into {flat_ty}"
+    ));
+    let (zero, pad) = (e.fresh(), e.fresh());
+    e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
+    e.line(&format!("{pad} = arith.constant 0.0 : f32"));
+    let mask = (cfull < ch).then(|| {
+        let mk = e.fresh();
+        let crem = e.idx((ch - cfull) as i64);
+        e.line(&format!(
+            "{mk} = vector.create_mask {crem} : vector<{lanes}xi1>"
+        ));
+        mk
+    });
+    // Tap `i` along axis `a` at output coordinate `o`: the column position (clamped, so reads
+    // stay in bounds) and whether the tap reaches the pixel.
+    let reach = |e: &mut E, a: usize, o: &str, i: usize, len: usize| -> (String, String) {
+        let (cp, cd, cs, cn) = (
+            e.idx(c.pads[a].0 as i64),
+            e.idx((i * c.dilations[a]) as i64),
+            e.idx(c.strides[a] as i64),
+            e.idx(len as i64),
+        );
+        let v: Vec<String> = (0..10).map(|_| e.fresh()).collect();
+        e.line(&format!("{} = arith.addi {o}, {cp} : index", v[0]));
+        e.line(&format!("{} = arith.subi {}, {cd} : index", v[1], v[0]));
+        e.line(&format!("{} = arith.divsi {}, {cs} : index", v[2], v[1]));
+        e.line(&format!("{} = arith.remsi {}, {cs} : index", v[3], v[1]));
+        e.line(&format!(
+            "{} = arith.cmpi sge, {}, {c0} : index",
+            v[4], v[1]
+        ));
+        e.line(&format!("{} = arith.cmpi eq, {}, {c0} : index", v[5], v[3]));
+        e.line(&format!(
+            "{} = arith.cmpi slt, {}, {cn} : index",
+            v[6], v[2]
+        ));
+        e.line(&format!("{} = arith.andi {}, {} : i1", v[7], v[4], v[5]));
+        e.line(&format!("{} = arith.andi {}, {} : i1", v[8], v[7], v[6]));
+        e.line(&format!(
+            "{} = arith.select {}, {}, {c0} : index",
+            v[9], v[8], v[2]
+        ));
+        (v[9].clone(), v[8].clone())
+    };
+    let (chh, cww) = (e.idx(h as i64), e.idx(wd as i64));
+    let (clanes, ccfull) = (e.idx(lanes as i64), e.idx(cfull as i64));
+    let bases: Vec<String> = (0..kh * kw).map(|t| e.idx((t * ch) as i64)).collect();
+    let res = par_rows(
+        e,
+        &flat,
+        &flat_ty,
+        &m,
+        &[wd, ch],
+        1,
+        min_rows,
+        &mut |e, o, r0, len| {
+            for_carrying(e, &st, o, (&c0, len, &c1), &mut |e, o, wr| {
+                let (r, b, yy) = (e.fresh(), e.fresh(), e.fresh());
+                e.line(&format!("{r} = arith.addi {r0}, {wr} : index"));
+                e.line(&format!("{b} = arith.divui {r}, {chh} : index"));
+                e.line(&format!("{yy} = arith.remui {r}, {chh} : index"));
+                let rows: Vec<(String, String)> =
+                    (0..kh).map(|i| reach(e, 0, &yy, i, oh)).collect();
+                for_carrying(e, &st, o, (&c0, &cww, &c1), &mut |e, o, xx| {
+                    let cols: Vec<(String, String)> =
+                        (0..kw).map(|j| reach(e, 1, xx, j, ow)).collect();
+                    let taps: Vec<(String, String, String)> = (0..kh * kw)
+                        .map(|t| {
+                            let ((q, okh), (p, okw)) = (&rows[t / kw], &cols[t % kw]);
+                            let ok = e.fresh();
+                            e.line(&format!("{ok} = arith.andi {okh}, {okw} : i1"));
+                            (q.clone(), p.clone(), ok)
+                        })
+                        .collect();
+                    // One vector of channels from `cv`: the taps' columns summed in order.
+                    let sum = |e: &mut E, o: &str, cv: &str, masked: bool| -> String {
+                        let tail = transfer_tail(if masked { mask.as_deref() } else { None });
+                        let mut acc = zero.clone();
+                        for (t, (q, p, ok)) in taps.iter().enumerate() {
+                            let (k, v, s, a) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
+                            e.line(&format!("{k} = arith.addi {}, {cv} : index", bases[t]));
+                            e.line(&format!(
+                                "{v} = vector.transfer_read {}[{b}, {q}, {p}, {k}], {pad}{tail} : {xt}, {vt}",
+                                x.0
+                            ));
+                            e.line(&format!("{s} = arith.select {ok}, {v}, {zero} : {vt}"));
+                            e.line(&format!("{a} = arith.addf {acc}, {s} : {vt}"));
+                            acc = a;
+                        }
+                        let w = e.fresh();
+                        e.line(&format!(
+                            "{w} = vector.transfer_write {acc}, {o}[{wr}, {xx}, {cv}]{tail} : {vt}, {st}"
+                        ));
+                        w
+                    };
+                    let mut o = o.to_string();
+                    if cfull > 0 {
+                        o = for_carrying(e, &st, &o, (&c0, &ccfull, &clanes), &mut |e, o, cv| {
+                            sum(e, o, cv, false)
+                        });
+                    }
+                    if cfull < ch {
+                        o = sum(e, &o, &ccfull, true);
+                    }
+                    o
+                })
+            })
+        },
+    );
+    let nbv = match ot.shape[0].known() {
+        Some(n) => n.to_string(),
+        None => nb,
+    };
+    let v = e.fresh();
+    e.line(&format!(
+        "{v} = tensor.expand_shape {res} [[0, 1], [2], [3]] output_shape [{nbv}, {h}, {wd}, {ch}] : {flat_ty} into {ct}"
+    ));
+    Ok(Some(v))
+}

@@ -104,9 +104,14 @@ impl Target for Cpu {
         let ot = &outs[0];
         let packed = node.inputs.get(1).and_then(|w| self.packed.get(w)).copied();
         let v = match &node.op {
+            // [M, K] x [K, N] (constant B packed); [.., M, K] x [K, N] as one [.. M, K] matrix
+            // (a Dense layer over a sequence); [B, M, K] x [B, K, N] item by item.
             Op::MatMul => match fast_matmul(e, ins, ot, packed == Some(Pack::Panels))? {
                 Some(v) => Some(v),
-                None => batched_mm(e, ins, ot)?,
+                None => match mm_any(e, ins, ot)? {
+                    Some(v) => Some(v),
+                    None => batched_mm(e, ins, ot)?,
+                },
             },
             Op::Conv(c) if packed == Some(Pack::Winograd) => {
                 Some(winograd::conv(e, &ins[0], &ins[1], c, ot)?)
@@ -119,6 +124,7 @@ impl Target for Cpu {
             }
             Op::Pool(p) => fast_pool(e, &ins[0], p, ot)?,
             Op::PoolGrad(p) => max_pool_grad(e, ins, p, ot)?,
+            Op::Col2Im { conv, kernel, .. } => col2im(e, &ins[0], conv, kernel, ot)?,
             Op::ConvKernelGrad { conv, kernel } => conv_kernel_grad(e, ins, conv, kernel, ot)?,
             _ => None,
         };

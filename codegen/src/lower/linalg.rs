@@ -26,12 +26,16 @@ pub(crate) fn generic(
     let mut lines = Vec::new();
     let y = body(&mut lines, &args, "%out");
     let iters: Vec<String> = iters.iter().map(|i| format!("\"{i}\"")).collect();
+    // No inputs (a body that reads by index alone): no `ins` clause.
+    let ins_clause = if in_vals.is_empty() {
+        String::new()
+    } else {
+        format!(" ins({} : {})", in_vals.join(", "), in_tys.join(", "))
+    };
     let mut text = format!(
-        "{v} = linalg.generic {{indexing_maps = [{}], iterator_types = [{}]}} ins({} : {}) outs({init} : {}) {{\n",
+        "{v} = linalg.generic {{indexing_maps = [{}], iterator_types = [{}]}}{ins_clause} outs({init} : {}) {{\n",
         maps.join(", "),
         iters.join(", "),
-        in_vals.join(", "),
-        in_tys.join(", "),
         tensor_ty(out)
     );
     let block_args: Vec<String> = ins
@@ -1491,6 +1495,84 @@ pub(crate) fn max_pool_grad(
             let take = op(format!("arith.andi {mine}, {inside} : i1"));
             let z = op(zero.clone());
             op(format!("arith.select {take}, {g}, {z} : {ft}"))
+        },
+    ))
+}
+
+/// `col2im` (channels-last 2-D) for any float type, where the target has no kernel: each pixel
+/// the sum of the columns whose window covers it, the taps in row-major order (`tensor.extract`
+/// of each tap's column, selected to zero where the tap does not reach the pixel).
+pub(crate) fn col2im(
+    e: &mut E,
+    x: &(String, TensorType),
+    c: &ConvAttrs,
+    kernel: &[usize],
+    ot: &TensorType,
+) -> R<String> {
+    let known = |t: &TensorType, i: usize| {
+        t.shape[i]
+            .known()
+            .ok_or("col2im over a symbolic spatial dim is not compiled yet")
+    };
+    let (oh, ow) = (known(&x.1, 1)?, known(&x.1, 2)?);
+    let ch = known(ot, 3)?;
+    let dt = ot.dtype;
+    let (ft, zero) = (elem(dt), E::scalar_const(dt, 0.0));
+    let (xv, xt) = (x.0.clone(), tensor_ty(&x.1));
+    let id = map(4, &(0..4).map(|i| format!("d{i}")).collect::<Vec<_>>());
+    let init = e.empty(ot)?;
+    let (kh, kw) = (kernel[0], kernel[1]);
+    Ok(generic(
+        e,
+        &[],
+        &[id],
+        &["parallel"; 4],
+        init,
+        ot,
+        &mut |lines, _, _| {
+            let ix: Vec<S> = (0..4)
+                .map(|d| push(lines, format!("linalg.index {d} : index")))
+                .collect();
+            let c0 = push(lines, "arith.constant 0 : index".into());
+            // Tap `i` along axis `a` at output coordinate `o`: the column position and whether
+            // the tap reaches the pixel.
+            let reach = |lines: &mut Vec<String>, a: usize, o: &str, i: usize, len: usize| {
+                let mut op = |s: String| push(lines, s);
+                let (cp, cd, cs, cn) = (
+                    op(format!("arith.constant {} : index", c.pads[a].0)),
+                    op(format!("arith.constant {} : index", i * c.dilations[a])),
+                    op(format!("arith.constant {} : index", c.strides[a])),
+                    op(format!("arith.constant {len} : index")),
+                );
+                let t0 = op(format!("arith.addi {o}, {cp} : index"));
+                let t = op(format!("arith.subi {t0}, {cd} : index"));
+                let q = op(format!("arith.divsi {t}, {cs} : index"));
+                let r = op(format!("arith.remsi {t}, {cs} : index"));
+                let ge = op(format!("arith.cmpi sge, {t}, {c0} : index"));
+                let ex = op(format!("arith.cmpi eq, {r}, {c0} : index"));
+                let lt = op(format!("arith.cmpi slt, {q}, {cn} : index"));
+                let a1 = op(format!("arith.andi {ge}, {ex} : i1"));
+                let ok = op(format!("arith.andi {a1}, {lt} : i1"));
+                let qc = op(format!("arith.select {ok}, {q}, {c0} : index"));
+                (qc, ok)
+            };
+            let mut acc = push(lines, zero.clone());
+            for (i, j) in (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))) {
+                let (q, okh) = reach(lines, 0, &ix[1], i, oh);
+                let (r, okw) = reach(lines, 1, &ix[2], j, ow);
+                let mut op = |s: String| push(lines, s);
+                let ok = op(format!("arith.andi {okh}, {okw} : i1"));
+                let base = op(format!("arith.constant {} : index", (i * kw + j) * ch));
+                let col = op(format!("arith.addi {base}, {} : index", ix[3]));
+                let v = op(format!(
+                    "tensor.extract {xv}[{}, {q}, {r}, {col}] : {xt}",
+                    ix[0]
+                ));
+                let z = op(zero.clone());
+                let s = op(format!("arith.select {ok}, {v}, {z} : {ft}"));
+                acc = op(format!("arith.addf {acc}, {s} : {ft}"));
+            }
+            acc
         },
     ))
 }

@@ -955,6 +955,7 @@ pub(crate) fn lower(e: &mut E, node: &Node) -> R<Vec<String>> {
         Op::Conv(c) => one(conv(e, &ins[0], &ins[1], c, ot)?),
         Op::Pool(p) => one(pool(e, &ins[0], p, ot)?),
         Op::PoolGrad(p) => one(max_pool_grad(e, &ins, p, ot)?),
+        Op::Col2Im { conv, kernel, .. } => one(col2im(e, &ins[0], conv, kernel, ot)?),
         Op::ConvKernelGrad { conv, .. } => one(conv_kernel_grad(e, &ins[0], &ins[1], conv, ot)?),
         Op::Rnn(r) => {
             let v = rnn(e, &ins, r, ot);

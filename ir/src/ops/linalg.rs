@@ -102,6 +102,49 @@ pub(crate) fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             }
             one(wt)
         }
+        Op::Col2Im { conv, kernel, size } => {
+            let x = &ins[0];
+            if conv.layout != Layout::ChannelsLast || conv.groups != 1 || x.rank() != 4 {
+                return Err("col2im makes a channels-last 2-D image of one group".into());
+            }
+            if !x.dtype.is_float() {
+                return Err(format!("col2im sums floats, not {}", x.dtype.name()));
+            }
+            let two = |what: &str, n: usize| {
+                if n == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("'{what}' has {n} entries for 2 spatial dims"))
+                }
+            };
+            two("kernel", kernel.len())?;
+            two("size", size.len())?;
+            two("strides", conv.strides.len())?;
+            two("dilations", conv.dilations.len())?;
+            two("pads", conv.pads.len())?;
+            if conv.strides.contains(&0) || conv.dilations.contains(&0) || kernel.contains(&0) {
+                return Err("strides, dilations and the kernel must be at least 1".into());
+            }
+            let taps = kernel[0] * kernel[1];
+            let k = x.shape[3]
+                .known()
+                .filter(|k| k % taps == 0)
+                .ok_or_else(|| {
+                    format!(
+                        "the columns' last dim must be a multiple of the {taps} taps, not {}",
+                        x.shape[3]
+                    )
+                })?;
+            one(TensorType::new(
+                x.dtype,
+                vec![
+                    x.shape[0].clone(),
+                    Dim::Known(size[0]),
+                    Dim::Known(size[1]),
+                    Dim::Known(k / taps),
+                ],
+            ))
+        }
         Op::PoolGrad(p) => {
             if p.kind != PoolKind::Max || p.layout != Layout::ChannelsLast || ins[0].rank() != 4 {
                 return Err("pool_grad is the gradient of a channels-last 2-D max pooling".into());
@@ -134,6 +177,7 @@ pub(crate) fn eval(
         Op::ConvTranspose(c) => one(conv_transpose(c, ins[0], ins[1], ot.dtype, &oshape)?),
         Op::Pool(p) => one(pool(p, ins[0], ot.dtype, &oshape)?),
         Op::PoolGrad(p) => one(max_pool_grad(p, ins[0], ins[1], ins[2], ot.dtype)?),
+        Op::Col2Im { conv, kernel, .. } => one(col2im(conv, kernel, ins[0], &oshape, ot.dtype)?),
         Op::ConvKernelGrad { conv, .. } => {
             one(kernel_grad_eval(conv, ins[0], ins[1], &oshape, ot.dtype)?)
         }
@@ -639,6 +683,37 @@ fn kernel_grad_eval(
         }
     }
     float_t(dtype, oshape.to_vec(), &total)
+}
+
+/// `col2im`: each pixel the sum of the columns whose window covers it, the taps in row-major
+/// order.
+fn col2im(c: &ConvAttrs, k: &[usize], x: &Tensor, oshape: &[usize], dtype: DType) -> R<Tensor> {
+    let xs = x.shape();
+    let (oh, ow, kk) = (xs[1], xs[2], xs[3]);
+    let (n, h, w, ch) = (oshape[0], oshape[1], oshape[2], oshape[3]);
+    let xv = x.to_f64_vec();
+    // Where input position `o` (along axis `a`) reads tap `i`'s column: (o + p - i d) / s.
+    let at = |a: usize, o: usize, i: usize, len: usize| -> Option<usize> {
+        let t = (o + c.pads[a].0) as i64 - (i * c.dilations[a]) as i64;
+        let s = c.strides[a] as i64;
+        (t >= 0 && t % s == 0 && t / s < len as i64).then_some((t / s) as usize)
+    };
+    let mut out = vec![0.0f64; n * h * w * ch];
+    for b in 0..n {
+        for (y, xx) in (0..h).flat_map(|y| (0..w).map(move |xx| (y, xx))) {
+            let o = &mut out[((b * h + y) * w + xx) * ch..][..ch];
+            for (i, j) in (0..k[0]).flat_map(|i| (0..k[1]).map(move |j| (i, j))) {
+                let (Some(q), Some(r)) = (at(0, y, i, oh), at(1, xx, j, ow)) else {
+                    continue;
+                };
+                let from = ((b * oh + q) * ow + r) * kk + (i * k[1] + j) * ch;
+                for (v, s) in o.iter_mut().zip(&xv[from..from + ch]) {
+                    *v += s;
+                }
+            }
+        }
+    }
+    float_t(dtype, oshape.to_vec(), &out)
 }
 
 /// `pool_grad`: each window's gradient to the first of its taps (row-major, padding as -inf)

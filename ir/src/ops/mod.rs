@@ -39,6 +39,7 @@ pub fn family(op: &Op) -> Family {
         | Op::Conv { .. }
         | Op::ConvTranspose { .. }
         | Op::ConvKernelGrad { .. }
+        | Op::Col2Im { .. }
         | Op::Pool { .. }
         | Op::PoolGrad { .. } => Family::Linalg,
         Op::Reduce { .. }
