@@ -1147,6 +1147,150 @@ fn training_step_allocates_nothing_after_the_first() {
     assert!(counts.iter().all(|c| c.1 < 10), "{stdout}");
 }
 
+/// `forgec train`'s checkpoints and `--resume`: cnn_mnist (its Dropout drawing from the seed,
+/// shuffled by it) for 4 epochs with a checkpoint every 2 steps, run once uninterrupted and once
+/// killed with SIGKILL as soon as its checkpoint has passed a step drawn from the clock, then
+/// resumed (on 2 threads): the final weights file is the same bytes, and the history the same
+/// losses. A resumed run refuses a data file that changed since the run began, and a directory
+/// without a checkpoint.
+#[test]
+fn killed_run_resumes_to_the_same_bits() {
+    let f = fixtures().join("training");
+    let (x, y) = (
+        f.join("cnn_mnist.train_x.npy"),
+        f.join("cnn_mnist.train_y.npy"),
+    );
+    let m = model_file("cnn_mnist.keras");
+    let args = |out: &std::path::Path| -> Vec<String> {
+        [
+            "train",
+            m.to_str().unwrap(),
+            "--x",
+            x.to_str().unwrap(),
+            "--y",
+            y.to_str().unwrap(),
+            "--epochs",
+            "4",
+            "--seed",
+            "7",
+            "--checkpoint-every",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let whole = scratch("resume_whole");
+    let a: Vec<String> = args(&whole);
+    let o = forgec(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // The step the checkpoint must have passed before the kill: 5 to 36 of the 64.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut target = 5 + nanos % 32;
+    let step_of = |ck: &std::path::Path| -> Option<u64> {
+        let b = std::fs::read(ck).ok()?;
+        let n = u64::from_le_bytes(b.get(8..16)?.try_into().ok()?) as usize;
+        let v: serde_json::Value = serde_json::from_slice(b.get(16..16 + n)?).ok()?;
+        v["step"].as_u64()
+    };
+    let killed = scratch("resume_killed");
+    let mut killed_at = None;
+    // A run that ends before the kill lands is tried again with an earlier step.
+    for _ in 0..4 {
+        let _ = std::fs::remove_dir_all(&killed);
+        std::fs::create_dir_all(&killed).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_forgec"))
+            .args(args(&killed))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ck = killed.join("checkpoint.bin");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            if step_of(&ck).is_some_and(|s| s >= target) {
+                child.kill().unwrap();
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal() == Some(9) {
+            killed_at = step_of(&ck);
+            break;
+        }
+        target = 3.max(target / 2);
+    }
+    let at = killed_at.expect("the run was killed before it ended");
+    println!("killed with its checkpoint at step {at} of 64");
+    assert!(at < 64, "killed after the last step");
+    let o = forgec(&[
+        "train",
+        "--resume",
+        killed.to_str().unwrap(),
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("resuming"), "{}", o.stdout);
+    assert_eq!(
+        std::fs::read(whole.join("final.weights.h5")).unwrap(),
+        std::fs::read(killed.join("final.weights.h5")).unwrap(),
+        "the resumed run's weights differ from the uninterrupted run's"
+    );
+    let (h1, h2) = (history(&whole), history(&killed));
+    assert_eq!(h1["batch_loss"], h2["batch_loss"]);
+    assert_eq!(h1["epoch_loss"], h2["epoch_loss"]);
+    assert_eq!(h2["status"], "done");
+    // Refusals: no checkpoint; a data file changed since the run began.
+    let empty = scratch("resume_empty");
+    let o = forgec(&["train", "--resume", empty.to_str().unwrap()]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("cannot read the checkpoint"),
+        "{}",
+        o.stderr
+    );
+    let data = scratch("resume_data");
+    let (bx, by) = (data.join("x.npy"), data.join("y.npy"));
+    std::fs::copy(f.join("mlp_binary.train_x.npy"), &bx).unwrap();
+    std::fs::copy(f.join("mlp_binary.train_y.npy"), &by).unwrap();
+    let run = data.join("run");
+    let o = forgec(&[
+        "train",
+        model_file("mlp_binary.json").to_str().unwrap(),
+        "--x",
+        bx.to_str().unwrap(),
+        "--y",
+        by.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mut bytes = std::fs::read(&by).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&by, bytes).unwrap();
+    let o = forgec(&["train", "--resume", run.to_str().unwrap()]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("y.npy changed since the run began"),
+        "{}",
+        o.stderr
+    );
+    let o = forgec(&["train", "--resume", run.to_str().unwrap(), "--epochs", "9"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+}
+
 /// Dropout in training mode: the mask (forgec's counter-based draw) keeps about 1 - rate of
 /// the elements, scaled by 1 / (1 - rate), and is a function of the key alone; mlp_dropout's
 /// compiled step equals the interpreter's (the same masks) over 4 steps with their keys, and

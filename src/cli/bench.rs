@@ -463,7 +463,7 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         ));
     }
     let targs = super::train::Args {
-        model: a.model.clone(),
+        model: Some(a.model.clone()),
         weights: None,
         x: a.x.clone(),
         y: a.y.clone(),
@@ -476,7 +476,9 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         optimizer: a.optimizer.clone(),
         lr: None,
         threads: 1,
-        out: PathBuf::new(),
+        out: None,
+        checkpoint_every: 0,
+        resume: None,
     };
     let tr = super::train::prepare(&targs)?;
     if let Some(&b) = a.batches.iter().find(|&&b| b > tr.samples) {

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod checkpoint;
 pub mod compile;
 pub mod conformance;
 pub mod run;

@@ -2,7 +2,9 @@
 //! (`passes::train`), compiles it like any graph, and runs it over the data for the epochs
 //! asked, as Keras's `fit` does (batches in order or shuffled by a seed, the partial last
 //! batch included). Writes `history.json` after every epoch (a run that dies keeps the epochs
-//! before) and the final weights.
+//! before), a checkpoint after every epoch and every `--checkpoint-every` steps
+//! (`checkpoint.rs`), from which `--resume DIR` goes on to the same bits as a run never
+//! stopped, and the final weights.
 
 use crate::keras::LoadOptions;
 use crate::UserError;
@@ -16,15 +18,16 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5, or .onnx
-    pub model: PathBuf,
+    #[arg(required_unless_present = "resume")]
+    pub model: Option<PathBuf>,
     /// The Keras weights file (.weights.h5), when it is not beside the JSON
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// The training inputs: [NAME=]FILE.npy, or an .npz holding them by name (repeatable)
-    #[arg(long = "x", required = true)]
+    #[arg(long = "x", required_unless_present = "resume")]
     pub x: Vec<String>,
     /// The labels, one per model output: [OUTPUT=]FILE.npy, or an .npz by output name
-    #[arg(long = "y", required = true)]
+    #[arg(long = "y", required_unless_present = "resume")]
     pub y: Vec<String>,
     /// Keras's sample_weight: one weight per sample for each output's loss: FILE.npy (every
     /// output), OUTPUT=FILE.npy, or an .npz by output name (default: every sample weighs 1)
@@ -57,9 +60,120 @@ pub struct Args {
     /// Threads the step runs on (1 to 64)
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Where to write history.json and final.weights.h5 (Keras 3's layout; .npz for ONNX models)
-    #[arg(long, short = 'o')]
-    pub out: PathBuf,
+    /// Where to write history.json, checkpoint.bin and final.weights.h5 (Keras 3's layout;
+    /// .npz for ONNX models)
+    #[arg(long, short = 'o', required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Also write DIR/checkpoint.bin every K steps (it is written after every epoch anyway)
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub checkpoint_every: usize,
+    /// Go on with the run whose --out is DIR from its checkpoint, with the arguments it was
+    /// started with (--threads may differ: it does not change the results)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "weights", "x", "y",
+        "sample_weight", "epochs", "batch_size", "no_shuffle", "seed", "loss", "optimizer",
+        "lr", "out", "checkpoint_every"])]
+    pub resume: Option<PathBuf>,
+}
+
+impl Args {
+    /// The model file (given, or taken from the checkpoint by `resolve`).
+    pub fn model(&self) -> &Path {
+        self.model.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The output directory (given, or the one `--resume` names).
+    pub fn out(&self) -> &Path {
+        self.out.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The arguments as a checkpoint keeps them, every file path absolute.
+    fn saved(&self) -> Result<Value, UserError> {
+        let cwd = std::env::current_dir().map_err(|e| UserError::new(e.to_string()))?;
+        let abs = |p: &Path| cwd.join(p).to_string_lossy().into_owned();
+        let files =
+            |v: &[String]| -> Vec<String> { v.iter().map(|e| absolute_entry(e, &cwd)).collect() };
+        Ok(json!({
+            "model": abs(self.model()),
+            "weights": self.weights.as_deref().map(abs),
+            "x": files(&self.x),
+            "y": files(&self.y),
+            "sample_weight": files(&self.sample_weight),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "no_shuffle": self.no_shuffle,
+            "seed": self.seed,
+            "loss": self.loss,
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "checkpoint_every": self.checkpoint_every,
+        }))
+    }
+
+    /// The arguments of the run a checkpoint belongs to (`--threads` from these).
+    fn from_saved(v: &Value, dir: &Path, threads: usize) -> Result<Args, UserError> {
+        let bad = || {
+            UserError::new(format!(
+                "{}: damaged: its arguments do not read back",
+                dir.join(super::checkpoint::FILE).display()
+            ))
+        };
+        let strs = |k: &str| -> Result<Vec<String>, UserError> {
+            v[k].as_array()
+                .ok_or_else(bad)?
+                .iter()
+                .map(|s| s.as_str().map(String::from).ok_or_else(bad))
+                .collect()
+        };
+        let opt = |k: &str| v[k].as_str().map(String::from);
+        let num = |k: &str| v[k].as_u64().map(|n| n as usize).ok_or_else(bad);
+        Ok(Args {
+            model: Some(PathBuf::from(v["model"].as_str().ok_or_else(bad)?)),
+            weights: opt("weights").map(PathBuf::from),
+            x: strs("x")?,
+            y: strs("y")?,
+            sample_weight: strs("sample_weight")?,
+            epochs: num("epochs")?,
+            batch_size: num("batch_size")?,
+            no_shuffle: v["no_shuffle"].as_bool().ok_or_else(bad)?,
+            seed: v["seed"].as_u64().ok_or_else(bad)?,
+            loss: opt("loss"),
+            optimizer: opt("optimizer"),
+            lr: v["lr"].as_f64(),
+            threads,
+            out: Some(dir.to_path_buf()),
+            checkpoint_every: num("checkpoint_every")?,
+            resume: None,
+        })
+    }
+
+    /// Every file the run reads (the model, its weights, the data), absolute.
+    fn files(&self) -> Vec<PathBuf> {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let mut v = vec![cwd.join(self.model())];
+        v.extend(self.weights.iter().map(|w| cwd.join(w)));
+        for e in self.x.iter().chain(&self.y).chain(&self.sample_weight) {
+            v.push(cwd.join(entry_parts(e).1));
+        }
+        v
+    }
+}
+
+/// A data argument's name and file (`NAME=FILE` or `FILE`), by `run::read_inputs`'s rule.
+fn entry_parts(e: &str) -> (Option<&str>, &str) {
+    match e.split_once('=') {
+        Some((n, f)) if !n.is_empty() && !n.contains('/') => (Some(n), f),
+        _ => (None, e),
+    }
+}
+
+/// A data argument with its file made absolute against `cwd`.
+fn absolute_entry(e: &str, cwd: &Path) -> String {
+    let (name, file) = entry_parts(e);
+    let f = cwd.join(file).to_string_lossy().into_owned();
+    match name {
+        Some(n) => format!("{n}={f}"),
+        None => f,
+    }
 }
 
 /// What the model was compiled with (Keras's compile config), if anything: each output's
@@ -973,14 +1087,22 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
             a.batch_size
         )));
     }
-    super::writable_dir(&a.out, "--out")?;
+    if let Some(o) = &a.out {
+        super::writable_dir(o, "--out")?;
+    }
     let opts = LoadOptions {
         weights: a.weights.clone(),
         allow_missing_weights: false,
         input_shape: None,
     };
-    let m = crate::load_any(&a.model, &opts).map_err(|e| UserError::new(e.to_string()))?;
-    let s = setup(m, &a.model, a.loss.as_deref(), a.optimizer.as_deref(), a.lr)?;
+    let m = crate::load_any(a.model(), &opts).map_err(|e| UserError::new(e.to_string()))?;
+    let s = setup(
+        m,
+        a.model(),
+        a.loss.as_deref(),
+        a.optimizer.as_deref(),
+        a.lr,
+    )?;
     let (g, step) = (&s.g, &s.step);
     // The data: inputs by the model's input names, labels by its output names.
     let in_names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();
@@ -1065,7 +1187,7 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
     };
     let named = tr.named_inputs(probe, 1);
     forgec_ir::interp::check_inputs(&tr.step.graph, &named)
-        .map_err(|e| UserError::new(format!("{}: {}", a.model.display(), e.0)))?;
+        .map_err(|e| UserError::new(format!("{}: {}", a.model().display(), e.0)))?;
     // `run` passes the inputs by position: they must be in the graph's order.
     let order: Vec<&str> = tr
         .step
@@ -1083,8 +1205,59 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
     Ok(tr)
 }
 
+/// `--resume`: the files a checkpoint's run read must be the ones there now.
+fn check_files(meta: &Value, dir: &Path) -> Result<Vec<(String, String)>, UserError> {
+    let files = meta["files"].as_array().ok_or_else(|| {
+        UserError::new(format!(
+            "{}: damaged: it lists no files",
+            dir.join(super::checkpoint::FILE).display()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for f in files {
+        let (Some(p), Some(h)) = (f["path"].as_str(), f["sha256"].as_str()) else {
+            return Err(UserError::new(format!(
+                "{}: damaged: a file entry without its path or hash",
+                dir.join(super::checkpoint::FILE).display()
+            )));
+        };
+        let now = super::checkpoint::sha256(Path::new(p))?;
+        if now != h {
+            return Err(UserError::new(format!(
+                "{p} changed since the run began (its SHA-256 is not the one the checkpoint \
+                 recorded): --resume goes on with the run's own files only; start a new run \
+                 for new ones"
+            )));
+        }
+        out.push((p.to_string(), h.to_string()));
+    }
+    Ok(out)
+}
+
 pub fn cmd(a: Args) -> Result<i32, UserError> {
     super::check_threads(a.threads)?;
+    // --resume DIR: the run's own arguments, from its checkpoint, its files unchanged.
+    let (a, resumed, hashes) = match &a.resume {
+        Some(dir) => {
+            let ck = super::checkpoint::read(dir)?;
+            let args = Args::from_saved(&ck.meta["args"], dir, a.threads)?;
+            let hashes = check_files(&ck.meta, dir)?;
+            (args, Some(ck), hashes)
+        }
+        None => {
+            let hashes = a
+                .files()
+                .iter()
+                .map(|p| {
+                    Ok((
+                        p.to_string_lossy().into_owned(),
+                        super::checkpoint::sha256(p)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, UserError>>()?;
+            (a, None, hashes)
+        }
+    };
     if a.epochs == 0 || a.epochs > 1_000_000 {
         return Err(UserError::new(format!(
             "--epochs {}: use 1 to 1000000",
@@ -1097,18 +1270,69 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             a.batch_size
         )));
     }
-    super::writable_dir(&a.out, "--out")?;
+    let out = a.out().to_path_buf();
+    super::writable_dir(&out, "--out")?;
     let mut tr = prepare(&a)?;
-    let (_dir, lib) = tr.compile(&a.model, a.threads)?;
+    let (_dir, lib) = tr.compile(a.model(), a.threads)?;
     // Dropout's masks draw from the run's seed too.
     lib.set_seed(a.seed)
         .map_err(|e| UserError::new(e.message))?;
     let (n, opt, rules, lr) = (tr.samples, tr.opt, tr.rules, tr.lr);
     let loss_name = tr.loss_name.clone();
+    let metric_names: Vec<String> = lib.metrics.clone();
+    // Where the run is: from the checkpoint, or the start.
     let mut batch_loss: Vec<f64> = Vec::new();
     let mut epochs: Vec<Value> = Vec::new();
-    let mut t = 0usize;
-    let metric_names: Vec<String> = lib.metrics.clone();
+    let (mut t, mut first_epoch, mut skip) = (0usize, 0usize, 0usize);
+    let mut partial = (0.0f64, 0usize, vec![0.0f64; metric_names.len()]);
+    let saved = match &resumed {
+        Some(ck) => {
+            let m = &ck.meta;
+            let bad = || {
+                UserError::new(format!(
+                    "{}: damaged: its position does not read back",
+                    out.join(super::checkpoint::FILE).display()
+                ))
+            };
+            let num = |k: &str| m[k].as_u64().map(|v| v as usize).ok_or_else(bad);
+            let floats = |v: &Value| -> Result<Vec<f64>, UserError> {
+                v.as_array()
+                    .ok_or_else(bad)?
+                    .iter()
+                    .map(|x| x.as_f64().ok_or_else(bad))
+                    .collect()
+            };
+            (t, first_epoch, skip) = (num("step")?, num("epoch")?, num("done_in_epoch")?);
+            batch_loss = floats(&m["batch_loss"])?;
+            epochs = m["epochs"].as_array().ok_or_else(bad)?.clone();
+            partial = (
+                m["sum"].as_f64().ok_or_else(bad)?,
+                num("count")?,
+                floats(&m["msum"])?,
+            );
+            if batch_loss.len() != t || partial.2.len() != metric_names.len() {
+                return Err(bad());
+            }
+            lib.set_state(&ck.state).map_err(|e| {
+                UserError::new(format!(
+                    "{}: the state does not fit this model's training library: {}",
+                    out.join(super::checkpoint::FILE).display(),
+                    e.message
+                ))
+            })?;
+            println!(
+                "resuming {} at epoch {}, step {t}",
+                out.display(),
+                first_epoch + 1
+            );
+            m["args"].clone()
+        }
+        None => a.saved()?,
+    };
+    let files: Vec<Value> = hashes
+        .iter()
+        .map(|(p, h)| json!({"path": p, "sha256": h}))
+        .collect();
     let history = |batch_loss: &[f64], epochs: &[Value], status: &str| {
         json!({
             "status": status,
@@ -1125,17 +1349,49 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             "batch_loss": batch_loss,
         })
     };
-    let hist_path = a.out.join("history.json");
-    for epoch in 0..a.epochs {
+    // A checkpoint at epoch `e` after `done` of its steps, `t` in all, with the epoch's sums.
+    let checkpoint = |e: usize,
+                      done: usize,
+                      t: usize,
+                      sums: (f64, usize, &[f64]),
+                      batch_loss: &[f64],
+                      epochs: &[Value]|
+     -> Result<(), UserError> {
+        let state = lib.get_state().map_err(|e| UserError::new(e.message))?;
+        let meta = json!({
+            "format": 1,
+            "forgec": env!("CARGO_PKG_VERSION"),
+            "args": saved,
+            "files": files,
+            "epoch": e,
+            "done_in_epoch": done,
+            "step": t,
+            "sum": sums.0,
+            "count": sums.1,
+            "msum": sums.2,
+            "batch_loss": batch_loss,
+            "epochs": epochs,
+        });
+        super::checkpoint::write(&out, &meta, &state)
+    };
+    let hist_path = out.join("history.json");
+    for epoch in first_epoch..a.epochs {
         let order: Vec<usize> = if a.no_shuffle {
             (0..n).collect()
         } else {
             shuffled(n, a.seed, epoch as u64)
         };
         let start = std::time::Instant::now();
-        let (mut sum, mut count) = (0.0f64, 0usize);
-        let mut msum = vec![0.0f64; metric_names.len()];
-        for rows in order.chunks(a.batch_size) {
+        let (mut sum, mut count, mut msum) = if epoch == first_epoch {
+            std::mem::take(&mut partial)
+        } else {
+            (0.0f64, 0usize, vec![0.0f64; metric_names.len()])
+        };
+        let done_before = if epoch == first_epoch { skip } else { 0 };
+        skip = 0;
+        // The samples this process ran of the epoch (a resumed epoch's first part ran before).
+        let count_before = count;
+        for (i, rows) in order.chunks(a.batch_size).enumerate().skip(done_before) {
             t += 1;
             let l = match tr.run(&lib, &tr.batch(rows)) {
                 Ok(l) => Ok(l),
@@ -1147,7 +1403,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             if let Err(why) = l {
                 // The state is that of the step before: written as the final weights.
                 tr.take_state(&lib)?;
-                let wpath = tr.write_weights(&a.out, t - 1)?;
+                let wpath = tr.write_weights(&out, t - 1)?;
                 let h = history(
                     &batch_loss,
                     &epochs,
@@ -1174,29 +1430,45 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             for (acc, m) in msum.iter_mut().zip(ms) {
                 *acc += m * rows.len() as f64;
             }
+            if a.checkpoint_every > 0 && t % a.checkpoint_every == 0 {
+                checkpoint(epoch, i + 1, t, (sum, count, &msum), &batch_loss, &epochs)?;
+            }
         }
         let secs = start.elapsed().as_secs_f64();
-        let el = sum / count as f64;
+        let el = sum / count.max(1) as f64;
         // Each metric as Keras's logs give it: the batch-size-weighted mean over the epoch.
         let mut shown = String::new();
         let mut rec = json!({"epoch": epoch + 1, "loss": el, "seconds": secs});
         for (name, m) in metric_names.iter().zip(&msum) {
-            let v = m / count as f64;
+            let v = m / count.max(1) as f64;
             shown.push_str(&format!(", {name} {v:.4}"));
             rec[name] = json!(v);
         }
+        let ran = count - count_before;
+        let speed = if ran > 0 {
+            format!(", {:.0} samples/s", ran as f64 / secs.max(1e-9))
+        } else {
+            String::new()
+        };
         println!(
-            "epoch {}/{}: loss {el:.6}{shown} ({} steps, {:.0} samples/s)",
+            "epoch {}/{}: loss {el:.6}{shown} ({} steps{speed})",
             epoch + 1,
             a.epochs,
             n.div_ceil(a.batch_size),
-            n as f64 / secs.max(1e-9)
         );
         epochs.push(rec);
         let h = history(&batch_loss, &epochs, "running");
         write_atomic(
             &hist_path,
             serde_json::to_string_pretty(&h).unwrap().as_bytes(),
+        )?;
+        checkpoint(
+            epoch + 1,
+            0,
+            t,
+            (0.0, 0, &vec![0.0; metric_names.len()]),
+            &batch_loss,
+            &epochs,
         )?;
     }
     let h = history(&batch_loss, &epochs, "done");
@@ -1205,7 +1477,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         serde_json::to_string_pretty(&h).unwrap().as_bytes(),
     )?;
     tr.take_state(&lib)?;
-    let wpath = tr.write_weights(&a.out, t)?;
+    let wpath = tr.write_weights(&out, t)?;
     println!("{}\n{}", hist_path.display(), wpath.display());
     Ok(0)
 }

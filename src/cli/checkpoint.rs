@@ -1,0 +1,108 @@
+//! `forgec train`'s checkpoints: one file, `DIR/checkpoint.bin`, with what a run needs to go on
+//! as if it had never stopped: a JSON header (the run's arguments, the SHA-256 of its model and
+//! data files, where it is: epoch, step, the history so far) and the training library's state
+//! blob (weights, optimizer slots, step count, learning rate, Dropout's seed). The shuffling
+//! order is a function of the seed and the epoch, so the position is enough to take the same
+//! batches again.
+//!
+//! Layout: `FGCCKPT1`, the header's length (u64, little-endian), the header, the blob. Written
+//! to `checkpoint.bin.tmp`, flushed to the disk, then renamed over the last one: a run killed at
+//! any moment leaves either the old checkpoint or the new one, whole.
+
+use crate::UserError;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::Path;
+
+pub const FILE: &str = "checkpoint.bin";
+const MAGIC: &[u8; 8] = b"FGCCKPT1";
+
+/// A checkpoint as read back: the header and the state blob.
+pub struct Checkpoint {
+    pub meta: Value,
+    pub state: Vec<u8>,
+}
+
+/// Writes `DIR/checkpoint.bin` (see the module's doc). On failure (a full disk, an unwritable
+/// directory) the last good checkpoint stays, and the message says where it is.
+pub fn write(dir: &Path, meta: &Value, state: &[u8]) -> Result<(), UserError> {
+    let path = dir.join(FILE);
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let json = serde_json::to_vec(meta).map_err(|e| UserError::new(e.to_string()))?;
+    let put = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(MAGIC)?;
+        f.write_all(&(json.len() as u64).to_le_bytes())?;
+        f.write_all(&json)?;
+        f.write_all(state)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        // The rename itself reaches the disk with the directory.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    };
+    put().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        let kept = if path.exists() {
+            format!("the last good checkpoint is still {}", path.display())
+        } else {
+            "no checkpoint was written before".to_string()
+        };
+        UserError::new(format!(
+            "{}: cannot write the checkpoint: {e}; {kept}",
+            tmp.display()
+        ))
+    })
+}
+
+/// Reads `DIR/checkpoint.bin`, checking its frame (the blob itself is checked by the library
+/// it is given to).
+pub fn read(dir: &Path) -> Result<Checkpoint, UserError> {
+    let path = dir.join(FILE);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        UserError::new(format!(
+            "{}: cannot read the checkpoint: {e} (--resume takes the --out directory of a run \
+             started with forgec train)",
+            path.display()
+        ))
+    })?;
+    let bad = |why: &str| UserError::new(format!("{}: {why}", path.display()));
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err(bad("not a forgec checkpoint"));
+    }
+    let n = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= bytes.len() - 16)
+        .ok_or_else(|| bad("damaged: its header runs past the end of the file"))?;
+    let meta: Value = serde_json::from_slice(&bytes[16..16 + n])
+        .map_err(|e| bad(&format!("damaged: its header does not parse ({e})")))?;
+    Ok(Checkpoint {
+        meta,
+        state: bytes[16 + n..].to_vec(),
+    })
+}
+
+/// The SHA-256 of a file, in hex.
+pub fn sha256(path: &Path) -> Result<String, UserError> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| UserError::new(format!("{}: cannot read: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = f
+            .read(&mut buf)
+            .map_err(|e| UserError::new(format!("{}: cannot read: {e}", path.display())))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+    }
+    Ok(h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>())
+}
