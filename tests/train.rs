@@ -1291,6 +1291,74 @@ fn killed_run_resumes_to_the_same_bits() {
     assert_eq!(o.code, 2, "{}", o.stderr);
 }
 
+/// `--validation-split` as Keras's fit: mlp_binary with `validation_split=0.25`, no shuffling, 3
+/// epochs (`scripts/keras_validation_run.py`: the first 768 samples train, the last 256 are
+/// evaluated after every epoch): each epoch's loss, accuracy, val_loss and val_accuracy within
+/// 1e-6 of Keras's History, and the final weights within 1e-5 of Keras's. A split that leaves
+/// nothing to train or validate is refused.
+#[test]
+fn validation_split_follows_keras() {
+    let f = fixtures().join("training");
+    let out = scratch("validation_split");
+    let (x, y) = (
+        f.join("mlp_binary.train_x.npy"),
+        f.join("mlp_binary.train_y.npy"),
+    );
+    let m = model_file("mlp_binary.keras");
+    let base = [
+        "train",
+        m.to_str().unwrap(),
+        "--x",
+        x.to_str().unwrap(),
+        "--y",
+        y.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--no-shuffle",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = forgec(&[&base[..], &["--validation-split", "0.25"]].concat());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("val_loss"), "{}", o.stdout);
+    let h = history(&out);
+    assert_eq!(h["validation_samples"], 256);
+    assert_eq!(floats(&h["batch_loss"]).len(), 72);
+    let keras = forgec_runtime::read_npz(&f.join("validation/val_split.history.npz")).unwrap();
+    for key in ["loss", "accuracy", "val_loss", "val_accuracy"] {
+        let ours: Vec<f64> = h["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[key].as_f64().unwrap())
+            .collect();
+        let want = keras.iter().find(|(k, _)| k == key).unwrap().1.to_f64_vec();
+        let d = rel(&ours, &want);
+        println!("validation_split: {key} within {d:.2e} of Keras");
+        assert!(d <= 1e-6, "{key}: {ours:?} against Keras's {want:?}");
+    }
+    let read = |w: &std::path::Path| {
+        let opts = LoadOptions {
+            weights: Some(w.to_path_buf()),
+            ..LoadOptions::default()
+        };
+        weights_of(&load(&model_file("mlp_binary.json"), &opts).unwrap().graph)
+    };
+    let (got, want) = (
+        read(&out.join("final.weights.h5")),
+        read(&f.join("validation/val_split.final.weights.h5")),
+    );
+    for ((n, a), (_, b)) in got.iter().zip(&want) {
+        let d = rel(&a.to_f64_vec(), &b.to_f64_vec());
+        assert!(d <= 1e-5, "{n} differs from Keras's by {d:e}");
+    }
+    for bad in ["0", "1", "1e-18", "0.9999", "nan"] {
+        let o = forgec(&[&base[..], &["--validation-split", bad]].concat());
+        assert_eq!(o.code, 2, "--validation-split {bad}: {}", o.stderr);
+        assert!(o.stderr.contains("--validation-split"), "{}", o.stderr);
+    }
+}
+
 /// Dropout in training mode: the mask (forgec's counter-based draw) keeps about 1 - rate of
 /// the elements, scaled by 1 / (1 - rate), and is a function of the key alone; mlp_dropout's
 /// compiled step equals the interpreter's (the same masks) over 4 steps with their keys, and

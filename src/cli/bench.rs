@@ -478,6 +478,7 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         threads: 1,
         out: None,
         checkpoint_every: 0,
+        validation_split: None,
         resume: None,
     };
     let tr = super::train::prepare(&targs)?;

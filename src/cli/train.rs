@@ -64,6 +64,10 @@ pub struct Args {
     /// .npz for ONNX models)
     #[arg(long, short = 'o', required_unless_present = "resume")]
     pub out: Option<PathBuf>,
+    /// Keras's validation_split: the last F of the samples (after floor(n * (1 - F)), before
+    /// any shuffling) are held out and evaluated after every epoch (val_loss, val_METRIC)
+    #[arg(long, value_name = "F")]
+    pub validation_split: Option<f64>,
     /// Also write DIR/checkpoint.bin every K steps (it is written after every epoch anyway)
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub checkpoint_every: usize,
@@ -71,7 +75,7 @@ pub struct Args {
     /// started with (--threads may differ: it does not change the results)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "weights", "x", "y",
         "sample_weight", "epochs", "batch_size", "no_shuffle", "seed", "loss", "optimizer",
-        "lr", "out", "checkpoint_every"])]
+        "lr", "out", "checkpoint_every", "validation_split"])]
     pub resume: Option<PathBuf>,
 }
 
@@ -106,6 +110,7 @@ impl Args {
             "optimizer": self.optimizer,
             "lr": self.lr,
             "checkpoint_every": self.checkpoint_every,
+            "validation_split": self.validation_split,
         }))
     }
 
@@ -142,6 +147,7 @@ impl Args {
             threads,
             out: Some(dir.to_path_buf()),
             checkpoint_every: num("checkpoint_every")?,
+            validation_split: v["validation_split"].as_f64(),
             resume: None,
         })
     }
@@ -562,6 +568,9 @@ pub struct Training {
     pub setup: Setup,
     pub data: Vec<(String, Tensor)>,
     pub samples: usize,
+    /// The held-out samples (`--validation-split`), in the same layout as `data`.
+    pub val: Vec<(String, Tensor)>,
+    pub val_samples: usize,
 }
 
 impl std::ops::Deref for Training {
@@ -612,6 +621,35 @@ impl Training {
         let (n, l) = (self.g.inputs.len(), self.step.labels.len());
         let refs: Vec<&Tensor> = batch.iter().map(|(_, d)| d).collect();
         lib.step_weighted(&refs[..n], &refs[n..n + l], &refs[n + l..])
+    }
+
+    /// The loss and metrics of the current state on the held-out samples, in batches of
+    /// `batch` in order, each the batch-size-weighted mean (Keras's `evaluate`), or None
+    /// without validation data.
+    pub fn validate(
+        &self,
+        lib: &forgec_runtime::compiled::Trainer,
+        batch: usize,
+    ) -> Result<Option<(f64, Vec<f64>)>, UserError> {
+        if self.val_samples == 0 {
+            return Ok(None);
+        }
+        let (n, l) = (self.g.inputs.len(), self.step.labels.len());
+        let (mut sum, mut msum) = (0.0f64, vec![0.0f64; lib.metrics.len()]);
+        let rows: Vec<usize> = (0..self.val_samples).collect();
+        for chunk in rows.chunks(batch) {
+            let b: Vec<Tensor> = self.val.iter().map(|(_, t)| t.take_rows(chunk)).collect();
+            let refs: Vec<&Tensor> = b.iter().collect();
+            let (loss, ms) = lib
+                .evaluate_weighted(&refs[..n], &refs[n..n + l], &refs[n + l..])
+                .map_err(|e| UserError::new(format!("validation: {}", e.message)))?;
+            sum += loss * chunk.len() as f64;
+            for (acc, m) in msum.iter_mut().zip(ms) {
+                *acc += m * chunk.len() as f64;
+            }
+        }
+        let k = self.val_samples as f64;
+        Ok(Some((sum / k, msum.iter().map(|m| m / k).collect())))
     }
 
     /// Takes the library's state (after a run) into `state`, `slots` and `stats`.
@@ -1177,6 +1215,33 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
     if n == 0 {
         return Err(UserError::new("the data has no samples"));
     }
+    // Keras's validation_split: the last part of the samples, in file order.
+    let (mut n, mut val, mut val_samples) = (n, Vec::new(), 0);
+    if let Some(f) = a.validation_split {
+        if !(f > 0.0 && f < 1.0) {
+            return Err(UserError::new(format!(
+                "--validation-split {f}: use a fraction between 0 and 1 (0.2 holds out the last 20% of the samples)"
+            )));
+        }
+        let split_at = (n as f64 * (1.0 - f)).floor() as usize;
+        if split_at == 0 || split_at == n {
+            return Err(UserError::new(format!(
+                "--validation-split {f} of {n} samples leaves {split_at} to train and {} to validate: both need at least one",
+                n - split_at
+            )));
+        }
+        let (train, held): (Vec<usize>, Vec<usize>) =
+            ((0..split_at).collect(), (split_at..n).collect());
+        val = data
+            .iter()
+            .map(|(k, t)| (k.clone(), t.take_rows(&held)))
+            .collect();
+        data = data
+            .iter()
+            .map(|(k, t)| (k.clone(), t.take_rows(&train)))
+            .collect();
+        (n, val_samples) = (split_at, held.len());
+    }
     // The data checked by the interpreter's rules first: wrong shapes and dtypes are said
     // with the input's name before anything is compiled.
     let probe = data.clone();
@@ -1184,6 +1249,8 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         setup: s,
         data,
         samples: n,
+        val,
+        val_samples,
     };
     let named = tr.named_inputs(probe, 1);
     forgec_ir::interp::check_inputs(&tr.step.graph, &named)
@@ -1333,6 +1400,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         .iter()
         .map(|(p, h)| json!({"path": p, "sha256": h}))
         .collect();
+    let tr_val_samples = tr.val_samples;
     let history = |batch_loss: &[f64], epochs: &[Value], status: &str| {
         json!({
             "status": status,
@@ -1345,6 +1413,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             "samples": n,
             "epochs": epochs,
             "epoch_loss": epochs.iter().map(|e| e["loss"].clone()).collect::<Vec<_>>(),
+            "validation_samples": tr_val_samples,
             "metrics": metric_names,
             "batch_loss": batch_loss,
         })
@@ -1443,6 +1512,14 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             let v = m / count.max(1) as f64;
             shown.push_str(&format!(", {name} {v:.4}"));
             rec[name] = json!(v);
+        }
+        if let Some((vl, vms)) = tr.validate(&lib, a.batch_size)? {
+            shown.push_str(&format!(", val_loss {vl:.6}"));
+            rec["val_loss"] = json!(vl);
+            for (name, v) in metric_names.iter().zip(vms) {
+                shown.push_str(&format!(", val_{name} {v:.4}"));
+                rec[format!("val_{name}")] = json!(v);
+            }
         }
         let ran = count - count_before;
         let speed = if ran > 0 {
