@@ -1359,6 +1359,92 @@ fn validation_split_follows_keras() {
     }
 }
 
+/// `--early-stopping` as Keras's EarlyStopping (`scripts/keras_validation_run.py`, early_stop):
+/// mlp_binary with validation_split 0.25 for up to 40 epochs, monitor val_loss, min_delta 0.005,
+/// patience 2, restore_best_weights: the run stops after the same epoch as Keras's (29), its
+/// val_loss within 1e-6 of Keras's every epoch, and the weights written are the best epoch's,
+/// within 1e-5 of Keras's restored ones. A monitor the logs will not have is refused before
+/// training (an EarlyStopping that could never stop).
+#[test]
+fn early_stopping_follows_keras() {
+    let f = fixtures().join("training");
+    let out = scratch("early_stopping");
+    let (x, y) = (
+        f.join("mlp_binary.train_x.npy"),
+        f.join("mlp_binary.train_y.npy"),
+    );
+    let m = model_file("mlp_binary.keras");
+    let base = [
+        "train",
+        m.to_str().unwrap(),
+        "--x",
+        x.to_str().unwrap(),
+        "--y",
+        y.to_str().unwrap(),
+        "--epochs",
+        "40",
+        "--no-shuffle",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let es = "monitor=val_loss,min_delta=0.005,patience=2,restore_best_weights=true";
+    let o = forgec(
+        &[
+            &base[..],
+            &["--validation-split", "0.25", "--early-stopping", es],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("early stopping"), "{}", o.stdout);
+    let h = history(&out);
+    assert_eq!(h["status"], "stopped early");
+    let keras = forgec_runtime::read_npz(&f.join("validation/early_stop.history.npz")).unwrap();
+    let want = keras
+        .iter()
+        .find(|(k, _)| k == "val_loss")
+        .unwrap()
+        .1
+        .to_f64_vec();
+    let ours: Vec<f64> = h["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["val_loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        ours.len(),
+        want.len(),
+        "epochs run: ours {} Keras's {}",
+        ours.len(),
+        want.len()
+    );
+    let d = rel(&ours, &want);
+    assert!(d <= 1e-6, "val_loss differs from Keras's by {d:e}");
+    let read = |w: &std::path::Path| {
+        let opts = LoadOptions {
+            weights: Some(w.to_path_buf()),
+            ..LoadOptions::default()
+        };
+        weights_of(&load(&model_file("mlp_binary.json"), &opts).unwrap().graph)
+    };
+    let (got, want) = (
+        read(&out.join("final.weights.h5")),
+        read(&f.join("validation/early_stop.final.weights.h5")),
+    );
+    for ((n, a), (_, b)) in got.iter().zip(&want) {
+        let d = rel(&a.to_f64_vec(), &b.to_f64_vec());
+        println!("early stopping: restored {n} within {d:.2e} of Keras's");
+        assert!(
+            d <= 1e-5,
+            "{n} differs from Keras's restored weights by {d:e}"
+        );
+    }
+    let o = forgec(&[&base[..], &["--early-stopping", "monitor=val_loss"]].concat());
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("--validation-split"), "{}", o.stderr);
+}
+
 /// Dropout in training mode: the mask (forgec's counter-based draw) keeps about 1 - rate of
 /// the elements, scaled by 1 / (1 - rate), and is a function of the key alone; mlp_dropout's
 /// compiled step equals the interpreter's (the same masks) over 4 steps with their keys, and

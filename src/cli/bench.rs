@@ -479,6 +479,7 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         out: None,
         checkpoint_every: 0,
         validation_split: None,
+        early_stopping: None,
         resume: None,
     };
     let tr = super::train::prepare(&targs)?;

@@ -5,7 +5,9 @@
 //! order is a function of the seed and the epoch, so the position is enough to take the same
 //! batches again.
 //!
-//! Layout: `FGCCKPT1`, the header's length (u64, little-endian), the header, the blob. Written
+//! Layout: `FGCCKPT1`, the header's length (u64, little-endian), the header, the blobs (the
+//! state, then EarlyStopping's best weights when it keeps them; the header's `blobs` gives
+//! their lengths). Written
 //! to `checkpoint.bin.tmp`, flushed to the disk, then renamed over the last one: a run killed at
 //! any moment leaves either the old checkpoint or the new one, whole.
 
@@ -20,21 +22,26 @@ const MAGIC: &[u8; 8] = b"FGCCKPT1";
 /// A checkpoint as read back: the header and the state blob.
 pub struct Checkpoint {
     pub meta: Value,
-    pub state: Vec<u8>,
+    /// The state blob, then any other (EarlyStopping's best state).
+    pub blobs: Vec<Vec<u8>>,
 }
 
 /// Writes `DIR/checkpoint.bin` (see the module's doc). On failure (a full disk, an unwritable
 /// directory) the last good checkpoint stays, and the message says where it is.
-pub fn write(dir: &Path, meta: &Value, state: &[u8]) -> Result<(), UserError> {
+pub fn write(dir: &Path, meta: &Value, blobs: &[&[u8]]) -> Result<(), UserError> {
     let path = dir.join(FILE);
     let tmp = dir.join(format!("{FILE}.tmp"));
-    let json = serde_json::to_vec(meta).map_err(|e| UserError::new(e.to_string()))?;
+    let mut meta = meta.clone();
+    meta["blobs"] = blobs.iter().map(|b| b.len()).collect::<Vec<_>>().into();
+    let json = serde_json::to_vec(&meta).map_err(|e| UserError::new(e.to_string()))?;
     let put = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(MAGIC)?;
         f.write_all(&(json.len() as u64).to_le_bytes())?;
         f.write_all(&json)?;
-        f.write_all(state)?;
+        for b in blobs {
+            f.write_all(b)?;
+        }
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         // The rename itself reaches the disk with the directory.
@@ -79,10 +86,24 @@ pub fn read(dir: &Path) -> Result<Checkpoint, UserError> {
         .ok_or_else(|| bad("damaged: its header runs past the end of the file"))?;
     let meta: Value = serde_json::from_slice(&bytes[16..16 + n])
         .map_err(|e| bad(&format!("damaged: its header does not parse ({e})")))?;
-    Ok(Checkpoint {
-        meta,
-        state: bytes[16 + n..].to_vec(),
-    })
+    let mut at = 16 + n;
+    let mut blobs = Vec::new();
+    for len in meta["blobs"]
+        .as_array()
+        .ok_or_else(|| bad("damaged: no blob lengths"))?
+    {
+        let len = len
+            .as_u64()
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|&l| l <= bytes.len() - at)
+            .ok_or_else(|| bad("damaged: a blob runs past the end of the file"))?;
+        blobs.push(bytes[at..at + len].to_vec());
+        at += len;
+    }
+    if blobs.is_empty() || at != bytes.len() {
+        return Err(bad("damaged: its blobs do not fill the file"));
+    }
+    Ok(Checkpoint { meta, blobs })
 }
 
 /// The SHA-256 of a file, in hex.

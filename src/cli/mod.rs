@@ -3,6 +3,7 @@
 //! and dispatches, and maps errors to exit codes (0 ok, 1 findings, 2 usage or input error).
 
 pub mod bench;
+pub mod callbacks;
 pub mod check;
 pub mod checkpoint;
 pub mod compile;

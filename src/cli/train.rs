@@ -68,6 +68,10 @@ pub struct Args {
     /// any shuffling) are held out and evaluated after every epoch (val_loss, val_METRIC)
     #[arg(long, value_name = "F")]
     pub validation_split: Option<f64>,
+    /// Keras's EarlyStopping: monitor=val_loss,min_delta=0,patience=0,mode=auto,baseline=X,
+    /// restore_best_weights=false,start_from_epoch=0 (Keras's defaults for what is left out)
+    #[arg(long, value_name = "SETTINGS")]
+    pub early_stopping: Option<String>,
     /// Also write DIR/checkpoint.bin every K steps (it is written after every epoch anyway)
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub checkpoint_every: usize,
@@ -75,7 +79,7 @@ pub struct Args {
     /// started with (--threads may differ: it does not change the results)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "weights", "x", "y",
         "sample_weight", "epochs", "batch_size", "no_shuffle", "seed", "loss", "optimizer",
-        "lr", "out", "checkpoint_every", "validation_split"])]
+        "lr", "out", "checkpoint_every", "validation_split", "early_stopping"])]
     pub resume: Option<PathBuf>,
 }
 
@@ -111,6 +115,7 @@ impl Args {
             "lr": self.lr,
             "checkpoint_every": self.checkpoint_every,
             "validation_split": self.validation_split,
+            "early_stopping": self.early_stopping,
         }))
     }
 
@@ -148,6 +153,7 @@ impl Args {
             out: Some(dir.to_path_buf()),
             checkpoint_every: num("checkpoint_every")?,
             validation_split: v["validation_split"].as_f64(),
+            early_stopping: opt("early_stopping"),
             resume: None,
         })
     }
@@ -1347,6 +1353,30 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     let (n, opt, rules, lr) = (tr.samples, tr.opt, tr.rules, tr.lr);
     let loss_name = tr.loss_name.clone();
     let metric_names: Vec<String> = lib.metrics.clone();
+    // EarlyStopping, checked against the logs the epochs will have before anything runs.
+    let mut es = match &a.early_stopping {
+        Some(spec) => {
+            let mut logs = vec!["loss".to_string()];
+            logs.extend(metric_names.iter().cloned());
+            if tr.val_samples > 0 {
+                logs.push("val_loss".into());
+                logs.extend(metric_names.iter().map(|m| format!("val_{m}")));
+            }
+            // Keras's directions: accuracies go up; mse and mae go down; others unknown.
+            let up = |m: &str| -> Option<bool> {
+                if m.ends_with("accuracy") {
+                    Some(true)
+                } else if m.ends_with("mse") || m.ends_with("mae") {
+                    Some(false)
+                } else {
+                    None
+                }
+            };
+            Some(super::callbacks::EarlyStopping::parse(spec, &logs, &up).map_err(UserError::new)?)
+        }
+        None => None,
+    };
+    let mut best_state: Option<Vec<u8>> = None;
     // Where the run is: from the checkpoint, or the start.
     let mut batch_loss: Vec<f64> = Vec::new();
     let mut epochs: Vec<Value> = Vec::new();
@@ -1380,7 +1410,13 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             if batch_loss.len() != t || partial.2.len() != metric_names.len() {
                 return Err(bad());
             }
-            lib.set_state(&ck.state).map_err(|e| {
+            if let Some(es) = &mut es {
+                if !es.restore(&m["early_stopping"]) {
+                    return Err(bad());
+                }
+                best_state = ck.blobs.get(1).cloned();
+            }
+            lib.set_state(&ck.blobs[0]).map_err(|e| {
                 UserError::new(format!(
                     "{}: the state does not fit this model's training library: {}",
                     out.join(super::checkpoint::FILE).display(),
@@ -1419,12 +1455,15 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         })
     };
     // A checkpoint at epoch `e` after `done` of its steps, `t` in all, with the epoch's sums.
+    #[allow(clippy::too_many_arguments)]
     let checkpoint = |e: usize,
                       done: usize,
                       t: usize,
                       sums: (f64, usize, &[f64]),
                       batch_loss: &[f64],
-                      epochs: &[Value]|
+                      epochs: &[Value],
+                      es: &Option<super::callbacks::EarlyStopping>,
+                      best: &Option<Vec<u8>>|
      -> Result<(), UserError> {
         let state = lib.get_state().map_err(|e| UserError::new(e.message))?;
         let meta = json!({
@@ -1440,8 +1479,11 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             "msum": sums.2,
             "batch_loss": batch_loss,
             "epochs": epochs,
+            "early_stopping": es.as_ref().map(|s| s.state()),
         });
-        super::checkpoint::write(&out, &meta, &state)
+        let mut blobs: Vec<&[u8]> = vec![&state];
+        blobs.extend(best.as_deref());
+        super::checkpoint::write(&out, &meta, &blobs)
     };
     let hist_path = out.join("history.json");
     for epoch in first_epoch..a.epochs {
@@ -1500,7 +1542,16 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 *acc += m * rows.len() as f64;
             }
             if a.checkpoint_every > 0 && t % a.checkpoint_every == 0 {
-                checkpoint(epoch, i + 1, t, (sum, count, &msum), &batch_loss, &epochs)?;
+                checkpoint(
+                    epoch,
+                    i + 1,
+                    t,
+                    (sum, count, &msum),
+                    &batch_loss,
+                    &epochs,
+                    &es,
+                    &best_state,
+                )?;
             }
         }
         let secs = start.elapsed().as_secs_f64();
@@ -1533,27 +1584,65 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             a.epochs,
             n.div_ceil(a.batch_size),
         );
+        let mut stop = false;
+        if let Some(es) = &mut es {
+            let o = es.on_epoch_end(epoch, &rec);
+            if o.keep_weights {
+                best_state = Some(lib.get_state().map_err(|e| UserError::new(e.message))?);
+            }
+            stop = o.stop;
+        }
         epochs.push(rec);
         let h = history(&batch_loss, &epochs, "running");
         write_atomic(
             &hist_path,
             serde_json::to_string_pretty(&h).unwrap().as_bytes(),
         )?;
+        // A run stopped early checkpoints as finished: its resume has nothing left to run.
+        let next = if stop { a.epochs } else { epoch + 1 };
+        let zeros = vec![0.0; metric_names.len()];
         checkpoint(
-            epoch + 1,
+            next,
             0,
             t,
-            (0.0, 0, &vec![0.0; metric_names.len()]),
+            (0.0, 0, &zeros),
             &batch_loss,
             &epochs,
+            &es,
+            &best_state,
         )?;
+        if stop {
+            let best = es.as_ref().map_or(0, |s| s.best_epoch) + 1;
+            println!(
+                "epoch {}: early stopping (the best epoch was {best})",
+                epoch + 1
+            );
+            break;
+        }
     }
-    let h = history(&batch_loss, &epochs, "done");
+    let stopped = es.as_ref().is_some_and(|s| s.stopped_epoch > 0);
+    let status = if stopped { "stopped early" } else { "done" };
+    let h = history(&batch_loss, &epochs, status);
     write_atomic(
         &hist_path,
         serde_json::to_string_pretty(&h).unwrap().as_bytes(),
     )?;
     tr.take_state(&lib)?;
+    // restore_best_weights: the model's weights and statistics of the best epoch (the
+    // optimizer's state stays the last epoch's, as Keras's set_weights leaves it).
+    if let (Some(es), Some(best)) = (&es, &best_state) {
+        if es.restore_best_weights {
+            let s = &mut tr.setup;
+            let stats_at = s.state.len() + s.slots.len();
+            for (i, (_, w)) in s.state.iter_mut().enumerate() {
+                *w = lib.tensor(best, i).map_err(UserError::new)?;
+            }
+            for (i, (_, w)) in s.stats.iter_mut().enumerate() {
+                *w = lib.tensor(best, stats_at + i).map_err(UserError::new)?;
+            }
+            println!("restored the weights of epoch {}", es.best_epoch + 1);
+        }
+    }
     let wpath = tr.write_weights(&out, t)?;
     println!("{}\n{}", hist_path.display(), wpath.display());
     Ok(0)

@@ -1,0 +1,313 @@
+//! `forgec train`'s callbacks, with Keras 3's semantics. EarlyStopping
+//! (`keras.callbacks.EarlyStopping`): after each epoch, the monitored log value is compared with
+//! the best so far; `patience` epochs without an improvement of more than `min_delta` stop the
+//! run, and `restore_best_weights` puts back the weights of the best epoch at the end. Its
+//! state goes into every checkpoint, so a resumed run stops where the whole run would.
+
+use serde_json::{json, Value};
+
+/// Which way the monitored value improves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Direction {
+    Min,
+    Max,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlyStopping {
+    pub monitor: String,
+    pub direction: Direction,
+    /// Keras's `min_delta`, signed as Keras uses it (negative when minimising).
+    pub min_delta: f64,
+    pub patience: usize,
+    pub baseline: Option<f64>,
+    pub restore_best_weights: bool,
+    pub start_from_epoch: usize,
+    // The state (Keras's attributes of the same names).
+    pub wait: usize,
+    pub best: Option<f64>,
+    pub best_epoch: usize,
+    pub stopped_epoch: usize,
+    pub have_best_weights: bool,
+}
+
+/// What the run does after an epoch.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// Keep the current weights as the best (restore_best_weights).
+    pub keep_weights: bool,
+    pub stop: bool,
+}
+
+impl EarlyStopping {
+    /// `--early-stopping monitor=val_loss,patience=2,min_delta=0.01,mode=auto,baseline=0.5,
+    /// restore_best_weights=true,start_from_epoch=0` (every key optional; Keras's defaults).
+    /// `logs` are the names an epoch's logs will have; `up` tells whether a metric improves
+    /// upwards (None: unknown, as for Keras's `mode="auto"`).
+    pub fn parse(
+        spec: &str,
+        logs: &[String],
+        up: &dyn Fn(&str) -> Option<bool>,
+    ) -> Result<EarlyStopping, String> {
+        let mut es = EarlyStopping {
+            monitor: "val_loss".into(),
+            direction: Direction::Min,
+            min_delta: 0.0,
+            patience: 0,
+            baseline: None,
+            restore_best_weights: false,
+            start_from_epoch: 0,
+            wait: 0,
+            best: None,
+            best_epoch: 0,
+            stopped_epoch: 0,
+            have_best_weights: false,
+        };
+        let mut mode = "auto".to_string();
+        let bad = |k: &str, v: &str, want: &str| format!("--early-stopping {k}={v}: {want}");
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                format!("--early-stopping `{part}`: write KEY=VALUE (monitor=val_loss,patience=3)")
+            })?;
+            let (k, v) = (k.trim(), v.trim());
+            let num = |want: &str| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| bad(k, v, want))
+            };
+            let count = || {
+                v.parse::<usize>()
+                    .map_err(|_| bad(k, v, "a whole number of epochs"))
+            };
+            match k {
+                "monitor" => es.monitor = v.to_string(),
+                "min_delta" => es.min_delta = num("a number")?.abs(),
+                "patience" => es.patience = count()?,
+                "mode" => {
+                    if !["auto", "min", "max"].contains(&v) {
+                        return Err(bad(k, v, "auto, min or max"));
+                    }
+                    mode = v.to_string();
+                }
+                "baseline" => es.baseline = Some(num("a number")?),
+                "restore_best_weights" => {
+                    es.restore_best_weights = match v {
+                        "true" | "True" | "1" => true,
+                        "false" | "False" | "0" => false,
+                        _ => return Err(bad(k, v, "true or false")),
+                    }
+                }
+                "start_from_epoch" => es.start_from_epoch = count()?,
+                _ => {
+                    return Err(format!(
+                        "--early-stopping: Keras's EarlyStopping has no setting `{k}` (monitor, min_delta, patience, mode, baseline, restore_best_weights, start_from_epoch)"
+                    ))
+                }
+            }
+        }
+        // A monitored value the logs will not have would never stop the run: said now.
+        if !logs.contains(&es.monitor) {
+            let hint = if es.monitor.starts_with("val_") {
+                " (validation values need --validation-split)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "--early-stopping monitor={}: the epochs' logs will have {}{hint}",
+                es.monitor,
+                logs.join(", ")
+            ));
+        }
+        es.direction = match mode.as_str() {
+            "min" => Direction::Min,
+            "max" => Direction::Max,
+            _ => {
+                let name = es.monitor.strip_prefix("val_").unwrap_or(&es.monitor);
+                match (name == "loss", up(name)) {
+                    (true, _) | (_, Some(false)) => Direction::Min,
+                    (_, Some(true)) => Direction::Max,
+                    _ => {
+                        return Err(format!(
+                            "--early-stopping monitor={}: whether it should go up or down is not known; add mode=min or mode=max",
+                            es.monitor
+                        ))
+                    }
+                }
+            }
+        };
+        if es.direction == Direction::Min {
+            es.min_delta = -es.min_delta;
+        }
+        Ok(es)
+    }
+
+    fn improves(&self, value: f64, reference: Option<f64>) -> bool {
+        match (reference, self.direction) {
+            (None, _) => true,
+            (Some(r), Direction::Min) => value - self.min_delta < r,
+            (Some(r), Direction::Max) => value - self.min_delta > r,
+        }
+    }
+
+    /// Keras's `on_epoch_end` (`epoch` from 0) given the epoch's logs.
+    pub fn on_epoch_end(&mut self, epoch: usize, logs: &Value) -> Outcome {
+        let mut out = Outcome::default();
+        let Some(current) = logs[&self.monitor].as_f64() else {
+            return out;
+        };
+        if epoch < self.start_from_epoch {
+            return out;
+        }
+        if self.restore_best_weights && !self.have_best_weights {
+            // Weights never kept: the current ones are the best.
+            out.keep_weights = true;
+            self.have_best_weights = true;
+            self.best_epoch = epoch;
+        }
+        self.wait += 1;
+        if self.improves(current, self.best) {
+            self.best = Some(current);
+            self.best_epoch = epoch;
+            out.keep_weights |= self.restore_best_weights;
+            // The wait restarts only past both the baseline and the previous best.
+            if self.baseline.is_none() || self.improves(current, self.baseline) {
+                self.wait = 0;
+            }
+            return out;
+        }
+        if self.wait >= self.patience && epoch > 0 {
+            self.stopped_epoch = epoch;
+            out.stop = true;
+        }
+        out
+    }
+
+    /// The state a checkpoint keeps.
+    pub fn state(&self) -> Value {
+        json!({
+            "wait": self.wait,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+            "have_best_weights": self.have_best_weights,
+        })
+    }
+
+    /// Takes back a checkpoint's state; false if it does not read.
+    pub fn restore(&mut self, v: &Value) -> bool {
+        let (Some(wait), Some(be), Some(se), Some(h)) = (
+            v["wait"].as_u64(),
+            v["best_epoch"].as_u64(),
+            v["stopped_epoch"].as_u64(),
+            v["have_best_weights"].as_bool(),
+        ) else {
+            return false;
+        };
+        (self.wait, self.best_epoch, self.stopped_epoch) =
+            (wait as usize, be as usize, se as usize);
+        self.best = v["best"].as_f64();
+        self.have_best_weights = h;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(spec: &str, values: &[f64]) -> (Option<usize>, usize, Vec<usize>) {
+        let logs = vec!["loss".to_string(), "val_loss".into(), "val_accuracy".into()];
+        let mut es =
+            EarlyStopping::parse(spec, &logs, &|m| (m == "accuracy").then_some(true)).unwrap();
+        let mut kept = Vec::new();
+        for (e, v) in values.iter().enumerate() {
+            let key = es.monitor.clone();
+            let o = es.on_epoch_end(e, &json!({ key: v }));
+            if o.keep_weights {
+                kept.push(e);
+            }
+            if o.stop {
+                return (Some(e), es.best_epoch, kept);
+            }
+        }
+        (None, es.best_epoch, kept)
+    }
+
+    /// Sequences worked by hand through Keras 3.15's `EarlyStopping.on_epoch_end`.
+    #[test]
+    fn early_stopping_follows_keras() {
+        // patience 0: the first epoch without improvement stops (not epoch 0).
+        assert_eq!(run("", &[1.0, 0.9, 0.95, 0.8]), (Some(2), 1, vec![]));
+        // patience 2: the wait counts every epoch since the best; the second without an
+        // improvement makes it 2, which stops.
+        assert_eq!(
+            run("patience=2", &[1.0, 0.9, 0.95, 0.92, 0.91]),
+            (Some(3), 1, vec![])
+        );
+        // min_delta 0.1: 1.0 -> 0.85 improves by more than it, 0.85 -> 0.8 does not.
+        assert_eq!(
+            run("min_delta=0.1,patience=1", &[1.0, 0.85, 0.8]),
+            (Some(2), 1, vec![])
+        );
+        // restore_best_weights: kept at the first epoch and at each improvement.
+        assert_eq!(
+            run(
+                "patience=1,restore_best_weights=true",
+                &[1.0, 0.9, 0.95, 0.97]
+            ),
+            (Some(2), 1, vec![0, 1])
+        );
+        // mode auto on accuracy: up is better.
+        assert_eq!(
+            run("monitor=val_accuracy,patience=1", &[0.5, 0.6, 0.55, 0.58]),
+            (Some(2), 1, vec![])
+        );
+        // start_from_epoch: epochs before it are not looked at.
+        assert_eq!(
+            run("start_from_epoch=2", &[1.0, 2.0, 3.0, 4.0]),
+            (Some(3), 2, vec![])
+        );
+        // baseline: an improvement that does not beat it does not restart the wait, but an
+        // improvement returns before the wait is looked at: steady progress never stops.
+        assert_eq!(
+            run("baseline=0.5,patience=2", &[1.0, 0.9, 0.8, 0.7]),
+            (None, 3, vec![])
+        );
+        // ...while a stall after the wait grew stops at once.
+        assert_eq!(
+            run("baseline=0.5,patience=2", &[1.0, 0.9, 0.95]),
+            (Some(2), 1, vec![])
+        );
+    }
+
+    /// A checkpoint's state brings back the same decisions.
+    #[test]
+    fn early_stopping_state_round_trips() {
+        let logs = vec!["loss".to_string()];
+        let spec = "monitor=loss,patience=2,restore_best_weights=true";
+        let mut a = EarlyStopping::parse(spec, &logs, &|_| None).unwrap();
+        for (e, v) in [1.0, 0.8, 0.9].iter().enumerate() {
+            a.on_epoch_end(e, &json!({ "loss": v }));
+        }
+        let mut b = EarlyStopping::parse(spec, &logs, &|_| None).unwrap();
+        assert!(b.restore(&a.state()));
+        assert_eq!(a, b);
+        assert!(!b.restore(&json!({})));
+    }
+
+    #[test]
+    fn early_stopping_refuses_what_would_never_stop() {
+        let logs = vec!["loss".to_string(), "accuracy".into()];
+        let up = |m: &str| (m == "accuracy").then_some(true);
+        let e = EarlyStopping::parse("monitor=val_loss", &logs, &up).unwrap_err();
+        assert!(e.contains("--validation-split"), "{e}");
+        let e = EarlyStopping::parse("patience=x", &logs, &up).unwrap_err();
+        assert!(e.contains("patience=x"), "{e}");
+        let e = EarlyStopping::parse("monitor=loss,verbose=1", &logs, &up).unwrap_err();
+        assert!(e.contains("no setting `verbose`"), "{e}");
+        let logs = vec!["loss".to_string(), "auc".into()];
+        let e = EarlyStopping::parse("monitor=auc", &logs, &|_| None).unwrap_err();
+        assert!(e.contains("mode=min or mode=max"), "{e}");
+    }
+}
