@@ -465,6 +465,40 @@ fn version_completions_and_usage_errors() {
     let secs = forgec(&["bench", m.to_str().unwrap(), "--seconds=-1"]);
     assert_eq!(secs.code, 2);
     assert!(secs.stderr.contains("--seconds -1"), "{}", secs.stderr);
+    // A model of fixed shapes runs one batch: timing it "at batch 1 and 3" would label the
+    // same run twice.
+    let fixed = fixtures().join("onnx-suite/node/test_softmax_axis_0/model.onnx");
+    let b = forgec(&[
+        "bench",
+        fixed.to_str().unwrap(),
+        "--batch",
+        "1,3",
+        "--seconds",
+        "0.01",
+    ]);
+    assert_eq!(b.code, 2, "{}", b.stderr);
+    assert!(
+        b.stderr.contains("--batch 1: ") && b.stderr.contains("fixed batch of 3"),
+        "{}",
+        b.stderr
+    );
+    let b = forgec(&[
+        "bench",
+        fixed.to_str().unwrap(),
+        "--batch",
+        "3",
+        "--seconds",
+        "0.01",
+    ]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    // Without --batch, its own batch is timed, and said.
+    let b = forgec(&["bench", fixed.to_str().unwrap(), "--seconds", "0.01"]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert!(
+        b.stdout.contains("timing its fixed batch of 3"),
+        "{}",
+        b.stdout
+    );
     let help = forgec(&["--help"]);
     assert!(
         help.stdout.contains("Exit codes: 0 success; 1 findings"),

@@ -12,13 +12,9 @@ pub struct Args {
     /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5, or .onnx (compiled
     /// first, for this machine)
     pub model: PathBuf,
-    /// Batch sizes to measure, comma-separated (1 to the most whose buffers fit in memory)
-    #[arg(
-        long = "batch",
-        value_name = "BATCH",
-        value_delimiter = ',',
-        default_value = "1,32"
-    )]
+    /// Batch sizes to measure, comma-separated (1 to the most whose buffers fit in memory;
+    /// default 1,32, or a model's fixed batch)
+    #[arg(long = "batch", value_name = "BATCH", value_delimiter = ',')]
     pub batches: Vec<usize>,
     /// Thread counts to measure, comma-separated (1 to 64): every batch size runs on each
     #[arg(long, value_delimiter = ',', default_value = "1")]
@@ -273,7 +269,11 @@ const MAX_BATCH: usize = 1 << 20;
 /// The most memory the benchmark's input and output buffers may take.
 const MAX_BUFFER_BYTES: f64 = 4e9;
 
-pub fn cmd(a: Args) -> Result<i32, UserError> {
+pub fn cmd(mut a: Args) -> Result<i32, UserError> {
+    let defaulted = a.batches.is_empty();
+    if defaulted {
+        a.batches = vec![1, 32];
+    }
     for &t in &a.threads {
         super::check_threads(t)?;
     }
@@ -307,6 +307,37 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     };
     let m = crate::load_any(&a.model, &opts).map_err(|e| UserError::new(e.to_string()))?;
     let g = crate::codegen::prepare(m.into_graph()).map_err(UserError::new)?;
+    // A model whose inputs' shapes are all known takes one batch: another --batch would time
+    // that same shape under another label.
+    let fixed = g
+        .inputs
+        .iter()
+        .all(|&i| g.ty(i).shape.iter().all(|d| d.known().is_some()));
+    if let (true, Some(&first)) = (fixed, g.inputs.first()) {
+        let n = g
+            .ty(first)
+            .shape
+            .first()
+            .and_then(|d| d.known())
+            .unwrap_or(1);
+        if defaulted {
+            println!(
+                "{}: its inputs' shapes are all known: timing its fixed batch of {n}",
+                a.model.display()
+            );
+            a.batches = vec![n];
+        } else if let Some(&b) = a.batches.iter().find(|&&b| b != n) {
+            return Err(UserError::new(format!(
+                "--batch {b}: {} has a fixed batch of {n} (its inputs' shapes are all known: {}), so it runs only that one; use --batch {n}, or give the model a symbolic batch dim",
+                a.model.display(),
+                g.inputs
+                    .iter()
+                    .map(|&i| format!("{} {}", g.value(i).name, g.ty(i)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
     // The buffers of the largest batch must fit in memory: refused before anything is made.
     if let Some(&most) = a.batches.iter().max() {
         let bytes: f64 = g
