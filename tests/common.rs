@@ -72,3 +72,43 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Builds the C program `prog` against `DIR/libNAME.a` (C99, warnings as errors, `flags` added)
+/// into `exe`, failing the test with the compiler's message.
+pub fn build_c(prog: &Path, dir: &Path, name: &str, flags: &[&str], exe: &Path) {
+    let cc = std::process::Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Werror"])
+        .args(flags)
+        .arg(prog)
+        .arg(format!("-I{}", dir.display()))
+        .arg(dir.join(format!("lib{name}.a")))
+        .args(["-lm", "-lpthread", "-o"])
+        .arg(exe)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+}
+
+/// Writes the first `rows` samples of `x` as raw f32 (`DIR/x.bin`) and of `y` as raw i32
+/// (`DIR/y.bin`), as the C training programs read them.
+pub fn write_raw_xy(dir: &Path, x: &Tensor, y: &Tensor, rows: usize) {
+    let per = |t: &Tensor| t.shape()[1..].iter().product::<usize>();
+    let xs: Vec<u8> = x
+        .to_f64_vec()
+        .iter()
+        .take(rows * per(x))
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect();
+    let ys: Vec<u8> = y
+        .to_i64_vec()
+        .iter()
+        .take(rows * per(y))
+        .flat_map(|v| (*v as i32).to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("x.bin"), xs).unwrap();
+    std::fs::write(dir.join("y.bin"), ys).unwrap();
+}

@@ -367,24 +367,6 @@ fn cli_numbers_are_checked() {
 }
 
 /// Builds the C program `prog` against `dir/libNAME.a` and its header, warnings as errors.
-fn build_c(prog: &Path, dir: &Path, name: &str, flags: &[&str], exe: &Path) {
-    let cc = Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Werror"])
-        .args(flags)
-        .arg(prog)
-        .arg(format!("-I{}", dir.display()))
-        .arg(dir.join(format!("lib{name}.a")))
-        .args(["-lm", "-lpthread", "-o"])
-        .arg(exe)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
-}
-
 fn compile_lib(model: &Path, dir: &Path, name: &str, extra: &[&str]) {
     let mut a = vec!["compile", s(model), "-o", s(dir), "--name", name];
     a.extend(extra);

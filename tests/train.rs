@@ -960,34 +960,10 @@ fn c_training_api_matches_keras() {
     assert_eq!(exported, api);
     let x = npy(&training("mlp_mnist.train_x.npy"));
     let y = npy(&training("mlp_mnist.train_y.npy"));
-    let raw_f32: Vec<u8> = x
-        .to_f64_vec()
-        .iter()
-        .flat_map(|v| (*v as f32).to_le_bytes())
-        .collect();
-    let raw_i32: Vec<u8> = y
-        .to_i64_vec()
-        .iter()
-        .flat_map(|v| (*v as i32).to_le_bytes())
-        .collect();
-    std::fs::write(dir.join("x.bin"), raw_f32).unwrap();
-    std::fs::write(dir.join("y.bin"), raw_i32).unwrap();
+    write_raw_xy(&dir, &x, &y, x.shape()[0]);
     let exe = dir.join("train_api");
     let prog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/train_api.c");
-    let cc = std::process::Command::new("cc")
-        .args(["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror"])
-        .arg(&prog)
-        .arg(format!("-I{}", dir.display()))
-        .arg(dir.join("libtm.a"))
-        .args(["-lm", "-lpthread", "-o"])
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    build_c(&prog, &dir, "tm", &["-O1", "-Wextra"], &exe);
     let state = dir.join("state.bin");
     let run = std::process::Command::new(&exe)
         .arg(dir.join("x.bin"))
@@ -1072,36 +1048,10 @@ fn training_step_allocates_nothing_after_the_first() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     let x = npy(&training("cnn_mnist.train_x.npy"));
     let y = npy(&training("cnn_mnist.train_y.npy"));
-    let raw_f32: Vec<u8> = x
-        .to_f64_vec()
-        .iter()
-        .take(32 * 28 * 28)
-        .flat_map(|v| (*v as f32).to_le_bytes())
-        .collect();
-    let raw_i32: Vec<u8> = y
-        .to_i64_vec()
-        .iter()
-        .take(32)
-        .flat_map(|v| (*v as i32).to_le_bytes())
-        .collect();
-    std::fs::write(dir.join("x.bin"), raw_f32).unwrap();
-    std::fs::write(dir.join("y.bin"), raw_i32).unwrap();
+    write_raw_xy(&dir, &x, &y, 32);
     let exe = dir.join("train_allocs");
     let prog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/train_allocs.c");
-    let cc = std::process::Command::new("cc")
-        .args(["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror"])
-        .arg(&prog)
-        .arg(format!("-I{}", dir.display()))
-        .arg(dir.join("libta.a"))
-        .args(["-lm", "-lpthread", "-o"])
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    build_c(&prog, &dir, "ta", &["-O1", "-Wextra"], &exe);
     let run = std::process::Command::new(&exe)
         .arg(dir.join("x.bin"))
         .arg(dir.join("y.bin"))

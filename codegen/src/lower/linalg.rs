@@ -58,6 +58,23 @@ pub(crate) fn generic(
     v
 }
 
+/// A contraction: `ot` zero-filled, then each output the sum of its inputs' products over the
+/// reduction iterators (`maps` and `iters` say which).
+pub(crate) fn contraction(
+    e: &mut E,
+    ins: &[(String, TensorType)],
+    maps: &[String],
+    iters: &[&str],
+    ot: &TensorType,
+) -> R<String> {
+    let init = filled(e, ot, 0.0)?;
+    let dt = ot.dtype;
+    Ok(generic(e, ins, maps, iters, init, ot, &mut |lines, a, out| {
+        let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
+        binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
+    }))
+}
+
 /// A tensor of `t` filled with `x`.
 pub(crate) fn filled(e: &mut E, t: &TensorType, x: f64) -> R<String> {
     let empty = e.empty(t)?;
@@ -105,20 +122,7 @@ pub(crate) fn matmul(e: &mut E, ins: &[(String, TensorType)], ot: &TensorType) -
     let mut iters = vec!["parallel"; r - 1];
     iters.push("reduction");
     iters.push("parallel");
-    let init = filled(e, ot, 0.0)?;
-    let dt = ot.dtype;
-    Ok(generic(
-        e,
-        ins,
-        &maps,
-        &iters,
-        init,
-        ot,
-        &mut |lines, a, out| {
-            let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
-            binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
-        },
-    ))
+    contraction(e, ins, &maps, &iters, ot)
 }
 
 pub(crate) fn shape_tensor(e: &mut E, t: &TensorType) -> R<String> {
@@ -884,20 +888,7 @@ pub(crate) fn conv(
         .map(|&l| if l < r { "parallel" } else { "reduction" })
         .collect();
     let _ = kdims;
-    let init = filled(e, ot, 0.0)?;
-    let dt = ot.dtype;
-    Ok(generic(
-        e,
-        &[x, w.clone()],
-        &maps,
-        &iters,
-        init,
-        ot,
-        &mut |lines, a, out| {
-            let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
-            binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
-        },
-    ))
+    contraction(e, &[x, w.clone()], &maps, &iters, ot)
 }
 
 pub(crate) fn pool(
@@ -1387,20 +1378,7 @@ pub(crate) fn conv_kernel_grad(
         "reduction",
         "parallel",
     ];
-    let init = filled(e, ot, 0.0)?;
-    let dt = ot.dtype;
-    Ok(generic(
-        e,
-        &[x, dy.clone()],
-        &maps,
-        &iters,
-        init,
-        ot,
-        &mut |lines, a, out| {
-            let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
-            binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
-        },
-    ))
+    contraction(e, &[x, dy.clone()], &maps, &iters, ot)
 }
 
 /// `pool_grad` (channels-last 2-D max pooling) for any float type, where the target has no
@@ -1458,7 +1436,7 @@ pub(crate) fn max_pool_grad(
                     op(format!("arith.constant {s} : index")),
                     op(format!("arith.constant {k} : index")),
                     op(format!("arith.constant {n} : index")),
-                    op(format!("arith.constant {} : index", n - 1)),
+                    op(format!("arith.constant {} : index", n.saturating_sub(1))),
                 );
                 let a = op(format!("arith.divui {o}, {cs} : index"));
                 let t = op(format!("arith.remui {o}, {cs} : index"));

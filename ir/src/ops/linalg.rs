@@ -110,6 +110,9 @@ pub(crate) fn infer(op: &Op, ins: &[TensorType]) -> R<Vec<TensorType>> {
             if !x.dtype.is_float() {
                 return Err(format!("col2im sums floats, not {}", x.dtype.name()));
             }
+            if x.shape[1..3].contains(&Dim::Known(0)) {
+                return Err("col2im needs at least one column position along each axis".into());
+            }
             let two = |what: &str, n: usize| {
                 if n == 2 {
                     Ok(())
