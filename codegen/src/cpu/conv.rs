@@ -524,8 +524,6 @@ pub(crate) fn max_pool_grad(
     if !max_pool_grad_fits(&x.1, p) {
         return Ok(None);
     }
-    let xs: Vec<usize> = x.1.shape[1..].iter().filter_map(|d| d.known()).collect();
-    let (h, wd, ch) = (xs[0], xs[1], xs[2]);
     let ys: Vec<usize> = y.1.shape[1..3].iter().filter_map(|d| d.known()).collect();
     let (oh, ow) = (ys[0], ys[1]);
     let [kh, kw] = [p.window[0], p.window[1]];
@@ -535,19 +533,12 @@ pub(crate) fn max_pool_grad(
         format!("vector<{lanes}xf32>"),
         format!("vector<{lanes}xi32>"),
     );
-    let (xt, yt, ct) = (tensor_ty(&x.1), tensor_ty(&y.1), tensor_ty(ot));
-    let cfull = ch - ch % lanes;
+    let (xt, yt) = (tensor_ty(&x.1), tensor_ty(&y.1));
+    let (wd, ch) = (
+        ot.shape[2].known().unwrap_or(0),
+        ot.shape[3].known().unwrap_or(0),
+    );
     let min_rows = chunk_min_rows(wd * ch * (kh * kw + 2));
-    let (c0, c1) = (e.idx(0), e.idx(1));
-    let nb = e.dim_val(&ot.shape[0])?;
-    let out = e.empty(ot)?;
-    let st = format!("tensor<?x{wd}x{ch}xf32>");
-    let (m, mdim) = rows_of(e, &ot.shape[0], h)?;
-    let flat_ty = format!("tensor<{mdim}x{wd}x{ch}xf32>");
-    let flat = e.fresh();
-    e.line(&format!(
-        "{flat} = tensor.collapse_shape {out} [[0, 1], [2], [3]] : {ct} into {flat_ty}"
-    ));
     let (zero, pad, none) = (e.fresh(), e.fresh(), e.fresh());
     e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
     e.line(&format!("{pad} = arith.constant 0.0 : f32"));
@@ -562,53 +553,47 @@ pub(crate) fn max_pool_grad(
             v
         })
         .collect();
-    let mask = (cfull < ch).then(|| {
-        let mk = e.fresh();
-        let crem = e.idx((ch - cfull) as i64);
-        e.line(&format!(
-            "{mk} = vector.create_mask {crem} : vector<{lanes}xi1>"
-        ));
-        mk
-    });
     // Window index and tap along one axis (`o` the input coordinate): the window clamped into
     // the output (reads stay in bounds), and whether the pixel is inside a window at all.
-    let split = |e: &mut E, o: &str, s: usize, k: usize, n: usize| -> (String, String, String) {
+    let split = |e: &mut E, o: &str, s: usize, k: usize, n: usize| -> Vec<String> {
         let (cs, ck, cn, clast) = (
             e.idx(s as i64),
             e.idx(k as i64),
             e.idx(n as i64),
             e.idx(n as i64 - 1),
         );
-        let (a, t, ca, inw, ina, both) = (
-            e.fresh(),
-            e.fresh(),
-            e.fresh(),
-            e.fresh(),
-            e.fresh(),
-            e.fresh(),
-        );
+        let v: Vec<String> = (0..6).map(|_| e.fresh()).collect();
+        let (a, t, ca, inw, ina, both) = (&v[0], &v[1], &v[2], &v[3], &v[4], &v[5]);
         e.line(&format!("{a} = arith.divui {o}, {cs} : index"));
         e.line(&format!("{t} = arith.remui {o}, {cs} : index"));
         e.line(&format!("{ca} = arith.minui {a}, {clast} : index"));
         e.line(&format!("{inw} = arith.cmpi ult, {t}, {ck} : index"));
         e.line(&format!("{ina} = arith.cmpi ult, {a}, {cn} : index"));
         e.line(&format!("{both} = arith.andi {inw}, {ina} : i1"));
-        (ca, t, both)
+        vec![ca.clone(), t.clone(), both.clone()]
     };
-    let (chh, cww, ckw) = (e.idx(h as i64), e.idx(wd as i64), e.idx(kw as i64));
-    let (clanes, ccfull) = (e.idx(lanes as i64), e.idx(cfull as i64));
-    // One vector of channels from `cv` at input pixel (b, y, x), stored at row `wy` of `o`.
-    #[allow(clippy::too_many_arguments)]
-    let pixel = |e: &mut E,
-                 o: &str,
-                 (b, wy, xx): (&str, &str, &str),
-                 (a, bb): (&str, &str),
-                 tap: &str,
-                 inside: &str,
-                 cv: &str,
-                 masked: bool|
-     -> String {
-        let tail = transfer_tail(if masked { mask.as_deref() } else { None });
+    let ckw = e.idx(kw as i64);
+    let mut row = |e: &mut E, _b: &str, yy: &str| split(e, yy, sh, kh, oh);
+    // A pixel's window (a, bb), its tap and whether it is inside a window at all.
+    let mut pixel = |e: &mut E, r: &[String], xx: &str| -> Vec<String> {
+        let (a, i, row_in) = (&r[0], &r[1], &r[2]);
+        let c = split(e, xx, sw, kw, ow);
+        let (bb, j, col_in) = (&c[0], &c[1], &c[2]);
+        let (inside, ti, t, tap) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
+        e.line(&format!("{inside} = arith.andi {row_in}, {col_in} : i1"));
+        e.line(&format!("{ti} = arith.muli {i}, {ckw} : index"));
+        e.line(&format!("{t} = arith.addi {ti}, {j} : index"));
+        let t32 = e.fresh();
+        e.line(&format!("{t32} = arith.index_cast {t} : index to i32"));
+        e.line(&format!("{tap} = vector.broadcast {t32} : i32 to {it}"));
+        vec![a.clone(), bb.clone(), tap, inside]
+    };
+    // One vector of channels from `cv`: the window's gradient where this pixel is its first
+    // maximum.
+    let mut vector = |e: &mut E, o: &str, at: Px, v: &[String], cv: &str, mask: Option<&str>| {
+        let (a, bb, tap, inside) = (&v[0], &v[1], &v[2], &v[3]);
+        let (b, wy, xx) = (at.b, at.wr, at.x);
+        let tail = transfer_tail(mask);
         let (yv, dv) = (e.fresh(), e.fresh());
         e.line(&format!(
             "{yv} = vector.transfer_read {}[{b}, {a}, {bb}, {cv}], {pad}{tail} : {yt}, {vt}",
@@ -647,11 +632,76 @@ pub(crate) fn max_pool_grad(
         ));
         e.line(&format!("{z} = arith.select {inside}, {g}, {zero} : {vt}"));
         e.line(&format!(
-            "{w} = vector.transfer_write {z}, {o}[{wy}, {xx}, {cv}]{tail} : {vt}, {st}"
+            "{w} = vector.transfer_write {z}, {o}[{wy}, {xx}, {cv}]{tail} : {vt}, tensor<?x{wd}x{ch}xf32>"
         ));
         w
     };
-    let pixel = std::cell::RefCell::new(pixel);
+    Ok(Some(pixel_pass(
+        e,
+        ot,
+        lanes,
+        min_rows,
+        &mut row,
+        &mut pixel,
+        &mut vector,
+    )?))
+}
+
+/// Where a vector of a `pixel_pass` goes: the image `b`, the chunk's row `wr` (where it writes)
+/// and the pixel's column `x`.
+#[derive(Clone, Copy)]
+pub(crate) struct Px<'a> {
+    pub(crate) b: &'a str,
+    pub(crate) wr: &'a str,
+    pub(crate) x: &'a str,
+}
+
+/// What a row of a `pixel_pass` computes once for its pixels (given the image and y), and a
+/// pixel once for its vectors (given the row's values and x).
+type RowFn<'a> = dyn FnMut(&mut E, &str, &str) -> Vec<String> + 'a;
+type PixelFn<'a> = dyn FnMut(&mut E, &[String], &str) -> Vec<String> + 'a;
+/// One vector of channels from `cv` into the chunk `o` (under `mask` for the last, partial
+/// one), given the pixel's values; returns the chunk.
+type VectorFn<'a> = dyn FnMut(&mut E, &str, Px, &[String], &str, Option<&str>) -> String + 'a;
+
+/// A pass over a channels-last f32 output `ot` (`[N, H, W, C]`, dims known but the batch): rows
+/// `(image, y)` in chunks over the threads (at least `min_rows` a chunk), each pixel of a row,
+/// its channels as vectors of `lanes` (the last one masked): what `pool_grad` and `col2im`
+/// write, one vector at a time.
+pub(crate) fn pixel_pass(
+    e: &mut E,
+    ot: &TensorType,
+    lanes: usize,
+    min_rows: usize,
+    row: &mut RowFn,
+    pixel: &mut PixelFn,
+    vector: &mut VectorFn,
+) -> R<String> {
+    let dim = |i: usize| ot.shape[i].known().unwrap_or(0);
+    let (h, wd, ch) = (dim(1), dim(2), dim(3));
+    let ct = tensor_ty(ot);
+    let cfull = ch - ch % lanes;
+    let (c0, c1) = (e.idx(0), e.idx(1));
+    let nb = e.dim_val(&ot.shape[0])?;
+    let out = e.empty(ot)?;
+    let st = format!("tensor<?x{wd}x{ch}xf32>");
+    let (m, mdim) = rows_of(e, &ot.shape[0], h)?;
+    let flat_ty = format!("tensor<{mdim}x{wd}x{ch}xf32>");
+    let flat = e.fresh();
+    e.line(&format!(
+        "{flat} = tensor.collapse_shape {out} [[0, 1], [2], [3]] : {ct} into {flat_ty}"
+    ));
+    let mask = (cfull < ch).then(|| {
+        let mk = e.fresh();
+        let crem = e.idx((ch - cfull) as i64);
+        e.line(&format!(
+            "{mk} = vector.create_mask {crem} : vector<{lanes}xi1>"
+        ));
+        mk
+    });
+    let (chh, cww) = (e.idx(h as i64), e.idx(wd as i64));
+    let (clanes, ccfull) = (e.idx(lanes as i64), e.idx(cfull as i64));
+    let vector = std::cell::RefCell::new(vector);
     let res = par_rows(
         e,
         &flat,
@@ -666,26 +716,18 @@ pub(crate) fn max_pool_grad(
                 e.line(&format!("{r} = arith.addi {r0}, {wr} : index"));
                 e.line(&format!("{b} = arith.divui {r}, {chh} : index"));
                 e.line(&format!("{yy} = arith.remui {r}, {chh} : index"));
-                let (a, i, row_in) = split(e, &yy, sh, kh, oh);
+                let rv = row(e, &b, &yy);
                 for_carrying(e, &st, o, (&c0, &cww, &c1), &mut |e, o, xx| {
-                    let (bb, j, col_in) = split(e, xx, sw, kw, ow);
-                    let (inside, ti, t, tap) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
-                    e.line(&format!("{inside} = arith.andi {row_in}, {col_in} : i1"));
-                    e.line(&format!("{ti} = arith.muli {i}, {ckw} : index"));
-                    e.line(&format!("{t} = arith.addi {ti}, {j} : index"));
-                    let t32 = e.fresh();
-                    e.line(&format!("{t32} = arith.index_cast {t} : index to i32"));
-                    e.line(&format!("{tap} = vector.broadcast {t32} : i32 to {it}"));
+                    let pv = pixel(e, &rv, xx);
+                    let at = Px { b: &b, wr, x: xx };
                     let mut o = o.to_string();
-                    let at = (b.as_str(), wr, xx);
-                    let win = (a.as_str(), bb.as_str());
                     if cfull > 0 {
                         o = for_carrying(e, &st, &o, (&c0, &ccfull, &clanes), &mut |e, o, cv| {
-                            (pixel.borrow_mut())(e, o, at, win, &tap, &inside, cv, false)
+                            (vector.borrow_mut())(e, o, at, &pv, cv, None)
                         });
                     }
                     if cfull < ch {
-                        o = (pixel.borrow_mut())(e, &o, at, win, &tap, &inside, &ccfull, true);
+                        o = (vector.borrow_mut())(e, &o, at, &pv, &ccfull, mask.as_deref());
                     }
                     o
                 })
@@ -700,7 +742,7 @@ pub(crate) fn max_pool_grad(
     e.line(&format!(
         "{v} = tensor.expand_shape {res} [[0, 1], [2], [3]] output_shape [{nbv}, {h}, {wd}, {ch}] : {flat_ty} into {ct}"
     ));
-    Ok(Some(v))
+    Ok(v)
 }
 
 /// `conv_kernel_grad` as a register-tiled kernel, f32 and every dim known but the batch: the
@@ -984,37 +1026,19 @@ pub(crate) fn col2im(
     }
     let dim = |t: &TensorType, i: usize| t.shape[i].known().unwrap_or(0);
     let (oh, ow) = (dim(&x.1, 1), dim(&x.1, 2));
-    let (h, wd, ch) = (dim(ot, 1), dim(ot, 2), dim(ot, 3));
+    let (wd, ch) = (dim(ot, 2), dim(ot, 3));
     let (kh, kw) = (kernel[0], kernel[1]);
     let lanes = 2 * simd(e);
     let vt = format!("vector<{lanes}xf32>");
-    let (xt, ct) = (tensor_ty(&x.1), tensor_ty(ot));
-    let cfull = ch - ch % lanes;
+    let xt = tensor_ty(&x.1);
     let min_rows = chunk_min_rows(wd * ch * kh * kw);
-    let (c0, c1) = (e.idx(0), e.idx(1));
-    let nb = e.dim_val(&ot.shape[0])?;
-    let out = e.empty(ot)?;
-    let st = format!("tensor<?x{wd}x{ch}xf32>");
-    let (m, mdim) = rows_of(e, &ot.shape[0], h)?;
-    let flat_ty = format!("tensor<{mdim}x{wd}x{ch}xf32>");
-    let flat = e.fresh();
-    e.line(&format!(
-        "{flat} = tensor.collapse_shape {out} [[0, 1], [2], [3]] : {ct} into {flat_ty}"
-    ));
+    let c0 = e.idx(0);
     let (zero, pad) = (e.fresh(), e.fresh());
     e.line(&format!("{zero} = arith.constant dense<0.0> : {vt}"));
     e.line(&format!("{pad} = arith.constant 0.0 : f32"));
-    let mask = (cfull < ch).then(|| {
-        let mk = e.fresh();
-        let crem = e.idx((ch - cfull) as i64);
-        e.line(&format!(
-            "{mk} = vector.create_mask {crem} : vector<{lanes}xi1>"
-        ));
-        mk
-    });
     // Tap `i` along axis `a` at output coordinate `o`: the column position (clamped, so reads
     // stay in bounds) and whether the tap reaches the pixel.
-    let reach = |e: &mut E, a: usize, o: &str, i: usize, len: usize| -> (String, String) {
+    let reach = |e: &mut E, a: usize, o: &str, i: usize, len: usize| -> [String; 2] {
         let (cp, cd, cs, cn) = (
             e.idx(c.pads[a].0 as i64),
             e.idx((i * c.dilations[a]) as i64),
@@ -1041,80 +1065,56 @@ pub(crate) fn col2im(
             "{} = arith.select {}, {}, {c0} : index",
             v[9], v[8], v[2]
         ));
-        (v[9].clone(), v[8].clone())
+        [v[9].clone(), v[8].clone()]
     };
-    let (chh, cww) = (e.idx(h as i64), e.idx(wd as i64));
-    let (clanes, ccfull) = (e.idx(lanes as i64), e.idx(cfull as i64));
     let bases: Vec<String> = (0..kh * kw).map(|t| e.idx((t * ch) as i64)).collect();
-    let res = par_rows(
-        e,
-        &flat,
-        &flat_ty,
-        &m,
-        &[wd, ch],
-        1,
-        min_rows,
-        &mut |e, o, r0, len| {
-            for_carrying(e, &st, o, (&c0, len, &c1), &mut |e, o, wr| {
-                let (r, b, yy) = (e.fresh(), e.fresh(), e.fresh());
-                e.line(&format!("{r} = arith.addi {r0}, {wr} : index"));
-                e.line(&format!("{b} = arith.divui {r}, {chh} : index"));
-                e.line(&format!("{yy} = arith.remui {r}, {chh} : index"));
-                let rows: Vec<(String, String)> =
-                    (0..kh).map(|i| reach(e, 0, &yy, i, oh)).collect();
-                for_carrying(e, &st, o, (&c0, &cww, &c1), &mut |e, o, xx| {
-                    let cols: Vec<(String, String)> =
-                        (0..kw).map(|j| reach(e, 1, xx, j, ow)).collect();
-                    let taps: Vec<(String, String, String)> = (0..kh * kw)
-                        .map(|t| {
-                            let ((q, okh), (p, okw)) = (&rows[t / kw], &cols[t % kw]);
-                            let ok = e.fresh();
-                            e.line(&format!("{ok} = arith.andi {okh}, {okw} : i1"));
-                            (q.clone(), p.clone(), ok)
-                        })
-                        .collect();
-                    // One vector of channels from `cv`: the taps' columns summed in order.
-                    let sum = |e: &mut E, o: &str, cv: &str, masked: bool| -> String {
-                        let tail = transfer_tail(if masked { mask.as_deref() } else { None });
-                        let mut acc = zero.clone();
-                        for (t, (q, p, ok)) in taps.iter().enumerate() {
-                            let (k, v, s, a) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
-                            e.line(&format!("{k} = arith.addi {}, {cv} : index", bases[t]));
-                            e.line(&format!(
-                                "{v} = vector.transfer_read {}[{b}, {q}, {p}, {k}], {pad}{tail} : {xt}, {vt}",
-                                x.0
-                            ));
-                            e.line(&format!("{s} = arith.select {ok}, {v}, {zero} : {vt}"));
-                            e.line(&format!("{a} = arith.addf {acc}, {s} : {vt}"));
-                            acc = a;
-                        }
-                        let w = e.fresh();
-                        e.line(&format!(
-                            "{w} = vector.transfer_write {acc}, {o}[{wr}, {xx}, {cv}]{tail} : {vt}, {st}"
-                        ));
-                        w
-                    };
-                    let mut o = o.to_string();
-                    if cfull > 0 {
-                        o = for_carrying(e, &st, &o, (&c0, &ccfull, &clanes), &mut |e, o, cv| {
-                            sum(e, o, cv, false)
-                        });
-                    }
-                    if cfull < ch {
-                        o = sum(e, &o, &ccfull, true);
-                    }
-                    o
-                })
-            })
-        },
-    );
-    let nbv = match ot.shape[0].known() {
-        Some(n) => n.to_string(),
-        None => nb,
+    // A row's taps along y: position and reach, two values each.
+    let mut row = |e: &mut E, _b: &str, yy: &str| -> Vec<String> {
+        (0..kh).flat_map(|i| reach(e, 0, yy, i, oh)).collect()
     };
-    let v = e.fresh();
-    e.line(&format!(
-        "{v} = tensor.expand_shape {res} [[0, 1], [2], [3]] output_shape [{nbv}, {h}, {wd}, {ch}] : {flat_ty} into {ct}"
-    ));
-    Ok(Some(v))
+    // A pixel's taps: (row position, column position, reaches) each, row-major.
+    let mut pixel = |e: &mut E, rows: &[String], xx: &str| -> Vec<String> {
+        let cols: Vec<[String; 2]> = (0..kw).map(|j| reach(e, 1, xx, j, ow)).collect();
+        let mut taps = Vec::new();
+        for t in 0..kh * kw {
+            let (q, okh) = (&rows[2 * (t / kw)], &rows[2 * (t / kw) + 1]);
+            let [p, okw] = &cols[t % kw];
+            let ok = e.fresh();
+            e.line(&format!("{ok} = arith.andi {okh}, {okw} : i1"));
+            taps.extend([q.clone(), p.clone(), ok]);
+        }
+        taps
+    };
+    // One vector of channels from `cv`: the taps' columns summed in order.
+    let mut vector = |e: &mut E, o: &str, at: Px, taps: &[String], cv: &str, mask: Option<&str>| {
+        let tail = transfer_tail(mask);
+        let mut acc = zero.clone();
+        for (t, tap) in taps.chunks(3).enumerate() {
+            let (q, p, ok) = (&tap[0], &tap[1], &tap[2]);
+            let (k, v, s, a) = (e.fresh(), e.fresh(), e.fresh(), e.fresh());
+            e.line(&format!("{k} = arith.addi {}, {cv} : index", bases[t]));
+            e.line(&format!(
+                "{v} = vector.transfer_read {}[{}, {q}, {p}, {k}], {pad}{tail} : {xt}, {vt}",
+                x.0, at.b
+            ));
+            e.line(&format!("{s} = arith.select {ok}, {v}, {zero} : {vt}"));
+            e.line(&format!("{a} = arith.addf {acc}, {s} : {vt}"));
+            acc = a;
+        }
+        let w = e.fresh();
+        e.line(&format!(
+            "{w} = vector.transfer_write {acc}, {o}[{}, {}, {cv}]{tail} : {vt}, tensor<?x{wd}x{ch}xf32>",
+            at.wr, at.x
+        ));
+        w
+    };
+    Ok(Some(pixel_pass(
+        e,
+        ot,
+        lanes,
+        min_rows,
+        &mut row,
+        &mut pixel,
+        &mut vector,
+    )?))
 }

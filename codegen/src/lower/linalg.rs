@@ -69,10 +69,18 @@ pub(crate) fn contraction(
 ) -> R<String> {
     let init = filled(e, ot, 0.0)?;
     let dt = ot.dtype;
-    Ok(generic(e, ins, maps, iters, init, ot, &mut |lines, a, out| {
-        let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
-        binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
-    }))
+    Ok(generic(
+        e,
+        ins,
+        maps,
+        iters,
+        init,
+        ot,
+        &mut |lines, a, out| {
+            let m = binary_body(lines, BinaryOp::Mul, &a[0], &a[1], dt).unwrap_or_default();
+            binary_body(lines, BinaryOp::Add, out, &m, dt).unwrap_or_default()
+        },
+    ))
 }
 
 /// A tensor of `t` filled with `x`.
