@@ -8,8 +8,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # LLVM 22 / MLIR 22 for the code generator (libclang for mlir-sys's bindgen, Polly because
-# llvm-sys links it), HDF5 for Keras weights, zstd for linking LLVM.
-PKGS="llvm-22-dev libmlir-22-dev mlir-22-tools libzstd-dev libclang-22-dev libpolly-22-dev libhdf5-dev pkg-config gcc binutils"
+# llvm-sys links it), HDF5 for Keras weights, zstd for linking LLVM, a TrueType font for the
+# text of `forgec runs plot`.
+PKGS="llvm-22-dev libmlir-22-dev mlir-22-tools libzstd-dev libclang-22-dev libpolly-22-dev libhdf5-dev pkg-config gcc binutils fonts-dejavu-core"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

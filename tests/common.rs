@@ -29,6 +29,7 @@ pub fn forgec(args: &[&str]) -> Out {
     let o = Command::new(env!("CARGO_BIN_EXE_forgec"))
         .args(args)
         .env_remove("RUST_BACKTRACE")
+        .env_remove("FORGEC_TRACK")
         .output()
         .expect("the forgec binary runs");
     out_of(o)

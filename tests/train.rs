@@ -1127,6 +1127,8 @@ fn killed_run_resumes_to_the_same_bits() {
             "2",
             "--out",
             out.to_str().unwrap(),
+            "--track",
+            &format!("sqlite:{}", out.join("runs.sqlite").display()),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -1183,6 +1185,13 @@ fn killed_run_resumes_to_the_same_bits() {
     let at = killed_at.expect("the run was killed before it ended");
     println!("killed with its checkpoint at step {at} of 64");
     assert!(at < 64, "killed after the last step");
+    // Its row was left running; the next look at the database marks it interrupted.
+    let db = format!("sqlite:{}", killed.join("runs.sqlite").display());
+    let o = forgec(&["runs", "list", "--json", "--track", &db]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let runs: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "interrupted", "{}", o.stdout);
+    assert!(runs[0]["message"].as_str().unwrap().contains("--resume"));
     let o = forgec(&[
         "train",
         "--resume",
@@ -1201,6 +1210,24 @@ fn killed_run_resumes_to_the_same_bits() {
     assert_eq!(h1["batch_loss"], h2["batch_loss"]);
     assert_eq!(h1["epoch_loss"], h2["epoch_loss"]);
     assert_eq!(h2["status"], "done");
+    // The resumed run is the same row, finished, with every epoch's row once.
+    let o = forgec(&["runs", "show", "1", "--json", "--track", &db]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let run: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(run["status"], "finished");
+    assert_eq!(
+        (run["epochs_done"].as_i64(), run["steps"].as_i64()),
+        (Some(4), Some(64))
+    );
+    assert_eq!(run["threads"], 2);
+    let losses: Vec<serde_json::Value> = run["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loss"].clone())
+        .collect();
+    assert_eq!(serde_json::Value::from(losses), h2["epoch_loss"]);
+    assert_eq!(run["final_loss"], h2["epoch_loss"][3]);
     // Refusals: no checkpoint; a data file changed since the run began.
     let empty = scratch("resume_empty");
     let o = forgec(&["train", "--resume", empty.to_str().unwrap()]);
@@ -2632,4 +2659,608 @@ fn mobilenet_step_compiles() {
     }
     println!("largest: {}", worst.1);
     assert!(worst.0 <= 1e-3, "{}", worst.1);
+}
+
+/// Runs tracked in SQL: `forgec train` writes a row per run and per epoch (SQLite by default,
+/// beside --out; PostgreSQL where a server answers), a failed run says why, `forgec runs`
+/// lists, shows, compares and plots them, and a database that cannot be reached stops the run
+/// before anything is compiled.
+#[test]
+fn runs_are_tracked_in_sql() {
+    let f = fixtures().join("training");
+    let dir = scratch("tracked_runs");
+    let (x, y) = (
+        f.join("mlp_binary.train_x.npy"),
+        f.join("mlp_binary.train_y.npy"),
+    );
+    let m = model_file("mlp_binary.keras");
+    let train = |out: &str, extra: &[&str]| {
+        let out = dir.join(out);
+        let mut a = vec![
+            "train",
+            m.to_str().unwrap(),
+            "--x",
+            x.to_str().unwrap(),
+            "--y",
+            y.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--no-shuffle",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        forgec(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = train("adam", &["--validation-split", "0.25"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let db_file = dir.join("forgec-runs.sqlite");
+    assert!(
+        o.stdout
+            .contains(&format!("run 1 tracked in sqlite:{}", db_file.display())),
+        "{}",
+        o.stdout
+    );
+    let o = train("sgd", &["--optimizer", "sgd", "--lr", "0.05"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // A NaN in the second batch: the run fails, and its row says why.
+    let bad = dir.join("x_nan.npy");
+    let mut t = npy(&x);
+    let mut v = t.to_f64_vec();
+    v[40 * t.shape()[1]] = f64::NAN;
+    t = forgec_runtime::Tensor::from_f64_values(t.dtype(), t.shape().to_vec(), &v).unwrap();
+    forgec_runtime::write_npy(&bad, &t).unwrap();
+    let o = forgec(&[
+        "train",
+        m.to_str().unwrap(),
+        "--x",
+        bad.to_str().unwrap(),
+        "--y",
+        y.to_str().unwrap(),
+        "--no-shuffle",
+        "--out",
+        dir.join("nan").to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let track = format!("sqlite:{}", db_file.display());
+    let show = |id: &str| -> serde_json::Value {
+        let o = forgec(&["runs", "show", id, "--json", "--track", &track]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        serde_json::from_str(&o.stdout).unwrap()
+    };
+    let (a, b, c) = (show("1"), show("2"), show("3"));
+    let h = history(&dir.join("adam"));
+    assert_eq!(
+        (a["status"].as_str(), a["epochs_done"].as_i64()),
+        (Some("finished"), Some(3))
+    );
+    assert_eq!(a["final_loss"], h["epoch_loss"][2]);
+    assert_eq!(a["final_val_loss"], h["epochs"][2]["val_loss"]);
+    assert_eq!(a["final_accuracy"], h["epochs"][2]["accuracy"]);
+    assert_eq!(
+        a["epochs"][1], h["epochs"][1],
+        "the epoch rows hold the logs"
+    );
+    assert_eq!(a["optimizer_type"], "adam");
+    assert_eq!(a["hyperparameters"]["validation_split"], 0.25);
+    assert_eq!(a["model_sha256"], b["model_sha256"]);
+    assert_eq!(a["data_sha256"], b["data_sha256"]);
+    assert_ne!(
+        a["data_sha256"], c["data_sha256"],
+        "other data, another hash"
+    );
+    assert_eq!(b["optimizer_type"], "sgd");
+    assert_eq!(b["hyperparameters"]["learning_rate"], 0.05);
+    assert_eq!(c["status"], "failed");
+    assert!(c["message"].as_str().unwrap().contains("epoch 1"), "{c}");
+    assert_eq!(c["epochs_done"], 0);
+    let o = forgec(&["runs", "list", "--track", &track]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(lines[0].starts_with("ID  STATUS"), "{}", o.stdout);
+    assert!(
+        lines[1].starts_with("3   failed") && lines[3].starts_with("1   finished"),
+        "{}",
+        o.stdout
+    );
+    let o = forgec(&["runs", "compare", "1", "2", "--track", &track]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("* optimizer") && o.stdout.contains("  seed"),
+        "{}",
+        o.stdout
+    );
+    let svg = dir.join("curves.svg");
+    let o = forgec(&[
+        "runs",
+        "plot",
+        "1",
+        "2",
+        "-o",
+        svg.to_str().unwrap(),
+        "--track",
+        &track,
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("run 1 val_loss") && text.contains("run 2 accuracy"));
+    // Refusals, each before any training.
+    let o = forgec(&["runs", "show", "9", "--track", &track]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("no run 9"), "{}", o.stderr);
+    let o = forgec(&["runs", "list", "--track", "sqlite:/nonexistent/x.sqlite"]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("no run database there"), "{}", o.stderr);
+    let o = train("bad", &["--track", "mysql://x"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("use sqlite:PATH or postgres://"),
+        "{}",
+        o.stderr
+    );
+    let o = train(
+        "bad",
+        &[
+            "--track",
+            "postgres://me:pw@127.0.0.1:1/db?connect_timeout=2",
+        ],
+    );
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("cannot connect") && !o.stderr.contains(":pw@"),
+        "{}",
+        o.stderr
+    );
+    assert!(!dir.join("bad/history.json").exists());
+    // Tracking off.
+    let o = train("untracked", &["--track", "none"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stdout.contains("tracked in"));
+    assert_eq!(
+        history(&dir.join("untracked"))["run"],
+        serde_json::Value::Null
+    );
+
+    // The same through PostgreSQL, in a schema of its own, when a server answers.
+    let url = std::env::var("FORGEC_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://forgec:forgec@127.0.0.1:5432/forgec_test".into());
+    let admin = forgec_track::Target::Postgres(url.clone());
+    let Ok(mut db) = forgec_track::Db::open(&admin) else {
+        println!(
+            "skipped the PostgreSQL part: no server answers at {} (scripts/postgres.sh starts one)",
+            admin.describe()
+        );
+        return;
+    };
+    let schema = format!("forgec_it_{}", std::process::id());
+    db.execute_batch(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    ))
+    .unwrap();
+    let pg = format!(
+        "{url}{}options=-csearch_path%3D{schema}",
+        if url.contains('?') { '&' } else { '?' }
+    );
+    let o = train("pg", &["--track", &pg]);
+    let o2 = forgec(&["runs", "show", "1", "--json", "--track", &pg]);
+    db.execute_batch(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("run 1 tracked in postgres://forgec:***@"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(o2.code, 0, "{}", o2.stderr);
+    let p: serde_json::Value = serde_json::from_str(&o2.stdout).unwrap();
+    assert_eq!(p["status"], "finished");
+    assert_eq!(p["final_loss"], history(&dir.join("pg"))["epoch_loss"][2]);
+    assert_eq!(p["epochs"].as_array().unwrap().len(), 3);
+}
+
+/// Learning-rate schedules and ReduceLROnPlateau as Keras runs them
+/// (`scripts/keras_callbacks_runs.py`): mlp_binary, batch 32, file order, 3 epochs, with
+/// ExponentialDecay (Adam), CosineDecay with warmup, PiecewiseConstantDecay and a staircase
+/// InverseTimeDecay (SGD): every per-batch loss and final weight within 1e-5 of Keras's and
+/// each epoch's last rate equal to Keras's (float32); the exponential one also read from a
+/// model saved compiled with it. ReduceLROnPlateau (val_loss, factor 0.5, patience 1,
+/// min_delta 0.01, cooldown 1) over 12 epochs: the same rate as Keras's every epoch, val_loss
+/// within 1e-5, final weights within 1e-5; CSVLogger's file holds the history.
+#[test]
+fn schedules_and_plateau_follow_keras() {
+    let f = fixtures().join("training");
+    let k = f.join("callbacks");
+    let (x, y) = (
+        f.join("mlp_binary.train_x.npy"),
+        f.join("mlp_binary.train_y.npy"),
+    );
+    let read = |w: &std::path::Path| {
+        let opts = LoadOptions {
+            weights: Some(w.to_path_buf()),
+            ..LoadOptions::default()
+        };
+        weights_of(&load(&model_file("mlp_binary.json"), &opts).unwrap().graph)
+    };
+    let same_weights = |tag: &str, ours: &std::path::Path, keras: &std::path::Path| {
+        for ((n, a), (_, b)) in read(ours).iter().zip(&read(keras)) {
+            let d = rel(&a.to_f64_vec(), &b.to_f64_vec());
+            assert!(d <= 1e-5, "{tag}: {n} differs from Keras's by {d:e}");
+        }
+    };
+    let runs: [(&str, &[&str]); 5] = [
+        (
+            "exp_adam",
+            &[
+                "--optimizer",
+                "adam",
+                "--lr-schedule",
+                "exponential,initial=0.01,decay_steps=16,decay_rate=0.5",
+            ],
+        ),
+        // The same schedule from the compile config of the model Keras saved.
+        ("exp_adam", &[]),
+        (
+            "cosine_warmup_sgd",
+            &[
+                "--optimizer",
+                "sgd",
+                "--lr-schedule",
+                "cosine,initial=0,decay_steps=48,alpha=0.1,warmup_target=0.5,warmup_steps=24",
+            ],
+        ),
+        (
+            "piecewise_sgd",
+            &[
+                "--optimizer",
+                "sgd",
+                "--lr-schedule",
+                "piecewise,boundaries=31:63,values=0.5:0.1:0.02",
+            ],
+        ),
+        (
+            "inverse_time_sgd",
+            &[
+                "--optimizer",
+                "sgd",
+                "--lr-schedule",
+                "inverse_time,initial=0.5,decay_steps=10,decay_rate=1,staircase=true",
+            ],
+        ),
+    ];
+    for (i, (name, flags)) in runs.iter().enumerate() {
+        let out = scratch(&format!("schedule_{i}"));
+        let model = if flags.is_empty() {
+            k.join(format!("{name}.keras"))
+        } else {
+            model_file("mlp_binary.json")
+        };
+        let mut a = vec![
+            "train",
+            model.to_str().unwrap(),
+            "--x",
+            x.to_str().unwrap(),
+            "--y",
+            y.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--no-shuffle",
+            "--track",
+            "none",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if flags.is_empty() {
+            a.extend(["--loss", "binary_crossentropy"]);
+        }
+        a.extend(flags.iter());
+        let o = forgec(&a);
+        assert_eq!(o.code, 0, "{name}: {}", o.stderr);
+        let h = history(&out);
+        let want = npy(&k.join(format!("{name}.losses.npy"))).to_f64_vec();
+        let d = rel(&floats(&h["batch_loss"]), &want);
+        println!("{name}: losses within {d:.2e} of Keras's");
+        assert!(d <= 1e-5, "{name}: losses differ from Keras's by {d:e}");
+        let rates = npy(&k.join(format!("{name}.lr.npy"))).to_f64_vec();
+        for (e, rec) in h["epochs"].as_array().unwrap().iter().enumerate() {
+            let want = rates[32 * e + 31] as f32;
+            assert_eq!(
+                rec["learning_rate"].as_f64().unwrap() as f32,
+                want,
+                "{name}: epoch {}'s rate",
+                e + 1
+            );
+        }
+        same_weights(
+            name,
+            &out.join("final.weights.h5"),
+            &k.join(format!("{name}.final.weights.h5")),
+        );
+    }
+
+    let out = scratch("plateau");
+    let csv = out.join("log.csv");
+    let o = forgec(&[
+        "train",
+        model_file("mlp_binary.keras").to_str().unwrap(),
+        "--x",
+        x.to_str().unwrap(),
+        "--y",
+        y.to_str().unwrap(),
+        "--epochs",
+        "12",
+        "--no-shuffle",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.5",
+        "--validation-split",
+        "0.25",
+        "--track",
+        "none",
+        "--reduce-lr-on-plateau",
+        "monitor=val_loss,factor=0.5,patience=1,min_delta=0.01,cooldown=1",
+        "--csv-log",
+        csv.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout
+            .contains("ReduceLROnPlateau reducing learning rate to 0.25"),
+        "{}",
+        o.stdout
+    );
+    let h = history(&out);
+    let keras = forgec_runtime::read_npz(&k.join("plateau.history.npz")).unwrap();
+    let col = |key: &str| keras.iter().find(|(n, _)| n == key).unwrap().1.to_f64_vec();
+    let ours = |key: &str| -> Vec<f64> {
+        h["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[key].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(ours("learning_rate"), col("learning_rate"));
+    for key in ["loss", "val_loss", "val_accuracy"] {
+        let d = rel(&ours(key), &col(key));
+        println!("plateau: {key} within {d:.2e} of Keras's");
+        assert!(d <= 1e-5, "plateau: {key} differs from Keras's by {d:e}");
+    }
+    same_weights(
+        "plateau",
+        &out.join("final.weights.h5"),
+        &k.join("plateau.final.weights.h5"),
+    );
+    // CSVLogger: epoch from 0, the logs in alphabetical order, Python's numbers.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "epoch,accuracy,learning_rate,loss,val_accuracy,val_loss"
+    );
+    assert_eq!(lines.len(), 13);
+    for (e, line) in lines[1..].iter().enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells[0], e.to_string());
+        assert_eq!(cells[3].parse::<f64>().unwrap(), ours("loss")[e]);
+        assert_eq!(cells[2].parse::<f64>().unwrap(), col("learning_rate")[e]);
+    }
+    assert!(
+        lines[12].split(',').nth(2) == Some("0.0078125"),
+        "{}",
+        lines[12]
+    );
+    // Refusals before training.
+    let mk = model_file("mlp_binary.keras");
+    for (flags, says) in [
+        (
+            vec!["--lr-schedule", "linear,decay_steps=3"],
+            "use exponential",
+        ),
+        (
+            vec![
+                "--lr-schedule",
+                "exponential,decay_steps=3,decay_rate=0.5",
+                "--reduce-lr-on-plateau",
+                "monitor=loss",
+            ],
+            "cannot follow a learning-rate schedule",
+        ),
+        (
+            vec!["--reduce-lr-on-plateau", "monitor=val_loss"],
+            "need --validation-split",
+        ),
+        (
+            vec!["--reduce-lr-on-plateau", "factor=2,monitor=loss"],
+            "between 0 and 1",
+        ),
+    ] {
+        let mut a = vec![
+            "train",
+            mk.to_str().unwrap(),
+            "--x",
+            x.to_str().unwrap(),
+            "--y",
+            y.to_str().unwrap(),
+            "--track",
+            "none",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend(flags.iter().copied());
+        let o = forgec(&a);
+        assert_eq!(o.code, 2, "{flags:?}: {}", o.stderr);
+        assert!(o.stderr.contains(says), "{flags:?}: {}", o.stderr);
+    }
+}
+
+/// `--val-x/--val-y` (Keras's validation_data) and `--class-weight` (Keras's class_weight).
+/// The last 256 samples of mlp_binary's data as files of their own give the same bits as
+/// `--validation-split 0.25` (which follows Keras's run); class weights {0: 1, 1: 3} follow
+/// Keras's own fit over 2 epochs (`scripts/keras_callbacks_runs.py`): each epoch's loss and
+/// the final weights within 1e-5.
+#[test]
+fn validation_files_and_class_weights() {
+    let f = fixtures().join("training");
+    let dir = scratch("val_files");
+    let (x, y) = (
+        npy(&f.join("mlp_binary.train_x.npy")),
+        npy(&f.join("mlp_binary.train_y.npy")),
+    );
+    let rows =
+        |t: &forgec_runtime::Tensor, r: std::ops::Range<usize>| t.take_rows(&r.collect::<Vec<_>>());
+    let p = |n: &str| dir.join(n);
+    for (name, t) in [
+        ("tx.npy", rows(&x, 0..768)),
+        ("ty.npy", rows(&y, 0..768)),
+        ("vx.npy", rows(&x, 768..1024)),
+        ("vy.npy", rows(&y, 768..1024)),
+    ] {
+        forgec_runtime::write_npy(&p(name), &t).unwrap();
+    }
+    let m = model_file("mlp_binary.keras");
+    let s = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+    let run = |out: &str, extra: &[String]| {
+        let mut a: Vec<String> = [
+            "train",
+            m.to_str().unwrap(),
+            "--no-shuffle",
+            "--track",
+            "none",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(["--out".to_string(), s(dir.join(out))]);
+        a.extend(extra.iter().cloned());
+        // Three epochs unless the run says.
+        if !extra.iter().any(|e| e == "--epochs") {
+            a.extend(["--epochs".to_string(), "3".to_string()]);
+        }
+        forgec(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let full = [
+        s(f.join("mlp_binary.train_x.npy")),
+        s(f.join("mlp_binary.train_y.npy")),
+    ];
+    let o = run(
+        "split",
+        &[
+            "--x".into(),
+            full[0].clone(),
+            "--y".into(),
+            full[1].clone(),
+            "--validation-split".into(),
+            "0.25".into(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = run(
+        "files",
+        &[
+            "--x".into(),
+            s(p("tx.npy")),
+            "--y".into(),
+            s(p("ty.npy")),
+            "--val-x".into(),
+            s(p("vx.npy")),
+            "--val-y".into(),
+            s(p("vy.npy")),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let (a, b) = (history(&dir.join("split")), history(&dir.join("files")));
+    assert_eq!(a["epochs"].as_array().unwrap().len(), 3);
+    for e in 0..3 {
+        for k in ["loss", "val_loss", "val_accuracy"] {
+            assert_eq!(a["epochs"][e][k], b["epochs"][e][k], "epoch {e} {k}");
+        }
+    }
+    assert_eq!(b["validation_samples"], 256);
+
+    // Two epochs: in a third, this run and Keras's part by 2e-6 in the loss and 1.2e-3 in the
+    // weights (Keras's own sample_weight run gives its class_weight run's bits; not explained).
+    let o = run(
+        "cw",
+        &[
+            "--x".into(),
+            full[0].clone(),
+            "--y".into(),
+            full[1].clone(),
+            "--class-weight".into(),
+            r#"{"0": 1, "1": 3}"#.into(),
+            "--epochs".into(),
+            "2".into(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let h = history(&dir.join("cw"));
+    let keras = forgec_runtime::read_npz(&f.join("callbacks/class_weight.history.npz")).unwrap();
+    let want = keras
+        .iter()
+        .find(|(k, _)| k == "loss")
+        .unwrap()
+        .1
+        .to_f64_vec();
+    let ours: Vec<f64> = (0..2)
+        .map(|e| h["epochs"][e]["loss"].as_f64().unwrap())
+        .collect();
+    let d = rel(&ours, &want);
+    println!("class weights: epoch losses within {d:.2e} of Keras's");
+    assert!(d <= 1e-5, "{ours:?} against Keras's {want:?}");
+    let read = |w: &std::path::Path| {
+        let opts = LoadOptions {
+            weights: Some(w.to_path_buf()),
+            ..LoadOptions::default()
+        };
+        weights_of(&load(&model_file("mlp_binary.json"), &opts).unwrap().graph)
+    };
+    for ((n, a), (_, b)) in read(&dir.join("cw/final.weights.h5"))
+        .iter()
+        .zip(&read(&f.join("callbacks/class_weight.final.weights.h5")))
+    {
+        let d = rel(&a.to_f64_vec(), &b.to_f64_vec());
+        assert!(
+            d <= 1e-5,
+            "class weights: {n} differs from Keras's by {d:e}"
+        );
+    }
+    // The short form is the same weights; refusals.
+    let o = run(
+        "cw2",
+        &[
+            "--x".into(),
+            full[0].clone(),
+            "--y".into(),
+            full[1].clone(),
+            "--class-weight".into(),
+            "0:1,1:3".into(),
+            "--epochs".into(),
+            "2".into(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(history(&dir.join("cw2"))["batch_loss"], h["batch_loss"]);
+    for (extra, says) in [
+        (vec!["--class-weight", "0:1,x:2"], "not a class id"),
+        (vec!["--class-weight", "0:1,1:-2"], "at least 0"),
+        (vec!["--class-weight", "[1, 2]"], "JSON object"),
+        (vec!["--val-x", full[0].as_str()], "--val-y"),
+    ] {
+        let mut a = vec![
+            "--x".to_string(),
+            full[0].clone(),
+            "--y".into(),
+            full[1].clone(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let o = run("bad", &a);
+        assert_eq!(o.code, 2, "{extra:?}: {}", o.stderr);
+        assert!(o.stderr.contains(says), "{extra:?}: {}", o.stderr);
+    }
 }

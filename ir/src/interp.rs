@@ -148,6 +148,18 @@ pub fn check_inputs<'a>(
 
 /// Runs `g` on named inputs; returns the outputs in graph order.
 pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>, InterpError> {
+    let outs = run_watched(g, inputs, &mut |_, _| true)?;
+    Ok(outs.expect("a run nothing stops"))
+}
+
+/// `run`, showing `watch` each node with its results as they are computed; a `watch` that
+/// returns false stops the run there (the result is then None). What `forgec train` finds the
+/// first value that stopped being finite with.
+pub fn run_watched(
+    g: &Graph,
+    inputs: &[(String, Tensor)],
+    watch: &mut dyn FnMut(&crate::graph::Node, &[Tensor]) -> bool,
+) -> Result<Option<Vec<Tensor>>, InterpError> {
     let (ordered, syms) = check_inputs(g, inputs)?;
     let mut env: HashMap<ValueId, Tensor> = g
         .inputs
@@ -169,11 +181,14 @@ pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>, Interp
             &node.op
         };
         let outs = eval_op(op, &ins).map_err(|e| InterpError(format!("{}: {e}", where_())))?;
+        if !watch(node, &outs) {
+            return Ok(None);
+        }
         for (id, t) in node.outputs.iter().zip(outs) {
             env.insert(*id, t);
         }
     }
-    Ok(g.outputs.iter().map(|o| env[o].clone()).collect())
+    Ok(Some(g.outputs.iter().map(|o| env[o].clone()).collect()))
 }
 
 /// Checks an input tensor against its declared type, binding symbolic dims.

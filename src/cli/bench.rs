@@ -495,23 +495,15 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
     }
     let targs = super::train::Args {
         model: Some(a.model.clone()),
-        weights: None,
         x: a.x.clone(),
         y: a.y.clone(),
-        sample_weight: Vec::new(),
         epochs: 1,
         batch_size: 1,
         no_shuffle: true,
-        seed: 0,
         loss: a.loss.clone(),
         optimizer: a.optimizer.clone(),
-        lr: None,
         threads: 1,
-        out: None,
-        checkpoint_every: 0,
-        validation_split: None,
-        early_stopping: None,
-        resume: None,
+        ..Default::default()
     };
     let tr = super::train::prepare(&targs)?;
     if let Some(&b) = a.batches.iter().find(|&&b| b > tr.samples) {

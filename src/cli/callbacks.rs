@@ -1,4 +1,7 @@
-//! `forgec train`'s callbacks, with Keras 3's semantics. EarlyStopping
+//! `forgec train`'s callbacks, with Keras 3's semantics. ReduceLROnPlateau
+//! (`keras.callbacks.ReduceLROnPlateau`): `patience` epochs without an improvement of the
+//! monitored value multiply the learning rate by `factor` (not below `min_lr`), then
+//! `cooldown` epochs pass before it is watched again. EarlyStopping
 //! (`keras.callbacks.EarlyStopping`): after each epoch, the monitored log value is compared with
 //! the best so far; `patience` epochs without an improvement of more than `min_delta` stop the
 //! run, and `restore_best_weights` puts back the weights of the best epoch at the end. Its
@@ -212,6 +215,175 @@ impl EarlyStopping {
     }
 }
 
+/// Parses `KEY=VALUE,...` for `flag`.
+fn settings(flag: &str, spec: &str) -> Result<Vec<(String, String)>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            part.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("{flag} `{part}`: write KEY=VALUE"))
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReduceLrOnPlateau {
+    pub monitor: String,
+    pub factor: f64,
+    pub patience: usize,
+    pub min_delta: f64,
+    pub cooldown: usize,
+    pub min_lr: f64,
+    /// Whether larger is better (Keras's mode, `auto`: when the name holds "acc").
+    pub max: bool,
+    // The state (Keras's attributes of the same names).
+    pub best: f64,
+    pub wait: usize,
+    pub cooldown_counter: usize,
+}
+
+impl ReduceLrOnPlateau {
+    /// `--reduce-lr-on-plateau monitor=val_loss,factor=0.1,patience=10,mode=auto,
+    /// min_delta=0.0001,cooldown=0,min_lr=0` (Keras's defaults for what is left out).
+    pub fn parse(spec: &str, logs: &[String]) -> Result<ReduceLrOnPlateau, String> {
+        let flag = "--reduce-lr-on-plateau";
+        let mut r = ReduceLrOnPlateau {
+            monitor: "val_loss".into(),
+            factor: 0.1,
+            patience: 10,
+            min_delta: 1e-4,
+            cooldown: 0,
+            min_lr: 0.0,
+            max: false,
+            best: f64::INFINITY,
+            wait: 0,
+            cooldown_counter: 0,
+        };
+        let mut mode = "auto".to_string();
+        for (k, v) in settings(flag, spec)? {
+            let bad = |want: &str| format!("{flag} {k}={v}: {want}");
+            let num = || {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| bad("a number"))
+            };
+            let count = || {
+                v.parse::<usize>()
+                    .map_err(|_| bad("a whole number of epochs"))
+            };
+            match k.as_str() {
+                "monitor" => r.monitor = v.clone(),
+                "factor" => {
+                    r.factor = num()?;
+                    // Keras refuses a factor that would not reduce.
+                    if !(r.factor > 0.0 && r.factor < 1.0) {
+                        return Err(bad("a factor between 0 and 1 (Keras refuses >= 1)"));
+                    }
+                }
+                "patience" => r.patience = count()?,
+                "min_delta" => r.min_delta = num()?,
+                "cooldown" => r.cooldown = count()?,
+                "min_lr" => r.min_lr = num()?.max(0.0),
+                "mode" => {
+                    if !["auto", "min", "max"].contains(&v.as_str()) {
+                        return Err(bad("auto, min or max"));
+                    }
+                    mode = v.clone();
+                }
+                _ => {
+                    return Err(format!(
+                        "{flag}: Keras's ReduceLROnPlateau has no setting `{}` (monitor, factor, patience, mode, min_delta, cooldown, min_lr)",
+                        k.escape_debug()
+                    ))
+                }
+            }
+        }
+        if !logs.contains(&r.monitor) {
+            let hint = if r.monitor.starts_with("val_") {
+                " (validation values need --validation-split)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "{flag} monitor={}: the epochs' logs will have {}{hint}",
+                r.monitor,
+                logs.join(", ")
+            ));
+        }
+        r.max = mode == "max" || (mode == "auto" && r.monitor.contains("acc"));
+        r.best = if r.max {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+        Ok(r)
+    }
+
+    fn improves(&self, current: f64) -> bool {
+        if self.max {
+            current > self.best + self.min_delta
+        } else {
+            current < self.best - self.min_delta
+        }
+    }
+
+    /// Keras's `on_epoch_end` with the epoch's logs and the learning rate now (as float32
+    /// keeps it); returns the new rate when it is reduced (rounded to float32, as Keras's
+    /// variable stores it).
+    pub fn on_epoch_end(&mut self, logs: &Value, lr: f64) -> Option<f64> {
+        let current = logs[&self.monitor].as_f64()?;
+        if self.cooldown_counter > 0 {
+            self.cooldown_counter -= 1;
+            self.wait = 0;
+        }
+        if self.improves(current) {
+            self.best = current;
+            self.wait = 0;
+            return None;
+        }
+        // Keras asks again after counting down: the cooldown's last epoch already counts.
+        if self.cooldown_counter > 0 {
+            return None;
+        }
+        self.wait += 1;
+        if self.wait < self.patience {
+            return None;
+        }
+        if lr > f64::from(self.min_lr as f32) {
+            let new = (lr * self.factor).max(self.min_lr);
+            self.cooldown_counter = self.cooldown;
+            self.wait = 0;
+            return Some(f64::from(new as f32));
+        }
+        None
+    }
+
+    /// The state a checkpoint keeps (an infinite best as null).
+    pub fn state(&self) -> Value {
+        json!({
+            "best": self.best.is_finite().then_some(self.best),
+            "wait": self.wait,
+            "cooldown_counter": self.cooldown_counter,
+        })
+    }
+
+    pub fn restore(&mut self, v: &Value) -> bool {
+        let (Some(wait), Some(cc)) = (v["wait"].as_u64(), v["cooldown_counter"].as_u64()) else {
+            return false;
+        };
+        (self.wait, self.cooldown_counter) = (wait as usize, cc as usize);
+        self.best = v["best"].as_f64().unwrap_or(if self.max {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        });
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +481,69 @@ mod tests {
         let logs = vec!["loss".to_string(), "auc".into()];
         let e = EarlyStopping::parse("monitor=auc", &logs, &|_| None).unwrap_err();
         assert!(e.contains("mode=min or mode=max"), "{e}");
+    }
+
+    /// A sequence worked by hand through Keras 3.15's `ReduceLROnPlateau.on_epoch_end`.
+    #[test]
+    fn reduce_lr_on_plateau_follows_keras() {
+        let logs = vec!["loss".to_string(), "val_loss".into(), "val_accuracy".into()];
+        let mut r = ReduceLrOnPlateau::parse("factor=0.5,patience=2,cooldown=1,min_lr=0.02", &logs)
+            .unwrap();
+        let mut lr = 0.1;
+        let mut got = Vec::new();
+        // 1.0 best; 1.0 (not better by min_delta) wait 1; 0.99 better; 1.2 wait 1; 1.1 wait 2
+        // → 0.05, cooldown 1; 1.3: the cooldown counts down to 0 and resets the wait, and
+        // Keras, asking again, counts this epoch: wait 1; 1.4 wait 2 → 0.025; 1.5 wait 1; 2.0
+        // wait 2 → max(0.0125, 0.02) = 0.02; then at min_lr nothing more.
+        for v in [
+            1.0, 1.0, 0.99, 1.2, 1.1, 1.3, 1.4, 1.5, 2.0, 2.1, 2.2, 2.3, 2.4, 2.5,
+        ] {
+            if let Some(new) = r.on_epoch_end(&json!({ "val_loss": v }), lr) {
+                lr = new;
+            }
+            got.push(lr);
+        }
+        let f = |x: f32| f64::from(x);
+        assert_eq!(
+            got,
+            vec![
+                0.1,
+                0.1,
+                0.1,
+                0.1,
+                f(0.05),
+                f(0.05),
+                f(0.025),
+                f(0.025),
+                f(0.02),
+                f(0.02),
+                f(0.02),
+                f(0.02),
+                f(0.02),
+                f(0.02)
+            ]
+        );
+        // mode auto: a name with "acc" goes up.
+        let mut a = ReduceLrOnPlateau::parse("monitor=val_accuracy,patience=1", &logs).unwrap();
+        assert!(a.max);
+        assert_eq!(a.on_epoch_end(&json!({"val_accuracy": 0.5}), 0.1), None);
+        assert_eq!(a.on_epoch_end(&json!({"val_accuracy": 0.6}), 0.1), None);
+        assert_eq!(
+            a.on_epoch_end(&json!({"val_accuracy": 0.55}), 0.1),
+            Some(f64::from(0.01f32))
+        );
+        // The state survives a checkpoint.
+        let mut b = ReduceLrOnPlateau::parse("monitor=val_accuracy,patience=1", &logs).unwrap();
+        assert!(b.restore(&a.state()));
+        assert_eq!(a, b);
+        for (spec, says) in [
+            ("factor=1", "between 0 and 1"),
+            ("monitor=loss,verbose=1", "no setting `verbose`"),
+            ("monitor=val_mae", "logs will have"),
+            ("patience=-1", "whole number"),
+        ] {
+            let e = ReduceLrOnPlateau::parse(spec, &logs).unwrap_err();
+            assert!(e.contains(says), "{spec}: {e}");
+        }
     }
 }

@@ -127,6 +127,14 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             )));
         }
         let s = super::train::setup(m, &a.model, a.loss.as_deref(), a.optimizer.as_deref(), a.lr)?;
+        if let Some(sched) = &s.schedule {
+            // The library keeps one rate; the application steps the schedule.
+            eprintln!(
+                "forgec: the model's learning rate follows a schedule ({}); the library starts at its first rate, {}: call NAME_train_set_lr before each step to follow it (forgec train does)",
+                sched.describe()["class_name"].as_str().unwrap_or(""),
+                s.lr
+            );
+        }
         let t = super::train::library(&s, &a.model)?;
         codegen::compile_train(s.g, t, &o, &a.out, &sha)
     } else {

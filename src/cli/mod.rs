@@ -1,5 +1,5 @@
-//! The `forgec` command line: `summary`, `check`, `compile`, `run`, `bench`, `conformance`,
-//! `completions`. Each command's flags and their checks live in its module; this one parses
+//! The `forgec` command line: `summary`, `check`, `compile`, `run`, `bench`, `train`, `runs`,
+//! `conformance`, `completions`. Each command's flags and their checks live in its module; this one parses
 //! and dispatches, and maps errors to exit codes (0 ok, 1 findings, 2 usage or input error).
 
 pub mod bench;
@@ -9,6 +9,8 @@ pub mod checkpoint;
 pub mod compile;
 pub mod conformance;
 pub mod run;
+pub mod runs;
+pub mod schedule;
 pub mod summary;
 pub mod train;
 
@@ -58,7 +60,9 @@ pub enum Command {
     Bench(bench::Args),
     /// Train the model: its training step (forward, loss, gradients, optimizer update) compiled
     /// and run over the data as Keras's fit does; writes history.json and the final weights.
-    Train(train::Args),
+    Train(Box<train::Args>),
+    /// The training runs tracked in SQL (SQLite or PostgreSQL): list, show, compare, plot.
+    Runs(runs::Args),
     /// Run an ONNX test suite (standard layout) through import and the interpreter.
     Conformance(conformance::Args),
     /// Run the model on inputs and write its outputs as .npy files.
@@ -151,7 +155,8 @@ pub fn main_with(cli: Cli) -> i32 {
         Command::Bench(a) => bench::cmd(a),
         Command::Compile(a) => compile::cmd(a),
         Command::Conformance(a) => conformance::cmd(a),
-        Command::Train(a) => train::cmd(a),
+        Command::Train(a) => train::cmd(*a),
+        Command::Runs(a) => runs::cmd(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "forgec", &mut std::io::stdout());

@@ -6,6 +6,7 @@
 //! (`checkpoint.rs`), from which `--resume DIR` goes on to the same bits as a run never
 //! stopped, and the final weights.
 
+use super::schedule::Schedule;
 use crate::keras::LoadOptions;
 use crate::UserError;
 use forgec_passes::train::{
@@ -15,7 +16,7 @@ use forgec_runtime::{DType, Tensor};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 pub struct Args {
     /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5, or .onnx
     #[arg(required_unless_present = "resume")]
@@ -64,6 +65,22 @@ pub struct Args {
     /// .npz for ONNX models)
     #[arg(long, short = 'o', required_unless_present = "resume")]
     pub out: Option<PathBuf>,
+    /// Keras's validation_data: the held-out inputs, [NAME=]FILE.npy or an .npz (as --x),
+    /// evaluated after every epoch (val_loss, val_METRIC)
+    #[arg(
+        long = "val-x",
+        requires = "val_y",
+        conflicts_with = "validation_split"
+    )]
+    pub val_x: Vec<String>,
+    /// The held-out labels, [OUTPUT=]FILE.npy or an .npz (as --y)
+    #[arg(long = "val-y", requires = "val_x")]
+    pub val_y: Vec<String>,
+    /// Keras's class_weight: each sample's loss weighs its class's weight (classes not
+    /// named weigh 1): '{"0": 1, "1": 4.5}' or 0:1,1:4.5 (one output; not with
+    /// --sample-weight)
+    #[arg(long, value_name = "WEIGHTS", conflicts_with = "sample_weight")]
+    pub class_weight: Option<String>,
     /// Keras's validation_split: the last F of the samples (after floor(n * (1 - F)), before
     /// any shuffling) are held out and evaluated after every epoch (val_loss, val_METRIC)
     #[arg(long, value_name = "F")]
@@ -72,14 +89,35 @@ pub struct Args {
     /// restore_best_weights=false,start_from_epoch=0 (Keras's defaults for what is left out)
     #[arg(long, value_name = "SETTINGS")]
     pub early_stopping: Option<String>,
+    /// A learning-rate schedule, as Keras's: exponential,decay_steps=N,decay_rate=R
+    /// [,staircase=true]; inverse_time (the same keys); cosine,decay_steps=N[,alpha=A]
+    /// [,warmup_target=LR,warmup_steps=W]; piecewise,boundaries=B1:B2,values=V0:V1:V2 (the
+    /// initial rate, initial=, defaults to --lr or the model's)
+    #[arg(long, value_name = "SCHEDULE")]
+    pub lr_schedule: Option<String>,
+    /// Keras's ReduceLROnPlateau: monitor=val_loss,factor=0.1,patience=10,mode=auto,
+    /// min_delta=0.0001,cooldown=0,min_lr=0 (Keras's defaults for what is left out)
+    #[arg(long, value_name = "SETTINGS")]
+    pub reduce_lr_on_plateau: Option<String>,
+    /// Keras's CSVLogger: FILE gets a row per epoch (epoch from 0, then every log in
+    /// alphabetical order), rewritten whole after every epoch
+    #[arg(long, value_name = "FILE")]
+    pub csv_log: Option<PathBuf>,
     /// Also write DIR/checkpoint.bin every K steps (it is written after every epoch anyway)
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub checkpoint_every: usize,
+    /// Where the run is tracked (a row of `runs`, one of `epochs` per epoch): sqlite:PATH,
+    /// postgres://USER:PASSWORD@HOST/DB, or none (default: $FORGEC_TRACK, else
+    /// forgec-runs.sqlite in --out's parent directory). With --resume: the database again
+    /// (the checkpoint keeps its URL without a password)
+    #[arg(long, value_name = "DB")]
+    pub track: Option<String>,
     /// Go on with the run whose --out is DIR from its checkpoint, with the arguments it was
     /// started with (--threads may differ: it does not change the results)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "weights", "x", "y",
-        "sample_weight", "epochs", "batch_size", "no_shuffle", "seed", "loss", "optimizer",
-        "lr", "out", "checkpoint_every", "validation_split", "early_stopping"])]
+        "sample_weight", "val_x", "val_y", "class_weight", "epochs", "batch_size", "no_shuffle", "seed", "loss", "optimizer",
+        "lr", "out", "checkpoint_every", "validation_split", "early_stopping", "lr_schedule",
+        "reduce_lr_on_plateau", "csv_log"])]
     pub resume: Option<PathBuf>,
 }
 
@@ -106,6 +144,9 @@ impl Args {
             "x": files(&self.x),
             "y": files(&self.y),
             "sample_weight": files(&self.sample_weight),
+            "val_x": files(&self.val_x),
+            "val_y": files(&self.val_y),
+            "class_weight": self.class_weight,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "no_shuffle": self.no_shuffle,
@@ -116,6 +157,9 @@ impl Args {
             "checkpoint_every": self.checkpoint_every,
             "validation_split": self.validation_split,
             "early_stopping": self.early_stopping,
+            "lr_schedule": self.lr_schedule,
+            "reduce_lr_on_plateau": self.reduce_lr_on_plateau,
+            "csv_log": self.csv_log.as_deref().map(abs),
         }))
     }
 
@@ -142,6 +186,10 @@ impl Args {
             x: strs("x")?,
             y: strs("y")?,
             sample_weight: strs("sample_weight")?,
+            // Checkpoints from before --val-x had none.
+            val_x: strs("val_x").unwrap_or_default(),
+            val_y: strs("val_y").unwrap_or_default(),
+            class_weight: opt("class_weight"),
             epochs: num("epochs")?,
             batch_size: num("batch_size")?,
             no_shuffle: v["no_shuffle"].as_bool().ok_or_else(bad)?,
@@ -154,6 +202,10 @@ impl Args {
             checkpoint_every: num("checkpoint_every")?,
             validation_split: v["validation_split"].as_f64(),
             early_stopping: opt("early_stopping"),
+            lr_schedule: opt("lr_schedule"),
+            reduce_lr_on_plateau: opt("reduce_lr_on_plateau"),
+            csv_log: opt("csv_log").map(PathBuf::from),
+            track: None,
             resume: None,
         })
     }
@@ -163,7 +215,14 @@ impl Args {
         let cwd = std::env::current_dir().unwrap_or_default();
         let mut v = vec![cwd.join(self.model())];
         v.extend(self.weights.iter().map(|w| cwd.join(w)));
-        for e in self.x.iter().chain(&self.y).chain(&self.sample_weight) {
+        for e in self
+            .x
+            .iter()
+            .chain(&self.y)
+            .chain(&self.sample_weight)
+            .chain(&self.val_x)
+            .chain(&self.val_y)
+        {
             v.push(cwd.join(entry_parts(e).1));
         }
         v
@@ -359,7 +418,7 @@ fn optimizer(
     flag: Option<&str>,
     flag_lr: Option<f64>,
     saved: Option<&Value>,
-) -> Result<(Optimizer, GradientRules, f64, String), UserError> {
+) -> Result<(Optimizer, GradientRules, f64, String, Option<Schedule>), UserError> {
     let (name, cfg) = match (flag.map(String::from), saved) {
         (Some(n), _) => (n.clone(), None),
         (None, Some(Value::String(s))) => (s.clone(), None),
@@ -400,15 +459,17 @@ fn optimizer(
             )));
         }
     }
-    if cfg
-        .as_ref()
-        .and_then(|c| c.get("learning_rate"))
-        .is_some_and(|v| v.is_object())
-    {
-        return Err(UserError::new(format!(
-            "the model's optimizer has a learning-rate schedule, which forgec does not compile yet: pass --lr to train {name} with a constant rate"
-        )));
-    }
+    // A schedule in the compile config is followed, unless --lr asks for a constant rate.
+    let schedule = match cfg.as_ref().and_then(|c| c.get("learning_rate")) {
+        Some(v) if v.is_object() && flag_lr.is_none() => {
+            Some(Schedule::from_keras(v).map_err(|e| {
+                UserError::new(format!(
+                    "{e} (or pass --lr to train {name} with a constant rate, or --lr-schedule)"
+                ))
+            })?)
+        }
+        _ => None,
+    };
     let positive = |k: &str| -> Result<Option<f64>, UserError> {
         match num(k) {
             Some(v) if !(v.is_finite() && v > 0.0) => Err(UserError::new(format!(
@@ -477,7 +538,10 @@ fn optimizer(
         },
         o => o,
     };
-    let lr = flag_lr.or(num("learning_rate")).unwrap_or(opt.default_lr());
+    let lr = flag_lr
+        .or(schedule.as_ref().map(|s| s.at(0)))
+        .or(num("learning_rate"))
+        .unwrap_or(opt.default_lr());
     if !(lr.is_finite() && lr > 0.0) {
         return Err(UserError::new(format!(
             "--lr {lr}: use a positive learning rate"
@@ -490,7 +554,7 @@ fn optimizer(
         .and_then(|n| n.as_str())
         .map(String::from)
         .unwrap_or_else(|| name.to_lowercase());
-    Ok((opt, rules, lr, keras_name))
+    Ok((opt, rules, lr, keras_name, schedule))
 }
 
 /// A permutation of `0..n` from a seed (xorshift64*, Fisher-Yates).
@@ -840,6 +904,8 @@ pub struct Setup {
     pub opt: Optimizer,
     pub rules: GradientRules,
     pub lr: f64,
+    /// The compile config's learning-rate schedule (the rate of each step; `lr` its first).
+    pub schedule: Option<Schedule>,
     /// The optimizer's name in Keras (`adam`, or its compile config's).
     pub opt_name: String,
     pub k3_layout: Option<forgec_import::keras::save::K3Layout>,
@@ -963,7 +1029,7 @@ pub fn setup(
     let (mut outputs, loss_names) =
         output_losses(&outs, &saved_losses, loss_weights.as_ref(), loss_flag)?;
     let loss_name = describe_losses(&outs, &loss_names, &outputs);
-    let (opt, rules, lr, opt_name) = optimizer(opt_flag, lr_flag, saved_opt.as_ref())?;
+    let (opt, rules, lr, opt_name, schedule) = optimizer(opt_flag, lr_flag, saved_opt.as_ref())?;
     let k3_layout = match &m {
         forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),
         forgec_import::Model::Onnx(_) => None,
@@ -1047,6 +1113,7 @@ pub fn setup(
         opt,
         rules,
         lr,
+        schedule,
         opt_name,
         k3_layout,
         state,
@@ -1115,6 +1182,162 @@ fn sample_weights(
     Ok(ws)
 }
 
+/// The model's inputs (`x`, by its input names) and labels (`y`, by its output names, of the
+/// types its losses want), checked; `what` names the flags in messages (`--x`/`--y` or
+/// `--val-x`/`--val-y`).
+fn labeled_data(
+    s: &Setup,
+    x: &[String],
+    y: &[String],
+    what: (&str, &str),
+) -> Result<Vec<(String, Tensor)>, UserError> {
+    let (g, step) = (&s.g, &s.step);
+    // The data: inputs by the model's input names, labels by its output names.
+    let in_names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();
+    let out_names: Vec<String> = g.outputs.iter().map(|&o| g.value(o).name.clone()).collect();
+    let xs = super::run::read_inputs(x, &in_names)?;
+    let ys = super::run::read_inputs(y, &out_names)?;
+    let mut data: Vec<(String, Tensor)> = Vec::new();
+    for n in &in_names {
+        let t = xs
+            .iter()
+            .find(|(m, _)| m == n)
+            .ok_or_else(|| UserError::new(format!("no {} for the model input `{n}`", what.0)))?;
+        data.push(t.clone());
+    }
+    for (k, (n, l)) in out_names.iter().zip(&step.labels).enumerate() {
+        let (loss, loss_name) = (s.outputs[k].loss, &s.loss_names[k]);
+        let (_, t) = ys
+            .iter()
+            .find(|(m, _)| m == n)
+            .ok_or_else(|| UserError::new(format!("no {} for the model output `{n}`", what.1)))?;
+        // Labels of another number type are converted when they hold the same values
+        // (Keras takes float or integer labels alike); the step's checks do the rest.
+        let want = step
+            .graph
+            .ty(step.graph.find_value(l).expect("labels input"))
+            .dtype;
+        let t = if t.dtype() == want {
+            t.clone()
+        } else {
+            let c = t.cast(want);
+            if c.to_f64_vec() != t.to_f64_vec() {
+                return Err(UserError::new(format!(
+                    "{} for `{n}`: the labels are {} but {} wants {} class ids (whole numbers)",
+                    what.1,
+                    t.dtype(),
+                    loss_name,
+                    want
+                )));
+            }
+            c
+        };
+        // Class ids outside the output's classes would match no class and add nothing to
+        // the loss: refused, as Keras refuses them.
+        if loss == LossFn::SparseCategoricalCrossentropy {
+            let out = g.outputs[k];
+            if let Some(classes) = g.ty(out).shape.last().and_then(|d| d.known()) {
+                if let Some((at, bad)) = t
+                    .to_f64_vec()
+                    .into_iter()
+                    .enumerate()
+                    .find(|(_, v)| !(0.0..classes as f64).contains(v))
+                {
+                    return Err(UserError::new(format!(
+                        "{} for `{n}`: label {bad} at element {at} is not a class id of the output's {classes} classes (0 to {})",
+                        what.1,
+                        classes - 1
+                    )));
+                }
+            }
+        }
+        data.push((l.clone(), t));
+    }
+    Ok(data)
+}
+
+/// `--class-weight`: Keras's `class_weight` as the one output's sample weights: each sample
+/// weighs its class's weight (the label, rounded; the largest entry of a one-hot row), 1 for
+/// a class not named.
+fn class_weights(
+    spec: &str,
+    outs: &[String],
+    labels: &[(String, Tensor)],
+    n: usize,
+    dt: DType,
+) -> Result<(String, Tensor), UserError> {
+    if outs.len() != 1 {
+        return Err(UserError::new(format!(
+            "--class-weight: the model has {} outputs; Keras's class_weight takes one: give each output's weights with --sample-weight OUTPUT=W.npy",
+            outs.len()
+        )));
+    }
+    let bad =
+        |why: String| UserError::new(format!("--class-weight {}: {why}", spec.escape_debug()));
+    // `{"0": 1, "1": 4.5}`, or `0:1,1:4.5`.
+    let pairs: Vec<(String, Value)> = match serde_json::from_str::<Value>(spec) {
+        Ok(Value::Object(o)) => o.into_iter().collect(),
+        Ok(_) => {
+            return Err(bad(
+                "write a JSON object of class ids to weights, or 0:1,1:4.5".into(),
+            ))
+        }
+        Err(_) => spec
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                p.split_once(':')
+                    .map(|(k, v)| (k.trim().to_string(), Value::String(v.trim().into())))
+                    .ok_or_else(|| bad(format!("`{p}`: write CLASS:WEIGHT")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut table: std::collections::HashMap<i64, f64> = Default::default();
+    for (k, v) in pairs {
+        let class: i64 = k.parse().ok().filter(|c| *c >= 0).ok_or_else(|| {
+            bad(format!(
+                "`{}` is not a class id (0, 1, ...)",
+                k.escape_debug()
+            ))
+        })?;
+        let w = v
+            .as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .filter(|w: &f64| w.is_finite() && *w >= 0.0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "class {class}'s weight {v} is not a finite number of at least 0"
+                ))
+            })?;
+        table.insert(class, w);
+    }
+    let (_, y) = &labels[0];
+    let v = y.to_f64_vec();
+    let classes: Vec<i64> = match y.shape() {
+        [_] | [_, 1] => v.iter().map(|x| x.round() as i64).collect(),
+        [_, c] => v
+            .chunks(*c)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold((0, f64::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                    .0 as i64
+            })
+            .collect(),
+        s => {
+            return Err(bad(format!(
+                "the labels have shape {s:?}; class weights need one class per sample (a class id, or a one-hot row)"
+            )))
+        }
+    };
+    let w: Vec<f64> = classes
+        .iter()
+        .map(|c| *table.get(c).unwrap_or(&1.0))
+        .collect();
+    let t = Tensor::from_f64_values(dt, vec![n], &w).map_err(|e| UserError::new(e.to_string()))?;
+    Ok((format!("{}.sample_weight", outs[0]), t))
+}
+
 /// Loads the model and the data and builds the training step; every check is made here,
 /// before anything is compiled.
 pub fn prepare(a: &Args) -> Result<Training, UserError> {
@@ -1147,68 +1370,21 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         a.optimizer.as_deref(),
         a.lr,
     )?;
-    let (g, step) = (&s.g, &s.step);
-    // The data: inputs by the model's input names, labels by its output names.
-    let in_names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();
+    let g = &s.g;
     let out_names: Vec<String> = g.outputs.iter().map(|&o| g.value(o).name.clone()).collect();
-    let xs = super::run::read_inputs(&a.x, &in_names)?;
-    let ys = super::run::read_inputs(&a.y, &out_names)?;
-    let mut data: Vec<(String, Tensor)> = Vec::new();
-    for n in &in_names {
-        let t = xs
-            .iter()
-            .find(|(m, _)| m == n)
-            .ok_or_else(|| UserError::new(format!("no --x for the model input `{n}`")))?;
-        data.push(t.clone());
-    }
-    for (k, (n, l)) in out_names.iter().zip(&step.labels).enumerate() {
-        let (loss, loss_name) = (s.outputs[k].loss, &s.loss_names[k]);
-        let (_, t) = ys
-            .iter()
-            .find(|(m, _)| m == n)
-            .ok_or_else(|| UserError::new(format!("no --y for the model output `{n}`")))?;
-        // Labels of another number type are converted when they hold the same values
-        // (Keras takes float or integer labels alike); the step's checks do the rest.
-        let want = step
-            .graph
-            .ty(step.graph.find_value(l).expect("labels input"))
-            .dtype;
-        let t = if t.dtype() == want {
-            t.clone()
-        } else {
-            let c = t.cast(want);
-            if c.to_f64_vec() != t.to_f64_vec() {
-                return Err(UserError::new(format!(
-                    "--y for `{n}`: the labels are {} but {} wants {} class ids (whole numbers)",
-                    t.dtype(),
-                    loss_name,
-                    want
-                )));
-            }
-            c
-        };
-        // Class ids outside the output's classes would match no class and add nothing to
-        // the loss: refused, as Keras refuses them.
-        if loss == LossFn::SparseCategoricalCrossentropy {
-            let out = g.outputs[k];
-            if let Some(classes) = g.ty(out).shape.last().and_then(|d| d.known()) {
-                if let Some((at, bad)) = t
-                    .to_f64_vec()
-                    .into_iter()
-                    .enumerate()
-                    .find(|(_, v)| !(0.0..classes as f64).contains(v))
-                {
-                    return Err(UserError::new(format!(
-                        "--y for `{n}`: label {bad} at element {at} is not a class id of the output's {classes} classes (0 to {})",
-                        classes - 1
-                    )));
-                }
-            }
-        }
-        data.push((l.clone(), t));
-    }
+    let mut data = labeled_data(&s, &a.x, &a.y, ("--x", "--y"))?;
     let n = data[0].1.shape().first().copied().unwrap_or(0);
-    data.extend(sample_weights(a, &out_names, n, s.state[0].1.dtype())?);
+    let dt = s.state[0].1.dtype();
+    match &a.class_weight {
+        Some(spec) => data.push(class_weights(
+            spec,
+            &out_names,
+            &data[g.inputs.len()..],
+            n,
+            dt,
+        )?),
+        None => data.extend(sample_weights(a, &out_names, n, dt)?),
+    }
     for (name, t) in &data {
         if t.shape().first() != Some(&n) {
             return Err(UserError::new(format!(
@@ -1248,9 +1424,34 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
             .collect();
         (n, val_samples) = (split_at, held.len());
     }
+    // Keras's validation_data: held-out files, every sample weighing 1.
+    if !a.val_x.is_empty() {
+        let mut v = labeled_data(&s, &a.val_x, &a.val_y, ("--val-x", "--val-y"))?;
+        let vn = v[0].1.shape().first().copied().unwrap_or(0);
+        if let Some((name, t)) = v.iter().find(|(_, t)| t.shape().first() != Some(&vn)) {
+            return Err(UserError::new(format!(
+                "`{name}` has {} validation samples but `{}` has {vn}: every --val-x and --val-y needs one row per sample",
+                t.shape().first().copied().unwrap_or(0),
+                v[0].0
+            )));
+        }
+        if vn == 0 {
+            return Err(UserError::new(
+                "--val-x: the validation data has no samples",
+            ));
+        }
+        for o in &out_names {
+            v.push((
+                format!("{o}.sample_weight"),
+                Tensor::full(dt, vec![vn], 1.0).expect("ones"),
+            ));
+        }
+        (val, val_samples) = (v, vn);
+    }
     // The data checked by the interpreter's rules first: wrong shapes and dtypes are said
     // with the input's name before anything is compiled.
     let probe = data.clone();
+    let val_probe = val.clone();
     let tr = Training {
         setup: s,
         data,
@@ -1261,6 +1462,17 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
     let named = tr.named_inputs(probe, 1);
     forgec_ir::interp::check_inputs(&tr.step.graph, &named)
         .map_err(|e| UserError::new(format!("{}: {}", a.model().display(), e.0)))?;
+    if !val_probe.is_empty() {
+        forgec_ir::interp::check_inputs(&tr.step.graph, &tr.named_inputs(val_probe, 1)).map_err(
+            |e| {
+                UserError::new(format!(
+                    "{}: the validation data: {}",
+                    a.model().display(),
+                    e.0
+                ))
+            },
+        )?;
+    }
     // `run` passes the inputs by position: they must be in the graph's order.
     let order: Vec<&str> = tr
         .step
@@ -1309,6 +1521,7 @@ fn check_files(meta: &Value, dir: &Path) -> Result<Vec<(String, String)>, UserEr
 
 pub fn cmd(a: Args) -> Result<i32, UserError> {
     super::check_threads(a.threads)?;
+    let track_flag = a.track.clone();
     // --resume DIR: the run's own arguments, from its checkpoint, its files unchanged.
     let (a, resumed, hashes) = match &a.resume {
         Some(dir) => {
@@ -1345,23 +1558,66 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     }
     let out = a.out().to_path_buf();
     super::writable_dir(&out, "--out")?;
+    // Run tracking: the database must answer before anything is compiled.
+    let track_prev = resumed
+        .as_ref()
+        .map_or(Value::Null, |ck| ck.meta["track"].clone());
+    let target = tracking_target(track_flag.as_deref(), &out, &track_prev)?;
+    if let Some(t) = &target {
+        forgec_track::Db::open(t).map_err(UserError::new)?;
+    }
     let mut tr = prepare(&a)?;
+    // The learning rate's schedule: the flag's, else the model's (checked before compiling).
+    let schedule = match &a.lr_schedule {
+        Some(spec) => Some(Schedule::parse(spec, tr.lr).map_err(UserError::new)?),
+        None => tr.schedule.clone(),
+    };
+    if schedule.is_some() && a.reduce_lr_on_plateau.is_some() {
+        return Err(UserError::new(
+            "--reduce-lr-on-plateau sets the learning rate itself: it cannot follow a learning-rate schedule too (Keras refuses the same); drop one",
+        ));
+    }
     let (_dir, lib) = tr.compile(a.model(), a.threads)?;
     // Dropout's masks draw from the run's seed too.
     lib.set_seed(a.seed)
         .map_err(|e| UserError::new(e.message))?;
     let (n, opt, rules, lr) = (tr.samples, tr.opt, tr.rules, tr.lr);
+    let tracker = match &target {
+        None => None,
+        Some(tg) => {
+            let tk = match track_prev.get("run").and_then(Value::as_i64) {
+                Some(id) => forgec_track::Tracker::resume(tg, id, a.threads as i64),
+                None => forgec_track::Tracker::start(tg, &new_run(&a, &hashes, &tr, &out)?),
+            }
+            .map_err(UserError::new)?;
+            println!("run {} tracked in {}", tk.id, tg.describe());
+            Some(tk)
+        }
+    };
+    let track_meta = json!({
+        "target": target.as_ref().map(|t| t.describe()),
+        "run": tracker.as_ref().map(|t| t.id),
+    });
     let loss_name = tr.loss_name.clone();
     let metric_names: Vec<String> = lib.metrics.clone();
-    // EarlyStopping, checked against the logs the epochs will have before anything runs.
+    // The callbacks, checked against the logs the epochs will have before anything runs.
+    let mut logs = vec!["loss".to_string()];
+    logs.extend(metric_names.iter().cloned());
+    if tr.val_samples > 0 {
+        logs.push("val_loss".into());
+        logs.extend(metric_names.iter().map(|m| format!("val_{m}")));
+    }
+    let mut plateau = match &a.reduce_lr_on_plateau {
+        Some(spec) => {
+            Some(super::callbacks::ReduceLrOnPlateau::parse(spec, &logs).map_err(UserError::new)?)
+        }
+        None => None,
+    };
+    // The rate of the steps now (the library's state holds it too; a schedule sets it before
+    // each step, ReduceLROnPlateau after an epoch).
+    let mut cur_lr = lr;
     let mut es = match &a.early_stopping {
         Some(spec) => {
-            let mut logs = vec!["loss".to_string()];
-            logs.extend(metric_names.iter().cloned());
-            if tr.val_samples > 0 {
-                logs.push("val_loss".into());
-                logs.extend(metric_names.iter().map(|m| format!("val_{m}")));
-            }
             // Keras's directions: accuracies go up; mse and mae go down; others unknown.
             let up = |m: &str| -> Option<bool> {
                 if m.ends_with("accuracy") {
@@ -1416,6 +1672,12 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 }
                 best_state = ck.blobs.get(1).cloned();
             }
+            if let Some(p) = &mut plateau {
+                if !p.restore(&m["reduce_lr_on_plateau"]) {
+                    return Err(bad());
+                }
+            }
+            cur_lr = m["lr"].as_f64().unwrap_or(cur_lr);
             lib.set_state(&ck.blobs[0]).map_err(|e| {
                 UserError::new(format!(
                     "{}: the state does not fit this model's training library: {}",
@@ -1452,6 +1714,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             "validation_samples": tr_val_samples,
             "metrics": metric_names,
             "batch_loss": batch_loss,
+            "run": tracker.as_ref().map(|t| t.id),
         })
     };
     // A checkpoint at epoch `e` after `done` of its steps, `t` in all, with the epoch's sums.
@@ -1462,7 +1725,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                       sums: (f64, usize, &[f64]),
                       batch_loss: &[f64],
                       epochs: &[Value],
-                      es: &Option<super::callbacks::EarlyStopping>,
+                      cb: Value,
                       best: &Option<Vec<u8>>|
      -> Result<(), UserError> {
         let state = lib.get_state().map_err(|e| UserError::new(e.message))?;
@@ -1479,171 +1742,444 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             "msum": sums.2,
             "batch_loss": batch_loss,
             "epochs": epochs,
-            "early_stopping": es.as_ref().map(|s| s.state()),
+            "early_stopping": cb["early_stopping"],
+            "reduce_lr_on_plateau": cb["reduce_lr_on_plateau"],
+            "lr": cb["lr"],
+            "track": track_meta,
         });
         let mut blobs: Vec<&[u8]> = vec![&state];
         blobs.extend(best.as_deref());
         super::checkpoint::write(&out, &meta, &blobs)
     };
     let hist_path = out.join("history.json");
-    for epoch in first_epoch..a.epochs {
-        let order: Vec<usize> = if a.no_shuffle {
-            (0..n).collect()
-        } else {
-            shuffled(n, a.seed, epoch as u64)
-        };
-        let start = std::time::Instant::now();
-        let (mut sum, mut count, mut msum) = if epoch == first_epoch {
-            std::mem::take(&mut partial)
-        } else {
-            (0.0f64, 0usize, vec![0.0f64; metric_names.len()])
-        };
-        let done_before = if epoch == first_epoch { skip } else { 0 };
-        skip = 0;
-        // The samples this process ran of the epoch (a resumed epoch's first part ran before).
-        let count_before = count;
-        for (i, rows) in order.chunks(a.batch_size).enumerate().skip(done_before) {
-            t += 1;
-            let l = match tr.run(&lib, &tr.batch(rows)) {
-                Ok(l) => Ok(l),
-                Err(e) if e.code == forgec_runtime::compiled::CallError::NONFINITE => {
-                    Err(e.message)
-                }
-                Err(e) => return Err(UserError::new(e.message)),
+    let outcome = (|| -> Result<forgec_track::Status, UserError> {
+        for epoch in first_epoch..a.epochs {
+            let order: Vec<usize> = if a.no_shuffle {
+                (0..n).collect()
+            } else {
+                shuffled(n, a.seed, epoch as u64)
             };
-            if let Err(why) = l {
-                // The state is that of the step before: written as the final weights.
-                tr.take_state(&lib)?;
-                let wpath = tr.write_weights(&out, t - 1)?;
-                let h = history(
-                    &batch_loss,
-                    &epochs,
-                    "stopped: the loss or update is not finite",
+            let start = std::time::Instant::now();
+            let (mut sum, mut count, mut msum) = if epoch == first_epoch {
+                std::mem::take(&mut partial)
+            } else {
+                (0.0f64, 0usize, vec![0.0f64; metric_names.len()])
+            };
+            let done_before = if epoch == first_epoch { skip } else { 0 };
+            skip = 0;
+            // The samples this process ran of the epoch (a resumed epoch's first part ran before).
+            let count_before = count;
+            for (i, rows) in order.chunks(a.batch_size).enumerate().skip(done_before) {
+                if let Some(s) = &schedule {
+                    // Keras's rate of the update after `t` earlier ones.
+                    let next = s.at(t as u64);
+                    if next != cur_lr {
+                        lib.set_lr(next).map_err(|e| UserError::new(e.message))?;
+                        cur_lr = next;
+                    }
+                }
+                t += 1;
+                let l = match tr.run(&lib, &tr.batch(rows)) {
+                    Ok(l) => Ok(l),
+                    Err(e) if e.code == forgec_runtime::compiled::CallError::NONFINITE => {
+                        Err(e.message)
+                    }
+                    Err(e) => return Err(UserError::new(e.message)),
+                };
+                if let Err(why) = l {
+                    // The state is that of the step before: written as the final weights.
+                    tr.take_state(&lib)?;
+                    tr.setup.lr = cur_lr;
+                    let wpath = tr.write_weights(&out, t - 1)?;
+                    let h = history(
+                        &batch_loss,
+                        &epochs,
+                        "stopped: the loss or update is not finite",
+                    );
+                    write_atomic(
+                        &hist_path,
+                        serde_json::to_string_pretty(&h).unwrap().as_bytes(),
+                    )?;
+                    // TerminateOnNaN, saying where: the step again in the interpreter.
+                    let culprit = first_nonfinite(&tr, rows, t, i + 1);
+                    return Err(UserError {
+                        message: format!(
+                            "epoch {}, {why}\n{culprit}\ntraining stopped; {} holds the weights after step {}",
+                            epoch + 1,
+                            wpath.display(),
+                            t - 1
+                        ),
+                        code: 1,
+                    });
+                }
+                let (l, ms) = l.expect("a finite loss");
+                batch_loss.push(l);
+                if let Some(tk) = &tracker {
+                    tk.steps(t as i64);
+                }
+                sum += l * rows.len() as f64;
+                count += rows.len();
+                for (acc, m) in msum.iter_mut().zip(ms) {
+                    *acc += m * rows.len() as f64;
+                }
+                if a.checkpoint_every > 0 && t % a.checkpoint_every == 0 {
+                    checkpoint(
+                        epoch,
+                        i + 1,
+                        t,
+                        (sum, count, &msum),
+                        &batch_loss,
+                        &epochs,
+                        callback_state(&es, &plateau, cur_lr),
+                        &best_state,
+                    )?;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let el = sum / count.max(1) as f64;
+            // Each metric as Keras's logs give it: the batch-size-weighted mean over the epoch.
+            let mut shown = String::new();
+            let mut rec = json!({"epoch": epoch + 1, "loss": el, "seconds": secs});
+            for (name, m) in metric_names.iter().zip(&msum) {
+                let v = m / count.max(1) as f64;
+                shown.push_str(&format!(", {name} {v:.4}"));
+                rec[name] = json!(v);
+            }
+            if let Some((vl, vms)) = tr.validate(&lib, a.batch_size)? {
+                shown.push_str(&format!(", val_loss {vl:.6}"));
+                rec["val_loss"] = json!(vl);
+                for (name, v) in metric_names.iter().zip(vms) {
+                    shown.push_str(&format!(", val_{name} {v:.4}"));
+                    rec[format!("val_{name}")] = json!(v);
+                }
+            }
+            rec["learning_rate"] = json!(cur_lr);
+            let ran = count - count_before;
+            let speed = if ran > 0 {
+                format!(", {:.0} samples/s", ran as f64 / secs.max(1e-9))
+            } else {
+                String::new()
+            };
+            println!(
+                "epoch {}/{}: loss {el:.6}{shown} ({} steps{speed})",
+                epoch + 1,
+                a.epochs,
+                n.div_ceil(a.batch_size),
+            );
+            // ReduceLROnPlateau: the next epoch's rate.
+            if let Some(p) = &mut plateau {
+                if let Some(new) = p.on_epoch_end(&rec, cur_lr) {
+                    lib.set_lr(new).map_err(|e| UserError::new(e.message))?;
+                    println!(
+                        "epoch {}: ReduceLROnPlateau reducing learning rate to {new}",
+                        epoch + 1
+                    );
+                    cur_lr = new;
+                }
+            }
+            let mut stop = false;
+            if let Some(es) = &mut es {
+                let o = es.on_epoch_end(epoch, &rec);
+                if o.keep_weights {
+                    best_state = Some(lib.get_state().map_err(|e| UserError::new(e.message))?);
+                }
+                stop = o.stop;
+            }
+            if let Some(tk) = &tracker {
+                let row = forgec_track::EpochRow::from_logs(tk.id, epoch as i64 + 1, &rec);
+                tk.epoch(row, t as i64);
+            }
+            epochs.push(rec);
+            let h = history(&batch_loss, &epochs, "running");
+            write_atomic(
+                &hist_path,
+                serde_json::to_string_pretty(&h).unwrap().as_bytes(),
+            )?;
+            if let Some(csv) = &a.csv_log {
+                write_atomic(csv, csv_log(&epochs).as_bytes())?;
+            }
+            // A run stopped early checkpoints as finished: its resume has nothing left to run.
+            let next = if stop { a.epochs } else { epoch + 1 };
+            let zeros = vec![0.0; metric_names.len()];
+            checkpoint(
+                next,
+                0,
+                t,
+                (0.0, 0, &zeros),
+                &batch_loss,
+                &epochs,
+                callback_state(&es, &plateau, cur_lr),
+                &best_state,
+            )?;
+            if stop {
+                let best = es.as_ref().map_or(0, |s| s.best_epoch) + 1;
+                println!(
+                    "epoch {}: early stopping (the best epoch was {best})",
+                    epoch + 1
                 );
-                write_atomic(
-                    &hist_path,
-                    serde_json::to_string_pretty(&h).unwrap().as_bytes(),
-                )?;
-                return Err(UserError {
-                    message: format!(
-                        "epoch {}, {why}\ntraining stopped; {} holds the weights after step {}",
-                        epoch + 1,
-                        wpath.display(),
-                        t - 1
-                    ),
-                    code: 1,
-                });
-            }
-            let (l, ms) = l.expect("a finite loss");
-            batch_loss.push(l);
-            sum += l * rows.len() as f64;
-            count += rows.len();
-            for (acc, m) in msum.iter_mut().zip(ms) {
-                *acc += m * rows.len() as f64;
-            }
-            if a.checkpoint_every > 0 && t % a.checkpoint_every == 0 {
-                checkpoint(
-                    epoch,
-                    i + 1,
-                    t,
-                    (sum, count, &msum),
-                    &batch_loss,
-                    &epochs,
-                    &es,
-                    &best_state,
-                )?;
+                break;
             }
         }
-        let secs = start.elapsed().as_secs_f64();
-        let el = sum / count.max(1) as f64;
-        // Each metric as Keras's logs give it: the batch-size-weighted mean over the epoch.
-        let mut shown = String::new();
-        let mut rec = json!({"epoch": epoch + 1, "loss": el, "seconds": secs});
-        for (name, m) in metric_names.iter().zip(&msum) {
-            let v = m / count.max(1) as f64;
-            shown.push_str(&format!(", {name} {v:.4}"));
-            rec[name] = json!(v);
-        }
-        if let Some((vl, vms)) = tr.validate(&lib, a.batch_size)? {
-            shown.push_str(&format!(", val_loss {vl:.6}"));
-            rec["val_loss"] = json!(vl);
-            for (name, v) in metric_names.iter().zip(vms) {
-                shown.push_str(&format!(", val_{name} {v:.4}"));
-                rec[format!("val_{name}")] = json!(v);
-            }
-        }
-        let ran = count - count_before;
-        let speed = if ran > 0 {
-            format!(", {:.0} samples/s", ran as f64 / secs.max(1e-9))
+        let stopped = es.as_ref().is_some_and(|s| s.stopped_epoch > 0);
+        let (status, tracked) = if stopped {
+            ("stopped early", forgec_track::Status::StoppedEarly)
         } else {
-            String::new()
+            ("done", forgec_track::Status::Finished)
         };
-        println!(
-            "epoch {}/{}: loss {el:.6}{shown} ({} steps{speed})",
-            epoch + 1,
-            a.epochs,
-            n.div_ceil(a.batch_size),
-        );
-        let mut stop = false;
-        if let Some(es) = &mut es {
-            let o = es.on_epoch_end(epoch, &rec);
-            if o.keep_weights {
-                best_state = Some(lib.get_state().map_err(|e| UserError::new(e.message))?);
-            }
-            stop = o.stop;
-        }
-        epochs.push(rec);
-        let h = history(&batch_loss, &epochs, "running");
+        let h = history(&batch_loss, &epochs, status);
         write_atomic(
             &hist_path,
             serde_json::to_string_pretty(&h).unwrap().as_bytes(),
         )?;
-        // A run stopped early checkpoints as finished: its resume has nothing left to run.
-        let next = if stop { a.epochs } else { epoch + 1 };
-        let zeros = vec![0.0; metric_names.len()];
-        checkpoint(
-            next,
-            0,
-            t,
-            (0.0, 0, &zeros),
-            &batch_loss,
-            &epochs,
-            &es,
-            &best_state,
-        )?;
-        if stop {
-            let best = es.as_ref().map_or(0, |s| s.best_epoch) + 1;
-            println!(
-                "epoch {}: early stopping (the best epoch was {best})",
-                epoch + 1
+        tr.take_state(&lib)?;
+        tr.setup.lr = cur_lr;
+        // restore_best_weights: the model's weights and statistics of the best epoch (the
+        // optimizer's state stays the last epoch's, as Keras's set_weights leaves it).
+        if let (Some(es), Some(best)) = (&es, &best_state) {
+            if es.restore_best_weights {
+                let s = &mut tr.setup;
+                let stats_at = s.state.len() + s.slots.len();
+                for (i, (_, w)) in s.state.iter_mut().enumerate() {
+                    *w = lib.tensor(best, i).map_err(UserError::new)?;
+                }
+                for (i, (_, w)) in s.stats.iter_mut().enumerate() {
+                    *w = lib.tensor(best, stats_at + i).map_err(UserError::new)?;
+                }
+                println!("restored the weights of epoch {}", es.best_epoch + 1);
+            }
+        }
+        let wpath = tr.write_weights(&out, t)?;
+        println!("{}\n{}", hist_path.display(), wpath.display());
+        Ok(tracked)
+    })();
+    if let Some(tk) = tracker {
+        let (id, db) = (tk.id, tk.target.describe());
+        let (status, why) = match &outcome {
+            Ok(s) => (*s, None),
+            Err(e) => (forgec_track::Status::Failed, Some(e.message.as_str())),
+        };
+        let r = tk.finish(status, why, std::time::Duration::from_secs(10));
+        if r.unwritten > 0 {
+            eprintln!(
+                "forgec: run tracking: the last rows of run {id} could not be written to {db} ({}); {} has every epoch",
+                r.error.unwrap_or_default(),
+                hist_path.display()
             );
-            break;
         }
     }
-    let stopped = es.as_ref().is_some_and(|s| s.stopped_epoch > 0);
-    let status = if stopped { "stopped early" } else { "done" };
-    let h = history(&batch_loss, &epochs, status);
-    write_atomic(
-        &hist_path,
-        serde_json::to_string_pretty(&h).unwrap().as_bytes(),
-    )?;
-    tr.take_state(&lib)?;
-    // restore_best_weights: the model's weights and statistics of the best epoch (the
-    // optimizer's state stays the last epoch's, as Keras's set_weights leaves it).
-    if let (Some(es), Some(best)) = (&es, &best_state) {
-        if es.restore_best_weights {
-            let s = &mut tr.setup;
-            let stats_at = s.state.len() + s.slots.len();
-            for (i, (_, w)) in s.state.iter_mut().enumerate() {
-                *w = lib.tensor(best, i).map_err(UserError::new)?;
+    outcome.map(|_| 0)
+}
+
+/// Keras's CSVLogger's file of the epochs so far: `epoch` (from 0), then every log in
+/// alphabetical order; numbers as Python writes them.
+fn csv_log(epochs: &[Value]) -> String {
+    let mut keys: Vec<&str> = Vec::new();
+    for e in epochs {
+        for k in e.as_object().into_iter().flat_map(|o| o.keys()) {
+            if k != "epoch" && k != "seconds" && !keys.contains(&k.as_str()) {
+                keys.push(k);
             }
-            for (i, (_, w)) in s.stats.iter_mut().enumerate() {
-                *w = lib.tensor(best, stats_at + i).map_err(UserError::new)?;
-            }
-            println!("restored the weights of epoch {}", es.best_epoch + 1);
         }
     }
-    let wpath = tr.write_weights(&out, t)?;
-    println!("{}\n{}", hist_path.display(), wpath.display());
-    Ok(0)
+    keys.sort_unstable();
+    let mut out = std::iter::once("epoch")
+        .chain(keys.iter().copied())
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push('\n');
+    for (i, e) in epochs.iter().enumerate() {
+        let mut row = vec![i.to_string()];
+        row.extend(
+            keys.iter()
+                .map(|k| e[*k].as_f64().map(py_float).unwrap_or_default()),
+        );
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// A float as Python's `repr` writes it: the shortest round trip, `1e-05` below 1e-4 and
+/// from 1e16 up.
+fn py_float(x: f64) -> String {
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "nan"
+        } else if x > 0.0 {
+            "inf"
+        } else {
+            "-inf"
+        }
+        .into();
+    }
+    let a = x.abs();
+    if a != 0.0 && !(1e-4..1e16).contains(&a) {
+        let s = format!("{x:e}");
+        let (m, e) = s.split_once('e').expect("an exponent");
+        let e: i32 = e.parse().expect("an exponent");
+        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+    }
+    let s = format!("{x}");
+    if s.contains('.') {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+/// TerminateOnNaN's diagnosis of the step that was not finite: the batch's data, else the
+/// first value of the step, run again in the interpreter from the same state, that is not
+/// finite, named by its op and the layer it comes from.
+fn first_nonfinite(tr: &Training, rows: &[usize], t: usize, batch_no: usize) -> String {
+    let where_ = format!("batch {batch_no} of the epoch (step {t})");
+    let batch = tr.batch(rows);
+    for (name, x) in &batch {
+        if !x.dtype().is_float() {
+            continue;
+        }
+        let v = x.to_f64_vec();
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            let per = (v.len() / rows.len().max(1)).max(1);
+            return format!(
+                "{where_}: the data is not finite: `{name}` holds {} in sample {} (row {} of its file): clean the data, or leave that sample out",
+                v[i],
+                i / per,
+                rows[i / per]
+            );
+        }
+    }
+    let g = &tr.step.graph;
+    let named = tr.named_inputs(batch, t);
+    let mut found: Option<String> = None;
+    let ran = forgec_ir::interp::run_watched(g, &named, &mut |node, outs| {
+        for (&id, o) in node.outputs.iter().zip(outs) {
+            if !o.dtype().is_float() {
+                continue;
+            }
+            let v = o.to_f64_vec();
+            if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+                let name = &g.value(id).name;
+                let part = if name.contains("grad") {
+                    "in the backward pass"
+                } else if tr.step.weights.iter().any(|w| name.starts_with(w.as_str())) {
+                    "in the weights' update"
+                } else {
+                    "in the forward pass or the loss"
+                };
+                found = Some(format!(
+                    "{where_}: the first value that is not finite is `{}` ({}, {bad}), {part}, from {}",
+                    name.escape_debug(),
+                    node.op.name(),
+                    node.origin
+                ));
+                return false;
+            }
+        }
+        true
+    });
+    match (found, ran) {
+        (Some(f), _) => f,
+        (None, Ok(_)) => format!(
+            "{where_}: the reference interpreter runs this step with every value finite: the compiled step's rounding overflowed; lower the learning rate or clip the gradients"
+        ),
+        (None, Err(e)) => format!("{where_}: the interpreter could not run the step again: {}", e.0),
+    }
+}
+
+/// The callbacks' state and the learning rate now, as a checkpoint keeps them.
+fn callback_state(
+    es: &Option<super::callbacks::EarlyStopping>,
+    plateau: &Option<super::callbacks::ReduceLrOnPlateau>,
+    lr: f64,
+) -> Value {
+    json!({
+        "early_stopping": es.as_ref().map(|s| s.state()),
+        "reduce_lr_on_plateau": plateau.as_ref().map(|p| p.state()),
+        "lr": lr,
+    })
+}
+
+/// The run database: `--track`, else (resuming) the one the checkpoint names, else
+/// `$FORGEC_TRACK`, else `forgec-runs.sqlite` in `out`'s parent directory; None for `none`.
+fn tracking_target(
+    flag: Option<&str>,
+    out: &Path,
+    prev: &Value,
+) -> Result<Option<forgec_track::Target>, UserError> {
+    if flag.is_none() && prev.is_object() {
+        return match prev["target"].as_str() {
+            None => Ok(None),
+            Some(spec) if spec.contains(":***@") => Err(UserError::new(format!(
+                "the run was tracked in {spec}: its checkpoint keeps the URL without the password: pass --track with the full URL"
+            ))),
+            Some(spec) => forgec_track::Target::parse(spec)
+                .map(Some)
+                .map_err(UserError::new),
+        };
+    }
+    let cwd = std::env::current_dir().map_err(|e| UserError::new(e.to_string()))?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    super::runs::target(flag, &cwd.join(parent).join("forgec-runs.sqlite"))
+}
+
+/// The row a run starts as: what it trains, on what, with which settings and files.
+fn new_run(
+    a: &Args,
+    hashes: &[(String, String)],
+    tr: &Training,
+    out: &Path,
+) -> Result<forgec_track::NewRun, UserError> {
+    use sha2::{Digest, Sha256};
+    let cwd = std::env::current_dir().map_err(|e| UserError::new(e.to_string()))?;
+    // The model (and its weights file) first, then the data, as `Args::files` lists them.
+    let skip = 1 + usize::from(a.weights.is_some());
+    let mut h = Sha256::new();
+    for (_, sum) in hashes.iter().skip(skip) {
+        h.update(sum.as_bytes());
+        h.update(b"\n");
+    }
+    let data_sha256: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let model = cwd.join(a.model());
+    Ok(forgec_track::NewRun {
+        model_name: model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        model_path: model.to_string_lossy().into_owned(),
+        model_sha256: hashes.first().map(|(_, h)| h.clone()).unwrap_or_default(),
+        data_sha256,
+        files: hashes
+            .iter()
+            .map(|(p, h)| json!({"path": p, "sha256": h}))
+            .collect(),
+        optimizer_type: tr.opt.keras_name().to_string(),
+        loss: tr.loss_name.clone(),
+        hyperparameters: json!({
+            "epochs": a.epochs,
+            "batch_size": a.batch_size,
+            "shuffle": !a.no_shuffle,
+            "seed": a.seed,
+            "learning_rate": tr.lr,
+            "optimizer": describe(tr.opt, tr.rules, tr.lr),
+            "validation_split": a.validation_split,
+            "early_stopping": a.early_stopping,
+            "checkpoint_every": a.checkpoint_every,
+            "samples": tr.samples,
+            "validation_samples": tr.val_samples,
+        }),
+        epochs_planned: a.epochs as i64,
+        forgec_version: env!("CARGO_PKG_VERSION").into(),
+        machine: forgec_track::cpu_model(),
+        device: "cpu".into(),
+        threads: a.threads as i64,
+        checkpoint_path: cwd
+            .join(out)
+            .join(super::checkpoint::FILE)
+            .to_string_lossy()
+            .into_owned(),
+        out_dir: cwd.join(out).to_string_lossy().into_owned(),
+    })
 }

@@ -97,7 +97,7 @@ double NAME_train_lr(const NAME_train *t) { return t ? NAME_get_f64(t->state[t->
 int NAME_train_set_lr(NAME_train *t, double lr) {
     int rc = NAME_enter(t);
     if (rc != UPNAME_OK) return rc;
-    if (!(lr > 0.0 && lr < 1e30)) { snprintf(t->error, sizeof t->error, "learning rate %g: use a positive, finite one", lr); return NAME_leave(t, UPNAME_ERR_ARG); }
+    if (!(lr >= 0.0 && lr < 1e30)) { snprintf(t->error, sizeof t->error, "learning rate %g: use a finite one of at least 0 (0 leaves the weights as they are, as a schedule's warmup may start)", lr); return NAME_leave(t, UPNAME_ERR_ARG); }
     NAME_put_f64(t->state[t->cur], 24, lr);
     return NAME_leave(t, UPNAME_OK);
 }
@@ -280,7 +280,7 @@ int NAME_train_set_state(NAME_train *t, const void *buf, size_t size) {
         return NAME_leave(t, UPNAME_ERR_ARG);
     }
     double lr = NAME_get_f64(b, 24);
-    if (NAME_get_i64(b, 16) < 0 || !(lr > 0.0 && lr < 1e30)) { snprintf(t->error, sizeof t->error, "the state's step count or learning rate is out of range"); return NAME_leave(t, UPNAME_ERR_ARG); }
+    if (NAME_get_i64(b, 16) < 0 || !(lr >= 0.0 && lr < 1e30)) { snprintf(t->error, sizeof t->error, "the state's step count or learning rate is out of range"); return NAME_leave(t, UPNAME_ERR_ARG); }
     memcpy(t->state[t->cur], b, UPNAME_TRAIN_STATE_BYTES);
     return NAME_leave(t, UPNAME_OK);
 }
