@@ -110,18 +110,7 @@ impl EarlyStopping {
             }
         }
         // A monitored value the logs will not have would never stop the run: said now.
-        if !logs.contains(&es.monitor) {
-            let hint = if es.monitor.starts_with("val_") {
-                " (validation values need --validation-split)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "--early-stopping monitor={}: the epochs' logs will have {}{hint}",
-                es.monitor,
-                logs.join(", ")
-            ));
-        }
+        check_monitor("--early-stopping", &es.monitor, logs)?;
         es.direction = match mode.as_str() {
             "min" => Direction::Min,
             "max" => Direction::Max,
@@ -215,6 +204,23 @@ impl EarlyStopping {
     }
 }
 
+/// A callback's monitored value must be one the epochs' logs will have (Keras warns and goes
+/// on; a callback that can never act is refused here).
+fn check_monitor(flag: &str, monitor: &str, logs: &[String]) -> Result<(), String> {
+    if logs.iter().any(|l| l == monitor) {
+        return Ok(());
+    }
+    let hint = if monitor.starts_with("val_") {
+        " (validation values need --validation-split or --val-x/--val-y)"
+    } else {
+        ""
+    };
+    Err(format!(
+        "{flag} monitor={monitor}: the epochs' logs will have {}{hint}",
+        logs.join(", ")
+    ))
+}
+
 /// Parses `KEY=VALUE,...` for `flag`.
 fn settings(flag: &str, spec: &str) -> Result<Vec<(String, String)>, String> {
     spec.split(',')
@@ -301,18 +307,7 @@ impl ReduceLrOnPlateau {
                 }
             }
         }
-        if !logs.contains(&r.monitor) {
-            let hint = if r.monitor.starts_with("val_") {
-                " (validation values need --validation-split)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "{flag} monitor={}: the epochs' logs will have {}{hint}",
-                r.monitor,
-                logs.join(", ")
-            ));
-        }
+        check_monitor(flag, &r.monitor, logs)?;
         r.max = mode == "max" || (mode == "auto" && r.monitor.contains("acc"));
         r.best = if r.max {
             f64::NEG_INFINITY

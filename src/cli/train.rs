@@ -1544,18 +1544,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             (a, None, hashes)
         }
     };
-    if a.epochs == 0 || a.epochs > 1_000_000 {
-        return Err(UserError::new(format!(
-            "--epochs {}: use 1 to 1000000",
-            a.epochs
-        )));
-    }
-    if a.batch_size == 0 || a.batch_size > 1 << 20 {
-        return Err(UserError::new(format!(
-            "--batch-size {}: use 1 to 1048576",
-            a.batch_size
-        )));
-    }
+    // (--epochs and --batch-size are checked by `prepare`.)
     let out = a.out().to_path_buf();
     super::writable_dir(&out, "--out")?;
     // Run tracking: the database must answer before anything is compiled.
