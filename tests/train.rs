@@ -2706,6 +2706,10 @@ fn runs_are_tracked_in_sql() {
     );
     let o = train("sgd", &["--optimizer", "sgd", "--lr", "0.05"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
+    // A run refused before it starts (a monitor the logs will not have) leaves no row: the
+    // ids below stay 1, 2, 3.
+    let o = train("refused", &["--early-stopping", "monitor=val_loss"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
     // A NaN in the second batch: the run fails, and its row says why.
     let bad = dir.join("x_nan.npy");
     let mut t = npy(&x);

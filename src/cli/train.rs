@@ -1571,22 +1571,6 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     lib.set_seed(a.seed)
         .map_err(|e| UserError::new(e.message))?;
     let (n, opt, rules, lr) = (tr.samples, tr.opt, tr.rules, tr.lr);
-    let tracker = match &target {
-        None => None,
-        Some(tg) => {
-            let tk = match track_prev.get("run").and_then(Value::as_i64) {
-                Some(id) => forgec_track::Tracker::resume(tg, id, a.threads as i64),
-                None => forgec_track::Tracker::start(tg, &new_run(&a, &hashes, &tr, &out)?),
-            }
-            .map_err(UserError::new)?;
-            println!("run {} tracked in {}", tk.id, tg.describe());
-            Some(tk)
-        }
-    };
-    let track_meta = json!({
-        "target": target.as_ref().map(|t| t.describe()),
-        "run": tracker.as_ref().map(|t| t.id),
-    });
     let loss_name = tr.loss_name.clone();
     let metric_names: Vec<String> = lib.metrics.clone();
     // The callbacks, checked against the logs the epochs will have before anything runs.
@@ -1683,6 +1667,23 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         }
         None => a.saved()?,
     };
+    // The run's row, once every setting was checked (a refused run is no run).
+    let tracker = match &target {
+        None => None,
+        Some(tg) => {
+            let tk = match track_prev.get("run").and_then(Value::as_i64) {
+                Some(id) => forgec_track::Tracker::resume(tg, id, a.threads as i64),
+                None => forgec_track::Tracker::start(tg, &new_run(&a, &hashes, &tr, &out)?),
+            }
+            .map_err(UserError::new)?;
+            println!("run {} tracked in {}", tk.id, tg.describe());
+            Some(tk)
+        }
+    };
+    let track_meta = json!({
+        "target": target.as_ref().map(|t| t.describe()),
+        "run": tracker.as_ref().map(|t| t.id),
+    });
     let files: Vec<Value> = hashes
         .iter()
         .map(|(p, h)| json!({"path": p, "sha256": h}))
