@@ -2819,14 +2819,38 @@ fn runs_are_tracked_in_sql() {
         o.stderr
     );
     assert!(!dir.join("bad/history.json").exists());
-    // Tracking off.
-    let o = train("untracked", &["--track", "none"]);
+    // Tracking off; --json-progress: one JSON object per line, the epochs' logs as history's.
+    let o = train("untracked", &["--track", "none", "--json-progress"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(!o.stdout.contains("tracked in"));
+    let h = history(&dir.join("untracked"));
+    assert_eq!(h["run"], serde_json::Value::Null);
+    let events: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        history(&dir.join("untracked"))["run"],
-        serde_json::Value::Null
+        kinds,
+        ["start", "epoch", "epoch", "epoch", "end"],
+        "{}",
+        o.stdout
     );
+    assert_eq!(events[0]["steps_per_epoch"], 32);
+    assert_eq!(events[3]["logs"], h["epochs"][2]);
+    assert_eq!(
+        (events[4]["status"].as_str(), events[4]["steps"].as_i64()),
+        (Some("done"), Some(96))
+    );
+    // --quiet: nothing on stdout, the history written as always.
+    let o = train("quiet", &["--track", "none", "--quiet"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "");
+    assert_eq!(history(&dir.join("quiet"))["epoch_loss"], h["epoch_loss"]);
 
     // The same through PostgreSQL, in a schema of its own, when a server answers.
     let url = std::env::var("FORGEC_TEST_POSTGRES")

@@ -106,6 +106,15 @@ pub struct Args {
     /// Also write DIR/checkpoint.bin every K steps (it is written after every epoch anyway)
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub checkpoint_every: usize,
+    /// Print nothing but errors (history.json, the run's row and the checkpoint are written as
+    /// always)
+    #[arg(long, conflicts_with = "json_progress")]
+    pub quiet: bool,
+    /// Print one JSON object per line instead of text, for programs: {"event": "start"},
+    /// {"event": "epoch", "logs": {...}}, {"event": "reduce_lr"}, {"event": "early_stopping"},
+    /// {"event": "end", "status", "history", "weights"}
+    #[arg(long)]
+    pub json_progress: bool,
     /// Where the run is tracked (a row of `runs`, one of `epochs` per epoch): sqlite:PATH,
     /// postgres://USER:PASSWORD@HOST/DB, or none (default: $FORGEC_TRACK, else
     /// forgec-runs.sqlite in --out's parent directory). With --resume: the database again
@@ -206,6 +215,8 @@ impl Args {
             reduce_lr_on_plateau: opt("reduce_lr_on_plateau"),
             csv_log: opt("csv_log").map(PathBuf::from),
             track: None,
+            quiet: false,
+            json_progress: false,
             resume: None,
         })
     }
@@ -1522,6 +1533,10 @@ fn check_files(meta: &Value, dir: &Path) -> Result<Vec<(String, String)>, UserEr
 pub fn cmd(a: Args) -> Result<i32, UserError> {
     super::check_threads(a.threads)?;
     let track_flag = a.track.clone();
+    let say = Say {
+        quiet: a.quiet,
+        json: a.json_progress,
+    };
     // --resume DIR: the run's own arguments, from its checkpoint, its files unchanged.
     let (a, resumed, hashes) = match &a.resume {
         Some(dir) => {
@@ -1658,11 +1673,12 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                     e.message
                 ))
             })?;
-            println!(
+            say.line(format_args!(
                 "resuming {} at epoch {}, step {t}",
                 out.display(),
                 first_epoch + 1
-            );
+            ));
+            say.event(json!({"event": "resume", "epoch": first_epoch + 1, "step": t}));
             m["args"].clone()
         }
         None => a.saved()?,
@@ -1676,7 +1692,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 None => forgec_track::Tracker::start(tg, &new_run(&a, &hashes, &tr, &out)?),
             }
             .map_err(UserError::new)?;
-            println!("run {} tracked in {}", tk.id, tg.describe());
+            say.line(format_args!("run {} tracked in {}", tk.id, tg.describe()));
             Some(tk)
         }
     };
@@ -1684,6 +1700,11 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         "target": target.as_ref().map(|t| t.describe()),
         "run": tracker.as_ref().map(|t| t.id),
     });
+    say.event(
+        json!({"event": "start", "run": tracker.as_ref().map(|t| t.id),
+        "epochs": a.epochs, "samples": n, "validation_samples": tr.val_samples,
+        "steps_per_epoch": n.div_ceil(a.batch_size)}),
+    );
     let files: Vec<Value> = hashes
         .iter()
         .map(|(p, h)| json!({"path": p, "sha256": h}))
@@ -1850,19 +1871,27 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             } else {
                 String::new()
             };
-            println!(
+            say.line(format_args!(
                 "epoch {}/{}: loss {el:.6}{shown} ({} steps{speed})",
                 epoch + 1,
                 a.epochs,
                 n.div_ceil(a.batch_size),
+            ));
+            say.event(
+                json!({"event": "epoch", "epoch": epoch + 1, "epochs": a.epochs,
+                "steps": t, "logs": rec,
+                "samples_per_second": (ran > 0).then(|| ran as f64 / secs.max(1e-9))}),
             );
             // ReduceLROnPlateau: the next epoch's rate.
             if let Some(p) = &mut plateau {
                 if let Some(new) = p.on_epoch_end(&rec, cur_lr) {
                     lib.set_lr(new).map_err(|e| UserError::new(e.message))?;
-                    println!(
+                    say.line(format_args!(
                         "epoch {}: ReduceLROnPlateau reducing learning rate to {new}",
                         epoch + 1
+                    ));
+                    say.event(
+                        json!({"event": "reduce_lr", "epoch": epoch + 1, "learning_rate": new}),
                     );
                     cur_lr = new;
                 }
@@ -1903,9 +1932,12 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             )?;
             if stop {
                 let best = es.as_ref().map_or(0, |s| s.best_epoch) + 1;
-                println!(
+                say.line(format_args!(
                     "epoch {}: early stopping (the best epoch was {best})",
                     epoch + 1
+                ));
+                say.event(
+                    json!({"event": "early_stopping", "epoch": epoch + 1, "best_epoch": best}),
                 );
                 break;
             }
@@ -1935,11 +1967,16 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 for (i, (_, w)) in s.stats.iter_mut().enumerate() {
                     *w = lib.tensor(best, stats_at + i).map_err(UserError::new)?;
                 }
-                println!("restored the weights of epoch {}", es.best_epoch + 1);
+                say.line(format_args!(
+                    "restored the weights of epoch {}",
+                    es.best_epoch + 1
+                ));
             }
         }
         let wpath = tr.write_weights(&out, t)?;
-        println!("{}\n{}", hist_path.display(), wpath.display());
+        say.line(format_args!("{}\n{}", hist_path.display(), wpath.display()));
+        say.event(json!({"event": "end", "status": status, "steps": t,
+            "history": hist_path, "weights": wpath}));
         Ok(tracked)
     })();
     if let Some(tk) = tracker {
@@ -2073,6 +2110,28 @@ fn first_nonfinite(tr: &Training, rows: &[usize], t: usize, batch_no: usize) -> 
             "{where_}: the reference interpreter runs this step with every value finite: the compiled step's rounding overflowed; lower the learning rate or clip the gradients"
         ),
         (None, Err(e)) => format!("{where_}: the interpreter could not run the step again: {}", e.0),
+    }
+}
+
+/// What `forgec train` prints: text lines, nothing (`--quiet`), or JSON events
+/// (`--json-progress`, one object per line).
+#[derive(Clone, Copy)]
+struct Say {
+    quiet: bool,
+    json: bool,
+}
+
+impl Say {
+    fn line(self, text: std::fmt::Arguments) {
+        if !self.quiet && !self.json {
+            println!("{text}");
+        }
+    }
+
+    fn event(self, v: Value) {
+        if self.json {
+            println!("{v}");
+        }
     }
 }
 
