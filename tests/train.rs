@@ -3292,3 +3292,42 @@ fn validation_files_and_class_weights() {
         assert!(o.stderr.contains(says), "{extra:?}: {}", o.stderr);
     }
 }
+
+/// On a terminal (`script` gives the run one), `forgec train` draws Keras's live progress
+/// line: the epoch, a bar, the steps, the time left and the loss so far, cleared before each
+/// epoch's own line; piped, it prints the plain lines only.
+#[test]
+fn a_terminal_gets_a_live_progress_line() {
+    let f = fixtures().join("training");
+    let out = scratch("live_bar");
+    let cmd = format!(
+        "{} train {} --x {} --y {} --epochs 2 --track none --out {}",
+        env!("CARGO_BIN_EXE_forgec"),
+        model_file("mlp_binary.keras").display(),
+        f.join("mlp_binary.train_x.npy").display(),
+        f.join("mlp_binary.train_y.npy").display(),
+        out.display()
+    );
+    let Ok(o) = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .output()
+    else {
+        println!("skipped: no `script` program to give the run a terminal");
+        return;
+    };
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("\r\x1b[2Kepoch 1/2 [") && text.contains("] 32/32 - ETA "),
+        "{text:?}"
+    );
+    assert!(text.contains("\r\x1b[2Kepoch 2/2: loss "), "{text:?}");
+    // Piped: no control characters.
+    let o = forgec(&cmd.split(' ').skip(1).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        !o.stdout.contains('\x1b') && !o.stdout.contains('\r'),
+        "{:?}",
+        o.stdout
+    );
+}

@@ -1533,9 +1533,11 @@ fn check_files(meta: &Value, dir: &Path) -> Result<Vec<(String, String)>, UserEr
 pub fn cmd(a: Args) -> Result<i32, UserError> {
     super::check_threads(a.threads)?;
     let track_flag = a.track.clone();
+    use std::io::IsTerminal;
     let say = Say {
         quiet: a.quiet,
         json: a.json_progress,
+        live: !a.quiet && !a.json_progress && std::io::stdout().is_terminal(),
     };
     // --resume DIR: the run's own arguments, from its checkpoint, its files unchanged.
     let (a, resumed, hashes) = match &a.resume {
@@ -1778,6 +1780,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             };
             let done_before = if epoch == first_epoch { skip } else { 0 };
             skip = 0;
+            let mut bar = Bar::new(done_before);
             // The samples this process ran of the epoch (a resumed epoch's first part ran before).
             let count_before = count;
             for (i, rows) in order.chunks(a.batch_size).enumerate().skip(done_before) {
@@ -1833,6 +1836,15 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 for (acc, m) in msum.iter_mut().zip(ms) {
                     *acc += m * rows.len() as f64;
                 }
+                if say.live {
+                    bar.step(
+                        epoch + 1,
+                        a.epochs,
+                        i + 1,
+                        n.div_ceil(a.batch_size),
+                        sum / count.max(1) as f64,
+                    );
+                }
                 if a.checkpoint_every > 0 && t % a.checkpoint_every == 0 {
                     checkpoint(
                         epoch,
@@ -1871,6 +1883,9 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             } else {
                 String::new()
             };
+            if say.live {
+                Bar::clear();
+            }
             say.line(format_args!(
                 "epoch {}/{}: loss {el:.6}{shown} ({} steps{speed})",
                 epoch + 1,
@@ -2119,6 +2134,68 @@ fn first_nonfinite(tr: &Training, rows: &[usize], t: usize, batch_no: usize) -> 
 struct Say {
     quiet: bool,
     json: bool,
+    /// A live progress line (stdout is a terminal, neither flag given).
+    live: bool,
+}
+
+/// Keras's live progress line, on a terminal only: the epoch, a bar, the steps done, the time
+/// left and the epoch's loss so far; redrawn at most ten times a second and cleared before
+/// the epoch's line.
+struct Bar {
+    start: std::time::Instant,
+    last: Option<std::time::Instant>,
+    /// Steps of the epoch run before this process (a resumed epoch).
+    before: usize,
+}
+
+impl Bar {
+    fn new(before: usize) -> Bar {
+        Bar {
+            start: std::time::Instant::now(),
+            last: None,
+            before,
+        }
+    }
+
+    fn step(&mut self, epoch: usize, epochs: usize, i: usize, steps: usize, loss: f64) {
+        use std::io::Write;
+        let now = std::time::Instant::now();
+        if i < steps
+            && self
+                .last
+                .is_some_and(|l| now - l < std::time::Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last = Some(now);
+        let ran = i.saturating_sub(self.before).max(1);
+        let eta = self.start.elapsed().as_secs_f64() / ran as f64 * (steps - i) as f64;
+        const W: usize = 30;
+        let filled = W * i / steps.max(1);
+        let bar = if filled >= W {
+            "=".repeat(W)
+        } else {
+            format!("{}>{}", "=".repeat(filled), ".".repeat(W - filled - 1))
+        };
+        let eta = if eta >= 60.0 {
+            format!("{}:{:02}", eta as u64 / 60, eta as u64 % 60)
+        } else {
+            format!("{eta:.1} s")
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = write!(
+            out,
+            "\r\x1b[2Kepoch {epoch}/{epochs} [{bar}] {i}/{steps} - ETA {eta} - loss: {loss:.4}"
+        );
+        let _ = out.flush();
+    }
+
+    fn clear() {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\r\x1b[2K");
+        let _ = out.flush();
+    }
 }
 
 impl Say {
