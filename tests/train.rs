@@ -3331,3 +3331,150 @@ fn a_terminal_gets_a_live_progress_line() {
         o.stdout
     );
 }
+
+/// `forgec train` writes the trained model as a Keras 3 archive, `final.keras`: forgec runs it
+/// to the same bits as the model with `final.weights.h5`, compiles it, and Keras loads it
+/// (where Python has Keras: compiled with the run's optimizer state, predictions within
+/// 1e-6); a run with `--optimizer` writes it uncompiled.
+#[test]
+fn trained_models_are_keras_archives() {
+    let f = fixtures().join("training");
+    let dir = scratch("keras_archive");
+    let (x, y) = (
+        f.join("mlp_binary.train_x.npy"),
+        f.join("mlp_binary.train_y.npy"),
+    );
+    let input = model_file("mlp_binary.input.npy");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for (name, model, extra) in [
+        ("compiled", model_file("mlp_binary.keras"), vec![]),
+        (
+            "flags",
+            model_file("mlp_binary.json"),
+            vec!["--loss", "binary_crossentropy", "--optimizer", "sgd"],
+        ),
+    ] {
+        let out = dir.join(name);
+        let mut a = vec![
+            "train".to_string(),
+            s(&model),
+            "--x".into(),
+            s(&x),
+            "--y".into(),
+            s(&y),
+            "--epochs".into(),
+            "2".into(),
+            "--track".into(),
+            "none".into(),
+            "--out".into(),
+            s(&out),
+        ];
+        a.extend(extra.iter().map(|e| e.to_string()));
+        let o = forgec(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.code, 0, "{name}: {}", o.stderr);
+        let k = out.join("final.keras");
+        assert!(o.stdout.contains(k.to_str().unwrap()), "{}", o.stdout);
+        // The archive's config keeps the compile config only when the run trained with it.
+        let zf = std::fs::File::open(&k).unwrap();
+        let mut z = zip::ZipArchive::new(zf).unwrap();
+        let cfg: serde_json::Value = {
+            use std::io::Read;
+            let mut t = String::new();
+            z.by_name("config.json")
+                .unwrap()
+                .read_to_string(&mut t)
+                .unwrap();
+            serde_json::from_str(&t).unwrap()
+        };
+        assert_eq!(
+            cfg["compile_config"].is_object(),
+            name == "compiled",
+            "{name}"
+        );
+        // forgec runs it as it runs the model with the trained weights.
+        let (r1, r2) = (out.join("r1"), out.join("r2"));
+        let o = forgec(&[
+            "run",
+            k.to_str().unwrap(),
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            r1.to_str().unwrap(),
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let o = forgec(&[
+            "run",
+            model_file("mlp_binary.json").to_str().unwrap(),
+            "--weights",
+            out.join("final.weights.h5").to_str().unwrap(),
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            r2.to_str().unwrap(),
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let out_file = |d: &std::path::Path| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+        };
+        assert_eq!(
+            std::fs::read(out_file(&r1)).unwrap(),
+            std::fs::read(out_file(&r2)).unwrap()
+        );
+        // And Keras loads it, where Python has Keras.
+        let check = String::from(
+            "import os, glob, sys\nos.environ.setdefault('KERAS_BACKEND', 'jax')\nimport numpy as np, keras\n\
+             m = keras.models.load_model(sys.argv[1])\nout = m.predict(np.load(sys.argv[2]), verbose=0)\n\
+             ours = np.load(glob.glob(sys.argv[3] + '/*.npy')[0])\n\
+             opt = getattr(m, 'optimizer', None)\n\
+             print(m.compiled, int(opt.iterations) if opt is not None else -1, float(np.abs(out - ours).max()))\n"
+        );
+        match std::process::Command::new("python3")
+            .args([
+                "-c",
+                &check,
+                k.to_str().unwrap(),
+                input.to_str().unwrap(),
+                r1.to_str().unwrap(),
+            ])
+            .output()
+        {
+            Ok(o) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let w: Vec<&str> = text.split_whitespace().collect();
+                println!("{name}: Keras loads final.keras: {text}");
+                assert_eq!(
+                    w[0],
+                    if name == "compiled" { "True" } else { "False" },
+                    "{text}"
+                );
+                if name == "compiled" {
+                    assert_eq!(w[1], "64", "the optimizer's steps: {text}");
+                }
+                assert!(w[2].parse::<f64>().unwrap() <= 1e-6, "{text}");
+            }
+            Ok(o) => println!(
+                "skipped the Keras check ({name}): {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+            Err(e) => println!("skipped the Keras check ({name}): no python3 ({e})"),
+        }
+    }
+    // forgec compile takes the result.
+    let lib = dir.join("lib");
+    let o = forgec(&[
+        "compile",
+        dir.join("compiled/final.keras").to_str().unwrap(),
+        "-o",
+        lib.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(lib.join("libfinal.so").exists() || std::fs::read_dir(&lib).unwrap().count() >= 3);
+}

@@ -756,8 +756,21 @@ impl Training {
             forgec_runtime::write_npz(&p, &self.state).map_err(|e| UserError::new(e.0))?;
             return Ok(p);
         };
-        use forgec_import::keras::save;
         let p = dir.join("final.weights.h5");
+        self.weights_h5(layout, &p, t, true)?;
+        Ok(p)
+    }
+
+    /// The weights after step `t` as Keras 3's `.weights.h5` at `p`, the optimizer's state
+    /// with them when `optimizer`.
+    fn weights_h5(
+        &self,
+        layout: &forgec_import::keras::save::K3Layout,
+        p: &Path,
+        t: usize,
+        optimizer: bool,
+    ) -> Result<(), UserError> {
+        use forgec_import::keras::save;
         let find = |v: &[(String, Tensor)], n: &str| {
             v.iter().find(|(m, _)| m == n).map(|(_, t)| t.clone())
         };
@@ -787,8 +800,62 @@ impl Training {
             learning_rate: self.lr as f32,
             slots,
         };
-        save::write_weights_h5(&p, layout, &value, Some(&opt)).map_err(UserError::new)?;
-        Ok(p)
+        save::write_weights_h5(p, layout, &value, optimizer.then_some(&opt)).map_err(UserError::new)
+    }
+
+    /// The trained model as a Keras 3 `.keras` archive, `DIR/final.keras` (`config.json`,
+    /// `metadata.json`, `model.weights.h5`), which `keras.models.load_model` and forgec read.
+    /// Its compile config (and the optimizer's state) is kept when the run trained with it;
+    /// with `--loss` or `--optimizer` the model is written uncompiled. None for a model whose
+    /// config is not Keras 3's (tf.keras 2, ONNX).
+    pub fn write_keras(&self, dir: &Path, t: usize) -> Result<Option<PathBuf>, UserError> {
+        let (Some(k), Some(layout)) = (&self.archive, &self.k3_layout) else {
+            return Ok(None);
+        };
+        let mut cfg = k.config.clone();
+        let compiled = k.keep_compile && cfg.get("compile_config").is_some_and(|c| !c.is_null());
+        if !compiled {
+            if let Some(o) = cfg.as_object_mut() {
+                o.remove("compile_config");
+            }
+        }
+        let err = |e: String| {
+            UserError::new(format!(
+                "{}: cannot write: {e}",
+                dir.join("final.keras").display()
+            ))
+        };
+        let scratch = tempfile::tempdir_in(dir).map_err(|e| err(e.to_string()))?;
+        let h5 = scratch.path().join("model.weights.h5");
+        self.weights_h5(layout, &h5, t, compiled)?;
+        let weights = std::fs::read(&h5).map_err(|e| err(e.to_string()))?;
+        let now = forgec_track::time::iso(std::time::SystemTime::now());
+        let meta = json!({
+            "keras_version": k.version.clone().unwrap_or_else(|| "3.15.1".into()),
+            "date_saved": format!("{}@{}", &now[..10], &now[11..19]),
+            "saved_by": format!("forgec {}", env!("CARGO_PKG_VERSION")),
+        });
+        let tmp = scratch.path().join("final.keras");
+        {
+            use std::io::Write;
+            let f = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
+            let mut z = zip::ZipWriter::new(f);
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            for (name, bytes) in [
+                ("metadata.json", serde_json::to_vec(&meta).unwrap()),
+                ("config.json", serde_json::to_vec(&cfg).unwrap()),
+                ("model.weights.h5", weights),
+            ] {
+                z.start_file(name, opts).map_err(|e| err(e.to_string()))?;
+                z.write_all(&bytes).map_err(|e| err(e.to_string()))?;
+            }
+            let f = z.finish().map_err(|e| err(e.to_string()))?;
+            f.sync_all().map_err(|e| err(e.to_string()))?;
+        }
+        let p = dir.join("final.keras");
+        std::fs::rename(&tmp, &p).map_err(|e| err(e.to_string()))?;
+        Ok(Some(p))
     }
 
     /// The rows `rows` of every data tensor.
@@ -920,6 +987,8 @@ pub struct Setup {
     /// The optimizer's name in Keras (`adam`, or its compile config's).
     pub opt_name: String,
     pub k3_layout: Option<forgec_import::keras::save::K3Layout>,
+    /// What a `.keras` archive of the trained model is made of (Keras 3 models only).
+    pub archive: Option<ArchiveSource>,
     pub state: Vec<(String, Tensor)>,
     pub slots: Vec<(String, Tensor)>,
     /// BatchNormalization's moving statistics the step updates (training mode), by name.
@@ -927,6 +996,14 @@ pub struct Setup {
     /// The optimizer's own scalars (`optimizer.u_product` of Nadam).
     pub globals: Vec<(String, Tensor)>,
     pub frozen: Vec<(String, Tensor)>,
+}
+
+/// A Keras 3 model's config, its Keras version, and whether the run trains with its compile
+/// config (no `--loss`, no `--optimizer`).
+pub struct ArchiveSource {
+    pub config: Value,
+    pub version: Option<String>,
+    pub keep_compile: bool,
 }
 
 /// The losses in words: one name when every output has the same loss with weight 1, else
@@ -1045,6 +1122,22 @@ pub fn setup(
         forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),
         forgec_import::Model::Onnx(_) => None,
     };
+    let archive = match &m {
+        forgec_import::Model::Keras(k)
+            if matches!(
+                k.format,
+                forgec_import::keras::Format::Keras3Json
+                    | forgec_import::keras::Format::KerasArchive
+            ) =>
+        {
+            Some(ArchiveSource {
+                config: k.config.clone(),
+                version: k.keras_version.clone(),
+                keep_compile: loss_flag.is_none() && opt_flag.is_none(),
+            })
+        }
+        _ => None,
+    };
     for n in compiled_metrics(&m, &mut outputs) {
         eprintln!(
             "forgec: the model's metric `{}` is not computed yet (forgec computes {}): left out",
@@ -1127,6 +1220,7 @@ pub fn setup(
         schedule,
         opt_name,
         k3_layout,
+        archive,
         state,
         slots,
         stats,
@@ -1805,6 +1899,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                     tr.take_state(&lib)?;
                     tr.setup.lr = cur_lr;
                     let wpath = tr.write_weights(&out, t - 1)?;
+                    tr.write_keras(&out, t - 1)?;
                     let h = history(
                         &batch_loss,
                         &epochs,
@@ -1989,9 +2084,17 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             }
         }
         let wpath = tr.write_weights(&out, t)?;
+        let kpath = tr.write_keras(&out, t)?;
         say.line(format_args!("{}\n{}", hist_path.display(), wpath.display()));
+        match &kpath {
+            Some(k) => say.line(format_args!("{}", k.display())),
+            None if tr.k3_layout.is_some() => say.line(format_args!(
+                "(no final.keras: this model's config is tf.keras 2's, not Keras 3's; final.weights.h5 loads into the model rebuilt in Keras 3)"
+            )),
+            None => {}
+        }
         say.event(json!({"event": "end", "status": status, "steps": t,
-            "history": hist_path, "weights": wpath}));
+            "history": hist_path, "weights": wpath, "model": kpath}));
         Ok(tracked)
     })();
     if let Some(tk) = tracker {

@@ -79,6 +79,9 @@ pub struct KerasModel {
     pub sequential_like: bool,
     /// Where each weight goes in a Keras 3 `.weights.h5` (what `forgec train` writes).
     pub k3_layout: save::K3Layout,
+    /// The model's config as the file holds it (`config.json` of an archive, the JSON, or an
+    /// `.h5`'s `model_config`): what a `.keras` archive of the trained model is written with.
+    pub config: Value,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -304,6 +307,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<KerasModel, ImportError> 
             model: name,
             groups: std::mem::take(&mut cx.k3_groups),
         },
+        config: root,
     })
 }
 
