@@ -3478,3 +3478,122 @@ fn trained_models_are_keras_archives() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(lib.join("libfinal.so").exists() || std::fs::read_dir(&lib).unwrap().count() >= 3);
 }
+
+/// `--model-checkpoint` as Keras's ModelCheckpoint: with save_best_only, a `.weights.h5` file
+/// (named from the epoch and val_loss, as Python formats them) after each epoch whose val_loss
+/// beats the best so far, and nothing after the others; the last one holds the weights that
+/// EarlyStopping's restore_best_weights writes as the final ones. A `.keras` filepath writes
+/// the model, which runs to the same bits.
+#[test]
+fn model_checkpoint_saves_the_best_epochs() {
+    let f = fixtures().join("training");
+    let dir = scratch("model_checkpoint");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let base = |out: &std::path::Path| -> Vec<String> {
+        [
+            "train",
+            model_file("mlp_binary.keras").to_str().unwrap(),
+            "--x",
+            f.join("mlp_binary.train_x.npy").to_str().unwrap(),
+            "--y",
+            f.join("mlp_binary.train_y.npy").to_str().unwrap(),
+            "--epochs",
+            "8",
+            "--lr",
+            "0.02",
+            "--validation-split",
+            "0.25",
+            "--track",
+            "none",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let mut args = base(&a);
+    args.extend([
+        "--model-checkpoint".into(),
+        format!(
+            "filepath={}/ck/e{{epoch:02d}}-{{val_loss:.4f}}.weights.h5,save_best_only=true",
+            s(&a)
+        ),
+        "--early-stopping".into(),
+        "patience=100,restore_best_weights=true".into(),
+    ]);
+    let o = forgec(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let h = history(&a);
+    let mut want = Vec::new();
+    let mut best = f64::INFINITY;
+    for (e, rec) in h["epochs"].as_array().unwrap().iter().enumerate() {
+        let v = rec["val_loss"].as_f64().unwrap();
+        if v < best {
+            best = v;
+            want.push(format!("e{:02}-{v:.4}.weights.h5", e + 1));
+        }
+    }
+    let mut got: Vec<String> = std::fs::read_dir(a.join("ck"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "{}", o.stdout);
+    assert!(
+        want.len() >= 2 && want.len() < 8,
+        "a test that shows both cases: {want:?}"
+    );
+    let read = |w: &std::path::Path| {
+        let opts = LoadOptions {
+            weights: Some(w.to_path_buf()),
+            ..LoadOptions::default()
+        };
+        weights_of(&load(&model_file("mlp_binary.json"), &opts).unwrap().graph)
+    };
+    let last = a.join("ck").join(want.last().unwrap());
+    for ((n, x), (_, y)) in read(&last).iter().zip(&read(&a.join("final.weights.h5"))) {
+        assert_eq!(x.to_f64_vec(), y.to_f64_vec(), "{n}");
+    }
+    // The model itself.
+    let mut args = base(&b);
+    args.extend([
+        "--model-checkpoint".into(),
+        format!("filepath={}/best.keras,save_best_only=true", s(&b)),
+    ]);
+    let o = forgec(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let input = model_file("mlp_binary.input.npy");
+    let (r1, r2) = (dir.join("r1"), dir.join("r2"));
+    let o = forgec(&[
+        "run",
+        b.join("best.keras").to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        r1.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = forgec(&[
+        "run",
+        model_file("mlp_binary.json").to_str().unwrap(),
+        "--weights",
+        last.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        r2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        std::fs::read(r1.join("output_0.npy")).unwrap(),
+        std::fs::read(r2.join("output_0.npy")).unwrap()
+    );
+    // Refused before training: a filepath Keras 3 would refuse.
+    let mut args = base(&dir.join("bad"));
+    args.extend(["--model-checkpoint".into(), "filepath=x.h5".into()]);
+    let o = forgec(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("name a .keras file"), "{}", o.stderr);
+}

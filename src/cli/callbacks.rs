@@ -379,6 +379,206 @@ impl ReduceLrOnPlateau {
     }
 }
 
+/// Keras's ModelCheckpoint (`save_freq="epoch"`): after each epoch the model (`.keras`) or its
+/// weights (`.weights.h5`) are written to `filepath`, formatted with the epoch (from 1) and
+/// the logs as Python's `str.format` (`{epoch:02d}`, `{val_loss:.4f}`); with
+/// `save_best_only`, only when the monitored value beats the best so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelCheckpoint {
+    pub filepath: String,
+    pub monitor: String,
+    pub save_best_only: bool,
+    pub weights_only: bool,
+    pub max: bool,
+    pub best: f64,
+}
+
+impl ModelCheckpoint {
+    /// `--model-checkpoint filepath=best.keras,monitor=val_loss,save_best_only=true,
+    /// mode=auto,initial_value_threshold=X`.
+    pub fn parse(spec: &str, logs: &[String]) -> Result<ModelCheckpoint, String> {
+        let flag = "--model-checkpoint";
+        let mut m = ModelCheckpoint {
+            filepath: String::new(),
+            monitor: "val_loss".into(),
+            save_best_only: false,
+            weights_only: false,
+            max: false,
+            best: f64::INFINITY,
+        };
+        let (mut mode, mut threshold) = ("auto".to_string(), None);
+        for (k, v) in settings(flag, spec)? {
+            let bad = |want: &str| format!("{flag} {k}={v}: {want}");
+            match k.as_str() {
+                "filepath" => m.filepath = v.clone(),
+                "monitor" => m.monitor = v.clone(),
+                "save_best_only" => {
+                    m.save_best_only = match v.as_str() {
+                        "true" | "True" | "1" => true,
+                        "false" | "False" | "0" => false,
+                        _ => return Err(bad("true or false")),
+                    }
+                }
+                "mode" => {
+                    if !["auto", "min", "max"].contains(&v.as_str()) {
+                        return Err(bad("auto, min or max"));
+                    }
+                    mode = v.clone();
+                }
+                "initial_value_threshold" => {
+                    threshold = Some(
+                        v.parse::<f64>()
+                            .ok()
+                            .filter(|x| x.is_finite())
+                            .ok_or_else(|| bad("a number"))?,
+                    )
+                }
+                _ => {
+                    return Err(format!(
+                        "{flag}: forgec's ModelCheckpoint has no setting `{}` (filepath, monitor, save_best_only, mode, initial_value_threshold; it saves every epoch)",
+                        k.escape_debug()
+                    ))
+                }
+            }
+        }
+        // Keras 3's rule: the file's name says what is saved.
+        if m.filepath.ends_with(".weights.h5") {
+            m.weights_only = true;
+        } else if !m.filepath.ends_with(".keras") {
+            return Err(format!(
+                "{flag} filepath={}: name a .keras file (the model) or a .weights.h5 file (its weights), as Keras 3 asks",
+                m.filepath.escape_debug()
+            ));
+        }
+        if m.save_best_only {
+            check_monitor(flag, &m.monitor, logs)?;
+        }
+        // The template must format with the logs an epoch will have.
+        let probe: serde_json::Map<String, Value> =
+            logs.iter().map(|l| (l.clone(), json!(0.5))).collect();
+        format_path(&m.filepath, 1, &Value::Object(probe))
+            .map_err(|e| format!("{flag} filepath: {e}"))?;
+        m.max = mode == "max"
+            || (mode == "auto" && (m.monitor.contains("acc") || m.monitor.starts_with("fmeasure")));
+        m.best = threshold.unwrap_or(if m.max {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        });
+        Ok(m)
+    }
+
+    /// Keras's `on_epoch_end` (`epoch` from 0): the file to write now, if any.
+    pub fn on_epoch_end(&mut self, epoch: usize, logs: &Value) -> Result<Option<String>, String> {
+        if self.save_best_only {
+            let Some(current) = logs[&self.monitor].as_f64() else {
+                return Ok(None);
+            };
+            let better = if self.max {
+                current > self.best
+            } else {
+                current < self.best
+            };
+            if !better {
+                return Ok(None);
+            }
+            self.best = current;
+        }
+        format_path(&self.filepath, epoch + 1, logs).map(Some)
+    }
+
+    pub fn state(&self) -> Value {
+        json!({ "best": self.best.is_finite().then_some(self.best) })
+    }
+
+    pub fn restore(&mut self, v: &Value) {
+        if let Some(b) = v["best"].as_f64() {
+            self.best = b;
+        }
+    }
+}
+
+/// Python's `str.format` of a path with `epoch` and the logs: `{name}`, `{name:02d}`,
+/// `{name:.4f}`, `{name:.2e}` (and `{{`, `}}`).
+pub fn format_path(template: &str, epoch: usize, logs: &Value) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                out.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                out.push('}');
+            }
+            '{' => {
+                let mut field = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => field.push(c),
+                        None => return Err(format!("`{template}`: a `{{` is not closed")),
+                    }
+                }
+                let (name, spec) = field.split_once(':').unwrap_or((&field, ""));
+                let v = if name == "epoch" {
+                    epoch as f64
+                } else {
+                    logs.get(name).and_then(Value::as_f64).ok_or_else(|| {
+                        format!("`{{{name}}}` is not a log the epochs will have (epoch, or one of the logs)")
+                    })?
+                };
+                out.push_str(&format_number(v, spec).ok_or_else(|| {
+                    format!("`{{{field}}}`: forgec formats d, .Nf and .Ne (e.g. {{epoch:02d}}, {{val_loss:.4f}})")
+                })?);
+            }
+            '}' => return Err(format!("`{template}`: a lone `}}`")),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// A number by a Python format spec of the forms forgec knows.
+fn format_number(v: f64, spec: &str) -> Option<String> {
+    if spec.is_empty() {
+        return Some(if v.fract() == 0.0 && v.abs() < 1e15 {
+            format!("{}", v as i64)
+        } else {
+            format!("{v}")
+        });
+    }
+    if let Some(w) = spec.strip_suffix('d') {
+        let n = v as i64;
+        return match w.strip_prefix('0') {
+            Some(w) if !w.is_empty() => Some(format!("{n:0width$}", width = w.parse().ok()?)),
+            _ if w.is_empty() => Some(n.to_string()),
+            _ => Some(format!("{n:width$}", width = w.parse().ok()?)),
+        };
+    }
+    let p: usize = spec
+        .strip_prefix('.')?
+        .get(..spec.len() - 2)?
+        .parse()
+        .ok()?;
+    match spec.chars().last()? {
+        'f' => Some(format!("{v:.p$}")),
+        'e' => {
+            let s = format!("{v:.p$e}");
+            let (m, e) = s.split_once('e')?;
+            let e: i32 = e.parse().ok()?;
+            Some(format!(
+                "{m}e{}{:02}",
+                if e < 0 { '-' } else { '+' },
+                e.abs()
+            ))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +738,70 @@ mod tests {
             ("patience=-1", "whole number"),
         ] {
             let e = ReduceLrOnPlateau::parse(spec, &logs).unwrap_err();
+            assert!(e.contains(says), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn model_checkpoint_follows_keras() {
+        let logs = vec!["loss".to_string(), "val_loss".into(), "val_accuracy".into()];
+        let mut m = ModelCheckpoint::parse(
+            "filepath=out/ck-{epoch:02d}-{val_loss:.3f}.weights.h5,save_best_only=true",
+            &logs,
+        )
+        .unwrap();
+        assert!(m.weights_only && !m.max);
+        let mut saved = Vec::new();
+        for (e, v) in [0.9, 0.8, 0.85, 0.8, 0.7].iter().enumerate() {
+            if let Some(p) = m.on_epoch_end(e, &json!({ "val_loss": v })).unwrap() {
+                saved.push(p);
+            }
+        }
+        // Strictly better only (0.8 again is not).
+        assert_eq!(
+            saved,
+            [
+                "out/ck-01-0.900.weights.h5",
+                "out/ck-02-0.800.weights.h5",
+                "out/ck-05-0.700.weights.h5"
+            ]
+        );
+        let mut a = ModelCheckpoint::parse(
+            "filepath=best.keras,monitor=val_accuracy,save_best_only=true",
+            &logs,
+        )
+        .unwrap();
+        assert!(a.max && !a.weights_only);
+        assert_eq!(
+            a.on_epoch_end(0, &json!({"val_accuracy": 0.5}))
+                .unwrap()
+                .as_deref(),
+            Some("best.keras")
+        );
+        assert_eq!(
+            a.on_epoch_end(1, &json!({"val_accuracy": 0.4})).unwrap(),
+            None
+        );
+        let mut every = ModelCheckpoint::parse("filepath=e{epoch}.keras", &logs).unwrap();
+        assert_eq!(
+            every.on_epoch_end(2, &json!({})).unwrap().as_deref(),
+            Some("e3.keras")
+        );
+        assert_eq!(
+            format_path("{{x}}-{loss:.1e}", 1, &json!({"loss": 0.00012})).unwrap(),
+            "{x}-1.2e-04"
+        );
+        for (spec, says) in [
+            ("filepath=x.h5", "name a .keras file"),
+            ("filepath=x-{lss}.keras", "not a log"),
+            ("filepath=x-{loss:>8}.keras", "formats d"),
+            ("filepath=x.keras,save_freq=10", "no setting `save_freq`"),
+            (
+                "filepath=x.keras,save_best_only=true,monitor=val_mae",
+                "logs will have",
+            ),
+        ] {
+            let e = ModelCheckpoint::parse(spec, &logs).unwrap_err();
             assert!(e.contains(says), "{spec}: {e}");
         }
     }

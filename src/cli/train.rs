@@ -103,6 +103,11 @@ pub struct Args {
     /// alphabetical order), rewritten whole after every epoch
     #[arg(long, value_name = "FILE")]
     pub csv_log: Option<PathBuf>,
+    /// Keras's ModelCheckpoint: filepath=best.keras (the model) or .weights.h5 (its weights),
+    /// formatted as Python does ({epoch:02d}, {val_loss:.4f}), monitor=val_loss,
+    /// save_best_only=false, mode=auto, initial_value_threshold=X; written after each epoch
+    #[arg(long, value_name = "SETTINGS")]
+    pub model_checkpoint: Option<String>,
     /// Also write DIR/checkpoint.bin every K steps (it is written after every epoch anyway)
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub checkpoint_every: usize,
@@ -126,7 +131,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "weights", "x", "y",
         "sample_weight", "val_x", "val_y", "class_weight", "epochs", "batch_size", "no_shuffle", "seed", "loss", "optimizer",
         "lr", "out", "checkpoint_every", "validation_split", "early_stopping", "lr_schedule",
-        "reduce_lr_on_plateau", "csv_log"])]
+        "reduce_lr_on_plateau", "csv_log", "model_checkpoint"])]
     pub resume: Option<PathBuf>,
 }
 
@@ -169,6 +174,7 @@ impl Args {
             "lr_schedule": self.lr_schedule,
             "reduce_lr_on_plateau": self.reduce_lr_on_plateau,
             "csv_log": self.csv_log.as_deref().map(abs),
+            "model_checkpoint": self.model_checkpoint.as_deref().map(|s| absolute_filepath(s, &cwd)),
         }))
     }
 
@@ -214,6 +220,7 @@ impl Args {
             lr_schedule: opt("lr_schedule"),
             reduce_lr_on_plateau: opt("reduce_lr_on_plateau"),
             csv_log: opt("csv_log").map(PathBuf::from),
+            model_checkpoint: opt("model_checkpoint"),
             track: None,
             quiet: false,
             json_progress: false,
@@ -238,6 +245,18 @@ impl Args {
         }
         v
     }
+}
+
+/// `--model-checkpoint`'s settings with a relative `filepath=` made absolute against `cwd`
+/// (a resumed run writes where the run began).
+fn absolute_filepath(spec: &str, cwd: &Path) -> String {
+    spec.split(',')
+        .map(|part| match part.trim().split_once('=') {
+            Some(("filepath", f)) => format!("filepath={}", cwd.join(f.trim()).display()),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A data argument's name and file (`NAME=FILE` or `FILE`), by `run::read_inputs`'s rule.
@@ -809,9 +828,20 @@ impl Training {
     /// with `--loss` or `--optimizer` the model is written uncompiled. None for a model whose
     /// config is not Keras 3's (tf.keras 2, ONNX).
     pub fn write_keras(&self, dir: &Path, t: usize) -> Result<Option<PathBuf>, UserError> {
+        let p = dir.join("final.keras");
+        Ok(self.write_keras_to(&p, t)?.then_some(p))
+    }
+
+    /// The `.keras` archive at `p` (false, nothing written, for a model without a Keras 3
+    /// config).
+    pub fn write_keras_to(&self, p: &Path, t: usize) -> Result<bool, UserError> {
         let (Some(k), Some(layout)) = (&self.archive, &self.k3_layout) else {
-            return Ok(None);
+            return Ok(false);
         };
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let mut cfg = k.config.clone();
         let compiled = k.keep_compile && cfg.get("compile_config").is_some_and(|c| !c.is_null());
         if !compiled {
@@ -819,12 +849,7 @@ impl Training {
                 o.remove("compile_config");
             }
         }
-        let err = |e: String| {
-            UserError::new(format!(
-                "{}: cannot write: {e}",
-                dir.join("final.keras").display()
-            ))
-        };
+        let err = |e: String| UserError::new(format!("{}: cannot write: {e}", p.display()));
         let scratch = tempfile::tempdir_in(dir).map_err(|e| err(e.to_string()))?;
         let h5 = scratch.path().join("model.weights.h5");
         self.weights_h5(layout, &h5, t, compiled)?;
@@ -853,9 +878,37 @@ impl Training {
             let f = z.finish().map_err(|e| err(e.to_string()))?;
             f.sync_all().map_err(|e| err(e.to_string()))?;
         }
-        let p = dir.join("final.keras");
-        std::fs::rename(&tmp, &p).map_err(|e| err(e.to_string()))?;
-        Ok(Some(p))
+        std::fs::rename(&tmp, p).map_err(|e| err(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// ModelCheckpoint's file: the model (`.keras`) or its weights (`.weights.h5`) after step
+    /// `t`, from the state taken from the library.
+    pub fn write_checkpoint_file(
+        &self,
+        p: &Path,
+        t: usize,
+        weights_only: bool,
+    ) -> Result<(), UserError> {
+        let Some(layout) = &self.k3_layout else {
+            return Err(UserError::new(
+                "--model-checkpoint: an ONNX model has no Keras file to write",
+            ));
+        };
+        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d)
+                .map_err(|e| UserError::new(format!("{}: cannot create: {e}", d.display())))?;
+        }
+        if weights_only {
+            return self.weights_h5(layout, p, t, true);
+        }
+        if !self.write_keras_to(p, t)? {
+            return Err(UserError::new(format!(
+                "{}: this model's config is tf.keras 2's, not Keras 3's: checkpoint its weights (a .weights.h5 filepath)",
+                p.display()
+            )));
+        }
+        Ok(())
     }
 
     /// The rows `rows` of every data tensor.
@@ -1691,6 +1744,17 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         logs.push("val_loss".into());
         logs.extend(metric_names.iter().map(|m| format!("val_{m}")));
     }
+    let mut model_ck = match &a.model_checkpoint {
+        Some(spec) => {
+            if tr.k3_layout.is_none() {
+                return Err(UserError::new(
+                    "--model-checkpoint writes Keras files: an ONNX model's trained weights are written as final.weights.npz",
+                ));
+            }
+            Some(super::callbacks::ModelCheckpoint::parse(spec, &logs).map_err(UserError::new)?)
+        }
+        None => None,
+    };
     let mut plateau = match &a.reduce_lr_on_plateau {
         Some(spec) => {
             Some(super::callbacks::ReduceLrOnPlateau::parse(spec, &logs).map_err(UserError::new)?)
@@ -1760,6 +1824,9 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 if !p.restore(&m["reduce_lr_on_plateau"]) {
                     return Err(bad());
                 }
+            }
+            if let Some(mc) = &mut model_ck {
+                mc.restore(&m["model_checkpoint"]);
             }
             cur_lr = m["lr"].as_f64().unwrap_or(cur_lr);
             lib.set_state(&ck.blobs[0]).map_err(|e| {
@@ -1851,6 +1918,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             "epochs": epochs,
             "early_stopping": cb["early_stopping"],
             "reduce_lr_on_plateau": cb["reduce_lr_on_plateau"],
+            "model_checkpoint": cb["model_checkpoint"],
             "lr": cb["lr"],
             "track": track_meta,
         });
@@ -1948,7 +2016,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                         (sum, count, &msum),
                         &batch_loss,
                         &epochs,
-                        callback_state(&es, &plateau, cur_lr),
+                        callback_state(&es, &plateau, &model_ck, cur_lr),
                         &best_state,
                     )?;
                 }
@@ -2006,6 +2074,18 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                     cur_lr = new;
                 }
             }
+            // ModelCheckpoint: the model or its weights as they are after this epoch.
+            if let Some(mc) = &mut model_ck {
+                if let Some(path) = mc.on_epoch_end(epoch, &rec).map_err(UserError::new)? {
+                    tr.take_state(&lib)?;
+                    tr.setup.lr = cur_lr;
+                    tr.write_checkpoint_file(Path::new(&path), t, mc.weights_only)?;
+                    say.line(format_args!("epoch {}: saved {path}", epoch + 1));
+                    say.event(
+                        json!({"event": "model_checkpoint", "epoch": epoch + 1, "path": path}),
+                    );
+                }
+            }
             let mut stop = false;
             if let Some(es) = &mut es {
                 let o = es.on_epoch_end(epoch, &rec);
@@ -2037,7 +2117,7 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 (0.0, 0, &zeros),
                 &batch_loss,
                 &epochs,
-                callback_state(&es, &plateau, cur_lr),
+                callback_state(&es, &plateau, &model_ck, cur_lr),
                 &best_state,
             )?;
             if stop {
@@ -2319,11 +2399,13 @@ impl Say {
 fn callback_state(
     es: &Option<super::callbacks::EarlyStopping>,
     plateau: &Option<super::callbacks::ReduceLrOnPlateau>,
+    model_ck: &Option<super::callbacks::ModelCheckpoint>,
     lr: f64,
 ) -> Value {
     json!({
         "early_stopping": es.as_ref().map(|s| s.state()),
         "reduce_lr_on_plateau": plateau.as_ref().map(|p| p.state()),
+        "model_checkpoint": model_ck.as_ref().map(|m| m.state()),
         "lr": lr,
     })
 }
