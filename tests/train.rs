@@ -3597,3 +3597,90 @@ fn model_checkpoint_saves_the_best_epochs() {
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains("name a .keras file"), "{}", o.stderr);
 }
+
+/// `--tensorboard DIR`: event files that TensorBoard reads, laid out as Keras's callback lays
+/// them out (train/ with batch_loss and batch_learning_rate per step and epoch_* per epoch,
+/// validation/ with the val_ logs as epoch_*), every value equal (as float32) to history.json's.
+/// Read back with forgec's reader (CRCs checked), and with the `tensorboard` package's
+/// EventAccumulator where Python has it.
+#[test]
+fn tensorboard_event_files() {
+    use forgec_track::tensorboard::{event_files, read_scalars};
+    let f = fixtures().join("training");
+    let dir = scratch("tensorboard");
+    let logs = dir.join("logs");
+    let o = forgec(&[
+        "train",
+        model_file("mlp_binary.keras").to_str().unwrap(),
+        "--x",
+        f.join("mlp_binary.train_x.npy").to_str().unwrap(),
+        "--y",
+        f.join("mlp_binary.train_y.npy").to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--validation-split",
+        "0.25",
+        "--track",
+        "none",
+        "--tensorboard",
+        logs.to_str().unwrap(),
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let h = history(&dir.join("out"));
+    let read = |part: &str| {
+        let files = event_files(&logs.join(part));
+        assert_eq!(files.len(), 1, "{part}");
+        read_scalars(&files[0]).unwrap()
+    };
+    let of = |v: &[(i64, String, f32)], tag: &str| -> Vec<(i64, f32)> {
+        v.iter()
+            .filter(|(_, t, _)| t == tag)
+            .map(|(s, _, x)| (*s, *x))
+            .collect()
+    };
+    let (train, val) = (read("train"), read("validation"));
+    let batch: Vec<(i64, f32)> = floats(&h["batch_loss"])
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as i64 + 1, *l as f32))
+        .collect();
+    assert_eq!(of(&train, "batch_loss"), batch);
+    assert_eq!(of(&train, "batch_learning_rate").len(), 72);
+    for (tag, key, part) in [
+        ("epoch_loss", "loss", &train),
+        ("epoch_accuracy", "accuracy", &train),
+        ("epoch_loss", "val_loss", &val),
+        ("epoch_accuracy", "val_accuracy", &val),
+    ] {
+        let want: Vec<(i64, f32)> = (0..3)
+            .map(|e| (e as i64, h["epochs"][e][key].as_f64().unwrap() as f32))
+            .collect();
+        assert_eq!(of(part, tag), want, "{tag} ({key})");
+    }
+    // TensorBoard's own reader, where Python has it.
+    let py = "import sys, json\nfrom tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n\
+              ea = EventAccumulator(sys.argv[1]); ea.Reload()\n\
+              print(json.dumps({t: [e.value for e in ea.Scalars(t)] for t in ea.Tags()['scalars']}))\n";
+    match std::process::Command::new("python3")
+        .args(["-c", py, logs.join("validation").to_str().unwrap()])
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let got: Vec<f32> = v["epoch_loss"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            let want: Vec<f32> = (0..3)
+                .map(|e| h["epochs"][e]["val_loss"].as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(got, want);
+            println!("tensorboard's EventAccumulator reads the files");
+        }
+        _ => println!("skipped the check with Python's tensorboard package (not installed)"),
+    }
+}

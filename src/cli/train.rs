@@ -108,6 +108,11 @@ pub struct Args {
     /// save_best_only=false, mode=auto, initial_value_threshold=X; written after each epoch
     #[arg(long, value_name = "SETTINGS")]
     pub model_checkpoint: Option<String>,
+    /// TensorBoard event files in DIR/train and DIR/validation, as Keras's TensorBoard
+    /// callback lays them out: batch_loss and batch_learning_rate per step, epoch_loss, each
+    /// metric and epoch_learning_rate per epoch
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
     /// Also write DIR/checkpoint.bin every K steps (it is written after every epoch anyway)
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub checkpoint_every: usize,
@@ -131,7 +136,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "weights", "x", "y",
         "sample_weight", "val_x", "val_y", "class_weight", "epochs", "batch_size", "no_shuffle", "seed", "loss", "optimizer",
         "lr", "out", "checkpoint_every", "validation_split", "early_stopping", "lr_schedule",
-        "reduce_lr_on_plateau", "csv_log", "model_checkpoint"])]
+        "reduce_lr_on_plateau", "csv_log", "model_checkpoint", "tensorboard"])]
     pub resume: Option<PathBuf>,
 }
 
@@ -174,6 +179,7 @@ impl Args {
             "lr_schedule": self.lr_schedule,
             "reduce_lr_on_plateau": self.reduce_lr_on_plateau,
             "csv_log": self.csv_log.as_deref().map(abs),
+            "tensorboard": self.tensorboard.as_deref().map(abs),
             "model_checkpoint": self.model_checkpoint.as_deref().map(|s| absolute_filepath(s, &cwd)),
         }))
     }
@@ -220,6 +226,7 @@ impl Args {
             lr_schedule: opt("lr_schedule"),
             reduce_lr_on_plateau: opt("reduce_lr_on_plateau"),
             csv_log: opt("csv_log").map(PathBuf::from),
+            tensorboard: opt("tensorboard").map(PathBuf::from),
             model_checkpoint: opt("model_checkpoint"),
             track: None,
             quiet: false,
@@ -1927,6 +1934,10 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
         super::checkpoint::write(&out, &meta, &blobs)
     };
     let hist_path = out.join("history.json");
+    let mut board = match &a.tensorboard {
+        Some(d) => Some(Board::create(d, tr.val_samples > 0).map_err(UserError::new)?),
+        None => None,
+    };
     let outcome = (|| -> Result<forgec_track::Status, UserError> {
         for epoch in first_epoch..a.epochs {
             let order: Vec<usize> = if a.no_shuffle {
@@ -1993,6 +2004,12 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 batch_loss.push(l);
                 if let Some(tk) = &tracker {
                     tk.steps(t as i64);
+                }
+                if let Some(b) = &mut board {
+                    b.train(
+                        t as i64,
+                        &[("batch_loss", l), ("batch_learning_rate", cur_lr)],
+                    );
                 }
                 sum += l * rows.len() as f64;
                 count += rows.len();
@@ -2097,6 +2114,9 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
             if let Some(tk) = &tracker {
                 let row = forgec_track::EpochRow::from_logs(tk.id, epoch as i64 + 1, &rec);
                 tk.epoch(row, t as i64);
+            }
+            if let Some(b) = &mut board {
+                b.epoch(epoch as i64, &rec);
             }
             epochs.push(rec);
             let h = history(&batch_loss, &epochs, "running");
@@ -2308,6 +2328,76 @@ fn first_nonfinite(tr: &Training, rows: &[usize], t: usize, batch_no: usize) -> 
             "{where_}: the reference interpreter runs this step with every value finite: the compiled step's rounding overflowed; lower the learning rate or clip the gradients"
         ),
         (None, Err(e)) => format!("{where_}: the interpreter could not run the step again: {}", e.0),
+    }
+}
+
+/// `--tensorboard`: the train and validation event files, as Keras's TensorBoard callback
+/// writes them. A write that fails is said once and the run goes on.
+struct Board {
+    train: forgec_track::tensorboard::EventWriter,
+    validation: Option<forgec_track::tensorboard::EventWriter>,
+    failed: bool,
+}
+
+impl Board {
+    fn create(dir: &Path, validation: bool) -> Result<Board, String> {
+        use forgec_track::tensorboard::EventWriter;
+        Ok(Board {
+            train: EventWriter::create(&dir.join("train"))?,
+            validation: if validation {
+                Some(EventWriter::create(&dir.join("validation"))?)
+            } else {
+                None
+            },
+            failed: false,
+        })
+    }
+
+    fn said(&mut self, r: Result<(), String>) {
+        if let Err(e) = r {
+            if !self.failed {
+                eprintln!("forgec: --tensorboard: {e}; training goes on without it");
+                self.failed = true;
+            }
+        }
+    }
+
+    fn train(&mut self, step: i64, values: &[(&str, f64)]) {
+        if !self.failed {
+            let r = self.train.scalars(step, values);
+            self.said(r);
+        }
+    }
+
+    /// An epoch's logs (`epoch` from 0, as Keras's steps): `epoch_NAME` in train, the
+    /// `val_` ones as `epoch_NAME` in validation.
+    fn epoch(&mut self, epoch: i64, logs: &Value) {
+        if self.failed {
+            return;
+        }
+        let mut train: Vec<(String, f64)> = Vec::new();
+        let mut val: Vec<(String, f64)> = Vec::new();
+        for (k, v) in logs.as_object().into_iter().flatten() {
+            let Some(x) = v.as_f64() else { continue };
+            match k.as_str() {
+                "epoch" | "seconds" => {}
+                k if k.starts_with("val_") => val.push((format!("epoch_{}", &k[4..]), x)),
+                k => train.push((format!("epoch_{k}"), x)),
+            }
+        }
+        fn refs(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+            v.iter().map(|(k, x)| (k.as_str(), *x)).collect()
+        }
+        let mut r = self
+            .train
+            .scalars(epoch, &refs(&train))
+            .and_then(|_| self.train.flush());
+        if let Some(w) = &mut self.validation {
+            r = r
+                .and_then(|_| w.scalars(epoch, &refs(&val)))
+                .and_then(|_| w.flush());
+        }
+        self.said(r);
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod db;
 pub mod plot;
+pub mod tensorboard;
 pub mod time;
 
 pub use db::{Db, Target, SCHEMA_VERSION, STALE};
