@@ -3684,3 +3684,43 @@ fn tensorboard_event_files() {
         _ => println!("skipped the check with Python's tensorboard package (not installed)"),
     }
 }
+
+/// `--device cuda` is never a silent run on the CPU: without a usable CUDA device (or, today,
+/// with one: the CUDA target does not compile training steps yet) it is an error saying what
+/// was found, before anything is read or written.
+#[test]
+fn train_device_is_never_a_silent_fallback() {
+    let f = fixtures().join("training");
+    let out = scratch("device").join("out");
+    for (dev, says) in [
+        ("cuda", "--device cuda: "),
+        ("cuda:1", "--device cuda:1: "),
+        ("tpu", "use cpu, cuda or cuda:N"),
+    ] {
+        let o = forgec(&[
+            "train",
+            model_file("mlp_binary.keras").to_str().unwrap(),
+            "--x",
+            f.join("mlp_binary.train_x.npy").to_str().unwrap(),
+            "--y",
+            f.join("mlp_binary.train_y.npy").to_str().unwrap(),
+            "--device",
+            dev,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.code, 2, "{dev}: {}", o.stderr);
+        assert!(o.stderr.contains(says), "{dev}: {}", o.stderr);
+        if dev.starts_with("cuda") {
+            assert!(
+                o.stderr.contains("libcuda.so.1")
+                    || o.stderr.contains("sees no device")
+                    || o.stderr.contains("does not compile training steps"),
+                "{}",
+                o.stderr
+            );
+            assert!(o.stderr.contains("--device cpu"), "{}", o.stderr);
+        }
+        assert!(!out.exists(), "{dev}: nothing is written");
+    }
+}

@@ -3,6 +3,7 @@
 //! It owns the host [`Tensor`] type and `.npy` / `.npz` I/O. It never depends on LLVM or MLIR.
 
 pub mod compiled;
+pub mod device;
 mod npy;
 mod tensor;
 

@@ -58,6 +58,10 @@ pub struct Args {
     /// The learning rate (default: the model's compile config, else Keras's default)
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Where the steps run: cpu, or cuda[:N] (said plainly when there is no usable CUDA
+    /// device; forgec never falls back to the CPU in silence)
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Threads the step runs on (1 to 64)
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -219,6 +223,7 @@ impl Args {
             optimizer: opt("optimizer"),
             lr: v["lr"].as_f64(),
             threads,
+            device: "cpu".into(),
             out: Some(dir.to_path_buf()),
             checkpoint_every: num("checkpoint_every")?,
             validation_split: v["validation_split"].as_f64(),
@@ -1686,6 +1691,7 @@ fn check_files(meta: &Value, dir: &Path) -> Result<Vec<(String, String)>, UserEr
 
 pub fn cmd(a: Args) -> Result<i32, UserError> {
     super::check_threads(a.threads)?;
+    check_device(&a.device)?;
     let track_flag = a.track.clone();
     use std::io::IsTerminal;
     let say = Say {
@@ -2483,6 +2489,40 @@ impl Say {
             println!("{v}");
         }
     }
+}
+
+/// `--device`: the CPU, or a CUDA device when there is one and forgec can train on it
+/// (not yet: the CUDA target does not compile training steps). Never a silent CPU run.
+fn check_device(d: &str) -> Result<(), UserError> {
+    let cuda = d == "cuda"
+        || d.strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+    if d == "cpu" {
+        return Ok(());
+    }
+    if !cuda {
+        return Err(UserError::new(format!(
+            "--device {}: use cpu, cuda or cuda:N",
+            d.escape_debug()
+        )));
+    }
+    let found = match forgec_runtime::device::cuda_driver() {
+        Err(why) => why,
+        Ok(c) if c.devices == 0 => format!(
+            "the CUDA driver {}.{} is installed but sees no device",
+            c.version / 1000,
+            c.version % 1000 / 10
+        ),
+        Ok(c) => format!(
+            "the CUDA driver {}.{} sees {} device(s), but forgec's CUDA target does not compile training steps yet",
+            c.version / 1000,
+            c.version % 1000 / 10,
+            c.devices
+        ),
+    };
+    Err(UserError::new(format!(
+        "--device {d}: {found}; train with --device cpu (forgec never falls back to the CPU by itself)"
+    )))
 }
 
 /// The callbacks' state and the learning rate now, as a checkpoint keeps them.
