@@ -3724,3 +3724,86 @@ fn train_device_is_never_a_silent_fallback() {
         assert!(!out.exists(), "{dev}: nothing is written");
     }
 }
+
+/// `--config train.toml`: the flags' settings from a file (paths relative to it, callbacks as
+/// tables) give the same run as the flags; a flag on the command line wins over the file; an
+/// unknown key and a wrong kind are said together.
+#[test]
+fn train_config_files() {
+    let f = fixtures().join("training");
+    let dir = scratch("train_config");
+    for n in ["mlp_binary.train_x.npy", "mlp_binary.train_y.npy"] {
+        std::fs::copy(f.join(n), dir.join(n)).unwrap();
+    }
+    std::fs::copy(model_file("mlp_binary.keras"), dir.join("m.keras")).unwrap();
+    std::fs::write(
+        dir.join("train.toml"),
+        "model = \"m.keras\"\nx = \"mlp_binary.train_x.npy\"\ny = \"mlp_binary.train_y.npy\"\n\
+         out = \"from_file\"\nepochs = 5\nbatch-size = 64\nshuffle = false\nvalidation_split = 0.25\n\
+         track = \"none\"\n\n[lr_schedule]\nkind = \"piecewise\"\nboundaries = [10, 20]\n\
+         values = [0.01, 0.005, 0.001]\n\n[early_stopping]\nmonitor = \"val_loss\"\npatience = 3\n",
+    )
+    .unwrap();
+    let o = forgec(&[
+        "train",
+        "--config",
+        dir.join("train.toml").to_str().unwrap(),
+        "--epochs",
+        "3",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let a = history(&dir.join("from_file"));
+    let o = forgec(&[
+        "train",
+        dir.join("m.keras").to_str().unwrap(),
+        "--x",
+        dir.join("mlp_binary.train_x.npy").to_str().unwrap(),
+        "--y",
+        dir.join("mlp_binary.train_y.npy").to_str().unwrap(),
+        "--out",
+        dir.join("from_flags").to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--no-shuffle",
+        "--validation-split",
+        "0.25",
+        "--track",
+        "none",
+        "--lr-schedule",
+        "piecewise,boundaries=10:20,values=0.01:0.005:0.001",
+        "--early-stopping",
+        "monitor=val_loss,patience=3",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let b = history(&dir.join("from_flags"));
+    assert_eq!(
+        a["epochs"].as_array().unwrap().len(),
+        3,
+        "--epochs 3 wins over the file's 5"
+    );
+    assert_eq!(a["batch_loss"], b["batch_loss"]);
+    assert_eq!(a["epochs"], {
+        // The epochs' records but their timings.
+        let mut e = b["epochs"].clone();
+        for (x, y) in e
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .zip(a["epochs"].as_array().unwrap())
+        {
+            x["seconds"] = y["seconds"].clone();
+        }
+        e
+    });
+    std::fs::write(dir.join("bad.toml"), "epochz = 3\nbatch_size = \"x\"\n").unwrap();
+    let o = forgec(&["train", "--config", dir.join("bad.toml").to_str().unwrap()]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("`epochz` is not a setting")
+            && o.stderr.contains("`batch_size` must be a whole number"),
+        "{}",
+        o.stderr
+    );
+}

@@ -114,6 +114,17 @@ pub fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let version: &'static str = Box::leak(long_version().into_boxed_str());
     let matches = Cli::command().version(version).get_matches();
+    // What the command line gave itself, which `train --config` does not override.
+    if let Some(("train", sub)) = matches.subcommand() {
+        let given = sub
+            .ids()
+            .filter(|id| {
+                sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.to_string())
+            .collect();
+        let _ = train::EXPLICIT.set(given);
+    }
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 

@@ -19,16 +19,16 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args, Debug, Default)]
 pub struct Args {
     /// The model: .keras, .json (+ .weights.h5 beside it), tf.keras .h5, or .onnx
-    #[arg(required_unless_present = "resume")]
+    #[arg(required_unless_present_any = ["resume", "config"])]
     pub model: Option<PathBuf>,
     /// The Keras weights file (.weights.h5), when it is not beside the JSON
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// The training inputs: [NAME=]FILE.npy, or an .npz holding them by name (repeatable)
-    #[arg(long = "x", required_unless_present = "resume")]
+    #[arg(long = "x", required_unless_present_any = ["resume", "config"])]
     pub x: Vec<String>,
     /// The labels, one per model output: [OUTPUT=]FILE.npy, or an .npz by output name
-    #[arg(long = "y", required_unless_present = "resume")]
+    #[arg(long = "y", required_unless_present_any = ["resume", "config"])]
     pub y: Vec<String>,
     /// Keras's sample_weight: one weight per sample for each output's loss: FILE.npy (every
     /// output), OUTPUT=FILE.npy, or an .npz by output name (default: every sample weighs 1)
@@ -67,7 +67,7 @@ pub struct Args {
     pub threads: usize,
     /// Where to write history.json, checkpoint.bin and final.weights.h5 (Keras 3's layout;
     /// .npz for ONNX models)
-    #[arg(long, short = 'o', required_unless_present = "resume")]
+    #[arg(long, short = 'o', required_unless_present_any = ["resume", "config"])]
     pub out: Option<PathBuf>,
     /// Keras's validation_data: the held-out inputs, [NAME=]FILE.npy or an .npz (as --x),
     /// evaluated after every epoch (val_loss, val_METRIC)
@@ -135,6 +135,11 @@ pub struct Args {
     /// (the checkpoint keeps its URL without a password)
     #[arg(long, value_name = "DB")]
     pub track: Option<String>,
+    /// The run's settings from a TOML file, by the flags' names (`epochs = 10`,
+    /// `[early_stopping]` with its settings, paths relative to the file); a flag given on
+    /// the command line wins
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub config: Option<PathBuf>,
     /// Go on with the run whose --out is DIR from its checkpoint, with the arguments it was
     /// started with (--threads may differ: it does not change the results)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "weights", "x", "y",
@@ -234,6 +239,7 @@ impl Args {
             tensorboard: opt("tensorboard").map(PathBuf::from),
             model_checkpoint: opt("model_checkpoint"),
             track: None,
+            config: None,
             quiet: false,
             json_progress: false,
             resume: None,
@@ -1689,7 +1695,10 @@ fn check_files(meta: &Value, dir: &Path) -> Result<Vec<(String, String)>, UserEr
     Ok(out)
 }
 
-pub fn cmd(a: Args) -> Result<i32, UserError> {
+pub fn cmd(mut a: Args) -> Result<i32, UserError> {
+    if let Some(c) = a.config.clone() {
+        apply_config(&mut a, &c, EXPLICIT.get().map(Vec::as_slice).unwrap_or(&[]))?;
+    }
     super::check_threads(a.threads)?;
     check_device(&a.device)?;
     let track_flag = a.track.clone();
@@ -2489,6 +2498,173 @@ impl Say {
             println!("{v}");
         }
     }
+}
+
+/// The arguments given on the command line itself (clap's ids), which a `--config` file does
+/// not override; set by `cli::parse`.
+pub static EXPLICIT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// `--config train.toml`: each key a flag's name (`batch_size` or `batch-size`), its value
+/// of the flag's kind; callbacks' settings as tables (`[early_stopping]`, `[lr_schedule]` with
+/// `kind`, `[class_weight]`); paths relative to the file's directory. Keys the command line
+/// gave keep the command line's value. Unknown keys and wrong kinds are refused by name.
+fn apply_config(a: &mut Args, path: &Path, explicit: &[String]) -> Result<(), UserError> {
+    let disp = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UserError::new(format!("{disp}: cannot read: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| UserError::new(format!("{disp}: not TOML: {e}")))?;
+    let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let file = |v: &str| -> String {
+        // `NAME=FILE` entries keep their name; the file is relative to the config.
+        match entry_parts(v) {
+            (Some(n), f) => format!("{n}={}", base.join(f).display()),
+            (None, f) => base.join(f).to_string_lossy().into_owned(),
+        }
+    };
+    let mut problems = Vec::new();
+    for (key, v) in &table {
+        let k = key.replace('-', "_");
+        if explicit.contains(&k) || (k == "shuffle" && explicit.iter().any(|e| e == "no_shuffle")) {
+            continue;
+        }
+        let bad = |want: &str| format!("{disp}: `{}` must be {want}, not {v}", key.escape_debug());
+        let int = || {
+            v.as_integer()
+                .filter(|i| *i >= 0)
+                .map(|i| i as usize)
+                .ok_or_else(|| bad("a whole number"))
+        };
+        let float = || {
+            v.as_float()
+                .or(v.as_integer().map(|i| i as f64))
+                .ok_or_else(|| bad("a number"))
+        };
+        let string = || v.as_str().map(String::from).ok_or_else(|| bad("a string"));
+        let boolean = || v.as_bool().ok_or_else(|| bad("true or false"));
+        let files = || -> Result<Vec<String>, String> {
+            match v {
+                toml::Value::String(s) => Ok(vec![file(s)]),
+                toml::Value::Array(xs) => xs
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(file)
+                            .ok_or_else(|| bad("a file or a list of files"))
+                    })
+                    .collect(),
+                _ => Err(bad("a file or a list of files")),
+            }
+        };
+        // A callback's settings: a table (KEY = VALUE) or the flag's own text.
+        let settings = |kind_first: bool| -> Result<String, String> {
+            match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Table(t) => {
+                    let mut parts = Vec::new();
+                    if kind_first {
+                        let kind = t.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
+                            bad("a table with `kind` (exponential, inverse_time, cosine or piecewise)")
+                        })?;
+                        parts.push(kind.to_string());
+                    }
+                    for (tk, tv) in t {
+                        if kind_first && tk == "kind" {
+                            continue;
+                        }
+                        let val = match tv {
+                            toml::Value::String(s) if tk == "filepath" => file(s),
+                            toml::Value::String(s) => s.clone(),
+                            toml::Value::Array(xs) => xs
+                                .iter()
+                                .map(|x| x.to_string())
+                                .collect::<Vec<_>>()
+                                .join(":"),
+                            other => other.to_string(),
+                        };
+                        parts.push(format!("{tk}={val}"));
+                    }
+                    Ok(parts.join(","))
+                }
+                _ => Err(bad("a table of settings")),
+            }
+        };
+        let r: Result<(), String> = (|| {
+            match k.as_str() {
+                "model" => a.model = Some(PathBuf::from(file(&string()?))),
+                "weights" => a.weights = Some(PathBuf::from(file(&string()?))),
+                "x" => a.x = files()?,
+                "y" => a.y = files()?,
+                "sample_weight" => a.sample_weight = files()?,
+                "val_x" => a.val_x = files()?,
+                "val_y" => a.val_y = files()?,
+                "epochs" => a.epochs = int()?,
+                "batch_size" => a.batch_size = int()?,
+                "seed" => a.seed = int()? as u64,
+                "threads" => a.threads = int()?,
+                "checkpoint_every" => a.checkpoint_every = int()?,
+                "shuffle" => a.no_shuffle = !boolean()?,
+                "no_shuffle" => a.no_shuffle = boolean()?,
+                "loss" => a.loss = Some(string()?),
+                "optimizer" => a.optimizer = Some(string()?),
+                "lr" | "learning_rate" => a.lr = Some(float()?),
+                "out" => a.out = Some(PathBuf::from(file(&string()?))),
+                "validation_split" => a.validation_split = Some(float()?),
+                "early_stopping" => a.early_stopping = Some(settings(false)?),
+                "reduce_lr_on_plateau" => a.reduce_lr_on_plateau = Some(settings(false)?),
+                "model_checkpoint" => a.model_checkpoint = Some(settings(false)?),
+                "lr_schedule" => a.lr_schedule = Some(settings(true)?),
+                "class_weight" => {
+                    a.class_weight = Some(match v {
+                        toml::Value::Table(t) => {
+                            let o: serde_json::Map<String, Value> = t
+                                .iter()
+                                .map(|(c, w)| (c.clone(), json!(w.as_float().or(w.as_integer().map(|i| i as f64)))))
+                                .collect();
+                            Value::Object(o).to_string()
+                        }
+                        _ => string()?,
+                    })
+                }
+                "csv_log" => a.csv_log = Some(PathBuf::from(file(&string()?))),
+                "tensorboard" => a.tensorboard = Some(PathBuf::from(file(&string()?))),
+                "track" => a.track = Some(string()?),
+                "device" => a.device = string()?,
+                "quiet" => a.quiet = boolean()?,
+                "json_progress" => a.json_progress = boolean()?,
+                _ => {
+                    return Err(format!(
+                        "{disp}: `{}` is not a setting of forgec train (model, weights, x, y, sample_weight, val_x, val_y, epochs, batch_size, shuffle, seed, loss, optimizer, lr, threads, out, validation_split, class_weight, early_stopping, reduce_lr_on_plateau, model_checkpoint, lr_schedule, csv_log, tensorboard, checkpoint_every, track, device, quiet, json_progress)",
+                        key.escape_debug()
+                    ))
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            problems.push(e);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(UserError::new(problems.join("\n")));
+    }
+    for (missing, what) in [
+        (a.model.is_none(), "the model (MODEL, or `model = ...`)"),
+        (a.x.is_empty(), "the inputs (--x, or `x = ...`)"),
+        (a.y.is_empty(), "the labels (--y, or `y = ...`)"),
+        (
+            a.out.is_none(),
+            "the output directory (--out, or `out = ...`)",
+        ),
+    ] {
+        if missing {
+            return Err(UserError::new(format!(
+                "{disp}: no {what} on the command line or in the file"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--device`: the CPU, or a CUDA device when there is one and forgec can train on it
