@@ -292,6 +292,42 @@ impl Tensor {
         Tensor { shape, data }
     }
 
+    /// `take_rows` into `out`, reusing its storage (no allocation once it is large enough);
+    /// `out` takes this tensor's dtype.
+    pub fn take_rows_into(&self, rows: &[usize], out: &mut Tensor) {
+        let per: usize = self.shape[1..].iter().product();
+        fn take<T: Copy>(v: &[T], rows: &[usize], per: usize, out: &mut Vec<T>) {
+            out.clear();
+            for &r in rows {
+                out.extend_from_slice(&v[r * per..(r + 1) * per]);
+            }
+        }
+        macro_rules! into {
+            ($var:ident, $v:expr) => {{
+                if !matches!(out.data, Data::$var(_)) {
+                    out.data = Data::$var(Vec::new());
+                }
+                let Data::$var(o) = &mut out.data else {
+                    unreachable!()
+                };
+                take($v, rows, per, o);
+            }};
+        }
+        match &self.data {
+            Data::F32(v) => into!(F32, v),
+            Data::F64(v) => into!(F64, v),
+            Data::F16(v) => into!(F16, v),
+            Data::BF16(v) => into!(BF16, v),
+            Data::I8(v) => into!(I8, v),
+            Data::I32(v) => into!(I32, v),
+            Data::I64(v) => into!(I64, v),
+            Data::Bool(v) => into!(Bool, v),
+        }
+        out.shape.clear();
+        out.shape.extend_from_slice(&self.shape);
+        out.shape[0] = rows.len();
+    }
+
     /// Same data, new shape with the same element count.
     pub fn reshaped(self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
         Tensor::new(shape, self.data)

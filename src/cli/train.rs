@@ -931,10 +931,7 @@ impl Training {
 
     /// The rows `rows` of every data tensor.
     pub fn batch(&self, rows: &[usize]) -> Vec<(String, Tensor)> {
-        self.data
-            .iter()
-            .map(|(k, d)| (k.clone(), d.take_rows(rows)))
-            .collect()
+        gather(&self.data, rows)
     }
 
     /// The training library compiled for this machine (in a scratch directory kept with it),
@@ -961,6 +958,25 @@ impl Training {
         lib.set_threads(threads)
             .map_err(|e| UserError::new(e.message))?;
         Ok((dir, lib))
+    }
+}
+
+/// The rows `rows` of every data tensor.
+fn gather(data: &[(String, Tensor)], rows: &[usize]) -> Vec<(String, Tensor)> {
+    data.iter()
+        .map(|(k, d)| (k.clone(), d.take_rows(rows)))
+        .collect()
+}
+
+/// The rows `rows` of every data tensor into `out`, reusing its tensors' storage: the loop
+/// gathers each batch without allocating.
+fn gather_into(data: &[(String, Tensor)], rows: &[usize], out: &mut Vec<(String, Tensor)>) {
+    if out.len() != data.len() {
+        *out = gather(data, rows);
+        return;
+    }
+    for ((_, d), (_, o)) in data.iter().zip(out.iter_mut()) {
+        d.take_rows_into(rows, o);
     }
 }
 
@@ -1961,6 +1977,8 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
                 shuffled(n, a.seed, epoch as u64)
             };
             let start = std::time::Instant::now();
+            // Time inside the compiled step itself: the loop's own cost is the rest.
+            let mut in_steps = 0.0f64;
             let (mut sum, mut count, mut msum) = if epoch == first_epoch {
                 std::mem::take(&mut partial)
             } else {
@@ -1969,6 +1987,8 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
             let done_before = if epoch == first_epoch { skip } else { 0 };
             skip = 0;
             let mut bar = Bar::new(done_before);
+            // One batch's tensors, refilled for every step.
+            let mut batch: Vec<(String, Tensor)> = Vec::new();
             // The samples this process ran of the epoch (a resumed epoch's first part ran before).
             let count_before = count;
             for (i, rows) in order.chunks(a.batch_size).enumerate().skip(done_before) {
@@ -1981,7 +2001,12 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
                     }
                 }
                 t += 1;
-                let l = match tr.run(&lib, &tr.batch(rows)) {
+                gather_into(&tr.data, rows, &mut batch);
+                let batch = &batch;
+                let t_step = std::time::Instant::now();
+                let l = tr.run(&lib, batch);
+                in_steps += t_step.elapsed().as_secs_f64();
+                let l = match l {
                     Ok(l) => Ok(l),
                     Err(e) if e.code == forgec_runtime::compiled::CallError::NONFINITE => {
                         Err(e.message)
@@ -2090,7 +2115,8 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
             say.event(
                 json!({"event": "epoch", "epoch": epoch + 1, "epochs": a.epochs,
                 "steps": t, "logs": rec,
-                "samples_per_second": (ran > 0).then(|| ran as f64 / secs.max(1e-9))}),
+                "samples_per_second": (ran > 0).then(|| ran as f64 / secs.max(1e-9)),
+                "seconds": secs, "step_seconds": in_steps}),
             );
             // ReduceLROnPlateau: the next epoch's rate.
             if let Some(p) = &mut plateau {
