@@ -8,6 +8,7 @@ mod npy;
 mod tensor;
 
 pub use npy::{
-    read_npy, read_npy_bytes, read_npz, write_npy, write_npy_bytes, write_npz, NpyError,
+    map_npy, read_npy, read_npy_bytes, read_npz, write_npy, write_npy_bytes, write_npz, MappedNpy,
+    NpyError,
 };
 pub use tensor::{DType, Data, Tensor, TensorError};

@@ -30,6 +30,134 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
     read_npy_bytes(&bytes).map_err(|e| NpyError(format!("{}: {}", path.display(), e.0)))
 }
 
+/// A `.npy` file mapped into memory rather than read: its rows are copied out on demand, so a
+/// data set larger than memory can be trained on (the kernel pages the file in and out). Only
+/// what maps as it is: little-endian, C order, of a type the runtime holds (float16/32/64,
+/// int8/32/64, bool); `map_npy` answers None for the rest, which `read_npy` converts.
+pub struct MappedNpy {
+    map: memmap2::Mmap,
+    start: usize,
+    shape: Vec<usize>,
+    dtype: DType,
+    width: usize,
+}
+
+impl fmt::Debug for MappedNpy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MappedNpy({:?} {:?})", self.dtype, self.shape)
+    }
+}
+
+/// Maps `path` (None: a file that does not map as it is; read it instead). The header and the
+/// file's length are checked as `read_npy` checks them.
+pub fn map_npy(path: &Path) -> Result<Option<MappedNpy>, NpyError> {
+    let disp = path.display();
+    let file =
+        std::fs::File::open(path).map_err(|e| NpyError(format!("{disp}: cannot read: {e}")))?;
+    // SAFETY: the mapping is read-only; a file changed under a running training is the
+    // user's (forgec train checks the data's SHA-256 before and on --resume).
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| NpyError(format!("{disp}: cannot map: {e}")))?;
+    let bytes: &[u8] = &map;
+    if bytes.len() < 12 || &bytes[..6] != b"\x93NUMPY" {
+        return err(format!(
+            "{disp}: not a .npy file (missing the \\x93NUMPY magic)"
+        ));
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return Ok(None),
+    };
+    let Some(end) = start.checked_add(hlen).filter(|&e| e <= bytes.len()) else {
+        return err(format!("{disp}: truncated .npy header"));
+    };
+    let Ok(header) = std::str::from_utf8(&bytes[start..end]) else {
+        return err(format!("{disp}: the .npy header is not text"));
+    };
+    let h = parse_header(header).map_err(|e| NpyError(format!("{disp}: {}", e.0)))?;
+    let (dtype, width) = match h.descr.as_str() {
+        "<f4" | "=f4" => (DType::F32, 4),
+        "<f8" | "=f8" => (DType::F64, 8),
+        "<f2" | "=f2" => (DType::F16, 2),
+        "|i1" | "<i1" | "=i1" => (DType::I8, 1),
+        "<i4" | "=i4" => (DType::I32, 4),
+        "<i8" | "=i8" => (DType::I64, 8),
+        "|b1" | "<b1" | "=b1" => (DType::Bool, 1),
+        _ => return Ok(None),
+    };
+    if h.fortran || h.shape.is_empty() || cfg!(target_endian = "big") {
+        return Ok(None);
+    }
+    let need = checked_numel(&h.shape)
+        .and_then(|n| n.checked_mul(width))
+        .ok_or_else(|| NpyError(format!("{disp}: shape {:?} is too large", h.shape)))?;
+    if bytes.len() - end < need {
+        return err(format!(
+            "{disp}: truncated data: shape {:?} of {} needs {need} bytes, the file has {}",
+            h.shape,
+            h.descr,
+            bytes.len() - end
+        ));
+    }
+    Ok(Some(MappedNpy {
+        map,
+        start: end,
+        shape: h.shape,
+        dtype,
+        width,
+    }))
+}
+
+impl MappedNpy {
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Rows `rows` (indices along the first axis, in range) into `out`, reusing its storage.
+    pub fn take_rows_into(&self, rows: &[usize], out: &mut Tensor) {
+        let per: usize = self.shape[1..].iter().product();
+        let row_bytes = per * self.width;
+        let body = &self.map[self.start..];
+        let row = |r: usize| &body[r * row_bytes..(r + 1) * row_bytes];
+        macro_rules! fill {
+            ($var:ident, $ty:ty, $conv:expr) => {{
+                if !matches!(out.data, Data::$var(_)) {
+                    out.data = Data::$var(Vec::new());
+                }
+                let Data::$var(o) = &mut out.data else {
+                    unreachable!()
+                };
+                o.clear();
+                o.reserve(rows.len() * per);
+                for &r in rows {
+                    o.extend(row(r).chunks_exact(std::mem::size_of::<$ty>()).map($conv));
+                }
+            }};
+        }
+        match self.dtype {
+            DType::F32 => fill!(F32, f32, |c| f32::from_le_bytes(c.try_into().unwrap())),
+            DType::F64 => fill!(F64, f64, |c| f64::from_le_bytes(c.try_into().unwrap())),
+            DType::F16 => fill!(F16, u16, |c| u16::from_le_bytes(c.try_into().unwrap())),
+            DType::BF16 => fill!(BF16, u16, |c| u16::from_le_bytes(c.try_into().unwrap())),
+            DType::I8 => fill!(I8, i8, |c| c[0] as i8),
+            DType::I32 => fill!(I32, i32, |c| i32::from_le_bytes(c.try_into().unwrap())),
+            DType::I64 => fill!(I64, i64, |c| i64::from_le_bytes(c.try_into().unwrap())),
+            DType::Bool => fill!(Bool, u8, |c| c[0] != 0),
+        }
+        out.shape.clear();
+        out.shape.extend_from_slice(&self.shape);
+        out.shape[0] = rows.len();
+    }
+}
+
 /// Reads every array of an `.npz` archive, in archive order, named without the `.npy` suffix.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
     let file = std::fs::File::open(path)
@@ -376,6 +504,51 @@ mod tests {
                 assert_eq!(back, t, "{dt}");
             }
         }
+    }
+
+    /// A mapped file gives the rows `read_npy` gives, in any order, for every dtype that maps;
+    /// the rest (Fortran order, big-endian, widened unsigned types) is read instead.
+    #[test]
+    fn mapped_rows_are_read_rows() {
+        let dir = std::env::temp_dir().join(format!("forgec-map-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vals: Vec<f64> = (0..24).map(|i| i as f64 * 0.5 - 3.0).collect();
+        for dt in DType::ALL {
+            let t = Tensor::from_f64_values(dt, vec![4, 3, 2], &vals).unwrap();
+            let p = dir.join(format!("{dt}.npy"));
+            write_npy(&p, &t).unwrap();
+            let read = read_npy(&p).unwrap();
+            match map_npy(&p).unwrap() {
+                Some(m) => {
+                    assert_eq!((m.shape(), m.dtype()), (read.shape(), read.dtype()), "{dt}");
+                    let mut out = Tensor::scalar_f32(0.0);
+                    for rows in [vec![3, 0, 2], vec![1], vec![]] {
+                        m.take_rows_into(&rows, &mut out);
+                        assert_eq!(out, read.take_rows(&rows), "{dt} {rows:?}");
+                    }
+                }
+                None => panic!("{dt} does not map"),
+            }
+        }
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        let h = "{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }\n";
+        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        b.extend_from_slice(h.as_bytes());
+        b.extend_from_slice(&1.5f32.to_be_bytes());
+        std::fs::write(dir.join("big.npy"), &b).unwrap();
+        assert!(map_npy(&dir.join("big.npy")).unwrap().is_none());
+        // A file shorter than its header says is an error, as read_npy says.
+        let mut c = b"\x93NUMPY\x01\x00".to_vec();
+        let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n";
+        c.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        c.extend_from_slice(h.as_bytes());
+        c.extend_from_slice(&1.5f32.to_le_bytes());
+        std::fs::write(dir.join("short.npy"), &c).unwrap();
+        assert!(map_npy(&dir.join("short.npy"))
+            .unwrap_err()
+            .0
+            .contains("truncated data"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -153,8 +153,8 @@ impl std::error::Error for TensorError {}
 /// A dense, row-major host tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
-    shape: Vec<usize>,
-    data: Data,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) data: Data,
 }
 
 /// Number of elements of `shape`, or `None` on overflow.

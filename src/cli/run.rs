@@ -10,6 +10,22 @@ pub fn read_inputs(
     args: &[String],
     input_names: &[String],
 ) -> Result<Vec<(String, Tensor)>, UserError> {
+    read_inputs_with(
+        args,
+        input_names,
+        &|p| forgec_runtime::read_npy(p).map_err(|e| UserError::new(e.0)),
+        &|t| t,
+    )
+}
+
+/// `read_inputs` with the `.npy` files read by `npy` and the `.npz` members taken by `npz`
+/// (`forgec train` maps its inputs' `.npy` files instead of reading them).
+pub fn read_inputs_with<T>(
+    args: &[String],
+    input_names: &[String],
+    npy: &dyn Fn(&Path) -> Result<T, UserError>,
+    npz: &dyn Fn(Tensor) -> T,
+) -> Result<Vec<(String, T)>, UserError> {
     let mut named = Vec::new();
     let mut positional = Vec::new();
     for a in args {
@@ -22,9 +38,9 @@ pub fn read_inputs(
         let path = Path::new(&file);
         if path.extension().is_some_and(|e| e == "npz") {
             let arrays = forgec_runtime::read_npz(path).map_err(|e| UserError::new(e.0))?;
-            named.extend(arrays);
+            named.extend(arrays.into_iter().map(|(n, t)| (n, npz(t))));
         } else {
-            let t = forgec_runtime::read_npy(path).map_err(|e| UserError::new(e.0))?;
+            let t = npy(path)?;
             match name {
                 Some(n) => named.push((n, t)),
                 None => positional.push((file, t)),

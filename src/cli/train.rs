@@ -679,15 +679,74 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), UserError> {
         .map_err(|e| UserError::new(format!("{}: cannot write: {e}", path.display())))
 }
 
+/// A column of the training data: a tensor in memory, or rows `start..start + rows` of a
+/// memory-mapped `.npy` file (the model's inputs: a data set larger than memory trains, its
+/// rows copied out batch by batch).
+#[derive(Clone, Debug)]
+pub enum Column {
+    Memory(Tensor),
+    Mapped {
+        file: std::sync::Arc<forgec_runtime::MappedNpy>,
+        start: usize,
+        rows: usize,
+    },
+}
+
+impl Column {
+    pub fn rows(&self) -> usize {
+        match self {
+            Column::Memory(t) => t.shape().first().copied().unwrap_or(0),
+            Column::Mapped { rows, .. } => *rows,
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Column::Memory(t) => t.dtype(),
+            Column::Mapped { file, .. } => file.dtype(),
+        }
+    }
+
+    /// Rows `rows` (of this column) into `out`, reusing its storage.
+    pub fn take_rows_into(&self, rows: &[usize], out: &mut Tensor) {
+        match self {
+            Column::Memory(t) => t.take_rows_into(rows, out),
+            Column::Mapped { file, start: 0, .. } => file.take_rows_into(rows, out),
+            Column::Mapped { file, start, .. } => {
+                let at: Vec<usize> = rows.iter().map(|r| r + start).collect();
+                file.take_rows_into(&at, out)
+            }
+        }
+    }
+
+    pub fn take_rows(&self, rows: &[usize]) -> Tensor {
+        let mut t = Tensor::full(self.dtype(), vec![0], 0.0).expect("an empty tensor");
+        self.take_rows_into(rows, &mut t);
+        t
+    }
+
+    /// Rows `from..to`, without copying a mapped file's.
+    fn range(&self, from: usize, to: usize) -> Column {
+        match self {
+            Column::Memory(t) => Column::Memory(t.take_rows(&(from..to).collect::<Vec<_>>())),
+            Column::Mapped { file, start, .. } => Column::Mapped {
+                file: file.clone(),
+                start: start + from,
+                rows: to - from,
+            },
+        }
+    }
+}
+
 /// What a training run needs, checked: the step, the data (the model's inputs, then the
 /// labels, by the step's input names), the initial state and the hyperparameters.
 pub struct Training {
     /// The model, its step and state (read through `Deref`).
     pub setup: Setup,
-    pub data: Vec<(String, Tensor)>,
+    pub data: Vec<(String, Column)>,
     pub samples: usize,
     /// The held-out samples (`--validation-split`), in the same layout as `data`.
-    pub val: Vec<(String, Tensor)>,
+    pub val: Vec<(String, Column)>,
     pub val_samples: usize,
 }
 
@@ -962,7 +1021,7 @@ impl Training {
 }
 
 /// The rows `rows` of every data tensor.
-fn gather(data: &[(String, Tensor)], rows: &[usize]) -> Vec<(String, Tensor)> {
+fn gather(data: &[(String, Column)], rows: &[usize]) -> Vec<(String, Tensor)> {
     data.iter()
         .map(|(k, d)| (k.clone(), d.take_rows(rows)))
         .collect()
@@ -970,7 +1029,7 @@ fn gather(data: &[(String, Tensor)], rows: &[usize]) -> Vec<(String, Tensor)> {
 
 /// The rows `rows` of every data tensor into `out`, reusing its tensors' storage: the loop
 /// gathers each batch without allocating.
-fn gather_into(data: &[(String, Tensor)], rows: &[usize], out: &mut Vec<(String, Tensor)>) {
+fn gather_into(data: &[(String, Column)], rows: &[usize], out: &mut Vec<(String, Tensor)>) {
     if out.len() != data.len() {
         *out = gather(data, rows);
         return;
@@ -1382,14 +1441,27 @@ fn labeled_data(
     x: &[String],
     y: &[String],
     what: (&str, &str),
-) -> Result<Vec<(String, Tensor)>, UserError> {
+) -> Result<Vec<(String, Column)>, UserError> {
     let (g, step) = (&s.g, &s.step);
     // The data: inputs by the model's input names, labels by its output names.
     let in_names: Vec<String> = g.inputs.iter().map(|&i| g.value(i).name.clone()).collect();
     let out_names: Vec<String> = g.outputs.iter().map(|&o| g.value(o).name.clone()).collect();
-    let xs = super::run::read_inputs(x, &in_names)?;
+    // The inputs' .npy files are mapped, not read (what does not map as it is, is read).
+    let map = |p: &Path| -> Result<Column, UserError> {
+        match forgec_runtime::map_npy(p).map_err(|e| UserError::new(e.0))? {
+            Some(m) => Ok(Column::Mapped {
+                rows: m.shape()[0],
+                file: std::sync::Arc::new(m),
+                start: 0,
+            }),
+            None => forgec_runtime::read_npy(p)
+                .map(Column::Memory)
+                .map_err(|e| UserError::new(e.0)),
+        }
+    };
+    let xs = super::run::read_inputs_with(x, &in_names, &map, &Column::Memory)?;
     let ys = super::run::read_inputs(y, &out_names)?;
-    let mut data: Vec<(String, Tensor)> = Vec::new();
+    let mut data: Vec<(String, Column)> = Vec::new();
     for n in &in_names {
         let t = xs
             .iter()
@@ -1443,7 +1515,7 @@ fn labeled_data(
                 }
             }
         }
-        data.push((l.clone(), t));
+        data.push((l.clone(), Column::Memory(t)));
     }
     Ok(data)
 }
@@ -1454,7 +1526,7 @@ fn labeled_data(
 fn class_weights(
     spec: &str,
     outs: &[String],
-    labels: &[(String, Tensor)],
+    labels: &Column,
     n: usize,
     dt: DType,
 ) -> Result<(String, Tensor), UserError> {
@@ -1503,7 +1575,10 @@ fn class_weights(
             })?;
         table.insert(class, w);
     }
-    let (_, y) = &labels[0];
+    let y = match labels {
+        Column::Memory(t) => t.clone(),
+        c => c.take_rows(&(0..c.rows()).collect::<Vec<_>>()),
+    };
     let v = y.to_f64_vec();
     let classes: Vec<i64> = match y.shape() {
         [_] | [_, 1] => v.iter().map(|x| x.round() as i64).collect(),
@@ -1565,23 +1640,24 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
     let g = &s.g;
     let out_names: Vec<String> = g.outputs.iter().map(|&o| g.value(o).name.clone()).collect();
     let mut data = labeled_data(&s, &a.x, &a.y, ("--x", "--y"))?;
-    let n = data[0].1.shape().first().copied().unwrap_or(0);
+    let n = data[0].1.rows();
     let dt = s.state[0].1.dtype();
     match &a.class_weight {
-        Some(spec) => data.push(class_weights(
-            spec,
-            &out_names,
-            &data[g.inputs.len()..],
-            n,
-            dt,
-        )?),
-        None => data.extend(sample_weights(a, &out_names, n, dt)?),
+        Some(spec) => {
+            let w = class_weights(spec, &out_names, &data[g.inputs.len()].1, n, dt)?;
+            data.push((w.0, Column::Memory(w.1)));
+        }
+        None => data.extend(
+            sample_weights(a, &out_names, n, dt)?
+                .into_iter()
+                .map(|(k, t)| (k, Column::Memory(t))),
+        ),
     }
     for (name, t) in &data {
-        if t.shape().first() != Some(&n) {
+        if t.rows() != n {
             return Err(UserError::new(format!(
                 "`{name}` has {} samples but `{}` has {n}: every --x and --y needs one row per sample",
-                t.shape().first().copied().unwrap_or(0),
+                t.rows(),
                 data[0].0
             )));
         }
@@ -1604,26 +1680,24 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
                 n - split_at
             )));
         }
-        let (train, held): (Vec<usize>, Vec<usize>) =
-            ((0..split_at).collect(), (split_at..n).collect());
         val = data
             .iter()
-            .map(|(k, t)| (k.clone(), t.take_rows(&held)))
+            .map(|(k, t)| (k.clone(), t.range(split_at, n)))
             .collect();
         data = data
             .iter()
-            .map(|(k, t)| (k.clone(), t.take_rows(&train)))
+            .map(|(k, t)| (k.clone(), t.range(0, split_at)))
             .collect();
-        (n, val_samples) = (split_at, held.len());
+        (n, val_samples) = (split_at, n - split_at);
     }
     // Keras's validation_data: held-out files, every sample weighing 1.
     if !a.val_x.is_empty() {
         let mut v = labeled_data(&s, &a.val_x, &a.val_y, ("--val-x", "--val-y"))?;
-        let vn = v[0].1.shape().first().copied().unwrap_or(0);
-        if let Some((name, t)) = v.iter().find(|(_, t)| t.shape().first() != Some(&vn)) {
+        let vn = v[0].1.rows();
+        if let Some((name, t)) = v.iter().find(|(_, t)| t.rows() != vn) {
             return Err(UserError::new(format!(
                 "`{name}` has {} validation samples but `{}` has {vn}: every --val-x and --val-y needs one row per sample",
-                t.shape().first().copied().unwrap_or(0),
+                t.rows(),
                 v[0].0
             )));
         }
@@ -1635,15 +1709,23 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         for o in &out_names {
             v.push((
                 format!("{o}.sample_weight"),
-                Tensor::full(dt, vec![vn], 1.0).expect("ones"),
+                Column::Memory(Tensor::full(dt, vec![vn], 1.0).expect("ones")),
             ));
         }
         (val, val_samples) = (v, vn);
     }
     // The data checked by the interpreter's rules first: wrong shapes and dtypes are said
     // with the input's name before anything is compiled.
-    let probe = data.clone();
-    let val_probe = val.clone();
+    // The first batch's rows are what is checked (the data may be larger than memory).
+    let probe = gather(&data, &(0..n.min(a.batch_size)).collect::<Vec<_>>());
+    let val_probe = if val.is_empty() {
+        Vec::new()
+    } else {
+        gather(
+            &val,
+            &(0..val_samples.min(a.batch_size)).collect::<Vec<_>>(),
+        )
+    };
     let tr = Training {
         setup: s,
         data,
