@@ -1228,6 +1228,53 @@ fn killed_run_resumes_to_the_same_bits() {
         .collect();
     assert_eq!(serde_json::Value::from(losses), h2["epoch_loss"]);
     assert_eq!(run["final_loss"], h2["epoch_loss"][3]);
+    // SIGINT (Ctrl-C) stops the run after its step, checkpointed there (exit 130, history
+    // and row `interrupted`); resumed, it ends with the uninterrupted run's bytes too.
+    let stopped = scratch("resume_sigint");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_forgec"))
+        .args(args(&stopped))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ck = stopped.join("checkpoint.bin");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while step_of(&ck).is_none_or(|s| s < 4) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() == Some(130) {
+        let h = history(&stopped);
+        assert_eq!(h["status"], "interrupted");
+        let at = step_of(&ck).unwrap();
+        assert_eq!(
+            floats(&h["batch_loss"]).len() as u64,
+            at,
+            "the checkpoint holds the last step"
+        );
+        assert!(err.contains("--resume"), "{err}");
+        let db = format!("sqlite:{}", stopped.join("runs.sqlite").display());
+        let o = forgec(&["runs", "show", "1", "--json", "--track", &db]);
+        let row: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(row["status"], "interrupted");
+        let o = forgec(&["train", "--resume", stopped.to_str().unwrap()]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(
+            std::fs::read(whole.join("final.weights.h5")).unwrap(),
+            std::fs::read(stopped.join("final.weights.h5")).unwrap(),
+            "the run resumed after SIGINT differs from the uninterrupted run"
+        );
+        println!("SIGINT at step {at} of 64, resumed to the same bytes");
+    } else {
+        // The run ended before the signal came.
+        assert!(o.status.success(), "{err}");
+        println!("the run ended before SIGINT: not checked this time");
+    }
     // Refusals: no checkpoint; a data file changed since the run began.
     let empty = scratch("resume_empty");
     let o = forgec(&["train", "--resume", empty.to_str().unwrap()]);

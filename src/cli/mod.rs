@@ -22,8 +22,8 @@ use std::path::PathBuf;
 const EXIT_CODES: &str =
     "Exit codes: 0 success; 1 findings (`check` found mistakes, `conformance` missed its \
 bounds); 2 a usage or input error (a bad flag, a malformed or unsupported model, wrong shapes), \
-said in one message naming the file and the layer or node; 101 an internal error (a bug in \
-forgec).";
+said in one message naming the file and the layer or node; 130 `train` stopped by Ctrl-C or \
+SIGTERM (checkpointed: `--resume` goes on); 101 an internal error (a bug in forgec).";
 
 #[derive(Parser, Debug)]
 #[command(

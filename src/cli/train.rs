@@ -2047,6 +2047,8 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
         super::checkpoint::write(&out, &meta, &blobs)
     };
     let hist_path = out.join("history.json");
+    // Ctrl-C or SIGTERM ends the run after the step it is in, with a checkpoint.
+    catch_stop_signals();
     let mut board = match &a.tensorboard {
         Some(d) => Some(Board::create(d, tr.val_samples > 0).map_err(UserError::new)?),
         None => None,
@@ -2147,7 +2149,8 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
                         sum / count.max(1) as f64,
                     );
                 }
-                if a.checkpoint_every > 0 && t % a.checkpoint_every == 0 {
+                let stopping = STOP.load(std::sync::atomic::Ordering::SeqCst);
+                if stopping || (a.checkpoint_every > 0 && t % a.checkpoint_every == 0) {
                     checkpoint(
                         epoch,
                         i + 1,
@@ -2158,6 +2161,26 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
                         callback_state(&es, &plateau, &model_ck, cur_lr),
                         &best_state,
                     )?;
+                }
+                if stopping {
+                    // SIGINT or SIGTERM: the step done is kept, the run can go on.
+                    if say.live {
+                        Bar::clear();
+                    }
+                    let h = history(&batch_loss, &epochs, "interrupted");
+                    write_atomic(
+                        &hist_path,
+                        serde_json::to_string_pretty(&h).unwrap().as_bytes(),
+                    )?;
+                    return Err(UserError {
+                        message: format!(
+                            "interrupted in epoch {} after step {t}: {} holds the run; go on with forgec train --resume {}",
+                            epoch + 1,
+                            out.join(super::checkpoint::FILE).display(),
+                            out.display()
+                        ),
+                        code: INTERRUPTED,
+                    });
                 }
             }
             let secs = start.elapsed().as_secs_f64();
@@ -2324,6 +2347,9 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
         let (id, db) = (tk.id, tk.target.describe());
         let (status, why) = match &outcome {
             Ok(s) => (*s, None),
+            Err(e) if e.code == INTERRUPTED => {
+                (forgec_track::Status::Interrupted, Some(e.message.as_str()))
+            }
             Err(e) => (forgec_track::Status::Failed, Some(e.message.as_str())),
         };
         let r = tk.finish(status, why, std::time::Duration::from_secs(10));
@@ -2773,6 +2799,30 @@ fn apply_config(a: &mut Args, path: &Path, explicit: &[String]) -> Result<(), Us
         }
     }
     Ok(())
+}
+
+/// Set by SIGINT or SIGTERM: the loop stops after its step, checkpointed.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The exit code of a run stopped by a signal (as a shell reports SIGINT's).
+const INTERRUPTED: i32 = 130;
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM set `STOP` once; the handler then goes back to the default, so a second
+/// Ctrl-C ends the process at once.
+fn catch_stop_signals() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop_signal as *const () as usize;
+        sa.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
 }
 
 /// `--device`: the CPU, or a CUDA device when there is one and forgec can train on it
