@@ -3844,6 +3844,21 @@ fn train_config_files() {
         }
         e
     });
+    // The file says shuffle = false; --shuffle on the command line wins: another first batch.
+    let o = forgec(&[
+        "train",
+        "--config",
+        dir.join("train.toml").to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--shuffle",
+        "--out",
+        dir.join("shuffled").to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let c = history(&dir.join("shuffled"));
+    assert_eq!(c["shuffle"], true);
+    assert_ne!(c["batch_loss"][0], a["batch_loss"][0]);
     std::fs::write(dir.join("bad.toml"), "epochz = 3\nbatch_size = \"x\"\n").unwrap();
     let o = forgec(&["train", "--config", dir.join("bad.toml").to_str().unwrap()]);
     assert_eq!(o.code, 2);

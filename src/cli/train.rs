@@ -42,8 +42,12 @@ pub struct Args {
     pub batch_size: usize,
     /// Take the samples in file order every epoch (Keras's shuffle=False); by default each
     /// epoch takes them in an order drawn from --seed
-    #[arg(long)]
+    #[arg(long, overrides_with = "shuffle")]
     pub no_shuffle: bool,
+    /// Each epoch in an order drawn from --seed (the default; the last of --shuffle and
+    /// --no-shuffle counts)
+    #[arg(long, overrides_with = "no_shuffle")]
+    pub shuffle: bool,
     /// The seed of the shuffling order
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -143,7 +147,7 @@ pub struct Args {
     /// Go on with the run whose --out is DIR from its checkpoint, with the arguments it was
     /// started with (--threads may differ: it does not change the results)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "weights", "x", "y",
-        "sample_weight", "val_x", "val_y", "class_weight", "epochs", "batch_size", "no_shuffle", "seed", "loss", "optimizer",
+        "sample_weight", "val_x", "val_y", "class_weight", "epochs", "batch_size", "no_shuffle", "shuffle", "seed", "loss", "optimizer",
         "lr", "out", "checkpoint_every", "validation_split", "early_stopping", "lr_schedule",
         "reduce_lr_on_plateau", "csv_log", "model_checkpoint", "tensorboard"])]
     pub resume: Option<PathBuf>,
@@ -223,6 +227,7 @@ impl Args {
             epochs: num("epochs")?,
             batch_size: num("batch_size")?,
             no_shuffle: v["no_shuffle"].as_bool().ok_or_else(bad)?,
+            shuffle: false,
             seed: v["seed"].as_u64().ok_or_else(bad)?,
             loss: opt("loss"),
             optimizer: opt("optimizer"),
@@ -2660,7 +2665,11 @@ fn apply_config(a: &mut Args, path: &Path, explicit: &[String]) -> Result<(), Us
     let mut problems = Vec::new();
     for (key, v) in &table {
         let k = key.replace('-', "_");
-        if explicit.contains(&k) || (k == "shuffle" && explicit.iter().any(|e| e == "no_shuffle")) {
+        // --shuffle and --no-shuffle are one setting.
+        let order = ["shuffle".to_string(), "no_shuffle".to_string()];
+        if explicit.contains(&k)
+            || (order.contains(&k) && order.iter().any(|o| explicit.contains(o)))
+        {
             continue;
         }
         let bad = |want: &str| format!("{disp}: `{}` must be {want}, not {v}", key.escape_debug());
