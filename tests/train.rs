@@ -3034,6 +3034,11 @@ fn schedules_and_plateau_follow_keras() {
         let o = forgec(&a);
         assert_eq!(o.code, 0, "{name}: {}", o.stderr);
         let h = history(&out);
+        assert!(
+            h["lr_schedule"]["class_name"].is_string(),
+            "{name}: {}",
+            h["lr_schedule"]
+        );
         let want = npy(&k.join(format!("{name}.losses.npy"))).to_f64_vec();
         let d = rel(&floats(&h["batch_loss"]), &want);
         println!("{name}: losses within {d:.2e} of Keras's");
@@ -3321,18 +3326,28 @@ fn validation_files_and_class_weights() {
     );
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(history(&dir.join("cw2"))["batch_loss"], h["batch_loss"]);
+    // Labels with no class axis: said, not a panic.
+    let empty_y = s(p("y_empty.npy"));
+    forgec_runtime::write_npy(
+        &p("y_empty.npy"),
+        &forgec_runtime::Tensor::full(forgec_runtime::DType::F32, vec![1024, 0], 0.0).unwrap(),
+    )
+    .unwrap();
     for (extra, says) in [
         (vec!["--class-weight", "0:1,x:2"], "not a class id"),
         (vec!["--class-weight", "0:1,1:-2"], "at least 0"),
         (vec!["--class-weight", "[1, 2]"], "JSON object"),
+        (
+            vec!["--class-weight", "0:1", "--y", empty_y.as_str()],
+            "one class per sample",
+        ),
         (vec!["--val-x", full[0].as_str()], "--val-y"),
     ] {
-        let mut a = vec![
-            "--x".to_string(),
-            full[0].clone(),
-            "--y".into(),
-            full[1].clone(),
-        ];
+        let mut a = vec!["--x".to_string(), full[0].clone()];
+        // The case's own labels, else the data's.
+        if !extra.contains(&"--y") {
+            a.extend(["--y".to_string(), full[1].clone()]);
+        }
         a.extend(extra.iter().map(|s| s.to_string()));
         let o = run("bad", &a);
         assert_eq!(o.code, 2, "{extra:?}: {}", o.stderr);

@@ -1587,7 +1587,7 @@ fn class_weights(
     let v = y.to_f64_vec();
     let classes: Vec<i64> = match y.shape() {
         [_] | [_, 1] => v.iter().map(|x| x.round() as i64).collect(),
-        [_, c] => v
+        [_, c] if *c > 0 => v
             .chunks(*c)
             .map(|row| {
                 row.iter()
@@ -1977,7 +1977,10 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
         Some(tg) => {
             let tk = match track_prev.get("run").and_then(Value::as_i64) {
                 Some(id) => forgec_track::Tracker::resume(tg, id, a.threads as i64),
-                None => forgec_track::Tracker::start(tg, &new_run(&a, &hashes, &tr, &out)?),
+                None => forgec_track::Tracker::start(
+                    tg,
+                    &new_run(&a, &hashes, &tr, schedule.as_ref(), &out)?,
+                ),
             }
             .map_err(UserError::new)?;
             say.line(format_args!("run {} tracked in {}", tk.id, tg.describe()));
@@ -2003,6 +2006,7 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
             "status": status,
             "loss": loss_name,
             "optimizer": describe(opt, rules, lr),
+            "lr_schedule": schedule.as_ref().map(Schedule::describe),
             "batch_size": a.batch_size,
             "shuffle": !a.no_shuffle,
             "seed": a.seed,
@@ -2381,8 +2385,16 @@ fn csv_log(epochs: &[Value]) -> String {
         }
     }
     keys.sort_unstable();
-    let mut out = std::iter::once("epoch")
-        .chain(keys.iter().copied())
+    // Log names come from the model file (an output's name): quoted as CSV quotes them.
+    let cell = |k: &str| {
+        if k.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", k.replace('"', "\"\""))
+        } else {
+            k.to_string()
+        }
+    };
+    let mut out = std::iter::once("epoch".to_string())
+        .chain(keys.iter().map(|k| cell(k)))
         .collect::<Vec<_>>()
         .join(",");
     out.push('\n');
@@ -2914,6 +2926,7 @@ fn new_run(
     a: &Args,
     hashes: &[(String, String)],
     tr: &Training,
+    schedule: Option<&Schedule>,
     out: &Path,
 ) -> Result<forgec_track::NewRun, UserError> {
     use sha2::{Digest, Sha256};
@@ -2947,6 +2960,8 @@ fn new_run(
             "shuffle": !a.no_shuffle,
             "seed": a.seed,
             "learning_rate": tr.lr,
+            "lr_schedule": schedule.map(Schedule::describe),
+            "reduce_lr_on_plateau": a.reduce_lr_on_plateau,
             "optimizer": describe(tr.opt, tr.rules, tr.lr),
             "validation_split": a.validation_split,
             "early_stopping": a.early_stopping,
