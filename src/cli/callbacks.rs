@@ -95,11 +95,8 @@ impl EarlyStopping {
                 }
                 "baseline" => es.baseline = Some(num("a number")?),
                 "restore_best_weights" => {
-                    es.restore_best_weights = match v {
-                        "true" | "True" | "1" => true,
-                        "false" | "False" | "0" => false,
-                        _ => return Err(bad(k, v, "true or false")),
-                    }
+                    es.restore_best_weights =
+                        parse_bool(v).ok_or_else(|| bad(k, v, "true or false"))?
                 }
                 "start_from_epoch" => es.start_from_epoch = count()?,
                 _ => {
@@ -219,6 +216,15 @@ fn check_monitor(flag: &str, monitor: &str, logs: &[String]) -> Result<(), Strin
         "{flag} monitor={monitor}: the epochs' logs will have {}{hint}",
         logs.join(", ")
     ))
+}
+
+/// A setting's true or false, as Python or a shell writes it.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "true" | "True" | "1" => Some(true),
+        "false" | "False" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 /// Parses `KEY=VALUE,...` for `flag`.
@@ -413,11 +419,7 @@ impl ModelCheckpoint {
                 "filepath" => m.filepath = v.clone(),
                 "monitor" => m.monitor = v.clone(),
                 "save_best_only" => {
-                    m.save_best_only = match v.as_str() {
-                        "true" | "True" | "1" => true,
-                        "false" | "False" | "0" => false,
-                        _ => return Err(bad("true or false")),
-                    }
+                    m.save_best_only = parse_bool(&v).ok_or_else(|| bad("true or false"))?
                 }
                 "mode" => {
                     if !["auto", "min", "max"].contains(&v.as_str()) {

@@ -50,14 +50,8 @@ impl Schedule {
                 decay_steps,
                 decay_rate,
                 staircase,
-            } => {
-                let mut p = s / decay_steps;
-                if *staircase {
-                    p = p.floor();
-                }
-                initial * decay_rate.powf(p)
             }
-            Schedule::InverseTime {
+            | Schedule::InverseTime {
                 initial,
                 decay_steps,
                 decay_rate,
@@ -67,7 +61,11 @@ impl Schedule {
                 if *staircase {
                     p = p.floor();
                 }
-                initial / (1.0 + decay_rate * p)
+                if matches!(self, Schedule::Exponential { .. }) {
+                    initial * decay_rate.powf(p)
+                } else {
+                    initial / (1.0 + decay_rate * p)
+                }
             }
             Schedule::Cosine {
                 initial,
@@ -325,15 +323,21 @@ impl Schedule {
                 decay_steps,
                 decay_rate,
                 staircase,
-            } => json!({"class_name": "ExponentialDecay", "initial_learning_rate": initial,
-                        "decay_steps": decay_steps, "decay_rate": decay_rate, "staircase": staircase}),
-            Schedule::InverseTime {
+            }
+            | Schedule::InverseTime {
                 initial,
                 decay_steps,
                 decay_rate,
                 staircase,
-            } => json!({"class_name": "InverseTimeDecay", "initial_learning_rate": initial,
-                        "decay_steps": decay_steps, "decay_rate": decay_rate, "staircase": staircase}),
+            } => {
+                let class = if matches!(self, Schedule::Exponential { .. }) {
+                    "ExponentialDecay"
+                } else {
+                    "InverseTimeDecay"
+                };
+                json!({"class_name": class, "initial_learning_rate": initial,
+                       "decay_steps": decay_steps, "decay_rate": decay_rate, "staircase": staircase})
+            }
             Schedule::Cosine {
                 initial,
                 decay_steps,

@@ -12,7 +12,7 @@ pub mod time;
 pub use db::{Db, Target, SCHEMA_VERSION, STALE};
 
 use serde_json::Value;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -183,7 +183,6 @@ pub fn cpu_model() -> String {
 
 enum Msg {
     Epoch(EpochRow, i64),
-    Steps(i64),
     Finish(Status, Option<String>, SystemTime),
 }
 
@@ -199,6 +198,8 @@ pub struct Tracker {
     tx: mpsc::Sender<Msg>,
     done: mpsc::Receiver<Report>,
     unwritten: Arc<AtomicUsize>,
+    /// The steps done, for the heartbeat.
+    steps: Arc<AtomicI64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -234,9 +235,11 @@ impl Tracker {
         let target = db.target.clone();
         let unwritten = Arc::new(AtomicUsize::new(0));
         let count = unwritten.clone();
+        let steps = Arc::new(AtomicI64::new(0));
+        let seen = steps.clone();
         let thread = std::thread::Builder::new()
             .name("forgec-track".into())
-            .spawn(move || writer(db, id, rx, done_tx, count))
+            .spawn(move || writer(db, id, rx, done_tx, count, seen))
             .expect("a thread");
         Tracker {
             id,
@@ -244,6 +247,7 @@ impl Tracker {
             tx,
             done,
             unwritten,
+            steps,
             thread: Some(thread),
         }
     }
@@ -255,7 +259,9 @@ impl Tracker {
 
     /// Progress within an epoch (written with the next heartbeat).
     pub fn steps(&self, steps: i64) {
-        let _ = self.tx.send(Msg::Steps(steps));
+        // A store, not a message: the loop calls this every step, and the writer reads it
+        // at its next heartbeat without being woken.
+        self.steps.store(steps, Ordering::Relaxed);
     }
 
     /// Ends the run and waits up to `wait` for its rows to be written.
@@ -285,9 +291,9 @@ fn writer(
     rx: mpsc::Receiver<Msg>,
     done: mpsc::Sender<Report>,
     unwritten: Arc<AtomicUsize>,
+    steps: Arc<AtomicI64>,
 ) {
     let mut pending: std::collections::VecDeque<Msg> = Default::default();
-    let mut steps = 0i64;
     let mut last_beat = Instant::now();
     let mut last_error: Option<String> = None;
     let mut warned = false;
@@ -300,7 +306,6 @@ fn writer(
             Duration::from_secs(2)
         };
         match rx.recv_timeout(wait) {
-            Ok(Msg::Steps(s)) => steps = s,
             Ok(m) => {
                 if matches!(m, Msg::Finish(..)) {
                     finishing = Some(Instant::now());
@@ -322,7 +327,6 @@ fn writer(
             let r = match m {
                 Msg::Epoch(row, s) => db.log_epoch(row, *s),
                 Msg::Finish(status, msg, at) => db.finish(id, *status, msg.as_deref(), *at),
-                Msg::Steps(_) => Ok(()),
             };
             match r {
                 Ok(()) => {
@@ -349,7 +353,9 @@ fn writer(
                 }
             }
         }
-        if last_beat.elapsed() >= HEARTBEAT && pending.is_empty() && db.heartbeat(id, steps).is_ok()
+        if last_beat.elapsed() >= HEARTBEAT
+            && pending.is_empty()
+            && db.heartbeat(id, steps.load(Ordering::Relaxed)).is_ok()
         {
             last_beat = Instant::now();
         }
