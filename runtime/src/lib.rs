@@ -1,9 +1,12 @@
 //! forgec-runtime: the small crate an application needs to feed and read compiled models.
 //!
-//! It owns the host [`Tensor`] type and `.npy` / `.npz` I/O. It never depends on LLVM or MLIR.
+//! It owns the host [`Tensor`] type and `.npy` / `.npz` I/O, loads compiled libraries
+//! ([`compiled`]) and runs training on them ([`fit`]: Keras's `fit`, its callbacks, crash-safe
+//! checkpoints). It never depends on LLVM or MLIR.
 
 pub mod compiled;
 pub mod device;
+pub mod fit;
 mod npy;
 mod tensor;
 

@@ -537,7 +537,7 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
                 .chunks(batch)
                 .filter(|rows| rows.len() == batch)
                 .take(64)
-                .map(|rows| tr.batch(rows))
+                .map(|rows| tr.data.batch(rows))
                 .collect();
             cases.push((batch, threads, lib, batches, Vec::<Duration>::new()));
         }
@@ -546,14 +546,16 @@ fn bench_train(a: &Args) -> Result<i32, UserError> {
         .2
         .get_state()
         .map_err(|e| UserError::new(e.message))?;
-    let step =
-        |lib: &forgec_runtime::compiled::Trainer, b: &[(String, Tensor)]| match tr.run(lib, b) {
-            Ok(_) => Ok(()),
-            Err(e) if e.code == forgec_runtime::compiled::CallError::NONFINITE => lib
-                .set_state(&initial)
-                .map_err(|e| UserError::new(e.message)),
-            Err(e) => Err(UserError::new(e.message)),
-        };
+    let step = |lib: &forgec_runtime::compiled::Trainer, b: &[(String, Tensor)]| match tr
+        .data
+        .step(lib, b)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == forgec_runtime::compiled::CallError::NONFINITE => lib
+            .set_state(&initial)
+            .map_err(|e| UserError::new(e.message)),
+        Err(e) => Err(UserError::new(e.message)),
+    };
     for c in &cases {
         for b in c.3.iter().take(3) {
             step(&c.2, b)?;

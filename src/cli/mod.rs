@@ -3,14 +3,11 @@
 //! and dispatches, and maps errors to exit codes (0 ok, 1 findings, 2 usage or input error).
 
 pub mod bench;
-pub mod callbacks;
 pub mod check;
-pub mod checkpoint;
 pub mod compile;
 pub mod conformance;
 pub mod run;
 pub mod runs;
-pub mod schedule;
 pub mod summary;
 pub mod train;
 
@@ -197,4 +194,27 @@ pub fn main_with(cli: Cli) -> i32 {
             e.code
         }
     }
+}
+
+/// The SHA-256 of a file, in hex.
+pub fn sha256(path: &std::path::Path) -> Result<String, UserError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| UserError::new(format!("{}: cannot read: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = f
+            .read(&mut buf)
+            .map_err(|e| UserError::new(format!("{}: cannot read: {e}", path.display())))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+    }
+    Ok(h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>())
 }

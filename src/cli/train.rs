@@ -6,12 +6,12 @@
 //! (`checkpoint.rs`), from which `--resume DIR` goes on to the same bits as a run never
 //! stopped, and the final weights.
 
-use super::schedule::Schedule;
 use crate::keras::LoadOptions;
 use crate::UserError;
 use forgec_passes::train::{
     step_graph_outputs, Clip, GradientRules, LossFn, Metric, Optimizer, OutputSpec, Reduction,
 };
+use forgec_runtime::fit::{self, Column, Data, Schedule};
 use forgec_runtime::{DType, Tensor};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -202,7 +202,7 @@ impl Args {
         let bad = || {
             UserError::new(format!(
                 "{}: damaged: its arguments do not read back",
-                dir.join(super::checkpoint::FILE).display()
+                dir.join(fit::checkpoint::FILE).display()
             ))
         };
         let strs = |k: &str| -> Result<Vec<String>, UserError> {
@@ -610,24 +610,6 @@ fn optimizer(
     Ok((opt, rules, lr, keras_name, schedule))
 }
 
-/// A permutation of `0..n` from a seed (xorshift64*, Fisher-Yates).
-fn shuffled(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut s =
-        (seed ^ 0x9E37_79B9_7F4A_7C15).wrapping_add(epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9)) | 1;
-    let mut next = || {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        s.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    };
-    let mut p: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        p.swap(i, j);
-    }
-    p
-}
-
 /// The optimizer as history.json and bench records say it.
 pub fn describe(opt: Optimizer, rules: GradientRules, lr: f64) -> Value {
     let mut v = match opt {
@@ -684,74 +666,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), UserError> {
         .map_err(|e| UserError::new(format!("{}: cannot write: {e}", path.display())))
 }
 
-/// A column of the training data: a tensor in memory, or rows `start..start + rows` of a
-/// memory-mapped `.npy` file (the model's inputs: a data set larger than memory trains, its
-/// rows copied out batch by batch).
-#[derive(Clone, Debug)]
-pub enum Column {
-    Memory(Tensor),
-    Mapped {
-        file: std::sync::Arc<forgec_runtime::MappedNpy>,
-        start: usize,
-        rows: usize,
-    },
-}
-
-impl Column {
-    pub fn rows(&self) -> usize {
-        match self {
-            Column::Memory(t) => t.shape().first().copied().unwrap_or(0),
-            Column::Mapped { rows, .. } => *rows,
-        }
-    }
-
-    pub fn dtype(&self) -> DType {
-        match self {
-            Column::Memory(t) => t.dtype(),
-            Column::Mapped { file, .. } => file.dtype(),
-        }
-    }
-
-    /// Rows `rows` (of this column) into `out`, reusing its storage.
-    pub fn take_rows_into(&self, rows: &[usize], out: &mut Tensor) {
-        match self {
-            Column::Memory(t) => t.take_rows_into(rows, out),
-            Column::Mapped { file, start: 0, .. } => file.take_rows_into(rows, out),
-            Column::Mapped { file, start, .. } => {
-                let at: Vec<usize> = rows.iter().map(|r| r + start).collect();
-                file.take_rows_into(&at, out)
-            }
-        }
-    }
-
-    pub fn take_rows(&self, rows: &[usize]) -> Tensor {
-        let mut t = Tensor::full(self.dtype(), vec![0], 0.0).expect("an empty tensor");
-        self.take_rows_into(rows, &mut t);
-        t
-    }
-
-    /// Rows `from..to`, without copying a mapped file's.
-    fn range(&self, from: usize, to: usize) -> Column {
-        match self {
-            Column::Memory(t) => Column::Memory(t.take_rows(&(from..to).collect::<Vec<_>>())),
-            Column::Mapped { file, start, .. } => Column::Mapped {
-                file: file.clone(),
-                start: start + from,
-                rows: to - from,
-            },
-        }
-    }
-}
-
 /// What a training run needs, checked: the step, the data (the model's inputs, then the
 /// labels, by the step's input names), the initial state and the hyperparameters.
 pub struct Training {
     /// The model, its step and state (read through `Deref`).
     pub setup: Setup,
-    pub data: Vec<(String, Column)>,
+    pub data: Data,
     pub samples: usize,
-    /// The held-out samples (`--validation-split`), in the same layout as `data`.
-    pub val: Vec<(String, Column)>,
+    /// The held-out samples (`--validation-split`, `--val-x`), in the same layout as `data`.
+    pub val: Data,
     pub val_samples: usize,
 }
 
@@ -768,7 +691,7 @@ impl std::ops::DerefMut for Training {
     }
 }
 
-impl Training {
+impl Setup {
     /// The step's inputs for `batch` (data rows) at step `t`, named, in the step graph's input
     /// order: what `prepare` checks once against the interpreter's rules.
     fn named_inputs(&self, batch: Vec<(String, Tensor)>, t: usize) -> Vec<(String, Tensor)> {
@@ -793,53 +716,26 @@ impl Training {
         ins
     }
 
-    /// Runs a step of the compiled training library on `batch` (data rows, as `batch` makes
-    /// them: the model's inputs, the labels, the sample weights); returns the loss.
-    pub fn run(
-        &self,
-        lib: &forgec_runtime::compiled::Trainer,
-        batch: &[(String, Tensor)],
-    ) -> Result<(f64, Vec<f64>), forgec_runtime::compiled::CallError> {
-        let (n, l) = (self.g.inputs.len(), self.step.labels.len());
-        let refs: Vec<&Tensor> = batch.iter().map(|(_, d)| d).collect();
-        lib.step_weighted(&refs[..n], &refs[n..n + l], &refs[n + l..])
-    }
-
-    /// The loss and metrics of the current state on the held-out samples, in batches of
-    /// `batch` in order, each the batch-size-weighted mean (Keras's `evaluate`), or None
-    /// without validation data.
-    pub fn validate(
-        &self,
-        lib: &forgec_runtime::compiled::Trainer,
-        batch: usize,
-    ) -> Result<Option<(f64, Vec<f64>)>, UserError> {
-        if self.val_samples == 0 {
-            return Ok(None);
-        }
-        let (n, l) = (self.g.inputs.len(), self.step.labels.len());
-        let (mut sum, mut msum) = (0.0f64, vec![0.0f64; lib.metrics.len()]);
-        let rows: Vec<usize> = (0..self.val_samples).collect();
-        for chunk in rows.chunks(batch) {
-            let b: Vec<Tensor> = self.val.iter().map(|(_, t)| t.take_rows(chunk)).collect();
-            let refs: Vec<&Tensor> = b.iter().collect();
-            let (loss, ms) = lib
-                .evaluate_weighted(&refs[..n], &refs[n..n + l], &refs[n + l..])
-                .map_err(|e| UserError::new(format!("validation: {}", e.message)))?;
-            sum += loss * chunk.len() as f64;
-            for (acc, m) in msum.iter_mut().zip(ms) {
-                *acc += m * chunk.len() as f64;
-            }
-        }
-        let k = self.val_samples as f64;
-        Ok(Some((sum / k, msum.iter().map(|m| m / k).collect())))
+    /// The state tensors that are the model's weights (trainable, then the moving
+    /// statistics), by index in the library's state (weights, slots, statistics, the
+    /// optimizer's scalars): what EarlyStopping's `restore_best_weights` puts back.
+    pub fn model_tensors(&self) -> Vec<usize> {
+        let stats_at = self.state.len() + self.slots.len();
+        (0..self.state.len())
+            .chain(stats_at..stats_at + self.stats.len())
+            .collect()
     }
 
     /// Takes the library's state (after a run) into `state`, `slots` and `stats`.
     pub fn take_state(&mut self, lib: &forgec_runtime::compiled::Trainer) -> Result<(), UserError> {
         let blob = lib.get_state().map_err(|e| UserError::new(e.message))?;
         let mut i = 0;
-        let s = &mut self.setup;
-        for part in [&mut s.state, &mut s.slots, &mut s.stats, &mut s.globals] {
+        for part in [
+            &mut self.state,
+            &mut self.slots,
+            &mut self.stats,
+            &mut self.globals,
+        ] {
             for (_, t) in part.iter_mut() {
                 *t = lib.tensor(&blob, i).map_err(UserError::new)?;
                 i += 1;
@@ -993,11 +889,6 @@ impl Training {
         Ok(())
     }
 
-    /// The rows `rows` of every data tensor.
-    pub fn batch(&self, rows: &[usize]) -> Vec<(String, Tensor)> {
-        gather(&self.data, rows)
-    }
-
     /// The training library compiled for this machine (in a scratch directory kept with it),
     /// its context on `threads`.
     pub fn compile(
@@ -1014,7 +905,7 @@ impl Training {
             external_weights: false,
             threads: 1,
         };
-        let t = library(&self.setup, model)?;
+        let t = library(self, model)?;
         crate::codegen::compile_train(self.g.clone(), t, &copts, dir.path(), "")
             .map_err(|e| UserError::new(format!("{}: {e}", model.display())))?;
         let lib = forgec_runtime::compiled::Trainer::load(&dir.path().join("libmodel.so"), "model")
@@ -1022,25 +913,6 @@ impl Training {
         lib.set_threads(threads)
             .map_err(|e| UserError::new(e.message))?;
         Ok((dir, lib))
-    }
-}
-
-/// The rows `rows` of every data tensor.
-fn gather(data: &[(String, Column)], rows: &[usize]) -> Vec<(String, Tensor)> {
-    data.iter()
-        .map(|(k, d)| (k.clone(), d.take_rows(rows)))
-        .collect()
-}
-
-/// The rows `rows` of every data tensor into `out`, reusing its tensors' storage: the loop
-/// gathers each batch without allocating.
-fn gather_into(data: &[(String, Column)], rows: &[usize], out: &mut Vec<(String, Tensor)>) {
-    if out.len() != data.len() {
-        *out = gather(data, rows);
-        return;
-    }
-    for ((_, d), (_, o)) in data.iter().zip(out.iter_mut()) {
-        d.take_rows_into(rows, o);
     }
 }
 
@@ -1454,11 +1326,7 @@ fn labeled_data(
     // The inputs' .npy files are mapped, not read (what does not map as it is, is read).
     let map = |p: &Path| -> Result<Column, UserError> {
         match forgec_runtime::map_npy(p).map_err(|e| UserError::new(e.0))? {
-            Some(m) => Ok(Column::Mapped {
-                rows: m.shape()[0],
-                file: std::sync::Arc::new(m),
-                start: 0,
-            }),
+            Some(m) => Ok(Column::mapped(m)),
             None => forgec_runtime::read_npy(p)
                 .map(Column::Memory)
                 .map_err(|e| UserError::new(e.0)),
@@ -1722,14 +1590,23 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
     // The data checked by the interpreter's rules first: wrong shapes and dtypes are said
     // with the input's name before anything is compiled.
     // The first batch's rows are what is checked (the data may be larger than memory).
-    let probe = gather(&data, &(0..n.min(a.batch_size)).collect::<Vec<_>>());
-    let val_probe = if val.is_empty() {
+    let labels = s.step.labels.len();
+    let inputs = s.g.inputs.len();
+    let data = Data::new(data, inputs, labels).map_err(UserError::new)?;
+    let val = if val.is_empty() {
+        Data {
+            columns: Vec::new(),
+            inputs,
+            labels,
+        }
+    } else {
+        Data::new(val, inputs, labels).map_err(UserError::new)?
+    };
+    let probe = data.batch(&(0..n.min(a.batch_size)).collect::<Vec<_>>());
+    let val_probe = if val_samples == 0 {
         Vec::new()
     } else {
-        gather(
-            &val,
-            &(0..val_samples.min(a.batch_size)).collect::<Vec<_>>(),
-        )
+        val.batch(&(0..val_samples.min(a.batch_size)).collect::<Vec<_>>())
     };
     let tr = Training {
         setup: s,
@@ -1774,7 +1651,7 @@ fn check_files(meta: &Value, dir: &Path) -> Result<Vec<(String, String)>, UserEr
     let files = meta["files"].as_array().ok_or_else(|| {
         UserError::new(format!(
             "{}: damaged: it lists no files",
-            dir.join(super::checkpoint::FILE).display()
+            dir.join(fit::checkpoint::FILE).display()
         ))
     })?;
     let mut out = Vec::new();
@@ -1782,10 +1659,10 @@ fn check_files(meta: &Value, dir: &Path) -> Result<Vec<(String, String)>, UserEr
         let (Some(p), Some(h)) = (f["path"].as_str(), f["sha256"].as_str()) else {
             return Err(UserError::new(format!(
                 "{}: damaged: a file entry without its path or hash",
-                dir.join(super::checkpoint::FILE).display()
+                dir.join(fit::checkpoint::FILE).display()
             )));
         };
-        let now = super::checkpoint::sha256(Path::new(p))?;
+        let now = super::sha256(Path::new(p))?;
         if now != h {
             return Err(UserError::new(format!(
                 "{p} changed since the run began (its SHA-256 is not the one the checkpoint \
@@ -1814,7 +1691,7 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
     // --resume DIR: the run's own arguments, from its checkpoint, its files unchanged.
     let (a, resumed, hashes) = match &a.resume {
         Some(dir) => {
-            let ck = super::checkpoint::read(dir)?;
+            let ck = fit::checkpoint::read(dir).map_err(UserError::new)?;
             let args = Args::from_saved(&ck.meta["args"], dir, a.threads)?;
             let hashes = check_files(&ck.meta, dir)?;
             (args, Some(ck), hashes)
@@ -1823,12 +1700,7 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
             let hashes = a
                 .files()
                 .iter()
-                .map(|p| {
-                    Ok((
-                        p.to_string_lossy().into_owned(),
-                        super::checkpoint::sha256(p)?,
-                    ))
-                })
+                .map(|p| Ok((p.to_string_lossy().into_owned(), super::sha256(p)?)))
                 .collect::<Result<Vec<_>, UserError>>()?;
             (a, None, hashes)
         }
@@ -1844,7 +1716,7 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
     if let Some(t) = &target {
         forgec_track::Db::open(t).map_err(UserError::new)?;
     }
-    let mut tr = prepare(&a)?;
+    let tr = prepare(&a)?;
     // The learning rate's schedule: the flag's, else the model's (checked before compiling).
     let schedule = match &a.lr_schedule {
         Some(spec) => Some(Schedule::parse(spec, tr.lr).map_err(UserError::new)?),
@@ -1856,40 +1728,25 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
         ));
     }
     let (_dir, lib) = tr.compile(a.model(), a.threads)?;
-    // Dropout's masks draw from the run's seed too.
-    lib.set_seed(a.seed)
-        .map_err(|e| UserError::new(e.message))?;
-    let (n, opt, rules, lr) = (tr.samples, tr.opt, tr.rules, tr.lr);
-    let loss_name = tr.loss_name.clone();
     let metric_names: Vec<String> = lib.metrics.clone();
     // The callbacks, checked against the logs the epochs will have before anything runs.
-    let mut logs = vec!["loss".to_string()];
-    logs.extend(metric_names.iter().cloned());
-    if tr.val_samples > 0 {
-        logs.push("val_loss".into());
-        logs.extend(metric_names.iter().map(|m| format!("val_{m}")));
-    }
-    let mut model_ck = match &a.model_checkpoint {
+    let logs = fit::log_names(&lib, tr.val_samples > 0);
+    let model_ck = match &a.model_checkpoint {
         Some(spec) => {
             if tr.k3_layout.is_none() {
                 return Err(UserError::new(
                     "--model-checkpoint writes Keras files: an ONNX model's trained weights are written as final.weights.npz",
                 ));
             }
-            Some(super::callbacks::ModelCheckpoint::parse(spec, &logs).map_err(UserError::new)?)
+            Some(fit::ModelCheckpoint::parse(spec, &logs).map_err(UserError::new)?)
         }
         None => None,
     };
-    let mut plateau = match &a.reduce_lr_on_plateau {
-        Some(spec) => {
-            Some(super::callbacks::ReduceLrOnPlateau::parse(spec, &logs).map_err(UserError::new)?)
-        }
+    let reduce_lr_on_plateau = match &a.reduce_lr_on_plateau {
+        Some(spec) => Some(fit::ReduceLrOnPlateau::parse(spec, &logs).map_err(UserError::new)?),
         None => None,
     };
-    // The rate of the steps now (the library's state holds it too; a schedule sets it before
-    // each step, ReduceLROnPlateau after an epoch).
-    let mut cur_lr = lr;
-    let mut es = match &a.early_stopping {
+    let early_stopping = match &a.early_stopping {
         Some(spec) => {
             // Keras's directions: accuracies go up; mse and mae go down; others unknown.
             let up = |m: &str| -> Option<bool> {
@@ -1901,74 +1758,23 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
                     None
                 }
             };
-            Some(super::callbacks::EarlyStopping::parse(spec, &logs, &up).map_err(UserError::new)?)
+            Some(fit::EarlyStopping::parse(spec, &logs, &up).map_err(UserError::new)?)
         }
         None => None,
     };
-    let mut best_state: Option<Vec<u8>> = None;
-    // Where the run is: from the checkpoint, or the start.
-    let mut batch_loss: Vec<f64> = Vec::new();
-    let mut epochs: Vec<Value> = Vec::new();
-    let (mut t, mut first_epoch, mut skip) = (0usize, 0usize, 0usize);
-    let mut partial = (0.0f64, 0usize, vec![0.0f64; metric_names.len()]);
+    let settings = fit::Settings {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        shuffle: !a.no_shuffle,
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        schedule: schedule.clone(),
+        reduce_lr_on_plateau,
+        early_stopping,
+        model_tensors: Some(tr.model_tensors()),
+    };
     let saved = match &resumed {
-        Some(ck) => {
-            let m = &ck.meta;
-            let bad = || {
-                UserError::new(format!(
-                    "{}: damaged: its position does not read back",
-                    out.join(super::checkpoint::FILE).display()
-                ))
-            };
-            let num = |k: &str| m[k].as_u64().map(|v| v as usize).ok_or_else(bad);
-            let floats = |v: &Value| -> Result<Vec<f64>, UserError> {
-                v.as_array()
-                    .ok_or_else(bad)?
-                    .iter()
-                    .map(|x| x.as_f64().ok_or_else(bad))
-                    .collect()
-            };
-            (t, first_epoch, skip) = (num("step")?, num("epoch")?, num("done_in_epoch")?);
-            batch_loss = floats(&m["batch_loss"])?;
-            epochs = m["epochs"].as_array().ok_or_else(bad)?.clone();
-            partial = (
-                m["sum"].as_f64().ok_or_else(bad)?,
-                num("count")?,
-                floats(&m["msum"])?,
-            );
-            if batch_loss.len() != t || partial.2.len() != metric_names.len() {
-                return Err(bad());
-            }
-            if let Some(es) = &mut es {
-                if !es.restore(&m["early_stopping"]) {
-                    return Err(bad());
-                }
-                best_state = ck.blobs.get(1).cloned();
-            }
-            if let Some(p) = &mut plateau {
-                if !p.restore(&m["reduce_lr_on_plateau"]) {
-                    return Err(bad());
-                }
-            }
-            if let Some(mc) = &mut model_ck {
-                mc.restore(&m["model_checkpoint"]);
-            }
-            cur_lr = m["lr"].as_f64().unwrap_or(cur_lr);
-            lib.set_state(&ck.blobs[0]).map_err(|e| {
-                UserError::new(format!(
-                    "{}: the state does not fit this model's training library: {}",
-                    out.join(super::checkpoint::FILE).display(),
-                    e.message
-                ))
-            })?;
-            say.line(format_args!(
-                "resuming {} at epoch {}, step {t}",
-                out.display(),
-                first_epoch + 1
-            ));
-            say.event(json!({"event": "resume", "epoch": first_epoch + 1, "step": t}));
-            m["args"].clone()
-        }
+        Some(ck) => ck.meta["args"].clone(),
         None => a.saved()?,
     };
     // The run's row, once every setting was checked (a refused run is no run).
@@ -1987,371 +1793,138 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
             Some(tk)
         }
     };
-    let track_meta = json!({
-        "target": target.as_ref().map(|t| t.describe()),
-        "run": tracker.as_ref().map(|t| t.id),
-    });
-    say.event(
-        json!({"event": "start", "run": tracker.as_ref().map(|t| t.id),
-        "epochs": a.epochs, "samples": n, "validation_samples": tr.val_samples,
-        "steps_per_epoch": n.div_ceil(a.batch_size)}),
-    );
     let files: Vec<Value> = hashes
         .iter()
         .map(|(p, h)| json!({"path": p, "sha256": h}))
         .collect();
-    let tr_val_samples = tr.val_samples;
-    let history = |batch_loss: &[f64], epochs: &[Value], status: &str| {
-        json!({
-            "status": status,
-            "loss": loss_name,
-            "optimizer": describe(opt, rules, lr),
+    let checkpointing = fit::Checkpointing {
+        dir: out.clone(),
+        meta: json!({
+            "args": saved,
+            "files": files,
+            "track": {
+                "target": target.as_ref().map(|t| t.describe()),
+                "run": tracker.as_ref().map(|t| t.id),
+            },
+        }),
+    };
+    let hist = HistoryFile {
+        path: out.join("history.json"),
+        head: json!({
+            "loss": tr.loss_name,
+            "optimizer": describe(tr.opt, tr.rules, tr.lr),
             "lr_schedule": schedule.as_ref().map(Schedule::describe),
             "batch_size": a.batch_size,
             "shuffle": !a.no_shuffle,
             "seed": a.seed,
             "threads": a.threads,
-            "samples": n,
-            "epochs": epochs,
-            "epoch_loss": epochs.iter().map(|e| e["loss"].clone()).collect::<Vec<_>>(),
-            "validation_samples": tr_val_samples,
+            "samples": tr.samples,
+            "validation_samples": tr.val_samples,
             "metrics": metric_names,
-            "batch_loss": batch_loss,
             "run": tracker.as_ref().map(|t| t.id),
-        })
+        }),
     };
-    // A checkpoint at epoch `e` after `done` of its steps, `t` in all, with the epoch's sums.
-    #[allow(clippy::too_many_arguments)]
-    let checkpoint = |e: usize,
-                      done: usize,
-                      t: usize,
-                      sums: (f64, usize, &[f64]),
-                      batch_loss: &[f64],
-                      epochs: &[Value],
-                      cb: Value,
-                      best: &Option<Vec<u8>>|
-     -> Result<(), UserError> {
-        let state = lib.get_state().map_err(|e| UserError::new(e.message))?;
-        let meta = json!({
-            "format": 1,
-            "forgec": env!("CARGO_PKG_VERSION"),
-            "args": saved,
-            "files": files,
-            "epoch": e,
-            "done_in_epoch": done,
-            "step": t,
-            "sum": sums.0,
-            "count": sums.1,
-            "msum": sums.2,
-            "batch_loss": batch_loss,
-            "epochs": epochs,
-            "early_stopping": cb["early_stopping"],
-            "reduce_lr_on_plateau": cb["reduce_lr_on_plateau"],
-            "model_checkpoint": cb["model_checkpoint"],
-            "lr": cb["lr"],
-            "track": track_meta,
-        });
-        let mut blobs: Vec<&[u8]> = vec![&state];
-        blobs.extend(best.as_deref());
-        super::checkpoint::write(&out, &meta, &blobs)
-    };
-    let hist_path = out.join("history.json");
-    // Ctrl-C or SIGTERM ends the run after the step it is in, with a checkpoint.
-    catch_stop_signals();
-    let mut board = match &a.tensorboard {
+    let board = match &a.tensorboard {
         Some(d) => Some(Board::create(d, tr.val_samples > 0).map_err(UserError::new)?),
         None => None,
     };
-    let outcome = (|| -> Result<forgec_track::Status, UserError> {
-        for epoch in first_epoch..a.epochs {
-            let order: Vec<usize> = if a.no_shuffle {
-                (0..n).collect()
-            } else {
-                shuffled(n, a.seed, epoch as u64)
-            };
-            let start = std::time::Instant::now();
-            // Time inside the compiled step itself: the loop's own cost is the rest.
-            let mut in_steps = 0.0f64;
-            let (mut sum, mut count, mut msum) = if epoch == first_epoch {
-                std::mem::take(&mut partial)
-            } else {
-                (0.0f64, 0usize, vec![0.0f64; metric_names.len()])
-            };
-            let done_before = if epoch == first_epoch { skip } else { 0 };
-            skip = 0;
-            let mut bar = Bar::new(done_before);
-            // One batch's tensors, refilled for every step.
-            let mut batch: Vec<(String, Tensor)> = Vec::new();
-            // The samples this process ran of the epoch (a resumed epoch's first part ran before).
-            let count_before = count;
-            for (i, rows) in order.chunks(a.batch_size).enumerate().skip(done_before) {
-                if let Some(s) = &schedule {
-                    // Keras's rate of the update after `t` earlier ones.
-                    let next = s.at(t as u64);
-                    if next != cur_lr {
-                        lib.set_lr(next).map_err(|e| UserError::new(e.message))?;
-                        cur_lr = next;
-                    }
-                }
-                t += 1;
-                gather_into(&tr.data, rows, &mut batch);
-                let batch = &batch;
-                let t_step = std::time::Instant::now();
-                let l = tr.run(&lib, batch);
-                in_steps += t_step.elapsed().as_secs_f64();
-                let l = match l {
-                    Ok(l) => Ok(l),
-                    Err(e) if e.code == forgec_runtime::compiled::CallError::NONFINITE => {
-                        Err(e.message)
-                    }
-                    Err(e) => return Err(UserError::new(e.message)),
-                };
-                if let Err(why) = l {
-                    // The state is that of the step before: written as the final weights.
-                    tr.take_state(&lib)?;
-                    tr.setup.lr = cur_lr;
-                    let wpath = tr.write_weights(&out, t - 1)?;
-                    tr.write_keras(&out, t - 1)?;
-                    let h = history(
-                        &batch_loss,
-                        &epochs,
-                        "stopped: the loss or update is not finite",
-                    );
-                    write_atomic(
-                        &hist_path,
-                        serde_json::to_string_pretty(&h).unwrap().as_bytes(),
-                    )?;
-                    // TerminateOnNaN, saying where: the step again in the interpreter.
-                    let culprit = first_nonfinite(&tr, rows, t, i + 1);
-                    return Err(UserError {
-                        message: format!(
-                            "epoch {}, {why}\n{culprit}\ntraining stopped; {} holds the weights after step {}",
-                            epoch + 1,
-                            wpath.display(),
-                            t - 1
-                        ),
-                        code: 1,
-                    });
-                }
-                let (l, ms) = l.expect("a finite loss");
-                batch_loss.push(l);
-                if let Some(tk) = &tracker {
-                    tk.steps(t as i64);
-                }
-                if let Some(b) = &mut board {
-                    b.train(
-                        t as i64,
-                        &[("batch_loss", l), ("batch_learning_rate", cur_lr)],
-                    );
-                }
-                sum += l * rows.len() as f64;
-                count += rows.len();
-                for (acc, m) in msum.iter_mut().zip(ms) {
-                    *acc += m * rows.len() as f64;
-                }
-                if say.live {
-                    bar.step(
+    let lr = tr.lr;
+    let Training {
+        mut setup,
+        data,
+        val,
+        val_samples,
+        ..
+    } = tr;
+    // Ctrl-C or SIGTERM ends the run after the step it is in, with a checkpoint.
+    catch_stop_signals();
+    let mut shown = Shown {
+        say,
+        bar: Bar::new(0),
+        epochs: a.epochs,
+        steps_per_epoch: 0,
+        out: out.clone(),
+        tracker: tracker.as_ref(),
+        board,
+        model_ck,
+        setup: &mut setup,
+        hist: &hist,
+        csv: a.csv_log.clone(),
+    };
+    let run = fit::Fit {
+        lib: &lib,
+        data: &data,
+        validation: (val_samples > 0).then_some(&val),
+        settings,
+        lr,
+        checkpoint: Some(checkpointing),
+        resume: resumed,
+        stop: Some(&STOP),
+    };
+    let outcome = fit::fit(run, &mut [&mut shown]).map_err(UserError::new);
+    let outcome = outcome.and_then(|o| {
+        if say.live {
+            Bar::clear();
+        }
+        setup.lr = o.lr;
+        let t = o.steps;
+        let status = match &o.end {
+            fit::End::NonFinite {
+                epoch,
+                batch,
+                step,
+                rows,
+                message,
+            } => {
+                // The state is that of the step before: written as the final weights.
+                setup.take_state(&lib)?;
+                let wpath = setup.write_weights(&out, t)?;
+                setup.write_keras(&out, t)?;
+                hist.write(&o.history, "stopped: the loss or update is not finite")?;
+                // TerminateOnNaN, saying where: the step again in the interpreter.
+                let culprit = first_nonfinite(&setup, &data, rows, *step, *batch);
+                return Err(UserError {
+                    message: format!(
+                        "epoch {}, {message}\n{culprit}\ntraining stopped; {} holds the weights after step {t}",
                         epoch + 1,
-                        a.epochs,
-                        i + 1,
-                        n.div_ceil(a.batch_size),
-                        sum / count.max(1) as f64,
-                    );
-                }
-                let stopping = STOP.load(std::sync::atomic::Ordering::SeqCst);
-                if stopping || (a.checkpoint_every > 0 && t % a.checkpoint_every == 0) {
-                    checkpoint(
-                        epoch,
-                        i + 1,
-                        t,
-                        (sum, count, &msum),
-                        &batch_loss,
-                        &epochs,
-                        callback_state(&es, &plateau, &model_ck, cur_lr),
-                        &best_state,
-                    )?;
-                }
-                if stopping {
-                    // SIGINT or SIGTERM: the step done is kept, the run can go on.
-                    if say.live {
-                        Bar::clear();
-                    }
-                    let h = history(&batch_loss, &epochs, "interrupted");
-                    write_atomic(
-                        &hist_path,
-                        serde_json::to_string_pretty(&h).unwrap().as_bytes(),
-                    )?;
-                    return Err(UserError {
-                        message: format!(
-                            "interrupted in epoch {} after step {t}: {} holds the run; go on with forgec train --resume {}",
-                            epoch + 1,
-                            out.join(super::checkpoint::FILE).display(),
-                            out.display()
-                        ),
-                        code: INTERRUPTED,
-                    });
-                }
+                        wpath.display(),
+                    ),
+                    code: 1,
+                });
             }
-            let secs = start.elapsed().as_secs_f64();
-            let el = sum / count.max(1) as f64;
-            // Each metric as Keras's logs give it: the batch-size-weighted mean over the epoch.
-            let mut shown = String::new();
-            let mut rec = json!({"epoch": epoch + 1, "loss": el, "seconds": secs});
-            for (name, m) in metric_names.iter().zip(&msum) {
-                let v = m / count.max(1) as f64;
-                shown.push_str(&format!(", {name} {v:.4}"));
-                rec[name] = json!(v);
+            fit::End::Interrupted { epoch, step } => {
+                // SIGINT or SIGTERM: the step done is kept, the run can go on.
+                hist.write(&o.history, "interrupted")?;
+                return Err(UserError {
+                    message: format!(
+                        "interrupted in epoch {} after step {step}: {} holds the run; go on with forgec train --resume {}",
+                        epoch + 1,
+                        out.join(fit::checkpoint::FILE).display(),
+                        out.display()
+                    ),
+                    code: INTERRUPTED,
+                });
             }
-            if let Some((vl, vms)) = tr.validate(&lib, a.batch_size)? {
-                shown.push_str(&format!(", val_loss {vl:.6}"));
-                rec["val_loss"] = json!(vl);
-                for (name, v) in metric_names.iter().zip(vms) {
-                    shown.push_str(&format!(", val_{name} {v:.4}"));
-                    rec[format!("val_{name}")] = json!(v);
-                }
-            }
-            rec["learning_rate"] = json!(cur_lr);
-            let ran = count - count_before;
-            let speed = if ran > 0 {
-                format!(", {:.0} samples/s", ran as f64 / secs.max(1e-9))
-            } else {
-                String::new()
-            };
-            if say.live {
-                Bar::clear();
-            }
-            say.line(format_args!(
-                "epoch {}/{}: loss {el:.6}{shown} ({} steps{speed})",
-                epoch + 1,
-                a.epochs,
-                n.div_ceil(a.batch_size),
-            ));
-            say.event(
-                json!({"event": "epoch", "epoch": epoch + 1, "epochs": a.epochs,
-                "steps": t, "logs": rec,
-                "samples_per_second": (ran > 0).then(|| ran as f64 / secs.max(1e-9)),
-                "seconds": secs, "step_seconds": in_steps}),
-            );
-            // ReduceLROnPlateau: the next epoch's rate.
-            if let Some(p) = &mut plateau {
-                if let Some(new) = p.on_epoch_end(&rec, cur_lr) {
-                    lib.set_lr(new).map_err(|e| UserError::new(e.message))?;
-                    say.line(format_args!(
-                        "epoch {}: ReduceLROnPlateau reducing learning rate to {new}",
-                        epoch + 1
-                    ));
-                    say.event(
-                        json!({"event": "reduce_lr", "epoch": epoch + 1, "learning_rate": new}),
-                    );
-                    cur_lr = new;
-                }
-            }
-            // ModelCheckpoint: the model or its weights as they are after this epoch.
-            if let Some(mc) = &mut model_ck {
-                if let Some(path) = mc.on_epoch_end(epoch, &rec).map_err(UserError::new)? {
-                    tr.take_state(&lib)?;
-                    tr.setup.lr = cur_lr;
-                    tr.write_checkpoint_file(Path::new(&path), t, mc.weights_only)?;
-                    say.line(format_args!("epoch {}: saved {path}", epoch + 1));
-                    say.event(
-                        json!({"event": "model_checkpoint", "epoch": epoch + 1, "path": path}),
-                    );
-                }
-            }
-            let mut stop = false;
-            if let Some(es) = &mut es {
-                let o = es.on_epoch_end(epoch, &rec);
-                if o.keep_weights {
-                    best_state = Some(lib.get_state().map_err(|e| UserError::new(e.message))?);
-                }
-                stop = o.stop;
-            }
-            if let Some(tk) = &tracker {
-                let row = forgec_track::EpochRow::from_logs(tk.id, epoch as i64 + 1, &rec);
-                tk.epoch(row, t as i64);
-            }
-            if let Some(b) = &mut board {
-                b.epoch(epoch as i64, &rec);
-            }
-            epochs.push(rec);
-            let h = history(&batch_loss, &epochs, "running");
-            write_atomic(
-                &hist_path,
-                serde_json::to_string_pretty(&h).unwrap().as_bytes(),
-            )?;
-            if let Some(csv) = &a.csv_log {
-                write_atomic(csv, csv_log(&epochs).as_bytes())?;
-            }
-            // A run stopped early checkpoints as finished: its resume has nothing left to run.
-            let next = if stop { a.epochs } else { epoch + 1 };
-            let zeros = vec![0.0; metric_names.len()];
-            checkpoint(
-                next,
-                0,
-                t,
-                (0.0, 0, &zeros),
-                &batch_loss,
-                &epochs,
-                callback_state(&es, &plateau, &model_ck, cur_lr),
-                &best_state,
-            )?;
-            if stop {
-                let best = es.as_ref().map_or(0, |s| s.best_epoch) + 1;
-                say.line(format_args!(
-                    "epoch {}: early stopping (the best epoch was {best})",
-                    epoch + 1
-                ));
-                say.event(
-                    json!({"event": "early_stopping", "epoch": epoch + 1, "best_epoch": best}),
-                );
-                break;
-            }
-        }
-        let stopped = es.as_ref().is_some_and(|s| s.stopped_epoch > 0);
-        let (status, tracked) = if stopped {
-            ("stopped early", forgec_track::Status::StoppedEarly)
-        } else {
-            ("done", forgec_track::Status::Finished)
+            fit::End::StoppedEarly { .. } => ("stopped early", forgec_track::Status::StoppedEarly),
+            fit::End::Finished => ("done", forgec_track::Status::Finished),
         };
-        let h = history(&batch_loss, &epochs, status);
-        write_atomic(
-            &hist_path,
-            serde_json::to_string_pretty(&h).unwrap().as_bytes(),
-        )?;
-        tr.take_state(&lib)?;
-        tr.setup.lr = cur_lr;
-        // restore_best_weights: the model's weights and statistics of the best epoch (the
-        // optimizer's state stays the last epoch's, as Keras's set_weights leaves it).
-        if let (Some(es), Some(best)) = (&es, &best_state) {
-            if es.restore_best_weights {
-                let s = &mut tr.setup;
-                let stats_at = s.state.len() + s.slots.len();
-                for (i, (_, w)) in s.state.iter_mut().enumerate() {
-                    *w = lib.tensor(best, i).map_err(UserError::new)?;
-                }
-                for (i, (_, w)) in s.stats.iter_mut().enumerate() {
-                    *w = lib.tensor(best, stats_at + i).map_err(UserError::new)?;
-                }
-                say.line(format_args!(
-                    "restored the weights of epoch {}",
-                    es.best_epoch + 1
-                ));
-            }
-        }
-        let wpath = tr.write_weights(&out, t)?;
-        let kpath = tr.write_keras(&out, t)?;
-        say.line(format_args!("{}\n{}", hist_path.display(), wpath.display()));
+        hist.write(&o.history, status.0)?;
+        // (restore_best_weights put the best epoch's weights back into the library.)
+        setup.take_state(&lib)?;
+        let wpath = setup.write_weights(&out, t)?;
+        let kpath = setup.write_keras(&out, t)?;
+        say.line(format_args!("{}\n{}", hist.path.display(), wpath.display()));
         match &kpath {
             Some(k) => say.line(format_args!("{}", k.display())),
-            None if tr.k3_layout.is_some() => say.line(format_args!(
+            None if setup.k3_layout.is_some() => say.line(format_args!(
                 "(no final.keras: this model's config is tf.keras 2's, not Keras 3's; final.weights.h5 loads into the model rebuilt in Keras 3)"
             )),
             None => {}
         }
-        say.event(json!({"event": "end", "status": status, "steps": t,
-            "history": hist_path, "weights": wpath, "model": kpath}));
-        Ok(tracked)
-    })();
+        say.event(json!({"event": "end", "status": status.0, "steps": t,
+            "history": hist.path, "weights": wpath, "model": kpath}));
+        Ok(status.1)
+    });
     if let Some(tk) = tracker {
         let (id, db) = (tk.id, tk.target.describe());
         let (status, why) = match &outcome {
@@ -2366,11 +1939,214 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
             eprintln!(
                 "forgec: run tracking: the last rows of run {id} could not be written to {db} ({}); {} has every epoch",
                 r.error.unwrap_or_default(),
-                hist_path.display()
+                hist.path.display()
             );
         }
     }
     outcome.map(|_| 0)
+}
+
+/// `DIR/history.json`: the run's settings (`head`), then its history and status, rewritten
+/// whole (atomically) after each epoch and at the end.
+struct HistoryFile {
+    path: PathBuf,
+    head: Value,
+}
+
+impl HistoryFile {
+    fn write(&self, h: &fit::History, status: &str) -> Result<(), UserError> {
+        let mut v = self.head.clone();
+        v["status"] = json!(status);
+        v["epochs"] = json!(h.epochs);
+        v["epoch_loss"] = h.epochs.iter().map(|e| e["loss"].clone()).collect();
+        v["batch_loss"] = json!(h.batch_loss);
+        write_atomic(
+            &self.path,
+            serde_json::to_string_pretty(&v).unwrap().as_bytes(),
+        )
+    }
+}
+
+/// What `forgec train` shows and writes as the loop runs: the progress display, the run's
+/// rows, TensorBoard's events, ModelCheckpoint's files, history.json and the CSV log.
+struct Shown<'a> {
+    say: Say,
+    bar: Bar,
+    epochs: usize,
+    steps_per_epoch: usize,
+    out: PathBuf,
+    tracker: Option<&'a forgec_track::Tracker>,
+    board: Option<Board>,
+    model_ck: Option<fit::ModelCheckpoint>,
+    setup: &'a mut Setup,
+    hist: &'a HistoryFile,
+    csv: Option<PathBuf>,
+}
+
+impl fit::Callback for Shown<'_> {
+    fn key(&self) -> Option<&'static str> {
+        Some("model_checkpoint")
+    }
+
+    fn state(&self) -> Value {
+        self.model_ck.as_ref().map_or(Value::Null, |m| m.state())
+    }
+
+    fn restore(&mut self, v: &Value) -> bool {
+        if let Some(m) = &mut self.model_ck {
+            m.restore(v);
+        }
+        true
+    }
+
+    fn on_event(
+        &mut self,
+        ev: &fit::Event<'_>,
+        lib: &forgec_runtime::compiled::Trainer,
+    ) -> Result<(), String> {
+        use fit::Event;
+        let say = self.say;
+        match *ev {
+            Event::Resumed { epoch, step } => {
+                say.line(format_args!(
+                    "resuming {} at epoch {}, step {step}",
+                    self.out.display(),
+                    epoch + 1
+                ));
+                say.event(json!({"event": "resume", "epoch": epoch + 1, "step": step}));
+            }
+            Event::Begin {
+                epochs,
+                samples,
+                validation_samples,
+                steps_per_epoch,
+            } => {
+                self.steps_per_epoch = steps_per_epoch;
+                say.event(json!({"event": "start", "run": self.tracker.map(|t| t.id),
+                    "epochs": epochs, "samples": samples, "validation_samples": validation_samples,
+                    "steps_per_epoch": steps_per_epoch}));
+            }
+            Event::EpochBegin { done, .. } => self.bar = Bar::new(done),
+            Event::Batch {
+                epoch,
+                batch,
+                batches,
+                step,
+                loss,
+                mean_loss,
+                lr,
+            } => {
+                if let Some(tk) = self.tracker {
+                    tk.steps(step as i64);
+                }
+                if let Some(b) = &mut self.board {
+                    b.train(
+                        step as i64,
+                        &[("batch_loss", loss), ("batch_learning_rate", lr)],
+                    );
+                }
+                if say.live {
+                    self.bar
+                        .step(epoch + 1, self.epochs, batch, batches, mean_loss);
+                }
+            }
+            Event::Epoch {
+                epoch,
+                step,
+                logs,
+                seconds,
+                step_seconds,
+                samples,
+            } => {
+                let mut shown = String::new();
+                for name in &lib.metrics {
+                    let v = logs[name].as_f64().unwrap_or(f64::NAN);
+                    shown.push_str(&format!(", {name} {v:.4}"));
+                }
+                if let Some(vl) = logs["val_loss"].as_f64() {
+                    shown.push_str(&format!(", val_loss {vl:.6}"));
+                    for name in &lib.metrics {
+                        let v = logs[format!("val_{name}")].as_f64().unwrap_or(f64::NAN);
+                        shown.push_str(&format!(", val_{name} {v:.4}"));
+                    }
+                }
+                let speed = if samples > 0 {
+                    format!(", {:.0} samples/s", samples as f64 / seconds.max(1e-9))
+                } else {
+                    String::new()
+                };
+                if say.live {
+                    Bar::clear();
+                }
+                say.line(format_args!(
+                    "epoch {}/{}: loss {:.6}{shown} ({} steps{speed})",
+                    epoch + 1,
+                    self.epochs,
+                    logs["loss"].as_f64().unwrap_or(f64::NAN),
+                    self.steps_per_epoch,
+                ));
+                say.event(
+                    json!({"event": "epoch", "epoch": epoch + 1, "epochs": self.epochs,
+                    "steps": step, "logs": logs,
+                    "samples_per_second": (samples > 0).then(|| samples as f64 / seconds.max(1e-9)),
+                    "seconds": seconds, "step_seconds": step_seconds}),
+                );
+            }
+            Event::LrReduced { epoch, lr } => {
+                say.line(format_args!(
+                    "epoch {}: ReduceLROnPlateau reducing learning rate to {lr}",
+                    epoch + 1
+                ));
+                say.event(json!({"event": "reduce_lr", "epoch": epoch + 1, "learning_rate": lr}));
+            }
+            Event::EpochDone {
+                epoch,
+                step,
+                lr,
+                logs,
+                history,
+            } => {
+                // ModelCheckpoint: the model or its weights as they are after this epoch.
+                if let Some(mc) = &mut self.model_ck {
+                    if let Some(path) = mc.on_epoch_end(epoch, logs)? {
+                        self.setup.take_state(lib).map_err(|e| e.message)?;
+                        self.setup.lr = lr;
+                        self.setup
+                            .write_checkpoint_file(Path::new(&path), step, mc.weights_only)
+                            .map_err(|e| e.message)?;
+                        say.line(format_args!("epoch {}: saved {path}", epoch + 1));
+                        say.event(
+                            json!({"event": "model_checkpoint", "epoch": epoch + 1, "path": path}),
+                        );
+                    }
+                }
+                if let Some(tk) = self.tracker {
+                    let row = forgec_track::EpochRow::from_logs(tk.id, epoch as i64 + 1, logs);
+                    tk.epoch(row, step as i64);
+                }
+                if let Some(b) = &mut self.board {
+                    b.epoch(epoch as i64, logs);
+                }
+                self.hist.write(history, "running").map_err(|e| e.message)?;
+                if let Some(csv) = &self.csv {
+                    write_atomic(csv, csv_log(&history.epochs).as_bytes())
+                        .map_err(|e| e.message)?;
+                }
+            }
+            Event::EarlyStopped { epoch, best_epoch } => {
+                say.line(format_args!(
+                    "epoch {}: early stopping (the best epoch was {})",
+                    epoch + 1,
+                    best_epoch + 1
+                ));
+                say.event(json!({"event": "early_stopping", "epoch": epoch + 1, "best_epoch": best_epoch + 1}));
+            }
+            Event::RestoredBest { epoch } => {
+                say.line(format_args!("restored the weights of epoch {}", epoch + 1))
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Keras's CSVLogger's file of the epochs so far: `epoch` (from 0), then every log in
@@ -2441,9 +2217,9 @@ fn py_float(x: f64) -> String {
 /// TerminateOnNaN's diagnosis of the step that was not finite: the batch's data, else the
 /// first value of the step, run again in the interpreter from the same state, that is not
 /// finite, named by its op and the layer it comes from.
-fn first_nonfinite(tr: &Training, rows: &[usize], t: usize, batch_no: usize) -> String {
+fn first_nonfinite(tr: &Setup, data: &Data, rows: &[usize], t: usize, batch_no: usize) -> String {
     let where_ = format!("batch {batch_no} of the epoch (step {t})");
-    let batch = tr.batch(rows);
+    let batch = data.batch(rows);
     for (name, x) in &batch {
         if !x.dtype().is_float() {
             continue;
@@ -2880,21 +2656,6 @@ fn check_device(d: &str) -> Result<(), UserError> {
     )))
 }
 
-/// The callbacks' state and the learning rate now, as a checkpoint keeps them.
-fn callback_state(
-    es: &Option<super::callbacks::EarlyStopping>,
-    plateau: &Option<super::callbacks::ReduceLrOnPlateau>,
-    model_ck: &Option<super::callbacks::ModelCheckpoint>,
-    lr: f64,
-) -> Value {
-    json!({
-        "early_stopping": es.as_ref().map(|s| s.state()),
-        "reduce_lr_on_plateau": plateau.as_ref().map(|p| p.state()),
-        "model_checkpoint": model_ck.as_ref().map(|m| m.state()),
-        "lr": lr,
-    })
-}
-
 /// The run database: `--track`, else (resuming) the one the checkpoint names, else
 /// `$FORGEC_TRACK`, else `forgec-runs.sqlite` in `out`'s parent directory; None for `none`.
 fn tracking_target(
@@ -2976,7 +2737,7 @@ fn new_run(
         threads: a.threads as i64,
         checkpoint_path: cwd
             .join(out)
-            .join(super::checkpoint::FILE)
+            .join(fit::checkpoint::FILE)
             .to_string_lossy()
             .into_owned(),
         out_dir: cwd.join(out).to_string_lossy().into_owned(),

@@ -1,4 +1,4 @@
-//! `forgec train`'s callbacks, with Keras 3's semantics. ReduceLROnPlateau
+//! The training loop's callbacks, with Keras 3's semantics. ReduceLROnPlateau
 //! (`keras.callbacks.ReduceLROnPlateau`): `patience` epochs without an improvement of the
 //! monitored value multiply the learning rate by `factor` (not below `min_lr`), then
 //! `cooldown` epochs pass before it is watched again. EarlyStopping

@@ -1,4 +1,4 @@
-//! `forgec train`'s checkpoints: one file, `DIR/checkpoint.bin`, with what a run needs to go on
+//! The training loop's checkpoints: one file, `DIR/checkpoint.bin`, with what a run needs to go on
 //! as if it had never stopped: a JSON header (the run's arguments, the SHA-256 of its model and
 //! data files, where it is: epoch, step, the history so far) and the training library's state
 //! blob (weights, optimizer slots, step count, learning rate, Dropout's seed). The shuffling
@@ -11,9 +11,8 @@
 //! to `checkpoint.bin.tmp`, flushed to the disk, then renamed over the last one: a run killed at
 //! any moment leaves either the old checkpoint or the new one, whole.
 
-use crate::UserError;
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 pub const FILE: &str = "checkpoint.bin";
@@ -28,12 +27,12 @@ pub struct Checkpoint {
 
 /// Writes `DIR/checkpoint.bin` (see the module's doc). On failure (a full disk, an unwritable
 /// directory) the last good checkpoint stays, and the message says where it is.
-pub fn write(dir: &Path, meta: &Value, blobs: &[&[u8]]) -> Result<(), UserError> {
+pub fn write(dir: &Path, meta: &Value, blobs: &[&[u8]]) -> Result<(), String> {
     let path = dir.join(FILE);
     let tmp = dir.join(format!("{FILE}.tmp"));
     let mut meta = meta.clone();
     meta["blobs"] = blobs.iter().map(|b| b.len()).collect::<Vec<_>>().into();
-    let json = serde_json::to_vec(&meta).map_err(|e| UserError::new(e.to_string()))?;
+    let json = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
     let put = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(MAGIC)?;
@@ -57,25 +56,25 @@ pub fn write(dir: &Path, meta: &Value, blobs: &[&[u8]]) -> Result<(), UserError>
         } else {
             "no checkpoint was written before".to_string()
         };
-        UserError::new(format!(
+        format!(
             "{}: cannot write the checkpoint: {e}; {kept}",
             tmp.display()
-        ))
+        )
     })
 }
 
 /// Reads `DIR/checkpoint.bin`, checking its frame (the blob itself is checked by the library
 /// it is given to).
-pub fn read(dir: &Path) -> Result<Checkpoint, UserError> {
+pub fn read(dir: &Path) -> Result<Checkpoint, String> {
     let path = dir.join(FILE);
     let bytes = std::fs::read(&path).map_err(|e| {
-        UserError::new(format!(
+        format!(
             "{}: cannot read the checkpoint: {e} (--resume takes the --out directory of a run \
              started with forgec train)",
             path.display()
-        ))
+        )
     })?;
-    let bad = |why: &str| UserError::new(format!("{}: {why}", path.display()));
+    let bad = |why: &str| format!("{}: {why}", path.display());
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
         return Err(bad("not a forgec checkpoint"));
     }
@@ -104,26 +103,4 @@ pub fn read(dir: &Path) -> Result<Checkpoint, UserError> {
         return Err(bad("damaged: its blobs do not fill the file"));
     }
     Ok(Checkpoint { meta, blobs })
-}
-
-/// The SHA-256 of a file, in hex.
-pub fn sha256(path: &Path) -> Result<String, UserError> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| UserError::new(format!("{}: cannot read: {e}", path.display())))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let k = f
-            .read(&mut buf)
-            .map_err(|e| UserError::new(format!("{}: cannot read: {e}", path.display())))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-    }
-    Ok(h.finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>())
 }
