@@ -3963,3 +3963,364 @@ fn training_data_is_memory_mapped() {
     println!("peak anonymous memory: {small} KiB on 12 MiB of data, {big} KiB on 192 MiB");
     assert!(big < small + 48 * 1024, "{big} KiB against {small} KiB");
 }
+
+/// What a test application's callback saw: the events in order, the state after each epoch,
+/// and a counter it keeps in the checkpoints.
+#[derive(Default)]
+struct Seen {
+    events: Vec<String>,
+    states: Vec<Vec<u8>>,
+    batches: u64,
+    stop_at: Option<usize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl forgec_runtime::fit::Callback for Seen {
+    fn on_event(
+        &mut self,
+        ev: &forgec_runtime::fit::Event<'_>,
+        lib: &forgec_runtime::compiled::Trainer,
+    ) -> Result<(), String> {
+        use forgec_runtime::fit::Event;
+        let name = format!("{ev:?}");
+        self.events
+            .push(name.split([' ', '{']).next().unwrap().to_string());
+        match ev {
+            Event::Batch { step, .. } => {
+                self.batches += 1;
+                if self.stop_at == Some(*step) {
+                    self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            Event::EpochDone { .. } => self.states.push(lib.get_state().map_err(|e| e.message)?),
+            _ => {}
+        }
+        Ok(())
+    }
+    fn key(&self) -> Option<&'static str> {
+        Some("seen")
+    }
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!(self.batches)
+    }
+    fn restore(&mut self, v: &serde_json::Value) -> bool {
+        v.as_u64().map(|b| self.batches = b).is_some()
+    }
+}
+
+/// The training loop as a library (`forgec_runtime::fit`), as an application calls it on a
+/// library made by `forgec compile --train --cpu native`: mlp_binary (Adam, the model's
+/// compile config), 4 epochs of batch 32 shuffled by seed 5, a quarter held out for
+/// validation, EarlyStopping with `restore_best_weights` (its best epoch the first). Against `forgec train` with the
+/// same settings: every step's loss and every epoch's logs equal bit for bit, and the state
+/// after the last epoch equal to the CLI's checkpoint byte for byte. After the run the
+/// library holds the best epoch's weights with the last epoch's optimizer slots (Keras's
+/// `set_weights`). A run stopped by its stop flag in its second epoch writes a checkpoint there;
+/// resumed from it in a fresh library, it ends with the same losses and the same final state
+/// as the run never stopped, and the application's callback gets its own state back.
+#[test]
+fn fit_library_api_gives_forgec_trains_bits() {
+    use forgec_runtime::compiled::Trainer;
+    use forgec_runtime::fit::{self, Column, Data, End, Settings};
+    let f = fixtures().join("training");
+    let (xp, yp) = (
+        f.join("mlp_binary.train_x.npy"),
+        f.join("mlp_binary.train_y.npy"),
+    );
+    let m = model_file("mlp_binary.json");
+    let dir = scratch("fit_api");
+    let lib_dir = dir.join("lib");
+    let o = forgec(&[
+        "compile",
+        m.to_str().unwrap(),
+        "--train",
+        "--cpu",
+        "native",
+        "--name",
+        "mb",
+        "-o",
+        lib_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // The loss falls each epoch: with mode=max the best epoch is the first, and the weights
+    // put back are not the last ones.
+    let es = "monitor=val_loss,mode=max,patience=10,restore_best_weights=true";
+    let cli = dir.join("cli");
+    let o = forgec(&[
+        "train",
+        m.to_str().unwrap(),
+        "--x",
+        xp.to_str().unwrap(),
+        "--y",
+        yp.to_str().unwrap(),
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--seed",
+        "5",
+        "--validation-split",
+        "0.25",
+        "--early-stopping",
+        es,
+        "--track",
+        "none",
+        "--out",
+        cli.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let h = history(&cli);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lib_dir.join("mb.json")).unwrap()).unwrap();
+    let lr = meta["train"]["optimizer"]["learning_rate"]
+        .as_f64()
+        .unwrap();
+    // The application's side: its data as columns, the last quarter held out.
+    let x = npy(&xp);
+    let y = npy(&yp);
+    let n = x.shape()[0];
+    let ones = Tensor::full(DType::F32, vec![n], 1.0).unwrap();
+    let all = Data::new(
+        vec![
+            ("x".into(), Column::Memory(x)),
+            ("y".into(), Column::Memory(y)),
+            ("w".into(), Column::Memory(ones)),
+        ],
+        1,
+        1,
+    )
+    .unwrap();
+    let split = (n as f64 * 0.75).floor() as usize;
+    let (train, val) = (all.range(0, split), all.range(split, n));
+    let so = lib_dir.join("libmb.so");
+    let settings = |lib: &Trainer| Settings {
+        seed: 5,
+        early_stopping: Some(
+            fit::EarlyStopping::parse(es, &fit::log_names(lib, true), &|_| None).unwrap(),
+        ),
+        model_tensors: Some(fit::model_tensors(lib, &meta)),
+        ..Settings::new(4, 32)
+    };
+    let run = |lib: &Trainer,
+               ck: Option<&std::path::Path>,
+               resume: Option<fit::checkpoint::Checkpoint>,
+               seen: &mut Seen| {
+        let stop = seen.stop.clone();
+        let mut f = fit::Fit::new(lib, &train, settings(lib), lr);
+        f.validation = Some(&val);
+        f.checkpoint = ck.map(|d| fit::Checkpointing {
+            dir: d.to_path_buf(),
+            meta: serde_json::json!({"app": "test"}),
+        });
+        f.resume = resume;
+        f.stop = Some(&stop);
+        fit::fit(f, &mut [seen]).unwrap()
+    };
+    let lib = Trainer::load(&so, "mb").unwrap();
+    let mut seen = Seen::default();
+    let whole = run(&lib, None, None, &mut seen);
+    assert_eq!(whole.end, End::Finished);
+    assert_eq!(whole.steps, 4 * split.div_ceil(32));
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&whole.history.batch_loss),
+        bits(&floats(&h["batch_loss"])),
+        "the library API's losses differ from forgec train's"
+    );
+    for (a, c) in whole
+        .history
+        .epochs
+        .iter()
+        .zip(h["epochs"].as_array().unwrap())
+    {
+        for k in [
+            "loss",
+            "accuracy",
+            "val_loss",
+            "val_accuracy",
+            "learning_rate",
+        ] {
+            assert_eq!(a[k], c[k], "epoch {}: {k}", a["epoch"]);
+        }
+    }
+    assert_eq!(whole.history.epochs.len(), 4);
+    // The events, in order.
+    let per_epoch = split.div_ceil(32);
+    assert_eq!(seen.events[0], "Begin");
+    assert_eq!(seen.events[1], "EpochBegin");
+    assert_eq!(seen.events[1 + per_epoch], "Batch");
+    assert_eq!(seen.events[2 + per_epoch], "Epoch");
+    assert_eq!(seen.events[3 + per_epoch], "EpochDone");
+    assert_eq!(seen.events.last().unwrap(), "RestoredBest");
+    // The CLI's last checkpoint holds the state after the last epoch: the same bytes.
+    let ck = fit::checkpoint::read(&cli).unwrap();
+    assert_eq!(
+        ck.blobs[0], seen.states[3],
+        "the state after epoch 4 differs"
+    );
+    // restore_best_weights: the best epoch's model tensors, the last epoch's slots.
+    let vl: Vec<f64> = whole
+        .history
+        .epochs
+        .iter()
+        .map(|e| e["val_loss"].as_f64().unwrap())
+        .collect();
+    let best = (0..4).fold(0, |b, i| if vl[i] > vl[b] { i } else { b });
+    assert_ne!(
+        best, 3,
+        "the test wants a best epoch before the last: {vl:?}"
+    );
+    let now = lib.get_state().unwrap();
+    let model = fit::model_tensors(&lib, &meta);
+    assert!(!model.is_empty() && model.len() < lib.state.len());
+    for (i, _) in lib.state.iter().enumerate() {
+        let want = if model.contains(&i) {
+            &seen.states[best]
+        } else {
+            &seen.states[3]
+        };
+        assert_eq!(
+            lib.tensor(&now, i).unwrap(),
+            lib.tensor(want, i).unwrap(),
+            "{}",
+            lib.state[i].name
+        );
+    }
+    // Stopped at step 10 by the flag, then resumed in a fresh library.
+    let ckdir = dir.join("ck");
+    std::fs::create_dir_all(&ckdir).unwrap();
+    let lib2 = Trainer::load(&so, "mb").unwrap();
+    let at = per_epoch + 3;
+    let mut first = Seen {
+        stop_at: Some(at),
+        ..Seen::default()
+    };
+    let cut = run(&lib2, Some(&ckdir), None, &mut first);
+    assert_eq!(cut.end, End::Interrupted { epoch: 1, step: at });
+    assert_eq!(cut.history.batch_loss, whole.history.batch_loss[..at]);
+    drop(lib2);
+    let ck = fit::checkpoint::read(&ckdir).unwrap();
+    assert_eq!(ck.meta["app"], "test");
+    assert_eq!(ck.meta["seen"], at);
+    let lib3 = Trainer::load(&so, "mb").unwrap();
+    let mut rest = Seen::default();
+    let resumed = run(&lib3, Some(&ckdir), Some(ck), &mut rest);
+    assert_eq!(resumed.end, End::Finished);
+    assert_eq!(rest.events[0], "Resumed");
+    assert_eq!(rest.batches, whole.steps as u64);
+    assert_eq!(
+        bits(&resumed.history.batch_loss),
+        bits(&whole.history.batch_loss)
+    );
+    assert_eq!(resumed.history.epochs.len(), 4);
+    assert_eq!(
+        lib3.get_state().unwrap(),
+        now,
+        "the resumed run's final state"
+    );
+}
+
+/// `runtime/examples/fit.rs`, the application of the README's "Training from your own
+/// program": 3 epochs of mlp_binary on a library from `forgec compile --train`, then the same
+/// command with 5 epochs goes on from its checkpoint. Each epoch's loss and accuracy against
+/// `forgec train`'s 5-epoch run with the same seed (within 1e-6: the example passes no sample
+/// weights, forgec train passes ones).
+#[test]
+fn the_fit_example_trains_and_resumes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let f = fixtures().join("training");
+    let (x, y) = (
+        f.join("mlp_binary.train_x.npy"),
+        f.join("mlp_binary.train_y.npy"),
+    );
+    let m = model_file("mlp_binary.json");
+    let dir = scratch("fit_example");
+    let o = forgec(&[
+        "compile",
+        m.to_str().unwrap(),
+        "--train",
+        "--cpu",
+        "native",
+        "--name",
+        "mb",
+        "-o",
+        dir.join("build").to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // `cargo test --workspace` builds the runtime's examples; alone, this test builds it.
+    let mut exe = root.join("target/debug/examples/fit");
+    if !exe.exists() {
+        let b = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-q",
+                "--offline",
+                "-p",
+                "forgec-runtime",
+                "--example",
+                "fit",
+            ])
+            .arg("--target-dir")
+            .arg(dir.join("target"))
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+        exe = dir.join("target/debug/examples/fit");
+    }
+    let out = dir.join("out");
+    let run = |epochs: &str| {
+        let r = std::process::Command::new(&exe)
+            .arg(dir.join("build"))
+            .arg("mb")
+            .args([&x, &y])
+            .args([epochs, "32"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr).into_owned();
+        assert!(r.status.success(), "{err}");
+        let logs: Vec<serde_json::Value> = String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (logs, err)
+    };
+    let (first, _) = run("3");
+    let (rest, said) = run("5");
+    assert!(said.contains("resuming at epoch 4, step 96"), "{said}");
+    assert!(out.join("state.bin").exists());
+    let cli = dir.join("cli");
+    let o = forgec(&[
+        "train",
+        m.to_str().unwrap(),
+        "--x",
+        x.to_str().unwrap(),
+        "--y",
+        y.to_str().unwrap(),
+        "--epochs",
+        "5",
+        "--batch-size",
+        "32",
+        "--track",
+        "none",
+        "--out",
+        cli.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let h = history(&cli);
+    let want = h["epochs"].as_array().unwrap();
+    let got: Vec<&serde_json::Value> = first.iter().chain(&rest).collect();
+    assert_eq!(got.len(), 5);
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g["epoch"], w["epoch"]);
+        for k in ["loss", "accuracy"] {
+            let (a, b) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "epoch {}: {k} {a} vs {b}",
+                g["epoch"]
+            );
+        }
+    }
+}

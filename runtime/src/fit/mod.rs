@@ -283,10 +283,10 @@ impl Settings {
 }
 
 /// The state tensors of `lib` that are the model's weights, by the library's `NAME.json`
-/// (`training.weights` and `training.moving_statistics`): what `restore_best_weights` puts
+/// (`train.weights` and `train.moving_statistics`): what `restore_best_weights` puts
 /// back.
 pub fn model_tensors(lib: &Trainer, meta: &Value) -> Vec<usize> {
-    let t = &meta["training"];
+    let t = &meta["train"];
     let names: Vec<&str> = ["weights", "moving_statistics"]
         .iter()
         .flat_map(|k| t[*k].as_array().into_iter().flatten())
@@ -875,4 +875,51 @@ pub fn fit(mut f: Fit<'_>, callbacks: &mut [&mut dyn Callback]) -> Result<Outcom
         steps: t,
         lr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(v: &[f32], rows: usize) -> Column {
+        let per = v.len() / rows;
+        let shape = if per == 1 {
+            vec![rows]
+        } else {
+            vec![rows, per]
+        };
+        let vals: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+        Column::Memory(Tensor::from_f64_values(DType::F32, shape, &vals).unwrap())
+    }
+
+    #[test]
+    fn shuffles_are_seeded_permutations() {
+        let a = shuffled(100, 7, 0);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<_>>());
+        assert_eq!(a, shuffled(100, 7, 0));
+        assert_ne!(a, shuffled(100, 7, 1));
+        assert_ne!(a, shuffled(100, 8, 0));
+        assert_eq!(shuffled(0, 1, 1), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn data_is_checked_and_batched() {
+        let x = col(&[0., 1., 2., 3., 4., 5.], 3);
+        let y = col(&[10., 11., 12.], 3);
+        let d = Data::new(vec![("x".into(), x), ("y".into(), y.clone())], 1, 1).unwrap();
+        assert_eq!(d.samples(), 3);
+        let b = d.batch(&[2, 0]);
+        assert_eq!(b[0].1.to_f64_vec(), vec![4., 5., 0., 1.]);
+        assert_eq!(b[1].1.to_f64_vec(), vec![12., 10.]);
+        let mut out = Vec::new();
+        d.range(1, 3).batch_into(&[1], &mut out);
+        assert_eq!(out[0].1.to_f64_vec(), vec![4., 5.]);
+        let short = col(&[1., 2.], 2);
+        let e = Data::new(vec![("x".into(), y), ("w".into(), short)], 1, 0).unwrap_err();
+        assert!(e.contains("`w` has 2 samples, `x` 3"), "{e}");
+        let e = Data::new(vec![], 1, 1).unwrap_err();
+        assert!(e.contains("0 columns for 1 inputs and 1 labels"), "{e}");
+    }
 }
