@@ -4324,3 +4324,103 @@ fn the_fit_example_trains_and_resumes() {
         }
     }
 }
+
+/// A disk that fills up in the middle of a run: once the run's first checkpoint is there, the
+/// process gets a file-size limit just above it (`prlimit`'s RLIMIT_FSIZE, with SIGXFSZ
+/// ignored, so a write past it fails with EFBIG as a write to a full disk fails with ENOSPC).
+/// cnn_mnist's checkpoint grows with the history in its header, so the next one cannot be
+/// written. The run stops with the reason and where the last good checkpoint is; that
+/// checkpoint reads back whole (an epoch's end, its steps), no temporary file is left, and
+/// `--resume` without the limit ends with the same losses, bit for bit, as a run never stopped.
+#[test]
+fn a_full_disk_keeps_the_last_good_checkpoint() {
+    let f = fixtures().join("training");
+    let (x, y) = (
+        f.join("cnn_mnist.train_x.npy"),
+        f.join("cnn_mnist.train_y.npy"),
+    );
+    let m = model_file("cnn_mnist.keras");
+    let dir = scratch("full_disk");
+    let args = |out: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = vec!["train".into(), m.to_str().unwrap().into()];
+        v.extend(["--x".into(), x.to_str().unwrap().into()]);
+        v.extend(["--y".into(), y.to_str().unwrap().into()]);
+        v.extend(
+            [
+                "--epochs", "8", "--seed", "3", "--track", "none", "--quiet", "--out",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        v.push(out.to_str().unwrap().into());
+        v
+    };
+    let (full, whole) = (dir.join("full"), dir.join("whole"));
+    let ck = full.join("checkpoint.bin");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_forgec"))
+        .args(args(&full))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let limit = loop {
+        if let Ok(md) = std::fs::metadata(&ck) {
+            break md.len() + 64;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    let lim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    let rc = unsafe {
+        libc::prlimit(
+            child.id() as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let o = out_of(child.wait_with_output().unwrap());
+    assert_eq!(o.code, 2, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr
+            .contains("cannot write the checkpoint: File too large")
+            && o.stderr.contains(&format!(
+                "the last good checkpoint is still {}",
+                ck.display()
+            )),
+        "{}",
+        o.stderr
+    );
+    assert!(!full.join("checkpoint.bin.tmp").exists());
+    let saved = forgec_runtime::fit::checkpoint::read(&full).unwrap();
+    let epoch = saved.meta["epoch"].as_u64().unwrap();
+    assert!((1..8).contains(&epoch), "{epoch}");
+    assert_eq!(saved.meta["done_in_epoch"], 0);
+    let steps = saved.meta["step"].as_u64().unwrap();
+    assert_eq!(
+        saved.meta["batch_loss"].as_array().unwrap().len() as u64,
+        steps
+    );
+    let o = forgec(&args(&whole).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = forgec(&["train", "--resume", full.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let bits = |d: &std::path::Path| -> Vec<u64> {
+        floats(&history(d)["batch_loss"])
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    };
+    assert_eq!(bits(&full), bits(&whole));
+    assert_eq!(steps as usize * 8, bits(&whole).len() * epoch as usize);
+}
