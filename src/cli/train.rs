@@ -98,9 +98,11 @@ pub struct Args {
     #[arg(long, value_name = "SETTINGS")]
     pub early_stopping: Option<String>,
     /// A learning-rate schedule, as Keras's: exponential,decay_steps=N,decay_rate=R
-    /// [,staircase=true]; inverse_time (the same keys); cosine,decay_steps=N[,alpha=A]
-    /// [,warmup_target=LR,warmup_steps=W]; piecewise,boundaries=B1:B2,values=V0:V1:V2 (the
-    /// initial rate, initial=, defaults to --lr or the model's)
+    /// [,staircase=true]; inverse_time (the same keys); polynomial,decay_steps=N
+    /// [,end_learning_rate=E,power=P,cycle=true]; cosine,decay_steps=N[,alpha=A]
+    /// [,warmup_target=LR,warmup_steps=W]; cosine_restarts,first_decay_steps=N[,t_mul=T,
+    /// m_mul=M,alpha=A]; piecewise,boundaries=B1:B2,values=V0:V1:V2 (the initial rate,
+    /// initial=, defaults to --lr or the model's)
     #[arg(long, value_name = "SCHEDULE")]
     pub lr_schedule: Option<String>,
     /// Keras's ReduceLROnPlateau: monitor=val_loss,factor=0.1,patience=10,mode=auto,
@@ -2496,7 +2498,7 @@ fn apply_config(a: &mut Args, path: &Path, explicit: &[String]) -> Result<(), Us
                     let mut parts = Vec::new();
                     if kind_first {
                         let kind = t.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
-                            bad("a table with `kind` (exponential, inverse_time, cosine or piecewise)")
+                            bad("a table with `kind` (exponential, inverse_time, polynomial, cosine, cosine_restarts or piecewise)")
                         })?;
                         parts.push(kind.to_string());
                     }
