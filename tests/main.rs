@@ -5,6 +5,7 @@ mod common;
 mod bad_input;
 mod check;
 mod compile;
+mod devices;
 mod golden;
 mod keras_models;
 mod onnx_models;

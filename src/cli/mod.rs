@@ -6,6 +6,7 @@ pub mod bench;
 pub mod check;
 pub mod compile;
 pub mod conformance;
+pub mod devices;
 pub mod run;
 pub mod runs;
 pub mod summary;
@@ -60,6 +61,9 @@ pub enum Command {
     Train(Box<train::Args>),
     /// The training runs tracked in SQL (SQLite or PostgreSQL): list, show, compare, plot.
     Runs(runs::Args),
+    /// The CPU and the CUDA devices this machine has, and what forgec would target on them
+    /// (with no CUDA driver: what is missing and how to check).
+    Devices(devices::Args),
     /// Run an ONNX test suite (standard layout) through import and the interpreter.
     Conformance(conformance::Args),
     /// Run the model on inputs and write its outputs as .npy files.
@@ -165,6 +169,7 @@ pub fn main_with(cli: Cli) -> i32 {
         Command::Conformance(a) => conformance::cmd(a),
         Command::Train(a) => train::cmd(*a),
         Command::Runs(a) => runs::cmd(a),
+        Command::Devices(a) => devices::cmd(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "forgec", &mut std::io::stdout());

@@ -2641,16 +2641,31 @@ fn check_device(d: &str) -> Result<(), UserError> {
     }
     let found = match forgec_runtime::device::cuda_driver() {
         Err(why) => why,
-        Ok(c) if c.devices == 0 => format!(
-            "the CUDA driver {}.{} is installed but sees no device",
-            c.version / 1000,
-            c.version % 1000 / 10
+        Ok(c) if c.devices.is_empty() => format!(
+            "the CUDA driver {} is installed but sees no device",
+            c.version_text()
         ),
+        Ok(c) if d
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n >= c.devices.len()) =>
+        {
+            format!(
+                "the CUDA driver {} sees {} device(s), cuda:0 to cuda:{} (`forgec devices` lists them)",
+                c.version_text(),
+                c.devices.len(),
+                c.devices.len() - 1
+            )
+        }
         Ok(c) => format!(
-            "the CUDA driver {}.{} sees {} device(s), but forgec's CUDA target does not compile training steps yet",
-            c.version / 1000,
-            c.version % 1000 / 10,
+            "the CUDA driver {} sees {} device(s) ({}), but forgec's CUDA target does not compile training steps yet",
+            c.version_text(),
+            c.devices.len(),
             c.devices
+                .iter()
+                .map(|g| format!("cuda:{} {}", g.ordinal, g.name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     Err(UserError::new(format!(
