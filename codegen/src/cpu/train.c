@@ -65,7 +65,11 @@ NAME_train *NAME_train_create(void) {
         t->state[i] = (char *)p;
     }
     if (!t->step || !t->eval || !t->predict || !t->state[0] || !t->state[1]) { NAME_train_destroy(t); return NULL; }
+    /* Both buffers whole, the padding between tensors included: a step writes only the
+     * tensors and the header of the buffer it fills, so get_state's bytes never hold memory
+     * left uninitialised (a checkpoint of the same run is the same bytes). */
     memcpy(t->state[0], NAME_forgec_train_init, UPNAME_TRAIN_STATE_BYTES);
+    memcpy(t->state[1], NAME_forgec_train_init, UPNAME_TRAIN_STATE_BYTES);
     return t;
 }
 
@@ -281,7 +285,8 @@ int NAME_train_set_state(NAME_train *t, const void *buf, size_t size) {
     }
     double lr = NAME_get_f64(b, 24);
     if (NAME_get_i64(b, 16) < 0 || !(lr >= 0.0 && lr < 1e30)) { snprintf(t->error, sizeof t->error, "the state's step count or learning rate is out of range"); return NAME_leave(t, UPNAME_ERR_ARG); }
-    memcpy(t->state[t->cur], b, UPNAME_TRAIN_STATE_BYTES);
+    memcpy(t->state[0], b, UPNAME_TRAIN_STATE_BYTES);
+    memcpy(t->state[1], b, UPNAME_TRAIN_STATE_BYTES);
     return NAME_leave(t, UPNAME_OK);
 }
 

@@ -754,10 +754,7 @@ fn resize_axis(
                 };
                 acc = Some(match acc {
                     None => push(lines, format!("arith.mulf {xv}, {} : {wts}", a[2 * k + 1])),
-                    Some(s) => push(
-                        lines,
-                        format!("math.fma {xv}, {}, {s} : {wts}", a[2 * k + 1]),
-                    ),
+                    Some(s) => super::mul_add(lines, &xv, &a[2 * k + 1], &s, wts),
                 });
             }
             let mut v = acc.unwrap_or_default();

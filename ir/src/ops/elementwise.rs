@@ -144,6 +144,10 @@ pub(crate) fn eval(
 }
 
 pub(crate) fn erf(x: f64) -> f64 {
+    // (The continued fraction below gives NaN at the infinities: inf / inf.)
+    if x.is_infinite() {
+        return x.signum();
+    }
     // Abramowitz-Stegun 7.1.26 is too coarse for an oracle; use the series / continued
     // fraction pair, accurate to ~1e-15.
     if x.abs() < 2.5 {
@@ -536,5 +540,9 @@ mod tests {
         ] {
             assert!((erf(x) - want).abs() < 1e-14, "erf({x}) = {}", erf(x));
         }
+        assert_eq!(erf(f64::INFINITY), 1.0);
+        assert_eq!(erf(f64::NEG_INFINITY), -1.0);
+        assert_eq!(erf(40.0), 1.0);
+        assert!(erf(f64::NAN).is_nan());
     }
 }
