@@ -1615,7 +1615,11 @@ fn optimizers_match_keras() {
         epsilon: 1e-7,
         amsgrad,
     };
-    let rules = |clip, weight_decay| GradientRules { clip, weight_decay };
+    let rules = |clip, weight_decay| GradientRules {
+        clip,
+        weight_decay,
+        gradient_norm: false,
+    };
     let none = rules(Clip::None, None);
     let runs = [
         ("rmsprop", rms(0.9, 0.0, false), none, 0.001f32),
@@ -3661,7 +3665,8 @@ fn model_checkpoint_saves_the_best_epochs() {
 }
 
 /// `--tensorboard DIR`: event files that TensorBoard reads, laid out as Keras's callback lays
-/// them out (train/ with batch_loss and batch_learning_rate per step and epoch_* per epoch,
+/// them out (train/ with batch_loss, batch_learning_rate and batch_gradient_norm per step and
+/// epoch_* per epoch,
 /// validation/ with the val_ logs as epoch_*), every value equal (as float32) to history.json's.
 /// Read back with forgec's reader (CRCs checked), and with the `tensorboard` package's
 /// EventAccumulator where Python has it.
@@ -3710,6 +3715,12 @@ fn tensorboard_event_files() {
         .collect();
     assert_eq!(of(&train, "batch_loss"), batch);
     assert_eq!(of(&train, "batch_learning_rate").len(), 72);
+    let norms = of(&train, "batch_gradient_norm");
+    assert_eq!(norms.len(), 72);
+    assert!(
+        norms.iter().all(|(_, n)| n.is_finite() && *n > 0.0),
+        "{norms:?}"
+    );
     for (tag, key, part) in [
         ("epoch_loss", "loss", &train),
         ("epoch_accuracy", "accuracy", &train),
@@ -4423,4 +4434,75 @@ fn a_full_disk_keeps_the_last_good_checkpoint() {
     };
     assert_eq!(bits(&full), bits(&whole));
     assert_eq!(steps as usize * 8, bits(&whole).len() * epoch as usize);
+}
+
+/// The step's global gradient norm (`NAME_train_gradient_norm`, TensorBoard's
+/// batch_gradient_norm) is the norm of the gradients the update used: with plain SGD the
+/// update is `w - lr g`, so `g = (w - w') / lr` from the state before and after a step, an
+/// independent reckoning of the same number (within 1e-4: the division undoes float32
+/// rounding). NaN, so None, before the first step, and in a library compiled without
+/// `--gradient-norm`.
+#[test]
+fn gradient_norm_is_the_updates_gradient_norm() {
+    use forgec_runtime::compiled::Trainer;
+    let f = fixtures().join("training");
+    let dir = scratch("gradient_norm");
+    let o = forgec(&[
+        "compile",
+        model_file("mlp_binary.json").to_str().unwrap(),
+        "--train",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.5",
+        "--gradient-norm",
+        "--name",
+        "gn",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lib = Trainer::load(&dir.join("libgn.so"), "gn").unwrap();
+    assert_eq!(lib.gradient_norm(), None);
+    let x = npy(&f.join("mlp_binary.train_x.npy"));
+    let y = npy(&f.join("mlp_binary.train_y.npy"));
+    let rows: Vec<usize> = (0..32).collect();
+    let (xb, yb) = (x.take_rows(&rows), y.take_rows(&rows));
+    for _ in 0..3 {
+        let before = lib.get_state().unwrap();
+        lib.step(&[&xb], &[&yb]).unwrap();
+        let after = lib.get_state().unwrap();
+        let mut sum = 0.0f64;
+        for i in 0..lib.state.len() {
+            let (w0, w1) = (
+                lib.tensor(&before, i).unwrap().to_f64_vec(),
+                lib.tensor(&after, i).unwrap().to_f64_vec(),
+            );
+            sum += w0
+                .iter()
+                .zip(&w1)
+                .map(|(a, b)| ((a - b) / f64::from(0.5f32)).powi(2))
+                .sum::<f64>();
+        }
+        let want = sum.sqrt();
+        let got = lib.gradient_norm().unwrap();
+        assert!(
+            ((got - want) / want).abs() < 1e-4,
+            "gradient norm {got}, the update's {want}"
+        );
+    }
+    let plain = dir.join("plain");
+    let o = forgec(&[
+        "compile",
+        model_file("mlp_binary.json").to_str().unwrap(),
+        "--train",
+        "--name",
+        "gp",
+        "-o",
+        plain.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lib = Trainer::load(&plain.join("libgp.so"), "gp").unwrap();
+    lib.step(&[&xb], &[&yb]).unwrap();
+    assert_eq!(lib.gradient_norm(), None);
 }

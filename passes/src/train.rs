@@ -219,6 +219,9 @@ impl Optimizer {
 pub struct GradientRules {
     pub clip: Clip,
     pub weight_decay: Option<f64>,
+    /// Also output the global L2 norm of the gradients, before any clipping, as the step's
+    /// last output (`gradient_norm`, after the metrics): what TensorBoard shows per step.
+    pub gradient_norm: bool,
 }
 
 /// Keras's gradient clipping (one at most, in Keras's precedence: clipnorm, global_clipnorm,
@@ -243,7 +246,8 @@ pub struct Step {
     /// optimizers that count, `key` for Dropout), the trainable weights, then each slot of each
     /// weight (slot-major: all `m`, then all `v`), then the moving statistics. Outputs:
     /// `loss`, the updated weights, the updated slots, the updated statistics, in the same
-    /// orders, then the metrics.
+    /// orders, then the metrics, then (with `GradientRules::gradient_norm`) the gradients'
+    /// global norm.
     pub graph: Graph,
     /// The trainable weights' names, in state order.
     pub weights: Vec<String>,
@@ -1397,6 +1401,27 @@ pub fn step_graph_outputs(
         _ => None,
     };
     let slot = |k: &str| slot_names.iter().position(|s| *s == k).expect("a slot");
+    // The global norm of the gradients as computed, before clipping (as PyTorch's
+    // clip_grad_norm_ reports it): sqrt of the sum of every gradient's squares.
+    let gradient_norm = if rules.gradient_norm {
+        let mut total: Option<ValueId> = None;
+        for &gw in &grads {
+            let gg = b.bin(BinaryOp::Mul, gw, gw, "gradient_norm.gg")?;
+            let r = b.g.ty(gg).rank();
+            let s = b.reduce(ReduceKind::Sum, gg, (0..r).collect(), "gradient_norm.sumsq")?;
+            total = Some(match total {
+                None => s,
+                Some(t) => b.bin(BinaryOp::Add, t, s, "gradient_norm.total")?,
+            });
+        }
+        Some(b.un(
+            UnaryOp::Sqrt,
+            total.ok_or_else(|| err("internal error: no gradients"))?,
+            "gradient_norm",
+        )?)
+    } else {
+        None
+    };
     let grads = clip(&mut b, rules.clip, &grads, dt)?;
     let mut new_w = Vec::new();
     for (i, (&w0, &gw)) in weights.iter().zip(&grads).enumerate() {
@@ -1595,6 +1620,7 @@ pub fn step_graph_outputs(
     let stat_names: Vec<String> = stats.iter().map(|&v| g.value(v).name.clone()).collect();
     let metric_names: Vec<String> = ms.iter().map(|&m| g.value(m).name.clone()).collect();
     g.outputs.extend(&ms);
+    g.outputs.extend(gradient_norm);
     crate::cleanup::dce(&mut g);
     let errs = forgec_ir::verify::verify(&g);
     if !errs.is_empty() {

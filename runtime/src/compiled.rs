@@ -678,6 +678,16 @@ impl Trainer {
         from_bytes(s.shape.clone(), s.dtype, b)
     }
 
+    /// The global L2 norm of the last good step's gradients, before clipping; None before
+    /// the first step, or for a library that does not compute it.
+    pub fn gradient_norm(&self) -> Option<f64> {
+        type Norm = unsafe extern "C" fn(*const c_void) -> f64;
+        let f: Norm = self.model.sym("train_gradient_norm").ok()?;
+        let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
+        let v = unsafe { f(guard.0) };
+        (!v.is_nan()).then_some(v)
+    }
+
     /// Steps taken.
     pub fn steps(&self) -> Result<i64, String> {
         type Steps = unsafe extern "C" fn(*const c_void) -> i64;

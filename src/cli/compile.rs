@@ -40,6 +40,11 @@ pub struct Args {
     /// the trained weights, the state as one blob)
     #[arg(long)]
     pub train: bool,
+    /// With --train: each step also computes the global L2 norm of its gradients, before
+    /// clipping (NAME_train_gradient_norm; a pass over the gradients, about a third of
+    /// mlp_mnist's step)
+    #[arg(long, requires = "train")]
+    pub gradient_norm: bool,
     /// With --train: the loss (default: the one the model was compiled with)
     #[arg(long, requires = "train")]
     pub loss: Option<String>,
@@ -126,7 +131,14 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
                 a.emit
             )));
         }
-        let s = super::train::setup(m, &a.model, a.loss.as_deref(), a.optimizer.as_deref(), a.lr)?;
+        let s = super::train::setup(
+            m,
+            &a.model,
+            a.loss.as_deref(),
+            a.optimizer.as_deref(),
+            a.lr,
+            a.gradient_norm,
+        )?;
         if let Some(sched) = &s.schedule {
             // The library keeps one rate; the application steps the schedule.
             eprintln!(

@@ -547,7 +547,11 @@ fn optimizer(
     // AdamW is Adam with a weight decay (Keras's default 0.004).
     let adamw = name.eq_ignore_ascii_case("adamw");
     let weight_decay = num("weight_decay").or(adamw.then_some(0.004));
-    let rules = GradientRules { clip, weight_decay };
+    let rules = GradientRules {
+        clip,
+        weight_decay,
+        gradient_norm: false,
+    };
     let opt = match opt {
         Optimizer::Adam {
             beta_1,
@@ -1136,6 +1140,7 @@ pub fn setup(
     loss_flag: Option<&str>,
     opt_flag: Option<&str>,
     lr_flag: Option<f64>,
+    gradient_norm: bool,
 ) -> Result<Setup, UserError> {
     let (saved_losses, loss_weights, saved_opt) = compiled_training(&m);
     let outs = output_names(&m);
@@ -1143,6 +1148,12 @@ pub fn setup(
         output_losses(&outs, &saved_losses, loss_weights.as_ref(), loss_flag)?;
     let loss_name = describe_losses(&outs, &loss_names, &outputs);
     let (opt, rules, lr, opt_name, schedule) = optimizer(opt_flag, lr_flag, saved_opt.as_ref())?;
+    // The global gradient norm costs a pass over the gradients, which the update would
+    // otherwise fuse away (mlp_mnist's Adam step: 0.38 ms to 0.51 ms): only when asked.
+    let rules = GradientRules {
+        gradient_norm,
+        ..rules
+    };
     let k3_layout = match &m {
         forgec_import::Model::Keras(k) => Some(k.k3_layout.clone()),
         forgec_import::Model::Onnx(_) => None,
@@ -1505,12 +1516,14 @@ pub fn prepare(a: &Args) -> Result<Training, UserError> {
         input_shape: None,
     };
     let m = crate::load_any(a.model(), &opts).map_err(|e| UserError::new(e.to_string()))?;
+    // TensorBoard shows each step's gradient norm, which the library then computes.
     let s = setup(
         m,
         a.model(),
         a.loss.as_deref(),
         a.optimizer.as_deref(),
         a.lr,
+        a.tensorboard.is_some(),
     )?;
     let g = &s.g;
     let out_names: Vec<String> = g.outputs.iter().map(|&o| g.value(o).name.clone()).collect();
@@ -2037,15 +2050,15 @@ impl fit::Callback for Shown<'_> {
                 loss,
                 mean_loss,
                 lr,
+                gradient_norm,
             } => {
                 if let Some(tk) = self.tracker {
                     tk.steps(step as i64);
                 }
                 if let Some(b) = &mut self.board {
-                    b.train(
-                        step as i64,
-                        &[("batch_loss", loss), ("batch_learning_rate", lr)],
-                    );
+                    let mut v = vec![("batch_loss", loss), ("batch_learning_rate", lr)];
+                    v.extend(gradient_norm.map(|n| ("batch_gradient_norm", n)));
+                    b.train(step as i64, &v);
                 }
                 if say.live {
                     self.bar

@@ -13,6 +13,7 @@
 #include "NAME_forgec_step.h"
 #include "NAME_forgec_eval.h"
 #include "NAME_forgec_predict.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ struct NAME_train {
     int cur, busy;
     @scalar@ *ones; /* unit sample weights for the calls that give none, grown to the largest batch */
     int64_t ones_n;
+    double gradient_norm; /* of the last good step; NaN before one, or when the library computes none */
 };
 
 /* The header of a state blob (see NAME.h). */
@@ -70,6 +72,7 @@ NAME_train *NAME_train_create(void) {
      * left uninitialised (a checkpoint of the same run is the same bytes). */
     memcpy(t->state[0], NAME_forgec_train_init, UPNAME_TRAIN_STATE_BYTES);
     memcpy(t->state[1], NAME_forgec_train_init, UPNAME_TRAIN_STATE_BYTES);
+    t->gradient_norm = NAN;
     return t;
 }
 
@@ -96,6 +99,7 @@ int NAME_train_set_threads(NAME_train *t, int threads) {
 }
 int NAME_train_threads(const NAME_train *t) { return t ? NAME_forgec_step_threads(t->step) : 0; }
 
+double NAME_train_gradient_norm(const NAME_train *t) { return t ? t->gradient_norm : NAN; }
 int64_t NAME_train_steps(const NAME_train *t) { return t ? NAME_get_i64(t->state[t->cur], 16) : -1; }
 double NAME_train_lr(const NAME_train *t) { return t ? NAME_get_f64(t->state[t->cur], 24) : 0.0; }
 int NAME_train_set_lr(NAME_train *t, double lr) {
@@ -202,8 +206,8 @@ int NAME_train_step_weighted(NAME_train *t, int64_t batch, const void *const *in
     int64_t steps = NAME_get_i64(cur, 16);
     @scalar@ lr = (@scalar@)NAME_get_f64(cur, 24), step = (@scalar@)(steps + 1), value = 0;
     int64_t key = (int64_t)NAME_dropout_key((uint64_t)NAME_get_i64(cur, 32), (uint64_t)(steps + 1));
-    @scalar@ mvals[UPNAME_TRAIN_NUM_METRICS + 1] = { 0 };
-    (void)step; (void)key;
+    @scalar@ mvals[UPNAME_TRAIN_NUM_METRICS + 1] = { 0 }, gnorm = 0;
+    (void)step; (void)key; (void)gnorm;
     const void *ins[UPNAME_FORGEC_STEP_NUM_INPUTS];
     void *outs[UPNAME_FORGEC_STEP_NUM_OUTPUTS];
 @step_args@
@@ -221,6 +225,7 @@ int NAME_train_step_weighted(NAME_train *t, int64_t batch, const void *const *in
     memcpy(next, cur, UPNAME_TRAIN_STATE_HEADER);
     NAME_put_i64(next, 16, steps + 1);
     t->cur = 1 - t->cur;
+    t->gradient_norm = @has_norm@ ? (double)gnorm : NAN;
     if (loss) *loss = (double)value;
     if (metrics) for (int k = 0; k < UPNAME_TRAIN_NUM_METRICS; k++) metrics[k] = (double)mvals[k];
     return NAME_leave(t, UPNAME_OK);

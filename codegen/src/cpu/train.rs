@@ -28,6 +28,7 @@ pub const TRAIN_FUNCTIONS: &[&str] = &[
     "train_set_seed",
     "train_state_size",
     "train_get_state",
+    "train_gradient_norm",
     "train_set_state",
     "train_state_tensor",
     "train_state_dtype",
@@ -162,6 +163,7 @@ pub fn header(name: &str, p: &TrainParts, describe: &str) -> String {
     let _ = writeln!(h, "/* The loss (and metrics) of the current weights on a batch, without an update. */\nint {name}_train_evaluate({name}_train *t, int64_t batch, const void *const *inputs, const void *const *labels, double *loss, double *metrics);");
     let _ = writeln!(h, "/* As step and evaluate, with Keras's sample_weight: `sample_weights[k]` holds `batch` weights (of the\n * labels' float type) for output k's loss, each sample's loss times its weight, the sum divided by\n * the number of losses (sum_over_batch_size, as Keras; a weight of 0 leaves a sample out without\n * changing the divisor). NULL, or a NULL entry, weighs every sample 1. The metrics are unweighted\n * (Keras's `metrics`, not `weighted_metrics`). */\nint {name}_train_step_weighted({name}_train *t, int64_t batch, const void *const *inputs, const void *const *labels, const void *const *sample_weights, double *loss, double *metrics);\nint {name}_train_evaluate_weighted({name}_train *t, int64_t batch, const void *const *inputs, const void *const *labels, const void *const *sample_weights, double *loss, double *metrics);");
     let _ = writeln!(h, "/* The model's outputs with the current weights ({name}_output_shape; {name}_run keeps the model file's). */\nint {name}_train_predict({name}_train *t, int64_t batch, const void *const *inputs, void *const *outputs);\n");
+    let _ = writeln!(h, "/* The global L2 norm of the last good step's gradients, before any clipping (NaN before the first\n * step, and in a library made without it). */\ndouble {name}_train_gradient_norm(const {name}_train *t);");
     let _ = writeln!(h, "/* Steps taken; the learning rate (finite, at least 0; a schedule sets it before each step). */\nint64_t {name}_train_steps(const {name}_train *t);\ndouble {name}_train_lr(const {name}_train *t);\nint {name}_train_set_lr({name}_train *t, double lr);\n");
     let _ = writeln!(h, "/* The seed of Dropout's masks (default 0): a step's mask is a function of the seed, the step\n * count and the element's index alone, so a run is the same on any number of threads and a\n * resumed run draws the masks the uninterrupted one would. */\nuint64_t {name}_train_seed(const {name}_train *t);\nint {name}_train_set_seed({name}_train *t, uint64_t seed);\n");
     let _ = writeln!(h, "/* The whole state as one blob, to save a run and resume it (bit for bit) or copy it to another\n * context. Layout (little-endian; {name}.json lists it too): bytes 0-7 \"FORGECT1\", 8-15 this model's\n * layout id, 16-23 int64 steps, 24-31 double learning rate, 32-39 uint64 seed, 40-47 int64 size,\n * 48-63 zero; then each tensor at a 64-byte aligned offset ({name}_train_state_tensor), row-major.\n * set_state refuses a blob of another model or layout ({up}_ERR_ARG). */");
@@ -224,7 +226,15 @@ pub fn wrapper(name: &str, p: &TrainParts) -> Result<String, String> {
     };
     let mut step_args = args(p.step, "step")?;
     let nm = p.metrics.len();
-    if p.step.outputs.len() != 1 + p.state.len() + nm || p.eval.outputs.len() != 1 + nm {
+    // The gradients' global norm, when the step computes it, is its last output.
+    let has_norm = p
+        .step
+        .outputs
+        .last()
+        .is_some_and(|&o| p.step.value(o).name == "gradient_norm");
+    if p.step.outputs.len() != 1 + p.state.len() + nm + usize::from(has_norm)
+        || p.eval.outputs.len() != 1 + nm
+    {
         return Err(
             "internal error: the step's outputs are not the loss, the state and the metrics".into(),
         );
@@ -239,6 +249,9 @@ pub fn wrapper(name: &str, p: &TrainParts) -> Result<String, String> {
             "    outs[{}] = &mvals[{k}];",
             1 + p.state.len() + k
         );
+    }
+    if has_norm {
+        let _ = writeln!(step_args, "    outs[{}] = &gnorm;", 1 + p.state.len() + nm);
     }
     let mut eval_args = args(p.eval, "evaluation")?;
     let _ = writeln!(eval_args, "    outs[0] = &value;");
@@ -267,6 +280,7 @@ pub fn wrapper(name: &str, p: &TrainParts) -> Result<String, String> {
         ("predict_args", &predict_args),
         ("scalar", scalar),
         ("metric_names", &names.join(", ")),
+        ("has_norm", if has_norm { "1" } else { "0" }),
     ];
     Ok(super::capi::fill_from(TEMPLATE, name, &up, "train", vars))
 }

@@ -349,6 +349,8 @@ pub enum Event<'a> {
         /// The epoch's mean loss so far.
         mean_loss: f64,
         lr: f64,
+        /// The step's global gradient norm (before clipping), where the library computes it.
+        gradient_norm: Option<f64>,
     },
     Epoch {
         epoch: usize,
@@ -721,6 +723,7 @@ pub fn fit(mut f: Fit<'_>, callbacks: &mut [&mut dyn Callback]) -> Result<Outcom
                 loss: l,
                 mean_loss: sums.loss / sums.count.max(1) as f64,
                 lr,
+                gradient_norm: lib.gradient_norm(),
             };
             for cb in callbacks.iter_mut() {
                 cb.on_event(&ev, lib)?;
