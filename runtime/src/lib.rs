@@ -11,7 +11,7 @@ mod npy;
 mod tensor;
 
 pub use npy::{
-    map_npy, read_npy, read_npy_bytes, read_npz, write_npy, write_npy_bytes, write_npz, MappedNpy,
-    NpyError,
+    map_npy, map_npz, read_npy, read_npy_bytes, read_npz, write_npy, write_npy_bytes, write_npz,
+    MappedNpy, NpyError,
 };
 pub use tensor::{DType, Data, Tensor, TensorError};

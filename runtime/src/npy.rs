@@ -35,7 +35,7 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
 /// what maps as it is: little-endian, C order, of a type the runtime holds (float16/32/64,
 /// int8/32/64, bool); `map_npy` answers None for the rest, which `read_npy` converts.
 pub struct MappedNpy {
-    map: memmap2::Mmap,
+    map: std::sync::Arc<memmap2::Mmap>,
     start: usize,
     shape: Vec<usize>,
     dtype: DType,
@@ -58,7 +58,63 @@ pub fn map_npy(path: &Path) -> Result<Option<MappedNpy>, NpyError> {
     // user's (forgec train checks the data's SHA-256 before and on --resume).
     let map = unsafe { memmap2::Mmap::map(&file) }
         .map_err(|e| NpyError(format!("{disp}: cannot map: {e}")))?;
-    let bytes: &[u8] = &map;
+    let len = map.len();
+    mapped(std::sync::Arc::new(map), 0, len, &disp.to_string())
+}
+
+/// Maps every member of an `.npz` archive written by `np.savez` (members stored as they
+/// are), each a [`MappedNpy`] over the one mapping of the file. None when a member is
+/// compressed (`np.savez_compressed`) or does not map as it is: read the archive with
+/// [`read_npz`] instead.
+pub fn map_npz(path: &Path) -> Result<Option<Vec<(String, MappedNpy)>>, NpyError> {
+    let disp = path.display();
+    let file =
+        std::fs::File::open(path).map_err(|e| NpyError(format!("{disp}: cannot read: {e}")))?;
+    // SAFETY: as in map_npy.
+    let map = std::sync::Arc::new(
+        unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| NpyError(format!("{disp}: cannot map: {e}")))?,
+    );
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&map[..]))
+        .map_err(|e| NpyError(format!("{disp}: not a valid .npz (zip) archive: {e}")))?;
+    let mut out = Vec::new();
+    for i in 0..zip.len() {
+        let f = zip
+            .by_index(i)
+            .map_err(|e| NpyError(format!("{disp}: broken archive member #{i}: {e}")))?;
+        if f.compression() != zip::CompressionMethod::Stored {
+            return Ok(None);
+        }
+        let name = f
+            .name()
+            .map_err(|e| NpyError(format!("{disp}: member #{i} has a bad name: {e}")))?
+            .trim_end_matches(".npy")
+            .to_string();
+        let (Some(at), Ok(len)) = (f.data_start(), usize::try_from(f.size())) else {
+            return Ok(None);
+        };
+        let at = usize::try_from(at).map_err(|_| NpyError(format!("{disp}: too large")))?;
+        if at.checked_add(len).is_none_or(|e| e > map.len()) {
+            return err(format!(
+                "{disp}: member {name} runs past the end of the file"
+            ));
+        }
+        match mapped(map.clone(), at, len, &format!("{disp}: member {name}"))? {
+            Some(m) => out.push((name, m)),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The `.npy` at bytes `at..at + len` of `map`, checked (None: it does not map as it is).
+fn mapped(
+    map: std::sync::Arc<memmap2::Mmap>,
+    at: usize,
+    len: usize,
+    disp: &str,
+) -> Result<Option<MappedNpy>, NpyError> {
+    let bytes: &[u8] = &map[at..at + len];
     if bytes.len() < 12 || &bytes[..6] != b"\x93NUMPY" {
         return err(format!(
             "{disp}: not a .npy file (missing the \\x93NUMPY magic)"
@@ -104,8 +160,8 @@ pub fn map_npy(path: &Path) -> Result<Option<MappedNpy>, NpyError> {
         ));
     }
     Ok(Some(MappedNpy {
-        map,
-        start: end,
+        map: map.clone(),
+        start: at + end,
         shape: h.shape,
         dtype,
         width,
@@ -578,5 +634,45 @@ mod tests {
         huge.extend_from_slice(&(h.len() as u16).to_le_bytes());
         huge.extend_from_slice(h.as_bytes());
         assert!(read_npy_bytes(&huge).unwrap_err().0.contains("too large"));
+    }
+
+    #[test]
+    fn npz_members_map_unless_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Tensor::from_f64_values(
+            DType::F32,
+            vec![5, 3],
+            &(0..15).map(f64::from).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let b = Tensor::from_f64_values(DType::I64, vec![5], &[4.0, 3.0, 2.0, 1.0, 0.0]).unwrap();
+        let p = dir.path().join("d.npz");
+        write_npz(
+            &p,
+            &[("a".to_string(), a.clone()), ("b".to_string(), b.clone())],
+        )
+        .unwrap();
+        let m = map_npz(&p).unwrap().expect("stored members map");
+        assert_eq!(m.len(), 2);
+        let rows = [4, 0, 2];
+        for ((name, mapped), want) in m.iter().zip([&a, &b]) {
+            let mut out = Tensor::full(mapped.dtype(), vec![0], 0.0).unwrap();
+            mapped.take_rows_into(&rows, &mut out);
+            assert_eq!(out, want.take_rows(&rows), "{name}");
+        }
+        assert_eq!(m[0].0, "a");
+        // np.savez_compressed's members are deflated: they are read, not mapped.
+        let c = dir.path().join("c.npz");
+        {
+            use std::io::Write;
+            let mut z = zip::ZipWriter::new(std::fs::File::create(&c).unwrap());
+            let o = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            z.start_file("a.npy", o).unwrap();
+            z.write_all(&write_npy_bytes(&a)).unwrap();
+            z.finish().unwrap();
+        }
+        assert!(map_npz(&c).unwrap().is_none());
+        assert_eq!(read_npz(&c).unwrap()[0].1, a);
     }
 }

@@ -14,18 +14,22 @@ pub fn read_inputs(
         args,
         input_names,
         &|p| forgec_runtime::read_npy(p).map_err(|e| UserError::new(e.0)),
-        &|t| t,
+        &|p| forgec_runtime::read_npz(p).map_err(|e| UserError::new(e.0)),
     )
 }
 
-/// `read_inputs` with the `.npy` files read by `npy` and the `.npz` members taken by `npz`
-/// (`forgec train` maps its inputs' `.npy` files instead of reading them).
+/// Arrays by name.
+pub type Named<T> = Vec<(String, T)>;
+
+/// `read_inputs` with the `.npy` files read by `npy` and the `.npz` archives by `npz`
+/// (`forgec train` maps its inputs' `.npy` files and stored `.npz` members instead of reading
+/// them).
 pub fn read_inputs_with<T>(
     args: &[String],
     input_names: &[String],
     npy: &dyn Fn(&Path) -> Result<T, UserError>,
-    npz: &dyn Fn(Tensor) -> T,
-) -> Result<Vec<(String, T)>, UserError> {
+    npz: &dyn Fn(&Path) -> Result<Named<T>, UserError>,
+) -> Result<Named<T>, UserError> {
     let mut named = Vec::new();
     let mut positional = Vec::new();
     for a in args {
@@ -37,8 +41,7 @@ pub fn read_inputs_with<T>(
         };
         let path = Path::new(&file);
         if path.extension().is_some_and(|e| e == "npz") {
-            let arrays = forgec_runtime::read_npz(path).map_err(|e| UserError::new(e.0))?;
-            named.extend(arrays.into_iter().map(|(n, t)| (n, npz(t))));
+            named.extend(npz(path)?);
         } else {
             let t = npy(path)?;
             match name {

@@ -1345,7 +1345,21 @@ fn labeled_data(
                 .map_err(|e| UserError::new(e.0)),
         }
     };
-    let xs = super::run::read_inputs_with(x, &in_names, &map, &Column::Memory)?;
+    // An .npz of np.savez (members stored) maps too; np.savez_compressed's is read.
+    let map_z = |p: &Path| -> Result<Vec<(String, Column)>, UserError> {
+        match forgec_runtime::map_npz(p).map_err(|e| UserError::new(e.0))? {
+            Some(members) => Ok(members
+                .into_iter()
+                .map(|(n, m)| (n, Column::mapped(m)))
+                .collect()),
+            None => Ok(forgec_runtime::read_npz(p)
+                .map_err(|e| UserError::new(e.0))?
+                .into_iter()
+                .map(|(n, t)| (n, Column::Memory(t)))
+                .collect()),
+        }
+    };
+    let xs = super::run::read_inputs_with(x, &in_names, &map, &map_z)?;
     let ys = super::run::read_inputs(y, &out_names)?;
     let mut data: Vec<(String, Column)> = Vec::new();
     for n in &in_names {
