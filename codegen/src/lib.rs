@@ -80,6 +80,8 @@ pub struct Training {
     pub lr: f64,
     /// The metrics' names, as the step's and evaluation's outputs after the loss and state.
     pub metrics: Vec<String>,
+    /// Whether the step's last output is the gradients' global norm (after the metrics).
+    pub gradient_norm: bool,
     pub meta: serde_json::Value,
     pub title: String,
 }
@@ -259,6 +261,7 @@ fn compile_with(
             num_inputs: g.inputs.len(),
             num_labels: g.outputs.len(),
             metrics: &t.metrics,
+            gradient_norm: t.gradient_norm,
         };
         if let Some(why) = cpu::train::obstacle(&tp) {
             return Err(format!("--train: {why}"));

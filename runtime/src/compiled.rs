@@ -364,6 +364,9 @@ pub struct StateTensor {
 
 /// A library made by `forgec compile --train`, with one training context of its own (its
 /// state: weights, optimizer slots, step count, learning rate). Calls from several threads take
+/// `NAME_train_gradient_norm`.
+type GradientNorm = unsafe extern "C" fn(*const c_void) -> f64;
+
 /// turns on it.
 pub struct Trainer {
     ctx: std::sync::Mutex<Ctx>,
@@ -374,6 +377,8 @@ pub struct Trainer {
     /// `NAME_train_label_shape` / `_dtype`, looked up once (every step checks the labels).
     label_shape: Shape,
     label_dtype: Dtype,
+    /// `NAME_train_gradient_norm`, absent from libraries older than it.
+    gradient_norm: Option<GradientNorm>,
     model: CompiledModel,
     pub num_labels: usize,
     pub state: Vec<StateTensor>,
@@ -448,6 +453,7 @@ impl Trainer {
             last_error: model.sym("train_last_error")?,
             label_shape: model.sym("train_label_shape")?,
             label_dtype: model.sym("train_label_dtype")?,
+            gradient_norm: model.sym("train_gradient_norm").ok(),
             model,
             num_labels,
             state,
@@ -681,8 +687,7 @@ impl Trainer {
     /// The global L2 norm of the last good step's gradients, before clipping; None before
     /// the first step, or for a library that does not compute it.
     pub fn gradient_norm(&self) -> Option<f64> {
-        type Norm = unsafe extern "C" fn(*const c_void) -> f64;
-        let f: Norm = self.model.sym("train_gradient_norm").ok()?;
+        let f = self.gradient_norm?;
         let guard = self.ctx.lock().unwrap_or_else(|p| p.into_inner());
         let v = unsafe { f(guard.0) };
         (!v.is_nan()).then_some(v)

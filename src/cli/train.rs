@@ -991,6 +991,7 @@ pub fn library(s: &Setup, path: &Path) -> Result<crate::codegen::Training, UserE
         state: all,
         lr: s.lr,
         metrics: names,
+        gradient_norm: s.rules.gradient_norm,
         meta,
         title,
     })
@@ -2776,7 +2777,7 @@ fn new_run(
         }),
         epochs_planned: a.epochs as i64,
         forgec_version: env!("CARGO_PKG_VERSION").into(),
-        machine: forgec_track::cpu_model(),
+        machine: forgec_runtime::device::cpu().model,
         device: "cpu".into(),
         threads: a.threads as i64,
         checkpoint_path: cwd

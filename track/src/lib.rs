@@ -168,19 +168,6 @@ pub fn alive(pid: i64) -> bool {
     }
 }
 
-/// The CPU's model name, from `/proc/cpuinfo`.
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
 enum Msg {
     Epoch(EpochRow, i64),
     Finish(Status, Option<String>, SystemTime),

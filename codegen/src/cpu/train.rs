@@ -54,6 +54,8 @@ pub struct TrainParts<'a> {
     /// The metrics' names (Keras's: `accuracy`, ...), the step's and evaluation's outputs
     /// after the state and the loss.
     pub metrics: &'a [String],
+    /// The step's last output, after the metrics, is the gradients' global norm.
+    pub gradient_norm: bool,
 }
 
 /// Each state tensor's byte offset in the blob (64-byte aligned), and the blob's size.
@@ -226,12 +228,7 @@ pub fn wrapper(name: &str, p: &TrainParts) -> Result<String, String> {
     };
     let mut step_args = args(p.step, "step")?;
     let nm = p.metrics.len();
-    // The gradients' global norm, when the step computes it, is its last output.
-    let has_norm = p
-        .step
-        .outputs
-        .last()
-        .is_some_and(|&o| p.step.value(o).name == "gradient_norm");
+    let has_norm = p.gradient_norm;
     if p.step.outputs.len() != 1 + p.state.len() + nm + usize::from(has_norm)
         || p.eval.outputs.len() != 1 + nm
     {

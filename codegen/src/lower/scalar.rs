@@ -385,21 +385,29 @@ pub(crate) fn exp_f32(lines: &mut Vec<String>, x: &str) -> String {
     push(lines, format!("arith.select {nan}, {x}, {v} : f32"))
 }
 
+/// `a P(a^2) / Q(a^2)` with `a` = `x` clamped to `[-bound, bound]`: the odd rational
+/// approximations tanh and erf are made of (coefficients highest degree first).
+fn odd_rational(lines: &mut Vec<String>, x: &str, bound: f64, p: &[f64], q: &[f64]) -> String {
+    let c = |lines: &mut Vec<String>, v: f64| push(lines, E::scalar_const(DType::F32, v));
+    let (lo, hi) = (c(lines, -bound), c(lines, bound));
+    let a = push(lines, format!("arith.maximumf {x}, {lo} : f32"));
+    let a = push(lines, format!("arith.minimumf {a}, {hi} : f32"));
+    let x2 = push(lines, format!("arith.mulf {a}, {a} : f32"));
+    let p = horner(lines, &x2, p);
+    let p = push(lines, format!("arith.mulf {a}, {p} : f32"));
+    let q = horner(lines, &x2, q);
+    push(lines, format!("arith.divf {p}, {q} : f32"))
+}
+
 /// f32 `tanh` without a libm call: Eigen's rational approximation (odd degree-13 over even
 /// degree-6 polynomial) on `[-7.9053, 7.9053]`, `x` itself below 0.0004 in magnitude, `±1`
 /// beyond. At most 4e-7 relative error (measured on 2M points in [-10, 10]).
 pub(crate) fn tanh_f32(lines: &mut Vec<String>, x: &str) -> String {
     let c = |lines: &mut Vec<String>, v: f64| push(lines, E::scalar_const(DType::F32, v));
-    let (lo, hi) = (
-        c(lines, -7.905_311_107_635_498),
-        c(lines, 7.905_311_107_635_498),
-    );
-    let a = push(lines, format!("arith.maximumf {x}, {lo} : f32"));
-    let a = push(lines, format!("arith.minimumf {a}, {hi} : f32"));
-    let x2 = push(lines, format!("arith.mulf {a}, {a} : f32"));
-    let p = horner(
+    let t = odd_rational(
         lines,
-        &x2,
+        x,
+        7.905_311_107_635_498,
         &[
             -2.760_768_477_423_55e-16,
             2.000_187_904_824_77e-13,
@@ -409,11 +417,6 @@ pub(crate) fn tanh_f32(lines: &mut Vec<String>, x: &str) -> String {
             6.372_619_288_754_36e-4,
             4.893_524_558_917_86e-3,
         ],
-    );
-    let p = push(lines, format!("arith.mulf {a}, {p} : f32"));
-    let q = horner(
-        lines,
-        &x2,
         &[
             1.198_258_394_667_02e-6,
             1.185_347_056_866_54e-4,
@@ -421,7 +424,6 @@ pub(crate) fn tanh_f32(lines: &mut Vec<String>, x: &str) -> String {
             4.893_525_185_543_85e-3,
         ],
     );
-    let t = push(lines, format!("arith.divf {p}, {q} : f32"));
     let small_at = c(lines, 0.0004);
     let ax = push(lines, format!("math.absf {x} : f32"));
     let small = push(lines, format!("arith.cmpf olt, {ax}, {small_at} : f32"));
@@ -435,14 +437,10 @@ pub(crate) fn tanh_f32(lines: &mut Vec<String>, x: &str) -> String {
 /// beyond (to f32 precision). Within 2.4e-7 relative of the f64 interpreter's erf over a sweep
 /// of [-90, 90] (`compiled_transcendentals_are_accurate_and_vectorisable`).
 pub(crate) fn erf_f32(lines: &mut Vec<String>, x: &str) -> String {
-    let c = |lines: &mut Vec<String>, v: f64| push(lines, E::scalar_const(DType::F32, v));
-    let (lo, hi) = (c(lines, -4.0), c(lines, 4.0));
-    let a = push(lines, format!("arith.maximumf {x}, {lo} : f32"));
-    let a = push(lines, format!("arith.minimumf {a}, {hi} : f32"));
-    let x2 = push(lines, format!("arith.mulf {a}, {a} : f32"));
-    let p = horner(
+    let r = odd_rational(
         lines,
-        &x2,
+        x,
+        4.0,
         &[
             -2.726_142_258_013_06e-10,
             2.770_681_424_959_02e-8,
@@ -452,11 +450,6 @@ pub(crate) fn erf_f32(lines: &mut Vec<String>, x: &str) -> String {
             -2.954_599_808_540_25e-3,
             -1.609_603_332_624_15e-2,
         ],
-    );
-    let p = push(lines, format!("arith.mulf {a}, {p} : f32"));
-    let q = horner(
-        lines,
-        &x2,
         &[
             -1.456_607_184_649_96e-5,
             -2.133_740_552_789_05e-4,
@@ -465,7 +458,6 @@ pub(crate) fn erf_f32(lines: &mut Vec<String>, x: &str) -> String {
             -1.426_473_905_141_89e-2,
         ],
     );
-    let r = push(lines, format!("arith.divf {p}, {q} : f32"));
     let nan = push(lines, format!("arith.cmpf uno, {x}, {x} : f32"));
     push(lines, format!("arith.select {nan}, {x}, {r} : f32"))
 }

@@ -475,10 +475,20 @@ pub fn log_names(lib: &Trainer, validation: bool) -> Vec<String> {
 }
 
 /// The epoch's sums so far: loss and metrics weighted by batch size, and the samples.
+#[derive(Default)]
 struct Sums {
     loss: f64,
     count: usize,
     metrics: Vec<f64>,
+}
+
+impl Sums {
+    fn zero(metrics: usize) -> Sums {
+        Sums {
+            metrics: vec![0.0; metrics],
+            ..Sums::default()
+        }
+    }
 }
 
 /// Runs the training loop (see the module's doc). Errors (a library call that fails, a
@@ -489,6 +499,22 @@ pub fn fit(mut f: Fit<'_>, callbacks: &mut [&mut dyn Callback]) -> Result<Outcom
     let s = &f.settings;
     if s.batch_size == 0 {
         return Err("the batch size is 0: use at least 1".into());
+    }
+    for (what, d) in [
+        ("the data", Some(f.data)),
+        ("the validation data", f.validation),
+    ] {
+        if let Some(d) = d.filter(|d| d.inputs + d.labels > d.columns.len()) {
+            return Err(format!(
+                "{what} has {} columns for {} inputs and {} labels",
+                d.columns.len(),
+                d.inputs,
+                d.labels
+            ));
+        }
+    }
+    if f.data.samples() == 0 {
+        return Err("the data has no samples".into());
     }
     if f.data.labels != lib.num_labels {
         return Err(format!(
@@ -510,11 +536,7 @@ pub fn fit(mut f: Fit<'_>, callbacks: &mut [&mut dyn Callback]) -> Result<Outcom
     let mut history = History::default();
     let mut lr = f.lr;
     let (mut t, mut first_epoch, mut skip) = (0usize, 0usize, 0usize);
-    let mut partial = Sums {
-        loss: 0.0,
-        count: 0,
-        metrics: vec![0.0; metrics],
-    };
+    let mut partial = Sums::zero(metrics);
     // Dropout's masks draw from the run's seed (a resumed state holds it too).
     lib.set_seed(s.seed).map_err(|e| e.message)?;
     lib.set_lr(lr).map_err(|e| e.message)?;
@@ -650,20 +672,9 @@ pub fn fit(mut f: Fit<'_>, callbacks: &mut [&mut dyn Callback]) -> Result<Outcom
         let start = std::time::Instant::now();
         let mut in_steps = 0.0f64;
         let mut sums = if epoch == first_epoch {
-            std::mem::replace(
-                &mut partial,
-                Sums {
-                    loss: 0.0,
-                    count: 0,
-                    metrics: Vec::new(),
-                },
-            )
+            std::mem::take(&mut partial)
         } else {
-            Sums {
-                loss: 0.0,
-                count: 0,
-                metrics: vec![0.0; metrics],
-            }
+            Sums::zero(metrics)
         };
         let done_before = if epoch == first_epoch { skip } else { 0 };
         skip = 0;
@@ -811,11 +822,7 @@ pub fn fit(mut f: Fit<'_>, callbacks: &mut [&mut dyn Callback]) -> Result<Outcom
         }
         // A run stopped early checkpoints as finished: its resume has nothing left to run.
         let next = if stop { s.epochs } else { epoch + 1 };
-        let zero = Sums {
-            loss: 0.0,
-            count: 0,
-            metrics: vec![0.0; metrics],
-        };
+        let zero = Sums::zero(metrics);
         write_checkpoint(
             next,
             0,

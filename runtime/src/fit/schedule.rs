@@ -257,6 +257,14 @@ impl Schedule {
                 })
                 .collect()
         };
+        // A number that may be left out (or null, as Keras writes a default).
+        let or = |k: &str, d: f32| -> Result<f32, String> {
+            if obj.get(k).is_some_and(|v| !v.is_null()) {
+                num(k)
+            } else {
+                Ok(d)
+            }
+        };
         let known = |keys: &[&str]| -> Result<(), String> {
             for k in obj.keys() {
                 if !keys.contains(&k.as_str()) && k != "name" {
@@ -346,13 +354,6 @@ impl Schedule {
                     "power",
                     "cycle",
                 ])?;
-                let or = |k: &str, d: f32| -> Result<f32, String> {
-                    if obj.get(k).is_some_and(|v| !v.is_null()) {
-                        num(k)
-                    } else {
-                        Ok(d)
-                    }
-                };
                 let (end, power) = (or("end_learning_rate", 0.0001)?, or("power", 1.0)?);
                 if end < 0.0 || power < 0.0 {
                     return Err(format!(
@@ -375,13 +376,6 @@ impl Schedule {
                     "m_mul",
                     "alpha",
                 ])?;
-                let or = |k: &str, d: f32| -> Result<f32, String> {
-                    if obj.get(k).is_some_and(|v| !v.is_null()) {
-                        num(k)
-                    } else {
-                        Ok(d)
-                    }
-                };
                 let (t_mul, m_mul, alpha) =
                     (or("t_mul", 2.0)?, or("m_mul", 1.0)?, or("alpha", 0.0)?);
                 if t_mul <= 0.0 || m_mul < 0.0 || alpha < 0.0 {
