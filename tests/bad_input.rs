@@ -326,7 +326,15 @@ fn unknown_cpu_or_target_is_refused() {
         &compile(&["--target", "x86_64-unknown-linux-gnu", "--cpu", "notacpu"]),
         &[
             "--cpu notacpu: not a CPU LLVM knows for x86_64",
-            "x86-64-v2 (portable)",
+            "portable (v2, v3 and v4 in one library)",
+        ],
+    );
+    fails_with(
+        &compile(&["--target", "aarch64-unknown-linux-gnu", "--cpu", "portable"]),
+        &[
+            "--cpu portable:",
+            "for x86_64 only",
+            "for aarch64 use generic",
         ],
     );
     fails_with(

@@ -174,7 +174,7 @@ fn artifacts_are_byte_identical_across_builds() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&members.stdout).contains("kernel1.o"),
+        String::from_utf8_lossy(&members.stdout).contains("kernel_v2_1.o"),
         "mobilenetv2 was compiled in one part"
     );
     let a = scratch_path("repro_a_cnn_mnist");
@@ -405,10 +405,24 @@ fn every_stage_can_be_emitted() {
         compile_ok(
             &model_file("mlp_binary.keras"),
             &dir,
-            &["--name", "m", "--emit", emit],
+            &["--name", "m", "--emit", emit, "--cpu", "x86-64-v3"],
         );
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         assert!(text.contains(needle), "{emit}: no `{needle}`");
+    }
+    // The portable default: one file per level, each its own part's code.
+    for (emit, ext) in [("mlir", "mlir"), ("llvm", "ll"), ("asm", "s")] {
+        compile_ok(
+            &model_file("mlp_binary.keras"),
+            &dir,
+            &["--name", "p", "--emit", emit],
+        );
+        for level in [2, 3, 4] {
+            let file = dir.join(format!("p.x86-64-v{level}.{ext}"));
+            let text = std::fs::read_to_string(&file).unwrap();
+            let needle = format!("p_forgec_v{level}_forgec_main");
+            assert!(text.contains(&needle), "{}: no `{needle}`", file.display());
+        }
     }
 }
 
@@ -419,9 +433,14 @@ fn every_stage_can_be_emitted() {
 #[test]
 fn kernels_copy_no_buffers() {
     let dir = scratch("nocopy");
-    for m in ["cnn_mnist.keras", "mlp_mnist.keras"] {
-        compile_ok(&model_file(m), &dir, &["--name", "m", "--emit", "llvm"]);
-        let ir = std::fs::read_to_string(dir.join("m.ll")).unwrap();
+    for (m, level) in ["cnn_mnist.keras", "mlp_mnist.keras"]
+        .iter()
+        .flat_map(|m| [2, 3, 4].map(|l| (*m, l)))
+    {
+        if level == 2 {
+            compile_ok(&model_file(m), &dir, &["--name", "m", "--emit", "llvm"]);
+        }
+        let ir = std::fs::read_to_string(dir.join(format!("m.x86-64-v{level}.ll"))).unwrap();
         let copies: Vec<&str> = ir
             .lines()
             .filter(|l| {
@@ -437,7 +456,7 @@ fn kernels_copy_no_buffers() {
                     .any(|f| l.contains(f))
             })
             .collect();
-        assert!(copies.is_empty(), "{m}: {copies:#?}");
+        assert!(copies.is_empty(), "{m} v{level}: {copies:#?}");
     }
 }
 
@@ -539,8 +558,15 @@ fn weights_bypass_llvm() {
     let dir = scratch("weights_blob");
     let model = model_file("mlp_mnist.keras");
     compile_ok(&model, &dir, &["--name", "m", "--emit", "llvm"]);
-    let ir = std::fs::metadata(dir.join("m.ll")).unwrap().len();
-    assert!(ir < 400_000, "the LLVM IR has {ir} bytes: weights inside?");
+    for level in [2, 3, 4] {
+        let ir = std::fs::metadata(dir.join(format!("m.x86-64-v{level}.ll")))
+            .unwrap()
+            .len();
+        assert!(
+            ir < 400_000,
+            "the v{level} LLVM IR has {ir} bytes: weights inside?"
+        );
+    }
     compile_ok(&model, &dir, &["--name", "m"]);
     assert!(
         !dir.join("m.weights").exists(),
@@ -1684,40 +1710,216 @@ fn the_c_wrapper_compiles_cleanly() {
     ];
     let dir = scratch("c_wrapper");
     for (name, g) in cases {
-        for (external, threads) in [(false, 1), (true, 2)] {
+        // A portable library's levels and dispatcher too, with each weights placement.
+        for (external, threads, cpu) in [
+            (false, 1, "x86-64-v3"),
+            (true, 2, "x86-64-v3"),
+            (false, 1, "portable"),
+            (true, 1, "portable"),
+        ] {
             let mut o = opts(name);
-            o.cpu = Some("x86-64-v3".into());
+            o.cpu = Some(cpu.into());
             o.external_weights = external;
             o.threads = threads;
-            let (h, c) =
-                codegen::c_sources(g.clone(), &o).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let files = codegen::c_sources(g.clone(), &o).unwrap_or_else(|e| panic!("{name}: {e}"));
             let d = dir.join(format!(
-                "{name}-{}-t{threads}",
+                "{name}-{}-t{threads}-{cpu}",
                 if external { "external" } else { "embedded" }
             ));
             std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join(format!("{name}.h")), h).unwrap();
-            std::fs::write(d.join("wrapper.c"), c).unwrap();
-            for std in ["-std=c99", "-std=c11"] {
+            let mut sources = Vec::new();
+            for (file, text) in &files {
+                std::fs::write(d.join(file), text).unwrap();
+                if file.ends_with(".c") {
+                    sources.push(file.clone());
+                }
+            }
+            let want = if cpu == "portable" { 4 } else { 1 };
+            assert_eq!(sources.len(), want, "{name} {cpu}: {sources:?}");
+            for (std, c) in ["-std=c99", "-std=c11"]
+                .iter()
+                .flat_map(|s| sources.iter().map(move |c| (*s, c)))
+            {
                 let out = std::process::Command::new("cc")
                     .current_dir(&d)
-                    .args([
-                        std,
-                        "-Wall",
-                        "-Wextra",
-                        "-Werror",
-                        "-fsyntax-only",
-                        "wrapper.c",
-                    ])
+                    .args([std, "-Wall", "-Wextra", "-Werror", "-fsyntax-only", c])
                     .output()
                     .unwrap();
                 assert!(
                     out.status.success(),
-                    "{}: {std}:\n{}",
+                    "{}/{c}: {std}:\n{}",
                     d.display(),
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
         }
     }
+}
+
+/// `--cpu portable`, the default: one library holding x86-64-v2, v3 and v4, the best level the
+/// CPU (and its OS) supports picked when the library is loaded; `NAME_cpu` says which.
+/// `FORGEC_CPU_LEVEL` lowers it, never raises it. Every level matches the interpreter; a program
+/// linking the static library runs the same level and bits as one loading the shared one; the
+/// levels share one weights file with `--weights external`; the library is no bigger than its
+/// three single-level libraries together, and NAME.json lists the levels.
+#[test]
+fn portable_libraries_pick_their_level_at_load() {
+    let model = load(&model_file("cnn_mnist.keras"), &LoadOptions::default()).unwrap();
+    let g = codegen::prepare(model.graph.clone()).unwrap();
+    let x = rows(&npy(&model_file("cnn_mnist.input.npy")), 3);
+    let want = forgec_ir::interp::run(&g, &[(g.value(g.inputs[0]).name.clone(), x.clone())])
+        .unwrap()
+        .remove(0);
+    let dir = scratch("portable");
+    let x_bin: Vec<u8> = x
+        .to_f64_vec()
+        .iter()
+        .flat_map(|&v| (v as f32).to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("x.bin"), x_bin).unwrap();
+    let prog = dir.join("prog.c");
+    std::fs::write(
+        &prog,
+        r#"#include <stdio.h>
+#include "pcnn.h"
+int main(int argc, char **argv) {
+    static float x[3 * 28 * 28], y[30];
+    FILE *f = fopen(argv[1], "rb");
+    if (!f || fread(x, sizeof x, 1, f) != 1) return 2;
+    fclose(f);
+    pcnn_ctx *c = pcnn_create();
+    if (pcnn_run(c, 3, x, y) != PCNN_OK) { printf("error: %s\n", pcnn_last_error(c)); return 1; }
+    printf("%s\n", pcnn_cpu());
+    for (int i = 0; i < 30; i++) printf("%.9g\n", y[i]);
+    pcnn_destroy(c);
+    (void)argc;
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let emb = dir.join("embedded");
+    let ext = dir.join("external");
+    compile_ok(&model_file("cnn_mnist.keras"), &emb, &["--name", "pcnn"]);
+    compile_ok(
+        &model_file("cnn_mnist.keras"),
+        &ext,
+        &["--name", "pcnn", "--weights", "external"],
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(emb.join("pcnn.json")).unwrap()).unwrap();
+    assert_eq!(meta["flags"]["cpu"], "portable");
+    assert_eq!(
+        meta["flags"]["levels"],
+        serde_json::json!(["x86-64-v2", "x86-64-v3", "x86-64-v4"])
+    );
+    // Programs: the shared library (embedded and external weights) and the static one.
+    let build = |d: &std::path::Path, exe: &str, shared: bool| -> std::path::PathBuf {
+        let e = d.join(exe);
+        let mut cmd = std::process::Command::new("cc");
+        cmd.args(["-std=c99", "-Wall", "-Werror"])
+            .arg(&prog)
+            .arg(format!("-I{}", d.display()));
+        if shared {
+            cmd.arg(format!("-L{}", d.display()))
+                .arg(format!("-Wl,-rpath,{}", d.display()))
+                .arg("-lpcnn");
+        } else {
+            cmd.arg(d.join("libpcnn.a"));
+        }
+        let out = cmd
+            .args(["-lm", "-lpthread", "-o"])
+            .arg(&e)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        e
+    };
+    let run = |exe: &std::path::Path, level: Option<&str>| -> (String, Tensor) {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg(dir.join("x.bin"));
+        match level {
+            Some(l) => cmd.env("FORGEC_CPU_LEVEL", l),
+            None => cmd.env_remove("FORGEC_CPU_LEVEL"),
+        };
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{}: {text}", exe.display());
+        let mut lines = text.lines();
+        let cpu = lines.next().unwrap().to_string();
+        let y: Vec<f64> = lines.map(|l| l.parse().unwrap()).collect();
+        (
+            cpu,
+            Tensor::from_f64_values(forgec_runtime::DType::F32, vec![3, 10], &y).unwrap(),
+        )
+    };
+    let host = forgec_runtime::device::cpu().x86_64_level.clamp(2, 4);
+    let host = format!("x86-64-v{host}");
+    let shared = build(&emb, "shared", true);
+    let (cpu, best) = run(&shared, None);
+    assert_eq!(cpu, host, "the level picked on this machine");
+    assert_close(
+        &best,
+        &want,
+        1e-5,
+        &format!("portable at {host} vs interpreter"),
+    );
+    let static_ = build(&emb, "static", false);
+    let (cpu, y) = run(&static_, None);
+    assert_eq!(cpu, host, "the static library's level");
+    assert_eq!(
+        y.to_f64_vec(),
+        best.to_f64_vec(),
+        "static and shared at {host}"
+    );
+    let external = build(&ext, "external", true);
+    for level in ["x86-64-v2", "v3", "x86-64-v4"] {
+        let n: u32 = level[level.len() - 1..].parse().unwrap();
+        let expect = format!("x86-64-v{}", n.min(host[8..].parse().unwrap()));
+        let (cpu, y) = run(&shared, Some(level));
+        assert_eq!(cpu, expect, "FORGEC_CPU_LEVEL={level}");
+        assert_close(
+            &y,
+            &want,
+            1e-5,
+            &format!("portable at {cpu} vs interpreter"),
+        );
+        let (cpu1, y1) = run(&static_, Some(level));
+        assert_eq!(cpu1, expect, "FORGEC_CPU_LEVEL={level}, static library");
+        assert_eq!(
+            y1.to_f64_vec(),
+            y.to_f64_vec(),
+            "static and shared at {cpu}"
+        );
+        let (cpu2, y2) = run(&external, Some(level));
+        assert_eq!(cpu2, expect, "FORGEC_CPU_LEVEL={level}, external weights");
+        assert_eq!(
+            y2.to_f64_vec(),
+            y.to_f64_vec(),
+            "external and embedded weights at {cpu}"
+        );
+    }
+    // One weights file for the three levels: each level's packing is there once, the weights
+    // no level packs once for all.
+    let mut single = 0;
+    for l in ["x86-64-v2", "x86-64-v3", "x86-64-v4"] {
+        let d = dir.join(l);
+        compile_ok(
+            &model_file("cnn_mnist.keras"),
+            &d,
+            &["--name", "pcnn", "--cpu", l],
+        );
+        let meta = std::fs::read_to_string(d.join("pcnn.json")).unwrap();
+        assert!(!meta.contains("levels"), "{meta}");
+        single += std::fs::metadata(d.join("libpcnn.so")).unwrap().len();
+    }
+    let portable = std::fs::metadata(emb.join("libpcnn.so")).unwrap().len();
+    assert!(
+        portable <= single,
+        "the portable library has {portable} bytes, its three levels {single} together"
+    );
 }

@@ -17,8 +17,9 @@ const EMBED_MAX_BYTES: usize = 3 << 29;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub name: String,
-    /// `native`, `x86-64-v2`, `x86-64-v3`, `x86-64-v4`, or an LLVM CPU (default: the portable
-    /// `x86-64-v2` on x86_64, `generic` elsewhere).
+    /// `native`, `portable` (x86-64-v2, v3 and v4 in one library, picked at load), `x86-64-v2`,
+    /// `x86-64-v3`, `x86-64-v4`, or an LLVM CPU (default: `portable` on x86_64, `generic`
+    /// elsewhere).
     pub cpu: Option<String>,
     /// An LLVM target triple (default: this machine's).
     pub target: Option<String>,
@@ -111,20 +112,160 @@ pub fn compile_train(
     compile_with(g, Some(t), opts, out, source_sha256)
 }
 
-/// The training graphs prepared and lowered, each a model of its own in the library.
-struct TrainBuilt {
-    graphs: Vec<(String, Graph, Option<capi::WeightsFile>, Vec<String>)>,
+/// One model of a library (the model itself, or a training graph) lowered and compiled for each
+/// level of the target (one, or the three of `--cpu portable`), with each level's header and
+/// wrapper written into the scratch dir: one `capi::LinkPart` per level, all sharing one weights
+/// file (`files`: its view per level; none when the model has no large constants).
+struct Built {
+    /// (part name, file tag, objects, wrapper) per level.
+    parts: Vec<(String, String, Vec<String>, String)>,
+    files: Vec<capi::WeightsFile>,
 }
 
+/// What `build` makes: the part's name (`NAME`, or `NAME_forgec_step`...), the tag that keeps
+/// its files apart ("" for the model's own), and how its weights are placed.
+struct PartSpec<'a> {
+    name: &'a str,
+    tag: &'a str,
+    library: &'a str,
+    external: bool,
+    threads: usize,
+    /// Whether LLVM makes the objects (`c_sources` wants the C alone).
+    objects: bool,
+}
+
+impl Built {
+    fn link_parts(&self, external: bool) -> Vec<capi::LinkPart<'_>> {
+        self.parts
+            .iter()
+            .enumerate()
+            .map(|(k, (name, tag, objects, wrapper))| capi::LinkPart {
+                name: name.clone(),
+                tag: tag.clone(),
+                objects: objects.clone(),
+                wrapper: wrapper.clone(),
+                weights: match self.files.get(k) {
+                    None => capi::Weights::None,
+                    Some(f) if external => capi::Weights::External(f),
+                    Some(f) => capi::Weights::Embedded(f),
+                },
+            })
+            .collect()
+    }
+}
+
+fn build(g: &Graph, spec: &PartSpec, target: &llvm::Target_, dir: &Path) -> Result<Built, String> {
+    let internal = |e: String| {
+        format!(
+            "internal error in forgec's code generator: {e}\nthis is a bug in forgec; `forgec compile --emit mlir` shows the MLIR it made, and `forgec run --engine interp` runs the model meanwhile"
+        )
+    };
+    let levels = target.levels();
+    let portable = target.is_portable();
+    let mut lowered = Vec::new();
+    for t in &levels {
+        let pname = if portable {
+            cpu::portable::level_part(spec.name, level_of(t))
+        } else {
+            spec.name.to_string()
+        };
+        let (entry, text, weights) = lower_for(g, t, &pname)?;
+        if keep_scratch() {
+            let _ = std::fs::write(dir.join(format!("{pname}.mlir")), &text);
+        }
+        lowered.push((pname, entry, text, weights));
+    }
+    let lists: Vec<&[lower::ExternalWeight]> = lowered.iter().map(|l| l.3.as_slice()).collect();
+    let files = if spec.external || lists.iter().any(|l| !l.is_empty()) {
+        capi::weights_files(&lists)
+    } else {
+        Vec::new()
+    };
+    if !spec.external {
+        if let Some(f) = files.first() {
+            embeddable(f)?;
+        }
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let mut parts = Vec::new();
+    for (k, ((pname, entry, text, _), t)) in lowered.iter().zip(&levels).enumerate() {
+        let ftag = match (portable, spec.tag.is_empty()) {
+            (false, _) => spec.tag.to_string(),
+            (true, true) => format!("v{}", level_of(t)),
+            (true, false) => format!("{}_v{}", spec.tag, level_of(t)),
+        };
+        let objs = if spec.objects {
+            llvm::compile(text, t, llvm::Stage::Objects, pname).map_err(internal)?
+        } else {
+            Vec::new()
+        };
+        let mut objects = Vec::new();
+        for (i, bytes) in objs.iter().enumerate() {
+            let o = match (ftag.is_empty(), portable) {
+                (true, _) => format!("kernel{i}.o"),
+                (false, false) => format!("kernel_{ftag}{i}.o"),
+                (false, true) => format!("kernel_{ftag}_{i}.o"),
+            };
+            std::fs::write(dir.join(&o), bytes).map_err(|e| e.to_string())?;
+            objects.push(o);
+        }
+        let placed = match files.get(k) {
+            None => capi::Weights::None,
+            Some(f) if spec.external => capi::Weights::External(f),
+            Some(f) => capi::Weights::Embedded(f),
+        };
+        let role = capi::Role {
+            cpu: &t.cpu,
+            library: spec.library,
+            level: portable,
+        };
+        let wrapper = if ftag.is_empty() {
+            "wrapper.c".to_string()
+        } else {
+            format!("wrapper_{ftag}.c")
+        };
+        std::fs::write(
+            dir.join(&wrapper),
+            capi::wrapper(g, pname, entry, placed, spec.threads, role),
+        )
+        .map_err(|e| e.to_string())?;
+        if pname != spec.library {
+            std::fs::write(
+                dir.join(format!("{pname}.h")),
+                capi::header(g, pname, version, spec.external, spec.threads),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        parts.push((pname.clone(), ftag, objects, wrapper));
+    }
+    if portable && spec.name != spec.library {
+        // The training API includes the part's own header, whose functions the dispatcher
+        // resolves to a level's.
+        std::fs::write(
+            dir.join(format!("{}.h", spec.name)),
+            capi::header(g, spec.name, version, spec.external, spec.threads),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(Built { parts, files })
+}
+
+/// The level of a portable library's target (`x86-64-vN`).
+fn level_of(t: &llvm::Target_) -> u32 {
+    t.cpu
+        .strip_prefix("x86-64-v")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2)
+}
+
+/// The training graphs prepared and compiled, each a model of its own in the library.
 fn build_training(
     t: &Training,
     name: &str,
     target: &llvm::Target_,
     dir: &Path,
     threads: usize,
-) -> Result<TrainBuilt, String> {
-    let internal =
-        |e: String| format!("internal error in forgec's code generator (training step): {e}");
+) -> Result<Vec<(String, Graph, Built)>, String> {
     let mut graphs = Vec::new();
     for (tag, g) in [
         ("step", &t.step),
@@ -133,36 +274,18 @@ fn build_training(
     ] {
         let g = prepare(g.clone())?;
         let pname = format!("{name}_forgec_{tag}");
-        let (entry, text, weights) = lower_for(&g, target, &pname)?;
-        if keep_scratch() {
-            let _ = std::fs::write(dir.join(format!("{pname}.mlir")), &text);
-        }
-        let parts = llvm::compile(&text, target, llvm::Stage::Objects, &pname).map_err(internal)?;
-        let mut objects = Vec::new();
-        for (i, bytes) in parts.iter().enumerate() {
-            let o = format!("kernel_{tag}{i}.o");
-            std::fs::write(dir.join(&o), bytes).map_err(|e| e.to_string())?;
-            objects.push(o);
-        }
-        let file = (!weights.is_empty()).then(|| capi::weights_file(&weights));
-        let placed = match &file {
-            None => capi::Weights::None,
-            Some(f) => capi::Weights::Embedded(f),
+        let spec = PartSpec {
+            name: &pname,
+            tag,
+            library: name,
+            external: false,
+            threads,
+            objects: true,
         };
-        let version = env!("CARGO_PKG_VERSION");
-        std::fs::write(
-            dir.join(format!("{pname}.h")),
-            capi::header(&g, &pname, version, false, threads),
-        )
-        .map_err(|e| e.to_string())?;
-        std::fs::write(
-            dir.join(format!("wrapper_{tag}.c")),
-            capi::wrapper(&g, &pname, &entry, placed, threads),
-        )
-        .map_err(|e| e.to_string())?;
-        graphs.push((tag.to_string(), g, file, objects));
+        let built = build(&g, &spec, target, dir)?;
+        graphs.push((tag.to_string(), g, built));
     }
-    Ok(TrainBuilt { graphs })
+    Ok(graphs)
 }
 
 /// FORGEC_KEEP_SCRATCH=1: keep the scratch directory, with the MLIR of every compiled part.
@@ -193,36 +316,13 @@ fn compile_with(
             .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
         return Ok(vec![file]);
     }
-    let (entry, text, weights) = lower_for(&g, &target, name)?;
     let write = |file: PathBuf, bytes: &[u8]| -> Result<PathBuf, String> {
         std::fs::write(&file, bytes)
             .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
         Ok(file)
     };
-    if opts.emit == Emit::Mlir {
-        return Ok(vec![write(
-            out.join(format!("{name}.mlir")),
-            text.as_bytes(),
-        )?]);
-    }
-    let internal = |e: String| {
-        format!(
-            "internal error in forgec's code generator: {e}\nthis is a bug in forgec; `forgec compile --emit mlir` shows the MLIR it made, and `forgec run --engine interp` runs the model meanwhile"
-        )
-    };
-    let stage = match opts.emit {
-        Emit::Llvm => llvm::Stage::Llvm,
-        Emit::Asm => llvm::Stage::Asm,
-        Emit::Obj => llvm::Stage::Object,
-        _ => llvm::Stage::Objects,
-    };
-    let parts = llvm::compile(&text, &target, stage, name).map_err(internal)?;
-    let first = parts.first().map_or(&[][..], |p| p.as_slice());
-    match opts.emit {
-        Emit::Llvm => return Ok(vec![write(out.join(format!("{name}.ll")), first)?]),
-        Emit::Asm => return Ok(vec![write(out.join(format!("{name}.s")), first)?]),
-        Emit::Obj => return Ok(vec![write(out.join(format!("{name}.o")), first)?]),
-        _ => {}
+    if opts.emit != Emit::Lib {
+        return emit_stage(&g, opts, &target, out);
     }
     let mut scratch =
         tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
@@ -234,24 +334,35 @@ fn compile_with(
             "forgec: scratch directory kept: {}",
             scratch.path().display()
         );
-        let _ = std::fs::write(scratch.path().join(format!("{name}.mlir")), &text);
     }
+    let dir = scratch.path();
     let version = env!("CARGO_PKG_VERSION");
-    let mut objects = Vec::new();
-    for (i, bytes) in parts.iter().enumerate() {
-        let o = format!("kernel{i}.o");
-        std::fs::write(scratch.path().join(&o), bytes).map_err(|e| e.to_string())?;
-        objects.push(o);
-    }
-    let file = weights_file(&weights, opts);
-    let placed = placement(&file, opts)?;
-    let (mut header, wrapper) = c_text(&g, opts, &entry, placed);
-    std::fs::write(scratch.path().join("wrapper.c"), wrapper).map_err(|e| e.to_string())?;
+    let spec = PartSpec {
+        name,
+        tag: "",
+        library: name,
+        external: opts.external_weights,
+        threads: opts.threads,
+        objects: true,
+    };
+    let main = build(&g, &spec, &target, dir)?;
+    let mut header = capi::header(&g, name, version, opts.external_weights, opts.threads);
     let (cc, ar) = tools.ok_or("internal error: a library without its C toolchain")?;
+    let mut parts = main.link_parts(opts.external_weights);
+    let mut exports: Vec<String> = capi::API_FUNCTIONS
+        .iter()
+        .map(|f| format!("{name}_{f}"))
+        .collect();
+    let mut extra = Vec::new();
+    // The parts whose API functions a portable library's dispatcher resolves.
+    let mut dispatched = vec![(name.clone(), api_names())];
     let mut train_meta = None;
-    if let Some(t) = &training {
-        let built = build_training(t, name, &target, scratch.path(), opts.threads)?;
-        let gr = |k: usize| &built.graphs[k].1;
+    let training = match &training {
+        Some(t) => Some((t, build_training(t, name, &target, dir, opts.threads)?)),
+        None => None,
+    };
+    if let Some((t, built)) = &training {
+        let gr = |k: usize| &built[k].1;
         let tp = cpu::train::TrainParts {
             step: gr(0),
             eval: gr(1),
@@ -267,9 +378,9 @@ fn compile_with(
             return Err(format!("--train: {why}"));
         }
         let c = cpu::train::wrapper(name, &tp)?;
-        std::fs::write(scratch.path().join("train.c"), c).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("train.c"), c).map_err(|e| e.to_string())?;
         std::fs::write(
-            scratch.path().join("train_state.bin"),
+            dir.join("train_state.bin"),
             cpu::train::state_blob(&t.state, t.lr),
         )
         .map_err(|e| e.to_string())?;
@@ -278,54 +389,32 @@ fn compile_with(
             .rfind("\n#ifdef __cplusplus")
             .ok_or("internal error: the header has no end")?;
         header.insert_str(close + 1, &cpu::train::header(name, &tp, &t.title));
-        std::fs::write(scratch.path().join(format!("{name}.h")), &header)
-            .map_err(|e| e.to_string())?;
-        let mut parts = vec![capi::LinkPart {
-            name: name.clone(),
-            tag: String::new(),
-            objects: objects.clone(),
-            wrapper: "wrapper.c".into(),
-            weights: placed,
-        }];
-        for (tag, _, file, objs) in &built.graphs {
-            parts.push(capi::LinkPart {
-                name: format!("{name}_forgec_{tag}"),
-                tag: tag.clone(),
-                objects: objs.clone(),
-                wrapper: format!("wrapper_{tag}.c"),
-                weights: match file {
-                    None => capi::Weights::None,
-                    Some(f) => capi::Weights::Embedded(f),
-                },
-            });
+        for (tag, _, b) in built {
+            parts.extend(b.link_parts(false));
+            dispatched.push((format!("{name}_forgec_{tag}"), api_names()));
         }
-        let exports: Vec<String> = capi::API_FUNCTIONS
-            .iter()
-            .chain(cpu::train::TRAIN_FUNCTIONS)
-            .map(|f| format!("{name}_{f}"))
-            .collect();
-        let extra = vec![(
+        exports.extend(
+            cpu::train::TRAIN_FUNCTIONS
+                .iter()
+                .map(|f| format!("{name}_{f}")),
+        );
+        extra.push((
             "train.c".to_string(),
             vec![(
                 format!("{name}_forgec_train_init"),
                 "train_state.bin".to_string(),
             )],
-        )];
-        capi::link_parts(
-            scratch.path(),
-            &parts,
-            &extra,
-            name,
-            out,
-            (&cc, &ar),
-            &exports,
-        )?;
+        ));
         train_meta = Some(train_json(t, &tp));
-    } else {
-        std::fs::write(scratch.path().join(format!("{name}.h")), &header)
-            .map_err(|e| e.to_string())?;
-        capi::link(scratch.path(), &objects, name, out, (&cc, &ar), &placed)?;
     }
+    if target.is_portable() {
+        let map = opts.external_weights && !main.files.is_empty();
+        let c = cpu::portable::dispatcher(name, &dispatched, map);
+        std::fs::write(dir.join("portable.c"), c).map_err(|e| e.to_string())?;
+        extra.push(("portable.c".to_string(), Vec::new()));
+    }
+    std::fs::write(dir.join(format!("{name}.h")), &header).map_err(|e| e.to_string())?;
+    capi::link_parts(dir, &parts, &extra, name, out, (&cc, &ar), &exports)?;
     let h = write(out.join(format!("{name}.h")), header.as_bytes())?;
     let meta = metadata(&g, name, version, source_sha256, opts, &target, train_meta);
     let j = write(out.join(format!("{name}.json")), meta.as_bytes())?;
@@ -335,8 +424,60 @@ fn compile_with(
         h,
         j,
     ];
-    if let (Some(f), true) = (&file, opts.external_weights) {
+    if let (Some(f), true) = (main.files.first(), opts.external_weights) {
         files.push(write(out.join(format!("{name}.weights")), &f.bytes)?);
+    }
+    Ok(files)
+}
+
+/// The API functions of a model's wrapper.
+fn api_names() -> Vec<String> {
+    capi::API_FUNCTIONS.iter().map(|f| f.to_string()).collect()
+}
+
+/// `--emit mlir|llvm|asm|obj`: one file, or one per level of a portable target
+/// (`NAME.x86-64-v3.s`).
+fn emit_stage(
+    g: &Graph,
+    opts: &Options,
+    target: &llvm::Target_,
+    out: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    let name = &opts.name;
+    let internal = |e: String| {
+        format!(
+            "internal error in forgec's code generator: {e}\nthis is a bug in forgec; `forgec compile --emit mlir` shows the MLIR it made, and `forgec run --engine interp` runs the model meanwhile"
+        )
+    };
+    let (stage, ext) = match opts.emit {
+        Emit::Mlir => (None, "mlir"),
+        Emit::Llvm => (Some(llvm::Stage::Llvm), "ll"),
+        Emit::Asm => (Some(llvm::Stage::Asm), "s"),
+        _ => (Some(llvm::Stage::Object), "o"),
+    };
+    let mut files = Vec::new();
+    for t in target.levels() {
+        let pname = if target.is_portable() {
+            cpu::portable::level_part(name, level_of(&t))
+        } else {
+            name.clone()
+        };
+        let (_, text, _) = lower_for(g, &t, &pname)?;
+        let bytes = match stage {
+            None => text.into_bytes(),
+            Some(stage) => {
+                let parts = llvm::compile(&text, &t, stage, &pname).map_err(internal)?;
+                parts.into_iter().next().unwrap_or_default()
+            }
+        };
+        let file = if target.is_portable() {
+            out.join(format!("{name}.{}.{ext}", t.cpu))
+        } else {
+            out.join(format!("{name}.{ext}"))
+        };
+        std::fs::write(&file, bytes)
+            .map_err(|e| format!("{}: cannot write: {e}", file.display()))?;
+        files.push(file);
     }
     Ok(files)
 }
@@ -357,51 +498,62 @@ fn lower_for(
     Ok((entry, text, weights))
 }
 
-fn weights_file(weights: &[lower::ExternalWeight], opts: &Options) -> Option<capi::WeightsFile> {
-    (opts.external_weights || !weights.is_empty()).then(|| capi::weights_file(weights))
+/// Embedded weights must stay within reach of the code.
+fn embeddable(f: &capi::WeightsFile) -> Result<(), String> {
+    // Beyond 2 GB of data, code cannot reach the data after it (x86-64's default code model):
+    // such weights must stay outside.
+    if f.bytes.len() > EMBED_MAX_BYTES {
+        return Err(format!(
+            "the model has {:.1} GB of weights, more than a library can embed ({:.1} GB): compile it with --weights external",
+            f.bytes.len() as f64 / 1e9,
+            EMBED_MAX_BYTES as f64 / 1e9
+        ));
+    }
+    Ok(())
 }
 
-/// Where the library finds its weights: none, embedded, or `NAME.weights`.
-fn placement<'a>(
-    file: &'a Option<capi::WeightsFile>,
-    opts: &Options,
-) -> Result<capi::Weights<'a>, String> {
-    Ok(match file {
-        None => capi::Weights::None,
-        Some(f) if opts.external_weights => capi::Weights::External(f),
-        Some(f) => {
-            // Beyond 2 GB of data, code cannot reach the data after it (x86-64's default code
-            // model): such weights must stay outside.
-            if f.bytes.len() > EMBED_MAX_BYTES {
-                return Err(format!(
-                    "the model has {:.1} GB of weights, more than a library can embed ({:.1} GB): compile it with --weights external",
-                    f.bytes.len() as f64 / 1e9,
-                    EMBED_MAX_BYTES as f64 / 1e9
-                ));
-            }
-            capi::Weights::Embedded(f)
-        }
-    })
-}
-
-/// The header and the C wrapper of the library.
-fn c_text(g: &Graph, opts: &Options, entry: &str, placed: capi::Weights) -> (String, String) {
-    let version = env!("CARGO_PKG_VERSION");
-    let name = &opts.name;
-    (
-        capi::header(g, name, version, opts.external_weights, opts.threads),
-        capi::wrapper(g, name, entry, placed, opts.threads),
-    )
-}
-
-/// The C sources `compile` would build the library from (`NAME.h` and the wrapper), without
+/// The C sources `compile` would build the library from (file name and text: `NAME.h`, the
+/// wrappers, a portable library's levels' headers and its dispatcher `portable.c`), without
 /// running LLVM: for the tests, which compile them with a C compiler's strictest warnings.
-pub fn c_sources(g: Graph, opts: &Options) -> Result<(String, String), String> {
+pub fn c_sources(g: Graph, opts: &Options) -> Result<Vec<(String, String)>, String> {
     let g = prepare(g)?;
     let target = llvm::target(opts.target.as_deref(), opts.cpu.as_deref())?;
-    let (entry, _, weights) = lower_for(&g, &target, &opts.name)?;
-    let file = weights_file(&weights, opts);
-    Ok(c_text(&g, opts, &entry, placement(&file, opts)?))
+    let scratch =
+        tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+    let dir = scratch.path();
+    let name = &opts.name;
+    let spec = PartSpec {
+        name,
+        tag: "",
+        library: name,
+        external: opts.external_weights,
+        threads: opts.threads,
+        objects: false,
+    };
+    let main = build(&g, &spec, &target, dir)?;
+    let version = env!("CARGO_PKG_VERSION");
+    let header = capi::header(&g, name, version, opts.external_weights, opts.threads);
+    std::fs::write(dir.join(format!("{name}.h")), header).map_err(|e| e.to_string())?;
+    if target.is_portable() {
+        let map = opts.external_weights && !main.files.is_empty();
+        let c = cpu::portable::dispatcher(name, &[(name.clone(), api_names())], map);
+        std::fs::write(dir.join("portable.c"), c).map_err(|e| e.to_string())?;
+    }
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        if matches!(p.extension().and_then(|x| x.to_str()), Some("c" | "h")) {
+            let text = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+            let file = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            files.push((file, text));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn metadata(
@@ -441,6 +593,10 @@ fn metadata(
             "threads": opts.threads,
         },
     });
+    if t.is_portable() {
+        // The levels inside, picked at load by CPUID (`cpu::portable`).
+        v["flags"]["levels"] = t.levels().iter().map(|l| l.cpu.clone()).collect();
+    }
     if let Some(tr) = train {
         v["train"] = tr;
     }

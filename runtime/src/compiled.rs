@@ -163,6 +163,15 @@ impl CompiledModel {
         Ok(())
     }
 
+    /// The CPU the running code was compiled for (`NAME_cpu`): an LLVM CPU name, or the x86-64
+    /// level a portable library picked for this machine. None for a library older than it.
+    pub fn cpu(&self) -> Option<String> {
+        type Cpu = unsafe extern "C" fn() -> *const std::ffi::c_char;
+        let f: Cpu = self.sym("cpu").ok()?;
+        let p = unsafe { f() };
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+
     /// The threads the context's runs use (`forgec compile --threads`, then `set_threads`).
     pub fn threads(&self) -> Result<usize, String> {
         type Threads = unsafe extern "C" fn(*const c_void) -> c_int;

@@ -22,9 +22,11 @@ pub struct Args {
     /// Write the records as JSON
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// The CPU to compile for: native (this machine's), x86-64-v2, x86-64-v3, x86-64-v4, or an
-    /// LLVM CPU name; code for a CPU this machine lacks cannot run here
-    #[arg(long, default_value = "native")]
+    /// The CPU to compile for: portable (what `forgec compile` makes by default: x86-64-v2, v3
+    /// and v4, the best this machine has picked at load), native (this machine's), x86-64-v2,
+    /// x86-64-v3, x86-64-v4, or an LLVM CPU name; code for a CPU this machine lacks cannot run
+    /// here
+    #[arg(long, default_value = "portable")]
     pub cpu: String,
     /// Seconds of measurement per batch size and thread count (in 5 rounds, the cases taking
     /// turns)
@@ -375,10 +377,19 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
         .map_err(|e| UserError::new(format!("{}: {e}", a.model.display())))?;
     let compile_s = t0.elapsed().as_secs_f64();
     let so = dir.path().join("libbench.so");
+    // What runs: a portable library's level is the one it picked for this machine.
+    let running = CompiledModel::load(&so, "bench")
+        .map_err(UserError::new)?
+        .cpu()
+        .unwrap_or_default();
+    let cpu = if running == a.cpu {
+        a.cpu.clone()
+    } else {
+        format!("{}: runs {running}", a.cpu)
+    };
     println!(
-        "{}: compiled in {compile_s:.2} s (cpu {})",
+        "{}: compiled in {compile_s:.2} s (cpu {cpu})",
         a.model.display(),
-        a.cpu
     );
     // One context per (batch, threads), its output buffers made once, as an application would:
     // a run is the library call.
@@ -440,7 +451,7 @@ pub fn cmd(mut a: Args) -> Result<i32, UserError> {
         let (med, p90, thr) = table_row(c.batch, c.threads, &mut c.times);
         records.push(serde_json::json!({
             "batch": c.batch, "threads": c.threads, "median_ms": med, "p90_ms": p90,
-            "samples_per_s": thr, "runs": c.times.len(), "engine": "compiled", "cpu": a.cpu,
+            "samples_per_s": thr, "runs": c.times.len(), "engine": "compiled", "cpu": a.cpu, "cpu_running": running,
         }));
     }
     if let Some(onnx) = &twin {

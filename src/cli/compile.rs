@@ -21,8 +21,9 @@ pub struct Args {
     /// The library's name (default: the model file's name)
     #[arg(long)]
     pub name: Option<String>,
-    /// native, x86-64-v2 (portable), x86-64-v3, x86-64-v4, or any LLVM CPU name (default:
-    /// x86-64-v2 for x86_64 targets, generic for others)
+    /// portable (x86-64-v2, v3 and v4 in one library, the best the CPU has picked when it is
+    /// loaded), native, x86-64-v2, x86-64-v3, x86-64-v4, or any LLVM CPU name (default:
+    /// portable for x86_64 targets, generic for others)
     #[arg(long)]
     pub cpu: Option<String>,
     /// An LLVM target triple, e.g. aarch64-unknown-linux-gnu (default: this machine)

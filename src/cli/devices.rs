@@ -64,9 +64,10 @@ pub fn cmd(a: Args) -> Result<i32, UserError> {
     }
     if cpu.x86_64_level > 0 {
         println!(
-            "  x86-64 level: v{} (libraries built with --cpu x86-64-v{} or lower run here; the default, x86-64-v2, runs on any x86-64 of the last 15 years)",
+            "  x86-64 level: v{} (libraries built with --cpu x86-64-v{} or lower run here; the default, --cpu portable, holds v2, v3 and v4 and runs v{} here)",
             cpu.x86_64_level,
-            cpu.x86_64_level.max(2)
+            cpu.x86_64_level.max(2),
+            cpu.x86_64_level.clamp(2, 4)
         );
     }
     if let (Some(t), Some(l)) = (&native, lanes) {

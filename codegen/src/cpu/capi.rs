@@ -347,6 +347,7 @@ pub fn header(g: &Graph, name: &str, version: &str, external: bool, threads: usi
     let _ = writeln!(h, "/* One context per thread that runs the model (contexts are independent; nothing is shared).\n * A call on a context that another thread's call is using returns {up}_ERR_BUSY at once (and\n * leaves its error text alone); never destroy a context while a call on it runs.\n * A new context runs on {up}_DEFAULT_THREADS thread(s) (forgec compile --threads {threads}); NULL when\n * it cannot be allocated or its threads cannot be started. */");
     let _ = writeln!(h, "#define {up}_DEFAULT_THREADS {threads}\ntypedef struct {name}_ctx {name}_ctx;\n{name}_ctx *{name}_create(void);\nvoid {name}_destroy({name}_ctx *ctx);");
     let _ = writeln!(h, "/* The last error's text for this context (\"\" after a success). */\nconst char *{name}_last_error(const {name}_ctx *ctx);\n");
+    let _ = writeln!(h, "/* The CPU the running code was compiled for: an LLVM CPU name, or, in a library built with\n * --cpu portable (the default), the x86-64 level picked for this machine when the library was\n * loaded (x86-64-v2, -v3 or -v4; FORGEC_CPU_LEVEL=x86-64-v2 or -v3 in the environment picks a\n * lower one, never a higher). */\nconst char *{name}_cpu(void);\n");
     let _ = writeln!(h, "/* Threads for this context's runs (default 1): the context starts threads - 1 threads of its\n * own, which spin briefly and then sleep between runs. A run whose batch gives every thread a\n * slice worth it is cut into slices that the threads take in turn; otherwise (batch 1, or a model whose samples\n * cannot be computed apart) the matmul, convolution and pooling kernels split their rows or\n * columns across the threads, no chunk smaller than is worth a thread. Results are the same, to\n * the bit, on any number of threads. {up}_ERR_ARG for a count outside 1..{up}_MAX_THREADS or\n * threads that cannot be started. */\nint {name}_set_threads({name}_ctx *ctx, int threads);\n/* The threads this context's runs use (0 for a NULL context). */\nint {name}_threads(const {name}_ctx *ctx);\n");
     let _ = writeln!(
         h,
@@ -463,22 +464,46 @@ pub fn dtype_code(d: DType) -> i32 {
 
 /// `NAME.weights` (`--weights external`): a 64-byte header (`FORGECW1`, the total size, the
 /// SHA-256 of what follows) and every external constant, each at a 64-byte-aligned offset.
+#[derive(Clone)]
 pub struct WeightsFile {
-    pub bytes: Vec<u8>,
+    /// The whole file; the levels of a portable library share one (`weights_files`).
+    pub bytes: std::sync::Arc<Vec<u8>>,
     /// (offset, dims) of each constant, in the entry function's argument order.
     pub blocks: Vec<(usize, Vec<usize>)>,
 }
 
 pub fn weights_file(ws: &[crate::lower::ExternalWeight]) -> WeightsFile {
+    weights_files(&[ws]).pop().expect("one list, one file")
+}
+
+/// One weights file for several lists of constants (the levels of a portable library: the same
+/// model lowered for x86-64-v2, v3 and v4), one `WeightsFile` per list, all with the same bytes
+/// and each with its own blocks. A constant of a later list equal to one already stored (the
+/// weights no level packs for its vector width) is stored once; the first list's blocks are laid
+/// out as `weights_file` lays them out alone.
+pub fn weights_files(lists: &[&[crate::lower::ExternalWeight]]) -> Vec<WeightsFile> {
     use sha2::{Digest, Sha256};
     let mut data = Vec::new();
-    let mut blocks = Vec::new();
-    for w in ws {
-        while data.len() % 64 != 0 {
-            data.push(0);
+    let mut stored: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    let mut all = Vec::new();
+    for (k, ws) in lists.iter().enumerate() {
+        let mut blocks = Vec::new();
+        for w in ws.iter() {
+            if k > 0 {
+                if let Some(&at) = stored.get(w.bytes.as_slice()) {
+                    blocks.push((at, w.dims.clone()));
+                    continue;
+                }
+            }
+            while data.len() % 64 != 0 {
+                data.push(0);
+            }
+            let at = 64 + data.len();
+            blocks.push((at, w.dims.clone()));
+            stored.entry(w.bytes.as_slice()).or_insert(at);
+            data.extend_from_slice(&w.bytes);
         }
-        blocks.push((64 + data.len(), w.dims.clone()));
-        data.extend_from_slice(&w.bytes);
+        all.push(blocks);
     }
     let mut bytes = b"FORGECW1".to_vec();
     bytes.extend_from_slice(&((64 + data.len()) as u64).to_le_bytes());
@@ -486,7 +511,13 @@ pub fn weights_file(ws: &[crate::lower::ExternalWeight]) -> WeightsFile {
     bytes.extend_from_slice(&checksum64(&data).to_le_bytes());
     bytes.resize(64, 0);
     bytes.extend_from_slice(&data);
-    WeightsFile { bytes, blocks }
+    let bytes = std::sync::Arc::new(bytes);
+    all.into_iter()
+        .map(|blocks| WeightsFile {
+            bytes: bytes.clone(),
+            blocks,
+        })
+        .collect()
 }
 
 /// The checksum of a weights file's data that the library verifies when it maps the file
@@ -531,10 +562,17 @@ pub enum Weights<'a> {
 /// copies the bytes (`.incbin`): the weights never pass through MLIR or LLVM, whose constants
 /// cost several copies of them in memory and most of a big model's compile time. (The empty
 /// `.note.GNU-stack` keeps the stack of a program that links it non-executable.)
-fn blob_asm(symbol: &str, bin: &str) -> String {
-    format!(
-        "\t.section .rodata.{symbol},\"a\"\n\t.balign 64\n\t.globl {symbol}\n\t.hidden {symbol}\n{symbol}:\n\t.incbin \"{bin}\"\n\t.section .note.GNU-stack,\"\",%progbits\n"
-    )
+fn blob_asm(symbols: &[String], bin: &str) -> String {
+    let first = &symbols[0];
+    let mut s = format!("\t.section .rodata.{first},\"a\"\n\t.balign 64\n");
+    for symbol in symbols {
+        let _ = write!(s, "\t.globl {symbol}\n\t.hidden {symbol}\n{symbol}:\n");
+    }
+    let _ = write!(
+        s,
+        "\t.incbin \"{bin}\"\n\t.section .note.GNU-stack,\"\",%progbits\n"
+    );
+    s
 }
 
 /// The wrapper's C, a template (`wrapper.c` beside this file) that `wrapper` fills.
@@ -608,9 +646,27 @@ pub(crate) fn fill_from(
     out
 }
 
+/// Who a wrapper is: the CPU its kernels were compiled for (what `NAME_cpu` says) and the
+/// library it is part of (`NAME.weights` and `NAME_WEIGHTS` are the library's names). A level
+/// of a portable library is one part of it, named apart (`level_part`); its weights mapping is
+/// then not a constructor but called by the library's dispatcher for the level it picks.
+#[derive(Clone, Copy)]
+pub struct Role<'a> {
+    pub cpu: &'a str,
+    pub library: &'a str,
+    pub level: bool,
+}
+
 /// The C wrapper of a model: `wrapper.c` filled with the model's buffers, weights and
 /// threading, and the per-model lists (descriptor types, shape tables, argument checks).
-pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Weights, threads: usize) -> String {
+pub fn wrapper(
+    g: &Graph,
+    name: &str,
+    entry: &str,
+    weights: Weights,
+    threads: usize,
+    role: Role,
+) -> String {
     let (file, external) = match weights {
         Weights::None => (None, false),
         Weights::Embedded(w) => (Some(w), false),
@@ -663,16 +719,28 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Weights, threads: us
                 .iter()
                 .map(|b| format!("0x{b:02x}"))
                 .collect();
+            let file = format!("{}.weights", role.library);
+            let env = format!("{}_WEIGHTS", role.library.to_uppercase());
             c.push_str(&fill(
                 "external_weights",
                 &[
                     ("hash", &hash.join(", ")),
                     ("total", &w.bytes.len().to_string()),
+                    ("wfile", &file),
+                    ("wenv", &env),
+                    (
+                        "wmap",
+                        if role.level {
+                            "void"
+                        } else {
+                            "__attribute__((constructor)) static void"
+                        },
+                    ),
                 ],
             ));
         }
     }
-    c.push_str(&fill("runtime", &[]));
+    c.push_str(&fill("runtime", &[("cpu", &c_escape(role.cpu))]));
     // Shapes and dtypes.
     for (what, list) in [("input", &g.inputs), ("output", &g.outputs)] {
         let mut shapes = String::new();
@@ -899,6 +967,7 @@ pub fn wrapper(g: &Graph, name: &str, entry: &str, weights: Weights, threads: us
 
 /// The functions of `NAME.h`, each `NAME_` + this: all that `libNAME.so` exports.
 pub const API_FUNCTIONS: &[&str] = &[
+    "cpu",
     "create",
     "destroy",
     "last_error",
@@ -1006,9 +1075,9 @@ pub fn link(
 
 /// `link` for a library of several parts and extra C files (`extra`: (C file, blobs it
 /// refers to as (symbol, bin file))); the shared library exports `exports` alone.
-pub fn link_parts(
+pub fn link_parts<'a>(
     dir: &Path,
-    parts: &[LinkPart],
+    parts: &[LinkPart<'a>],
     extra: &[(String, Vec<(String, String)>)],
     name: &str,
     out: &Path,
@@ -1016,21 +1085,22 @@ pub fn link_parts(
     exports: &[String],
 ) -> Result<(), String> {
     let write = |n: &str, b: &[u8]| std::fs::write(dir.join(n), b).map_err(|e| e.to_string());
-    let assemble = |symbol: &str, bin: &str, objects: &mut Vec<String>| -> Result<(), String> {
-        let stem = bin.trim_end_matches(".bin");
-        write(&format!("{stem}.s"), blob_asm(symbol, bin).as_bytes())?;
-        run(
-            Command::new(cc).current_dir(dir).args([
-                "-c",
-                &format!("{stem}.s"),
-                "-o",
-                &format!("{stem}.o"),
-            ]),
-            "assembling the weights",
-        )?;
-        objects.push(format!("{stem}.o"));
-        Ok(())
-    };
+    let assemble =
+        |symbols: &[String], bin: &str, objects: &mut Vec<String>| -> Result<(), String> {
+            let stem = bin.trim_end_matches(".bin");
+            write(&format!("{stem}.s"), blob_asm(symbols, bin).as_bytes())?;
+            run(
+                Command::new(cc).current_dir(dir).args([
+                    "-c",
+                    &format!("{stem}.s"),
+                    "-o",
+                    &format!("{stem}.o"),
+                ]),
+                "assembling the weights",
+            )?;
+            objects.push(format!("{stem}.o"));
+            Ok(())
+        };
     let compile_c = |c: &str, objects: &mut Vec<String>| -> Result<(), String> {
         let o = format!("{}.o", c.trim_end_matches(".c"));
         run(
@@ -1044,17 +1114,28 @@ pub fn link_parts(
     };
     // Fixed relative names in the scratch dir keep the objects free of temporary paths.
     let mut objects = Vec::new();
-    for p in parts {
+    // Parts with the same weights (the levels of a portable library) share one blob, under
+    // each part's symbol, assembled after the first of them.
+    let symbol = |p: &LinkPart| format!("{}_forgec_weights", p.name);
+    let bytes = |p: &LinkPart<'a>| match p.weights {
+        Weights::Embedded(w) => Some(w.bytes.clone()),
+        _ => None,
+    };
+    for (k, p) in parts.iter().enumerate() {
         objects.extend(p.objects.iter().cloned());
-        if let Weights::Embedded(w) = p.weights {
-            let bin = if p.tag.is_empty() {
-                "weights.bin".to_string()
-            } else {
-                format!("weights_{}.bin", p.tag)
-            };
-            write(&bin, &w.bytes)?;
-            assemble(&format!("{}_forgec_weights", p.name), &bin, &mut objects)?;
+        let Some(mine) = bytes(p) else { continue };
+        let same = |q: &LinkPart<'a>| bytes(q).is_some_and(|b| std::sync::Arc::ptr_eq(&b, &mine));
+        if parts[..k].iter().any(same) {
+            continue;
         }
+        let bin = if p.tag.is_empty() {
+            "weights.bin".to_string()
+        } else {
+            format!("weights_{}.bin", p.tag)
+        };
+        write(&bin, &mine)?;
+        let symbols: Vec<String> = parts[k..].iter().filter(|q| same(q)).map(symbol).collect();
+        assemble(&symbols, &bin, &mut objects)?;
     }
     let mut wrappers = Vec::new();
     for p in parts {
@@ -1062,7 +1143,7 @@ pub fn link_parts(
     }
     for (c, blobs) in extra {
         for (symbol, bin) in blobs {
-            assemble(symbol, bin, &mut objects)?;
+            assemble(std::slice::from_ref(symbol), bin, &mut objects)?;
         }
         compile_c(c, &mut wrappers)?;
     }

@@ -27,6 +27,7 @@ convert-scf-to-cf,expand-strided-metadata,lower-affine,convert-vector-to-llvm,\
 convert-math-to-funcs,finalize-memref-to-llvm{use-generic-functions=1},convert-arith-to-llvm,convert-ub-to-llvm,convert-math-to-llvm,convert-math-to-libm,\
 convert-func-to-llvm,convert-cf-to-llvm,convert-index-to-llvm,reconcile-unrealized-casts)";
 
+#[derive(Clone, Debug)]
 pub struct Target_ {
     pub triple: String,
     pub cpu: String,
@@ -38,8 +39,8 @@ pub fn llvm_version() -> (u32, u32, u32) {
     inkwell::support::get_llvm_version()
 }
 
-/// Resolves `--target` and `--cpu` (native, x86-64-v2/v3/v4, or any LLVM CPU name; default
-/// x86-64-v2 on x86_64, generic elsewhere). A triple
+/// Resolves `--target` and `--cpu` (native, portable, x86-64-v2/v3/v4, or any LLVM CPU name;
+/// default portable on x86_64, generic elsewhere: `Target_::levels` are what is compiled). A triple
 /// LLVM has no backend for, or a CPU name it does not know for x86_64/aarch64 (where LLVM would
 /// abort or silently drop it), is the user's error, said before any work is done.
 pub fn target(triple: Option<&str>, cpu: Option<&str>) -> Result<Target_, String> {
@@ -58,10 +59,23 @@ pub fn target(triple: Option<&str>, cpu: Option<&str>) -> Result<Target_, String
     })?;
     let arch = triple.split('-').next().unwrap_or("");
     let cpu = cpu.unwrap_or(if arch == "x86_64" {
-        "x86-64-v2"
+        PORTABLE
     } else {
         "generic"
     });
+    if cpu == PORTABLE {
+        if arch != "x86_64" {
+            return Err(format!(
+                "--cpu portable: builds x86-64-v2, v3 and v4 into one library, for x86_64 only; \
+                 for {arch} use generic or a CPU name from `llc -mtriple={triple} -mcpu=help`"
+            ));
+        }
+        return Ok(Target_ {
+            triple,
+            cpu: PORTABLE.into(),
+            features: String::new(),
+        });
+    }
     let known = match arch {
         "x86_64" => Some(super::cpus::X86_64),
         "aarch64" | "arm64" => Some(super::cpus::AARCH64),
@@ -70,7 +84,7 @@ pub fn target(triple: Option<&str>, cpu: Option<&str>) -> Result<Target_, String
     if let Some(known) = known {
         if cpu != "native" && !known.contains(&cpu) {
             let mut hint = if arch == "x86_64" {
-                "x86-64-v2 (portable), x86-64-v3, x86-64-v4"
+                "portable (v2, v3 and v4 in one library), x86-64-v2, x86-64-v3, x86-64-v4"
             } else {
                 "generic, neoverse-n1, apple-m1"
             }
@@ -97,6 +111,30 @@ pub fn target(triple: Option<&str>, cpu: Option<&str>) -> Result<Target_, String
         cpu,
         features,
     })
+}
+
+/// `--cpu portable`: the x86-64 levels in one library, picked at load (`cpu::portable`).
+pub const PORTABLE: &str = "portable";
+
+impl Target_ {
+    /// The targets the code is compiled for: the levels of `--cpu portable`, else itself.
+    pub fn levels(&self) -> Vec<Target_> {
+        if self.cpu != PORTABLE {
+            return vec![self.clone()];
+        }
+        super::portable::LEVELS
+            .iter()
+            .map(|&l| Target_ {
+                triple: self.triple.clone(),
+                cpu: super::portable::level_cpu(l),
+                features: String::new(),
+            })
+            .collect()
+    }
+
+    pub fn is_portable(&self) -> bool {
+        self.cpu == PORTABLE
+    }
 }
 
 /// The triple of the machine forgec runs on.

@@ -16,6 +16,7 @@ mod conv;
 pub(crate) mod cpus;
 pub mod llvm;
 mod matmul;
+pub mod portable;
 pub mod train;
 mod winograd;
 

@@ -37,8 +37,10 @@ extern const char NAME_forgec_weights[] __attribute__((visibility("hidden")));
 static const char *const NAME_weights = NAME_forgec_weights;
 
 //@ external_weights
-// Weights in NAME.weights (--weights external): @total@ is the file's size, @hash@ the 16 bytes of
-// its header that name this build.
+// Weights in @wfile@ (--weights external): @total@ is the file's size, @hash@ the 16 bytes of
+// its header that name this build. @wfile@ and @wenv@ are the library's (a portable library's
+// levels share its file); @wmap@ is a constructor, or, in a level of a portable library, a
+// function its dispatcher calls for the level it picks.
 static const char *NAME_weights;
 static char NAME_weights_error[600] = "the weights file was not mapped";
 static const unsigned char NAME_weights_hash[16] = { @hash@ };
@@ -55,27 +57,27 @@ static uint64_t NAME_sum(const unsigned char *d, size_t n) {
     }
     return h[0] ^ NAME_rotl(h[1], 17) ^ NAME_rotl(h[2], 31) ^ NAME_rotl(h[3], 47) ^ (uint64_t)n;
 }
-/* Maps NAME.weights when the library is loaded: from $UPNAME_WEIGHTS if set, else from the
+/* Maps @wfile@ when the library is loaded: from $@wenv@ if set, else from the
  * directory of the file this code was loaded from (the shared library, or the program that
  * linked the static one). The file must be this build's: its size and hash are checked. */
-__attribute__((constructor)) static void NAME_map_weights(void) {
+@wmap@ NAME_map_weights(void) {
     char path[4096];
-    const char *env = getenv("UPNAME_WEIGHTS");
+    const char *env = getenv("@wenv@");
     if (env) snprintf(path, sizeof path, "%s", env);
     else {
         Dl_info info;
         if (!dladdr((void *)&NAME_weights_hash, &info) || !info.dli_fname) {
-            snprintf(NAME_weights_error, sizeof NAME_weights_error, "cannot find where the library was loaded from: set UPNAME_WEIGHTS to the path of NAME.weights");
+            snprintf(NAME_weights_error, sizeof NAME_weights_error, "cannot find where the library was loaded from: set @wenv@ to the path of @wfile@");
             return;
         }
         snprintf(path, sizeof path, "%s", info.dli_fname);
         char *slash = strrchr(path, '/');
         size_t dir = slash ? (size_t)(slash - path + 1) : 0;
-        snprintf(path + dir, sizeof path - dir, "NAME.weights");
+        snprintf(path + dir, sizeof path - dir, "@wfile@");
     }
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
-        snprintf(NAME_weights_error, sizeof NAME_weights_error, "cannot open the weights file %s: put NAME.weights beside the library or set UPNAME_WEIGHTS", path);
+        snprintf(NAME_weights_error, sizeof NAME_weights_error, "cannot open the weights file %s: put @wfile@ beside the library or set @wenv@", path);
         return;
     }
     struct stat st;
@@ -198,6 +200,7 @@ void NAME_destroy(NAME_ctx *ctx) {
     free(ctx);
 }
 const char *NAME_last_error(const NAME_ctx *ctx) { return ctx ? ctx->error : "the context is NULL"; }
+const char *NAME_cpu(void) { return "@cpu@"; }
 
 //@ io
 // Shapes and dtypes, once for the inputs and once for the outputs (@what@).
