@@ -172,7 +172,8 @@ fn summary_tables_equal_keras_for_every_shared_model() {
     }
 }
 
-/// The layer-zoo models made by scripts/gen_layer_fixtures.py with Keras 3.15.
+/// The layer-zoo models made by scripts/gen_layer_fixtures.py with Keras 3.15 (and
+/// `attention`, by scripts/gen_attention_fixtures.py).
 const ZOO: &[&str] = &[
     "conv2d_zoo",
     "conv1d_zoo",
@@ -182,6 +183,7 @@ const ZOO: &[&str] = &[
     "nested_shared",
     "embedding",
     "activations",
+    "attention",
 ];
 
 fn zoo(f: &str) -> PathBuf {

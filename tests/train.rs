@@ -2366,6 +2366,46 @@ fn recurrent_layers_train_as_keras() {
     );
 }
 
+/// A transformer encoder (causal and bidirectional MultiHeadAttention, LayerNormalization,
+/// residuals, a feed-forward block) trains as Keras trains it: every batch loss, and the final
+/// weights and Adam slots, within 1e-5 (scripts/keras_attention_run.py made the run). Except
+/// the key projections' biases: a key bias adds the same `q·b` to every score of a query, which
+/// the softmax over the keys cancels, so its gradient is zero but for rounding (1e-10 here), and
+/// what Adam makes of that noise is noise too. Those (and their slots) are checked to stay
+/// that small in both runs.
+#[test]
+fn a_transformer_encoder_trains_as_keras() {
+    let dir = fixtures().join("training").join("attention");
+    let (_, out) = trains_like_keras(
+        &dir.join("encoder.keras"),
+        &dir.join("tokens.train_x.npy"),
+        &dir.join("tokens.train_y.npy"),
+        &dir.join("encoder"),
+        f64::INFINITY,
+    );
+    let ours = h5_datasets(&out.join("final.weights.h5"));
+    let keras = h5_datasets(&dir.join("encoder.final.weights.h5"));
+    assert_eq!(ours.len(), keras.len());
+    let mut noise = 0;
+    for ((n, x), (m, y)) in ours.iter().zip(&keras) {
+        assert_eq!(n, m);
+        let d = rel(x, y);
+        if d <= 1e-5 {
+            continue;
+        }
+        let most = |v: &[f64]| v.iter().fold(0f64, |a, b| a.max(b.abs()));
+        assert!(
+            most(x) < 1e-4 && most(y) < 1e-4,
+            "{n} differs from Keras's by {d:e} (largest values {} and {})",
+            most(x),
+            most(y)
+        );
+        noise += 1;
+    }
+    // The two key biases and the two Adam slots of each.
+    assert!(noise <= 6, "{noise} tensors differ");
+}
+
 /// lstm_seq's compiled step (unrolled over its 20 time steps) equals the interpreter's step
 /// on the fused `rnn` op's unrolled form within 1e-5: three Adam steps, batch 32 then a
 /// partial batch of 5; and the unrolled forward pass equals the fused op's (the predict graph).

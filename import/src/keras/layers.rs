@@ -82,6 +82,7 @@ pub const SUPPORTED: &[&str] = &[
     "GlobalMaxPooling3D",
     "BatchNormalization",
     "LayerNormalization",
+    "MultiHeadAttention",
     "Concatenate",
     "Add",
     "Subtract",
@@ -126,6 +127,10 @@ pub fn k3_groups(class: &str, cfg: &Value) -> Vec<String> {
             "backward_layer/vars".into(),
             "backward_layer/cell/vars".into(),
         ],
+        "MultiHeadAttention" => ["query_dense", "key_dense", "value_dense", "output_dense"]
+            .iter()
+            .map(|d| format!("{d}/vars"))
+            .collect(),
         "TimeDistributed" => {
             let inner = get(cfg, "layer")
                 .and_then(|l| l.get("class_name"))
@@ -251,6 +256,9 @@ pub fn lower(
     cfg: &Value,
     ins: &[ValueId],
 ) -> R<Vec<ValueId>> {
+    if class == "MultiHeadAttention" {
+        return multi_head_attention(cx, b, cfg, ins).map(|v| vec![v]);
+    }
     let merge = matches!(
         class,
         "Concatenate" | "Add" | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" | "Dot"
@@ -1350,4 +1358,207 @@ fn bidirectional(cx: &mut dyn LayerCx, b: &mut Lb, cfg: &Value, x: ValueId) -> R
         other => return Err(format!("merge_mode='{other}' is not supported")),
     };
     Ok(vec![y])
+}
+
+/// Keras's MultiHeadAttention called as `(query, value)` or `(query, value, key)` on
+/// `[batch, T, dim]` sequences, attending over the sequence axis (the default
+/// `attention_axes`): each projection a Dense over the last dim (`[dim, heads, key_dim]`
+/// kernels seen as `[dim, heads * key_dim]`), the query scaled by `1/sqrt(key_dim)` before
+/// its product with the keys (as Keras does), a softmax over the keys, dropout on the
+/// probabilities (training), and the heads' outputs projected back by `output_dense`.
+fn multi_head_attention(
+    cx: &mut dyn LayerCx,
+    b: &mut Lb,
+    cfg: &Value,
+    ins: &[ValueId],
+) -> R<ValueId> {
+    if !(2..=3).contains(&ins.len()) {
+        return Err(format!(
+            "is called with {} tensors; forgec takes (query, value) or (query, value, key) (a mask passed as a tensor is not supported yet)",
+            ins.len()
+        ));
+    }
+    let (q, v) = (ins[0], ins[1]);
+    let k = ins.get(2).copied().unwrap_or(v);
+    for (what, x) in [("query", q), ("value", v), ("key", k)] {
+        check_rank(
+            b,
+            x,
+            3,
+            &format!("as its {what} ([batch, sequence, features])"),
+        )?;
+    }
+    if let Some(axes) = int_list(cfg, "attention_axes")? {
+        if axes != [1] && axes != [-2] {
+            return Err(format!(
+                "attention_axes={axes:?} is not supported yet (forgec attends over the sequence axis of [batch, sequence, features] inputs)"
+            ));
+        }
+    }
+    if bool_or(cfg, "use_gate", false)? {
+        return Err("use_gate=True is not supported yet".into());
+    }
+    if get(cfg, "sliding_window").is_some_and(|w| !w.is_null()) {
+        return Err("sliding_window is not supported yet".into());
+    }
+    let call = get(cfg, "call_kwargs").cloned().unwrap_or(Value::Null);
+    if bool_or(&call, "return_attention_scores", false)? {
+        return Err("return_attention_scores=True is not supported yet".into());
+    }
+    let causal = bool_or(&call, "use_causal_mask", false)?;
+    let heads = usize_req(cfg, "num_heads")?;
+    let key_dim = usize_req(cfg, "key_dim")?;
+    let value_dim = match get(cfg, "value_dim") {
+        Some(x) if !x.is_null() => usize_req(cfg, "value_dim")?,
+        _ => key_dim,
+    };
+    let use_bias = bool_or(cfg, "use_bias", true)?;
+    let last = |b: &Lb, x: ValueId| -> R<usize> {
+        b.g.ty(x).shape[2]
+            .known()
+            .ok_or_else(|| "the features dim of its inputs must be known".to_string())
+    };
+    let (dq, dk, dv) = (last(b, q)?, last(b, k)?, last(b, v)?);
+    let out_dim = match get(cfg, "output_shape") {
+        None | Some(Value::Null) => dq,
+        Some(Value::Number(n)) => n.as_u64().ok_or("output_shape must be a size")? as usize,
+        Some(Value::Array(a)) if a.len() == 1 => {
+            a[0].as_u64().ok_or("output_shape must be a size")? as usize
+        }
+        Some(other) => {
+            return Err(format!(
+                "output_shape {other} is not supported yet (one size for the last dim)"
+            ))
+        }
+    };
+    let mut specs = Vec::new();
+    for (name, d, per) in [
+        ("query", dq, key_dim),
+        ("key", dk, key_dim),
+        ("value", dv, value_dim),
+    ] {
+        specs.push(w(&format!("{name}_dense.kernel"), vec![d, heads, per]));
+        if use_bias {
+            specs.push(w(&format!("{name}_dense.bias"), vec![heads, per]));
+        }
+    }
+    specs.push(w("output_dense.kernel", vec![heads, value_dim, out_dim]));
+    if use_bias {
+        specs.push(w("output_dense.bias", vec![out_dim]));
+    }
+    let ws = cx.weights(b, &specs)?;
+    let mut ws = ws.into_iter();
+    // x [batch, T, d] -> [batch, heads, T, per], through a [d, heads * per] matmul.
+    let project = |b: &mut Lb,
+                   x: ValueId,
+                   d: usize,
+                   per: usize,
+                   ws: &mut dyn Iterator<Item = ValueId>|
+     -> R<ValueId> {
+        let kernel = ws.next().ok_or("a missing kernel")?;
+        let kernel = b.op(
+            Op::Reshape {
+                shape: vec![d as i64, (heads * per) as i64],
+            },
+            &[kernel],
+            "kernel_reshape",
+        )?;
+        let mut y = b.op(Op::MatMul, &[x, kernel], "matmul")?;
+        if use_bias {
+            let bias = ws.next().ok_or("a missing bias")?;
+            let bias = b.op(
+                Op::Reshape {
+                    shape: vec![(heads * per) as i64],
+                },
+                &[bias],
+                "bias_reshape",
+            )?;
+            y = b.bin(B::Add, y, bias)?;
+        }
+        let y = b.op(
+            Op::Reshape {
+                shape: vec![0, 0, heads as i64, per as i64],
+            },
+            &[y],
+            "split_heads",
+        )?;
+        b.op(
+            Op::Transpose {
+                perm: vec![0, 2, 1, 3],
+            },
+            &[y],
+            "heads_first",
+        )
+    };
+    let qh = project(b, q, dq, key_dim, &mut ws)?;
+    let kh = project(b, k, dk, key_dim, &mut ws)?;
+    let vh = project(b, v, dv, value_dim, &mut ws)?;
+    let qh = b.bin_s(B::Mul, qh, 1.0 / (key_dim as f64).sqrt())?;
+    let kt = b.op(
+        Op::Transpose {
+            perm: vec![0, 1, 3, 2],
+        },
+        &[kh],
+        "keys_transposed",
+    )?;
+    let mut scores = b.op(Op::MatMul, &[qh, kt], "scores")?;
+    if causal {
+        // Keras's causal mask: query position i sees key positions j <= i; the others get
+        // Keras's -1e9 added before the softmax (their probability is then exactly 0).
+        let len = |x: ValueId| {
+            b.g.ty(x).shape[1]
+                .known()
+                .ok_or_else(|| "use_causal_mask needs known sequence lengths".to_string())
+        };
+        let (t, s) = (len(q)?, len(k)?);
+        let dt = b.g.ty(scores).dtype;
+        let bias: Vec<f64> = (0..t * s)
+            .map(|n| if n % s <= n / s { 0.0 } else { -1e9 })
+            .collect();
+        let bias = Tensor::from_f64_values(dt, vec![t, s], &bias).map_err(|e| e.to_string())?;
+        let name = format!("{}.causal_mask", b.base);
+        let bias = b.g.add_const(bias, None, &name, &b.origin.clone());
+        scores = b.bin(B::Add, scores, bias)?;
+    }
+    let mut p = b.op(
+        Op::Softmax {
+            axis: 3,
+            log: false,
+        },
+        &[scores],
+        "softmax",
+    )?;
+    let rate = f64_or(cfg, "dropout", 0.0)?;
+    if rate > 0.0 {
+        p = b.op(Op::Dropout { rate }, &[p], "dropout")?;
+    }
+    let o = b.op(Op::MatMul, &[p, vh], "attend")?;
+    let o = b.op(
+        Op::Transpose {
+            perm: vec![0, 2, 1, 3],
+        },
+        &[o],
+        "heads_last",
+    )?;
+    let o = b.op(
+        Op::Reshape {
+            shape: vec![0, 0, (heads * value_dim) as i64],
+        },
+        &[o],
+        "merge_heads",
+    )?;
+    let kernel = ws.next().ok_or("a missing output kernel")?;
+    let kernel = b.op(
+        Op::Reshape {
+            shape: vec![(heads * value_dim) as i64, out_dim as i64],
+        },
+        &[kernel],
+        "kernel_reshape",
+    )?;
+    let mut y = b.op(Op::MatMul, &[o, kernel], "output")?;
+    if use_bias {
+        let bias = ws.next().ok_or("a missing output bias")?;
+        y = b.bin(B::Add, y, bias)?;
+    }
+    Ok(y)
 }

@@ -1313,7 +1313,7 @@ impl Importer<'_> {
         }
         // Each layer's calls, resolved as their inputs become available (config order is not
         // always a topological order when layers are shared).
-        let mut calls: Vec<(usize, usize, Vec<TensorKey>)> = Vec::new();
+        let mut calls: Vec<(usize, usize, Vec<TensorKey>, Option<Value>)> = Vec::new();
         let mut sequential_like = true;
         for (i, l) in layers.iter().enumerate() {
             if l.get("class_name").and_then(|c| c.as_str()) == Some("InputLayer") {
@@ -1337,7 +1337,13 @@ impl Importer<'_> {
                 if refs.len() > 1 {
                     sequential_like = false;
                 }
-                calls.push((i, ni + self.node_offset(l), refs));
+                // A call's options that are not tensors (MultiHeadAttention's
+                // `use_causal_mask`) reach the layer as its config's `call_kwargs`.
+                let kwargs = node
+                    .get("kwargs")
+                    .filter(|k| k.as_object().is_some_and(|o| !o.is_empty()))
+                    .cloned();
+                calls.push((i, ni + self.node_offset(l), refs, kwargs));
             }
         }
         if input_refs.len() > 1 || output_refs.len() > 1 {
@@ -1346,13 +1352,22 @@ impl Importer<'_> {
         let mut done = vec![false; calls.len()];
         loop {
             let mut progress = false;
-            for (c, (li, ni, refs)) in calls.iter().enumerate() {
+            for (c, (li, ni, refs, kwargs)) in calls.iter().enumerate() {
                 if done[c] || !refs.iter().all(|r| tensors.contains_key(r)) {
                     continue;
                 }
                 done[c] = true;
                 progress = true;
-                let l = &layers[*li];
+                let with_kwargs;
+                let l = match kwargs {
+                    Some(k) if layers[*li].get("config").is_some_and(|c| c.is_object()) => {
+                        let mut l = layers[*li].clone();
+                        l["config"]["call_kwargs"] = k.clone();
+                        with_kwargs = l;
+                        &with_kwargs
+                    }
+                    _ => &layers[*li],
+                };
                 let name = layer_name(l);
                 let ins: Option<Vec<ValueId>> = refs.iter().map(|r| tensors[r]).collect();
                 let place = format!("{}.config.layers[{li}]", scope.json_path);
@@ -1387,7 +1402,7 @@ impl Importer<'_> {
                 break;
             }
         }
-        for (c, (li, ni, refs)) in calls.iter().enumerate() {
+        for (c, (li, ni, refs, _)) in calls.iter().enumerate() {
             if !done[c] {
                 let missing: Vec<String> = refs
                     .iter()

@@ -1,0 +1,67 @@
+"""Generates tests/fixtures/layers/attention.*: a Keras 3 model of the attention layers forgec
+imports (a transformer encoder block, causal self-attention, cross-attention with its own key),
+saved as .keras and .json + .weights.h5, with fixed inputs, Keras's outputs and summary, as
+scripts/gen_layer_fixtures.py saves its zoos. Needs keras 3.15 and a backend (jax will do):
+
+    pip install keras==3.15.1 jax jaxlib
+    KERAS_BACKEND=jax python scripts/gen_attention_fixtures.py tests/fixtures/layers
+"""
+import os, sys
+os.environ.setdefault("KERAS_BACKEND", "jax")
+# The summary table as wide as the other fixtures' (rich sizes it to the terminal).
+os.environ.setdefault("COLUMNS", "200")
+import numpy as np
+import keras
+from keras import layers as L
+
+out = sys.argv[1]
+rng = np.random.default_rng(11)
+keras.utils.set_random_seed(11)
+
+
+def perturb(model):
+    # Non-trivial weights everywhere (biases too), so every weight matters.
+    for w in model.weights:
+        v = w.numpy()
+        w.assign(v + rng.normal(0, 0.2, v.shape).astype(v.dtype))
+
+
+def save(name, model, inputs):
+    perturb(model)
+    model.save(f"{out}/{name}.keras")
+    model.save_weights(f"{out}/{name}.weights.h5")
+    open(f"{out}/{name}.json", "w").write(model.to_json())
+    model = keras.saving.load_model(f"{out}/{name}.keras", compile=False)
+    ys = model.predict(inputs, verbose=0)
+    for i, x in enumerate(inputs):
+        np.save(f"{out}/{name}.input.{i}.npy", x)
+    for i, y in enumerate(ys):
+        np.save(f"{out}/{name}.keras_out.{i}.npy", np.asarray(y))
+    lines = []
+    model.summary(print_fn=lambda s, line_break=True: lines.append(s))
+    open(f"{out}/{name}.summary.txt", "w").write("".join(l if l.endswith("\n") else l + "\n" for l in lines))
+    print(name, model.count_params())
+
+
+x = keras.Input((8, 16), name="tokens")
+c = keras.Input((5, 12), name="context")
+# A transformer encoder block (post-norm, as Keras's examples write it).
+a = L.MultiHeadAttention(num_heads=4, key_dim=4, dropout=0.1, name="self_attention")(x, x)
+h = L.LayerNormalization(epsilon=1e-6, name="norm1")(L.Add()([x, a]))
+f = L.Dense(32, activation="relu", name="ffn1")(h)
+f = L.Dense(16, name="ffn2")(f)
+h = L.LayerNormalization(epsilon=1e-6, name="norm2")(L.Add()([h, f]))
+pooled = L.GlobalAveragePooling1D()(h)
+cls = L.Dense(3, activation="softmax", name="classes")(pooled)
+# Causal self-attention, no biases. (A value_dim apart from key_dim fails in Keras 3.15 itself
+# on the jax backend, whose dot_product_attention wants one head size.)
+causal = L.MultiHeadAttention(num_heads=2, key_dim=8, use_bias=False,
+                              name="causal")(h, h, use_causal_mask=True)
+# Cross-attention to a context of another length and width, with an output width of its own,
+# and one whose key is not its value.
+cross = L.MultiHeadAttention(num_heads=2, key_dim=4, output_shape=10, name="cross")(h, c)
+k = L.Dense(7, name="key_proj")(c)
+keyed = L.MultiHeadAttention(num_heads=1, key_dim=3, name="keyed")(h, c, k)
+model = keras.Model([x, c], [cls, causal, cross, keyed], name="attention")
+save("attention", model, [rng.normal(0, 1, (3, 8, 16)).astype("float32"),
+                          rng.normal(0, 1, (3, 5, 12)).astype("float32")])
