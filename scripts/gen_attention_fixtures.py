@@ -1,5 +1,7 @@
 """Generates tests/fixtures/layers/attention.*: a Keras 3 model of the attention layers forgec
 imports (a transformer encoder block, causal self-attention, cross-attention with its own key),
+and tests/fixtures/layers/norm_attention.*: Attention (dot and concat scores, causal),
+AdditiveAttention, UnitNormalization, GroupNormalization, LayerNormalization(rms_scaling=True),
 saved as .keras and .json + .weights.h5, with fixed inputs, Keras's outputs and summary, as
 scripts/gen_layer_fixtures.py saves its zoos. Needs keras 3.15 and a backend (jax will do):
 
@@ -65,3 +67,22 @@ keyed = L.MultiHeadAttention(num_heads=1, key_dim=3, name="keyed")(h, c, k)
 model = keras.Model([x, c], [cls, causal, cross, keyed], name="attention")
 save("attention", model, [rng.normal(0, 1, (3, 8, 16)).astype("float32"),
                           rng.normal(0, 1, (3, 5, 12)).astype("float32")])
+
+
+x = keras.Input((6, 12), name="seq")
+v = keras.Input((4, 12), name="memory")
+img = keras.Input((5, 5, 8), name="image")
+d = L.Attention(name="dot")([x, v])
+s = L.Attention(use_scale=True, name="scaled_causal")([x, x], use_causal_mask=True)
+c = L.Attention(use_scale=True, score_mode="concat", name="concat")([x, v, L.Dense(12, name="kp")(v)])
+ad = L.AdditiveAttention(name="additive")([x, v])
+an = L.AdditiveAttention(use_scale=False, name="additive_plain")([x, x], use_causal_mask=True)
+u = L.UnitNormalization(name="unit")(L.Add()([d, s, c, ad, an]))
+u2 = L.UnitNormalization(axis=[1, 2], name="unit_2axes")(x)
+g = L.GroupNormalization(groups=4, name="group")(img)
+g1 = L.GroupNormalization(groups=8, center=False, epsilon=1e-5, name="group_nocenter")(img)
+r = L.LayerNormalization(rms_scaling=True, name="rms")(x)
+model = keras.Model([x, v, img], [u, u2, g, g1, r], name="norm_attention")
+save("norm_attention", model, [rng.normal(0, 1, (3, 6, 12)).astype("float32"),
+                               rng.normal(0, 1, (3, 4, 12)).astype("float32"),
+                               rng.normal(1, 2, (3, 5, 5, 8)).astype("float32")])

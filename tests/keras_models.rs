@@ -184,6 +184,7 @@ const ZOO: &[&str] = &[
     "embedding",
     "activations",
     "attention",
+    "norm_attention",
 ];
 
 fn zoo(f: &str) -> PathBuf {

@@ -83,6 +83,10 @@ pub const SUPPORTED: &[&str] = &[
     "BatchNormalization",
     "LayerNormalization",
     "MultiHeadAttention",
+    "Attention",
+    "AdditiveAttention",
+    "UnitNormalization",
+    "GroupNormalization",
     "Concatenate",
     "Add",
     "Subtract",
@@ -256,8 +260,12 @@ pub fn lower(
     cfg: &Value,
     ins: &[ValueId],
 ) -> R<Vec<ValueId>> {
-    if class == "MultiHeadAttention" {
-        return multi_head_attention(cx, b, cfg, ins).map(|v| vec![v]);
+    match class {
+        "MultiHeadAttention" => return multi_head_attention(cx, b, cfg, ins).map(|v| vec![v]),
+        "Attention" | "AdditiveAttention" => {
+            return attention(cx, b, class, cfg, ins).map(|v| vec![v])
+        }
+        _ => {}
     }
     let merge = matches!(
         class,
@@ -461,9 +469,6 @@ pub fn lower(
             )?)
         }
         "LayerNormalization" => {
-            if bool_or(cfg, "rms_scaling", false)? {
-                return Err("rms_scaling=True is not supported yet".into());
-            }
             let r = b.rank(x);
             let mut axes: Vec<usize> = int_list(cfg, "axis")?
                 .unwrap_or(vec![-1])
@@ -480,7 +485,8 @@ pub fn lower(
                 })
                 .collect::<R<_>>()?;
             let eps = f64_or(cfg, "epsilon", 1e-3)?;
-            let center = bool_or(cfg, "center", true)?;
+            // rms_scaling has no beta (Keras makes none).
+            let center = bool_or(cfg, "center", true)? && !bool_or(cfg, "rms_scaling", false)?;
             let scale = bool_or(cfg, "scale", true)?;
             let mut specs = Vec::new();
             if scale {
@@ -490,6 +496,34 @@ pub fn lower(
                 specs.push(w("beta", shape.clone()));
             }
             let mut ws = cx.weights(b, &specs)?.into_iter();
+            if bool_or(cfg, "rms_scaling", false)? {
+                // Keras's (deprecated) rms_scaling: x * rsqrt(var(x) + eps) * gamma, the
+                // variance about the mean (not the mean square, as its warning says), no beta.
+                let mean = |b: &mut Lb, v: ValueId| {
+                    b.op(
+                        Op::Reduce {
+                            kind: ReduceKind::Mean,
+                            axes: axes.clone(),
+                            keepdims: true,
+                        },
+                        &[v],
+                        "mean",
+                    )
+                };
+                let m = mean(b, x)?;
+                let d = b.bin(B::Sub, x, m)?;
+                let d2 = b.bin(B::Mul, d, d)?;
+                let var = mean(b, d2)?;
+                let v = b.bin_s(B::Add, var, eps)?;
+                let inv = b.un(U::Rsqrt, v)?;
+                let mut y = b.bin(B::Mul, x, inv)?;
+                if scale {
+                    let gamma = ws.next().unwrap();
+                    let gamma = broadcast_along(b, gamma, &axes, r)?;
+                    y = b.bin(B::Mul, y, gamma)?;
+                }
+                return one(y);
+            }
             let dt = b.g.ty(x).dtype;
             let fixed = |b: &mut Lb, v: f64, n: &str| {
                 let t = Tensor::full(dt, shape.clone(), v).expect("small");
@@ -512,6 +546,32 @@ pub fn lower(
                 "layer_norm",
             )?)
         }
+        "UnitNormalization" => {
+            let r = b.rank(x);
+            let axes: Vec<usize> = match get(cfg, "axis") {
+                Some(Value::Array(_)) => int_list(cfg, "axis")?.unwrap_or_default(),
+                Some(v) => vec![i64_of(v, "axis")?],
+                None => vec![-1],
+            }
+            .into_iter()
+            .map(|a| norm_axis(a, r))
+            .collect::<R<_>>()?;
+            // Keras: x * min(rsqrt(sum(x^2)), 1 / 1e-12).
+            let sq = b.bin(B::Mul, x, x)?;
+            let sum = b.op(
+                Op::Reduce {
+                    kind: ReduceKind::Sum,
+                    axes,
+                    keepdims: true,
+                },
+                &[sq],
+                "square_sum",
+            )?;
+            let inv = b.un(U::Rsqrt, sum)?;
+            let inv = b.bin_s(B::Min, inv, 1e12)?;
+            one(b.bin(B::Mul, x, inv)?)
+        }
+        "GroupNormalization" => one(group_normalization(cx, b, cfg, x)?),
         "Concatenate" => {
             let r = b.rank(x);
             let axis = norm_axis(
@@ -1511,13 +1571,7 @@ fn multi_head_attention(
                 .ok_or_else(|| "use_causal_mask needs known sequence lengths".to_string())
         };
         let (t, s) = (len(q)?, len(k)?);
-        let dt = b.g.ty(scores).dtype;
-        let bias: Vec<f64> = (0..t * s)
-            .map(|n| if n % s <= n / s { 0.0 } else { -1e9 })
-            .collect();
-        let bias = Tensor::from_f64_values(dt, vec![t, s], &bias).map_err(|e| e.to_string())?;
-        let name = format!("{}.causal_mask", b.base);
-        let bias = b.g.add_const(bias, None, &name, &b.origin.clone());
+        let bias = causal_bias(b, t, s, scores)?;
         scores = b.bin(B::Add, scores, bias)?;
     }
     let mut p = b.op(
@@ -1561,4 +1615,268 @@ fn multi_head_attention(
         y = b.bin(B::Add, y, bias)?;
     }
     Ok(y)
+}
+
+/// A weight over `axes` of a rank-`r` value, reshaped to broadcast against it (sizes on `axes`,
+/// 1 elsewhere; unchanged when `axes` is the last axis alone).
+fn broadcast_along(b: &mut Lb, w: ValueId, axes: &[usize], r: usize) -> R<ValueId> {
+    if axes == [r - 1] {
+        return Ok(w);
+    }
+    let sizes: Vec<i64> =
+        b.g.ty(w)
+            .shape
+            .iter()
+            .map(|d| d.known().unwrap_or(1) as i64)
+            .collect();
+    let mut shape = vec![1i64; r];
+    for (k, &a) in axes.iter().enumerate() {
+        shape[a] = sizes.get(k).copied().unwrap_or(1);
+    }
+    b.op(Op::Reshape { shape }, &[w], "broadcast_reshape")
+}
+
+/// Keras's GroupNormalization over the channels of a channels-last input: the channels cut
+/// into `groups`, each group's mean and variance taken over it and every non-batch axis, then
+/// `x * inv + (beta - mean * inv)` with `inv = gamma * rsqrt(var + eps)`, as Keras orders it.
+fn group_normalization(cx: &mut dyn LayerCx, b: &mut Lb, cfg: &Value, x: ValueId) -> R<ValueId> {
+    let r = b.rank(x);
+    if r < 2 {
+        return Err("expects an input with a batch and channels".into());
+    }
+    let axis = norm_axis(
+        get(cfg, "axis")
+            .map(|v| i64_of(v, "axis"))
+            .transpose()?
+            .unwrap_or(-1),
+        r,
+    )?;
+    if axis != r - 1 {
+        return Err(format!(
+            "axis={axis} is not supported yet (forgec takes the channels on the last axis)"
+        ));
+    }
+    let t = b.g.ty(x).clone();
+    let dims: Vec<usize> = t.shape[1..]
+        .iter()
+        .map(|d| {
+            d.known()
+                .ok_or("the non-batch dims must be known".to_string())
+        })
+        .collect::<R<_>>()?;
+    let c = dims[dims.len() - 1];
+    let groups = usize_req(cfg, "groups")?;
+    if groups == 0 || !c.is_multiple_of(groups) {
+        return Err(format!("{c} channels do not split into {groups} groups"));
+    }
+    let eps = f64_or(cfg, "epsilon", 1e-3)?;
+    let (center, scale) = (bool_or(cfg, "center", true)?, bool_or(cfg, "scale", true)?);
+    let mut specs = Vec::new();
+    if scale {
+        specs.push(w("gamma", vec![c]));
+    }
+    if center {
+        specs.push(w("beta", vec![c]));
+    }
+    let mut ws = cx.weights(b, &specs)?.into_iter();
+    // [batch, ..., c] -> [batch, ..., groups, c / groups]
+    let mut grouped: Vec<i64> = vec![0];
+    grouped.extend(dims[..dims.len() - 1].iter().map(|&d| d as i64));
+    grouped.extend([groups as i64, (c / groups) as i64]);
+    let xg = b.op(Op::Reshape { shape: grouped }, &[x], "groups")?;
+    let axes: Vec<usize> = (1..r - 1).chain([r]).collect();
+    let mean = |b: &mut Lb, v: ValueId| {
+        b.op(
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes: axes.clone(),
+                keepdims: true,
+            },
+            &[v],
+            "mean",
+        )
+    };
+    let m = mean(b, xg)?;
+    let d = b.bin(B::Sub, xg, m)?;
+    let d2 = b.bin(B::Mul, d, d)?;
+    let var = mean(b, d2)?;
+    let v = b.bin_s(B::Add, var, eps)?;
+    let mut inv = b.un(U::Rsqrt, v)?;
+    let per_group = |b: &mut Lb, w: ValueId| {
+        b.op(
+            Op::Reshape {
+                shape: vec![groups as i64, (c / groups) as i64],
+            },
+            &[w],
+            "group_reshape",
+        )
+    };
+    if scale {
+        let gamma = ws.next().ok_or("a missing gamma")?;
+        let gamma = per_group(b, gamma)?;
+        inv = b.bin(B::Mul, inv, gamma)?;
+    }
+    let nm = b.un(U::Neg, m)?;
+    let mut res = b.bin(B::Mul, nm, inv)?;
+    if center {
+        let beta = ws.next().ok_or("a missing beta")?;
+        let beta = per_group(b, beta)?;
+        res = b.bin(B::Add, res, beta)?;
+    }
+    let y = b.bin(B::Mul, xg, inv)?;
+    let y = b.bin(B::Add, y, res)?;
+    let mut back: Vec<i64> = vec![0];
+    back.extend(dims.iter().map(|&d| d as i64));
+    b.op(Op::Reshape { shape: back }, &[y], "ungroup")
+}
+
+/// Keras's causal mask for `t` queries over `s` keys as an additive bias: 0 where query i may
+/// see key j (j <= i), -1e9 elsewhere (what Keras subtracts there; the softmax then gives 0).
+fn causal_bias(b: &mut Lb, t: usize, s: usize, like: ValueId) -> R<ValueId> {
+    let dt = b.g.ty(like).dtype;
+    let bias: Vec<f64> = (0..t * s)
+        .map(|n| if n % s <= n / s { 0.0 } else { -1e9 })
+        .collect();
+    let bias = Tensor::from_f64_values(dt, vec![t, s], &bias).map_err(|e| e.to_string())?;
+    let name = format!("{}.causal_mask", b.base);
+    Ok(b.g.add_const(bias, None, &name, &b.origin.clone()))
+}
+
+/// Keras's Attention (dot-product or `concat` scores, `use_scale`) and AdditiveAttention,
+/// called on `[query, value]` or `[query, value, key]` (`[batch, T, dim]` each): the scores
+/// `[batch, Tq, Tv]`, the causal mask if the call asks, a softmax over the keys, dropout
+/// (training), and the weighted sum of the values.
+fn attention(
+    cx: &mut dyn LayerCx,
+    b: &mut Lb,
+    class: &str,
+    cfg: &Value,
+    ins: &[ValueId],
+) -> R<ValueId> {
+    if !(2..=3).contains(&ins.len()) {
+        return Err(format!(
+            "is called with {} tensors; it takes [query, value] or [query, value, key]",
+            ins.len()
+        ));
+    }
+    let (q, v) = (ins[0], ins[1]);
+    let k = ins.get(2).copied().unwrap_or(v);
+    for (what, x) in [("query", q), ("value", v), ("key", k)] {
+        check_rank(
+            b,
+            x,
+            3,
+            &format!("as its {what} ([batch, sequence, features])"),
+        )?;
+    }
+    let call = get(cfg, "call_kwargs").cloned().unwrap_or(Value::Null);
+    if bool_or(&call, "return_attention_scores", false)? {
+        return Err("return_attention_scores=True is not supported yet".into());
+    }
+    let causal = bool_or(&call, "use_causal_mask", false)?;
+    let use_scale = bool_or(cfg, "use_scale", class == "AdditiveAttention")?;
+    let mode = if class == "AdditiveAttention" {
+        "additive"
+    } else {
+        str_or(cfg, "score_mode", "dot")?
+    };
+    let dim = b.g.ty(q).shape[2]
+        .known()
+        .ok_or("the features dim of its inputs must be known")?;
+    let mut specs = Vec::new();
+    if use_scale {
+        specs.push(w(
+            "scale",
+            if mode == "additive" {
+                vec![dim]
+            } else {
+                vec![]
+            },
+        ));
+    }
+    if mode == "concat" {
+        specs.push(w("concat_score_weight", vec![]));
+    }
+    let mut ws = cx.weights(b, &specs)?.into_iter();
+    let scale = if use_scale { ws.next() } else { None };
+    let mut scores = match mode {
+        "dot" => {
+            let kt = b.op(
+                Op::Transpose {
+                    perm: vec![0, 2, 1],
+                },
+                &[k],
+                "keys_transposed",
+            )?;
+            let s = b.op(Op::MatMul, &[q, kt], "scores")?;
+            match scale {
+                Some(w) => b.bin(B::Mul, s, w)?,
+                None => s,
+            }
+        }
+        "concat" | "additive" => {
+            // [batch, Tq, 1, dim] + [batch, 1, Tv, dim]
+            let qe = b.op(
+                Op::Reshape {
+                    shape: vec![0, 0, 1, dim as i64],
+                },
+                &[q],
+                "query_expanded",
+            )?;
+            let ke = b.op(
+                Op::Reshape {
+                    shape: vec![0, 1, -1, dim as i64],
+                },
+                &[k],
+                "key_expanded",
+            )?;
+            let mut s = b.bin(B::Add, qe, ke)?;
+            if let (Some(w), "concat") = (scale, mode) {
+                s = b.bin(B::Mul, w, s)?;
+            }
+            let mut s = b.un(U::Tanh, s)?;
+            if let (Some(w), "additive") = (scale, mode) {
+                s = b.bin(B::Mul, w, s)?;
+            }
+            let s = b.op(
+                Op::Reduce {
+                    kind: ReduceKind::Sum,
+                    axes: vec![3],
+                    keepdims: false,
+                },
+                &[s],
+                "scores",
+            )?;
+            if mode == "concat" {
+                let cw = ws.next().ok_or("a missing concat_score_weight")?;
+                b.bin(B::Mul, cw, s)?
+            } else {
+                s
+            }
+        }
+        other => return Err(format!("score_mode '{other}' is not one Keras has")),
+    };
+    if causal {
+        let len = |x: ValueId| {
+            b.g.ty(x).shape[1]
+                .known()
+                .ok_or_else(|| "use_causal_mask needs known sequence lengths".to_string())
+        };
+        let (t, s) = (len(q)?, len(k)?);
+        let bias = causal_bias(b, t, s, scores)?;
+        scores = b.bin(B::Add, scores, bias)?;
+    }
+    let mut p = b.op(
+        Op::Softmax {
+            axis: 2,
+            log: false,
+        },
+        &[scores],
+        "softmax",
+    )?;
+    let rate = f64_or(cfg, "dropout", 0.0)?;
+    if rate > 0.0 {
+        p = b.op(Op::Dropout { rate }, &[p], "dropout")?;
+    }
+    b.op(Op::MatMul, &[p, v], "attend")
 }

@@ -1275,11 +1275,24 @@ impl Importer<'_> {
             .iter()
             .map(|l| names.next(l.get("class_name").and_then(|c| c.as_str()).unwrap_or("?")))
             .collect();
-        // Inputs first, in input_layers order.
-        for (i, l) in layers.iter().enumerate() {
-            if l.get("class_name").and_then(|c| c.as_str()) != Some("InputLayer") {
-                continue;
-            }
+        // Inputs first, in input_layers order (Keras's order of a model's inputs, which the
+        // config's layer list need not follow), then any other InputLayer in list order.
+        let mut input_layers: Vec<(usize, &Value)> = layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.get("class_name").and_then(|c| c.as_str()) == Some("InputLayer"))
+            .collect();
+        input_layers.sort_by_key(|(i, l)| {
+            let name = layer_name(l);
+            (
+                input_refs
+                    .iter()
+                    .position(|r| r.0 == name)
+                    .unwrap_or(usize::MAX),
+                *i,
+            )
+        });
+        for (i, l) in input_layers {
             let name = layer_name(l);
             let place = format!("{disp}: {}.config.layers[{i}]", scope.json_path);
             let pos = input_refs.iter().position(|r| r.0 == name);
