@@ -1,6 +1,7 @@
 """Generates tests/fixtures/layers/attention.*: a Keras 3 model of the attention layers forgec
 imports (a transformer encoder block, causal self-attention, cross-attention with its own key),
-and tests/fixtures/layers/norm_attention.*: Attention (dot and concat scores, causal),
+and tests/fixtures/layers/gqa.*: GroupedQueryAttention, and
+tests/fixtures/layers/norm_attention.*: Attention (dot and concat scores, causal),
 AdditiveAttention, UnitNormalization, GroupNormalization, LayerNormalization(rms_scaling=True),
 saved as .keras and .json + .weights.h5, with fixed inputs, Keras's outputs and summary, as
 scripts/gen_layer_fixtures.py saves its zoos. Needs keras 3.15 and a backend (jax will do):
@@ -86,3 +87,16 @@ model = keras.Model([x, v, img], [u, u2, g, g1, r], name="norm_attention")
 save("norm_attention", model, [rng.normal(0, 1, (3, 6, 12)).astype("float32"),
                                rng.normal(0, 1, (3, 4, 12)).astype("float32"),
                                rng.normal(1, 2, (3, 5, 5, 8)).astype("float32")])
+
+# GroupedQueryAttention (Keras names the class GroupQueryAttention in keras.layers): 4 query
+# heads sharing 2 key/value heads, self (causal), and 6 query heads sharing one, cross.
+x = keras.Input((7, 16), name="seq")
+m = keras.Input((5, 16), name="memory")
+g = L.GroupQueryAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2,
+                            name="gqa_self")(x, x, use_causal_mask=True)
+h = L.LayerNormalization(name="norm")(L.Add()([x, g]))
+cq = L.GroupQueryAttention(head_dim=3, num_query_heads=6, num_key_value_heads=1,
+                             use_bias=False, name="gqa_cross")(h, m)
+model = keras.Model([x, m], [h, cq], name="gqa")
+save("gqa", model, [rng.normal(0, 1, (2, 7, 16)).astype("float32"),
+                    rng.normal(0, 1, (2, 5, 16)).astype("float32")])

@@ -185,6 +185,7 @@ const ZOO: &[&str] = &[
     "activations",
     "attention",
     "norm_attention",
+    "gqa",
 ];
 
 fn zoo(f: &str) -> PathBuf {

@@ -83,6 +83,8 @@ pub const SUPPORTED: &[&str] = &[
     "BatchNormalization",
     "LayerNormalization",
     "MultiHeadAttention",
+    "GroupQueryAttention",
+    "GroupedQueryAttention",
     "Attention",
     "AdditiveAttention",
     "UnitNormalization",
@@ -135,6 +137,15 @@ pub fn k3_groups(class: &str, cfg: &Value) -> Vec<String> {
             .iter()
             .map(|d| format!("{d}/vars"))
             .collect(),
+        "GroupQueryAttention" | "GroupedQueryAttention" => [
+            "_query_dense",
+            "_key_dense",
+            "_value_dense",
+            "_output_dense",
+        ]
+        .iter()
+        .map(|d| format!("{d}/vars"))
+        .collect(),
         "TimeDistributed" => {
             let inner = get(cfg, "layer")
                 .and_then(|l| l.get("class_name"))
@@ -261,7 +272,9 @@ pub fn lower(
     ins: &[ValueId],
 ) -> R<Vec<ValueId>> {
     match class {
-        "MultiHeadAttention" => return multi_head_attention(cx, b, cfg, ins).map(|v| vec![v]),
+        "MultiHeadAttention" | "GroupQueryAttention" | "GroupedQueryAttention" => {
+            return multi_head_attention(cx, b, cfg, ins).map(|v| vec![v])
+        }
         "Attention" | "AdditiveAttention" => {
             return attention(cx, b, class, cfg, ins).map(|v| vec![v])
         }
@@ -1466,11 +1479,30 @@ fn multi_head_attention(
         return Err("return_attention_scores=True is not supported yet".into());
     }
     let causal = bool_or(&call, "use_causal_mask", false)?;
-    let heads = usize_req(cfg, "num_heads")?;
-    let key_dim = usize_req(cfg, "key_dim")?;
-    let value_dim = match get(cfg, "value_dim") {
-        Some(x) if !x.is_null() => usize_req(cfg, "value_dim")?,
-        _ => key_dim,
+    // GroupedQueryAttention (saved as `GroupQueryAttention`, the name keras.layers gives it):
+    // `num_key_value_heads` key and value heads, each serving
+    // `num_query_heads / num_key_value_heads` query heads in a row (Keras repeats them).
+    let gqa = get(cfg, "num_query_heads").is_some();
+    let (heads, kv_heads, key_dim, value_dim) = if gqa {
+        let (hq, hkv) = (
+            usize_req(cfg, "num_query_heads")?,
+            usize_req(cfg, "num_key_value_heads")?,
+        );
+        if hkv == 0 || !hq.is_multiple_of(hkv) {
+            return Err(format!(
+                "num_query_heads={hq} is not a multiple of num_key_value_heads={hkv}"
+            ));
+        }
+        let hd = usize_req(cfg, "head_dim")?;
+        (hq, hkv, hd, hd)
+    } else {
+        let heads = usize_req(cfg, "num_heads")?;
+        let key_dim = usize_req(cfg, "key_dim")?;
+        let value_dim = match get(cfg, "value_dim") {
+            Some(x) if !x.is_null() => usize_req(cfg, "value_dim")?,
+            _ => key_dim,
+        };
+        (heads, heads, key_dim, value_dim)
     };
     let use_bias = bool_or(cfg, "use_bias", true)?;
     let last = |b: &Lb, x: ValueId| -> R<usize> {
@@ -1492,14 +1524,14 @@ fn multi_head_attention(
         }
     };
     let mut specs = Vec::new();
-    for (name, d, per) in [
-        ("query", dq, key_dim),
-        ("key", dk, key_dim),
-        ("value", dv, value_dim),
+    for (name, d, h, per) in [
+        ("query", dq, heads, key_dim),
+        ("key", dk, kv_heads, key_dim),
+        ("value", dv, kv_heads, value_dim),
     ] {
-        specs.push(w(&format!("{name}_dense.kernel"), vec![d, heads, per]));
+        specs.push(w(&format!("{name}_dense.kernel"), vec![d, h, per]));
         if use_bias {
-            specs.push(w(&format!("{name}_dense.bias"), vec![heads, per]));
+            specs.push(w(&format!("{name}_dense.bias"), vec![h, per]));
         }
     }
     specs.push(w("output_dense.kernel", vec![heads, value_dim, out_dim]));
@@ -1508,14 +1540,47 @@ fn multi_head_attention(
     }
     let ws = cx.weights(b, &specs)?;
     let mut ws = ws.into_iter();
+    // A projection's weight with `kv_heads` heads (axis `at`), each repeated `heads / kv_heads`
+    // times in a row: times ones of the repeat's shape, which keeps it one trainable weight
+    // (its gradient sums over the repeats), and each repeated column computes the bits the
+    // single one would.
+    let repeat = |b: &mut Lb, wv: ValueId, at: usize| -> R<ValueId> {
+        let r = heads / kv_heads;
+        if r == 1 {
+            return Ok(wv);
+        }
+        let mut shape: Vec<i64> =
+            b.g.ty(wv)
+                .shape
+                .iter()
+                .map(|d| d.known().unwrap_or(1) as i64)
+                .collect();
+        shape.insert(at + 1, 1);
+        let wv = b.op(
+            Op::Reshape {
+                shape: shape.clone(),
+            },
+            &[wv],
+            "heads_reshape",
+        )?;
+        let mut ones = vec![1usize; shape.len()];
+        ones[at + 1] = r;
+        let dt = b.g.ty(wv).dtype;
+        let t = Tensor::full(dt, ones, 1.0).map_err(|e| e.to_string())?;
+        let name = format!("{}.repeat_heads", b.base);
+        let o = b.g.add_const(t, None, &name, &b.origin.clone());
+        b.bin(B::Mul, wv, o)
+    };
     // x [batch, T, d] -> [batch, heads, T, per], through a [d, heads * per] matmul.
     let project = |b: &mut Lb,
                    x: ValueId,
                    d: usize,
                    per: usize,
+                   kv: bool,
                    ws: &mut dyn Iterator<Item = ValueId>|
      -> R<ValueId> {
         let kernel = ws.next().ok_or("a missing kernel")?;
+        let kernel = if kv { repeat(b, kernel, 1)? } else { kernel };
         let kernel = b.op(
             Op::Reshape {
                 shape: vec![d as i64, (heads * per) as i64],
@@ -1526,6 +1591,7 @@ fn multi_head_attention(
         let mut y = b.op(Op::MatMul, &[x, kernel], "matmul")?;
         if use_bias {
             let bias = ws.next().ok_or("a missing bias")?;
+            let bias = if kv { repeat(b, bias, 0)? } else { bias };
             let bias = b.op(
                 Op::Reshape {
                     shape: vec![(heads * per) as i64],
@@ -1550,9 +1616,9 @@ fn multi_head_attention(
             "heads_first",
         )
     };
-    let qh = project(b, q, dq, key_dim, &mut ws)?;
-    let kh = project(b, k, dk, key_dim, &mut ws)?;
-    let vh = project(b, v, dv, value_dim, &mut ws)?;
+    let qh = project(b, q, dq, key_dim, false, &mut ws)?;
+    let kh = project(b, k, dk, key_dim, true, &mut ws)?;
+    let vh = project(b, v, dv, value_dim, true, &mut ws)?;
     let qh = b.bin_s(B::Mul, qh, 1.0 / (key_dim as f64).sqrt())?;
     let kt = b.op(
         Op::Transpose {

@@ -644,6 +644,12 @@ struct K3Names(HashMap<String, usize>);
 
 impl K3Names {
     fn next(&mut self, class: &str) -> String {
+        // keras.layers.GroupQueryAttention is saved under that name, its group under its
+        // Python class's, GroupedQueryAttention.
+        let class = match class {
+            "GroupQueryAttention" => "GroupedQueryAttention",
+            c => c,
+        };
         let base = snake_case(class);
         match self.0.get_mut(&base) {
             Some(n) => {
@@ -1039,11 +1045,12 @@ impl Importer<'_> {
         connected: Vec<String>,
         order: usize,
     ) -> Option<Vec<ValueId>> {
-        let class = l
-            .get("class_name")
-            .and_then(|c| c.as_str())
-            .unwrap_or("?")
-            .to_string();
+        let class = match l.get("class_name").and_then(|c| c.as_str()).unwrap_or("?") {
+            // Saved under keras.layers' name; Keras's summary shows the Python class's.
+            "GroupQueryAttention" => "GroupedQueryAttention",
+            c => c,
+        }
+        .to_string();
         let name = layer_name(l);
         let cfg = l.get("config").cloned().unwrap_or(Value::Null);
         let outputs_before = self.g.values.len();
