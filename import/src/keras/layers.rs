@@ -1627,31 +1627,8 @@ fn multi_head_attention(
         &[kh],
         "keys_transposed",
     )?;
-    let mut scores = b.op(Op::MatMul, &[qh, kt], "scores")?;
-    if causal {
-        // Keras's causal mask: query position i sees key positions j <= i; the others get
-        // Keras's -1e9 added before the softmax (their probability is then exactly 0).
-        let len = |x: ValueId| {
-            b.g.ty(x).shape[1]
-                .known()
-                .ok_or_else(|| "use_causal_mask needs known sequence lengths".to_string())
-        };
-        let (t, s) = (len(q)?, len(k)?);
-        let bias = causal_bias(b, t, s, scores)?;
-        scores = b.bin(B::Add, scores, bias)?;
-    }
-    let mut p = b.op(
-        Op::Softmax {
-            axis: 3,
-            log: false,
-        },
-        &[scores],
-        "softmax",
-    )?;
-    let rate = f64_or(cfg, "dropout", 0.0)?;
-    if rate > 0.0 {
-        p = b.op(Op::Dropout { rate }, &[p], "dropout")?;
-    }
+    let scores = b.op(Op::MatMul, &[qh, kt], "scores")?;
+    let p = attention_probs(b, cfg, scores, causal.then_some((q, k)))?;
     let o = b.op(Op::MatMul, &[p, vh], "attend")?;
     let o = b.op(
         Op::Transpose {
@@ -1808,6 +1785,34 @@ fn causal_bias(b: &mut Lb, t: usize, s: usize, like: ValueId) -> R<ValueId> {
     Ok(b.g.add_const(bias, None, &name, &b.origin.clone()))
 }
 
+/// The attention probabilities from `scores` (the keys on its last axis): with `causal`
+/// (the query and key tensors), Keras's causal mask added; the softmax over the keys; the
+/// layer's dropout (training only).
+fn attention_probs(
+    b: &mut Lb,
+    cfg: &Value,
+    mut scores: ValueId,
+    causal: Option<(ValueId, ValueId)>,
+) -> R<ValueId> {
+    if let Some((q, k)) = causal {
+        let len = |x: ValueId| {
+            b.g.ty(x).shape[1]
+                .known()
+                .ok_or_else(|| "use_causal_mask needs known sequence lengths".to_string())
+        };
+        let (t, s) = (len(q)?, len(k)?);
+        let bias = causal_bias(b, t, s, scores)?;
+        scores = b.bin(B::Add, scores, bias)?;
+    }
+    let axis = b.rank(scores) - 1;
+    let mut p = b.op(Op::Softmax { axis, log: false }, &[scores], "softmax")?;
+    let rate = f64_or(cfg, "dropout", 0.0)?;
+    if rate > 0.0 {
+        p = b.op(Op::Dropout { rate }, &[p], "dropout")?;
+    }
+    Ok(p)
+}
+
 /// Keras's Attention (dot-product or `concat` scores, `use_scale`) and AdditiveAttention,
 /// called on `[query, value]` or `[query, value, key]` (`[batch, T, dim]` each): the scores
 /// `[batch, Tq, Tv]`, the causal mask if the call asks, a softmax over the keys, dropout
@@ -1865,7 +1870,7 @@ fn attention(
     }
     let mut ws = cx.weights(b, &specs)?.into_iter();
     let scale = if use_scale { ws.next() } else { None };
-    let mut scores = match mode {
+    let scores = match mode {
         "dot" => {
             let kt = b.op(
                 Op::Transpose {
@@ -1922,27 +1927,6 @@ fn attention(
         }
         other => return Err(format!("score_mode '{other}' is not one Keras has")),
     };
-    if causal {
-        let len = |x: ValueId| {
-            b.g.ty(x).shape[1]
-                .known()
-                .ok_or_else(|| "use_causal_mask needs known sequence lengths".to_string())
-        };
-        let (t, s) = (len(q)?, len(k)?);
-        let bias = causal_bias(b, t, s, scores)?;
-        scores = b.bin(B::Add, scores, bias)?;
-    }
-    let mut p = b.op(
-        Op::Softmax {
-            axis: 2,
-            log: false,
-        },
-        &[scores],
-        "softmax",
-    )?;
-    let rate = f64_or(cfg, "dropout", 0.0)?;
-    if rate > 0.0 {
-        p = b.op(Op::Dropout { rate }, &[p], "dropout")?;
-    }
+    let p = attention_probs(b, cfg, scores, causal.then_some((q, k)))?;
     b.op(Op::MatMul, &[p, v], "attend")
 }
