@@ -21,30 +21,10 @@ out = sys.argv[1]
 rng = np.random.default_rng(11)
 keras.utils.set_random_seed(11)
 
+import keras_fixture_save as kfs  # noqa: E402 (beside this script)
 
-def perturb(model):
-    # Non-trivial weights everywhere (biases too), so every weight matters.
-    for w in model.weights:
-        v = w.numpy()
-        w.assign(v + rng.normal(0, 0.2, v.shape).astype(v.dtype))
-
-
-def save(name, model, inputs):
-    perturb(model)
-    model.save(f"{out}/{name}.keras")
-    model.save_weights(f"{out}/{name}.weights.h5")
-    open(f"{out}/{name}.json", "w").write(model.to_json())
-    model = keras.saving.load_model(f"{out}/{name}.keras", compile=False)
-    ys = model.predict(inputs, verbose=0)
-    for i, x in enumerate(inputs):
-        np.save(f"{out}/{name}.input.{i}.npy", x)
-    for i, y in enumerate(ys):
-        np.save(f"{out}/{name}.keras_out.{i}.npy", np.asarray(y))
-    lines = []
-    model.summary(print_fn=lambda s, line_break=True: lines.append(s))
-    open(f"{out}/{name}.summary.txt", "w").write("".join(l if l.endswith("\n") else l + "\n" for l in lines))
-    print(name, model.count_params())
-
+kfs.rng, kfs.out = rng, out
+save = kfs.save
 
 x = keras.Input((8, 16), name="tokens")
 c = keras.Input((5, 12), name="context")

@@ -186,6 +186,7 @@ const ZOO: &[&str] = &[
     "attention",
     "norm_attention",
     "gqa",
+    "preprocessing",
 ];
 
 fn zoo(f: &str) -> PathBuf {

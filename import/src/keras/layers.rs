@@ -114,6 +114,8 @@ pub const SUPPORTED: &[&str] = &[
     "UpSampling1D",
     "UpSampling2D",
     "UpSampling3D",
+    "Resizing",
+    "CenterCrop",
     "LSTM",
     "GRU",
     "SimpleRNN",
@@ -764,6 +766,7 @@ pub fn lower(
                 )?)
             }
         }
+        "Resizing" | "CenterCrop" => one(image_preprocessing(b, class, cfg, x)?),
         c if c.starts_with("UpSampling") => {
             let interp = str_or(cfg, "interpolation", "nearest")?;
             let (nd, layout) = spatial_setup(b, x, c, cfg)?;
@@ -1929,4 +1932,81 @@ fn attention(
     };
     let p = attention_probs(b, cfg, scores, causal.then_some((q, k)))?;
     b.op(Op::MatMul, &[p, v], "attend")
+}
+
+/// Keras's Resizing and CenterCrop on a batch of images (`[batch, h, w, c]`, or channels first).
+/// Resizing is the backend's image resize without antialiasing: half-pixel centers, bilinear
+/// (triangle), bicubic (Keys, a = -0.5) or nearest (the pixel whose center is nearest, ties up),
+/// which are ONNX's Resize in `half_pixel` mode, nearest rounding half up. Bicubic differs
+/// between Keras's backends at the border: TensorFlow repeats the edge pixels (taken here, as
+/// for UpSampling2D), jax drops the taps outside and renormalizes (measured: 4.4e-2 apart at
+/// the edges, 1e-6 with jax's rule). CenterCrop keeps the
+/// middle `height x width` pixels (the extra one, for an odd difference, cut at the end).
+fn image_preprocessing(b: &mut Lb, class: &str, cfg: &Value, x: ValueId) -> R<ValueId> {
+    check_rank(b, x, 4, "(a batch of images)")?;
+    let layout = data_format(cfg)?;
+    let first = if layout == Layout::ChannelsLast { 1 } else { 2 };
+    let (h, w) = (usize_req(cfg, "height")?, usize_req(cfg, "width")?);
+    let t = b.g.ty(x).clone();
+    let dims: Vec<usize> = (0..2)
+        .map(|i| {
+            t.shape[first + i]
+                .known()
+                .ok_or_else(|| "the image's height and width must be known".to_string())
+        })
+        .collect::<R<_>>()?;
+    if class == "CenterCrop" {
+        if h > dims[0] || w > dims[1] {
+            return Err(format!(
+                "crops {}x{} images to {h}x{w}: a crop larger than the image (which Keras resizes first) is not supported yet",
+                dims[0], dims[1]
+            ));
+        }
+        let starts = vec![((dims[0] - h) / 2) as i64, ((dims[1] - w) / 2) as i64];
+        let ends = vec![starts[0] + h as i64, starts[1] + w as i64];
+        return b.op(
+            Op::Slice {
+                axes: vec![first, first + 1],
+                starts,
+                ends,
+                steps: vec![1, 1],
+            },
+            &[x],
+            "center_crop",
+        );
+    }
+    for flag in ["crop_to_aspect_ratio", "pad_to_aspect_ratio", "antialias"] {
+        if bool_or(cfg, flag, false)? {
+            return Err(format!("{flag}=True is not supported yet"));
+        }
+    }
+    let mode = match str_or(cfg, "interpolation", "bilinear")? {
+        "bilinear" => "linear",
+        "bicubic" => "cubic",
+        "nearest" => "nearest",
+        other => {
+            return Err(format!(
+                "interpolation='{other}' is not supported yet (bilinear, bicubic and nearest are)"
+            ))
+        }
+    };
+    let mut sizes = t.shape.clone();
+    let mut scales = vec![1.0; 4];
+    for (i, &n) in [h, w].iter().enumerate() {
+        sizes[first + i] = Dim::Known(n);
+        scales[first + i] = n as f64 / dims[i] as f64;
+    }
+    let attrs = ResizeAttrs {
+        sizes,
+        scales,
+        mode: mode.into(),
+        coord: "half_pixel".into(),
+        nearest_mode: "round_prefer_ceil".into(),
+        cubic_a: -0.5,
+        exclude_outside: false,
+        extrapolation: 0.0,
+        antialias: false,
+        roi: Vec::new(),
+    };
+    b.op(Op::Resize(attrs), &[x], "resize")
 }
