@@ -534,3 +534,40 @@ fn compile_into_an_unwritable_directory_is_said_first() {
         out.stderr
     );
 }
+
+/// The layers that size something from their config or input shape refuse what cannot be
+/// built, by name, before any allocation: a causal mask over 10^5 x 10^5 positions, a
+/// Resizing to 0 rows, a CenterCrop larger than its image.
+#[test]
+fn attention_and_preprocessing_configs_are_checked() {
+    let d = scratch("bad_attention_preprocessing");
+    let layers = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("layers").join(f)).unwrap())
+            .unwrap()
+    };
+    let mut j = layers("gqa.json");
+    j["config"]["layers"][0]["config"]["batch_shape"] = serde_json::json!([null, 100000, 16]);
+    let f = d.join("gqa.json");
+    std::fs::write(&f, j.to_string()).unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &[
+            "`gqa_self`",
+            "use_causal_mask over 100000 queries and 100000 keys",
+        ],
+    );
+    let mut j = layers("preprocessing.json");
+    j["config"]["layers"][1]["config"]["height"] = serde_json::json!(0);
+    j["config"]["layers"][5]["config"]["width"] = serde_json::json!(40);
+    let f = d.join("pre.json");
+    std::fs::write(&f, j.to_string()).unwrap();
+    fails_with(
+        &forgec(&["summary", s(&f)]),
+        &[
+            "Resizing `down_bilinear`",
+            "height 0 and width 7 must be at least 1",
+            "CenterCrop `crop`",
+            "a crop larger than the image",
+        ],
+    );
+}

@@ -134,6 +134,20 @@ struct PartSpec<'a> {
     objects: bool,
 }
 
+impl<'a> PartSpec<'a> {
+    /// The library's own model, as `opts` asks for it.
+    fn model(opts: &'a Options, objects: bool) -> Self {
+        PartSpec {
+            name: &opts.name,
+            tag: "",
+            library: &opts.name,
+            external: opts.external_weights,
+            threads: opts.threads,
+            objects,
+        }
+    }
+}
+
 impl Built {
     fn link_parts(&self, external: bool) -> Vec<capi::LinkPart<'_>> {
         self.parts
@@ -337,14 +351,7 @@ fn compile_with(
     }
     let dir = scratch.path();
     let version = env!("CARGO_PKG_VERSION");
-    let spec = PartSpec {
-        name,
-        tag: "",
-        library: name,
-        external: opts.external_weights,
-        threads: opts.threads,
-        objects: true,
-    };
+    let spec = PartSpec::model(opts, true);
     let main = build(&g, &spec, &target, dir)?;
     let mut header = capi::header(&g, name, version, opts.external_weights, opts.threads);
     let (cc, ar) = tools.ok_or("internal error: a library without its C toolchain")?;
@@ -522,14 +529,7 @@ pub fn c_sources(g: Graph, opts: &Options) -> Result<Vec<(String, String)>, Stri
         tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
     let dir = scratch.path();
     let name = &opts.name;
-    let spec = PartSpec {
-        name,
-        tag: "",
-        library: name,
-        external: opts.external_weights,
-        threads: opts.threads,
-        objects: false,
-    };
+    let spec = PartSpec::model(opts, false);
     let main = build(&g, &spec, &target, dir)?;
     let version = env!("CARGO_PKG_VERSION");
     let header = capi::header(&g, name, version, opts.external_weights, opts.threads);

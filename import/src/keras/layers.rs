@@ -1454,16 +1454,7 @@ fn multi_head_attention(
             ins.len()
         ));
     }
-    let (q, v) = (ins[0], ins[1]);
-    let k = ins.get(2).copied().unwrap_or(v);
-    for (what, x) in [("query", q), ("value", v), ("key", k)] {
-        check_rank(
-            b,
-            x,
-            3,
-            &format!("as its {what} ([batch, sequence, features])"),
-        )?;
-    }
+    let (q, v, k) = attention_inputs(b, ins)?;
     if let Some(axes) = int_list(cfg, "attention_axes")? {
         if axes != [1] && axes != [-2] {
             return Err(format!(
@@ -1477,11 +1468,7 @@ fn multi_head_attention(
     if get(cfg, "sliding_window").is_some_and(|w| !w.is_null()) {
         return Err("sliding_window is not supported yet".into());
     }
-    let call = get(cfg, "call_kwargs").cloned().unwrap_or(Value::Null);
-    if bool_or(&call, "return_attention_scores", false)? {
-        return Err("return_attention_scores=True is not supported yet".into());
-    }
-    let causal = bool_or(&call, "use_causal_mask", false)?;
+    let causal = attention_call(cfg)?;
     // GroupedQueryAttention (saved as `GroupQueryAttention`, the name keras.layers gives it):
     // `num_key_value_heads` key and value heads, each serving
     // `num_query_heads / num_key_value_heads` query heads in a row (Keras repeats them).
@@ -1779,6 +1766,13 @@ fn group_normalization(cx: &mut dyn LayerCx, b: &mut Lb, cfg: &Value, x: ValueId
 /// Keras's causal mask for `t` queries over `s` keys as an additive bias: 0 where query i may
 /// see key j (j <= i), -1e9 elsewhere (what Keras subtracts there; the softmax then gives 0).
 fn causal_bias(b: &mut Lb, t: usize, s: usize, like: ValueId) -> R<ValueId> {
+    // The mask is a constant made here: its size comes from the model file.
+    const MAX_MASK: usize = 1 << 26;
+    if t.checked_mul(s).is_none_or(|n| n > MAX_MASK) {
+        return Err(format!(
+            "use_causal_mask over {t} queries and {s} keys would need a mask of over 2^26 elements"
+        ));
+    }
     let dt = b.g.ty(like).dtype;
     let bias: Vec<f64> = (0..t * s)
         .map(|n| if n % s <= n / s { 0.0 } else { -1e9 })
@@ -1786,6 +1780,32 @@ fn causal_bias(b: &mut Lb, t: usize, s: usize, like: ValueId) -> R<ValueId> {
     let bias = Tensor::from_f64_values(dt, vec![t, s], &bias).map_err(|e| e.to_string())?;
     let name = format!("{}.causal_mask", b.base);
     Ok(b.g.add_const(bias, None, &name, &b.origin.clone()))
+}
+
+/// An attention layer's query, value and key (the value when none is given), each checked to
+/// be `[batch, sequence, features]`.
+fn attention_inputs(b: &Lb, ins: &[ValueId]) -> R<(ValueId, ValueId, ValueId)> {
+    let (q, v) = (ins[0], ins[1]);
+    let k = ins.get(2).copied().unwrap_or(v);
+    for (what, x) in [("query", q), ("value", v), ("key", k)] {
+        check_rank(
+            b,
+            x,
+            3,
+            &format!("as its {what} ([batch, sequence, features])"),
+        )?;
+    }
+    Ok((q, v, k))
+}
+
+/// Whether an attention layer's call asks for the causal mask (`use_causal_mask`); a call
+/// asking for the attention scores too is refused.
+fn attention_call(cfg: &Value) -> R<bool> {
+    let call = get(cfg, "call_kwargs").cloned().unwrap_or(Value::Null);
+    if bool_or(&call, "return_attention_scores", false)? {
+        return Err("return_attention_scores=True is not supported yet".into());
+    }
+    bool_or(&call, "use_causal_mask", false)
 }
 
 /// The attention probabilities from `scores` (the keys on its last axis): with `causal`
@@ -1833,21 +1853,8 @@ fn attention(
             ins.len()
         ));
     }
-    let (q, v) = (ins[0], ins[1]);
-    let k = ins.get(2).copied().unwrap_or(v);
-    for (what, x) in [("query", q), ("value", v), ("key", k)] {
-        check_rank(
-            b,
-            x,
-            3,
-            &format!("as its {what} ([batch, sequence, features])"),
-        )?;
-    }
-    let call = get(cfg, "call_kwargs").cloned().unwrap_or(Value::Null);
-    if bool_or(&call, "return_attention_scores", false)? {
-        return Err("return_attention_scores=True is not supported yet".into());
-    }
-    let causal = bool_or(&call, "use_causal_mask", false)?;
+    let (q, v, k) = attention_inputs(b, ins)?;
+    let causal = attention_call(cfg)?;
     let use_scale = bool_or(cfg, "use_scale", class == "AdditiveAttention")?;
     let mode = if class == "AdditiveAttention" {
         "additive"
@@ -1947,12 +1954,14 @@ fn image_preprocessing(b: &mut Lb, class: &str, cfg: &Value, x: ValueId) -> R<Va
     let layout = data_format(cfg)?;
     let first = if layout == Layout::ChannelsLast { 1 } else { 2 };
     let (h, w) = (usize_req(cfg, "height")?, usize_req(cfg, "width")?);
+    if h == 0 || w == 0 {
+        return Err(format!("height {h} and width {w} must be at least 1"));
+    }
     let t = b.g.ty(x).clone();
     let dims: Vec<usize> = (0..2)
-        .map(|i| {
-            t.shape[first + i]
-                .known()
-                .ok_or_else(|| "the image's height and width must be known".to_string())
+        .map(|i| match t.shape[first + i].known() {
+            Some(n) if n > 0 => Ok(n),
+            _ => Err("the image's height and width must be known and at least 1".to_string()),
         })
         .collect::<R<_>>()?;
     if class == "CenterCrop" {
